@@ -1,0 +1,316 @@
+"""The validated configuration of one director, as frozen dataclasses.
+
+Theory of operation: ``hadirector.config`` turns a YAML file into a ``Config``; every
+other layer reads only these types. They are stdlib-only and immutable so that a reload
+can diff old and new values with ``==`` (unchanged parts keep their runtime state).
+
+Units: times are float seconds everywhere (advert intervals keep centisecond
+resolution, RFC 5798 5.2.7). Addresses are ``ipaddress`` objects.
+
+The YAML shape (see etc/primary.yaml for a commented example)::
+
+    node:            {router_id, log_format, state_dir}
+    api:             {listen}
+    vrrp_instances:  [VrrpInstance ...]
+    sync_groups:     [SyncGroup ...]
+    track_scripts:   [TrackScript ...]
+    lvs:             {program, on_shutdown, sync_daemon: SyncDaemon}
+    virtual_services: [VirtualService ...]
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+# Every scheduler the kernel ships as an ip_vs_<name> module.
+SCHEDULERS: tuple[str, ...] = (
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq",
+    "mh", "fo", "ovf", "twos",
+)
+# Scheduler flags (IP_VS_SVC_F_SCHED1..3) by the names ipvsadm uses, and the
+# scheduler each belongs to.
+SCHEDULER_FLAGS: dict[str, str] = {
+    "sh-fallback": "sh", "sh-port": "sh", "mh-fallback": "mh", "mh-port": "mh",
+}
+
+
+class Protocol(enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+    SCTP = "sctp"
+
+
+class ForwardMethod(enum.Enum):
+    """LVS packet forwarding method. Kernel values: masq 0, local 1, tunnel 2, route 3."""
+
+    NAT = "nat"
+    DR = "dr"
+    TUN = "tun"
+
+
+class TunnelType(enum.Enum):
+    IPIP = "ipip"
+    GUE = "gue"
+    GRE = "gre"
+
+
+class LogFormat(enum.Enum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class ProgramMode(enum.Enum):
+    """Which node programs the IPVS table: both (warm standby) or only the master."""
+
+    ALWAYS = "always"
+    MASTER_ONLY = "master_only"
+
+
+class ShutdownAction(enum.Enum):
+    """What the agent does with its IPVS entries on a graceful stop."""
+
+    KEEP = "keep"
+    REMOVE = "remove"
+
+
+class InitialHealth(enum.Enum):
+    """State of a real server before its first check result.
+
+    UNKNOWN: not programmed until the first result, which decides at once.
+    UP / DOWN: start there; rise/fall then apply as usual.
+    """
+
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+# --- node, api -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    router_id: str
+    log_format: LogFormat = LogFormat.CONSOLE
+    state_dir: str = "/run/hadirector"
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9110
+    enabled: bool = True
+
+
+# --- VRRP --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackInterface:
+    """Link down -> FAULT when weight is 0; otherwise priority changes by ``weight``."""
+
+    name: str
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class TrackScript:
+    """A periodic command; exit 0 = success. After ``fall`` failures the priority of
+    every instance that tracks it changes by ``weight`` (negative lowers it); with
+    weight 0 a failed script puts the instance in FAULT (keepalived semantics)."""
+
+    name: str
+    command: tuple[str, ...]
+    interval: float = 2.0
+    timeout: float = 2.0
+    weight: int = 0
+    rise: int = 1
+    fall: int = 1
+
+
+@dataclass(frozen=True)
+class NotifyScripts:
+    """Commands run on a state change, without a shell, with a timeout.
+
+    ``notify`` gets keepalived's arguments appended: INSTANCE|GROUP name state priority.
+    """
+
+    master: tuple[str, ...] = ()
+    backup: tuple[str, ...] = ()
+    fault: tuple[str, ...] = ()
+    stop: tuple[str, ...] = ()
+    notify: tuple[str, ...] = ()
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class GarpSettings:
+    """Gratuitous ARP (IPv4) / unsolicited NA (IPv6) sent on becoming master."""
+
+    count: int = 5          # packets per VIP per burst
+    interval: float = 0.0   # seconds between packets of one burst
+    repeat_delay: float = 5.0  # a second burst this long after the first; 0 = none
+    refresh: float = 0.0    # periodic burst while master; 0 = never
+
+
+@dataclass(frozen=True)
+class VrrpInstance:
+    name: str
+    interface: str
+    vrid: int                      # 1..255
+    priority: int = 100            # 1..254, 255 = address owner
+    version: int = 3               # 3 (RFC 5798) or 2 (RFC 3768)
+    advert_interval: float = 1.0   # seconds, centisecond resolution (v2: whole seconds)
+    virtual_ips: tuple[IPInterface, ...] = ()
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    accept_mode: bool = False
+    unicast_src: IPAddress | None = None
+    unicast_peers: tuple[IPAddress, ...] = ()
+    track_interfaces: tuple[TrackInterface, ...] = ()
+    track_scripts: tuple[str, ...] = ()   # names of TrackScript entries
+    notify: NotifyScripts = field(default_factory=NotifyScripts)
+    garp: GarpSettings = field(default_factory=GarpSettings)
+
+    @property
+    def family(self) -> int:
+        return self.virtual_ips[0].version if self.virtual_ips else 4
+
+
+@dataclass(frozen=True)
+class SyncGroup:
+    """Instances that fail over together: if one goes to FAULT or BACKUP, all do."""
+
+    name: str
+    instances: tuple[str, ...]
+    notify: NotifyScripts = field(default_factory=NotifyScripts)
+
+
+# --- LVS ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TcpProbe:
+    pass
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    path: str = "/"
+    tls: bool = False
+    status_codes: tuple[int, ...] = (200,)
+    body_regex: str | None = None
+    digest: str | None = None          # hex MD5 of the body, as keepalived's HTTP_GET
+    host: str | None = None
+    verify_tls: bool = True
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class ScriptProbe:
+    command: tuple[str, ...]           # argv; exit 0 = healthy
+
+
+Probe = TcpProbe | HttpProbe | ScriptProbe
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    probe: Probe
+    interval: float = 5.0
+    timeout: float = 3.0
+    rise: int = 2
+    fall: int = 3
+    initial: InitialHealth = InitialHealth.UNKNOWN
+    jitter: float = 0.0                # seconds; each check starts up to this much late
+    retry_delay: float | None = None   # after a failure, check again this soon
+    bind_to: IPAddress | None = None
+    address: IPAddress | None = None   # check this address instead of the real server's
+    port: int | None = None            # ... and this port
+
+
+@dataclass(frozen=True)
+class RealServer:
+    address: IPAddress
+    port: int = 0                      # 0 = same as the virtual service (DR/TUN)
+    weight: int = 1
+    forward: ForwardMethod = ForwardMethod.NAT
+    tunnel_type: TunnelType = TunnelType.IPIP
+    upper_threshold: int = 0           # 0 = no limit
+    lower_threshold: int = 0
+    check: HealthCheck | None = None   # None = always healthy
+
+    @property
+    def key(self) -> tuple[IPAddress, int]:
+        return (self.address, self.port)
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    """One IPVS virtual service: address+port+protocol, or a firewall mark."""
+
+    name: str
+    protocol: Protocol = Protocol.TCP
+    address: IPAddress | None = None
+    port: int = 0
+    fwmark: int | None = None
+    family: int = 4                    # 4 or 6; from address, or given with fwmark
+    scheduler: str = "wlc"
+    scheduler_flags: tuple[str, ...] = ()
+    persistence_timeout: int = 0       # seconds, 0 = not persistent
+    persistence_netmask: str | None = None   # IPv4 mask or IPv6 prefix length
+    one_packet: bool = False           # "ops": schedule every UDP datagram
+    real_servers: tuple[RealServer, ...] = ()
+    sorry_server: RealServer | None = None
+    inhibit_on_failure: bool = False
+    quorum: int = 1                    # minimum healthy weight to keep the service up
+    quorum_hysteresis: int = 0
+    quorum_up: tuple[str, ...] = ()    # commands run when quorum is gained
+    quorum_down: tuple[str, ...] = ()  # ... and lost
+
+    @property
+    def key(self) -> tuple:
+        """Identity of the service in the kernel (what IPVS looks entries up by)."""
+        if self.fwmark is not None:
+            return ("fwmark", self.family, self.fwmark)
+        return (self.protocol.value, self.address, self.port)
+
+
+@dataclass(frozen=True)
+class SyncDaemon:
+    """Kernel IPVS connection sync (IPVS_CMD_NEW_DAEMON), switched with VRRP state."""
+
+    interface: str
+    syncid: int = 0                    # 0..255
+    follow_instance: str | None = None  # the VRRP instance (or sync group) it follows
+    mcast_group: IPAddress | None = None   # default 224.0.0.81
+    port: int = 8848
+    ttl: int = 1
+    maxlen: int = 0                    # 0 = kernel default (interface MTU)
+
+
+@dataclass(frozen=True)
+class LvsSettings:
+    program: ProgramMode = ProgramMode.ALWAYS
+    on_shutdown: ShutdownAction = ShutdownAction.KEEP
+    sync_daemon: SyncDaemon | None = None
+
+
+# --- the whole file -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeSettings
+    source: str = "<memory>"           # path it was loaded from
+    api: ApiSettings = field(default_factory=ApiSettings)
+    vrrp_instances: tuple[VrrpInstance, ...] = ()
+    sync_groups: tuple[SyncGroup, ...] = ()
+    track_scripts: tuple[TrackScript, ...] = ()
+    lvs: LvsSettings = field(default_factory=LvsSettings)
+    virtual_services: tuple[VirtualService, ...] = ()
