@@ -1,0 +1,168 @@
+"""Client traffic for the director-pair lab: short HTTP requests at a fixed rate and a set
+of long-lived TCP connections that echo a line every `--ping` seconds.
+
+Bounded: it stops by itself after `--duration` seconds (or earlier when the stop file
+appears). It sends only to the VIP given, which lives inside the lab's namespaces.
+
+At the end it writes a JSON summary to `--out`: requests sent, failed (with the times
+of the failures), the longest time without a successful request, and for the
+long-lived connections how many were opened, how many survived and why others died.
+With `--progress` it prints one status line per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections import Counter
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.sent = 0
+        self.ok = 0
+        self.failures: list[tuple[float, str]] = []
+        self.ok_times: list[float] = []
+        self.served_by: Counter[str] = Counter()
+        self.long_opened = 0
+        self.long_alive = 0
+        self.long_lost: list[tuple[float, str, str]] = []   # (time, server, reason)
+        self.long_servers: Counter[str] = Counter()
+        self.last_server = "-"
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+
+async def short_request(vip: str, port: int, timeout: float, st: Stats) -> None:
+    start = st.now()
+    st.sent += 1
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(vip, port)
+            writer.write(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
+            data = await reader.read()
+            writer.close()
+        head, _, body = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.0 200"):
+            raise ValueError(head.split(b"\r\n", 1)[0].decode(errors="replace") or "empty reply")
+        server = body.decode(errors="replace").strip()
+        st.ok += 1
+        st.ok_times.append(start)
+        st.served_by[server] += 1
+        st.last_server = server
+    except TimeoutError:
+        st.failures.append((start, "timeout"))
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        st.failures.append((start, type(exc).__name__ + (f": {exc}" if str(exc) else "")))
+
+
+async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats, stop: asyncio.Event) -> None:
+    server = "?"
+    try:
+        async with asyncio.timeout(5):
+            reader, writer = await asyncio.open_connection(vip, port)
+            hello = await reader.readline()
+        server = hello.decode().strip().removeprefix("hello from ")
+    except (OSError, TimeoutError) as exc:
+        st.long_lost.append((st.now(), server, f"connect: {type(exc).__name__}"))
+        return
+    st.long_opened += 1
+    st.long_alive += 1
+    st.long_servers[server] += 1
+    seq = 0
+    try:
+        while not stop.is_set():
+            seq += 1
+            line = f"{seq}\n".encode()
+            writer.write(line)
+            async with asyncio.timeout(timeout):
+                await writer.drain()
+                echoed = await reader.readline()
+            if echoed != line:
+                raise ConnectionError(f"bad echo {echoed!r}")
+            try:
+                await asyncio.wait_for(stop.wait(), ping)
+            except TimeoutError:
+                pass
+    except (OSError, TimeoutError) as exc:
+        st.long_alive -= 1
+        st.long_lost.append((st.now(), server, type(exc).__name__ + (f": {exc}" if str(exc) else "")))
+        return
+    writer.close()
+
+
+def max_gap(times: list[float], start: float, end: float) -> float:
+    """Longest stretch with no successful request, inside [start, end]."""
+    pts = [start] + sorted(t for t in times if start <= t <= end) + [end]
+    return max((b - a for a, b in zip(pts, pts[1:])), default=0.0)
+
+
+async def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--vip", required=True)
+    p.add_argument("--http-port", type=int, default=80)
+    p.add_argument("--echo-port", type=int, default=9000)
+    p.add_argument("--rate", type=float, default=20.0, help="short requests per second")
+    p.add_argument("--timeout", type=float, default=1.0, help="short request timeout")
+    p.add_argument("--long", type=int, default=10, help="long-lived connections")
+    p.add_argument("--ping", type=float, default=0.2)
+    p.add_argument("--long-timeout", type=float, default=15.0)
+    p.add_argument("--duration", type=float, default=60.0, help="hard upper bound, seconds")
+    p.add_argument("--stop-file", default=None)
+    p.add_argument("--ready-file", default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--progress", action="store_true")
+    a = p.parse_args()
+
+    st = Stats()
+    stop = asyncio.Event()
+    longs = [asyncio.create_task(long_lived(a.vip, a.echo_port, a.ping, a.long_timeout, st, stop))
+             for _ in range(a.long)]
+    shorts: set[asyncio.Task] = set()
+    period = 1.0 / a.rate
+    next_at = time.monotonic()
+    last_progress = 0.0
+    ready_written = False
+    while st.now() < a.duration and not (a.stop_file and os.path.exists(a.stop_file)):
+        if len(shorts) < 200:   # bounded concurrency
+            t = asyncio.create_task(short_request(a.vip, a.http_port, a.timeout, st))
+            shorts.add(t)
+            t.add_done_callback(shorts.discard)
+        if not ready_written and a.ready_file and st.long_opened + len(st.long_lost) >= a.long:
+            open(a.ready_file, "w").close()
+            ready_written = True
+        if a.progress and st.now() - last_progress >= 1.0:
+            last_progress = st.now()
+            print(f"[client] t={st.now():5.1f}s requests ok={st.ok} failed={len(st.failures)} "
+                  f"long-lived alive={st.long_alive}/{a.long} last={st.last_server}", flush=True)
+        next_at += period
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    end = st.now()
+    stop.set()
+    await asyncio.gather(*shorts, return_exceptions=True)
+    await asyncio.gather(*longs, return_exceptions=True)
+    summary = {
+        "duration": end,
+        "requests": st.sent,
+        "ok": st.ok,
+        "failed": len(st.failures),
+        "failures": st.failures[:200],
+        "max_gap": max_gap(st.ok_times, 0.5, end - a.timeout),
+        "served_by": dict(st.served_by),
+        "long_requested": a.long,
+        "long_opened": st.long_opened,
+        "long_survived": st.long_alive,
+        "long_lost": st.long_lost,
+        "long_servers": dict(st.long_servers),
+    }
+    with open(a.out, "w") as f:
+        json.dump(summary, f, indent=1)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,171 @@
+"""The reference director-pair topology, built from network namespaces.
+
+One LAN (a bridge in its own "switch" namespace) joins a client, two directors and
+three real servers. Every address lives inside namespaces this module creates, so the
+lab never sends a packet anywhere else.
+
+    DR:   client 10.250.0.10 ── br ── dir1 .2, dir2 .3 (VIP .100 on the master)
+                                  └── rs1..3 .11-.13 (VIP on lo, arp_ignore/announce)
+    NAT:  the same front LAN; a second bridge for the back LAN 10.251.0.0/24 where
+          rs1..3 (.11-.13) route via the floating gateway 10.251.0.1 held by the master.
+
+`up()` is idempotent against leftovers of a crashed run (it tears them down first);
+`down()` deletes veths explicitly before the namespaces, because `ip netns del` returns
+before the kernel has destroyed a namespace and an immediate rebuild then fails with
+"File exists" (kernel-lab.md).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+PREFIX = "pl"
+FRONT_NET = "10.250.0"
+BACK_NET = "10.251.0"
+VIP = f"{FRONT_NET}.100"
+BACK_GW = f"{BACK_NET}.1"
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str                      # short name: client, dir1, rs2 ...
+    front: str | None              # address on the front LAN
+    back: str | None = None        # address on the back LAN (NAT mode)
+
+    @property
+    def ns(self) -> str:
+        return f"{PREFIX}-{self.name}"
+
+
+@dataclass
+class Topology:
+    mode: str = "dr"               # "dr" or "nat"
+    nodes: list[Node] = field(default_factory=list)
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def real_servers(self) -> list[Node]:
+        return [n for n in self.nodes if n.name.startswith("rs")]
+
+
+def build(mode: str = "dr") -> Topology:
+    if mode not in ("dr", "nat"):
+        raise ValueError(f"mode must be dr or nat, got {mode!r}")
+    nat = mode == "nat"
+    nodes = [
+        Node("client", f"{FRONT_NET}.10"),
+        Node("dir1", f"{FRONT_NET}.2", f"{BACK_NET}.2" if nat else None),
+        Node("dir2", f"{FRONT_NET}.3", f"{BACK_NET}.3" if nat else None),
+    ]
+    for i in (1, 2, 3):
+        if nat:
+            nodes.append(Node(f"rs{i}", None, f"{BACK_NET}.1{i}"))
+        else:
+            nodes.append(Node(f"rs{i}", f"{FRONT_NET}.1{i}"))
+    return Topology(mode, nodes)
+
+
+def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+
+
+def sysctl(ns: str, key: str, value: str | int) -> None:
+    sh("sysctl", "-qw", f"{key}={value}", ns=ns)
+
+
+SWITCH = f"{PREFIX}-sw"
+
+
+def _veth_names(node: Node, lan: str) -> tuple[str, str]:
+    # Interface names are at most 15 bytes; the switch side carries the node name.
+    # Inside a node the first LAN it is on is eth0, the second eth1.
+    inner = "eth1" if (lan == "b" and node.front is not None) else "eth0"
+    return (f"{lan}-{node.name}", inner)
+
+
+def up(mode: str = "dr") -> Topology:
+    topo = build(mode)
+    down(quiet=True)
+    sh("ip", "netns", "add", SWITCH)
+    sh("ip", "link", "set", "lo", "up", ns=SWITCH)
+    lans = ["f"] + (["b"] if mode == "nat" else [])
+    for lan in lans:
+        br = f"br-{lan}"
+        sh("ip", "link", "add", br, "type", "bridge", "stp_state", "0", "mcast_snooping", "0", ns=SWITCH)
+        sh("ip", "link", "set", br, "up", ns=SWITCH)
+    for node in topo.nodes:
+        sh("ip", "netns", "add", node.ns)
+        sh("ip", "link", "set", "lo", "up", ns=node.ns)
+        for lan, addr in (("f", node.front), ("b", node.back)):
+            if addr is None:
+                continue
+            outer, inner = _veth_names(node, lan)
+            sh("ip", "link", "add", outer, "netns", SWITCH, "type", "veth", "peer", "name", inner, "netns", node.ns)
+            sh("ip", "link", "set", outer, "master", f"br-{lan}", "up", ns=SWITCH)
+            sh("ip", "addr", "add", f"{addr}/24", "dev", inner, ns=node.ns)
+            sh("ip", "link", "set", inner, "up", ns=node.ns)
+        _role_setup(topo, node)
+    return topo
+
+
+def _role_setup(topo: Topology, node: Node) -> None:
+    if node.name.startswith("dir"):
+        sysctl(node.ns, "net.ipv4.ip_forward", 1)
+        # A director must not answer ARP for addresses it doesn't hold on that link.
+        sysctl(node.ns, "net.ipv4.conf.all.arp_ignore", 1)
+    elif node.name.startswith("rs"):
+        if topo.mode == "dr":
+            # LVS-DR: the VIP on lo, never announced or answered by a real server.
+            sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=node.ns)
+            for dev in ("all", "eth0"):
+                sysctl(node.ns, f"net.ipv4.conf.{dev}.arp_ignore", 1)
+                sysctl(node.ns, f"net.ipv4.conf.{dev}.arp_announce", 2)
+        else:
+            sh("ip", "route", "add", "default", "via", BACK_GW, ns=node.ns)
+
+
+def down(quiet: bool = False) -> None:
+    """Remove every namespace and link of the lab, veths first (see module doc)."""
+    listed = sh("ip", "netns", "list", check=False).stdout.split("\n")
+    ours = [line.split()[0] for line in listed if line.startswith(f"{PREFIX}-")]
+    if SWITCH in ours:
+        links = sh("ip", "-o", "link", "show", ns=SWITCH, check=False).stdout.splitlines()
+        for line in links:
+            name = line.split(":")[1].strip().split("@")[0]
+            if name != "lo":
+                sh("ip", "link", "del", name, ns=SWITCH, check=False)
+    for ns in ours:
+        # Kill whatever still runs in it (agents, servers, tcpdump).
+        pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+        for pid in pids:
+            subprocess.run(["kill", "-9", pid], capture_output=True)
+        sh("ip", "netns", "del", ns, check=False)
+    # Wait until the kernel has really let go of the names.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        left = [l for l in sh("ip", "netns", "list", check=False).stdout.split("\n") if l.startswith(f"{PREFIX}-")]
+        if not left:
+            return
+        time.sleep(0.1)
+    if not quiet:
+        raise RuntimeError(f"namespaces still present after teardown: {left}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="bring the director-pair lab topology up or down")
+    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("--mode", choices=["dr", "nat"], default="dr")
+    a = p.parse_args()
+    if a.action == "up":
+        t = up(a.mode)
+        for n in t.nodes:
+            print(f"{n.ns:10} front={n.front} back={n.back}")
+    else:
+        down()
