@@ -241,6 +241,8 @@ class RealServer:
     weight: int = 1
     forward: ForwardMethod = ForwardMethod.NAT
     tunnel_type: TunnelType = TunnelType.IPIP
+    tunnel_port: int = 0               # GUE: destination UDP port (required for gue)
+    tunnel_checksum: str = "nocsum"    # GUE/GRE: "nocsum" | "csum" | "remcsum" (ipvsadm --tun-*)
     upper_threshold: int = 0           # 0 = no limit
     lower_threshold: int = 0
     check: HealthCheck | None = None   # None = always healthy
