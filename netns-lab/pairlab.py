@@ -1,0 +1,270 @@
+"""The director-pair lab: bring up the topology, start both directors, run client
+traffic, stop the primary, take it back, and report what the clients saw.
+
+    pairlab.py demo [--mode dr|nat] [--stop term|kill] [--director hadirector|keepalived]
+
+Needs a kernel with IPVS: run it directly on such a host, or through `netns-lab/demo`,
+which boots the kernel lab when this kernel has none. The lab's namespaces, processes
+and links are all removed at the end, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import topology  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LAB = Path(__file__).resolve().parent
+PYTHON = os.environ.get("HADIRECTOR_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
+if not Path(PYTHON).exists():
+    PYTHON = sys.executable
+
+
+def say(msg: str) -> None:
+    print(f"[lab] {msg}", flush=True)
+
+
+@dataclass
+class Director:
+    name: str            # dir1 / dir2
+    config: Path
+    log: Path
+    kind: str = "hadirector"
+    proc: subprocess.Popen | None = None
+    starts: int = 0
+
+    @property
+    def ns(self) -> str:
+        return f"{topology.PREFIX}-{self.name}"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.log, "a")
+        log.write(f"\n===== start #{self.starts} at {time.time():.3f} =====\n")
+        log.flush()
+        if self.kind == "hadirector":
+            argv = [PYTHON, "-m", "hadirector.cli", "run", "-c", str(self.config), "--log-format", "json"]
+        else:
+            pid_dir = Path(f"/run/hadirector-lab/{self.name}")
+            pid_dir.mkdir(parents=True, exist_ok=True)
+            argv = ["keepalived", "--dont-fork", "--log-console", "--log-detail",
+                    "-f", str(self.config), "-p", str(pid_dir / "keepalived.pid"),
+                    "-r", str(pid_dir / "vrrp.pid"), "-c", str(pid_dir / "checkers.pid")]
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, *argv], stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    def stop(self, how: str) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def holds_vip(self) -> bool:
+        out = topology.sh("ip", "-o", "addr", "show", ns=self.ns, check=False).stdout
+        return f" {topology.VIP}/" in out
+
+    def ipvs_table(self) -> str:
+        return topology.sh("cat", "/proc/net/ip_vs", ns=self.ns, check=False).stdout
+
+    def sync_conns(self) -> int:
+        out = topology.sh("ipvsadm", "-Lnc", ns=self.ns, check=False).stdout
+        return sum(1 for line in out.splitlines() if "ESTABLISHED" in line)
+
+
+@dataclass
+class Lab:
+    mode: str = "dr"
+    director: str = "hadirector"
+    results: Path = Path("/run/hadirector-lab")
+    directors: list[Director] = field(default_factory=list)
+    servers: list[subprocess.Popen] = field(default_factory=list)
+    client: subprocess.Popen | None = None
+    events: list[tuple[float, str]] = field(default_factory=list)
+    t0: float = 0.0
+
+    def mark(self, what: str) -> None:
+        self.events.append((time.monotonic() - self.t0, what))
+        say(what)
+
+    def config_for(self, name: str) -> Path:
+        if self.director == "hadirector":
+            return ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
+        return ROOT / "etc" / "lab" / "keepalived" / self.mode / f"{name}.conf"
+
+    def up(self) -> None:
+        self.results.mkdir(parents=True, exist_ok=True)
+        for f in self.results.glob("*"):
+            if f.is_file():
+                f.unlink()
+        self.t0 = time.monotonic()
+        topology.up(self.mode)
+        say(f"topology up ({self.mode.upper()}): client, dir1, dir2, rs1-rs3")
+        for rs in ("rs1", "rs2", "rs3"):
+            self.servers.append(subprocess.Popen(
+                ["ip", "netns", "exec", f"{topology.PREFIX}-{rs}", sys.executable,
+                 str(LAB / "realserver.py"), rs, "--state-dir", str(self.results)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        self.directors = [
+            Director(n, self.config_for(n), self.results / f"{n}.log", kind=self.director)
+            for n in ("dir1", "dir2")
+        ]
+
+    def down(self) -> None:
+        for d in self.directors:
+            with contextlib.suppress(Exception):
+                d.stop("term")
+        for p in self.servers + ([self.client] if self.client else []):
+            with contextlib.suppress(Exception):
+                p.kill()
+                p.wait(timeout=5)
+        topology.down(quiet=True)
+
+    def master(self) -> str | None:
+        holders = [d.name for d in self.directors if d.holds_vip()]
+        return ",".join(holders) if holders else None
+
+    def wait_for(self, what: str, cond, timeout: float) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if cond():
+                return time.monotonic() - start
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def start_client(self, duration: float, rate: float, longs: int) -> None:
+        self.client = subprocess.Popen(
+            ["ip", "netns", "exec", f"{topology.PREFIX}-client", sys.executable, str(LAB / "client.py"),
+             "--vip", topology.VIP, "--rate", str(rate), "--long", str(longs),
+             "--duration", str(duration), "--stop-file", str(self.results / "client.stop"),
+             "--ready-file", str(self.results / "client.ready"),
+             "--out", str(self.results / "client.json"), "--progress"],
+        )
+        self.wait_for("client connections", lambda: (self.results / "client.ready").exists(), 60)
+
+    def stop_client(self) -> dict:
+        (self.results / "client.stop").touch()
+        assert self.client is not None
+        self.client.wait(timeout=60)
+        self.client = None
+        return json.loads((self.results / "client.json").read_text())
+
+
+def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = True,
+                 rate: float = 20.0, longs: int = 10) -> dict:
+    """One full cycle: both directors up, traffic, primary stopped, primary back."""
+    dir1, dir2 = lab.directors
+    dir1.start()
+    lab.wait_for("dir1 to become master", dir1.holds_vip, 60)
+    dir2.start()
+    lab.wait_for("both IPVS tables", lambda: all(d.ipvs_table().count("->") >= 3 for d in lab.directors), 60)
+    lab.mark(f"dir1 is master, both directors programmed ({lab.director})")
+    lab.start_client(duration=600, rate=rate, longs=longs)
+    lab.mark(f"client running: {rate:g} requests/s, {longs} long-lived connections")
+    time.sleep(settle)
+    before = dir2.sync_conns()
+    lab.mark(f"standby dir2 knows {before} established connections through sync")
+    lab.mark(f"stopping primary dir1 ({'kill -9' if stop == 'kill' else 'SIGTERM'})")
+    t_stop = time.monotonic()
+    # kill -9 leaves dir1's VIP and IPVS table in its kernel (nobody removes them);
+    # dir2's gratuitous ARP is what moves the clients over, and dir1's restarted agent
+    # must clean up what its predecessor left.
+    dir1.stop(stop)
+    took = lab.wait_for("dir2 to take over the VIP", dir2.holds_vip, 30)
+    lab.mark(f"dir2 holds the VIP {took:.2f}s after the stop")
+    time.sleep(settle)
+    report: dict = {"stop": stop, "takeover_s": took}
+    if takeback:
+        lab.mark("starting dir1 again (preempt takes the VIP back)")
+        dir1.start()
+        back = lab.wait_for("dir1 to take the VIP back", lambda: dir1.holds_vip() and not dir2.holds_vip(), 60)
+        lab.mark(f"dir1 holds the VIP again {back:.2f}s after its start")
+        report["takeback_s"] = back
+        time.sleep(settle)
+    summary = lab.stop_client()
+    report.update(summary)
+    report["master_now"] = lab.master()
+    report["t_stop"] = t_stop - lab.t0
+    return report
+
+
+def print_report(r: dict) -> None:
+    w = 34
+    print()
+    print("=" * 64)
+    print(f" failover report ({r['stop']})")
+    print("=" * 64)
+    rows = [
+        ("time without service (longest gap)", f"{r['max_gap']:.2f} s"),
+        ("backup took the VIP after", f"{r['takeover_s']:.2f} s"),
+        ("short requests failed", f"{r['failed']} of {r['requests']}"),
+        ("long-lived connections survived", f"{r['long_survived']} of {r['long_requested']}"),
+        ("requests served by", ", ".join(f"{k} {v}" for k, v in sorted(r["served_by"].items()))),
+        ("master now", r["master_now"] or "nobody"),
+    ]
+    if "takeback_s" in r:
+        rows.insert(2, ("primary took it back after", f"{r['takeback_s']:.2f} s"))
+    for k, v in rows:
+        print(f" {k:<{w}} {v}")
+    for t, server, why in r["long_lost"][:10]:
+        print(f"   lost at {t:6.2f}s on {server}: {why}")
+    print("=" * 64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=["demo", "up", "down"])
+    p.add_argument("--mode", choices=["dr", "nat"], default="dr")
+    p.add_argument("--stop", choices=["term", "kill", "both"], default="both")
+    p.add_argument("--director", choices=["hadirector", "keepalived"], default="hadirector")
+    p.add_argument("--results", default="/run/hadirector-lab")
+    p.add_argument("--json", help="also write the reports here")
+    a = p.parse_args(argv)
+    lab = Lab(mode=a.mode, director=a.director, results=Path(a.results))
+    if a.action == "down":
+        topology.down()
+        return 0
+    if a.action == "up":
+        lab.up()
+        return 0
+    reports = []
+    try:
+        for how in (["term", "kill"] if a.stop == "both" else [a.stop]):
+            lab.up()
+            reports.append(run_failover(lab, stop=how))
+            print_report(reports[-1])
+            lab.down()
+    except BaseException:
+        for d in lab.directors:
+            if d.log.exists():
+                print(f"--- last lines of {d.log} ---", file=sys.stderr)
+                print("\n".join(d.log.read_text().splitlines()[-30:]), file=sys.stderr)
+        raise
+    finally:
+        lab.down()
+    if a.json:
+        Path(a.json).write_text(json.dumps(reports, indent=1))
+    ok = all(r["long_survived"] == r["long_requested"] and r["master_now"] == "dir1" for r in reports)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
