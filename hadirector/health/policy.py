@@ -1,0 +1,198 @@
+"""Rise/fall health policy for real servers, written once (sans-IO).
+
+Theory of operation
+-------------------
+A *target* is one real server of one virtual service: ``(service_key, rs_key)``, the
+same keys ``VirtualService.key`` and ``RealServer.key`` give, so the IPVS layer can ask
+about exactly the entries it programs. The same real server in two services is two
+targets with two independent states (their checks may differ).
+
+Each target has a ``ServerHealth``: a state (UNKNOWN, UP, DOWN) and counters of
+consecutive successes and failures. Probe results go in through
+``HealthPolicy.record(target, result, now)``; what comes out is a ``Transition`` when,
+and only when, the state changes:
+
+* a failure makes an UP (or UNKNOWN) target DOWN after ``fall`` consecutive failures;
+* a success makes a DOWN (or UNKNOWN) target UP after ``rise`` consecutive successes;
+* an UNKNOWN target (``initial: unknown``) takes the state of its first result at once:
+  nothing is programmed for it before then, so there is nothing to protect by waiting.
+
+This is the only place rise/fall is counted (Seesaw's healthcheck/core.go does the same;
+keepalived repeats it in every checker). Probes hold no policy; the runner holds no
+policy; consumers see transitions, never raw results.
+
+``HealthView`` is the read side the IPVS layer uses to compute its desired table:
+``state(service_key, rs_key)``. Real servers without a check are always UP; a key the
+policy has never heard of is UNKNOWN, which the reconciler treats as "not programmed".
+
+Nothing here reads a clock, sleeps or touches a socket: ``now`` comes in with each
+call. The scheduling half (when the next check is due) is ``schedule.CheckSchedule``;
+the per-service quorum is ``quorum.QuorumPolicy``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from hadirector.model import HealthCheck, InitialHealth
+
+ServiceKey = Hashable
+ServerKey = Hashable
+Target = tuple[ServiceKey, ServerKey]
+
+
+class HealthState(enum.Enum):
+    UNKNOWN = "unknown"
+    UP = "up"
+    DOWN = "down"
+
+
+_INITIAL = {
+    InitialHealth.UNKNOWN: HealthState.UNKNOWN,
+    InitialHealth.UP: HealthState.UP,
+    InitialHealth.DOWN: HealthState.DOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """What a probe saw. ``detail`` is short and stable ("refused", "timeout",
+    "status 503", "body mismatch", "exit 1"): it becomes a transition's reason."""
+
+    ok: bool
+    detail: str
+    elapsed: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    target: Target
+    old: HealthState
+    new: HealthState
+    reason: str          # detail of the result that decided it
+    latency: float       # elapsed time of that probe, seconds
+    at: float            # ``now`` of the deciding record() call
+    count: int           # consecutive results that led here (1 for a first result)
+
+    @property
+    def service_key(self) -> ServiceKey:
+        return self.target[0]
+
+    @property
+    def rs_key(self) -> ServerKey:
+        return self.target[1]
+
+
+@dataclass(slots=True)
+class ServerHealth:
+    """Runtime health of one target. Mutable; owned by ``HealthPolicy``."""
+
+    rise: int
+    fall: int
+    state: HealthState
+    successes: int = 0          # consecutive, reset by a failure
+    failures: int = 0           # consecutive, reset by a success
+    checks: int = 0             # results recorded since tracking began
+    transitions: int = 0
+    last: ProbeResult | None = None
+    last_at: float | None = None
+    changed_at: float | None = None
+    checked: bool = True        # False: no health check configured, always UP
+
+    def apply(self, target: Target, result: ProbeResult, now: float) -> Transition | None:
+        self.checks += 1
+        self.last = result
+        self.last_at = now
+        if result.ok:
+            self.successes += 1
+            self.failures = 0
+            if self.state is HealthState.UP:
+                return None
+            if self.state is HealthState.DOWN and self.successes < self.rise:
+                return None
+            return self._change(target, HealthState.UP, result, now, self.successes)
+        self.failures += 1
+        self.successes = 0
+        if self.state is HealthState.DOWN:
+            return None
+        if self.state is HealthState.UP and self.failures < self.fall:
+            return None
+        return self._change(target, HealthState.DOWN, result, now, self.failures)
+
+    def _change(self, target: Target, new: HealthState, result: ProbeResult, now: float,
+                count: int) -> Transition:
+        old, self.state = self.state, new
+        self.changed_at = now
+        self.transitions += 1
+        return Transition(target, old, new, result.detail, result.elapsed, now, count)
+
+
+class HealthView(Protocol):
+    """What the IPVS layer reads to decide which real servers to program."""
+
+    def state(self, service_key: ServiceKey, rs_key: ServerKey) -> HealthState: ...
+
+
+class HealthPolicy:
+    """Rise/fall state for every target; implements ``HealthView``."""
+
+    def __init__(self) -> None:
+        self._servers: dict[Target, ServerHealth] = {}
+
+    # --- membership (config load and reload) -------------------------------------
+
+    def track(self, target: Target, check: HealthCheck | None, now: float) -> ServerHealth:
+        """Start tracking ``target`` in its initial state (or always UP without a check).
+
+        Re-tracking a known target resets it; use ``retune`` to keep its state.
+        """
+        if check is None:
+            h = ServerHealth(rise=1, fall=1, state=HealthState.UP, checked=False, changed_at=now)
+        else:
+            h = ServerHealth(rise=max(1, check.rise), fall=max(1, check.fall),
+                             state=_INITIAL[check.initial], changed_at=now)
+        self._servers[target] = h
+        return h
+
+    def retune(self, target: Target, check: HealthCheck) -> None:
+        """Take new rise/fall for a target whose probe did not change (a reload).
+
+        State and counters are kept; no transition happens here: the next result is
+        judged against the new thresholds.
+        """
+        h = self._servers[target]
+        h.rise, h.fall = max(1, check.rise), max(1, check.fall)
+
+    def forget(self, target: Target) -> None:
+        self._servers.pop(target, None)
+
+    # --- inputs ------------------------------------------------------------------
+
+    def record(self, target: Target, result: ProbeResult, now: float) -> Transition | None:
+        """Feed one probe result; returns the transition it causes, if any."""
+        h = self._servers.get(target)
+        if h is None or not h.checked:
+            # A result for a target removed by a reload while its probe ran: ignore.
+            return None
+        return h.apply(target, result, now)
+
+    # --- read side ---------------------------------------------------------------
+
+    def state(self, service_key: ServiceKey, rs_key: ServerKey) -> HealthState:
+        h = self._servers.get((service_key, rs_key))
+        return HealthState.UNKNOWN if h is None else h.state
+
+    def get(self, target: Target) -> ServerHealth | None:
+        return self._servers.get(target)
+
+    def __contains__(self, target: object) -> bool:
+        return target in self._servers
+
+    def __len__(self) -> int:
+        return len(self._servers)
+
+    def items(self) -> Iterator[tuple[Target, ServerHealth]]:
+        return iter(self._servers.items())

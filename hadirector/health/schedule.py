@@ -1,0 +1,136 @@
+"""When each health check is due (sans-IO).
+
+Theory of operation
+-------------------
+``CheckSchedule`` keeps one deadline per target in a heap. The shell asks for
+``next_deadline()``, arms a single timer for it, and when the timer fires takes
+``pop_due(now)`` -- the targets whose checks start now. When a check completes the
+shell calls ``finished(target, now, retry=...)`` and re-arms its timer. There is no
+sleep per target: ten thousand targets cost one timer.
+
+Timing rules (``HealthCheck`` fields):
+
+* A check is due ``interval`` after the previous one *started*, so a target is checked
+  once per interval however long its probe takes -- but never while its previous probe
+  still runs (a check that times out after 3 s with a 1 s interval runs again at once,
+  not three times over).
+* ``retry_delay``: after a failure that has not (yet) brought the server down, the next
+  check is due ``retry_delay`` after the failure instead -- confirm quickly, as
+  keepalived's ``delay_before_retry``. Once the server is DOWN the normal interval
+  applies again, so dead servers are not hammered. The caller says which case it is
+  (``retry=True``); it knows the health state, the schedule does not.
+* ``jitter``: every deadline (the first one too) gets a uniform random delay in
+  ``[0, jitter]`` from a seeded RNG, so tests are reproducible and a fleet configured
+  with one interval does not probe in lock-step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from dataclasses import dataclass
+
+from hadirector.health.policy import Target
+from hadirector.model import HealthCheck
+
+
+@dataclass(slots=True)
+class _Entry:
+    interval: float
+    jitter: float
+    retry_delay: float | None
+    deadline: float
+    gen: int                    # bumps on every (re)schedule; stale heap rows differ
+    running: bool = False
+    started: float | None = None
+
+
+class CheckSchedule:
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        self._heap: list[tuple[float, int, int, Target]] = []   # deadline, seq, gen, target
+        self._seq = itertools.count()
+        self._entries: dict[Target, _Entry] = {}
+
+    def _jitter(self, e: _Entry) -> float:
+        return self._rng.uniform(0.0, e.jitter) if e.jitter > 0 else 0.0
+
+    def _push(self, target: Target, e: _Entry, deadline: float) -> float:
+        e.gen += 1
+        e.deadline = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), e.gen, target))
+        return deadline
+
+    # --- membership --------------------------------------------------------------
+
+    def add(self, target: Target, check: HealthCheck, now: float) -> float:
+        """Schedule a new target; its first check is due now (plus jitter)."""
+        e = _Entry(check.interval, max(0.0, check.jitter), check.retry_delay, now, 0)
+        self._entries[target] = e
+        return self._push(target, e, now + self._jitter(e))
+
+    def retune(self, target: Target, check: HealthCheck, now: float) -> None:
+        """New timing for a known target (reload); a shorter interval takes effect now."""
+        e = self._entries[target]
+        shorter = check.interval < e.interval
+        e.interval, e.jitter, e.retry_delay = check.interval, max(0.0, check.jitter), check.retry_delay
+        if not e.running and shorter:
+            base = e.started if e.started is not None else now
+            self._push(target, e, min(e.deadline, max(now, base + e.interval) + self._jitter(e)))
+
+    def remove(self, target: Target) -> None:
+        # Its heap rows go stale and are dropped lazily.
+        self._entries.pop(target, None)
+
+    def __contains__(self, target: object) -> bool:
+        return target in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # --- the timer ---------------------------------------------------------------
+
+    def _valid(self, row: tuple[float, int, int, Target]) -> bool:
+        e = self._entries.get(row[3])
+        return e is not None and not e.running and e.gen == row[2]
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of a target not being checked, or None."""
+        heap = self._heap
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> list[Target]:
+        """Targets whose checks start now, earliest first; they count as running."""
+        due: list[Target] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            row = heapq.heappop(heap)
+            if not self._valid(row):
+                continue
+            e = self._entries[row[3]]
+            e.running, e.started = True, now
+            due.append(row[3])
+        return due
+
+    def finished(self, target: Target, now: float, retry: bool = False) -> float | None:
+        """A target's check completed at ``now``; returns its next deadline.
+
+        Returns None for a target removed while its check ran.
+        """
+        e = self._entries.get(target)
+        if e is None:
+            return None
+        e.running = False
+        if retry and e.retry_delay is not None:
+            base = now + e.retry_delay
+        else:
+            started = e.started if e.started is not None else now
+            base = max(now, started + e.interval)
+        return self._push(target, e, base + self._jitter(e))
+
+    def deadline(self, target: Target) -> float | None:
+        e = self._entries.get(target)
+        return None if e is None or e.running else e.deadline

@@ -1,0 +1,129 @@
+"""When checks are due: interval, jitter, retry delay -- one heap, ``now`` by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from hadirector.health.schedule import CheckSchedule
+from hadirector.model import HealthCheck, TcpProbe
+
+A, B, C = ("svc", "a"), ("svc", "b"), ("svc", "c")
+
+
+def check(**kw) -> HealthCheck:
+    return HealthCheck(TcpProbe(), **kw)
+
+
+def test_first_check_is_due_at_once_without_jitter():
+    s = CheckSchedule(seed=1)
+    assert s.add(A, check(interval=5), now=100.0) == 100.0
+    assert s.next_deadline() == 100.0
+    assert s.pop_due(100.0) == [A]
+
+
+def test_next_check_is_due_one_interval_after_the_previous_one_started():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=5), now=0.0)
+    assert s.pop_due(0.0) == [A]
+    assert s.next_deadline() is None           # running: not due again
+    assert s.finished(A, now=0.2) == 5.0       # not 5.2: one check per interval
+    assert s.pop_due(4.99) == []
+    assert s.pop_due(5.0) == [A]
+
+
+def test_a_check_slower_than_its_interval_runs_again_when_it_ends_never_overlapping():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=1, timeout=3), now=0.0)
+    s.pop_due(0.0)
+    assert s.pop_due(2.0) == []                # still running
+    assert s.finished(A, now=3.0) == 3.0
+
+
+def test_retry_delay_applies_after_a_failure_that_has_not_brought_the_server_down():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=10, retry_delay=1), now=0.0)
+    s.pop_due(0.0)
+    assert s.finished(A, now=0.5, retry=True) == 1.5
+    s.pop_due(1.5)
+    # Once down the caller stops asking for retries: the interval applies again.
+    assert s.finished(A, now=1.6, retry=False) == 11.5
+
+
+def test_retry_without_retry_delay_uses_the_interval():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=10), now=0.0)
+    s.pop_due(0.0)
+    assert s.finished(A, now=0.5, retry=True) == 10.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jitter_delays_every_deadline_by_at_most_jitter(seed):
+    s = CheckSchedule(seed=seed)
+    first = s.add(A, check(interval=2, jitter=0.5), now=0.0)
+    assert 0.0 <= first <= 0.5
+    delays = []
+    t = first
+    for _ in range(200):
+        assert s.pop_due(t) == [A]
+        nxt = s.finished(A, now=t + 0.01)
+        delays.append(nxt - (t + 2))
+        t = nxt
+    assert all(0.0 <= d <= 0.5 for d in delays)
+    assert max(delays) - min(delays) > 0.3     # really spread, not constant
+
+
+def test_jitter_is_reproducible_with_a_seed():
+    def run(seed):
+        s = CheckSchedule(seed=seed)
+        return [s.add((i, 0), check(jitter=1.0), now=0.0) for i in range(10)]
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+def test_pop_due_returns_targets_in_deadline_order_and_next_deadline_is_the_earliest():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=3), now=2.0)
+    s.add(B, check(interval=3), now=1.0)
+    s.add(C, check(interval=3), now=5.0)
+    assert s.next_deadline() == 1.0
+    assert s.pop_due(2.5) == [B, A]
+    assert s.next_deadline() == 5.0
+
+
+def test_removed_target_is_never_due_and_its_late_result_is_ignored():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(), now=0.0)
+    s.add(B, check(), now=1.0)
+    s.remove(B)
+    assert s.pop_due(10.0) == [A]
+    s.remove(A)
+    assert s.finished(A, now=10.1) is None
+    assert s.next_deadline() is None
+
+
+def test_retune_to_a_shorter_interval_takes_effect_now():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=60), now=0.0)
+    s.pop_due(0.0)
+    s.finished(A, now=0.1)                     # next at 60
+    s.retune(A, check(interval=1), now=10.0)
+    assert s.next_deadline() == 10.0           # 0 + 1 is already past
+
+
+def test_retune_to_a_longer_interval_waits_for_the_next_completion():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=1), now=0.0)
+    s.pop_due(0.0)
+    s.finished(A, now=0.1)
+    s.retune(A, check(interval=60), now=0.5)
+    assert s.next_deadline() == 1.0
+    s.pop_due(1.0)
+    assert s.finished(A, now=1.1) == 61.0
+
+
+def test_many_targets_cost_one_deadline():
+    s = CheckSchedule(seed=3)
+    for i in range(10_000):
+        s.add((i, 0), check(interval=1, jitter=1), now=0.0)
+    assert 0.0 <= s.next_deadline() <= 1.0
+    assert len(s.pop_due(1.0)) == 10_000
