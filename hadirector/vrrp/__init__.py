@@ -1,0 +1,17 @@
+"""VRRP core: advert codec, RFC 5798 timer formulas, sans-IO state machine, sync groups.
+
+Pure code: no sockets, no asyncio, no clocks. The agent's driver feeds it packets and
+``now`` and carries out the actions it returns.
+"""
+
+from hadirector.vrrp.codec import Advert, IpPacket, Reject, decode, encode, parse_ip_packet
+from hadirector.vrrp.machine import (
+    Action, Counters, PeerMisconfigured, Reason, RoleChanged, SendAdvert, State, VrrpMachine,
+)
+from hadirector.vrrp.timers import master_down_interval, skew_time
+
+__all__ = [
+    "Action", "Advert", "Counters", "IpPacket", "PeerMisconfigured", "Reason", "Reject",
+    "RoleChanged", "SendAdvert", "State", "VrrpMachine", "decode", "encode",
+    "master_down_interval", "parse_ip_packet", "skew_time",
+]
