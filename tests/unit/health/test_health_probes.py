@@ -1,0 +1,312 @@
+"""Probes against real loopback servers: each failure mode comes back with its reason,
+and no probe outlives its timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import sys
+import time
+
+import pytest
+import trustme
+
+from hadirector.health.probes import HttpClients, http_probe, run_check, script_probe, tcp_probe
+from hadirector.model import HealthCheck, HttpProbe, ScriptProbe
+
+from .servers import Behaviour, blackhole_listener, closed_port, http_server, silent_server
+
+LOCAL = "127.0.0.1"
+# Real time: generous margin over the timeout for a loaded 2-core CI machine.
+SLACK = 1.0
+
+
+@pytest.fixture
+async def clients():
+    c = HttpClients()
+    yield c
+    await c.close()
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def server_ssl(ca):
+    cert = ca.issue_cert("127.0.0.1", "hc.test")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+# --- TCP ------------------------------------------------------------------------------
+
+
+async def test_tcp_probe_passes_against_a_listener():
+    async with http_server() as (port, _):
+        r = await tcp_probe(LOCAL, port, timeout=1.0)
+    assert (r.ok, r.detail) == (True, "connected")
+    assert 0 <= r.elapsed < 1.0
+
+
+async def test_tcp_probe_reports_refused_on_a_closed_port():
+    r = await tcp_probe(LOCAL, closed_port(), timeout=1.0)
+    assert (r.ok, r.detail) == (False, "refused")
+
+
+async def test_tcp_probe_reports_timeout_when_syns_go_unanswered_and_stops_at_its_timeout():
+    with blackhole_listener() as port:
+        t0 = time.monotonic()
+        r = await tcp_probe(LOCAL, port, timeout=0.5)
+        took = time.monotonic() - t0
+    assert (r.ok, r.detail) == (False, "timeout")
+    assert 0.5 <= took < 0.5 + SLACK
+
+
+async def test_tcp_probe_binds_to_the_given_source_address():
+    seen = []
+
+    async def handle(reader, writer):
+        seen.append(writer.get_extra_info("peername")[0])
+        writer.close()
+
+    server = await asyncio.start_server(handle, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        r = await tcp_probe(LOCAL, port, timeout=1.0, bind_to="127.0.0.77")
+        await asyncio.sleep(0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert r.ok and seen == ["127.0.0.77"]
+
+
+async def test_tcp_probe_reports_an_unusable_source_address_instead_of_raising():
+    r = await tcp_probe(LOCAL, 80, timeout=1.0, bind_to="192.0.2.1")   # not ours
+    assert not r.ok and r.detail == "address not available"
+
+
+# --- HTTP -----------------------------------------------------------------------------
+
+
+async def test_http_probe_passes_on_an_expected_status(clients):
+    async with http_server() as (port, b):
+        r = await http_probe(LOCAL, port, HttpProbe(path="/health"), 1.0, clients=clients)
+    assert (r.ok, r.detail) == (True, "status 200")
+    assert b.hits == 1
+
+
+async def test_http_probe_reports_the_status_of_a_500(clients):
+    async with http_server(behaviour=Behaviour(status=500)) as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(), 1.0, clients=clients)
+    assert (r.ok, r.detail) == (False, "status 500")
+
+
+async def test_http_probe_accepts_any_of_the_configured_status_codes(clients):
+    async with http_server(behaviour=Behaviour(status=204)) as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(status_codes=(200, 204)), 1.0, clients=clients)
+    assert r.ok
+
+
+async def test_http_probe_reports_refused_on_a_closed_port(clients):
+    r = await http_probe(LOCAL, closed_port(), HttpProbe(), 1.0, clients=clients)
+    assert (r.ok, r.detail) == (False, "refused")
+
+
+async def test_http_probe_times_out_on_a_server_that_never_answers(clients):
+    async with silent_server() as port:
+        t0 = time.monotonic()
+        r = await http_probe(LOCAL, port, HttpProbe(), 0.5, clients=clients)
+        took = time.monotonic() - t0
+    assert (r.ok, r.detail) == (False, "timeout")
+    assert 0.5 <= took < 0.5 + SLACK
+
+
+async def test_http_probe_times_out_on_a_server_slower_than_the_timeout(clients):
+    async with http_server(behaviour=Behaviour(delay=2.0)) as (port, _):
+        t0 = time.monotonic()
+        r = await http_probe(LOCAL, port, HttpProbe(), 0.3, clients=clients)
+        took = time.monotonic() - t0
+    assert (r.ok, r.detail) == (False, "timeout")
+    assert took < 0.3 + SLACK
+
+
+async def test_http_probe_passes_on_a_slow_server_within_the_timeout(clients):
+    async with http_server(behaviour=Behaviour(delay=0.2)) as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(), 2.0, clients=clients)
+    assert r.ok and r.elapsed >= 0.2
+
+
+async def test_http_probe_matches_the_body_against_a_regex_and_notices_a_change(clients):
+    probe = HttpProbe(body_regex=r"ok: all \w+ nominal")
+    async with http_server() as (port, b):
+        assert (await http_probe(LOCAL, port, probe, 1.0, clients=clients)).ok
+        b.body = b"<html>maintenance</html>"
+        r = await http_probe(LOCAL, port, probe, 1.0, clients=clients)
+    assert (r.ok, r.detail) == (False, "body mismatch")
+
+
+async def test_http_probe_checks_the_md5_digest_of_the_body_and_notices_a_change(clients):
+    async with http_server() as (port, b):
+        probe = HttpProbe(digest=b.md5.upper())    # keepalived's genhash prints either case
+        assert (await http_probe(LOCAL, port, probe, 1.0, clients=clients)).ok
+        b.body += b"\n<!-- changed -->"
+        r = await http_probe(LOCAL, port, probe, 1.0, clients=clients)
+    assert (r.ok, r.detail) == (False, "digest mismatch")
+
+
+async def test_http_probe_sends_the_configured_host_header(clients):
+    async with http_server() as (port, b):
+        assert (await http_probe(LOCAL, port, HttpProbe(host="www.example.test"), 1.0, clients=clients)).ok
+    assert b.hosts == ["www.example.test"]
+
+
+async def test_http_probe_opens_a_new_connection_for_every_check(clients):
+    peers = []
+
+    async def handle(reader, writer):
+        peers.append(writer.get_extra_info("peername"))
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.read()             # keep-alive if the client let us
+        writer.close()
+
+    server = await asyncio.start_server(handle, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for _ in range(3):
+            assert (await http_probe(LOCAL, port, HttpProbe(), 1.0, clients=clients)).ok
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(set(peers)) == 3
+
+
+async def test_http_probe_without_shared_clients_cleans_up_after_itself():
+    async with http_server() as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(), 1.0)
+    assert r.ok
+
+
+# --- HTTPS ----------------------------------------------------------------------------
+
+
+async def test_https_probe_with_verification_fails_against_an_untrusted_certificate(clients, server_ssl):
+    async with http_server(ssl_context=server_ssl) as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(tls=True), 2.0, clients=clients)
+    assert not r.ok and r.detail.startswith("tls: ")
+    assert "certificate" in r.detail
+
+
+async def test_https_probe_without_verification_passes_against_a_self_signed_certificate(clients, server_ssl):
+    async with http_server(ssl_context=server_ssl) as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(tls=True, verify_tls=False), 2.0, clients=clients)
+    assert (r.ok, r.detail) == (True, "status 200")
+
+
+async def test_https_probe_verifies_against_the_configured_ca_file(clients, server_ssl, ca_file):
+    async with http_server(ssl_context=server_ssl) as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(tls=True, ca_file=ca_file), 2.0, clients=clients)
+    assert (r.ok, r.detail) == (True, "status 200")
+
+
+async def test_https_probe_verifies_the_virtual_host_name_not_the_address(clients, server_ssl, ca_file):
+    async with http_server(ssl_context=server_ssl) as (port, b):
+        good = await http_probe(LOCAL, port, HttpProbe(tls=True, ca_file=ca_file, host="hc.test"),
+                                2.0, clients=clients)
+        bad = await http_probe(LOCAL, port, HttpProbe(tls=True, ca_file=ca_file, host="other.test"),
+                               2.0, clients=clients)
+    assert good.ok and b.hosts == ["hc.test"]
+    assert not bad.ok and bad.detail.startswith("tls: ")
+
+
+async def test_https_probe_against_a_plain_http_server_fails_with_a_reason(clients):
+    async with http_server() as (port, _):
+        r = await http_probe(LOCAL, port, HttpProbe(tls=True, verify_tls=False), 2.0, clients=clients)
+    assert not r.ok and r.detail.startswith("tls: ")
+
+
+# --- script ---------------------------------------------------------------------------
+
+
+async def test_script_probe_passes_on_exit_0():
+    r = await script_probe(["/bin/true"], timeout=5.0)
+    assert (r.ok, r.detail) == (True, "exit 0")
+
+
+async def test_script_probe_reports_the_exit_status():
+    r = await script_probe(["/bin/sh", "-c", "exit 3"], timeout=5.0)
+    assert (r.ok, r.detail) == (False, "exit 3")
+
+
+async def test_script_probe_reports_a_missing_program():
+    r = await script_probe(["/nonexistent/check"], timeout=5.0)
+    assert (r.ok, r.detail) == (False, "not found")
+
+
+async def test_script_probe_runs_no_shell():
+    r = await script_probe(["/bin/echo", "$(exit 1)", ";", "false"], timeout=5.0)
+    assert r.ok
+
+
+async def test_script_probe_kills_the_whole_process_group_on_timeout(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    # The shell starts a grandchild that would outlive a plain kill of the shell.
+    argv = ["/bin/sh", "-c", f"sleep 30 & echo $! > {pidfile}; wait"]
+    t0 = time.monotonic()
+    r = await script_probe(argv, timeout=0.5)
+    took = time.monotonic() - t0
+    assert (r.ok, r.detail) == (False, "timeout")
+    assert 0.5 <= took < 0.5 + SLACK
+    grandchild = int(pidfile.read_text())
+    await asyncio.sleep(0.1)
+    assert not _alive(grandchild)
+
+
+async def test_script_probe_passes_even_if_it_leaves_a_child_holding_its_output():
+    r = await script_probe(["/bin/sh", "-c", "(sleep 3 &) ; exit 0"], timeout=1.0)
+    assert (r.ok, r.detail) == (True, "exit 0")
+
+
+async def test_script_probe_cancelled_kills_and_reaps_its_process(tmp_path):
+    pidfile = tmp_path / "pid"
+    task = asyncio.create_task(script_probe(["/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 30"], 10.0))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if pidfile.exists() and pidfile.read_text().strip():
+            break
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# --- dispatch -------------------------------------------------------------------------
+
+
+async def test_run_check_dispatches_on_the_configured_probe(clients):
+    async with http_server() as (port, _):
+        http = await run_check(HealthCheck(HttpProbe(), timeout=1.0), LOCAL, port, clients)
+    script = await run_check(HealthCheck(ScriptProbe((sys.executable, "-c", "raise SystemExit(1)")),
+                                         timeout=5.0), LOCAL, 0)
+    assert http.detail == "status 200" and script.detail == "exit 1"
