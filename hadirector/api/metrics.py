@@ -1,0 +1,300 @@
+"""Prometheus text exposition (format 0.0.4) rendered from a ``Snapshot``.
+
+Theory of operation: ``render(snapshot)`` is a pure function; the agent keeps no
+metric objects. Counters come from the snapshot's monotonic fields (and the kernel's
+IPVS stats, which are monotonic for the life of a service), gauges from its current
+values. Hand-written rather than prometheus_client so the agent has no such runtime
+dependency and no global registry; the tests parse the output with prometheus_client.
+
+Conventions (https://prometheus.io/docs/instrumenting/exposition_formats/,
+https://prometheus.io/docs/practices/naming/):
+
+* every name starts with ``hadirector_``; counters end in ``_total``; units in the
+  name (``_seconds``, ``_bytes``);
+* enum-like state is one series per possible value with value 0 or 1, like
+  kube-state-metrics' ``kube_pod_status_phase``, so ``hadirector_vrrp_state{state=
+  "MASTER"} == 1`` selects masters and a missing scrape is not mistaken for BACKUP;
+* the VRRP label is ``vrrp_instance``, not ``instance``, because Prometheus owns the
+  ``instance`` target label and would rename ours to ``exported_instance``;
+* a series whose value is unknown is omitted rather than exported as 0 (a real
+  server that is not in the kernel has no ``kernel_weight``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from hadirector.api.snapshot import (
+    Health,
+    HistogramSnapshot,
+    IpvsCounters,
+    Snapshot,
+    SyncRole,
+    VrrpState,
+)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Probe latency buckets, seconds: health probes on a LAN take ~0.1-10 ms; timeouts
+# are seconds.
+DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+
+
+class Histogram:
+    """A latency accumulator for the agent; ``snapshot()`` gives the cumulative
+    ``HistogramSnapshot`` the exposition needs. Not thread-safe (event loop only)."""
+
+    def __init__(self, bounds: Sequence[float] = DEFAULT_LATENCY_BUCKETS) -> None:
+        if list(bounds) != sorted(set(bounds)):
+            raise ValueError("histogram bounds must be strictly increasing")
+        self._bounds = tuple(float(b) for b in bounds)
+        self._counts = [0] * len(self._bounds)   # per bucket, not cumulative
+        self._count = 0
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # Prometheus buckets are "less than or equal": bisect_left puts a value equal
+        # to a bound in that bound's bucket.
+        i = bisect.bisect_left(self._bounds, value)
+        if i < len(self._counts):
+            self._counts[i] += 1
+        self._count += 1
+        self._sum += value
+
+    def snapshot(self) -> HistogramSnapshot:
+        cumulative, running = [], 0
+        for bound, n in zip(self._bounds, self._counts):
+            running += n
+            cumulative.append((bound, running))
+        return HistogramSnapshot(buckets=tuple(cumulative), count=self._count, sum=self._sum)
+
+
+# --- text format primitives ------------------------------------------------------
+
+
+def escape_label_value(value: str) -> str:
+    # 0.0.4: backslash, double quote and line feed are escaped in label values.
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    # 0.0.4: only backslash and line feed are escaped in HELP.
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float | int | bool) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class _Family:
+    name: str
+    type: str                       # counter | gauge | histogram
+    help: str
+    samples: list[tuple[str, Labels, float | int | bool]] = field(default_factory=list)
+
+    def add(self, value: float | int | bool, suffix: str = "", **labels: str | int) -> None:
+        self.samples.append(
+            (self.name + suffix, tuple((k, str(v)) for k, v in labels.items()), value))
+
+    def lines(self) -> Iterable[str]:
+        yield f"# HELP {self.name} {escape_help(self.help)}"
+        yield f"# TYPE {self.name} {self.type}"
+        for name, labels, value in self.samples:
+            if labels:
+                inner = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in labels)
+                yield f"{name}{{{inner}}} {format_value(value)}"
+            else:
+                yield f"{name} {format_value(value)}"
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def family(self, name: str, type_: str, help_: str) -> _Family:
+        full = "hadirector_" + name
+        fam = self._families.get(full)
+        if fam is None:
+            fam = self._families[full] = _Family(full, type_, help_)
+        return fam
+
+    def text(self) -> str:
+        out: list[str] = []
+        for fam in self._families.values():
+            out.extend(fam.lines())
+        return "\n".join(out) + "\n"
+
+
+# --- the metrics ----------------------------------------------------------------------
+
+
+def render(snap: Snapshot) -> str:
+    """The whole /metrics body for one snapshot."""
+    ex = _Exposition()
+    _node(ex, snap)
+    _vrrp(ex, snap)
+    _ipvs(ex, snap)
+    _sync_daemon(ex, snap)
+    _health(ex, snap)
+    _reloads(ex, snap)
+    return ex.text()
+
+
+def _node(ex: _Exposition, snap: Snapshot) -> None:
+    n = snap.node
+    ex.family("build_info", "gauge", "Always 1; labels carry the version and router id.").add(
+        1, version=n.version, router_id=n.router_id)
+    ex.family("start_time_seconds", "gauge",
+              "Unix time the agent process started.").add(n.started_at)
+    ex.family("config_generation", "gauge",
+              "Generation of the config in force: 1 at start, +1 per applied reload.").add(
+        n.config_generation)
+    ex.family("config_loaded_timestamp_seconds", "gauge",
+              "Unix time the config in force was applied.").add(n.config_loaded_at)
+
+
+def _vrrp(ex: _Exposition, snap: Snapshot) -> None:
+    state = ex.family("vrrp_state", "gauge",
+                      "VRRP instance state: 1 for the current state, 0 for the others.")
+    prio = ex.family("vrrp_priority", "gauge", "Configured VRRP priority.")
+    eff = ex.family("vrrp_effective_priority", "gauge",
+                    "VRRP priority after tracked interface and script weights.")
+    since = ex.family("vrrp_state_since_timestamp_seconds", "gauge",
+                      "Unix time of the instance's last state change.")
+    trans = ex.family("vrrp_transitions_total", "counter", "VRRP state transitions.")
+    sent = ex.family("vrrp_adverts_sent_total", "counter", "VRRP advertisements sent.")
+    recv = ex.family("vrrp_adverts_received_total", "counter",
+                     "Valid VRRP advertisements received.")
+    bad = ex.family("vrrp_adverts_invalid_total", "counter",
+                    "VRRP advertisements received and dropped, by reason.")
+    for v in snap.vrrp_instances:
+        ids = {"vrrp_instance": v.name, "vrid": v.vrid, "interface": v.interface}
+        for s in VrrpState:
+            state.add(s is v.state, **ids, state=s.value)
+        prio.add(v.priority, **ids)
+        eff.add(v.effective_priority, **ids)
+        since.add(v.since, **ids)
+        trans.add(v.transitions, **ids)
+        sent.add(v.adverts_sent, **ids)
+        recv.add(v.adverts_received, **ids)
+        for reason, n in sorted(v.adverts_invalid.items()):
+            bad.add(n, **ids, reason=reason)
+
+
+def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
+    info = ex.family("ipvs_service_info", "gauge",
+                     "Always 1 per virtual service; labels carry its key and scheduler.")
+    quorum = ex.family("ipvs_service_quorum_up", "gauge",
+                       "1 when the service's healthy weight meets its quorum.")
+    in_kernel = ex.family("ipvs_service_in_kernel", "gauge",
+                          "1 when the service is present in the kernel IPVS table.")
+    svc_conns = ex.family("ipvs_service_connections_total", "counter",
+                          "Connections scheduled by the service (kernel stats).")
+    svc_pkts = ex.family("ipvs_service_packets_total", "counter",
+                         "Packets through the service, by direction (kernel stats).")
+    svc_bytes = ex.family("ipvs_service_bytes_total", "counter",
+                          "Bytes through the service, by direction (kernel stats).")
+    svc_cps = ex.family("ipvs_service_connections_per_second", "gauge",
+                        "The kernel's connection rate estimate for the service.")
+    rs_health = ex.family("real_server_health", "gauge",
+                          "Real server health: 1 for the current state, 0 for the others.")
+    rs_weight = ex.family("real_server_weight", "gauge", "Configured real server weight.")
+    rs_kweight = ex.family("real_server_kernel_weight", "gauge",
+                           "Real server weight in the kernel; absent when not programmed.")
+    rs_active = ex.family("ipvs_real_server_active_connections", "gauge",
+                          "Active connections to the real server.")
+    rs_inactive = ex.family("ipvs_real_server_inactive_connections", "gauge",
+                            "Inactive connections to the real server.")
+    rs_conns = ex.family("ipvs_real_server_connections_total", "counter",
+                         "Connections scheduled to the real server (kernel stats).")
+    rs_pkts = ex.family("ipvs_real_server_packets_total", "counter",
+                        "Packets to/from the real server, by direction (kernel stats).")
+    rs_bytes = ex.family("ipvs_real_server_bytes_total", "counter",
+                         "Bytes to/from the real server, by direction (kernel stats).")
+    rs_latency = ex.family("real_server_last_check_duration_seconds", "gauge",
+                           "How long the real server's last health probe took.")
+
+    def traffic(c: IpvsCounters, conns, pkts, bytes_, **ids: str) -> None:
+        conns.add(c.conns, **ids)
+        pkts.add(c.inpkts, **ids, direction="in")
+        pkts.add(c.outpkts, **ids, direction="out")
+        bytes_.add(c.inbytes, **ids, direction="in")
+        bytes_.add(c.outbytes, **ids, direction="out")
+
+    for vs in snap.virtual_services:
+        info.add(1, service=vs.name, key=vs.key, scheduler=vs.scheduler)
+        quorum.add(vs.quorum_up, service=vs.name)
+        in_kernel.add(vs.in_kernel, service=vs.name)
+        traffic(vs.stats, svc_conns, svc_pkts, svc_bytes, service=vs.name)
+        svc_cps.add(vs.stats.cps, service=vs.name)
+        for rs in vs.real_servers:
+            ids = {"service": vs.name, "real_server": rs.endpoint}
+            for h in Health:
+                rs_health.add(h is rs.health, **ids, state=h.value)
+            rs_weight.add(rs.weight, **ids)
+            if rs.kernel_weight is not None:
+                rs_kweight.add(rs.kernel_weight, **ids)
+                rs_active.add(rs.active_conns, **ids)
+                rs_inactive.add(rs.inactive_conns, **ids)
+                traffic(rs.stats, rs_conns, rs_pkts, rs_bytes, **ids)
+            if rs.last_check is not None:
+                rs_latency.add(rs.last_check.latency, **ids)
+
+
+def _sync_daemon(ex: _Exposition, snap: Snapshot) -> None:
+    sd = snap.sync_daemon
+    desired = ex.family("sync_daemon_desired_role", "gauge",
+                        "Role the agent wants the IPVS sync daemon in: 1 for that role.")
+    running = ex.family("sync_daemon_running", "gauge",
+                        "1 per sync daemon the kernel reports running.")
+    if sd.configured:
+        for r in SyncRole:
+            desired.add(r is sd.desired_role, role=r.value)
+    for k in sd.kernel:
+        running.add(1, role=k.role.value, interface=k.interface, syncid=k.syncid)
+
+
+def _health(ex: _Exposition, snap: Snapshot) -> None:
+    checks = ex.family("health_checks_total", "counter", "Health probes run, by result.")
+    for result, n in sorted(snap.health.checks.items()):
+        checks.add(n, result=result)
+    _histogram(ex.family("health_check_duration_seconds", "histogram",
+                         "Health probe latency."), snap.health.latency)
+
+
+def _histogram(fam: _Family, h: HistogramSnapshot) -> None:
+    for bound, cumulative in h.buckets:
+        fam.add(cumulative, "_bucket", le=format_value(float(bound)))
+    fam.add(h.count, "_bucket", le="+Inf")
+    fam.add(h.sum, "_sum")
+    fam.add(h.count, "_count")
+
+
+def _reloads(ex: _Exposition, snap: Snapshot) -> None:
+    r = snap.reloads
+    ex.family("reloads_total", "counter", "Config reloads attempted.").add(r.count)
+    ex.family("reload_failures_total", "counter",
+              "Config reloads refused (the running config was kept).").add(r.failures)
+    if r.last_ok is not None:
+        ex.family("reload_last_success", "gauge",
+                  "1 if the last reload was applied, 0 if it was refused.").add(r.last_ok)
+    if r.last_at is not None:
+        ex.family("reload_last_timestamp_seconds", "gauge",
+                  "Unix time of the last reload attempt.").add(r.last_at)

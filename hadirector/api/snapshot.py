@@ -1,0 +1,355 @@
+"""The status snapshot: what the running agent reports about itself.
+
+Theory of operation: the agent owns all runtime state. When the API needs it, it calls
+the agent's ``snapshot()`` callable, which builds one immutable ``Snapshot`` from that
+state in a single pass of the event loop (so it is consistent: no half-applied reload,
+no VRRP state from before a transition next to IPVS weights from after it). Everything
+the API serves — ``/status`` JSON, ``/metrics`` text, the ``hadirector status`` tables —
+is a pure function of one ``Snapshot``.
+
+This module is the contract between the agent (producer) and the API and CLI
+(consumers). Rules that keep it a contract:
+
+* stdlib only, frozen dataclasses, no behaviour beyond (de)serialisation;
+* fields may be ADDED with defaults; existing ones are never renamed or removed
+  (bump ``SCHEMA_VERSION`` only for an incompatible change);
+* ``from_dict`` ignores unknown keys and fills missing defaulted ones, so a newer
+  agent and an older ``hadirector status`` (or the reverse) still talk;
+* addresses are strings (the JSON form), times are Unix seconds as float
+  (``time.time()``; ``since`` fields are wall-clock so an operator can read them),
+  durations are float seconds, counters are ints that only grow for the life of the
+  process (Prometheus counter semantics; a restart resets them, which Prometheus
+  handles via ``hadirector_start_time_seconds``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+SCHEMA_VERSION = 1
+
+
+class VrrpState(enum.Enum):
+    """RFC 5798 6.4 states plus FAULT (keepalived's: an interface or tracked script
+    is down, so the instance must not be master)."""
+
+    INIT = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+
+
+class Health(enum.Enum):
+    """A real server's health as the rise/fall policy sees it. UNKNOWN: no result yet
+    (with ``initial: unknown`` such a server is not programmed)."""
+
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+class SyncRole(enum.Enum):
+    """Role of the IPVS connection-sync daemon (IPVS_CMD_NEW_DAEMON state)."""
+
+    MASTER = "master"
+    BACKUP = "backup"
+    NONE = "none"          # the agent wants no daemon running (e.g. FAULT, stopped)
+
+
+# --- node -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    router_id: str
+    config_path: str
+    pid: int
+    started_at: float                   # process start, Unix seconds
+    config_loaded_at: float             # when the current config was applied
+    config_generation: int = 1          # 1 at start, +1 on every applied reload
+    version: str = ""                   # hadirector package version
+
+
+# --- VRRP -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VrrpInstanceStatus:
+    name: str
+    vrid: int
+    interface: str
+    version: int                        # 2 or 3
+    state: VrrpState
+    priority: int                       # configured
+    effective_priority: int             # after track_interfaces / track_scripts weights
+    master_address: str | None          # current master's source address; ours when MASTER
+    since: float                        # Unix seconds of the last state change
+    reason: str                         # why the last transition happened ("" at start)
+    transitions: int = 0
+    adverts_sent: int = 0
+    adverts_received: int = 0
+    # invalid adverts dropped, by decoder reject reason (e.g. "bad_ttl", "bad_checksum")
+    adverts_invalid: Mapping[str, int] = field(default_factory=dict)
+    virtual_ips: tuple[str, ...] = ()   # as configured, "10.0.0.1/24"
+    sync_group: str | None = None
+
+
+# --- IPVS -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IpvsCounters:
+    """The kernel's per-service / per-destination stats (IPVS_STATS_ATTR_*).
+
+    The first five are monotonic counters; the rates are the kernel's 2-second
+    estimator values, so gauges.
+    """
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The last health-check probe of one real server."""
+
+    ok: bool
+    detail: str                         # "connected", "HTTP 503", "timeout after 3.0s"
+    latency: float                      # seconds the probe took
+    at: float                           # Unix seconds it finished
+
+
+@dataclass(frozen=True)
+class RealServerStatus:
+    address: str
+    port: int
+    forward: str                        # "nat" | "dr" | "tun" (model.ForwardMethod values)
+    health: Health
+    health_since: float | None          # Unix seconds of the last health change
+    weight: int                         # configured
+    kernel_weight: int | None           # None: not in the kernel table (not programmed)
+    last_check: CheckResult | None = None
+    active_conns: int = 0
+    inactive_conns: int = 0
+    stats: IpvsCounters = field(default_factory=IpvsCounters)
+    sorry_server: bool = False
+
+    @property
+    def endpoint(self) -> str:
+        return format_endpoint(self.address, self.port)
+
+
+@dataclass(frozen=True)
+class VirtualServiceStatus:
+    name: str
+    key: str                            # "TCP 10.0.0.1:80", "UDP [2001:db8::1]:53", "FWM 5"
+    scheduler: str
+    quorum_up: bool
+    in_kernel: bool = True              # False e.g. when only the master programs IPVS
+    persistence_timeout: int = 0
+    stats: IpvsCounters = field(default_factory=IpvsCounters)
+    real_servers: tuple[RealServerStatus, ...] = ()
+
+
+# --- sync daemon ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KernelSyncDaemon:
+    """One daemon as the kernel reports it (IPVS_CMD_GET_DAEMON)."""
+
+    role: SyncRole
+    interface: str
+    syncid: int
+
+
+@dataclass(frozen=True)
+class SyncDaemonStatus:
+    configured: bool = False
+    desired_role: SyncRole = SyncRole.NONE
+    interface: str | None = None
+    syncid: int | None = None
+    follow_instance: str | None = None
+    kernel: tuple[KernelSyncDaemon, ...] = ()
+
+
+# --- health checks -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    """A Prometheus-style histogram: ``buckets`` are (upper bound, CUMULATIVE count)
+    in increasing order of bound, without the implicit +Inf bucket (which is
+    ``count``)."""
+
+    buckets: tuple[tuple[float, int], ...] = ()
+    count: int = 0
+    sum: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthTotals:
+    # probes run since start, by result: "ok", "fail", "timeout", "error"
+    checks: Mapping[str, int] = field(default_factory=dict)
+    latency: HistogramSnapshot = field(default_factory=HistogramSnapshot)
+
+
+# --- reloads ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What one reload did. Returned by the agent's reload callable and by POST /reload.
+
+    ``ok`` False means the reload was refused (the new config did not load or
+    validate) and the running config was kept unchanged.
+    """
+
+    ok: bool
+    generation: int                     # config generation in force afterwards
+    message: str = ""                   # one line for humans
+    errors: tuple[str, ...] = ()        # "file:line: key: problem", when refused
+    changes: tuple[str, ...] = ()       # what the diff changed, for humans
+    duration: float = 0.0               # seconds the reload took
+
+
+@dataclass(frozen=True)
+class ReloadStatus:
+    count: int = 0                      # reloads attempted (SIGHUP or POST /reload)
+    failures: int = 0                   # ... of which refused
+    last_ok: bool | None = None         # None: never reloaded
+    last_at: float | None = None
+    last_error: str | None = None
+
+
+# --- the whole snapshot -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    node: NodeStatus
+    generated_at: float                 # Unix seconds; "since" fields are shown relative to this
+    vrrp_instances: tuple[VrrpInstanceStatus, ...] = ()
+    virtual_services: tuple[VirtualServiceStatus, ...] = ()
+    sync_daemon: SyncDaemonStatus = field(default_factory=SyncDaemonStatus)
+    health: HealthTotals = field(default_factory=HealthTotals)
+    reloads: ReloadStatus = field(default_factory=ReloadStatus)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
+        return from_jsonable(cls, data)
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def format_endpoint(address: str, port: int) -> str:
+    """``10.0.0.1:80`` / ``[2001:db8::1]:80``, as ipvsadm prints them."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def service_key_text(protocol: str | None, address: str | None, port: int,
+                     fwmark: int | None = None) -> str:
+    """The ``key`` text of a virtual service: ``TCP 10.0.0.1:80`` or ``FWM 5``."""
+    if fwmark is not None:
+        return f"FWM {fwmark}"
+    return f"{(protocol or 'tcp').upper()} {format_endpoint(str(address), port)}"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses -> dicts, enums -> values, tuples -> lists; recursively."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+T = TypeVar("T")
+
+
+def from_jsonable(cls: type[T], data: Any) -> T:
+    """The inverse of ``to_jsonable`` for the types in this module, driven by the type
+    hints. Unknown keys are ignored (forward compatibility); a missing key without a
+    default raises ``ValueError`` naming it."""
+    return _convert(cls, data, path=cls.__name__)
+
+
+def _convert(tp: Any, data: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return data
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        last: Exception | None = None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, data, path)
+            except (TypeError, ValueError) as e:
+                last = e
+        raise ValueError(f"{path}: {data!r} matches none of {tp}") from last
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: expected an object, got {type(data).__name__}")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _convert(hints[f.name], data[f.name], f"{path}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{path}: missing key {f.name!r}")
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(data, (list, tuple)):
+            raise ValueError(f"{path}: expected a list, got {type(data).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(data))
+        if len(args) != len(data):
+            raise ValueError(f"{path}: expected {len(args)} items, got {len(data)}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, data)))
+    if origin in (Mapping, dict, typing.Mapping):
+        kt, vt = typing.get_args(tp)
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{path}: expected an object, got {type(data).__name__}")
+        return {_convert(kt, k, path): _convert(vt, v, f"{path}[{k!r}]") for k, v in data.items()}
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise ValueError(f"{path}: expected a number, got {data!r}")
+        return float(data)
+    if tp in (int, str, bool):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise ValueError(f"{path}: expected {tp.__name__}, got {data!r}")
+        return data
+    raise TypeError(f"{path}: unsupported type {tp!r}")
