@@ -16,6 +16,9 @@ https://prometheus.io/docs/practices/naming/):
   "MASTER"} == 1`` selects masters and a missing scrape is not mistaken for BACKUP;
 * the VRRP label is ``vrrp_instance``, not ``instance``, because Prometheus owns the
   ``instance`` target label and would rename ours to ``exported_instance``;
+* ``hadirector_ipvs_*`` series are the kernel's view (its table and stats), the
+  others the agent's (``real_server_weight`` is configured, ``ipvs_real_server_weight``
+  is what the kernel holds — they differ while a server is drained or down);
 * a series whose value is unknown is omitted rather than exported as 0 (a real
   server that is not in the kernel has no ``kernel_weight``).
 """
@@ -216,7 +219,7 @@ def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
     rs_health = ex.family("real_server_health", "gauge",
                           "Real server health: 1 for the current state, 0 for the others.")
     rs_weight = ex.family("real_server_weight", "gauge", "Configured real server weight.")
-    rs_kweight = ex.family("real_server_kernel_weight", "gauge",
+    rs_kweight = ex.family("ipvs_real_server_weight", "gauge",
                            "Real server weight in the kernel; absent when not programmed.")
     rs_active = ex.family("ipvs_real_server_active_connections", "gauge",
                           "Active connections to the real server.")
