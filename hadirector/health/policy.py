@@ -27,7 +27,8 @@ policy has never heard of is UNKNOWN, which the reconciler treats as "not progra
 
 Nothing here reads a clock, sleeps or touches a socket: ``now`` comes in with each
 call. The scheduling half (when the next check is due) is ``schedule.CheckSchedule``;
-the per-service quorum is ``quorum.QuorumPolicy``.
+the per-service quorum (with hysteresis) lives once, in ``hadirector.ipvs.table``
+(``quorum_state``), because it decides which destinations the table holds.
 """
 
 from __future__ import annotations
