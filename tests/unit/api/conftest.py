@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog.testing
 
 from hadirector.api.metrics import Histogram
 from hadirector.api.snapshot import (
@@ -103,3 +104,11 @@ def make_snapshot() -> Snapshot:
 @pytest.fixture
 def snapshot() -> Snapshot:
     return make_snapshot()
+
+
+@pytest.fixture(autouse=True)
+def logs():
+    """The API's structlog events, captured (and kept off stdout, where the CLI's
+    output is asserted)."""
+    with structlog.testing.capture_logs() as captured:
+        yield captured

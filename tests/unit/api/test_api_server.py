@@ -162,13 +162,14 @@ async def test_concurrent_reloads_run_one_at_a_time(server, http, agent):
     assert (agent.reloads, agent.max_in_reload) == (3, 1)
 
 
-async def test_reload_from_a_browser_page_is_refused(server, http, agent):
+async def test_reload_from_a_browser_page_is_refused(server, http, agent, logs):
     # A page the operator visits could POST cross-site to 127.0.0.1 without a CORS
     # preflight; browsers always send Origin on such a request.
     async with http.post(server.url + "/reload", headers={"Origin": "http://evil.example"}) as r:
         assert r.status == 403
         assert (await r.json())["reason"] == "browser_origin"
     assert agent.reloads == 0
+    assert {"event": "api.reload_refused", "reason": "browser_origin"}.items() <= logs[-1].items()
 
 
 async def test_reload_over_a_non_loopback_connection_is_refused(agent):

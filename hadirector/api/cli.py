@@ -1,0 +1,384 @@
+"""``hadirector status`` and ``hadirector reload``: clients of the agent's API.
+
+Both find the agent from the config file's ``api`` section (or ``--url``), talk HTTP
+with the stdlib (no aiohttp import for a one-shot command), and print either readable
+tables or, with ``--json``, the agent's JSON unchanged.
+
+The config file is read leniently — only ``api.listen`` / ``api.enabled`` — rather
+than through the full validator: ``status`` is what an operator runs when something
+is wrong, including right after editing the config into an invalid state, and the
+running agent is still listening where the *old* config said.
+
+Exit codes: 0 success; 1 reload refused (the agent kept its config) or an API error;
+2 usage/config errors; 3 the agent cannot be reached (as LSB ``status``: not running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hadirector.api.snapshot import (
+    Health,
+    RealServerStatus,
+    ReloadResult,
+    Snapshot,
+    VrrpInstanceStatus,
+    from_jsonable,
+)
+
+DEFAULT_CONFIG = "/etc/hadirector/hadirector.yaml"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9110
+TIMEOUT = 5.0      # seconds; the agent answers from memory, so this is generous
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- arguments -------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", default=None,
+                        help=f"config file whose api.listen locates the agent "
+                             f"(default {DEFAULT_CONFIG}, or {DEFAULT_HOST}:{DEFAULT_PORT} "
+                             f"if that does not exist)")
+    parser.add_argument("--url", default=None,
+                        help="the agent's API base URL, e.g. http://127.0.0.1:9110")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser.add_argument("--timeout", type=float, default=TIMEOUT, help=argparse.SUPPRESS)
+
+
+def add_arguments_status(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+
+
+def add_arguments_reload(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+
+
+# --- locating the agent ------------------------------------------------------------------
+
+
+def api_base_url(config: str | None, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    path = config if config is not None else DEFAULT_CONFIG
+    if config is None and not os.path.exists(path):
+        return _http_url(DEFAULT_HOST, DEFAULT_PORT)
+    host, port = _listen_from_config(path)
+    return _http_url(host, port)
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _listen_from_config(path: str) -> tuple[str, int]:
+    import yaml  # only here: --url needs no YAML
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except OSError as e:
+        raise CliError(f"cannot read {path}: {e.strerror}", EXIT_USAGE) from None
+    except yaml.YAMLError as e:
+        raise CliError(f"cannot parse {path}: {e}", EXIT_USAGE) from None
+    api = (doc or {}).get("api") if isinstance(doc, dict) else None
+    if not isinstance(api, dict):
+        return DEFAULT_HOST, DEFAULT_PORT
+    if api.get("enabled", True) is False:
+        raise CliError(f"the API is disabled in {path} (api.enabled: false); "
+                       f"enable it to use this command", EXIT_USAGE)
+    host, port = DEFAULT_HOST, DEFAULT_PORT
+    listen = api.get("listen")
+    if isinstance(listen, str) and listen:
+        host, port = _split_listen(listen, path)
+    host = str(api.get("listen_host", host))
+    port = int(api.get("listen_port", port))
+    # A wildcard listener is reached over loopback (which also lets /reload through).
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return host, port
+
+
+def _split_listen(listen: str, path: str) -> tuple[str, int]:
+    """``127.0.0.1:9110``, ``[::1]:9110``, ``:9110`` or a bare host."""
+    listen = listen.strip()
+    try:
+        if listen.startswith("["):
+            host, _, rest = listen[1:].partition("]")
+            return host, int(rest.lstrip(":")) if rest else DEFAULT_PORT
+        if listen.count(":") == 1:
+            host, port = listen.split(":")
+            return host or DEFAULT_HOST, int(port)
+        return listen, DEFAULT_PORT   # bare host (an IPv6 address without a port too)
+    except ValueError:
+        raise CliError(f"{path}: api.listen: cannot parse {listen!r} "
+                       f"(want host:port)", EXIT_USAGE) from None
+
+
+# --- HTTP --------------------------------------------------------------------------------
+
+
+def _request(base: str, path: str, method: str = "GET",
+             timeout: float = TIMEOUT) -> tuple[int, bytes]:
+    req = urllib.request.Request(base + path, method=method,
+                                 data=b"" if method == "POST" else None,
+                                 headers={"Accept": "application/json"})
+    where = base.removeprefix("http://").removeprefix("https://")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        # 4xx/5xx still carry the agent's JSON answer.
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+        raise CliError(f"cannot reach hadirector at {where}: {_describe(reason)}"
+                       f" — is the agent running?", EXIT_UNREACHABLE) from None
+
+
+def _describe(reason: object) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror[0].lower() + reason.strerror[1:]
+    return str(reason)
+
+
+def _decode(status: int, body: bytes, base: str) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        text = body.decode(errors="replace").strip()[:200]
+        raise CliError(f"unexpected answer from {base} (HTTP {status}): {text!r}",
+                       EXIT_FAILED) from None
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        base = api_base_url(args.config, args.url)
+        status, body = _request(base, "/status", timeout=args.timeout)
+        data = _decode(status, body, base)
+        if status != 200:
+            raise CliError(f"hadirector at {base}: HTTP {status}: "
+                           f"{data.get('error', data) if isinstance(data, dict) else data}",
+                           EXIT_FAILED)
+        if args.json:
+            print(json.dumps(data, indent=2))
+            return EXIT_OK
+        try:
+            snap = Snapshot.from_dict(data)
+        except ValueError as e:
+            raise CliError(f"cannot understand the agent's status ({e}); "
+                           f"try --json", EXIT_FAILED) from None
+        sys.stdout.write(render_status(snap))
+        return EXIT_OK
+    except CliError as e:
+        print(f"hadirector status: {e}", file=sys.stderr)
+        return e.code
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    try:
+        base = api_base_url(args.config, args.url)
+        status, body = _request(base, "/reload", method="POST", timeout=args.timeout)
+        data = _decode(status, body, base)
+        if status not in (200, 422) or not isinstance(data, dict) or "ok" not in data:
+            err = data.get("error", data) if isinstance(data, dict) else data
+            raise CliError(f"hadirector at {base}: HTTP {status}: {err}", EXIT_FAILED)
+        result = from_jsonable(ReloadResult, data)
+    except (CliError, ValueError) as e:
+        code = e.code if isinstance(e, CliError) else EXIT_FAILED
+        print(f"hadirector reload: {e}", file=sys.stderr)
+        return code
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        out = sys.stdout if result.ok else sys.stderr
+        out.write(render_reload(result))
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+# --- rendering (pure) ------------------------------------------------------------------------
+
+
+def render_reload(r: ReloadResult) -> str:
+    lines = []
+    if r.ok:
+        head = f"reload applied: config generation {r.generation}"
+        if not r.changes:
+            head += ", nothing changed"
+        lines.append(head + (f" ({r.message})" if r.message else ""))
+        lines += [f"  {c}" for c in r.changes]
+    else:
+        lines.append(f"reload refused, still running config generation {r.generation}"
+                     + (f": {r.message}" if r.message else ""))
+        lines += [f"  {e}" for e in r.errors]
+    return "\n".join(lines) + "\n"
+
+
+def format_age(seconds: float) -> str:
+    """``45s``, ``5m12s``, ``3h04m``, ``2d07h`` — short, like kubectl's AGE."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], indent: str = "") -> list[str]:
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    fmt = lambda cells: indent + "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return [fmt(header)] + [fmt(r) for r in rows]
+
+
+# ipvsadm's names for the forwarding methods.
+_FORWARD = {"nat": "Masq", "dr": "Route", "tun": "Tunnel", "local": "Local"}
+
+
+def _vrrp_rows(snap: Snapshot) -> list[list[str]]:
+    rows = []
+    for v in snap.vrrp_instances:
+        invalid = sum(v.adverts_invalid.values())
+        rows.append([
+            v.name, str(v.vrid), v.interface, f"v{v.version}", v.state.value,
+            _priority(v), v.master_address or "-",
+            format_age(snap.generated_at - v.since), v.reason or "-", str(v.transitions),
+            f"{v.adverts_sent}/{v.adverts_received}/{invalid}",
+        ])
+    return rows
+
+
+def _priority(v: VrrpInstanceStatus) -> str:
+    if v.effective_priority == v.priority:
+        return str(v.priority)
+    return f"{v.effective_priority} ({v.priority})"
+
+
+def _health_text(rs: RealServerStatus, now: float) -> str:
+    text = rs.health.value
+    if rs.health_since is not None and rs.health is not Health.UNKNOWN:
+        text += f" {format_age(now - rs.health_since)}"
+    if rs.last_check is not None:
+        c = rs.last_check
+        latency = f"{c.latency * 1000:.1f}ms"
+        text += f" ({c.detail}, {latency})" if c.detail else f" ({latency})"
+    return text
+
+
+def render_status(snap: Snapshot) -> str:
+    now = snap.generated_at
+    n = snap.node
+    out: list[str] = []
+    version = f" {n.version}" if n.version else ""
+    out.append(f"hadirector{version} on {n.router_id} (pid {n.pid}), "
+               f"up {format_age(now - n.started_at)}")
+    out.append(f"config {n.config_path}, generation {n.config_generation}, "
+               f"loaded {format_age(now - n.config_loaded_at)} ago")
+    r = snap.reloads
+    if r.count:
+        last = "applied" if r.last_ok else "REFUSED"
+        ago = f" {format_age(now - r.last_at)} ago" if r.last_at is not None else ""
+        line = f"reloads: {r.count} ({r.failures} refused), last {last}{ago}"
+        if not r.last_ok and r.last_error:
+            line += f": {r.last_error}"
+        out.append(line)
+
+    out += ["", "VRRP instances"]
+    if snap.vrrp_instances:
+        out += _table(["NAME", "VRID", "IFACE", "VER", "STATE", "PRIO", "MASTER", "SINCE",
+                       "REASON", "TRANS", "ADVERTS S/R/BAD"], _vrrp_rows(snap), indent="  ")
+    else:
+        out.append("  (none)")
+
+    out += ["", "Virtual services"]
+    if snap.virtual_services:
+        out += _services(snap)
+    else:
+        out.append("  (none)")
+
+    out += ["", "Sync daemon"]
+    out += _sync(snap)
+
+    h = snap.health
+    if h.checks or h.latency.count:
+        out += ["", "Health checks"]
+        by_result = ", ".join(f"{k} {v}" for k, v in sorted(h.checks.items())) or "none"
+        line = f"  {sum(h.checks.values())} run: {by_result}"
+        if h.latency.count:
+            line += f"; mean latency {h.latency.sum / h.latency.count * 1000:.1f}ms"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _services(snap: Snapshot) -> list[str]:
+    """Laid out like ``ipvsadm -Ln``: the service line, then its real servers indented
+    under ``->``, with weight and connections, plus health and service name."""
+    now = snap.generated_at
+    rows: list[list[str]] = []
+    for vs in snap.virtual_services:
+        flags = []
+        if vs.persistence_timeout:
+            flags.append(f"persistent {vs.persistence_timeout}")
+        notes = [vs.name, "quorum up" if vs.quorum_up else "QUORUM DOWN"]
+        if not vs.in_kernel:
+            notes.append("not in kernel")
+        rows.append([f"{vs.key.replace(' ', '  ', 1)} {vs.scheduler}"
+                     + ("".join(" " + f for f in flags)), "", "", "", "",
+                     "(" + ", ".join(notes) + ")"])
+        for rs in vs.real_servers:
+            weight = str(rs.kernel_weight) if rs.kernel_weight is not None else "-"
+            if rs.kernel_weight is not None and rs.kernel_weight != rs.weight:
+                weight += f" ({rs.weight})"
+            name = f"  -> {rs.endpoint}" + (" (sorry)" if rs.sorry_server else "")
+            rows.append([name, _FORWARD.get(rs.forward, rs.forward), weight,
+                         str(rs.active_conns), str(rs.inactive_conns), _health_text(rs, now)])
+    return _table(["Prot LocalAddress:Port Scheduler Flags", "Forward", "Weight",
+                   "ActiveConn", "InActConn", "Health"], rows, indent="  ")
+
+
+def _sync(snap: Snapshot) -> list[str]:
+    sd = snap.sync_daemon
+    if not sd.configured:
+        head = "  not configured"
+    else:
+        head = f"  desired {sd.desired_role.value}"
+        if sd.interface:
+            head += f" on {sd.interface}"
+        if sd.syncid is not None:
+            head += f" syncid {sd.syncid}"
+        if sd.follow_instance:
+            head += f", follows {sd.follow_instance}"
+    lines = [head]
+    if sd.kernel:
+        for k in sd.kernel:
+            lines.append(f"  kernel: {k.role.value} on {k.interface} syncid {k.syncid}")
+    elif sd.configured:
+        lines.append("  kernel: no daemon running")
+    return lines

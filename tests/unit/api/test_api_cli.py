@@ -1,0 +1,211 @@
+"""``hadirector status`` / ``hadirector reload`` against a real ApiServer on loopback.
+
+The CLI is synchronous (urllib), so it runs in a worker thread while the server runs
+on the test's event loop — the same split as an operator's shell and the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+
+import pytest
+
+from hadirector.api import cli as api_cli
+from hadirector.api.cli import format_age, render_status
+from hadirector.api.server import ApiServer
+from hadirector.api.snapshot import ReloadResult
+from hadirector.cli import main
+
+
+@pytest.fixture
+def reload_result():
+    return {"result": ReloadResult(ok=True, generation=4, message="",
+                                   changes=("vrrp VI_1: priority 150 -> 120",))}
+
+
+@pytest.fixture
+async def server(snapshot, reload_result):
+    async def reload():
+        return reload_result["result"]
+
+    srv = ApiServer("127.0.0.1", 0, snapshot=lambda: snapshot, reload=reload)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+async def run_cli(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (bound then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- the tables (pure rendering) ----------------------------------------------------
+
+
+def test_status_shows_each_vrrp_instance_with_state_priority_and_master(snapshot):
+    text = render_status(snapshot)
+    lines = text.splitlines()
+    header = next(l for l in lines if l.strip().startswith("NAME"))
+    assert header.split() == ["NAME", "VRID", "IFACE", "VER", "STATE", "PRIO", "MASTER",
+                              "SINCE", "REASON", "TRANS", "ADVERTS", "S/R/BAD"]
+    vi1 = next(l for l in lines if l.strip().startswith("VI_1"))
+    assert vi1.split() == ["VI_1", "51", "eth0", "v3", "MASTER", "150", "192.0.2.1",
+                           "5m12s", "master_down_timer", "2", "310/12/4"]
+    # a lowered effective priority shows next to the configured one
+    vi6 = next(l for l in lines if l.strip().startswith("VI_6"))
+    assert "BACKUP  80 (100)" in vi6
+
+
+def test_status_lays_out_services_like_ipvsadm_with_health_beside_each_server(snapshot):
+    lines = render_status(snapshot).splitlines()
+    svc = lines.index(next(l for l in lines if "TCP  10.0.0.100:80 wlc" in l))
+    assert "(web, quorum up)" in lines[svc]
+    up, down = lines[svc + 1].split(), lines[svc + 2].split()
+    assert up[:6] == ["->", "10.0.1.1:80", "Masq", "10", "4", "7"]
+    assert " ".join(up[6:]) == "up 5m12s (HTTP 200, 1.2ms)"
+    # not in the kernel: no weight there; health says why
+    assert down[:4] == ["->", "10.0.1.2:80", "Masq", "-"]
+    assert " ".join(down[6:]) == "down 45s (connection refused, 0.3ms)"
+    # real servers are indented under their service, as in ipvsadm -Ln
+    assert lines[svc + 1].index("->") > lines[svc].index("TCP")
+    text = "\n".join(lines)
+    assert "UDP  [2001:db8::53]:53 rr persistent 300" in text
+    assert "(dns-v6, QUORUM DOWN)" in text
+    assert "-> [2001:db8:1::1]:53" in text and "Route" in text
+    assert "(marked, quorum up, not in kernel)" in text
+
+
+def test_status_shows_the_sync_daemon_desired_and_in_the_kernel(snapshot):
+    text = render_status(snapshot)
+    assert "Sync daemon\n  desired master on eth1 syncid 7, follows VI_1\n" \
+           "  kernel: master on eth1 syncid 7\n" in text
+    stopped = dataclasses.replace(snapshot.sync_daemon, kernel=())
+    text = render_status(dataclasses.replace(snapshot, sync_daemon=stopped))
+    assert "  kernel: no daemon running" in text
+
+
+def test_status_header_names_node_config_generation_and_reloads(snapshot):
+    head = render_status(snapshot).splitlines()[:3]
+    assert head == [
+        "hadirector 0.1.0 on lb1 (pid 4242), up 1h02m",
+        "config /etc/hadirector/hadirector.yaml, generation 3, loaded 10m00s ago",
+        "reloads: 3 (1 refused), last applied 10m00s ago",
+    ]
+
+
+def test_status_of_an_empty_agent_says_none(snapshot):
+    empty = dataclasses.replace(snapshot, vrrp_instances=(), virtual_services=())
+    text = render_status(empty)
+    assert "VRRP instances\n  (none)" in text and "Virtual services\n  (none)" in text
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (59, "59s"), (61, "1m01s"), (3725, "1h02m"), (2 * 86400 + 7 * 3600, "2d07h"),
+    (-5, "0s"),
+])
+def test_ages_are_short(seconds, text):
+    assert format_age(seconds) == text
+
+
+# --- against a running server -----------------------------------------------------------
+
+
+async def test_status_prints_the_tables(server, capsys):
+    assert await run_cli("status", "--url", server.url) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("hadirector 0.1.0 on lb1 (pid 4242)")
+    assert "VI_1" in out and "-> 10.0.1.1:80" in out and "kernel: master on eth1" in out
+
+
+async def test_status_json_prints_the_agents_json(server, capsys, snapshot):
+    assert await run_cli("status", "--url", server.url, "--json") == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(snapshot.to_dict()))
+
+
+async def test_status_finds_the_agent_from_the_config_file(server, capsys, tmp_path):
+    cfg = tmp_path / "hadirector.yaml"
+    cfg.write_text(f"node: {{router_id: lb1}}\napi:\n  listen: 0.0.0.0:{server.port}\n")
+    assert await run_cli("status", "-c", str(cfg)) == 0   # wildcard -> loopback
+    assert "VI_1" in capsys.readouterr().out
+
+
+def test_status_says_clearly_when_the_agent_is_not_running(capsys):
+    port = free_port()
+    assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 3
+    err = capsys.readouterr().err
+    assert err.strip() == (f"hadirector status: cannot reach hadirector at 127.0.0.1:{port}: "
+                           f"connection refused — is the agent running?")
+
+
+def test_status_with_an_unreadable_config_is_a_usage_error(capsys, tmp_path):
+    assert main(["status", "-c", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_status_with_the_api_disabled_says_so(capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("api: {enabled: false}\n")
+    assert main(["status", "-c", str(cfg)]) == 2
+    assert "api.enabled: false" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("api, url", [
+    (None, "http://127.0.0.1:9110"),
+    ({"listen": "127.0.0.2:9200"}, "http://127.0.0.2:9200"),
+    ({"listen": "[::1]:9111"}, "http://[::1]:9111"),
+    ({"listen": "[::]:9111"}, "http://[::1]:9111"),
+    ({"listen": ":9300"}, "http://127.0.0.1:9300"),
+    ({"listen_host": "127.0.0.9", "listen_port": 9400}, "http://127.0.0.9:9400"),
+])
+def test_api_address_from_config(tmp_path, api, url):
+    cfg = tmp_path / "c.yaml"
+    doc = {"node": {"router_id": "x"}} | ({"api": api} if api is not None else {})
+    cfg.write_text(json.dumps(doc))   # JSON is YAML
+    assert api_cli.api_base_url(str(cfg), None) == url
+
+
+def test_without_a_config_file_the_default_address_is_used(monkeypatch, tmp_path):
+    monkeypatch.setattr(api_cli, "DEFAULT_CONFIG", str(tmp_path / "absent.yaml"))
+    assert api_cli.api_base_url(None, None) == "http://127.0.0.1:9110"
+
+
+async def test_reload_prints_what_changed(server, capsys):
+    assert await run_cli("reload", "--url", server.url) == 0
+    out = capsys.readouterr().out
+    assert out == "reload applied: config generation 4\n  vrrp VI_1: priority 150 -> 120\n"
+
+
+async def test_a_refused_reload_exits_non_zero_with_the_errors(server, capsys, reload_result):
+    reload_result["result"] = ReloadResult(
+        ok=False, generation=3, message="config invalid",
+        errors=("/etc/hadirector/hadirector.yaml:12: vrrp_instances[0].vrid: must be 1..255",))
+    assert await run_cli("reload", "--url", server.url) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "reload refused, still running config generation 3: config invalid\n"
+        "  /etc/hadirector/hadirector.yaml:12: vrrp_instances[0].vrid: must be 1..255\n")
+
+
+async def test_reload_json_prints_the_result_and_keeps_the_exit_code(server, capsys,
+                                                                     reload_result):
+    reload_result["result"] = ReloadResult(ok=False, generation=3, errors=("bad",))
+    assert await run_cli("reload", "--url", server.url, "--json") == 1
+    assert json.loads(capsys.readouterr().out)["errors"] == ["bad"]
+
+
+def test_reload_says_clearly_when_the_agent_is_not_running(capsys):
+    port = free_port()
+    assert main(["reload", "--url", f"http://127.0.0.1:{port}"]) == 3
+    assert "connection refused — is the agent running?" in capsys.readouterr().err
