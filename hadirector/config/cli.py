@@ -1,0 +1,32 @@
+"""``hadirector check``: validate a config file and exit, like ``keepalived -t``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..cli import DEFAULT_CONFIG
+from .errors import ConfigError
+from .loader import load_config
+
+
+def add_arguments_check(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                   help=f"config file to check (default: {DEFAULT_CONFIG})")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 and print a one-line summary when the file is valid; otherwise print
+    every problem (file:line:column: key.path: message) on stderr and exit 1."""
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        for issue in e.issues:
+            print(issue, file=sys.stderr)
+        n = len(e.issues)
+        print(f"{args.config}: {n} error{'s' if n != 1 else ''}, config not valid", file=sys.stderr)
+        return 1
+    n_rs = sum(len(vs.real_servers) for vs in config.virtual_services)
+    print(f"config OK: {len(config.vrrp_instances)} vrrp instances, "
+          f"{len(config.virtual_services)} virtual services, {n_rs} real servers")
+    return 0

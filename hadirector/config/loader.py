@@ -1,0 +1,675 @@
+"""YAML config file -> validated ``hadirector.model.Config``.
+
+Theory of operation: the file is composed into PyYAML nodes (see ``fields``), then
+converted section by section with one ``Record`` table per model dataclass. Checks
+that need several fields of one record live in that record's ``finish`` hook; checks
+across records (names, references, vrid clashes) run last on whatever sections were
+valid. Every problem is reported as ``file:line:column: key.path: message``.
+
+YAML-only conveniences (they do not exist in the model):
+- a virtual service's ``forward``, ``tunnel_type`` and ``check`` are defaults for its
+  real servers (keepalived's ``lb_kind`` is per service too);
+- a real server's ``check`` mapping is merged over the service's (unless it names
+  another ``type``, then it replaces it); ``check: false`` (or null) turns it off;
+- a virtual service without ``name`` is named after its key, e.g. ``tcp/192.0.2.10:80``;
+- ``node.router_id`` defaults to the host name (as keepalived's ``router_id``);
+- top-level keys starting with ``x-`` are ignored: a place for YAML anchors
+  (``x-web-check: &web {type: http, path: /health}`` ... ``check: *web``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+from .. import model as m
+from .errors import ConfigError, ConfigIssue
+from .fields import (
+    Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
+    enum_of, family_name, integer, ip_address, ip_interface, is_null, join, mapping_pairs,
+    one_of_shapes, optional, record, regex, seq, string, whole_seconds,
+)
+
+U16 = 65535
+U32 = 2**32 - 1
+CHECK_TYPES = ("tcp", "http", "https", "script")
+
+
+def _default(cls: type, attr: str) -> Any:
+    f = next(f for f in dataclasses.fields(cls) if f.name == attr)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def _get(kw: dict[str, Any], cls: type, attr: str) -> Any:
+    return kw[attr] if attr in kw else _default(cls, attr)
+
+
+def _own(view: View, key: str) -> bool:
+    """Whether ``key`` is written in this mapping (not inherited from a service)."""
+    return key in view.pairs and any(k is view.pairs[key][0] for k, _ in view.node.value)
+
+
+def _raw(ctx: Ctx, node: Node, path: str) -> Node:
+    return node   # converted later by the record's finish hook, which needs context
+
+
+def _family(ctx: Ctx, node: Node, path: str) -> int:
+    if not (isinstance(node, ScalarNode) and node.tag.endswith(":int") and node.value in ("4", "6")):
+        ctx.fail(node, path, f"expected 4 or 6, got {describe(node)}")
+    return int(node.value)
+
+
+# --- node, api ------------------------------------------------------------------------
+
+
+def _finish_node(ctx: Ctx, v: View, kw: dict) -> None:
+    kw.setdefault("router_id", socket.gethostname())
+
+
+NODE = Record(m.NodeSettings, (
+    F("router_id", string()),
+    F("log_format", enum_of(m.LogFormat, what="log format")),
+    F("state_dir", string(r"/.*", "an absolute path")),
+), _finish_node)
+
+
+def _listen(ctx: Ctx, node: Node, path: str) -> tuple[str, int]:
+    expected = "expected HOST:PORT like 127.0.0.1:9110 or [::1]:9110"
+    text = node.value if isinstance(node, ScalarNode) and node.tag.endswith(":str") else ""
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 1 <= int(port) <= U16:
+        ctx.fail(node, path, f"{expected}, got {describe(node)}")
+    return host, int(port)
+
+
+def _finish_api(ctx: Ctx, v: View, kw: dict) -> None:
+    if "listen" in kw:
+        kw["listen_host"], kw["listen_port"] = kw.pop("listen")
+
+
+API = Record(m.ApiSettings, (F("listen", _listen), F("enabled", boolean())), _finish_api)
+
+
+# --- VRRP -------------------------------------------------------------------------------
+
+# keepalived allows track weights of -254..254 so a priority can move the whole range.
+_track_weight = integer(-254, 254)
+
+TRACK_INTERFACE = Record(m.TrackInterface, (
+    F("name", string(), required=True),
+    F("weight", _track_weight),
+))
+
+
+def _track_interface_by_name(ctx: Ctx, node: Node, path: str) -> m.TrackInterface:
+    return m.TrackInterface(name=string(what="an interface name or {name, weight}")(ctx, node, path))
+
+
+TRACK_SCRIPT = Record(m.TrackScript, (
+    F("name", string(), required=True),
+    F("command", command(), required=True),
+    F("interval", duration(gt=0)),
+    F("timeout", duration(gt=0)),
+    F("weight", _track_weight),
+    F("rise", integer(1, 1000)),
+    F("fall", integer(1, 1000)),
+), hints={"script": "keepalived's script; here: command"})
+
+NOTIFY = Record(m.NotifyScripts, (
+    F("master", command()),
+    F("backup", command()),
+    F("fault", command()),
+    F("stop", command()),
+    F("notify", command()),
+    F("timeout", duration(gt=0)),
+), hints={k: f"keepalived's {k}; here: {k.removeprefix('notify_')}"
+          for k in ("notify_master", "notify_backup", "notify_fault", "notify_stop")})
+
+GARP = Record(m.GarpSettings, (
+    F("count", integer(0, 255)),
+    F("interval", duration(ge=0, le=1)),
+    F("repeat_delay", duration(ge=0)),
+    F("refresh", duration(ge=0)),
+))
+
+
+def _finish_vrrp(ctx: Ctx, v: View, kw: dict) -> None:
+    vips: tuple = kw["virtual_ips"]
+    family = vips[0].version
+    seen: dict = {}
+    for i, vip in enumerate(vips):
+        if vip.version != family:
+            v.error("virtual_ips", f"{family_name(vip.version)} address {vip} mixed with "
+                    f"{family_name(family)} ones; IPv4 and IPv6 need separate instances "
+                    "(RFC 5798: one address family per virtual router)", i)
+        elif vip.ip in seen:
+            v.error("virtual_ips", f"{vip.ip} is listed twice (first as virtual_ips[{seen[vip.ip]}])", i)
+        seen.setdefault(vip.ip, i)
+
+    version = _get(kw, m.VrrpInstance, "version")
+    if version == 2 and family == 6:
+        v.error("version", "VRRPv2 (RFC 3768) is IPv4 only; use version 3 for IPv6")
+    adv = _get(kw, m.VrrpInstance, "advert_interval")
+    if version == 2:
+        # RFC 3768 5.3.7: Adver Int is an 8-bit count of seconds.
+        if adv != int(adv) or not 1 <= adv <= 255:
+            v.error("advert_interval", f"expected whole seconds 1..255 for VRRPv2, got {adv:g}")
+    else:
+        # RFC 5798 5.2.7: Max Advertise Interval is a 12-bit count of centiseconds.
+        cs = round(adv * 100)
+        if abs(adv * 100 - cs) > 1e-6:
+            v.error("advert_interval", f"expected a multiple of 10ms (centiseconds, RFC 5798 5.2.7), got {adv:g}")
+        elif not 1 <= cs <= 4095:
+            v.error("advert_interval", f"expected 0.01..40.95 s (RFC 5798 5.2.7), got {adv:g}")
+        else:
+            kw["advert_interval"] = cs / 100
+
+    src = kw.get("unicast_src")
+    if src is not None and src.version != family:
+        v.error("unicast_src", f"expected an {family_name(family)} address like the virtual_ips, got {src}")
+    for i, peer in enumerate(kw.get("unicast_peers", ())):
+        if peer.version != family:
+            v.error("unicast_peers", f"expected an {family_name(family)} address like the virtual_ips, got {peer}", i)
+    for i, name in enumerate(kw.get("track_scripts", ())):
+        if name in kw["track_scripts"][:i]:
+            v.error("track_scripts", f"track script {name!r} is listed twice", i)
+
+
+VRRP_INSTANCE = Record(m.VrrpInstance, (
+    F("name", string(), required=True),
+    F("interface", string(), required=True),
+    F("vrid", integer(1, 255), required=True),
+    F("priority", integer(1, 255)),
+    F("version", integer(2, 3)),
+    F("advert_interval", duration(gt=0)),
+    F("virtual_ips", seq(ip_interface(), min_len=1, what="virtual IP"), required=True),
+    F("preempt", boolean()),
+    F("preempt_delay", duration(ge=0, le=1000)),
+    F("accept_mode", boolean()),
+    F("unicast_src", optional(ip_address(multicast=False))),
+    F("unicast_peers", seq(ip_address(multicast=False))),
+    F("track_interfaces", seq(one_of_shapes(_track_interface_by_name, record(TRACK_INTERFACE)))),
+    F("track_scripts", seq(string(what="a track script name"))),
+    F("notify", record(NOTIFY)),
+    F("garp", record(GARP)),
+), _finish_vrrp, hints={
+    "virtual_router_id": "keepalived's virtual_router_id; here: vrid",
+    "advert_int": "keepalived's advert_int; here: advert_interval",
+    "virtual_ipaddress": "keepalived's virtual_ipaddress; here: virtual_ips",
+    "track_interface": "keepalived's track_interface; here: track_interfaces",
+    "track_script": "keepalived's track_script; here: track_scripts",
+    "unicast_src_ip": "keepalived's unicast_src_ip; here: unicast_src",
+    "unicast_peer": "keepalived's unicast_peer; here: unicast_peers",
+    "nopreempt": "keepalived's nopreempt; here: preempt: false",
+    "state": "keepalived's state is not used: the priority decides who becomes master",
+    "authentication": "VRRP authentication was removed by RFC 5798 and is not supported",
+    "notify_master": "keepalived's notify_master; here: notify: {master: ...}",
+    "notify_backup": "keepalived's notify_backup; here: notify: {backup: ...}",
+    "notify_fault": "keepalived's notify_fault; here: notify: {fault: ...}",
+})
+
+SYNC_GROUP = Record(m.SyncGroup, (
+    F("name", string(), required=True),
+    F("instances", seq(string(what="a vrrp instance name"), min_len=1, what="instance"), required=True),
+    F("notify", record(NOTIFY)),
+), hints={"group": "keepalived's group; here: instances"})
+
+
+# --- LVS: health checks ------------------------------------------------------------------
+
+_HTTP_KEYS = ("path", "status_codes", "body_regex", "digest", "host")
+# Probe keys and the check types that use them.
+_PROBE_KEYS: dict[str, tuple[str, ...]] = {
+    **{k: ("http", "https") for k in _HTTP_KEYS},
+    "verify_tls": ("https",), "ca_file": ("https",), "command": ("script",),
+}
+
+
+def _finish_check(ctx: Ctx, v: View, kw: dict) -> None:
+    kind = kw.pop("type")
+    probe_kw = {k: kw.pop(k) for k in list(kw) if k in _PROBE_KEYS}
+    for key in probe_kw:
+        if kind not in _PROBE_KEYS[key]:
+            v.error(key, f"not used by a {kind} check (only by {', '.join(_PROBE_KEYS[key])})")
+    if kind == "script" and "command" not in probe_kw:
+        ctx.error(v.node, v.key_path("command"), "missing required key (a script check needs a command)")
+    if kind == "tcp":
+        kw["probe"] = m.TcpProbe()
+    elif kind == "script":
+        kw["probe"] = m.ScriptProbe(command=probe_kw.get("command", ()))
+    else:
+        kw["probe"] = m.HttpProbe(tls=kind == "https", **probe_kw)
+
+
+CHECK = Record(m.HealthCheck, (
+    F("type", choice(CHECK_TYPES, "check type"), required=True),
+    F("interval", duration(gt=0)),
+    F("timeout", duration(gt=0)),
+    F("rise", integer(1, 1000)),
+    F("fall", integer(1, 1000)),
+    F("initial", enum_of(m.InitialHealth, what="initial state")),
+    F("jitter", duration(ge=0)),
+    F("retry_delay", optional(duration(gt=0))),
+    F("bind_to", optional(ip_address(multicast=False))),
+    F("address", optional(ip_address(multicast=False))),
+    F("port", optional(integer(1, U16))),
+    F("path", string(r"/\S*", "a URL path starting with /")),
+    F("status_codes", seq(integer(100, 599), min_len=1, what="status code")),
+    F("body_regex", optional(regex())),
+    F("digest", optional(string(r"[0-9a-fA-F]{32}", "an MD5 digest (32 hex digits)"))),
+    F("host", optional(string())),
+    F("verify_tls", boolean()),
+    F("ca_file", optional(string(r"/.*", "an absolute path"))),
+    F("command", command()),
+), _finish_check, hints={
+    "delay_loop": "keepalived's delay_loop; here: interval",
+    "connect_timeout": "keepalived's connect_timeout; here: timeout",
+    "connect_port": "keepalived's connect_port; here: port",
+    "connect_ip": "keepalived's connect_ip; here: address",
+    "bindto": "keepalived's bindto; here: bind_to",
+    "retry": "keepalived's retry; here: fall",
+    "delay_before_retry": "keepalived's delay_before_retry; here: retry_delay",
+    "url": "keepalived's url block; here: path, status_codes, body_regex, digest",
+    "misc_path": "keepalived's misc_path; here: command",
+    "virtualhost": "keepalived's virtualhost; here: host",
+})
+
+
+def _check(service_check: Node | None) -> Conv:
+    """A real server's (or a service's) ``check``: null/false = none; a real server's
+    mapping is merged over ``service_check`` unless it names a different ``type``."""
+
+    def conv(ctx: Ctx, node: Node, path: str) -> m.HealthCheck | None:
+        if is_null(node) or (isinstance(node, ScalarNode) and node.tag.endswith(":bool") and node.value.lower() in ("false", "no", "off")):
+            return None
+        inherit = None
+        if service_check is not None and isinstance(service_check, MappingNode) and isinstance(node, MappingNode):
+            base = mapping_pairs(ctx, service_check, path)
+            own = mapping_pairs(ctx, node, path)
+            if "type" not in own or "type" not in base or own["type"][1].value == base["type"][1].value:
+                inherit = base
+        return record(CHECK, inherit=inherit)(ctx, node, path)
+
+    return conv
+
+
+# --- LVS: real servers and virtual services ---------------------------------------------------
+
+_FORWARD = enum_of(m.ForwardMethod, aliases={
+    "masq": m.ForwardMethod.NAT, "route": m.ForwardMethod.DR, "direct": m.ForwardMethod.DR,
+    "ipip": m.ForwardMethod.TUN, "tunnel": m.ForwardMethod.TUN,
+    "NAT": m.ForwardMethod.NAT, "DR": m.ForwardMethod.DR, "TUN": m.ForwardMethod.TUN,
+}, what="forwarding method")
+_TUNNEL = enum_of(m.TunnelType, what="tunnel type")
+
+
+def _finish_real_server(ctx: Ctx, v: View, kw: dict) -> None:
+    upper = kw.get("upper_threshold", 0)
+    lower = kw.get("lower_threshold", 0)
+    if lower and (not upper or lower > upper):
+        v.error("lower_threshold", f"expected lower_threshold <= upper_threshold ({upper}"
+                f"{', no limit' if not upper else ''}), got {lower}")
+    tun = _get(kw, m.RealServer, "forward") is m.ForwardMethod.TUN
+    tunnel = _get(kw, m.RealServer, "tunnel_type")
+    for key in _TUNNEL_KEYS:
+        if _own(v, key) and not tun:
+            v.error(key, "only used with forward: tun")
+    if not tun:
+        return
+    if tunnel is m.TunnelType.GUE and not kw.get("tunnel_port"):
+        ctx.error(v.value_node("tunnel_type"), v.key_path("tunnel_port"),
+                  "missing required key (a gue tunnel needs the real server's UDP port)")
+    if tunnel is not m.TunnelType.GUE and _own(v, "tunnel_port"):
+        v.error("tunnel_port", "only used with tunnel_type: gue")
+    if tunnel is m.TunnelType.IPIP and _own(v, "tunnel_checksum"):
+        v.error("tunnel_checksum", "only used with tunnel_type: gue or gre")
+
+
+_TUNNEL_KEYS = ("tunnel_type", "tunnel_port", "tunnel_checksum")
+
+
+_RS_HINTS = {
+    "lb_kind": "keepalived's lb_kind; here: forward",
+    "inhibit_on_failure": "set inhibit_on_failure on the virtual service",
+    "TCP_CHECK": "keepalived's TCP_CHECK; here: check: {type: tcp}",
+    "HTTP_GET": "keepalived's HTTP_GET; here: check: {type: http}",
+    "SSL_GET": "keepalived's SSL_GET; here: check: {type: https}",
+    "MISC_CHECK": "keepalived's MISC_CHECK; here: check: {type: script}",
+}
+
+
+def _real_server_record(service_check: Node | None, with_check: bool) -> Record:
+    fields = [
+        F("address", ip_address(multicast=False), required=True),
+        F("port", integer(0, U16)),
+        F("weight", integer(0, U16)),
+        F("forward", _FORWARD),
+        F("tunnel_type", _TUNNEL),
+        F("tunnel_port", integer(1, U16)),
+        F("tunnel_checksum", choice(("nocsum", "csum", "remcsum"), "tunnel checksum mode")),
+        F("upper_threshold", integer(0, U32)),
+        F("lower_threshold", integer(0, U32)),
+    ]
+    if with_check:
+        fields.append(F("check", _check(service_check)))
+    return Record(m.RealServer, tuple(fields), _finish_real_server, hints=_RS_HINTS)
+
+
+def _persistence_netmask(ctx: Ctx, node: Node, path: str, family: int) -> str:
+    """IPv4: a dotted netmask (or a prefix length) -> '255.255.255.0'; IPv6: a prefix
+    length 1..128 -> '64' (what ipvsadm -M takes for each family)."""
+    text = node.value if isinstance(node, ScalarNode) and not is_null(node) else ""
+    try:
+        if family == 4:
+            net = ipaddress.IPv4Network(f"0.0.0.0/{text.lstrip('/')}")
+            return str(net.netmask)
+        if text.lstrip("/").isdigit() and 1 <= int(text.lstrip("/")) <= 128:
+            return str(int(text.lstrip("/")))
+    except ValueError:
+        pass
+    expected = ("an IPv4 netmask like 255.255.255.0 or a prefix length 0..32" if family == 4
+                else "an IPv6 prefix length 1..128")
+    ctx.fail(node, path, f"expected {expected}, got {describe(node)}")
+
+
+def _finish_service(ctx: Ctx, v: View, kw: dict) -> None:
+    addr = kw.get("address")
+    fwmark = kw.get("fwmark")
+    if addr is not None and fwmark is not None:
+        v.fail("fwmark", "give either address/port/protocol or fwmark, not both")
+    if addr is None and fwmark is None:
+        ctx.fail(v.node, v.key_path("address"), "missing required key (or fwmark for a firewall-mark service)")
+    if fwmark is not None:
+        if v.has("port"):
+            v.fail("port", "a fwmark service has no port (the mark selects the packets)")
+        kw.setdefault("family", 4)
+        name = f"fwmark/{fwmark}"
+    else:
+        if v.has("family") and kw["family"] != addr.version:
+            v.error("family", f"address {addr} is IPv{addr.version}, not IPv{kw['family']}")
+        kw["family"] = addr.version
+        if not v.has("port"):
+            ctx.fail(v.node, v.key_path("port"), "missing required key (0 = all ports, with persistence)")
+        proto = _get(kw, m.VirtualService, "protocol").value
+        name = f"{proto}/{addr}:{kw['port']}" if addr.version == 4 else f"{proto}/[{addr}]:{kw['port']}"
+        # ipvsadm accepts port 0 ("all ports") only for persistent services.
+        if kw["port"] == 0 and not kw.get("persistence_timeout"):
+            v.error("port", "port 0 (all ports) needs persistence_timeout > 0, as in ipvsadm")
+        if kw.get("one_packet") and kw.get("protocol", m.Protocol.TCP) is not m.Protocol.UDP:
+            v.error("one_packet", "one-packet scheduling only applies to UDP services")
+    kw.setdefault("name", name)
+    family = kw["family"]
+
+    scheduler = _get(kw, m.VirtualService, "scheduler")
+    for i, flag in enumerate(kw.get("scheduler_flags", ())):
+        if m.SCHEDULER_FLAGS[flag] != scheduler:
+            v.error("scheduler_flags", f"flag {flag!r} belongs to the {m.SCHEDULER_FLAGS[flag]} scheduler, "
+                    f"not {scheduler}", i)
+
+    if v.has("persistence_netmask") and not is_null(v.value_node("persistence_netmask")):
+        if not kw.get("persistence_timeout"):
+            v.error("persistence_netmask", "only used with persistence_timeout > 0")
+        try:
+            kw["persistence_netmask"] = _persistence_netmask(
+                ctx, v.value_node("persistence_netmask"), v.key_path("persistence_netmask"), family)
+        except Invalid:
+            pass
+
+    servers = kw.get("real_servers", ())
+    _check_real_servers(ctx, v, kw, servers)
+    if kw.get("sorry_server") is not None:
+        _check_family(ctx, v, family, kw["sorry_server"], "sorry_server", None)
+
+
+def _prepare_service(pairs: dict[str, Pair]) -> dict[str, Conv]:
+    """Real servers inherit the service's forward/tunnel settings and its check."""
+    service_check = pairs["check"][1] if "check" in pairs else None
+    inherit = {k: pairs[k] for k in ("forward", *_TUNNEL_KEYS, "check") if k in pairs}
+    sorry_inherit = {k: pairs[k] for k in ("forward", *_TUNNEL_KEYS) if k in pairs}
+    return {
+        "real_servers": seq(record(_real_server_record(service_check, with_check=True), inherit=inherit)),
+        "sorry_server": optional(record(_real_server_record(None, with_check=False), inherit=sorry_inherit)),
+    }
+
+
+def _check_family(ctx: Ctx, v: View, family: int, rs: m.RealServer, key: str, index: int | None) -> None:
+    # IPVS forwards between families only by tunnelling (kernel 3.18+, "mixed family").
+    if rs.address.version != family and rs.forward is not m.ForwardMethod.TUN:
+        node = ctx.view(rs).value_node("address")
+        ctx.error(node, join(v.key_path(key, index), "address"),
+                  f"expected an {family_name(family)} address like the service's "
+                  f"(only forward: tun can cross families), got {rs.address}")
+
+
+def _check_real_servers(ctx: Ctx, v: View, kw: dict, servers: tuple[m.RealServer, ...]) -> None:
+    vs_port = kw.get("port", 0)
+    seen: dict[tuple, int] = {}
+    for i, rs in enumerate(servers):
+        rv = ctx.view(rs)
+        _check_family(ctx, v, kw["family"], rs, "real_servers", i)
+        # Port 0 means "the service's port", so 10.0.0.1:0 and 10.0.0.1:80 are the
+        # same destination of a port-80 service.
+        key = (rs.address, rs.port or vs_port)
+        if key in seen:
+            ctx.error(rv.node, v.key_path("real_servers", i),
+                      f"real server {rs.address} port {key[1]} is already real_servers[{seen[key]}]")
+        seen.setdefault(key, i)
+        if rs.check is not None and not isinstance(rs.check.probe, m.ScriptProbe) \
+                and rs.check.port is None and not rs.port and not vs_port:
+            ctx.error(rv.node, v.key_path("real_servers", i),
+                      "the health check needs a port: give the real server a port or set check.port "
+                      "(the service has none)")
+
+
+VIRTUAL_SERVICE = Record(m.VirtualService, (
+    F("name", string()),
+    F("protocol", enum_of(m.Protocol, aliases={"TCP": m.Protocol.TCP, "UDP": m.Protocol.UDP,
+                                                "SCTP": m.Protocol.SCTP}, what="protocol")),
+    F("address", ip_address(multicast=False)),
+    F("port", integer(0, U16)),
+    F("fwmark", integer(1, U32)),
+    F("family", _family),
+    F("scheduler", choice(m.SCHEDULERS, "scheduler")),
+    F("scheduler_flags", seq(choice(tuple(m.SCHEDULER_FLAGS), "scheduler flag"))),
+    F("persistence_timeout", whole_seconds(0, U32 // 1000)),
+    F("persistence_netmask", _raw, attr=None),
+    F("one_packet", boolean()),
+    F("real_servers", seq(record(_real_server_record(None, True)))),   # see _prepare_service
+    F("sorry_server", optional(record(_real_server_record(None, False)))),
+    F("inhibit_on_failure", boolean()),
+    F("quorum", integer(0, U32)),
+    F("quorum_hysteresis", integer(0, U32)),
+    F("quorum_up", command()),
+    F("quorum_down", command()),
+    F("check", _check(None), attr=None),
+    F("forward", _FORWARD, attr=None),
+    F("tunnel_type", _TUNNEL, attr=None),
+    F("tunnel_port", integer(1, U16), attr=None),
+    F("tunnel_checksum", choice(("nocsum", "csum", "remcsum"), "tunnel checksum mode"), attr=None),
+), _finish_service, prepare=_prepare_service, hints={
+    **_RS_HINTS,
+    "lb_algo": "keepalived's lb_algo; here: scheduler",
+    "lb_kind": "keepalived's lb_kind; here: forward",
+    "real_server": "keepalived's real_server; here: real_servers (a list)",
+    "delay_loop": "keepalived's delay_loop; here: check: {interval: ...}",
+    "ops": "keepalived's ops; here: one_packet",
+    "persistence_granularity": "keepalived's persistence_granularity; here: persistence_netmask",
+    "inhibit_on_failure": "keepalived's per-server inhibit_on_failure; here: on the virtual service",
+})
+
+SYNC_DAEMON = Record(m.SyncDaemon, (
+    F("interface", string(), required=True),
+    F("syncid", integer(0, 255)),
+    F("follow_instance", optional(string())),
+    F("mcast_group", optional(ip_address(multicast=True))),
+    F("port", integer(1, U16)),
+    F("ttl", integer(1, 255)),
+    F("maxlen", integer(0, 65507)),
+))
+
+LVS = Record(m.LvsSettings, (
+    F("program", enum_of(m.ProgramMode, what="program mode")),
+    F("on_shutdown", enum_of(m.ShutdownAction, what="shutdown action")),
+    F("sync_daemon", optional(record(SYNC_DAEMON))),
+))
+
+
+# --- the whole file: references between sections ------------------------------------------
+
+
+def _unique(ctx: Ctx, objs: tuple, what: str) -> dict[str, Any]:
+    by_name: dict[str, Any] = {}
+    for obj in objs:
+        if obj.name in by_name:
+            first = ctx.view(by_name[obj.name])
+            v = ctx.view(obj)
+            ctx.error(v.value_node("name"), v.key_path("name"),
+                      f"duplicate {what} name {obj.name!r} (also {first.path}, line {first.node.start_mark.line + 1})")
+        by_name.setdefault(obj.name, obj)
+    return by_name
+
+
+def _names(d: dict) -> str:
+    return ", ".join(sorted(d)) or "none"
+
+
+def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
+    def section(key: str) -> Any:
+        # Absent -> its default; present but invalid -> None (skip checks using it).
+        return kw.get(key, None if v.has(key) else _default(m.Config, key))
+
+    instances, scripts = section("vrrp_instances"), section("track_scripts")
+    groups, services, lvs = section("sync_groups"), section("virtual_services"), section("lvs")
+    if not v.has("node"):
+        kw["node"] = m.NodeSettings(router_id=socket.gethostname())
+
+    script_names = _unique(ctx, scripts, "track script") if scripts is not None else None
+    if instances is not None:
+        inst_names = _unique(ctx, instances, "vrrp instance")
+        vrids: dict[tuple, m.VrrpInstance] = {}
+        vips: dict = {}
+        for inst in instances:
+            iv = ctx.view(inst)
+            key = (inst.interface, inst.family, inst.vrid)
+            if key in vrids:
+                # RFC 5798 7.3: the virtual MAC is derived from the VRID per family.
+                ctx.error(iv.value_node("vrid"), iv.key_path("vrid"),
+                          f"vrid {inst.vrid} is already used on {inst.interface} ({family_name(inst.family)}) "
+                          f"by {ctx.view(vrids[key]).path} {vrids[key].name!r}")
+            vrids.setdefault(key, inst)
+            for i, vip in enumerate(inst.virtual_ips):
+                if vip.ip in vips and vips[vip.ip] is not inst:
+                    iv.error("virtual_ips", f"{vip.ip} is also a virtual IP of {vips[vip.ip].name!r}", i)
+                vips.setdefault(vip.ip, inst)
+            if script_names is not None:
+                for i, name in enumerate(inst.track_scripts):
+                    if name not in script_names:
+                        iv.error("track_scripts", f"no track script named {name!r} "
+                                 f"(defined: {_names(script_names)})", i)
+    else:
+        inst_names = None
+
+    group_names = _unique(ctx, groups, "sync group") if groups is not None else None
+    if group_names is not None and inst_names is not None:
+        member_of: dict[str, m.SyncGroup] = {}
+        for group in groups:
+            gv = ctx.view(group)
+            if group.name in inst_names:
+                gv.error("name", f"{group.name!r} is also a vrrp instance name; follow_instance "
+                         "would be ambiguous")
+            for i, name in enumerate(group.instances):
+                if name not in inst_names:
+                    gv.error("instances", f"no vrrp instance named {name!r} (defined: {_names(inst_names)})", i)
+                elif name in member_of:
+                    gv.error("instances", f"{name!r} is already in sync group {member_of[name].name!r}; "
+                             "an instance can be in one group only", i)
+                member_of.setdefault(name, group)
+
+    if services is not None:
+        _unique(ctx, services, "virtual service")
+        keys: dict[tuple, m.VirtualService] = {}
+        for vs in services:
+            if vs.key in keys:
+                sv = ctx.view(vs)
+                ctx.error(sv.node, sv.path, f"same address/port/protocol (or fwmark) as "
+                          f"{ctx.view(keys[vs.key]).path} {keys[vs.key].name!r}")
+            keys.setdefault(vs.key, vs)
+
+    daemon = lvs.sync_daemon if lvs is not None else None
+    if daemon is not None and daemon.follow_instance is not None \
+            and inst_names is not None and group_names is not None:
+        if daemon.follow_instance not in inst_names and daemon.follow_instance not in group_names:
+            dv = ctx.view(daemon)
+            dv.error("follow_instance", f"no vrrp instance or sync group named {daemon.follow_instance!r} "
+                     f"(defined: {_names({**inst_names, **group_names})})")
+
+
+CONFIG = Record(None, (
+    F("node", record(NODE)),
+    F("api", record(API)),
+    F("vrrp_instances", seq(record(VRRP_INSTANCE))),
+    F("sync_groups", seq(record(SYNC_GROUP))),
+    F("track_scripts", seq(record(TRACK_SCRIPT))),
+    F("lvs", record(LVS)),
+    F("virtual_services", seq(record(VIRTUAL_SERVICE))),
+), _finish_config, ignore_prefix="x-", hints={
+    "global_defs": "keepalived's global_defs; here: node",
+    "vrrp_instance": "keepalived's vrrp_instance; here: vrrp_instances (a list)",
+    "vrrp_sync_group": "keepalived's vrrp_sync_group; here: sync_groups (a list)",
+    "vrrp_script": "keepalived's vrrp_script; here: track_scripts (a list)",
+    "virtual_server": "keepalived's virtual_server; here: virtual_services (a list)",
+    "lvs_sync_daemon": "keepalived's lvs_sync_daemon; here: lvs: {sync_daemon: ...}",
+})
+
+_TOP_KEYS = "node, vrrp_instances, virtual_services, ..."
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def parse_config(text: str, source: str = "<memory>") -> m.Config:
+    """Parse and validate config text; ``source`` names it in errors and Config.source."""
+    ctx = Ctx(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        detail = e.problem or "invalid YAML"
+        if e.context:
+            detail += f" ({e.context}" + (f" at line {e.context_mark.line + 1})" if e.context_mark else ")")
+        raise ConfigError([ConfigIssue(source, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0,
+                                       "", f"YAML syntax error: {detail}")]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([ConfigIssue(source, 0, 0, "", f"YAML error: {e}")]) from None
+    if root is None or is_null(root):
+        raise ConfigError([ConfigIssue(source, 1, 1, "", f"the file is empty; expected a mapping ({_TOP_KEYS})")])
+    if not isinstance(root, MappingNode):
+        raise ConfigError([ConfigIssue(source, root.start_mark.line + 1, root.start_mark.column + 1, "",
+                                       f"expected a mapping at the top level ({_TOP_KEYS}), got {describe(root)}")])
+    try:
+        kw = record(CONFIG, partial=True)(ctx, root, "")
+    except Invalid:
+        kw = None
+    if ctx.issues or kw is None:
+        raise ConfigError(sorted(ctx.issues, key=lambda i: (i.line, i.column)))
+    return m.Config(source=source, **kw)
+
+
+def load_config(path: str | Path) -> m.Config:
+    """Read and validate a config file; raises ConfigError (also when it cannot be read)."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([ConfigIssue(source, 0, 0, "", f"cannot read: {e.strerror or e}")]) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError([ConfigIssue(source, 0, 0, "", f"not UTF-8 text: {e}")]) from None
+    return parse_config(text, source)
