@@ -1,0 +1,643 @@
+"""The kernel's IPVS over generic netlink: the only module that imports pyroute2.
+
+Theory of operation
+-------------------
+pyroute2 0.9.7 ships IPVS message classes that are close but not right for us: service
+and real-server addresses are typed by family through a lookup that fails for the
+16-byte addresses the kernel sends; the netmask is typed as an IPv4 address although the
+kernel keeps an IPv6 prefix length in the same 32 bits; the tunnel port is declared
+little-endian while the kernel reads it with nla_get_be16; and the sync-daemon attribute
+is raw hex. Its high-level ``IPVS`` class also sends DELETE for "update" and defaults
+the scheduler to wlc and forwarding to direct routing. So we subclass its nla classes
+with the attribute maps of include/uapi/linux/ip_vs.h (enum order is the attribute id),
+encode and decode every field ourselves, and drive a plain AF_NETLINK socket:
+
+* one request per operation, sent in batches (many nlmsgs in one sendmsg, as
+  ipvsadm-restore cannot) with NLM_F_ACK; each ack or error is matched to its operation
+  by sequence number, so one refusal does not stop the batch;
+* NETLINK_CAP_ACK keeps acks small and NETLINK_EXT_ACK lets the kernel's policy message
+  through into the IpvsError text.
+
+The socket is synchronous and not thread-safe; an asyncio caller runs it in a worker
+thread (``asyncio.to_thread``). Everything runs in the calling thread's network
+namespace at the time of construction.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterable
+
+from pyroute2.netlink import (
+    CTRL_CMD_GETFAMILY,
+    GENL_ID_CTRL,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    ctrlmsg,
+    genlmsg,
+    nla,
+)
+from pyroute2.netlink.generic import ipvs as _pr
+
+from hadirector import model
+from hadirector.ipvs import planner
+from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError, errname, explain
+from hadirector.ipvs.table import (
+    PROTOCOL_NAMES,
+    PROTOCOL_NUMBERS,
+    SVC_F_SETTABLE,
+    DestEntry,
+    DestKey,
+    ServiceEntry,
+    ServiceKey,
+    Stats,
+    Table,
+)
+
+# include/uapi/linux/ip_vs.h
+IPVS_CMD_NEW_SERVICE = 1
+IPVS_CMD_SET_SERVICE = 2
+IPVS_CMD_DEL_SERVICE = 3
+IPVS_CMD_GET_SERVICE = 4
+IPVS_CMD_NEW_DEST = 5
+IPVS_CMD_SET_DEST = 6
+IPVS_CMD_DEL_DEST = 7
+IPVS_CMD_GET_DEST = 8
+IPVS_CMD_NEW_DAEMON = 9
+IPVS_CMD_DEL_DAEMON = 10
+IPVS_CMD_GET_DAEMON = 11
+IPVS_CMD_GET_INFO = 15
+IPVS_CMD_FLUSH = 17
+
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_CAPPED = 0x100
+NLM_F_ACK_TLVS = 0x200
+NETLINK_CAP_ACK = 10
+NETLINK_EXT_ACK = 11
+SOL_NETLINK = 270
+NLMSGERR_ATTR_MSG = 1
+
+AF_BY_VERSION = {4: socket.AF_INET, 6: socket.AF_INET6}
+VERSION_BY_AF = {socket.AF_INET: 4, socket.AF_INET6: 6}
+_NLMSG_HDR = struct.Struct("=IHHII")
+
+
+# --- message classes -------------------------------------------------------------------
+#
+# pyroute2 compiles an nla_map once per class and caches the result on the class; a
+# subclass would inherit the parent's compiled table, so each subclass resets the flag.
+
+class _stats_nla(_pr.ipvsstats.stats):
+    _nlmsg_base__compiled_nla = False
+
+
+class _stats64_nla(_pr.ipvsstats.stats64):
+    _nlmsg_base__compiled_nla = False
+    nla_map = _pr.ipvsstats.stats64.nla_map + (("IPVS_STATS_ATTR_PAD", "none"),)
+
+
+class _service(_pr.ipvsmsg.service):
+    _nlmsg_base__compiled_nla = False
+    nla_map = (
+        ("IPVS_SVC_ATTR_UNSPEC", "none"),
+        ("IPVS_SVC_ATTR_AF", "uint16"),
+        ("IPVS_SVC_ATTR_PROTOCOL", "uint16"),
+        ("IPVS_SVC_ATTR_ADDR", "cdata"),        # union nf_inet_addr, 16 bytes
+        ("IPVS_SVC_ATTR_PORT", "be16"),
+        ("IPVS_SVC_ATTR_FWMARK", "uint32"),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "asciiz"),
+        ("IPVS_SVC_ATTR_FLAGS", "flags"),       # struct ip_vs_flags {flags, mask}
+        ("IPVS_SVC_ATTR_TIMEOUT", "uint32"),
+        ("IPVS_SVC_ATTR_NETMASK", "cdata"),     # v4: mask bytes; v6: host-order prefix len
+        ("IPVS_SVC_ATTR_STATS", "stats"),
+        ("IPVS_SVC_ATTR_PE_NAME", "asciiz"),
+        ("IPVS_SVC_ATTR_STATS64", "stats64"),
+    )
+    stats = _stats_nla
+    stats64 = _stats64_nla
+
+
+class _dest(_pr.ipvsmsg.dest):
+    _nlmsg_base__compiled_nla = False
+    nla_map = (
+        ("IPVS_DEST_ATTR_UNSPEC", "none"),
+        ("IPVS_DEST_ATTR_ADDR", "cdata"),
+        ("IPVS_DEST_ATTR_PORT", "be16"),
+        ("IPVS_DEST_ATTR_FWD_METHOD", "uint32"),
+        ("IPVS_DEST_ATTR_WEIGHT", "uint32"),    # the kernel reads it as int (may be < 0)
+        ("IPVS_DEST_ATTR_U_THRESH", "uint32"),
+        ("IPVS_DEST_ATTR_L_THRESH", "uint32"),
+        ("IPVS_DEST_ATTR_ACTIVE_CONNS", "uint32"),
+        ("IPVS_DEST_ATTR_INACT_CONNS", "uint32"),
+        ("IPVS_DEST_ATTR_PERSIST_CONNS", "uint32"),
+        ("IPVS_DEST_ATTR_STATS", "stats"),
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", "uint16"),
+        ("IPVS_DEST_ATTR_STATS64", "stats64"),
+        ("IPVS_DEST_ATTR_TUN_TYPE", "uint8"),
+        ("IPVS_DEST_ATTR_TUN_PORT", "be16"),    # nla_get_be16 in ip_vs_genl_parse_dest
+        ("IPVS_DEST_ATTR_TUN_FLAGS", "uint16"),
+    )
+    stats = _stats_nla
+    stats64 = _stats64_nla
+
+
+class _daemon(nla):
+    _nlmsg_base__compiled_nla = False
+    prefix = "IPVS_DAEMON_ATTR_"
+    nla_map = (
+        ("IPVS_DAEMON_ATTR_UNSPEC", "none"),
+        ("IPVS_DAEMON_ATTR_STATE", "uint32"),
+        ("IPVS_DAEMON_ATTR_MCAST_IFN", "asciiz"),
+        ("IPVS_DAEMON_ATTR_SYNC_ID", "uint32"),
+        ("IPVS_DAEMON_ATTR_SYNC_MAXLEN", "uint16"),
+        ("IPVS_DAEMON_ATTR_MCAST_GROUP", "ip4addr"),
+        ("IPVS_DAEMON_ATTR_MCAST_GROUP6", "ip6addr"),
+        ("IPVS_DAEMON_ATTR_MCAST_PORT", "uint16"),   # host order (nla_get_u16)
+        ("IPVS_DAEMON_ATTR_MCAST_TTL", "uint8"),
+    )
+
+
+class IpvsMsg(_pr.ipvsmsg):
+    _nlmsg_base__compiled_nla = False
+    nla_map = (
+        ("IPVS_CMD_ATTR_UNSPEC", "none"),
+        ("IPVS_CMD_ATTR_SERVICE", "service"),
+        ("IPVS_CMD_ATTR_DEST", "dest"),
+        ("IPVS_CMD_ATTR_DAEMON", "daemon"),
+        ("IPVS_CMD_ATTR_TIMEOUT_TCP", "uint32"),
+        ("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", "uint32"),
+        ("IPVS_CMD_ATTR_TIMEOUT_UDP", "uint32"),
+    )
+    service = _service
+    dest = _dest
+    daemon = _daemon
+
+
+class IpvsInfoMsg(genlmsg):
+    """Reply to GET_INFO: its attributes are top level and reuse ids 1 and 2."""
+
+    _nlmsg_base__compiled_nla = False
+    prefix = "IPVS_INFO_ATTR_"
+    nla_map = (
+        ("IPVS_INFO_ATTR_UNSPEC", "none"),
+        ("IPVS_INFO_ATTR_VERSION", "uint32"),
+        ("IPVS_INFO_ATTR_CONN_TAB_SIZE", "uint32"),
+    )
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+
+def _addr16(address: str) -> bytes:
+    packed = ipaddress.ip_address(address).packed
+    return packed + bytes(16 - len(packed))
+
+
+def _addr_from(raw: bytes, family: int) -> str:
+    if family == 6:
+        return str(ipaddress.IPv6Address(bytes(raw[:16])))
+    return str(ipaddress.IPv4Address(bytes(raw[:4])))
+
+
+def _netmask_bytes(family: int, prefix: int) -> bytes:
+    if family == 6:
+        return struct.pack("=I", prefix)
+    return ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask.packed
+
+
+def _netmask_prefix(family: int, raw: bytes | None) -> int:
+    if raw is None:
+        return 128 if family == 6 else 32
+    if family == 6:
+        return struct.unpack("=I", bytes(raw[:4]))[0]
+    bits = int.from_bytes(bytes(raw[:4]), "big")
+    prefix = 0
+    while prefix < 32 and bits & (1 << (31 - prefix)):
+        prefix += 1
+    return prefix
+
+
+def service_key_attrs(key: ServiceKey) -> list:
+    attrs: list = [("IPVS_SVC_ATTR_AF", AF_BY_VERSION[key.family])]
+    if key.fwmark:
+        attrs.append(("IPVS_SVC_ATTR_FWMARK", key.fwmark))
+    else:
+        attrs += [
+            ("IPVS_SVC_ATTR_PROTOCOL", PROTOCOL_NUMBERS[key.protocol]),
+            ("IPVS_SVC_ATTR_ADDR", _addr16(key.address)),
+            ("IPVS_SVC_ATTR_PORT", key.port),
+        ]
+    return attrs
+
+
+def service_attrs(entry: ServiceEntry) -> list:
+    attrs = service_key_attrs(entry.key)
+    attrs += [
+        ("IPVS_SVC_ATTR_SCHED_NAME", entry.scheduler),
+        # mask ~0: the flags we send are the whole truth (the kernel keeps HASHED itself)
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": entry.flags, "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", entry.timeout),
+        ("IPVS_SVC_ATTR_NETMASK", _netmask_bytes(entry.key.family, entry.netmask)),
+    ]
+    if entry.pe_name:
+        attrs.append(("IPVS_SVC_ATTR_PE_NAME", entry.pe_name))
+    return attrs
+
+
+def dest_key_attrs(key: DestKey, family: int) -> list:
+    return [
+        ("IPVS_DEST_ATTR_ADDR", _addr16(key.address)),
+        ("IPVS_DEST_ATTR_PORT", key.port),
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", AF_BY_VERSION[family]),
+    ]
+
+
+def dest_attrs(entry: DestEntry) -> list:
+    return dest_key_attrs(entry.key, entry.family) + [
+        ("IPVS_DEST_ATTR_FWD_METHOD", entry.fwd),
+        ("IPVS_DEST_ATTR_WEIGHT", entry.weight & 0xFFFFFFFF),
+        ("IPVS_DEST_ATTR_U_THRESH", entry.u_threshold),
+        ("IPVS_DEST_ATTR_L_THRESH", entry.l_threshold),
+        ("IPVS_DEST_ATTR_TUN_TYPE", entry.tun_type),
+        ("IPVS_DEST_ATTR_TUN_PORT", entry.tun_port),
+        ("IPVS_DEST_ATTR_TUN_FLAGS", entry.tun_flags),
+    ]
+
+
+def op_request(op: planner.Op) -> tuple[int, list]:
+    """(command, attributes) for one planner operation."""
+    if isinstance(op, planner.AddService):
+        return IPVS_CMD_NEW_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_attrs(op.entry)})]
+    if isinstance(op, planner.EditService):
+        return IPVS_CMD_SET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_attrs(op.entry)})]
+    if isinstance(op, planner.DelService):
+        return IPVS_CMD_DEL_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(op.key)})]
+    svc = ("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(op.service)})
+    if isinstance(op, planner.AddDest):
+        return IPVS_CMD_NEW_DEST, [svc, ("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(op.entry)})]
+    if isinstance(op, planner.EditDest):
+        return IPVS_CMD_SET_DEST, [svc, ("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(op.entry)})]
+    if isinstance(op, planner.DelDest):
+        return IPVS_CMD_DEL_DEST, [svc, ("IPVS_CMD_ATTR_DEST", {"attrs": dest_key_attrs(op.key, op.family)})]
+    raise TypeError(op)
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def _stats(container, prefix: str) -> Stats:
+    s = container.get_attr(prefix + "STATS64")
+    if s is None:
+        s = container.get_attr(prefix + "STATS")
+    if s is None:
+        return Stats()
+
+    def g(name: str) -> int:
+        return s.get_attr("IPVS_STATS_ATTR_" + name) or 0
+
+    return Stats(g("CONNS"), g("INPKTS"), g("OUTPKTS"), g("INBYTES"), g("OUTBYTES"),
+                 g("CPS"), g("INPPS"), g("OUTPPS"), g("INBPS"), g("OUTBPS"))
+
+
+def decode_service(s) -> ServiceEntry:
+    family = VERSION_BY_AF[s.get_attr("IPVS_SVC_ATTR_AF")]
+    fwmark = s.get_attr("IPVS_SVC_ATTR_FWMARK") or 0
+    if fwmark:
+        key = ServiceKey.mark(family, fwmark)
+    else:
+        key = ServiceKey(
+            family, 0, PROTOCOL_NAMES.get(s.get_attr("IPVS_SVC_ATTR_PROTOCOL"), str(s.get_attr("IPVS_SVC_ATTR_PROTOCOL"))),
+            _addr_from(s.get_attr("IPVS_SVC_ATTR_ADDR"), family), s.get_attr("IPVS_SVC_ATTR_PORT"),
+        )
+    flags = (s.get_attr("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0)
+    return ServiceEntry(
+        key=key,
+        scheduler=s.get_attr("IPVS_SVC_ATTR_SCHED_NAME") or "none",
+        flags=flags & SVC_F_SETTABLE,
+        timeout=s.get_attr("IPVS_SVC_ATTR_TIMEOUT") or 0,
+        netmask=_netmask_prefix(family, s.get_attr("IPVS_SVC_ATTR_NETMASK")),
+        pe_name=s.get_attr("IPVS_SVC_ATTR_PE_NAME") or "",
+        stats=_stats(s, "IPVS_SVC_ATTR_"),
+    )
+
+
+def decode_dest(d, service_family: int) -> DestEntry:
+    af = d.get_attr("IPVS_DEST_ATTR_ADDR_FAMILY")
+    family = VERSION_BY_AF.get(af, service_family) if af else service_family
+    weight = d.get_attr("IPVS_DEST_ATTR_WEIGHT") or 0
+    if weight >= 1 << 31:
+        weight -= 1 << 32
+    return DestEntry(
+        key=DestKey(_addr_from(d.get_attr("IPVS_DEST_ATTR_ADDR"), family), d.get_attr("IPVS_DEST_ATTR_PORT") or 0),
+        family=family,
+        fwd=(d.get_attr("IPVS_DEST_ATTR_FWD_METHOD") or 0) & 0x7,
+        weight=weight,
+        u_threshold=d.get_attr("IPVS_DEST_ATTR_U_THRESH") or 0,
+        l_threshold=d.get_attr("IPVS_DEST_ATTR_L_THRESH") or 0,
+        tun_type=d.get_attr("IPVS_DEST_ATTR_TUN_TYPE") or 0,
+        tun_port=d.get_attr("IPVS_DEST_ATTR_TUN_PORT") or 0,
+        tun_flags=d.get_attr("IPVS_DEST_ATTR_TUN_FLAGS") or 0,
+        active_conns=d.get_attr("IPVS_DEST_ATTR_ACTIVE_CONNS") or 0,
+        inact_conns=d.get_attr("IPVS_DEST_ATTR_INACT_CONNS") or 0,
+        persist_conns=d.get_attr("IPVS_DEST_ATTR_PERSIST_CONNS") or 0,
+        stats=_stats(d, "IPVS_DEST_ATTR_"),
+    )
+
+
+def decode_daemon(a) -> DaemonEntry:
+    group = a.get_attr("IPVS_DAEMON_ATTR_MCAST_GROUP6") or a.get_attr("IPVS_DAEMON_ATTR_MCAST_GROUP")
+    return DaemonEntry(
+        state=DaemonState(a.get_attr("IPVS_DAEMON_ATTR_STATE")),
+        interface=a.get_attr("IPVS_DAEMON_ATTR_MCAST_IFN") or "",
+        syncid=a.get_attr("IPVS_DAEMON_ATTR_SYNC_ID") or 0,
+        maxlen=a.get_attr("IPVS_DAEMON_ATTR_SYNC_MAXLEN") or 0,
+        mcast_group=group,
+        port=a.get_attr("IPVS_DAEMON_ATTR_MCAST_PORT") or 0,
+        ttl=a.get_attr("IPVS_DAEMON_ATTR_MCAST_TTL") or 0,
+    )
+
+
+# --- the socket --------------------------------------------------------------------------
+
+
+class _Reply:
+    __slots__ = ("error", "ext_msg", "messages", "done")
+
+    def __init__(self) -> None:
+        self.error = 0
+        self.ext_msg = ""
+        self.messages: list = []
+        self.done = False
+
+
+class GenlSocket:
+    """A blocking generic-netlink socket for one family, with batched requests."""
+
+    BATCH = 200   # requests per sendmsg; their acks must fit the receive buffer
+
+    def __init__(self, family_name: str, msg_class: type):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_GENERIC)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+                try:
+                    self.sock.setsockopt(SOL_NETLINK, opt, 1)
+                except OSError:
+                    pass
+            self.sock.bind((0, 0))
+            self.msg_class = msg_class
+            self._seq = 0
+            self.family_id = self._resolve(family_name)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
+        return self._seq
+
+    def _resolve(self, name: str) -> int:
+        msg = ctrlmsg()
+        msg["cmd"] = CTRL_CMD_GETFAMILY
+        msg["version"] = 1
+        msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", name)]
+        (reply,) = self.transact([(msg, GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, ctrlmsg)])
+        if reply.error:
+            raise OSError(reply.error, f"generic netlink family {name!r}: {os.strerror(reply.error)}"
+                          + (" (is the ip_vs module loaded?)" if reply.error == errno.ENOENT else ""))
+        return reply.messages[0].get_attr("CTRL_ATTR_FAMILY_ID")
+
+    def request(self, cmd: int, attrs: list, flags: int = NLM_F_REQUEST | NLM_F_ACK,
+                parser: type | None = None) -> _Reply:
+        return self.transact([(self._msg(cmd, attrs), self.family_id, flags, parser or self.msg_class)])[0]
+
+    def _msg(self, cmd: int, attrs: list):
+        msg = self.msg_class()
+        msg["cmd"] = cmd
+        msg["version"] = _pr.GENL_VERSION
+        msg["attrs"] = attrs
+        return msg
+
+    def batch(self, requests: Iterable[tuple[int, list]]) -> list[_Reply]:
+        """Send (cmd, attrs) requests with NLM_F_ACK; one reply per request, in order."""
+        items = [(self._msg(cmd, attrs), self.family_id, NLM_F_REQUEST | NLM_F_ACK, self.msg_class)
+                 for cmd, attrs in requests]
+        out: list[_Reply] = []
+        for i in range(0, len(items), self.BATCH):
+            out += self.transact(items[i:i + self.BATCH])
+        return out
+
+    def transact(self, items: list[tuple]) -> list[_Reply]:
+        pending: dict[int, _Reply] = {}
+        parsers: dict[int, type] = {}
+        replies: list[_Reply] = []
+        chunks = []
+        for msg, msg_type, flags, parser in items:
+            seq = self._next_seq()
+            msg["header"]["type"] = msg_type
+            msg["header"]["flags"] = flags
+            msg["header"]["seq"] = seq
+            msg["header"]["pid"] = 0
+            msg.encode()
+            chunks.append(msg.data)
+            reply = _Reply()
+            pending[seq] = reply
+            parsers[seq] = parser
+            replies.append(reply)
+        data = b"".join(chunks)
+        sent = self.sock.send(data)
+        if sent != len(data):   # a netlink datagram goes whole or not at all
+            raise OSError(errno.EMSGSIZE, f"netlink send truncated: {sent} of {len(data)} bytes")
+        while any(not r.done for r in pending.values()):
+            data = self.sock.recv(1 << 20)
+            self._dispatch(data, pending, parsers)
+        return replies
+
+    def _dispatch(self, data: bytes, pending: dict[int, _Reply], parsers: dict[int, type]) -> None:
+        offset = 0
+        while offset + 16 <= len(data):
+            length, msg_type, flags, seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+            if length < 16:
+                break
+            reply = pending.get(seq)
+            if reply is not None:
+                if msg_type == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", data, offset + 16)[0]
+                    reply.error = code
+                    if code and flags & NLM_F_ACK_TLVS:
+                        reply.ext_msg = _ext_ack_message(data, offset, length, flags)
+                    reply.done = True
+                elif msg_type == NLMSG_DONE:
+                    if length >= 20:
+                        code = -struct.unpack_from("=i", data, offset + 16)[0]
+                        reply.error = max(code, 0)
+                    reply.done = True
+                else:
+                    msg = parsers[seq](data[offset:offset + length])
+                    msg.decode()
+                    reply.messages.append(msg)
+            offset += (length + 3) & ~3
+
+
+def _ext_ack_message(data: bytes, offset: int, length: int, flags: int) -> str:
+    # struct nlmsgerr {int error; struct nlmsghdr msg;} + echoed payload unless capped,
+    # then TLVs (NLMSGERR_ATTR_*).
+    pos = offset + 20
+    echoed_len = _NLMSG_HDR.unpack_from(data, pos)[0]
+    pos += 16 if flags & NLM_F_CAPPED else (echoed_len + 3) & ~3
+    end = offset + length
+    while pos + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", data, pos)
+        if alen < 4:
+            break
+        if atype & 0x3FFF == NLMSGERR_ATTR_MSG:
+            return data[pos + 4:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
+        pos += (alen + 3) & ~3
+    return ""
+
+
+# --- the backend -------------------------------------------------------------------------
+
+
+
+class IpvsNetlink:
+    """IpvsBackend on the kernel of the current network namespace."""
+
+    def __init__(self) -> None:
+        self.nl = GenlSocket(_pr.GENL_NAME, IpvsMsg)
+
+    def close(self) -> None:
+        self.nl.close()
+
+    def __enter__(self) -> IpvsNetlink:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- reading ---
+
+    def info(self) -> tuple[str, int]:
+        """(IPVS version "1.2.1", connection table size) for ipvsadm's header line."""
+        reply = self.nl.request(IPVS_CMD_GET_INFO, [], parser=IpvsInfoMsg)
+        self._raise(reply, "read IPVS info")
+        msg = reply.messages[0]
+        code = msg.get_attr("IPVS_INFO_ATTR_VERSION") or 0
+        return f"{code >> 16}.{(code >> 8) & 0xFF}.{code & 0xFF}", msg.get_attr("IPVS_INFO_ATTR_CONN_TAB_SIZE") or 0
+
+    def services(self) -> list[ServiceEntry]:
+        reply = self.nl.request(IPVS_CMD_GET_SERVICE, [], flags=NLM_F_REQUEST | NLM_F_DUMP)
+        self._raise(reply, "dump services")
+        return [decode_service(m.get_attr("IPVS_CMD_ATTR_SERVICE")) for m in reply.messages]
+
+    def dests(self, key: ServiceKey) -> list[DestEntry]:
+        reply = self.nl.request(IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(key)})],
+                                flags=NLM_F_REQUEST | NLM_F_DUMP)
+        self._raise(reply, f"dump real servers of {key}")
+        return [decode_dest(m.get_attr("IPVS_CMD_ATTR_DEST"), key.family) for m in reply.messages]
+
+    def dump(self) -> Table:
+        table = Table()
+        services = self.services()
+        # One dest dump per service, all sent in one batch.
+        items = [(self.nl._msg(IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(s.key)})]),
+                  self.nl.family_id, NLM_F_REQUEST | NLM_F_DUMP, IpvsMsg) for s in services]
+        replies: list[_Reply] = []
+        for i in range(0, len(items), GenlSocket.BATCH):
+            replies += self.nl.transact(items[i:i + GenlSocket.BATCH])
+        for svc, reply in zip(services, replies):
+            # A service deleted between the two dumps simply has no destinations.
+            dests = [decode_dest(m.get_attr("IPVS_CMD_ATTR_DEST"), svc.key.family) for m in reply.messages]
+            table.add(svc, dests)
+        return table
+
+    def dump_service(self, key: ServiceKey) -> Table:
+        table = Table()
+        reply = self.nl.request(IPVS_CMD_GET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(key)})])
+        if reply.error == errno.ESRCH:
+            return table
+        self._raise(reply, f"read service {key}")
+        svc = decode_service(reply.messages[0].get_attr("IPVS_CMD_ATTR_SERVICE"))
+        table.add(svc, self.dests(key))
+        return table
+
+    # --- writing ---
+
+    def apply(self, op: planner.Op) -> None:
+        err = self.apply_many([op])[0]
+        if err is not None:
+            raise err
+
+    def apply_many(self, ops: list[planner.Op]) -> list[IpvsError | None]:
+        replies = self.nl.batch(op_request(op) for op in ops)
+        return [self._error(op, r) for op, r in zip(ops, replies)]
+
+    @staticmethod
+    def _error(op: object, reply: _Reply) -> IpvsError | None:
+        if not reply.error:
+            return None
+        text = f"{op}: {errname(reply.error)}: {explain(op, reply.error)}"
+        if reply.ext_msg:
+            text += f" (kernel: {reply.ext_msg})"
+        return IpvsError(op, reply.error, text)
+
+    def _raise(self, reply: _Reply, what: str) -> None:
+        if reply.error:
+            raise IpvsError(what, reply.error, f"{what}: {errname(reply.error)}"
+                            + (f" (kernel: {reply.ext_msg})" if reply.ext_msg else ""))
+
+    def flush(self) -> None:
+        """Remove every service (ipvsadm -C). Only for tests and benchmarks."""
+        self._raise(self.nl.request(IPVS_CMD_FLUSH, []), "flush")
+
+    # --- sync daemon ---
+
+    def start_daemon(self, state: DaemonState | str, cfg: model.SyncDaemon) -> None:
+        state = DaemonState.parse(state)
+        attrs: list = [
+            ("IPVS_DAEMON_ATTR_STATE", state.value),
+            ("IPVS_DAEMON_ATTR_MCAST_IFN", cfg.interface),
+            ("IPVS_DAEMON_ATTR_SYNC_ID", cfg.syncid),
+        ]
+        if cfg.maxlen:
+            attrs.append(("IPVS_DAEMON_ATTR_SYNC_MAXLEN", cfg.maxlen))
+        if cfg.mcast_group is not None:
+            if cfg.mcast_group.version == 6:
+                attrs.append(("IPVS_DAEMON_ATTR_MCAST_GROUP6", str(cfg.mcast_group)))
+            else:
+                attrs.append(("IPVS_DAEMON_ATTR_MCAST_GROUP", str(cfg.mcast_group)))
+        if cfg.port:
+            attrs.append(("IPVS_DAEMON_ATTR_MCAST_PORT", cfg.port))
+        if cfg.ttl:
+            attrs.append(("IPVS_DAEMON_ATTR_MCAST_TTL", cfg.ttl))
+        op = DaemonOp("start", state, cfg.interface)
+        err = self._error(op, self.nl.request(IPVS_CMD_NEW_DAEMON, [("IPVS_CMD_ATTR_DAEMON", {"attrs": attrs})]))
+        if err is not None:
+            raise err
+
+    def stop_daemon(self, state: DaemonState | str) -> None:
+        state = DaemonState.parse(state)
+        op = DaemonOp("stop", state)
+        reply = self.nl.request(IPVS_CMD_DEL_DAEMON,
+                                [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", state.value)]})])
+        err = self._error(op, reply)
+        if err is not None:
+            raise err
+
+    def daemons(self) -> list[DaemonEntry]:
+        reply = self.nl.request(IPVS_CMD_GET_DAEMON, [], flags=NLM_F_REQUEST | NLM_F_DUMP)
+        self._raise(reply, "dump sync daemons")
+        return [decode_daemon(m.get_attr("IPVS_CMD_ATTR_DAEMON")) for m in reply.messages]
+
+
+__all__ = ["IpvsNetlink", "GenlSocket", "IpvsMsg", "op_request", "decode_service", "decode_dest"]

@@ -1,0 +1,72 @@
+"""Small config builders shared by the IPVS tests (fake and kernel lab) and the benchmark.
+
+Addresses come from the IPVS area's test ranges: 10.244.0.0/16 and fd00:244::/64.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import replace
+
+from hadirector import model
+
+VIP4 = ipaddress.IPv4Address("10.244.0.100")
+VIP6 = ipaddress.IPv6Address("fd00:244::100")
+
+
+def rs(address: str, port: int = 80, weight: int = 1, forward: model.ForwardMethod = model.ForwardMethod.NAT,
+       checked: bool = True, **kw) -> model.RealServer:
+    check = model.HealthCheck(model.TcpProbe()) if checked else None
+    return model.RealServer(ipaddress.ip_address(address), port, weight, forward, check=check, **kw)
+
+
+def vs(name: str = "web", address: str | None = str(VIP4), port: int = 80,
+       real_servers: tuple[model.RealServer, ...] = (), **kw) -> model.VirtualService:
+    addr = ipaddress.ip_address(address) if address is not None else None
+    if addr is not None and "family" not in kw:
+        kw["family"] = addr.version
+    return model.VirtualService(name=name, address=addr, port=port, real_servers=tuple(real_servers), **kw)
+
+
+def config(*services: model.VirtualService) -> model.Config:
+    return model.Config(node=model.NodeSettings(router_id="iv-test"), virtual_services=tuple(services))
+
+
+def web(n: int = 3, scheduler: str = "rr", **kw) -> model.VirtualService:
+    """tcp 10.244.0.100:80 with real servers 10.244.1.1..n (NAT)."""
+    return vs("web", real_servers=tuple(rs(f"10.244.1.{i}", 80) for i in range(1, n + 1)),
+              scheduler=scheduler, **kw)
+
+
+def many(services: int, dests: int, base_port: int = 10000) -> model.Config:
+    """``services`` TCP services on 10.244.0.100 ports base_port.., each with ``dests``
+    real servers 10.244.<2+j//250>.<1+j%250> (NAT): the benchmark table."""
+    out = []
+    for i in range(services):
+        out.append(vs(f"svc{i}", port=base_port + i, scheduler="wlc",
+                      real_servers=tuple(rs(f"10.244.{2 + j // 250}.{1 + j % 250}", 8080, weight=1 + j % 5,
+                                            checked=False)
+                                         for j in range(dests))))
+    return config(*out)
+
+
+def with_weight(cfg: model.Config, service: str, address: str, weight: int) -> model.Config:
+    """``cfg`` with one real server's weight changed."""
+    target = ipaddress.ip_address(address)
+    services = []
+    for v in cfg.virtual_services:
+        if v.name == service:
+            v = replace(v, real_servers=tuple(replace(r, weight=weight) if r.address == target else r
+                                              for r in v.real_servers))
+        services.append(v)
+    return replace(cfg, virtual_services=tuple(services))
+
+
+def without_rs(cfg: model.Config, service: str, address: str) -> model.Config:
+    target = ipaddress.ip_address(address)
+    services = []
+    for v in cfg.virtual_services:
+        if v.name == service:
+            v = replace(v, real_servers=tuple(r for r in v.real_servers if r.address != target))
+        services.append(v)
+    return replace(cfg, virtual_services=tuple(services))

@@ -1,0 +1,401 @@
+"""What the kernel's IPVS table holds, and what it should hold.
+
+Theory of operation
+-------------------
+``ServiceEntry`` and ``DestEntry`` are the kernel's view of one virtual service and one
+real server: an identifying key plus every field IPVS lets us set. Counters (connections,
+packets, bytes) ride along for printing but are excluded from ``==``, so comparing a dump
+with a desired table compares only what we can change.
+
+``desired_table(config, health)`` is a pure function from the validated config and the
+current health of each real server to the table the kernel should hold. The rules are
+keepalived's (check/ipvswrapper.c, check/check_daemon.c), written once here:
+
+* a real server with no health result yet (UNKNOWN) is not programmed at all;
+* an UNHEALTHY one is left out, or kept with weight 0 when ``inhibit_on_failure``;
+* quorum: the sum of the weights of the healthy real servers must reach
+  ``quorum + quorum_hysteresis`` to gain quorum and falls below ``quorum -
+  quorum_hysteresis`` to lose it (in between the previous state holds). While quorum is
+  lost and a sorry server is configured, the sorry server is the only live destination;
+* the virtual service itself is always programmed, even when it has no destination, so
+  clients get a quick refusal rather than a route to a stale host.
+
+Kernel encodings used throughout (include/uapi/linux/ip_vs.h): forwarding method masq 0,
+local 1, tunnel 2, route 3; tunnel type ipip 0, gue 1, gre 2; service flags below.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from hadirector import model
+
+# IP_VS_SVC_F_* (include/uapi/linux/ip_vs.h)
+SVC_F_PERSISTENT = 0x0001
+SVC_F_HASHED = 0x0002      # kernel-internal: set on every hashed service, never ours
+SVC_F_ONEPACKET = 0x0004
+SVC_F_SCHED1 = 0x0008      # sh-fallback / mh-fallback
+SVC_F_SCHED2 = 0x0010      # sh-port / mh-port
+SVC_F_SCHED3 = 0x0020
+# The flags we set and compare; HASHED is the kernel's bookkeeping.
+SVC_F_SETTABLE = SVC_F_PERSISTENT | SVC_F_ONEPACKET | SVC_F_SCHED1 | SVC_F_SCHED2 | SVC_F_SCHED3
+
+SCHED_FLAG_BITS: dict[str, int] = {
+    "sh-fallback": SVC_F_SCHED1, "mh-fallback": SVC_F_SCHED1,
+    "sh-port": SVC_F_SCHED2, "mh-port": SVC_F_SCHED2,
+}
+
+# IP_VS_CONN_F_* forwarding methods
+FWD_MASQ = 0
+FWD_LOCAL = 1
+FWD_TUNNEL = 2
+FWD_ROUTE = 3
+FWD_BY_METHOD: dict[model.ForwardMethod, int] = {
+    model.ForwardMethod.NAT: FWD_MASQ,
+    model.ForwardMethod.DR: FWD_ROUTE,
+    model.ForwardMethod.TUN: FWD_TUNNEL,
+}
+FWD_NAMES = {FWD_MASQ: "Masq", FWD_LOCAL: "Local", FWD_TUNNEL: "Tunnel", FWD_ROUTE: "Route"}
+
+# IP_VS_CONN_F_TUNNEL_TYPE_*
+TUN_IPIP = 0
+TUN_GUE = 1
+TUN_GRE = 2
+TUN_BY_TYPE: dict[model.TunnelType, int] = {
+    model.TunnelType.IPIP: TUN_IPIP, model.TunnelType.GUE: TUN_GUE, model.TunnelType.GRE: TUN_GRE,
+}
+TUN_NAMES = {TUN_IPIP: "ipip", TUN_GUE: "gue", TUN_GRE: "gre"}
+# IP_VS_TUNNEL_ENCAP_FLAG_*
+TUN_FLAG_NOCSUM = 0
+TUN_FLAG_CSUM = 1 << 0
+TUN_FLAG_REMCSUM = 1 << 1
+TUN_FLAGS_BY_NAME = {"nocsum": TUN_FLAG_NOCSUM, "csum": TUN_FLAG_CSUM, "remcsum": TUN_FLAG_REMCSUM}
+
+# Schedulers the kernel ships (one ip_vs_<name> module each).
+SCHEDULERS_AVAILABLE: tuple[str, ...] = model.SCHEDULERS
+
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+PROTOCOL_NAMES = {v: k for k, v in PROTOCOL_NUMBERS.items()}
+
+
+# --- keys ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    """What IPVS looks a service up by: (family, fwmark) or (family, protocol, addr, port)."""
+
+    family: int                       # 4 or 6
+    fwmark: int = 0                   # non-zero = firewall-mark service
+    protocol: str = ""                # "tcp" / "udp" / "sctp"; "" for fwmark services
+    address: str = ""                 # canonical text form; "" for fwmark services
+    port: int = 0
+
+    @classmethod
+    def inet(cls, protocol: str, address: model.IPAddress | str, port: int) -> ServiceKey:
+        addr = ipaddress.ip_address(address)
+        return cls(addr.version, 0, protocol, str(addr), port)
+
+    @classmethod
+    def mark(cls, family: int, fwmark: int) -> ServiceKey:
+        return cls(family, fwmark)
+
+    @classmethod
+    def of(cls, vs: model.VirtualService) -> ServiceKey:
+        if vs.fwmark is not None:
+            return cls.mark(vs.family, vs.fwmark)
+        assert vs.address is not None
+        return cls.inet(vs.protocol.value, vs.address, vs.port)
+
+    @property
+    def ip(self) -> model.IPAddress | None:
+        return ipaddress.ip_address(self.address) if self.address else None
+
+    def __str__(self) -> str:
+        if self.fwmark:
+            return f"fwmark {self.fwmark}" + (" ipv6" if self.family == 6 else "")
+        return f"{self.protocol} {_hostport(self.address, self.port)}"
+
+    def to_json(self) -> list:
+        return [self.family, self.fwmark, self.protocol, self.address, self.port]
+
+    @classmethod
+    def from_json(cls, raw: list) -> ServiceKey:
+        family, fwmark, protocol, address, port = raw
+        return cls(int(family), int(fwmark), str(protocol), str(address), int(port))
+
+
+@dataclass(frozen=True, order=True)
+class DestKey:
+    address: str                      # canonical text form
+    port: int
+
+    @classmethod
+    def of(cls, address: model.IPAddress | str, port: int) -> DestKey:
+        return cls(str(ipaddress.ip_address(address)), port)
+
+    @property
+    def ip(self) -> model.IPAddress:
+        return ipaddress.ip_address(self.address)
+
+    def __str__(self) -> str:
+        return _hostport(self.address, self.port)
+
+
+def _hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+# --- entries ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stats:
+    """IPVS_STATS_ATTR_* (64-bit variant when the kernel sends it)."""
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+
+@dataclass(frozen=True)
+class ServiceEntry:
+    key: ServiceKey
+    scheduler: str = "wlc"
+    flags: int = 0                    # SVC_F_SETTABLE bits only
+    timeout: int = 0                  # persistence timeout, seconds
+    netmask: int = 32                 # persistence granularity as a prefix length
+    pe_name: str = ""                 # persistence engine ("sip"); "" = none
+    stats: Stats = field(default_factory=Stats, compare=False)
+
+    # Fields SET_SERVICE can change in place (everything but the key).
+    EDITABLE = ("scheduler", "flags", "timeout", "netmask", "pe_name")
+
+    def diff(self, other: ServiceEntry) -> tuple[str, ...]:
+        return tuple(f for f in self.EDITABLE if getattr(self, f) != getattr(other, f))
+
+
+@dataclass(frozen=True)
+class DestEntry:
+    key: DestKey
+    family: int = 4                   # the real server's family (may differ for tunnels)
+    fwd: int = FWD_MASQ
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+    tun_type: int = TUN_IPIP
+    tun_port: int = 0
+    tun_flags: int = TUN_FLAG_NOCSUM
+    active_conns: int = field(default=0, compare=False)
+    inact_conns: int = field(default=0, compare=False)
+    persist_conns: int = field(default=0, compare=False)
+    stats: Stats = field(default_factory=Stats, compare=False)
+
+    EDITABLE = ("fwd", "weight", "u_threshold", "l_threshold", "tun_type", "tun_port", "tun_flags")
+
+    def diff(self, other: DestEntry) -> tuple[str, ...]:
+        """Fields of ``other`` (desired) that differ from self (actual).
+
+        The kernel turns the forwarding method of a real server whose address is local
+        into LOCAL (__ip_vs_update_dest); asking for anything else again would change
+        nothing, so an actual LOCAL matches any desired method.
+        """
+        out = []
+        for f in self.EDITABLE:
+            a, b = getattr(self, f), getattr(other, f)
+            if f == "fwd" and a == FWD_LOCAL:
+                continue
+            if a != b:
+                out.append(f)
+        return tuple(out)
+
+
+@dataclass
+class Table:
+    """Services and their destinations. Equality ignores counters and ``quorum``."""
+
+    services: dict[ServiceKey, ServiceEntry] = field(default_factory=dict)
+    dests: dict[ServiceKey, dict[DestKey, DestEntry]] = field(default_factory=dict)
+    # Per service: quorum held (True) or lost (False); absent = not decided yet.
+    # Feed it back into the next desired_table() call for hysteresis.
+    quorum: dict[ServiceKey, bool] = field(default_factory=dict, compare=False)
+
+    def add(self, service: ServiceEntry, dests: list[DestEntry] | tuple[DestEntry, ...] = ()) -> None:
+        self.services[service.key] = service
+        self.dests[service.key] = {d.key: d for d in dests}
+
+    def dests_of(self, key: ServiceKey) -> dict[DestKey, DestEntry]:
+        return self.dests.get(key, {})
+
+    def copy(self) -> Table:
+        return Table(dict(self.services), {k: dict(v) for k, v in self.dests.items()}, dict(self.quorum))
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+
+# --- health ------------------------------------------------------------------------
+
+
+class Health(enum.Enum):
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNKNOWN = "unknown"       # no first result yet
+
+
+# health(vs, rs) -> Health. The health engineer's policy provides the real one.
+HealthView = Callable[[model.VirtualService, model.RealServer], Health]
+
+
+def all_healthy(vs: model.VirtualService, rs: model.RealServer) -> Health:
+    """Stand-in until health checking is wired: every real server is up."""
+    return Health.HEALTHY
+
+
+def health_from_mapping(states: Mapping[tuple[str, tuple], Health],
+                        default: Health = Health.UNKNOWN) -> HealthView:
+    """A HealthView over {(virtual service name, real server key): Health}."""
+
+    def view(vs: model.VirtualService, rs: model.RealServer) -> Health:
+        return states.get((vs.name, rs.key), default)
+
+    return view
+
+
+# --- config -> entries ----------------------------------------------------------------
+
+
+def netmask_prefix(vs: model.VirtualService) -> int:
+    """Persistence granularity as a prefix length (the kernel keeps an IPv4 mask and an
+    IPv6 prefix length; we normalise to prefix lengths and encode at the wire)."""
+    full = 128 if _family(vs) == 6 else 32
+    raw = vs.persistence_netmask
+    if raw is None or raw == "":
+        return full
+    raw = str(raw)
+    if raw.isdigit():
+        return int(raw)
+    return ipaddress.IPv4Network(f"0.0.0.0/{raw}").prefixlen
+
+
+def _family(vs: model.VirtualService) -> int:
+    return vs.address.version if vs.address is not None else vs.family
+
+
+def service_entry(vs: model.VirtualService) -> ServiceEntry:
+    flags = 0
+    if vs.persistence_timeout > 0:
+        flags |= SVC_F_PERSISTENT
+    if vs.one_packet:
+        flags |= SVC_F_ONEPACKET
+    for name in vs.scheduler_flags:
+        flags |= SCHED_FLAG_BITS[name]
+    return ServiceEntry(
+        key=ServiceKey.of(vs),
+        scheduler=vs.scheduler,
+        flags=flags,
+        timeout=vs.persistence_timeout if vs.persistence_timeout > 0 else 0,
+        netmask=netmask_prefix(vs),
+    )
+
+
+def dest_entry(vs: model.VirtualService, rs: model.RealServer, weight: int | None = None) -> DestEntry:
+    # Port 0 means "the service's port" (DR and TUN cannot rewrite it anyway); ipvsadm
+    # does the same for -g/-i.
+    port = rs.port or vs.port
+    tunnel = rs.forward is model.ForwardMethod.TUN
+    return DestEntry(
+        key=DestKey.of(rs.address, port),
+        family=rs.address.version,
+        fwd=FWD_BY_METHOD[rs.forward],
+        weight=rs.weight if weight is None else weight,
+        u_threshold=rs.upper_threshold,
+        l_threshold=rs.lower_threshold,
+        tun_type=TUN_BY_TYPE[rs.tunnel_type] if tunnel else TUN_IPIP,
+        tun_port=rs.tunnel_port if tunnel else 0,
+        tun_flags=TUN_FLAGS_BY_NAME[rs.tunnel_checksum] if tunnel else 0,
+    )
+
+
+def quorum_state(vs: model.VirtualService, healthy_weight: int, pending: bool,
+                 before: bool | None) -> bool | None:
+    """keepalived's update_quorum_state(): gain at quorum+hysteresis, lose below
+    quorum-hysteresis, hold in between. ``pending`` (some real servers have no result
+    yet) defers a first loss so that start-up does not flash the sorry server."""
+    up_at = vs.quorum + vs.quorum_hysteresis
+    down_below = vs.quorum - vs.quorum_hysteresis
+    if before is None:
+        if healthy_weight >= vs.quorum:
+            return True
+        return None if pending else False
+    if not before and healthy_weight >= up_at:
+        return True
+    if before and (healthy_weight == 0 or healthy_weight < down_below):
+        return False
+    return before
+
+
+def desired_service(vs: model.VirtualService, health: HealthView,
+                    quorum_before: bool | None = None) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
+    """The entry, destinations and quorum state for one virtual service."""
+    svc = service_entry(vs)
+    healthy: list[model.RealServer] = []
+    inhibited: list[model.RealServer] = []
+    pending = False
+    for rs in vs.real_servers:
+        state = Health.HEALTHY if rs.check is None else health(vs, rs)
+        if state is Health.HEALTHY:
+            healthy.append(rs)
+        elif state is Health.UNHEALTHY:
+            if vs.inhibit_on_failure:
+                inhibited.append(rs)
+        else:
+            pending = True
+    weight = sum(rs.weight for rs in healthy)
+    quorum = quorum_state(vs, weight, pending, quorum_before)
+
+    dests: dict[DestKey, DestEntry] = {}
+    if quorum is False and vs.sorry_server is not None:
+        # keepalived: on losing quorum the sorry server goes in and the live servers go
+        # out (inhibited ones stay at weight 0 so their connections drain).
+        for rs in healthy + inhibited:
+            if vs.inhibit_on_failure:
+                d = dest_entry(vs, rs, weight=0)
+                dests[d.key] = d
+        sorry = dest_entry(vs, vs.sorry_server, weight=vs.sorry_server.weight or 1)
+        dests[sorry.key] = sorry
+    else:
+        for rs in inhibited:
+            d = dest_entry(vs, rs, weight=0)
+            dests[d.key] = d
+        for rs in healthy:
+            d = dest_entry(vs, rs)
+            dests[d.key] = d
+    return svc, list(dests.values()), quorum
+
+
+def desired_table(config: model.Config, health: HealthView = all_healthy,
+                  quorum_before: Mapping[ServiceKey, bool] | None = None) -> Table:
+    """The whole table the kernel should hold for ``config`` given ``health``.
+
+    ``quorum_before`` is the ``quorum`` of the previous desired table (hysteresis).
+    """
+    before = quorum_before or {}
+    table = Table()
+    for vs in config.virtual_services:
+        key = ServiceKey.of(vs)
+        svc, dests, quorum = desired_service(vs, health, before.get(key))
+        table.add(svc, dests)
+        if quorum is not None:
+            table.quorum[key] = quorum
+    return table
