@@ -89,12 +89,11 @@ class AddressManager:
             self._ipr = None
 
     async def ifindex(self, interface: str) -> int:
-        async with self._lock:
-            ipr = await self._get()
-            found = await ipr.link_lookup(ifname=interface)
-        if not found:
-            raise NetError(f"no such interface: {interface}")
-        return found[0]
+        # if_nametoindex is one ioctl; link_lookup would dump every link.
+        try:
+            return socket.if_nametoindex(interface)
+        except OSError:
+            raise NetError(f"no such interface: {interface}") from None
 
     async def link_state(self, interface: str) -> LinkState:
         async with self._lock:

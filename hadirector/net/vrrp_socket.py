@@ -128,27 +128,21 @@ class VrrpSocket:
     def destinations(self) -> tuple[IPAddress, ...]:
         return self.peers or (self.group,)
 
-    def send(self, payload: bytes, src: IPAddress | None = None) -> int:
-        """Send one VRRP message to the group (or to every unicast peer).
+    def send_to(self, payload: bytes, dst: IPAddress, src: IPAddress | None = None) -> None:
+        """Send one VRRP message to ``dst`` (the group or one unicast peer).
 
-        ``src`` pins the IP source address: the v3 checksum covers a pseudo-header
-        with it (RFC 5798 5.2.8), so it must be the address the codec used. For IPv4
-        it goes in IP_PKTINFO; IPv6 sources are chosen by the kernel (the link-local
-        address for ff02::12, RFC 5798 5.1.2.1) unless given the same way.
-        Returns how many destinations the message went to; errors are raised.
+        The v3 checksum covers a pseudo-header with both addresses (RFC 5798 5.2.8),
+        so each destination gets its own encoding and ``src`` pins the source to the
+        address the codec used (IP_PKTINFO / IPV6_PKTINFO). Without ``src`` the kernel
+        chooses: the primary IPv4 address, or the link-local address for ff02::12
+        (RFC 5798 5.1.2.1). Errors (ENETDOWN on a cut link ...) are raised.
         """
-        sent = 0
-        for dst in self.destinations():
-            ancillary = []
-            if src is not None:
-                ancillary.append(self._pktinfo(src))
-            if self.family == 4:
-                self._sock.sendmsg([payload], ancillary, 0, (str(dst), 0))
-            else:
-                scope = self.ifindex if dst.is_link_local or dst.is_multicast else 0
-                self._sock.sendmsg([payload], ancillary, 0, (str(dst), 0, 0, scope))
-            sent += 1
-        return sent
+        ancillary = [self._pktinfo(src)] if src is not None else []
+        if self.family == 4:
+            self._sock.sendmsg([payload], ancillary, 0, (str(dst), 0))
+        else:
+            scope = self.ifindex if dst.is_link_local or dst.is_multicast else 0
+            self._sock.sendmsg([payload], ancillary, 0, (str(dst), 0, 0, scope))
 
     def _pktinfo(self, src: IPAddress) -> tuple[int, int, bytes]:
         if self.family == 4:

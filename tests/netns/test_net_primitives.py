@@ -54,7 +54,7 @@ SENDER = """
     vip = ipaddress.ip_address("10.234.3.100" if fam == 4 else "fd00:234::3:64")
     for dst in s.destinations():
         a = Advert(version=3, vrid=7, priority=150, max_advert_int=0.5, addresses=(vip,), family=fam)
-        s.send(encode(a, src, dst), src)
+        s.send_to(encode(a, src, dst), dst, src)
 """
 
 

@@ -1,0 +1,540 @@
+"""The agent process: wires VRRP drivers, trackers, VIPs, GARP, notify scripts, signals.
+
+Theory of operation
+-------------------
+``Agent(config)`` owns one ``VrrpDriver`` per instance. A driver reports every
+``RoleChanged`` synchronously to ``Agent._role_changed``, which
+
+1. records whether the instance should hold its VIPs (MASTER) and wakes that
+   instance's VIP worker. The worker is level-triggered: it compares "want" with
+   what it last applied and adds or removes (idempotently) until they agree, so a
+   quick MASTER -> BACKUP -> MASTER flap never leaves the VIPs in the wrong state;
+   after adding it sends the GARP / unsolicited NA burst, a repeat burst after
+   ``garp.repeat_delay`` and a refresh every ``garp.refresh`` while master
+   (RFC 5798 6.4.1/6.4.2: "broadcast a gratuitous ARP request");
+2. routes the change through the instance's sync-group policy, forcing the other
+   members (``vrrp.group.SyncGroupPolicy``);
+3. starts the notify scripts (``notify.Notifier``: background tasks, never blocking);
+4. writes ``<state_dir>/state.json`` (status, tests, the next agent's start-up);
+5. calls every subscriber in ``on_role_changed`` with a ``RoleEvent`` — the hook for
+   the IPVS reconciler (program_mode master_only) and the sync-daemon switch.
+
+Trackers (``track.py``) report faults and priority deltas to ``set_fault`` /
+``set_priority_delta``, which also go through the sync-group policy.
+
+Start-up removes OUR configured VIPs from their interfaces before any machine starts:
+a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
+nodes would own it (kernel-lab.md). Address owners (priority 255) are left alone: the
+VIP is their real address.
+
+Stop (SIGTERM/SIGINT): every machine shuts down — a master sends priority 0 so the
+backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed, notify
+"STOP" scripts get a bounded time to finish, and ``run()`` returns 0. SIGHUP calls
+``reload()``.
+
+Hooks for other concerns (the integrator adds them): ``on_role_changed`` (subscribers)
+and ``components`` (objects with ``async start(agent)`` / ``async stop(agent)``,
+started after the drivers and stopped before them). ``snapshot()`` is the read-only
+view for the status API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol
+
+from hadirector.model import Config, IPAddress, SyncGroup, VrrpInstance
+from hadirector.vrrp.group import ForceState, SetFault, SyncGroupPolicy
+from hadirector.vrrp.machine import PRIORITY_OWNER, RoleChanged, State
+
+from .notify import Notifier
+from .sdnotify import SystemdNotifier
+from .track import InterfaceTracker, ScriptTracker
+from .vrrp_driver import VrrpDriver
+
+from hadirector.logging import get_logger
+
+
+class AgentError(Exception):
+    """The agent cannot start (no such interface, no source address ...)."""
+
+
+@dataclass(frozen=True)
+class RoleEvent:
+    """What ``on_role_changed`` subscribers get."""
+
+    instance: VrrpInstance
+    old: State
+    new: State
+    reason: str
+    detail: str
+    priority: int
+    at: float            # loop.time() (monotonic)
+    wall: float          # time.time()
+
+
+RoleSubscriber = Callable[[RoleEvent], Awaitable[None] | None]
+
+
+class Component(Protocol):
+    async def start(self, agent: "Agent") -> None: ...
+    async def stop(self, agent: "Agent") -> None: ...
+
+
+@dataclass
+class InstanceRuntime:
+    instance: VrrpInstance
+    driver: VrrpDriver
+    want_vips: bool = False
+    held_vips: bool | None = None          # None: unknown (before the first apply)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    worker: asyncio.Task | None = None
+    garp: asyncio.Task | None = None
+    garp_sent: int = 0
+
+
+def _default_transport(inst: VrrpInstance):
+    from hadirector.net.vrrp_socket import VrrpSocket
+    return VrrpSocket(inst.interface, inst.family, peers=inst.unicast_peers)
+
+
+def _default_addresses():
+    from hadirector.net.addresses import AddressManager
+    return AddressManager()
+
+
+def _default_announcer(interface: str):
+    from hadirector.net.garp import Announcer
+    return Announcer(interface)
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        log=None,
+        addresses=None,
+        transport_factory: Callable[[VrrpInstance], Any] | None = None,
+        announcer_factory: Callable[[str], Any] | None = None,
+        systemd: SystemdNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self.log = log or get_logger("hadirector.agent")
+        self.addresses = addresses if addresses is not None else _default_addresses()
+        self._transport_factory = transport_factory or _default_transport
+        self._announcer_factory = announcer_factory or _default_announcer
+        self.systemd = systemd or SystemdNotifier()
+        self.notifier = Notifier()
+        self.on_role_changed: list[RoleSubscriber] = []
+        self.components: list[Component] = []
+        self.runtimes: dict[str, InstanceRuntime] = {}
+        self.groups: dict[str, SyncGroupPolicy] = {}
+        self._group_of: dict[str, SyncGroupPolicy] = {}
+        self._group_state: dict[str, str] = {}
+        self._announcers: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+        self._iface_tracker: InterfaceTracker | None = None
+        self._script_tracker: ScriptTracker | None = None
+        self._watchdog: asyncio.Task | None = None
+        self.started = False
+        self._stopped = False
+        self.state_path = os.path.join(config.node.state_dir, "state.json")
+        for g in config.sync_groups:
+            policy = SyncGroupPolicy(g)
+            self.groups[g.name] = policy
+            for member in g.instances:
+                self._group_of[member] = policy
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        return 0
+
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self.log.info("agent.stop_requested", reason=reason)
+            self._stop.set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        instances = self.config.vrrp_instances
+        primaries: dict[str, IPAddress] = {}
+        for inst in instances:
+            primaries[inst.name] = await self._source_address(inst)
+        await self._release_stale_vips(instances)
+        for inst in instances:
+            transport = self._transport_factory(inst)
+            driver = VrrpDriver(inst, transport=transport, primary_address=primaries[inst.name],
+                                on_role_changed=self._role_changed, loop=loop)
+            rt = InstanceRuntime(inst, driver)
+            rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
+            self.runtimes[inst.name] = rt
+        # Trackers before the machines start: a link that is already down puts the
+        # instance straight into FAULT instead of a brief BACKUP -> MASTER.
+        self._iface_tracker = InterfaceTracker(instances, self)
+        await self._iface_tracker.start()
+        for rt in self.runtimes.values():
+            rt.driver.start()
+        self._script_tracker = ScriptTracker(self.config.track_scripts, instances, self)
+        self._script_tracker.start()
+        for comp in self.components:
+            await comp.start(self)
+        self.started = True
+        self.write_state()
+        self.systemd.ready(status=f"{len(self.runtimes)} VRRP instance(s)")
+        if self.systemd.watchdog_interval:
+            self._watchdog = loop.create_task(self._watchdog_loop(self.systemd.watchdog_interval))
+        self.log.info("agent.started", instances=[i.name for i in instances],
+                      router_id=self.config.node.router_id, pid=os.getpid())
+
+    async def stop(self) -> None:
+        if self._stopped or (not self.runtimes and not self.started):
+            return
+        self._stopped = True
+        self.systemd.stopping()
+        self.log.info("agent.stopping", reason=self._stop_reason or "stop")
+        for comp in reversed(self.components):
+            try:
+                await comp.stop(self)
+            except Exception as e:  # noqa: BLE001 - a component must not keep VIPs held
+                self.log.error("agent.component_stop_failed", component=repr(comp), reason=str(e))
+        if self._script_tracker is not None:
+            await self._script_tracker.stop()
+        if self._iface_tracker is not None:
+            await self._iface_tracker.stop()
+        # Priority 0 first (RFC 5798 6.4.3), then the VIPs go.
+        for rt in self.runtimes.values():
+            rt.driver.shutdown()
+        for rt in self.runtimes.values():
+            if rt.worker is not None:
+                rt.worker.cancel()
+            await self._cancel_garp(rt)
+        await asyncio.gather(*(rt.worker for rt in self.runtimes.values() if rt.worker),
+                             return_exceptions=True)
+        for rt in self.runtimes.values():
+            await self._remove_vips(rt, reason="shutdown")
+            rt.driver.close()
+        for ann in self._announcers.values():
+            ann.close()
+        self._announcers.clear()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await self.notifier.drain(timeout=max(
+            [i.notify.timeout for i in self.config.vrrp_instances] + [1.0]))
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.write_state()
+        if hasattr(self.addresses, "close"):
+            self.addresses.close()
+        self.started = False
+        self.log.info("agent.stopped", reason=self._stop_reason or "stop")
+
+    def reload(self) -> None:
+        """SIGHUP. For now: re-read and validate the file, log the result, keep running.
+
+        Applying a new config (diffing instances, keeping unchanged machines) is done
+        elsewhere; this stub only proves the file is loadable.
+        """
+        from hadirector.config import ConfigError, load_config
+
+        source = self.config.source
+        try:
+            new = load_config(source)
+        except ConfigError as e:
+            self.log.error("agent.reload_failed", source=source, reason="invalid_config",
+                           detail=str(e))
+            return
+        except OSError as e:
+            self.log.error("agent.reload_failed", source=source, reason="unreadable",
+                           detail=str(e))
+            return
+        self.log.info("agent.reload_validated", source=source, reason="not_applied",
+                      changed=new != self.config)
+
+    async def _watchdog_loop(self, interval: float) -> None:
+        while True:
+            self.systemd.watchdog()
+            await asyncio.sleep(interval)
+
+    # --- start-up helpers -----------------------------------------------------------------
+
+    async def _source_address(self, inst: VrrpInstance) -> IPAddress:
+        if inst.unicast_src is not None:
+            return inst.unicast_src
+        vips = tuple(v.ip for v in inst.virtual_ips)
+        try:
+            addr = await self.addresses.primary_address(inst.interface, inst.family, exclude=vips)
+        except Exception as e:
+            raise AgentError(f"instance {inst.name}: interface {inst.interface}: {e}") from e
+        if addr is None:
+            kind = "IPv4" if inst.family == 4 else "link-local IPv6"
+            raise AgentError(f"instance {inst.name}: interface {inst.interface} has no {kind} "
+                             "address to send adverts from (RFC 5798 5.1.1.1 / 5.1.2.1)")
+        return addr
+
+    async def _release_stale_vips(self, instances) -> None:
+        for inst in instances:
+            if inst.priority == PRIORITY_OWNER:
+                continue
+            for vip in inst.virtual_ips:
+                if await self.addresses.remove_vip(inst.interface, vip):
+                    self.log.warning("vrrp.stale_vip_removed", instance=inst.name, vrid=inst.vrid,
+                                     vip=str(vip), interface=inst.interface,
+                                     reason="left_by_previous_agent")
+
+    # --- role changes ----------------------------------------------------------------------
+
+    def _role_changed(self, driver: VrrpDriver, change: RoleChanged) -> None:
+        name = driver.instance.name
+        rt = self.runtimes.get(name)
+        priority = driver.machine.effective_priority
+        if rt is not None:
+            rt.want_vips = change.new is State.MASTER
+            rt.wake.set()
+        policy = self._group_of.get(name)
+        if policy is not None:
+            for order in policy.role_changed(name, change):
+                self._apply_order(order)
+            self._group_changed(policy.group)
+        self.notifier_safe("INSTANCE", name, change.new.value, priority, driver.instance.notify)
+        self.write_state()
+        loop = asyncio.get_running_loop()
+        event = RoleEvent(driver.instance, change.old, change.new, change.reason, change.detail,
+                          priority, loop.time(), time.time())
+        for sub in list(self.on_role_changed):
+            try:
+                res = sub(event)
+                if inspect.isawaitable(res):
+                    self._spawn(res, f"subscriber:{name}")
+            except Exception as e:  # noqa: BLE001 - one subscriber must not break VRRP
+                self.log.error("agent.subscriber_failed", instance=name, reason=str(e))
+
+    def notifier_safe(self, kind, name, state, priority, scripts) -> None:
+        try:
+            self.notifier.state_changed(kind, name, state, priority, scripts)
+        except Exception as e:  # noqa: BLE001
+            self.log.error("notify.start_failed", name=name, reason=str(e))
+
+    def _group_changed(self, group: SyncGroup) -> None:
+        states = {self.runtimes[m].driver.state for m in group.instances if m in self.runtimes}
+        if State.FAULT in states:
+            agg = State.FAULT
+        elif len(states) == 1:
+            agg = next(iter(states))
+        else:
+            return   # members in transit: report when they agree
+        if self._group_state.get(group.name) == agg.value:
+            return
+        self._group_state[group.name] = agg.value
+        self.log.info("vrrp.group_changed", group=group.name, state=agg.value)
+        self.notifier_safe("GROUP", group.name, agg.value, 0, group.notify)
+
+    def _apply_order(self, order) -> None:
+        rt = self.runtimes.get(order.instance)
+        if rt is None:
+            return
+        if isinstance(order, ForceState):
+            rt.driver.force_state(order.state, order.reason)
+        elif isinstance(order, SetFault):
+            rt.driver.set_fault(order.fault, order.reason)
+
+    # --- TrackSink ------------------------------------------------------------------------
+
+    def set_fault(self, instance: str, fault: bool, reason: str) -> None:
+        rt = self.runtimes.get(instance)
+        if rt is None:
+            return
+        policy = self._group_of.get(instance)
+        if policy is None:
+            rt.driver.set_fault(fault, reason)
+        else:
+            for order in policy.set_fault(instance, fault, reason):
+                self._apply_order(order)
+        self.write_state()
+
+    def set_priority_delta(self, instance: str, delta: int, reason: str) -> None:
+        rt = self.runtimes.get(instance)
+        if rt is None:
+            return
+        before = rt.driver.machine.effective_priority
+        rt.driver.set_priority_delta(delta, reason)
+        after = rt.driver.machine.effective_priority
+        if before != after:
+            self.log.info("vrrp.priority_changed", instance=instance, vrid=rt.instance.vrid,
+                          old=before, new=after, reason=reason, delta=delta)
+            self.write_state()
+
+    # --- VIPs and GARP ---------------------------------------------------------------------
+
+    async def _vip_worker(self, rt: InstanceRuntime) -> None:
+        while True:
+            await rt.wake.wait()
+            rt.wake.clear()
+            want = rt.want_vips
+            try:
+                if want:
+                    await self._add_vips(rt)
+                    if rt.want_vips and (rt.garp is None or rt.garp.done()):
+                        rt.garp = asyncio.get_running_loop().create_task(self._garp_loop(rt))
+                else:
+                    await self._cancel_garp(rt)
+                    await self._remove_vips(rt, reason=rt.driver.machine.last_reason)
+            except Exception as e:  # noqa: BLE001 - retry instead of dying with VIPs wrong
+                self.log.error("vrrp.vips_apply_failed", instance=rt.instance.name,
+                               vrid=rt.instance.vrid, want=want, reason=str(e))
+                await asyncio.sleep(1.0)
+                rt.wake.set()
+
+    async def _add_vips(self, rt: InstanceRuntime) -> None:
+        inst = rt.instance
+        added = []
+        for i, vip in enumerate(inst.virtual_ips):
+            label = _label(inst, i)
+            if await self.addresses.add_vip(inst.interface, vip, label=label):
+                added.append(str(vip))
+        rt.held_vips = True
+        if added:
+            self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
+                          interface=inst.interface, vips=added, reason="became_master")
+        self.write_state()
+
+    async def _remove_vips(self, rt: InstanceRuntime, reason: str) -> None:
+        inst = rt.instance
+        removed = []
+        for vip in inst.virtual_ips:
+            try:
+                if await self.addresses.remove_vip(inst.interface, vip):
+                    removed.append(str(vip))
+            except Exception as e:  # noqa: BLE001 - try every VIP
+                self.log.error("vrrp.vip_remove_failed", instance=inst.name, vip=str(vip),
+                               reason=str(e))
+        rt.held_vips = False
+        if removed:
+            self.log.info("vrrp.vips_removed", instance=inst.name, vrid=inst.vrid,
+                          interface=inst.interface, vips=removed, reason=reason or "left_master")
+        self.write_state()
+
+    async def _cancel_garp(self, rt: InstanceRuntime) -> None:
+        if rt.garp is not None and not rt.garp.done():
+            rt.garp.cancel()
+            await asyncio.gather(rt.garp, return_exceptions=True)
+        rt.garp = None
+
+    async def _garp_loop(self, rt: InstanceRuntime) -> None:
+        g = rt.instance.garp
+        await self._garp_burst(rt, "takeover")
+        if g.repeat_delay > 0:
+            await asyncio.sleep(g.repeat_delay)
+            await self._garp_burst(rt, "repeat")
+        while g.refresh > 0:
+            await asyncio.sleep(g.refresh)
+            await self._garp_burst(rt, "refresh")
+
+    async def _garp_burst(self, rt: InstanceRuntime, reason: str) -> None:
+        inst = rt.instance
+        g = inst.garp
+        if g.count <= 0 or not inst.virtual_ips:
+            return
+        try:
+            ann = self._announcers.get(inst.interface)
+            if ann is None:
+                ann = self._announcers[inst.interface] = self._announcer_factory(inst.interface)
+            ips = [v.ip for v in inst.virtual_ips]
+            sent = 0
+            for n in range(g.count):
+                if n and g.interval > 0:
+                    await asyncio.sleep(g.interval)
+                sent += ann.announce(ips)
+        except OSError as e:
+            self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
+                             interface=inst.interface, reason=str(e))
+            return
+        rt.garp_sent += sent
+        self.log.info("vrrp.garp_sent", instance=inst.name, vrid=inst.vrid,
+                      interface=inst.interface, packets=sent, reason=reason)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        """A JSON-able view of every instance (status API, state file)."""
+        loop_now = _loop_time()
+        wall_now = time.time()
+        out = {}
+        for name, rt in self.runtimes.items():
+            m = rt.driver.machine
+            out[name] = {
+                "vrid": rt.instance.vrid,
+                "interface": rt.instance.interface,
+                "version": rt.instance.version,
+                "state": m.state.value,
+                "priority": m.effective_priority,
+                "configured_priority": rt.instance.priority,
+                "since": round(wall_now - (loop_now - m.since), 3) if loop_now is not None else None,
+                "reason": m.last_reason,
+                "master": str(m.master_address) if m.master_address else None,
+                "faults": sorted(m.faults),
+                "priority_deltas": m.priority_deltas,
+                "vips": [str(v) for v in rt.instance.virtual_ips],
+                "holds_vips": rt.held_vips,
+                "adverts_sent": m.counters.adverts_sent,
+                "adverts_received": m.counters.adverts_received,
+                "rejected": dict(rt.driver.rejected),
+            }
+        return {"pid": os.getpid(), "router_id": self.config.node.router_id,
+                "running": self.started, "instances": out, "groups": dict(self._group_state)}
+
+    def write_state(self) -> None:
+        """Atomically replace state.json (rename), so readers never see half a file."""
+        try:
+            os.makedirs(os.path.dirname(self.state_path), exist_ok=True)
+            tmp = f"{self.state_path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.snapshot(), f, indent=1, sort_keys=True)
+            os.replace(tmp, self.state_path)
+        except OSError as e:
+            self.log.warning("agent.state_write_failed", path=self.state_path, reason=str(e))
+
+    def _spawn(self, aw, name: str) -> None:
+        task = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.log.error("agent.subscriber_failed", task=name, reason=str(t.exception()))
+        task.add_done_callback(done)
+
+
+def _label(inst: VrrpInstance, index: int) -> str | None:
+    from hadirector.net.addresses import vip_label
+    return vip_label(inst.interface, f"v{inst.vrid}") if inst.virtual_ips[index].version == 4 else None
+
+
+def _loop_time() -> float | None:
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return None

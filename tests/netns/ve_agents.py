@@ -1,0 +1,290 @@
+"""Run real ``hadirector run`` processes (and keepalived) inside ``ve_lab`` namespaces.
+
+Used by the election, interop and hostile-advert tests, the failover benchmark and
+the election demo. An agent's state is read from its ``state_dir/state.json`` (written
+on every change) and its JSON log; VIP ownership from ``ip addr`` in its namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .ve_lab import Lan, sh
+
+ROOT = Path(__file__).resolve().parents[2]
+HADIRECTOR = [sys.executable, "-m", "hadirector.cli"]
+
+
+def instance_config(
+    lan: Lan,
+    *,
+    name: str = "vi_1",
+    vrid: int = 51,
+    priority: int = 100,
+    advert: float = 0.1,
+    version: int = 3,
+    family: int = 4,
+    preempt: bool = True,
+    unicast_src=None,
+    unicast_peers=(),
+    extra: dict | None = None,
+) -> dict:
+    vip = lan.vip4() if family == 4 else lan.vip6()
+    inst = {
+        "name": name,
+        "interface": "eth0",
+        "vrid": vrid,
+        "priority": priority,
+        "version": version,
+        "advert_interval": advert,
+        "virtual_ips": [str(vip)],
+        "preempt": preempt,
+        # Fast GARP so tests see it; no repeat to keep logs small.
+        "garp": {"count": 3, "interval": 0.01, "repeat_delay": 0},
+    }
+    if unicast_src is not None:
+        inst["unicast_src"] = str(unicast_src)
+    if unicast_peers:
+        inst["unicast_peers"] = [str(p) for p in unicast_peers]
+    if extra:
+        inst.update(extra)
+    return inst
+
+
+@dataclass
+class AgentProc:
+    lan: Lan
+    node: int
+    workdir: Path
+    instances: list[dict]
+    extra_config: dict = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+    state_dir: Path = field(init=False)
+    config_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / f"agent-n{self.node}.log"
+        self.state_dir = self.workdir / f"state-n{self.node}"
+        self.config_path = self.workdir / f"agent-n{self.node}.yaml"
+
+    @property
+    def ns(self) -> str:
+        return self.lan.ns(self.node)
+
+    def write_config(self) -> None:
+        cfg = {
+            "node": {"router_id": f"n{self.node}", "state_dir": str(self.state_dir), "log_format": "json"},
+            "api": {"enabled": False},
+            "vrrp_instances": self.instances,
+        }
+        cfg.update(self.extra_config)
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    def start(self) -> "AgentProc":
+        self.write_config()
+        log = open(self.log_path, "ab")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, *HADIRECTOR, "run", "-c", str(self.config_path),
+             "--log-format", "json"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+        log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        # ``ip netns exec`` execs the command: the pid is the agent itself.
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def state(self) -> dict:
+        try:
+            return json.loads((self.state_dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def role(self, instance: str = "vi_1") -> str | None:
+        return self.state().get("instances", {}).get(instance, {}).get("state")
+
+    def log_events(self) -> list[dict]:
+        out = []
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return out
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+        return out
+
+    def events(self, name: str) -> list[dict]:
+        return [e for e in self.log_events() if e.get("event") == name]
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def holders(lan: Lan, ip, nodes) -> list[int]:
+    """Which of ``nodes`` have ``ip`` on eth0 right now."""
+    return [i for i in nodes if lan.has_ip(i, ip)]
+
+
+def wait_holder(lan: Lan, ip, nodes, expect: int, timeout: float, interval: float = 0.01) -> float:
+    """Poll every ``interval`` until exactly ``expect`` holds ``ip``; returns the time."""
+    wait_for(lambda: holders(lan, ip, nodes) == [expect], timeout, interval,
+             what=f"{ip} held by node {expect} only (now: {holders(lan, ip, nodes)})")
+    return time.monotonic()
+
+
+# --- keepalived ---------------------------------------------------------------------
+
+
+def keepalived_conf(*, router_id: str, vrid: int, priority: int, advert: float, vip: str,
+                    version: int = 3, preempt: bool = True, name: str = "VI_1",
+                    unicast_src=None, unicast_peers=()) -> str:
+    lines = [
+        "global_defs {",
+        f"  router_id {router_id}",
+        f"  vrrp_version {version}",
+        "  vrrp_garp_master_delay 0",
+        "  vrrp_garp_master_repeat 1",
+        "  enable_script_security",
+        "}",
+        f"vrrp_instance {name} {{",
+        "  state BACKUP",
+        "  interface eth0",
+        f"  virtual_router_id {vrid}",
+        f"  priority {priority}",
+        f"  advert_int {advert:g}",
+    ]
+    if not preempt:
+        lines.append("  nopreempt")
+    if unicast_src is not None:
+        lines.append(f"  unicast_src_ip {unicast_src}")
+    if unicast_peers:
+        lines.append("  unicast_peer {")
+        lines += [f"    {p}" for p in unicast_peers]
+        lines.append("  }")
+    lines += [
+        "  virtual_ipaddress {",
+        f"    {vip}",
+        "  }",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class KeepalivedProc:
+    lan: Lan
+    node: int
+    workdir: Path
+    conf: str
+    proc: subprocess.Popen | None = None
+
+    @property
+    def ns(self) -> str:
+        return self.lan.ns(self.node)
+
+    def start(self) -> "KeepalivedProc":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / f"keepalived-n{self.node}.conf"
+        conf.write_text(self.conf)
+        log = open(self.workdir / f"keepalived-n{self.node}.log", "ab")
+        pid_dir = self.workdir / f"ka-run-n{self.node}"
+        pid_dir.mkdir(exist_ok=True)
+        # -n: stay in the foreground (so the Popen is keepalived itself); -P: VRRP only;
+        # pid files in the test's directory so parallel runs do not collide.
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, "/usr/sbin/keepalived", "-n", "-l", "-D", "-P",
+             "-f", str(conf),
+             "-p", str(pid_dir / "keepalived.pid"), "-r", str(pid_dir / "vrrp.pid"),
+             "--no-syslog", "--log-console"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def vrrp_child_pid(self) -> int | None:
+        path = self.workdir / f"ka-run-n{self.node}" / "vrrp.pid"
+        try:
+            return int(path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL keepalived and its VRRP child (killing the parent alone leaves it)."""
+        child = self.vrrp_child_pid()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        if child:
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def log_text(self) -> str:
+        try:
+            return (self.workdir / f"keepalived-n{self.node}.log").read_text(errors="replace")
+        except OSError:
+            return ""
