@@ -158,14 +158,27 @@ class HealthPolicy:
         self._servers[target] = h
         return h
 
-    def retune(self, target: Target, check: HealthCheck) -> None:
-        """Take new rise/fall for a target whose probe did not change (a reload).
+    def retune(self, target: Target, check: HealthCheck | None, now: float,
+               reset: bool = False) -> Transition | None:
+        """Apply a reloaded check to a known target, keeping its state.
 
-        State and counters are kept; no transition happens here: the next result is
-        judged against the new thresholds.
+        ``reset``: the probe itself changed (kind, path, address, ...), so its counters
+        no longer mean anything and start again; the state stands until the new probe
+        earns a change by rise/fall, so a reload never pulls a healthy server on its
+        own. Only removing the check changes state here (to UP: "always healthy").
         """
         h = self._servers[target]
+        if check is None:
+            h.checked, h.rise, h.fall = False, 1, 1
+            h.successes = h.failures = 0
+            if h.state is HealthState.UP:
+                return None
+            return h._change(target, HealthState.UP, ProbeResult(True, "check removed", 0.0), now, 0)
         h.rise, h.fall = max(1, check.rise), max(1, check.fall)
+        if reset or not h.checked:
+            h.successes = h.failures = 0
+        h.checked = True
+        return None
 
     def forget(self, target: Target) -> None:
         self._servers.pop(target, None)

@@ -68,6 +68,7 @@ class Behaviour:
     delay: float = 0.0
     hits: int = 0
     hosts: list = field(default_factory=list)
+    stop: object = None             # async callable: close the listener (connections refused)
 
     @property
     def md5(self) -> str:
@@ -93,7 +94,16 @@ async def http_server(host: str = "127.0.0.1", ssl_context: ssl.SSLContext | Non
     site = web.TCPSite(runner, host, 0, ssl_context=ssl_context)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
+    stopped = False
+
+    async def stop():
+        nonlocal stopped
+        if not stopped:
+            stopped = True
+            await runner.cleanup()
+
+    b.stop = stop
     try:
         yield port, b
     finally:
-        await runner.cleanup()
+        await stop()

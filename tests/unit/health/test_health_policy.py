@@ -94,7 +94,7 @@ def test_unknown_target_reads_unknown_and_its_results_are_ignored():
 def test_retune_keeps_state_and_counters_and_applies_new_thresholds_to_the_next_result():
     p = policy(fall=5, initial=InitialHealth.UP)
     feed(p, [REFUSED, REFUSED])
-    p.retune(T, HealthCheck(TcpProbe(), rise=2, fall=2))
+    assert p.retune(T, HealthCheck(TcpProbe(), rise=2, fall=2), now=4.0) is None
     assert p.state(*T) is UP and p.get(T).failures == 2
     [t] = feed(p, [REFUSED], start=5)
     assert (t.new, t.count) == (DOWN, 3)
@@ -141,3 +141,29 @@ def test_flapping_server_changes_state_no_faster_than_rise_and_fall_allow(seed):
 def test_constant_flapping_with_rise_and_fall_above_one_never_changes_state():
     p = policy(rise=2, fall=2, initial=InitialHealth.UP)
     assert feed(p, [REFUSED, OK] * 50) == []
+
+
+def test_retune_with_a_new_probe_keeps_the_state_but_restarts_the_counts():
+    p = policy(fall=2, initial=InitialHealth.UP)
+    feed(p, [REFUSED])
+    assert p.retune(T, HealthCheck(TcpProbe(), fall=2), now=5.0, reset=True) is None
+    assert p.state(*T) is UP
+    assert feed(p, [REFUSED], start=6) == []       # one failure of the new probe, not two
+    [t] = feed(p, [REFUSED], start=7)
+    assert t.new is DOWN
+
+
+def test_removing_the_check_makes_a_down_server_up_with_a_reason():
+    p = policy(initial=InitialHealth.DOWN)
+    t = p.retune(T, None, now=3.0)
+    assert (t.old, t.new, t.reason, t.at) == (DOWN, UP, "check removed", 3.0)
+    assert p.record(T, REFUSED, now=4.0) is None and p.state(*T) is UP
+
+
+def test_adding_a_check_to_an_unchecked_server_keeps_it_up_until_fall_failures():
+    p = HealthPolicy()
+    p.track(T, None, now=0.0)
+    p.retune(T, HealthCheck(TcpProbe(), fall=2), now=1.0)
+    assert feed(p, [REFUSED], start=2) == []
+    [t] = feed(p, [REFUSED], start=3)
+    assert (t.old, t.new) == (UP, DOWN)

@@ -1,0 +1,363 @@
+"""Runs every configured health check: the asyncio shell around ``hadirector.health``.
+
+Theory of operation
+-------------------
+The decisions are made elsewhere and written once: ``CheckSchedule`` says when each
+target's next check is due, ``HealthPolicy`` turns results into transitions (rise/fall),
+the probes in ``health.probes`` do the I/O. This shell only wires them:
+
+* one timer (``loop.call_later``) armed for the schedule's earliest deadline; when it
+  fires, every due check starts as its own task, so a hanging server ties up only its
+  own task, never the timer or the other checks;
+* a semaphore bounds how many probes run at once (sockets, processes); the schedule
+  bounds the rate (each target at most once per interval, never two at a time);
+* when a probe returns, its result goes to the policy; a transition is logged once
+  (``health.server_up`` / ``health.server_down``) and handed synchronously to
+  ``on_transition(service_key, rs_key, new_state)`` so the IPVS layer can apply it in
+  the same loop turn;
+* ``update_config`` diffs old and new targets: unchanged checks keep state, counters and
+  deadlines; a changed probe keeps the state but restarts its counts; removed targets
+  are forgotten and their in-flight results ignored.
+
+Targets are ``(VirtualService.key, RealServer.key)``. Sorry servers are tracked too
+(always UP unless they have a check) but the IPVS layer decides when they are used.
+
+Times: ``clock`` is monotonic seconds (default ``time.monotonic``, the same clock as the
+asyncio loop). ``snapshot()`` converts to Unix seconds for operators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import structlog
+
+from hadirector.api.metrics import Histogram
+from hadirector.api.snapshot import CheckResult, HealthTotals, format_endpoint
+from hadirector.health.policy import (
+    HealthPolicy,
+    HealthState,
+    ProbeResult,
+    ServerKey,
+    ServiceKey,
+    Target,
+    Transition,
+)
+from hadirector.health.probes import HttpClients, run_check
+from hadirector.health.schedule import CheckSchedule
+from hadirector.ipvs import table as ipvs_table
+from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService
+
+OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
+ProbeFn = Callable[[HealthCheck, IPAddress, int, HttpClients | None], Awaitable[ProbeResult]]
+
+log = structlog.get_logger("hadirector.health")
+
+DEFAULT_MAX_CONCURRENCY = 512
+
+_IPVS_HEALTH = {
+    HealthState.UP: ipvs_table.Health.HEALTHY,
+    HealthState.DOWN: ipvs_table.Health.UNHEALTHY,
+    HealthState.UNKNOWN: ipvs_table.Health.UNKNOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What to check for one target, as the current config says."""
+
+    service: VirtualService
+    server: RealServer
+    check: HealthCheck | None
+    address: IPAddress          # where the probe goes (check.address or the server's)
+    port: int                   # check.port, else the server's, else the service's
+    sorry: bool
+    gen: int                    # bumps when the probe changes: older results are stale
+
+    @property
+    def probe_identity(self) -> tuple | None:
+        """Everything that decides what a probe observes (not when, not rise/fall)."""
+        if self.check is None:
+            return None
+        return (self.check.probe, self.check.bind_to, self.check.timeout, self.address, self.port)
+
+    @property
+    def endpoint(self) -> str:
+        return format_endpoint(str(self.server.address), self.server.port or self.service.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """One row of ``HealthRunner.snapshot()``."""
+
+    service: str
+    service_key: ServiceKey
+    rs_key: ServerKey
+    server: str                 # "10.0.0.1:80"
+    sorry: bool
+    checked: bool               # False: no check configured, always UP
+    state: HealthState
+    since: float | None         # Unix seconds of the last state change (or of tracking)
+    rise: int
+    fall: int
+    successes: int              # consecutive
+    failures: int               # consecutive
+    checks: int
+    transitions: int
+    last: CheckResult | None
+    next_check_in: float | None  # seconds; None while running or unchecked
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSnapshot:
+    servers: tuple[ServerStatus, ...]
+    totals: HealthTotals
+    in_flight: int
+    scheduled: int
+
+
+def _result_kind(result: ProbeResult) -> str:
+    if result.ok:
+        return "ok"
+    if result.detail == "timeout":
+        return "timeout"
+    if result.detail.startswith("error:"):
+        return "error"
+    return "fail"
+
+
+def _targets(config: Config) -> Iterator[tuple[Target, VirtualService, RealServer, bool]]:
+    for vs in config.virtual_services:
+        seen = set()
+        for rs in vs.real_servers:
+            seen.add(rs.key)
+            yield (vs.key, rs.key), vs, rs, False
+        if vs.sorry_server is not None and vs.sorry_server.key not in seen:
+            yield (vs.key, vs.sorry_server.key), vs, vs.sorry_server, True
+
+
+class HealthRunner:
+    """Checks every real server of ``config``; reports transitions.
+
+    Also the health view of the IPVS layer: ``state(service_key, rs_key)`` and
+    ``ipvs_health(vs, rs)`` (the ``ipvs.table.HealthView`` signature).
+    """
+
+    def __init__(self, config: Config, on_transition: OnTransition | None = None,
+                 clock: Callable[[], float] | None = None, *,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, seed: int | None = None,
+                 probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time) -> None:
+        self._on_transition = on_transition
+        self._clock = clock or time.monotonic
+        self._wall = wall_clock
+        self._probe = probe
+        self._policy = HealthPolicy()
+        self._schedule = CheckSchedule(seed)
+        self._specs: dict[Target, _Spec] = {}
+        self._gen = itertools.count(1)
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._clients: HttpClients | None = None
+        self._running = False
+        self._kinds: collections.Counter[str] = collections.Counter()
+        self._latency = Histogram()
+        self.config = config
+        self._apply(config, self._clock(), initial=True)
+
+    # --- health view -------------------------------------------------------------
+
+    def state(self, service_key: ServiceKey, rs_key: ServerKey) -> HealthState:
+        return self._policy.state(service_key, rs_key)
+
+    def ipvs_health(self, vs: VirtualService, rs: RealServer) -> ipvs_table.Health:
+        """``ipvs.table.HealthView``: pass ``runner.ipvs_health`` to ``desired_table``."""
+        return _IPVS_HEALTH[self._policy.state(vs.key, rs.key)]
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._clients = HttpClients()
+        self._running = True
+        self._arm()
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._clients is not None:
+            await self._clients.close()
+            self._clients = None
+
+    async def __aenter__(self) -> HealthRunner:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    # --- reload ------------------------------------------------------------------
+
+    def update_config(self, new_config: Config) -> None:
+        """Switch to ``new_config``, keeping the state of every check that stayed."""
+        self._apply(new_config, self._clock(), initial=False)
+        self.config = new_config
+        if self._running:
+            self._arm()
+
+    def _apply(self, config: Config, now: float, initial: bool) -> None:
+        wanted: dict[Target, _Spec] = {}
+        for target, vs, rs, sorry in _targets(config):
+            check = rs.check
+            address = (check.address if check and check.address else None) or rs.address
+            port = (check.port if check and check.port else None) or rs.port or vs.port
+            wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0)
+
+        for target in [t for t in self._specs if t not in wanted]:
+            del self._specs[target]
+            self._policy.forget(target)
+            self._schedule.remove(target)
+
+        for target, spec in wanted.items():
+            old = self._specs.get(target)
+            if old is None:
+                spec = _replace_gen(spec, next(self._gen))
+                self._specs[target] = spec
+                self._policy.track(target, spec.check, now)
+                if spec.check is not None:
+                    self._schedule.add(target, spec.check, now)
+                continue
+            if old.probe_identity == spec.probe_identity:
+                self._specs[target] = _replace_gen(spec, old.gen)
+                if spec.check is not None and spec.check != old.check:
+                    self._policy.retune(target, spec.check, now)
+                    self._schedule.retune(target, spec.check, now)
+                continue
+            # The probe changed: results of the old one (maybe in flight) are stale.
+            spec = _replace_gen(spec, next(self._gen))
+            self._specs[target] = spec
+            self._schedule.remove(target)
+            transition = self._policy.retune(target, spec.check, now, reset=True)
+            if spec.check is not None:
+                self._schedule.add(target, spec.check, now)
+            log.info("health.check_replaced", service=spec.service.name, server=spec.endpoint,
+                     state=self._policy.state(*target).value)
+            if transition is not None:
+                self._report(spec, transition)
+
+    # --- the timer and the checks ------------------------------------------------
+
+    def _arm(self) -> None:
+        deadline = self._schedule.next_deadline()
+        if deadline is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._timer_at = None
+            return
+        if self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
+            return                       # fires earlier; it re-arms then
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        due_at = self._timer_at
+        self._timer = self._timer_at = None
+        if not self._running:
+            return
+        # The loop may fire a hair early (its clock resolution): the armed deadline is
+        # due by definition.
+        now = max(self._clock(), due_at or 0.0)
+        loop = asyncio.get_running_loop()
+        for target in self._schedule.pop_due(now):
+            task = loop.create_task(self._run(target, self._specs[target]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._arm()
+
+    async def _run(self, target: Target, spec: _Spec) -> None:
+        assert spec.check is not None
+        async with self._sem:
+            if self._stale(target, spec):     # removed or re-probed while queued
+                return
+            try:
+                result = await self._probe(spec.check, spec.address, spec.port, self._clients)
+            except Exception as exc:     # a probe must not raise; if one does, it failed
+                result = ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0)
+        self._complete(target, spec, result)
+
+    def _stale(self, target: Target, spec: _Spec) -> bool:
+        cur = self._specs.get(target)
+        return cur is None or cur.gen != spec.gen
+
+    def _complete(self, target: Target, spec: _Spec, result: ProbeResult) -> None:
+        if self._stale(target, spec):
+            return
+        now = self._clock()
+        self._kinds[_result_kind(result)] += 1
+        self._latency.observe(result.elapsed)
+        transition = self._policy.record(target, result, now)
+        health = self._policy.get(target)
+        retry = not result.ok and health is not None and health.state is not HealthState.DOWN
+        self._schedule.finished(target, now, retry=retry)
+        if transition is not None:
+            self._report(self._specs[target], transition)
+        if self._running:
+            self._arm()
+
+    def _report(self, spec: _Spec, t: Transition) -> None:
+        event = "health.server_up" if t.new is HealthState.UP else "health.server_down"
+        log.info(event, service=spec.service.name, server=spec.endpoint, old=t.old.value,
+                 new=t.new.value, reason=t.reason, latency=round(t.latency, 6), count=t.count)
+        if self._on_transition is not None:
+            try:
+                self._on_transition(t.service_key, t.rs_key, t.new)
+            except Exception as exc:
+                log.exception("health.callback_failed", service=spec.service.name,
+                              server=spec.endpoint, reason=f"{type(exc).__name__}: {exc}")
+
+    # --- status ------------------------------------------------------------------
+
+    def snapshot(self) -> HealthSnapshot:
+        now, wall = self._clock(), self._wall()
+
+        def to_wall(t: float | None) -> float | None:
+            return None if t is None else wall - (now - t)
+
+        rows = []
+        for target, spec in self._specs.items():
+            h = self._policy.get(target)
+            if h is None:
+                continue
+            last = None
+            if h.last is not None:
+                last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at))
+            deadline = self._schedule.deadline(target)
+            rows.append(ServerStatus(
+                service=spec.service.name, service_key=target[0], rs_key=target[1],
+                server=spec.endpoint, sorry=spec.sorry, checked=h.checked, state=h.state,
+                since=to_wall(h.changed_at), rise=h.rise, fall=h.fall, successes=h.successes,
+                failures=h.failures, checks=h.checks, transitions=h.transitions, last=last,
+                next_check_in=None if deadline is None else max(0.0, deadline - now),
+            ))
+        totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot())
+        return HealthSnapshot(tuple(rows), totals, len(self._tasks), len(self._schedule))
+
+
+def _replace_gen(spec: _Spec, gen: int) -> _Spec:
+    return _Spec(spec.service, spec.server, spec.check, spec.address, spec.port, spec.sorry, gen)
