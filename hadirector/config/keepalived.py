@@ -143,10 +143,13 @@ class _Lexer:
             if self._definition(line, where):
                 continue
             line = self._substitute(line)
-            words = _split_line(line, where, self.notes)
-            if words and words[0].kind == _WORD and words[0].text == "include":
-                tokens.extend(self._include(words[1:], base_dir, where, depth))
+            m = re.match(r"include(?:\s+(.*))?$", line)
+            if m:
+                # Not tokenized: '{a,b}' in an include is a glob brace, not a block.
+                args = [a.strip('"') for a in re.findall(r'"[^"]*"|\S+', m.group(1) or "")]
+                tokens.extend(self._include(args, base_dir, where, depth))
                 continue
+            words = _split_line(line, where, self.notes)
             tokens.extend(words)
             tokens.append(_Token(_EOL, "", where))
         return tokens
@@ -186,22 +189,22 @@ class _Lexer:
 
         return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, line)
 
-    def _include(self, args: list[_Token], base_dir: str, where: Where,
+    def _include(self, args: list[str], base_dir: str, where: Where,
                  depth: int) -> list[_Token]:
         if depth >= _MAX_INCLUDE_DEPTH:
             self.notes.append(Note(where, "include nested too deep, skipped"))
             return []
+        if not args:
+            self.notes.append(Note(where, "include without a file name, skipped"))
         out: list[_Token] = []
         for arg in args:
-            if arg.kind != _WORD:
-                continue
-            pattern = arg.text if os.path.isabs(arg.text) else os.path.join(base_dir, arg.text)
+            pattern = arg if os.path.isabs(arg) else os.path.join(base_dir, arg)
             paths: list[str] = []
             for p in _brace_expand(pattern):
                 paths.extend(sorted(glob.glob(p)) if glob.has_magic(p) else
                              ([p] if os.path.exists(p) else []))
             if not paths:
-                self.notes.append(Note(where, f"include {arg.text}: no file matches, nothing read"))
+                self.notes.append(Note(where, f"include {arg}: no file matches, nothing read"))
             for p in paths:
                 if os.path.isdir(p):
                     continue
