@@ -209,3 +209,29 @@ def test_reload_says_clearly_when_the_agent_is_not_running(capsys):
     port = free_port()
     assert main(["reload", "--url", f"http://127.0.0.1:{port}"]) == 3
     assert "connection refused — is the agent running?" in capsys.readouterr().err
+
+
+async def test_status_reports_an_agent_that_cannot_snapshot(capsys):
+    def broken():
+        raise RuntimeError("state torn")
+
+    async def reload():
+        raise AssertionError("not called")
+
+    srv = ApiServer("127.0.0.1", 0, snapshot=broken, reload=reload)
+    await srv.start()
+    try:
+        assert await run_cli("status", "--url", srv.url) == 1
+    finally:
+        await srv.stop()
+    err = capsys.readouterr().err
+    assert "HTTP 503" in err and "state torn" in err
+
+
+def test_the_client_commands_do_not_import_aiohttp():
+    import subprocess
+    import sys
+    code = "import sys, hadirector.api.cli; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
