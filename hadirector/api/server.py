@@ -36,6 +36,7 @@ from aiohttp import web
 
 from hadirector.api import metrics
 from hadirector.api.snapshot import ReloadResult, Snapshot, to_jsonable
+from hadirector.model import ApiSettings
 
 log = structlog.get_logger("hadirector.api")
 
@@ -68,6 +69,13 @@ class ApiServer:
         self._reload = reload
         self._reload_lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings, snapshot: SnapshotFn,
+                      reload: ReloadFn) -> ApiServer:
+        """The server the config's ``api`` section asks for (the caller checks
+        ``settings.enabled``)."""
+        return cls(settings.listen_host, settings.listen_port, snapshot, reload)
 
     # --- lifecycle -----------------------------------------------------------------
 

@@ -70,6 +70,13 @@ async def http():
         yield s
 
 
+def test_the_config_api_section_gives_the_listen_address(agent):
+    from hadirector.model import ApiSettings
+    srv = ApiServer.from_settings(ApiSettings(listen_host="::1", listen_port=9111),
+                                  agent.snapshot, agent.reload)
+    assert (srv.host, srv.port, srv.url) == ("::1", 9111, "http://[::1]:9111")
+
+
 async def test_start_binds_an_ephemeral_port_on_loopback(server):
     assert server.port > 0
     assert server.url == f"http://127.0.0.1:{server.port}"
