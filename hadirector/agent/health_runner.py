@@ -151,7 +151,8 @@ class HealthRunner:
     def __init__(self, config: Config, on_transition: OnTransition | None = None,
                  clock: Callable[[], float] | None = None, *,
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY, seed: int | None = None,
-                 probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time) -> None:
+                 probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
+                 warmup: float = 0.0) -> None:
         self._on_transition = on_transition
         self._clock = clock or time.monotonic
         self._wall = wall_clock
@@ -168,6 +169,7 @@ class HealthRunner:
         self._running = False
         self._kinds: collections.Counter[str] = collections.Counter()
         self._latency = Histogram()
+        self._warmup = warmup        # spread first checks of new targets over this long
         self.config = config
         self._apply(config, self._clock(), initial=True)
 
@@ -238,7 +240,7 @@ class HealthRunner:
                 self._specs[target] = spec
                 self._policy.track(target, spec.check, now)
                 if spec.check is not None:
-                    self._schedule.add(target, spec.check, now)
+                    self._schedule.add(target, spec.check, now, self._warmup)
                 continue
             if old.probe_identity == spec.probe_identity:
                 self._specs[target] = _replace_gen(spec, old.gen)

@@ -19,6 +19,8 @@ Timing rules (``HealthCheck`` fields):
   keepalived's ``delay_before_retry``. Once the server is DOWN the normal interval
   applies again, so dead servers are not hammered. The caller says which case it is
   (``retry=True``); it knows the health state, the schedule does not.
+* Checks of one target never overlap, so when ``timeout`` exceeds ``interval`` a hanging
+  server is declared down after ``fall x timeout``, not ``fall x interval + timeout``.
 * ``jitter``: every deadline (the first one too) gets a uniform random delay in
   ``[0, jitter]`` from a seeded RNG, so tests are reproducible and a fleet configured
   with one interval does not probe in lock-step.
@@ -64,11 +66,17 @@ class CheckSchedule:
 
     # --- membership --------------------------------------------------------------
 
-    def add(self, target: Target, check: HealthCheck, now: float) -> float:
-        """Schedule a new target; its first check is due now (plus jitter)."""
+    def add(self, target: Target, check: HealthCheck, now: float, warmup: float = 0.0) -> float:
+        """Schedule a new target; its first check is due now (plus jitter).
+
+        ``warmup`` (keepalived's name) delays the first check by up to that much more,
+        uniformly: started together, many targets then stay spread over the interval
+        instead of probing in one burst every interval.
+        """
         e = _Entry(check.interval, max(0.0, check.jitter), check.retry_delay, now, 0)
         self._entries[target] = e
-        return self._push(target, e, now + self._jitter(e))
+        spread = self._rng.uniform(0.0, warmup) if warmup > 0 else 0.0
+        return self._push(target, e, now + spread + self._jitter(e))
 
     def retune(self, target: Target, check: HealthCheck, now: float) -> None:
         """New timing for a known target (reload); a shorter interval takes effect now."""

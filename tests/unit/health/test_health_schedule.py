@@ -127,3 +127,15 @@ def test_many_targets_cost_one_deadline():
         s.add((i, 0), check(interval=1, jitter=1), now=0.0)
     assert 0.0 <= s.next_deadline() <= 1.0
     assert len(s.pop_due(1.0)) == 10_000
+
+
+def test_warmup_spreads_first_checks_and_later_ones_stay_spread():
+    s = CheckSchedule(seed=5)
+    firsts = [s.add((i, 0), check(interval=1), now=0.0, warmup=1.0) for i in range(1000)]
+    assert 0.0 <= min(firsts) and max(firsts) <= 1.0
+    assert sum(f < 0.5 for f in firsts) in range(400, 600)
+    nexts = []
+    while (t := s.next_deadline()) is not None and t <= 1.0:
+        for target in s.pop_due(t):
+            nexts.append(s.finished(target, now=t + 0.001))
+    assert sorted(nexts) == pytest.approx([f + 1.0 for f in sorted(firsts)])
