@@ -566,7 +566,7 @@ class _Converter:
     def _document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
         router_id = self.router_id or self.router_id_fallback or socket.gethostname()
-        if not self.router_id:
+        if not self.router_id and not self.router_id_fallback:
             self.change(None, f"global_defs has no router_id; using '{router_id}' "
                               f"(keepalived uses the host name at run time)")
         doc["node"] = {"router_id": router_id}
