@@ -1,0 +1,59 @@
+"""`hadirector check` behaves like `keepalived -t`: exit 0 with a summary, or the
+errors on stderr and exit 1. The shipped example pair must always pass."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from hadirector.cli import main
+from hadirector.config import load_config
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = [ROOT / "etc" / "primary.yaml", ROOT / "etc" / "backup.yaml"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_configs_pass_check(path, capsys):
+    assert main(["check", "-c", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == "config OK: 2 vrrp instances, 2 virtual services, 5 real servers\n"
+    assert err == ""
+
+
+def test_example_pair_differs_only_in_router_id_and_priorities():
+    primary, backup = (load_config(p) for p in EXAMPLES)
+    assert primary.node.router_id != backup.node.router_id
+    for p, b in zip(primary.vrrp_instances, backup.vrrp_instances, strict=True):
+        assert p.priority > b.priority
+        assert dataclasses.replace(p, priority=b.priority) == b
+    assert dataclasses.replace(primary, source=backup.source, node=backup.node,
+                               vrrp_instances=backup.vrrp_instances) == backup
+
+
+def test_check_prints_every_error_on_stderr_and_exits_1(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("node: {router_id: a}\nvrrp_instances:\n  - {name: v, interface: eth0, vrid: 0, priority: 256,"
+                    " virtual_ips: [192.0.2.1]}\n")
+    assert main(["check", "--config", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{path}:3:38: vrrp_instances[0].vrid: expected an integer 1..255, got 0",
+        f"{path}:3:51: vrrp_instances[0].priority: expected an integer 1..255, got 256",
+        f"{path}: 2 errors, config not valid",
+    ]
+
+
+def test_check_of_a_missing_file_exits_1(tmp_path, capsys):
+    assert main(["check", "-c", str(tmp_path / "missing.yaml")]) == 1
+    assert "cannot read: No such file or directory" in capsys.readouterr().err
+
+
+def test_check_defaults_to_the_system_config_path():
+    from hadirector.cli import build_parser
+
+    args = build_parser().parse_args(["check"])
+    assert args.config == "/etc/hadirector/hadirector.yaml"
