@@ -1177,6 +1177,16 @@ class _Converter:
             if d.get("one_packet") and proto_eff != "udp":
                 del d["one_packet"]
                 self.skip(s, f"virtual_server {name}: ops applies to UDP services only, skipped")
+            family = d.get("family") or addr_or_fam.version
+            keep = []
+            for rs in d["real_servers"]:
+                # IPVS crosses address families only by tunnelling (as keepalived checks).
+                if ipaddress.ip_address(rs["address"]).version != family and rs["forward"] != "tun":
+                    self.skip(s, f"virtual_server {name}: real server {rs['address']} is not "
+                                 f"IPv{family} and not tunnelled; skipped for this service")
+                else:
+                    keep.append(rs)
+            d["real_servers"] = keep
             if not port:
                 for rs in d["real_servers"]:
                     chk = rs.get("check")
