@@ -213,15 +213,17 @@ def unknown_key_message(name: str, spec: Record) -> str:
     return "unknown key; expected one of " + ", ".join(sorted(spec.by_key))
 
 
-def record(spec: Record, inherit: dict[str, Pair] | None = None, partial: bool = False) -> Conv:
+def record(spec: Record, inherit: dict[str, Pair] | None = None, partial: bool = False,
+           nullable: bool = False) -> Conv:
     """Convert a mapping with ``spec``. ``inherit``: pairs taken from elsewhere (e.g. a
     virtual service's defaults for its real servers), overridden by the mapping's own.
     ``partial``: run ``finish`` even when some fields failed (for the top level, so
-    that reference checks still run on the sections that are valid)."""
+    that reference checks still run on the sections that are valid). ``nullable``: an
+    empty value (a section whose keys are all commented out) means all defaults."""
 
     def conv(ctx: Ctx, node: Node, path: str) -> Any:
         start = ctx.error_count      # any error below this point fails this record
-        pairs = mapping_pairs(ctx, node, path)
+        pairs = {} if nullable and is_null(node) else mapping_pairs(ctx, node, path)
         if inherit:
             pairs = {**inherit, **pairs}
         convs = spec.prepare(pairs) if spec.prepare is not None else {}
@@ -339,11 +341,17 @@ def boolean() -> Conv:
     return conv
 
 
+_QUOTABLE = (_TAG + "int", _TAG + "float", _TAG + "bool")
+
+
 def string(pattern: str | None = None, what: str = "a non-empty string") -> Conv:
     """A string. Numbers are not silently turned into strings (quote them)."""
     rx = re.compile(pattern) if pattern else None
 
     def conv(ctx: Ctx, node: Node, path: str) -> str:
+        if isinstance(node, ScalarNode) and node.tag in _QUOTABLE:
+            # e.g. `interface: on` or `router_id: 1` -- YAML read a bool or a number.
+            ctx.fail(node, path, f"expected {what}, got {describe(node)} (quote it to make it a string)")
         if not isinstance(node, ScalarNode) or node.tag != _TAG + "str" or not node.value:
             ctx.fail(node, path, f"expected {what}, got {describe(node)}")
         if rx is not None and not rx.fullmatch(node.value):

@@ -198,8 +198,8 @@ VRRP_INSTANCE = Record(m.VrrpInstance, (
     F("unicast_peers", seq(ip_address(multicast=False))),
     F("track_interfaces", seq(one_of_shapes(_track_interface_by_name, record(TRACK_INTERFACE)))),
     F("track_scripts", seq(string(what="a track script name"))),
-    F("notify", record(NOTIFY)),
-    F("garp", record(GARP)),
+    F("notify", record(NOTIFY, nullable=True)),
+    F("garp", record(GARP, nullable=True)),
 ), _finish_vrrp, hints={
     "virtual_router_id": "keepalived's virtual_router_id; here: vrid",
     "advert_int": "keepalived's advert_int; here: advert_interval",
@@ -219,7 +219,7 @@ VRRP_INSTANCE = Record(m.VrrpInstance, (
 SYNC_GROUP = Record(m.SyncGroup, (
     F("name", string(), required=True),
     F("instances", seq(string(what="a vrrp instance name"), min_len=1, what="instance"), required=True),
-    F("notify", record(NOTIFY)),
+    F("notify", record(NOTIFY, nullable=True)),
 ), hints={"group": "keepalived's group; here: instances"})
 
 
@@ -613,12 +613,12 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
 
 
 CONFIG = Record(None, (
-    F("node", record(NODE)),
-    F("api", record(API)),
+    F("node", record(NODE, nullable=True)),
+    F("api", record(API, nullable=True)),
     F("vrrp_instances", seq(record(VRRP_INSTANCE))),
     F("sync_groups", seq(record(SYNC_GROUP))),
     F("track_scripts", seq(record(TRACK_SCRIPT))),
-    F("lvs", record(LVS)),
+    F("lvs", record(LVS, nullable=True)),
     F("virtual_services", seq(record(VIRTUAL_SERVICE))),
 ), _finish_config, ignore_prefix="x-", hints={
     "global_defs": "keepalived's global_defs; here: node",

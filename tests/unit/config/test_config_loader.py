@@ -407,3 +407,23 @@ def test_issue_renders_as_file_line_column_path_message():
     assert str(ConfigIssue("etc/primary.yaml", 14, 7, "vrrp_instances[0].priority",
                            "expected an integer 1..255, got 300")) == \
         "etc/primary.yaml:14:7: vrrp_instances[0].priority: expected an integer 1..255, got 300"
+
+
+def test_sections_with_every_key_commented_out_take_their_defaults():
+    config = parse("""
+        node:
+          # router_id: lvs1
+        api:
+        lvs:
+        vrrp_instances:
+          - name: VI_1
+            interface: eth0
+            vrid: 1
+            virtual_ips: [192.0.2.1]
+            notify:
+            garp:
+        virtual_services:
+    """)
+    assert config.node.router_id == socket.gethostname()
+    assert (config.api, config.lvs, config.virtual_services) == (m.ApiSettings(), m.LvsSettings(), ())
+    assert config.vrrp_instances[0].notify == m.NotifyScripts()
