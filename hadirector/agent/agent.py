@@ -187,7 +187,8 @@ class Agent:
         for inst in instances:
             transport = self._transport_factory(inst)
             driver = VrrpDriver(inst, transport=transport, primary_address=primaries[inst.name],
-                                on_role_changed=self._role_changed, loop=loop)
+                                on_role_changed=self._role_changed,
+                                on_view_changed=lambda _d: self.write_state(), loop=loop)
             rt = InstanceRuntime(inst, driver)
             rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
             self.runtimes[inst.name] = rt

@@ -85,6 +85,7 @@ class VrrpDriver:
         transport: Transport,
         primary_address: IPAddress,
         on_role_changed: RoleCallback | None = None,
+        on_view_changed: Callable[["VrrpDriver"], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
         log=None,
         drop_log_interval: float = 10.0,
@@ -93,6 +94,10 @@ class VrrpDriver:
         self.transport = transport
         self.primary_address = primary_address
         self.on_role_changed = on_role_changed
+        # Called when what a status reader sees changed (master address/priority,
+        # effective priority) without a role change: the agent rewrites state.json.
+        self.on_view_changed = on_view_changed
+        self._view: tuple | None = None
         self.loop = loop or asyncio.get_running_loop()
         self.machine = VrrpMachine(instance, primary_address=primary_address, now=self.loop.time())
         self.log = (log or get_logger("hadirector.vrrp")).bind(instance=instance.name, vrid=instance.vrid)
@@ -234,6 +239,12 @@ class VrrpDriver:
                                      src=str(action.src), detail=action.detail,
                                      suppressed=suppressed)
         self._arm()
+        m = self.machine
+        view = (m.state, m.master_address, m.master_priority, m.effective_priority)
+        if view != self._view:
+            self._view = view
+            if self.on_view_changed is not None:
+                self.on_view_changed(self)
 
     def _arm(self) -> None:
         deadline = self.machine.get_timer()
