@@ -7,8 +7,9 @@ across records (names, references, vrid clashes) run last on whatever sections w
 valid. Every problem is reported as ``file:line:column: key.path: message``.
 
 YAML-only conveniences (they do not exist in the model):
-- a virtual service's ``forward``, ``tunnel_type`` and ``check`` are defaults for its
-  real servers (keepalived's ``lb_kind`` is per service too);
+- a virtual service's ``forward``, ``tunnel_*`` and ``check`` are defaults for its
+  real servers (keepalived's ``lb_kind`` is per service too; the sorry server takes
+  the first two);
 - a real server's ``check`` mapping is merged over the service's (unless it names
   another ``type``, then it replaces it); ``check: false`` (or null) turns it off;
 - a virtual service without ``name`` is named after its key, e.g. ``tcp/192.0.2.10:80``;
@@ -52,7 +53,8 @@ def _get(kw: dict[str, Any], cls: type, attr: str) -> Any:
 
 def _own(view: View, key: str) -> bool:
     """Whether ``key`` is written in this mapping (not inherited from a service)."""
-    return key in view.pairs and any(k is view.pairs[key][0] for k, _ in view.node.value)
+    return (key in view.pairs and isinstance(view.node, MappingNode)
+            and any(k is view.pairs[key][0] for k, _ in view.node.value))
 
 
 def _raw(ctx: Ctx, node: Node, path: str) -> Node:
@@ -288,10 +290,11 @@ def _check(service_check: Node | None) -> Conv:
     mapping is merged over ``service_check`` unless it names a different ``type``."""
 
     def conv(ctx: Ctx, node: Node, path: str) -> m.HealthCheck | None:
-        if is_null(node) or (isinstance(node, ScalarNode) and node.tag.endswith(":bool") and node.value.lower() in ("false", "no", "off")):
+        if is_null(node) or (isinstance(node, ScalarNode) and node.tag.endswith(":bool")
+                             and node.value.lower() in ("false", "no", "off")):
             return None
         inherit = None
-        if service_check is not None and isinstance(service_check, MappingNode) and isinstance(node, MappingNode):
+        if isinstance(service_check, MappingNode) and isinstance(node, MappingNode):
             base = mapping_pairs(ctx, service_check, path)
             own = mapping_pairs(ctx, node, path)
             if "type" not in own or "type" not in base or own["type"][1].value == base["type"][1].value:
@@ -441,7 +444,7 @@ def _prepare_service(pairs: dict[str, Pair]) -> dict[str, Conv]:
 
 
 def _check_family(ctx: Ctx, v: View, family: int, rs: m.RealServer, key: str, index: int | None) -> None:
-    # IPVS forwards between families only by tunnelling (kernel 3.18+, "mixed family").
+    # IPVS crosses address families only for tunnelled destinations ("mixed family").
     if rs.address.version != family and rs.forward is not m.ForwardMethod.TUN:
         node = ctx.view(rs).value_node("address")
         ctx.error(node, join(v.key_path(key, index), "address"),
