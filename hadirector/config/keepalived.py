@@ -1297,6 +1297,16 @@ class _Converter:
         for f in ("hashed", "flag-1", "flag-2", "flag-3", "sh-port", "sh-fallback",
                   "mh-port", "mh-fallback"):
             handlers[f] = lambda x: flags.append((x, x.keyword))
+
+        def lvs_flags(x: Stmt) -> None:
+            # One line listing several flags, as ipvsadm -b takes them.
+            for f in x.args:
+                if f == "ops":
+                    st["one_packet"] = True
+                else:
+                    flags.append((x, f))
+
+        handlers["lvs_flags"] = lvs_flags
         self.each(s.block or [], handlers, ctx)
 
         scheduler = st.get("scheduler")
@@ -1370,7 +1380,7 @@ class _Converter:
                 elif f not in out:
                     out.append(f)
             else:
-                self.skip(stmt, f"{stmt.keyword} not supported for scheduler {scheduler}, skipped")
+                self.skip(stmt, f"{f} not supported for scheduler {scheduler}, skipped")
         return out
 
     def _forward(self, x: Stmt) -> dict[str, Any]:

@@ -457,6 +457,21 @@ def test_scheduler_flags_by_name_and_by_number():
     assert vs.scheduler_flags == ("sh-port", "sh-fallback")
 
 
+def test_lvs_flags_lists_several_flags_on_one_line():
+    conv, vs = service("""
+        virtual_server 192.0.2.10 53 {
+            lb_algo mh
+            protocol UDP
+            lvs_flags mh-port mh-fallback ops hashed
+            real_server 10.0.0.1 53 {
+            }
+        }
+        """)
+    assert (vs.scheduler_flags, vs.one_packet) == (("mh-port", "mh-fallback"), True)
+    assert notes(conv, skipped=True) == [
+        "keepalived.conf:5: hashed not supported for scheduler mh, skipped"]
+
+
 def test_scheduler_flag_of_another_scheduler_is_skipped_as_keepalived_does():
     conv, vs = service("""
         virtual_server 192.0.2.10 80 {
