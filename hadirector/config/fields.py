@@ -102,6 +102,8 @@ def describe(node: Node) -> str:
         return repr(node.value)
     if node.tag == _TAG + "null":
         return "null"
+    if not node.tag.startswith(_TAG):
+        return f"{node.value!r} tagged {node.tag}"
     return str(node.value)
 
 
@@ -112,7 +114,7 @@ def family_name(version: int) -> str:
 # --- mappings ---------------------------------------------------------------------
 
 
-def mapping_pairs(ctx: Ctx, node: Node, path: str) -> dict[str, Pair]:
+def mapping_pairs(ctx: Ctx, node: Node, path: str, _merging: tuple[Node, ...] = ()) -> dict[str, Pair]:
     """The keys of a mapping node, with YAML merge keys (<<) applied.
 
     Merged keys have lower precedence than the mapping's own keys (YAML merge key
@@ -122,14 +124,19 @@ def mapping_pairs(ctx: Ctx, node: Node, path: str) -> dict[str, Pair]:
     """
     if not isinstance(node, MappingNode):
         ctx.fail(node, path, f"expected a mapping, got {describe(node)}")
+    if node.tag != _TAG + "map":
+        ctx.fail(node, path, f"unsupported YAML tag {node.tag}")
     merged: dict[str, Pair] = {}
     own: dict[str, Pair] = {}
     for k, v in node.value:
         if k.tag == _TAG + "merge":
             sources = v.value if isinstance(v, SequenceNode) else [v]
             for src in sources:
+                if src is node or src in _merging:
+                    ctx.error(src, path, "a mapping cannot merge itself (<<: recursive alias)")
+                    continue
                 try:
-                    for name, pair in mapping_pairs(ctx, src, path).items():
+                    for name, pair in mapping_pairs(ctx, src, path, (*_merging, node)).items():
                         merged.setdefault(name, pair)
                 except Invalid:
                     pass
@@ -267,7 +274,7 @@ def seq(item: Conv, min_len: int = 0, what: str = "item") -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> tuple:
         if is_null(node):
             items: list[Node] = []
-        elif isinstance(node, SequenceNode):
+        elif isinstance(node, SequenceNode) and node.tag == _TAG + "seq":
             items = node.value
         else:
             ctx.fail(node, path, f"expected a list, got {describe(node)}")
