@@ -6,17 +6,6 @@ from hadirector.config.keepalived import convert_file
 
 from .helpers import convert, load, notes, only
 
-VRRP = """
-vrrp_instance VI_1 {{
-    interface eth0
-    virtual_router_id 51
-    {extra}
-    virtual_ipaddress {{
-        192.0.2.10/24
-    }}
-}}
-"""
-
 
 def test_hash_and_bang_start_a_comment_anywhere_outside_quotes():
     conv = convert("""
