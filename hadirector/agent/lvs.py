@@ -1,0 +1,264 @@
+"""The LVS side of the agent: health results and VRRP roles in, kernel IPVS writes out.
+
+Theory of operation
+-------------------
+``LvsController`` is an agent component (``start(agent)`` / ``stop(agent)``). It owns
+the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
+
+* start: one full ``sync`` of the desired table (a restart with an unchanged config
+  reads the kernel and writes nothing; a dead predecessor's leftovers that we own are
+  reconciled, not flushed). Real servers with a check are not programmed before their
+  first result (``desired_table`` leaves UNKNOWN out).
+* a health transition recomputes the desired entries of *that* virtual service and
+  converges only it (``Reconciler.update_service``), synchronously, in the same loop
+  turn that reported the transition: no full re-sync, no waiting.
+* VRRP: the *leader* instance (``lvs.sync_daemon.follow_instance``, else the first
+  instance) decides the node's LVS role. MASTER runs the sync daemon as master, any
+  other state as backup (``ipvs.syncd.plan_daemons``). With ``lvs.program:
+  master_only`` the table is programmed only while MASTER and removed otherwise;
+  with ``always`` (default) both nodes keep it, so a takeover needs only the VIP.
+* stop: the health runner stops; with ``lvs.on_shutdown: remove`` our services are
+  deleted (others' entries stay); the sync daemons are stopped.
+
+Kernel errors never escape into the event loop: the reconciler reports them per entry
+and the rest of the table converges; a sync-daemon refusal is logged with its errno.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from hadirector import model
+from hadirector.agent.health_runner import HealthRunner
+from hadirector.health.policy import HealthState
+from hadirector.ipvs import syncd
+from hadirector.ipvs.backend import DaemonState, IpvsError
+from hadirector.ipvs.ownership import OwnedStore
+from hadirector.ipvs.reconciler import Reconciler, SyncReport
+from hadirector.ipvs.table import DestKey, Health, ServiceKey, Table, desired_service, desired_table
+from hadirector.logging import get_logger
+from hadirector.vrrp.machine import State
+
+log = get_logger("hadirector.lvs")
+
+
+def _default_backend():
+    from hadirector.ipvs.netlink import IpvsNetlink
+    return IpvsNetlink()
+
+
+def leader_instance(config: model.Config) -> str | None:
+    """The VRRP instance whose role is the node's LVS role."""
+    sd = config.lvs.sync_daemon
+    follow = sd.follow_instance if sd is not None else None
+    if follow is not None:
+        for group in config.sync_groups:
+            if group.name == follow:
+                return group.instances[0]
+        return follow
+    return config.vrrp_instances[0].name if config.vrrp_instances else None
+
+
+class LvsController:
+    def __init__(self, config: model.Config, *, backend: Any = None, **health_options: Any) -> None:
+        """``health_options`` go to ``HealthRunner`` (tests pass ``probe=`` and clocks)."""
+        self.config = config
+        self._backend = backend
+        self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
+        self.reconciler: Reconciler | None = None
+        self.role: State = State.INITIALIZE if config.vrrp_instances else State.MASTER
+        self.quorum: dict[ServiceKey, bool] = {}
+        self.sync_role: DaemonState | None = None
+        self.writes = 0                 # netlink writes applied (status, tests)
+        self.errors = 0
+        self.last_sync: float | None = None
+        self._services: dict[tuple, model.VirtualService] = {}
+        self._seed: dict[tuple, Health] = {}
+        self._index(config)
+
+    def _index(self, config: model.Config) -> None:
+        self._services = {vs.key: vs for vs in config.virtual_services}
+
+    # --- component lifecycle -----------------------------------------------------------
+
+    async def start(self, agent) -> None:
+        backend = self._backend if self._backend is not None else _default_backend()
+        self._backend = backend
+        self.reconciler = Reconciler(backend, OwnedStore.in_state_dir(self.config.node.state_dir))
+        if agent is not None:
+            agent.on_role_changed.append(self._on_role)
+            leader = leader_instance(self.config)
+            rt = agent.runtimes.get(leader) if leader else None
+            if rt is not None:
+                self.role = rt.driver.state
+        self._seed_from_kernel()
+        self.sync_table(reason="startup")
+        self._switch_daemon(reason="startup")
+        await self.health.start()
+
+    async def stop(self, agent) -> None:
+        await self.health.stop()
+        if self.reconciler is None:
+            return
+        if self.config.lvs.on_shutdown is model.ShutdownAction.REMOVE:
+            self._record(self.reconciler.sync(Table()), reason="shutdown_remove")
+        self._apply_daemons(None, reason="shutdown")
+        if hasattr(self._backend, "close"):
+            self._backend.close()
+
+    # --- the table ---------------------------------------------------------------------
+
+    def _seed_from_kernel(self) -> None:
+        """Take the kernel's table as the last known health of each real server.
+
+        A real server with no check result yet is not *added*; but one that a previous
+        agent (a restart, a crash) already programmed must not be *removed* either, or
+        a restart would drop its connections. Until its first result, a server present
+        in the kernel counts as healthy (or, at weight 0 with inhibit_on_failure, as
+        unhealthy): a restart with an unchanged config then writes nothing.
+        """
+        try:
+            actual = self._backend.dump()
+        except IpvsError as e:
+            log.error("ipvs.dump_failed", reason=str(e))
+            return
+        seed: dict[tuple, Health] = {}
+        for vs in self.config.virtual_services:
+            in_kernel = actual.dests_of(ServiceKey.of(vs))
+            for rs in vs.real_servers:
+                d = in_kernel.get(DestKey.of(rs.address, rs.port or vs.port))
+                if d is not None:
+                    down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
+                    seed[(vs.key, rs.key)] = Health.UNHEALTHY if down else Health.HEALTHY
+        self._seed = seed
+        if seed:
+            log.info("ipvs.health_seeded", servers=len(seed), reason="found_in_kernel")
+
+    def health_view(self, vs: model.VirtualService, rs: model.RealServer) -> Health:
+        """The health runner's verdict; before its first result, the kernel's seed."""
+        h = self.health.ipvs_health(vs, rs)
+        if h is Health.UNKNOWN:
+            return self._seed.get((vs.key, rs.key), Health.UNKNOWN)
+        return h
+
+    @property
+    def programming(self) -> bool:
+        if self.config.lvs.program is model.ProgramMode.ALWAYS:
+            return True
+        return self.role is State.MASTER
+
+    def desired(self) -> Table:
+        if not self.programming:
+            return Table()
+        table = desired_table(self.config, self.health_view, self.quorum)
+        self.quorum.update(table.quorum)
+        return table
+
+    def sync_table(self, reason: str) -> SyncReport | None:
+        if self.reconciler is None:
+            return None
+        report = self.reconciler.sync(self.desired())
+        self._record(report, reason=reason)
+        return report
+
+    def _record(self, report: SyncReport, reason: str) -> None:
+        self.writes += len(report.applied)
+        self.errors += len(report.errors)
+        self.last_sync = time.time()
+        if report.applied or report.errors:
+            log.info("ipvs.table_changed", writes=len(report.applied), failed=len(report.errors),
+                     reason=reason)
+
+    def _on_health(self, service_key: tuple, rs_key: tuple, state: HealthState) -> None:
+        """A real server changed health: converge its virtual service, now."""
+        vs = self._services.get(service_key)
+        if vs is None or self.reconciler is None or not self.programming:
+            return
+        key = ServiceKey.of(vs)
+        svc, dests, quorum = desired_service(vs, self.health_view, self.quorum.get(key))
+        before = self.quorum.get(key)
+        if quorum is not None:
+            self.quorum[key] = quorum
+            if before is not None and quorum != before:
+                log.warning("ipvs.quorum_changed", service=vs.name, up=quorum,
+                            reason="healthy_weight_below_quorum" if not quorum else "quorum_regained")
+                self._quorum_scripts(vs, quorum)
+        try:
+            report = self.reconciler.update_service(key, (svc, dests))
+        except IpvsError as e:   # the dump itself failed
+            log.error("ipvs.update_failed", service=vs.name, reason=str(e))
+            self.errors += 1
+            return
+        self._record(report, reason=f"health:{state.value}")
+
+    def _quorum_scripts(self, vs: model.VirtualService, up: bool) -> None:
+        argv = vs.quorum_up if up else vs.quorum_down
+        if not argv:
+            return
+
+        async def run() -> None:
+            try:
+                proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+                await asyncio.wait_for(proc.wait(), 30)
+            except (OSError, asyncio.TimeoutError) as e:
+                log.warning("ipvs.quorum_script_failed", service=vs.name, reason=str(e))
+
+        asyncio.get_running_loop().create_task(run())
+
+    # --- VRRP roles -------------------------------------------------------------------
+
+    def _on_role(self, event) -> None:
+        if event.instance.name != leader_instance(self.config):
+            return
+        old, self.role = self.role, event.new
+        if old is self.role:
+            return
+        if self.config.lvs.program is model.ProgramMode.MASTER_ONLY:
+            self.sync_table(reason=f"vrrp:{event.new.value}")
+        self._switch_daemon(reason=f"vrrp:{event.new.value}")
+
+    def _switch_daemon(self, reason: str) -> None:
+        cfg = self.config.lvs.sync_daemon
+        if cfg is None:
+            return
+        want = DaemonState.MASTER if self.role is State.MASTER else DaemonState.BACKUP
+        self._apply_daemons(want, reason)
+
+    def _apply_daemons(self, want: DaemonState | None, reason: str) -> None:
+        cfg = self.config.lvs.sync_daemon
+        if cfg is None or self._backend is None:
+            return
+        try:
+            actual = self._backend.daemons()
+        except IpvsError as e:
+            log.error("ipvs.sync_daemon_failed", action="read", reason=str(e))
+            return
+        for action in syncd.plan_daemons(actual, want, cfg if want else None):
+            try:
+                if isinstance(action, syncd.StartDaemon):
+                    self._backend.start_daemon(action.state, cfg)
+                else:
+                    self._backend.stop_daemon(action.state)
+            except IpvsError as e:
+                log.error("ipvs.sync_daemon_failed", action=str(action), interface=cfg.interface,
+                          syncid=cfg.syncid, reason=str(e))
+                continue
+            log.info("ipvs.sync_daemon_switched", action=str(action), interface=cfg.interface,
+                     syncid=cfg.syncid, reason=reason)
+        self.sync_role = want
+
+    # --- reload ----------------------------------------------------------------------
+
+    def update_config(self, new: model.Config) -> SyncReport | None:
+        """Apply a new config: health keeps unchanged checks' state; the table converges
+        with the fewest writes; the sync daemon is restarted only if its settings changed."""
+        old = self.config
+        self.config = new
+        self._index(new)
+        self.health.update_config(new)
+        report = self.sync_table(reason="reload")
+        if old.lvs.sync_daemon != new.lvs.sync_daemon:
+            self._switch_daemon(reason="reload")
+        return report

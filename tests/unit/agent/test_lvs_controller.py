@@ -1,0 +1,211 @@
+"""The LVS controller: health transitions and VRRP roles turned into IPVS writes.
+
+Runs against the stateful FakeIpvs (kernel errors included) with fake probes; the same
+wiring runs against the real kernel in tests/kernel/ and in the pair lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from hadirector.agent.agent import RoleEvent
+from hadirector.agent.lvs import LvsController, leader_instance
+from hadirector.config import parse_config
+from hadirector.health.policy import ProbeResult
+from hadirector.ipvs import planner
+from hadirector.ipvs.backend import DaemonState
+from hadirector.ipvs.fake import FakeIpvs
+from hadirector.vrrp.machine import State
+
+CONFIG = """
+node: {{router_id: t, state_dir: {state_dir}}}
+vrrp_instances:
+  - {{name: VI_1, interface: eth0, vrid: 51, priority: 150, virtual_ips: [10.9.0.100/24]}}
+lvs:
+  program: {program}
+  on_shutdown: {on_shutdown}
+  sync_daemon: {{interface: eth0, syncid: 7}}
+virtual_services:
+  - name: web
+    address: 10.9.0.100
+    port: 80
+    scheduler: rr
+    forward: dr
+    check: {{type: tcp, interval: 0.05, timeout: 0.05, rise: 1, fall: 1}}
+    real_servers:
+      - {{address: 10.9.0.11}}
+      - {{address: 10.9.0.12}}
+  - name: dns
+    address: 10.9.0.100
+    port: 53
+    protocol: udp
+    scheduler: wrr
+    forward: nat
+    real_servers:
+      - {{address: 10.9.1.11, port: 53}}
+"""
+
+
+def config(tmp_path, program="always", on_shutdown="keep"):
+    return parse_config(CONFIG.format(state_dir=tmp_path, program=program, on_shutdown=on_shutdown))
+
+
+class Probes:
+    """Fake probe: every target is up unless listed in ``down``."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+
+    async def __call__(self, check, address, port, clients):
+        await asyncio.sleep(0)
+        ok = str(address) not in self.down
+        return ProbeResult(ok, "connected" if ok else "refused", 0.001)
+
+
+@dataclass
+class FakeAgent:
+    on_role_changed: list = field(default_factory=list)
+    runtimes: dict = field(default_factory=dict)
+
+    def role(self, cfg, new: State, old: State = State.BACKUP) -> None:
+        inst = cfg.vrrp_instances[0]
+        ev = RoleEvent(inst, old, new, "test", "", inst.priority, 0.0, time.time())
+        for sub in self.on_role_changed:
+            sub(ev)
+
+
+async def settle(ctl: LvsController, rounds: int = 40) -> None:
+    """Let a few check intervals pass (the probes are instant)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0.01)
+
+
+def dests(fake: FakeIpvs) -> dict[str, set[str]]:
+    return {str(k): {str(d) for d in fake.table.dests_of(k)} for k in fake.table.services}
+
+
+async def test_checked_real_servers_are_programmed_only_after_their_first_result(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    ctl = LvsController(config(tmp_path), backend=fake, probe=probes)
+    agent = FakeAgent()
+    await ctl.start(agent)
+    try:
+        # Before any probe ran: services exist, the unchecked UDP server is in, the
+        # checked TCP servers are not.
+        first = dests(fake)
+        assert first["tcp 10.9.0.100:80"] == set()
+        assert first["udp 10.9.0.100:53"] == {"10.9.1.11:53"}
+        await settle(ctl)
+        assert dests(fake)["tcp 10.9.0.100:80"] == {"10.9.0.11:80", "10.9.0.12:80"}
+    finally:
+        await ctl.stop(agent)
+
+
+async def test_a_failed_server_is_removed_with_one_write_to_its_own_service_only(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    ctl = LvsController(config(tmp_path), backend=fake, probe=probes)
+    agent = FakeAgent()
+    await ctl.start(agent)
+    try:
+        await settle(ctl)
+        before = len(fake.writes)
+        dumps_before = fake.dumps
+        probes.down.add("10.9.0.12")
+        await settle(ctl)
+        new = fake.writes[before:]
+        assert [type(op) for op in new] == [planner.DelDest]
+        assert str(new[0].service) == "tcp 10.9.0.100:80"
+        assert fake.dumps == dumps_before, "a health change must not dump the whole table"
+        probes.down.clear()
+        await settle(ctl)
+        assert [type(op) for op in fake.writes[before + 1:]] == [planner.AddDest]
+    finally:
+        await ctl.stop(agent)
+
+
+async def test_restart_with_unchanged_config_makes_zero_writes(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = config(tmp_path)
+    first = LvsController(cfg, backend=fake, probe=probes)
+    await first.start(FakeAgent())
+    await settle(first)
+    await first.stop(FakeAgent())
+    writes = len(fake.writes)
+    # The real servers keep their kernel entries while the new agent waits for its
+    # first results: unknown health is "not programmed" only for entries we would add.
+    second = LvsController(cfg, backend=fake, probe=probes)
+    await second.start(FakeAgent())
+    await settle(second)
+    await second.stop(FakeAgent())
+    assert fake.writes[writes:] == []
+
+
+async def test_entries_made_by_hand_survive_start_and_stop(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    from hadirector.ipvs.table import DestEntry, DestKey, ServiceEntry, ServiceKey
+    foreign = ServiceKey.inet("tcp", "10.9.0.200", 443)
+    fake.apply(planner.AddService(ServiceEntry(foreign, "wlc", 0, 0, 32)))
+    fake.apply(planner.AddDest(foreign, DestEntry(DestKey.of("10.9.0.50", 443), 4, 0, 1, 0, 0, 0, 0, 0)))
+    ctl = LvsController(config(tmp_path, on_shutdown="remove"), backend=fake, probe=probes)
+    await ctl.start(FakeAgent())
+    await settle(ctl)
+    await ctl.stop(FakeAgent())
+    assert set(map(str, fake.table.services)) == {"tcp 10.9.0.200:443"}, "on_shutdown remove deletes only ours"
+
+
+async def test_sync_daemon_follows_the_vrrp_role(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = config(tmp_path)
+    ctl = LvsController(cfg, backend=fake, probe=probes)
+    agent = FakeAgent()
+    await ctl.start(agent)
+    try:
+        assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
+        agent.role(cfg, State.MASTER)
+        assert [(d.state, d.interface, d.syncid) for d in fake.daemons()] == [(DaemonState.MASTER, "eth0", 7)]
+        agent.role(cfg, State.BACKUP, old=State.MASTER)
+        assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
+    finally:
+        await ctl.stop(agent)
+    assert fake.daemons() == [], "a stopped agent leaves no sync daemon running"
+
+
+async def test_a_master_daemon_left_by_a_killed_predecessor_is_switched_to_backup(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = config(tmp_path)
+    fake.start_daemon(DaemonState.MASTER, cfg.lvs.sync_daemon)   # the dead agent's
+    ctl = LvsController(cfg, backend=fake, probe=probes)
+    await ctl.start(FakeAgent())
+    try:
+        assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
+    finally:
+        await ctl.stop(FakeAgent())
+
+
+async def test_master_only_programs_while_master_and_removes_on_backup(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = config(tmp_path, program="master_only")
+    ctl = LvsController(cfg, backend=fake, probe=probes)
+    agent = FakeAgent()
+    await ctl.start(agent)
+    try:
+        await settle(ctl)
+        assert fake.table.services == {}
+        agent.role(cfg, State.MASTER)
+        await settle(ctl)
+        assert len(fake.table.services) == 2
+        assert dests(fake)["tcp 10.9.0.100:80"] == {"10.9.0.11:80", "10.9.0.12:80"}
+        agent.role(cfg, State.BACKUP, old=State.MASTER)
+        assert fake.table.services == {}
+    finally:
+        await ctl.stop(agent)
+
+
+def test_the_leader_instance_is_the_followed_one_or_the_first(tmp_path):
+    cfg = config(tmp_path)
+    assert leader_instance(cfg) == "VI_1"
