@@ -27,6 +27,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{args.config}: {n} error{'s' if n != 1 else ''}, config not valid", file=sys.stderr)
         return 1
     n_rs = sum(len(vs.real_servers) for vs in config.virtual_services)
-    print(f"config OK: {len(config.vrrp_instances)} vrrp instances, "
-          f"{len(config.virtual_services)} virtual services, {n_rs} real servers")
+    print(f"config OK: {_count(len(config.vrrp_instances), 'vrrp instance')}, "
+          f"{_count(len(config.virtual_services), 'virtual service')}, {_count(n_rs, 'real server')}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
