@@ -395,10 +395,11 @@ def _arg(stmt: Stmt, i: int = 0) -> str:
 _SHELL_CHARS = re.compile(r"[<>|&;$`*?()]")
 
 
-def _command(stmt: Stmt, notes: list[Note]) -> list[str]:
-    """A keepalived script string -> argv. keepalived splits it into words honouring
-    quotes and backslashes and execs it without a shell (set_script_params_array);
-    words after the quoted command name the user (and group) to run it as."""
+def _command(stmt: Stmt, notes: list[Note], user_words: bool = True) -> list[str]:
+    """A keepalived script string -> argv. keepalived splits its first argument into
+    words honouring quotes and backslashes and execs it without a shell
+    (set_script_params_array); for notify/quorum scripts further words name the user
+    (and group) to run it as, for ``script``/``misc_path`` they are ignored."""
     text = _arg(stmt)
     try:
         argv = shlex.split(text)
@@ -406,7 +407,11 @@ def _command(stmt: Stmt, notes: list[Note]) -> list[str]:
         raise _Bad(f"{stmt.keyword}: cannot split '{text}' into words ({e})") from None
     if not argv:
         raise _Bad(f"{stmt.keyword} is empty")
-    if len(stmt.args) > 1:
+    if len(stmt.args) > 1 and not user_words:
+        notes.append(Note(stmt.where, f"{stmt.keyword}: '{' '.join(stmt.args[1:])}' after the "
+                                      f"command is ignored (as by keepalived); quote the whole "
+                                      f"command line"))
+    elif len(stmt.args) > 1:
         notes.append(Note(stmt.where, f"{stmt.keyword}: running as user "
                                       f"'{' '.join(stmt.args[1:])}' not supported, runs as the agent's user"))
     if _SHELL_CHARS.search(text):
@@ -694,7 +699,7 @@ class _Converter:
         timeout: list[float] = []
 
         def script(x: Stmt) -> None:
-            d["command"] = _command(x, self.notes)
+            d["command"] = _command(x, self.notes, user_words=False)
 
         def interval(x: Stmt) -> None:
             d["interval"] = _num(_float(_arg(x), "interval"))
@@ -1537,7 +1542,7 @@ class _Converter:
             handlers = {k: v for k, v in handlers.items()
                         if k not in ("connect_ip", "connect_port", "bindto", "connect_timeout")}
             handlers.update({
-                "misc_path": put("command", lambda x: _command(x, self.notes)),
+                "misc_path": put("command", lambda x: _command(x, self.notes, user_words=False)),
                 "misc_timeout": put("misc_timeout", lambda x: _float(_arg(x), "misc_timeout")),
                 "misc_dynamic": lambda x: self.skip(
                     x, "misc_dynamic: setting the weight from the exit code is not supported; "

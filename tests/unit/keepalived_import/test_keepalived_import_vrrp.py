@@ -302,3 +302,11 @@ def test_old_lvs_sync_daemon_interface_in_an_instance():
 def test_unknown_instance_keyword_is_listed_with_its_line():
     conv, _ = instance(BASE + "use_vmac\n")
     assert notes(conv) == ["keepalived.conf:9: use_vmac in vrrp_instance VI_1 not supported, skipped"]
+
+
+def test_unquoted_words_after_a_script_are_ignored_as_keepalived_does():
+    conv = convert("vrrp_script chk {\n script /bin/chk --port 80\n}\n")
+    assert conv.data["track_scripts"][0]["command"] == ["/bin/chk"]
+    assert notes(conv, skipped=True) == [
+        "keepalived.conf:2: script: '--port 80' after the command is ignored (as by keepalived); "
+        "quote the whole command line"]
