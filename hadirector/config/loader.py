@@ -633,6 +633,8 @@ CONFIG = Record(None, (
 })
 
 _TOP_KEYS = "node, vrrp_instances, virtual_services, ..."
+# libyaml composes ~10x faster and keeps line/column marks just the same.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --- entry points ----------------------------------------------------------------------------
@@ -642,7 +644,7 @@ def parse_config(text: str, source: str = "<memory>") -> m.Config:
     """Parse and validate config text; ``source`` names it in errors and Config.source."""
     ctx = Ctx(source)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         detail = e.problem or "invalid YAML"
