@@ -34,8 +34,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from hadirector.agent.agent import Agent, AgentError
 
+    from hadirector.agent.lvs import LvsController
+    from hadirector.agent.status import ApiComponent
+
     async def main() -> int:
         agent = Agent(config, log=log)
+        lvs = None
+        if config.virtual_services or config.lvs.sync_daemon is not None:
+            lvs = LvsController(config)
+            agent.components.append(lvs)
+        agent.components.append(ApiComponent(lvs))
         return await agent.run()
 
     try:

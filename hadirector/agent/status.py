@@ -1,0 +1,200 @@
+"""Build the status ``Snapshot`` (hadirector.api.snapshot) from the running agent.
+
+One pass over the agent's runtime state inside the event loop, so the snapshot is
+consistent. The IPVS part reads the kernel once (one dump) for weights and counters;
+when the dump fails, the kernel columns are empty and the rest is still reported.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from importlib import metadata
+
+from hadirector import model
+from hadirector.api import snapshot as s
+from hadirector.ipvs.backend import DaemonState, IpvsError
+from hadirector.ipvs.table import DestKey, ServiceKey, Stats, Table
+
+_HEALTH = {"up": s.Health.UP, "down": s.Health.DOWN, "unknown": s.Health.UNKNOWN}
+_VRRP = {"INIT": s.VrrpState.INIT, "BACKUP": s.VrrpState.BACKUP, "MASTER": s.VrrpState.MASTER,
+         "FAULT": s.VrrpState.FAULT}
+
+
+def _version() -> str:
+    try:
+        return metadata.version("hadirector")
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _counters(st: Stats | None) -> s.IpvsCounters:
+    if st is None:
+        return s.IpvsCounters()
+    return s.IpvsCounters(**{f: getattr(st, f, 0) for f in s.IpvsCounters.__dataclass_fields__})
+
+
+def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
+    loop_now = agent_loop_time()
+    wall = time.time()
+    groups = {m: g.name for g in agent.config.sync_groups for m in g.instances}
+    out = []
+    for name, rt in agent.runtimes.items():
+        m = rt.driver.machine
+        c = m.counters
+        state = _VRRP.get(m.state.value, s.VrrpState.INIT)
+        master = m.master_address
+        if state is s.VrrpState.MASTER:
+            master = rt.driver.primary_address
+        out.append(s.VrrpInstanceStatus(
+            name=name, vrid=rt.instance.vrid, interface=rt.instance.interface,
+            version=rt.instance.version, state=state, priority=rt.instance.priority,
+            effective_priority=m.effective_priority,
+            master_address=str(master) if master else None,
+            since=wall - (loop_now - m.since) if loop_now is not None else wall,
+            reason=m.last_reason or "",
+            transitions=c.became_master + c.became_backup + c.became_fault,
+            adverts_sent=c.adverts_sent, adverts_received=c.adverts_received,
+            adverts_invalid=dict(rt.driver.rejected),
+            virtual_ips=tuple(str(v) for v in rt.instance.virtual_ips),
+            sync_group=groups.get(name),
+        ))
+    return tuple(out)
+
+
+def agent_loop_time() -> float | None:
+    import asyncio
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        return None
+
+
+def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus, ...], s.SyncDaemonStatus, s.HealthTotals]:
+    if lvs is None:
+        return (), s.SyncDaemonStatus(), s.HealthTotals()
+    try:
+        kernel = lvs.reconciler.backend.dump() if lvs.reconciler is not None else Table()
+    except IpvsError:
+        kernel = Table()
+    hs = lvs.health.snapshot()
+    rows = {(r.service_key, r.rs_key): r for r in hs.servers}
+    services = []
+    for vs in config.virtual_services:
+        key = ServiceKey.of(vs)
+        entry = kernel.services.get(key)
+        in_kernel = kernel.dests_of(key)
+        rss = []
+        for rs, sorry in [(r, False) for r in vs.real_servers] + (
+                [(vs.sorry_server, True)] if vs.sorry_server is not None else []):
+            port = rs.port or vs.port
+            d = in_kernel.get(DestKey.of(rs.address, port))
+            row = rows.get((vs.key, rs.key))
+            health = _HEALTH.get(row.state.value, s.Health.UNKNOWN) if row else s.Health.UP
+            rss.append(s.RealServerStatus(
+                address=str(rs.address), port=port, forward=rs.forward.value,
+                health=health, health_since=row.since if row else None,
+                weight=rs.weight, kernel_weight=d.weight if d is not None else None,
+                last_check=row.last if row else None,
+                active_conns=d.active_conns if d is not None else 0,
+                inactive_conns=d.inact_conns if d is not None else 0,
+                stats=_counters(d.stats if d is not None else None),
+                sorry_server=sorry,
+            ))
+        services.append(s.VirtualServiceStatus(
+            name=vs.name,
+            key=s.service_key_text(vs.protocol.value, str(vs.address) if vs.address else None,
+                                   vs.port, vs.fwmark),
+            scheduler=vs.scheduler, quorum_up=lvs.quorum.get(key, True),
+            in_kernel=entry is not None, persistence_timeout=vs.persistence_timeout,
+            stats=_counters(entry.stats if entry is not None else None),
+            real_servers=tuple(rss),
+        ))
+    sd = config.lvs.sync_daemon
+    daemons: tuple[s.KernelSyncDaemon, ...] = ()
+    if lvs.reconciler is not None:
+        try:
+            daemons = tuple(
+                s.KernelSyncDaemon(s.SyncRole.MASTER if d.state is DaemonState.MASTER else s.SyncRole.BACKUP,
+                                   d.interface, d.syncid)
+                for d in lvs.reconciler.backend.daemons())
+        except IpvsError:
+            pass
+    role = {DaemonState.MASTER: s.SyncRole.MASTER, DaemonState.BACKUP: s.SyncRole.BACKUP}.get(
+        lvs.sync_role, s.SyncRole.NONE)
+    sync = s.SyncDaemonStatus(
+        configured=sd is not None, desired_role=role,
+        interface=sd.interface if sd else None, syncid=sd.syncid if sd else None,
+        follow_instance=sd.follow_instance if sd else None, kernel=daemons,
+    )
+    return tuple(services), sync, hs.totals
+
+
+def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generation: int,
+                   reloads: s.ReloadStatus) -> s.Snapshot:
+    config = agent.config
+    services, sync, totals = lvs_status(lvs, config)
+    return s.Snapshot(
+        node=s.NodeStatus(router_id=config.node.router_id, config_path=config.source,
+                          pid=os.getpid(), started_at=started_at, config_loaded_at=loaded_at,
+                          config_generation=generation, version=_version()),
+        generated_at=time.time(),
+        vrrp_instances=vrrp_status(agent),
+        virtual_services=services,
+        sync_daemon=sync,
+        health=totals,
+        reloads=reloads,
+    )
+
+
+class ApiComponent:
+    """Agent component that serves /status, /metrics, /healthz and /reload."""
+
+    def __init__(self, lvs=None) -> None:
+        self.lvs = lvs
+        self.server = None
+        self.started_at = time.time()
+        self.loaded_at = self.started_at
+        self.generation = 1
+        self.reloads = s.ReloadStatus()
+
+    def snapshot(self, agent) -> s.Snapshot:
+        return build_snapshot(agent, self.lvs, started_at=self.started_at, loaded_at=self.loaded_at,
+                              generation=self.generation, reloads=self.reloads)
+
+    def record_reload(self, result: s.ReloadResult) -> None:
+        r = self.reloads
+        self.reloads = s.ReloadStatus(
+            count=r.count + 1, failures=r.failures + (0 if result.ok else 1),
+            last_ok=result.ok, last_at=time.time(),
+            last_error=None if result.ok else (result.errors[0] if result.errors else result.message),
+        )
+        if result.ok:
+            self.generation = result.generation
+            self.loaded_at = time.time()
+
+    async def start(self, agent) -> None:
+        from hadirector.api.server import ApiServer
+
+        settings = agent.config.api
+        if not settings.enabled:
+            return
+
+        async def reload() -> s.ReloadResult:
+            return await agent.reload_async()
+
+        self.server = ApiServer.from_settings(settings, lambda: self.snapshot(agent), reload)
+        try:
+            await self.server.start()
+        except OSError as e:
+            # The API is for operators; a busy port must not stop the director.
+            agent.log.error("api.start_failed", listen=f"{settings.listen_host}:{settings.listen_port}",
+                            reason=str(e))
+            self.server = None
+            return
+        agent.log.info("api.started", listen=f"{settings.listen_host}:{self.server.port}")
+
+    async def stop(self, agent) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
