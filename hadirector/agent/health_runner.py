@@ -9,8 +9,10 @@ the probes in ``health.probes`` do the I/O. This shell only wires them:
 * one timer (``loop.call_later``) armed for the schedule's earliest deadline; when it
   fires, every due check starts as its own task, so a hanging server ties up only its
   own task, never the timer or the other checks;
-* a semaphore bounds how many probes run at once (sockets, processes); the schedule
-  bounds the rate (each target at most once per interval, never two at a time);
+* at most ``max_concurrency`` probes run at once (sockets, processes): due checks
+  beyond that wait in a FIFO and start as others finish -- no task exists for a check
+  that is not running. The schedule bounds the rate (each target at most once per
+  interval, never two at a time);
 * when a probe returns, its result goes to the policy; a transition is logged once
   (``health.server_up`` / ``health.server_down``) and handed synchronously to
   ``on_transition(service_key, rs_key, new_state)`` so the IPVS layer can apply it in
@@ -54,7 +56,8 @@ from hadirector.ipvs import table as ipvs_table
 from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService
 
 OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
-ProbeFn = Callable[[HealthCheck, IPAddress, int, HttpClients | None], Awaitable[ProbeResult]]
+# probe(check, address as text, port, shared HTTP clients) -> result
+ProbeFn = Callable[[HealthCheck, str, int, HttpClients | None], Awaitable[ProbeResult]]
 
 log = structlog.get_logger("hadirector.health")
 
@@ -78,6 +81,7 @@ class _Spec:
     port: int                   # check.port, else the server's, else the service's
     sorry: bool
     gen: int                    # bumps when the probe changes: older results are stale
+    host: str = ""              # str(address), formatted once rather than per check
 
     @property
     def probe_identity(self) -> tuple | None:
@@ -89,6 +93,17 @@ class _Spec:
     @property
     def endpoint(self) -> str:
         return format_endpoint(str(self.server.address), self.server.port or self.service.port)
+
+
+@dataclass(slots=True, eq=False)
+class _Slot:
+    """A target's runtime handle. The schedule and the queue key on ``id`` (an int):
+    hashing ``(service key, server key)`` tuples of ``ipaddress`` objects dominated the
+    per-check cost at 10,000 targets."""
+
+    id: int
+    target: Target
+    spec: _Spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +132,8 @@ class ServerStatus:
 class HealthSnapshot:
     servers: tuple[ServerStatus, ...]
     totals: HealthTotals
-    in_flight: int
+    in_flight: int              # probes running now
+    queued: int                 # due, waiting for a free slot (max_concurrency)
     scheduled: int
 
 
@@ -159,9 +175,12 @@ class HealthRunner:
         self._probe = probe
         self._policy = HealthPolicy()
         self._schedule = CheckSchedule(seed)
-        self._specs: dict[Target, _Spec] = {}
+        self._slots: dict[Target, _Slot] = {}
+        self._by_id: dict[int, _Slot] = {}
+        self._ids = itertools.count(1)
         self._gen = itertools.count(1)
-        self._sem = asyncio.Semaphore(max_concurrency)
+        self._max_running = max(1, max_concurrency)
+        self._queue: collections.deque[tuple[_Slot, _Spec]] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -196,6 +215,7 @@ class HealthRunner:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
+        self._queue.clear()
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -226,35 +246,36 @@ class HealthRunner:
             check = rs.check
             address = (check.address if check and check.address else None) or rs.address
             port = (check.port if check and check.port else None) or rs.port or vs.port
-            wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0)
+            wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
 
-        for target in [t for t in self._specs if t not in wanted]:
-            del self._specs[target]
+        for target in [t for t in self._slots if t not in wanted]:
+            slot = self._slots.pop(target)
+            del self._by_id[slot.id]
             self._policy.forget(target)
-            self._schedule.remove(target)
+            self._schedule.remove(slot.id)
 
         for target, spec in wanted.items():
-            old = self._specs.get(target)
-            if old is None:
-                spec = _replace_gen(spec, next(self._gen))
-                self._specs[target] = spec
+            slot = self._slots.get(target)
+            if slot is None:
+                slot = _Slot(next(self._ids), target, _replace_gen(spec, next(self._gen)))
+                self._slots[target] = self._by_id[slot.id] = slot
                 self._policy.track(target, spec.check, now)
                 if spec.check is not None:
-                    self._schedule.add(target, spec.check, now, self._warmup)
+                    self._schedule.add(slot.id, spec.check, now, self._warmup)
                 continue
+            old = slot.spec
             if old.probe_identity == spec.probe_identity:
-                self._specs[target] = _replace_gen(spec, old.gen)
+                slot.spec = _replace_gen(spec, old.gen)
                 if spec.check is not None and spec.check != old.check:
                     self._policy.retune(target, spec.check, now)
-                    self._schedule.retune(target, spec.check, now)
+                    self._schedule.retune(slot.id, spec.check, now)
                 continue
             # The probe changed: results of the old one (maybe in flight) are stale.
-            spec = _replace_gen(spec, next(self._gen))
-            self._specs[target] = spec
-            self._schedule.remove(target)
+            slot.spec = spec = _replace_gen(spec, next(self._gen))
+            self._schedule.remove(slot.id)
             transition = self._policy.retune(target, spec.check, now, reset=True)
             if spec.check is not None:
-                self._schedule.add(target, spec.check, now)
+                self._schedule.add(slot.id, spec.check, now)
             log.info("health.check_replaced", service=spec.service.name, server=spec.endpoint,
                      state=self._policy.state(*target).value)
             if transition is not None:
@@ -285,40 +306,52 @@ class HealthRunner:
         # The loop may fire a hair early (its clock resolution): the armed deadline is
         # due by definition.
         now = max(self._clock(), due_at or 0.0)
-        loop = asyncio.get_running_loop()
-        for target in self._schedule.pop_due(now):
-            task = loop.create_task(self._run(target, self._specs[target]))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        by_id = self._by_id
+        for sid in self._schedule.pop_due(now):
+            slot = by_id[sid]
+            self._queue.append((slot, slot.spec))
+        self._pump()
         self._arm()
 
-    async def _run(self, target: Target, spec: _Spec) -> None:
+    def _pump(self) -> None:
+        """Start queued checks while fewer than ``max_concurrency`` run."""
+        queue, loop = self._queue, None
+        while queue and len(self._tasks) < self._max_running:
+            slot, spec = queue.popleft()
+            if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
+                continue                     # removed or re-probed while queued
+            loop = loop or asyncio.get_running_loop()
+            task = loop.create_task(self._run(slot, spec))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._running:
+            self._pump()
+
+    async def _run(self, slot: _Slot, spec: _Spec) -> None:
         assert spec.check is not None
-        async with self._sem:
-            if self._stale(target, spec):     # removed or re-probed while queued
-                return
-            try:
-                result = await self._probe(spec.check, spec.address, spec.port, self._clients)
-            except Exception as exc:     # a probe must not raise; if one does, it failed
-                result = ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0)
-        self._complete(target, spec, result)
+        try:
+            result = await self._probe(spec.check, spec.host, spec.port, self._clients)
+        except Exception as exc:     # a probe must not raise; if one does, it failed
+            result = ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0)
+        self._complete(slot, spec, result)
 
-    def _stale(self, target: Target, spec: _Spec) -> bool:
-        cur = self._specs.get(target)
-        return cur is None or cur.gen != spec.gen
-
-    def _complete(self, target: Target, spec: _Spec, result: ProbeResult) -> None:
-        if self._stale(target, spec):
-            return
+    def _complete(self, slot: _Slot, spec: _Spec, result: ProbeResult) -> None:
+        if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
+            return                           # removed or re-probed while it ran
         now = self._clock()
         self._kinds[_result_kind(result)] += 1
         self._latency.observe(result.elapsed)
-        transition = self._policy.record(target, result, now)
-        health = self._policy.get(target)
-        retry = not result.ok and health is not None and health.state is not HealthState.DOWN
-        self._schedule.finished(target, now, retry=retry)
+        transition = self._policy.record(slot.target, result, now)
+        retry = False
+        if not result.ok:
+            health = self._policy.get(slot.target)
+            retry = health is not None and health.state is not HealthState.DOWN
+        self._schedule.finished(slot.id, now, retry=retry)
         if transition is not None:
-            self._report(self._specs[target], transition)
+            self._report(slot.spec, transition)
         if self._running:
             self._arm()
 
@@ -342,14 +375,15 @@ class HealthRunner:
             return None if t is None else wall - (now - t)
 
         rows = []
-        for target, spec in self._specs.items():
+        for target, slot in self._slots.items():
+            spec = slot.spec
             h = self._policy.get(target)
             if h is None:
                 continue
             last = None
             if h.last is not None:
                 last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at))
-            deadline = self._schedule.deadline(target)
+            deadline = self._schedule.deadline(slot.id)
             rows.append(ServerStatus(
                 service=spec.service.name, service_key=target[0], rs_key=target[1],
                 server=spec.endpoint, sorry=spec.sorry, checked=h.checked, state=h.state,
@@ -358,8 +392,10 @@ class HealthRunner:
                 next_check_in=None if deadline is None else max(0.0, deadline - now),
             ))
         totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot())
-        return HealthSnapshot(tuple(rows), totals, len(self._tasks), len(self._schedule))
+        return HealthSnapshot(tuple(rows), totals, len(self._tasks), len(self._queue),
+                              len(self._schedule))
 
 
 def _replace_gen(spec: _Spec, gen: int) -> _Spec:
-    return _Spec(spec.service, spec.server, spec.check, spec.address, spec.port, spec.sorry, gen)
+    return _Spec(spec.service, spec.server, spec.check, spec.address, spec.port, spec.sorry, gen,
+                 spec.host)

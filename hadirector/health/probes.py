@@ -57,7 +57,9 @@ def _os_reason(exc: OSError) -> str:
 
 
 def _family(addr: IPAddress | str) -> int:
-    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+    if isinstance(addr, str):
+        return socket.AF_INET6 if ":" in addr else socket.AF_INET
+    return socket.AF_INET6 if addr.version == 6 else socket.AF_INET
 
 
 # --- TCP ------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ async def tcp_probe(addr: IPAddress | str, port: int, timeout: float,
             sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((str(bind_to), 0))
         async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, (str(addr), port))
+            await loop.sock_connect(sock, (addr if isinstance(addr, str) else str(addr), port))
         return ProbeResult(True, "connected", loop.time() - start)
     except TimeoutError:
         return ProbeResult(False, "timeout", loop.time() - start)

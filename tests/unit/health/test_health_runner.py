@@ -84,15 +84,15 @@ class ScriptedProbe:
 async def test_each_transition_is_reported_once_and_logged_with_its_reason():
     a, b = rs(1001, interval=0.02, rise=2, fall=2), rs(1002, interval=0.02, rise=2, fall=2)
     probe = ScriptedProbe({
-        (a.address, 1001): [True, True, False, True, False, False, False, True, True, True],
-        (b.address, 1002): [False],
+        (str(a.address), 1001): [True, True, False, True, False, False, False, True, True, True],
+        (str(b.address), 1002): [False],
     })
     rec = Recorder()
     runner = HealthRunner(config(service([a, b])), rec, probe=probe, seed=1)
     rec.runner = runner
     with capture_logs() as logs:
         async with runner:
-            await wait_for(lambda: probe.calls.get((a.address, 1001), 0) >= 12, 5)
+            await wait_for(lambda: probe.calls.get((str(a.address), 1001), 0) >= 12, 5)
     # a: first result decides (UP); one failure is not fall=2; two are; two successes rise.
     assert rec.of(a.key) == [UP, DOWN, UP]
     assert rec.of(b.key) == [DOWN]
@@ -110,14 +110,14 @@ async def test_each_transition_is_reported_once_and_logged_with_its_reason():
 
 async def test_a_failing_callback_is_logged_and_checking_goes_on():
     a = rs(1001, interval=0.02, rise=1, fall=1)
-    probe = ScriptedProbe({(a.address, 1001): [True, False, True]})
+    probe = ScriptedProbe({(str(a.address), 1001): [True, False, True]})
 
     def boom(*args):
         raise RuntimeError("ipvs exploded")
 
     with capture_logs() as logs:
         async with HealthRunner(config(service([a])), boom, probe=probe) as runner:
-            await wait_for(lambda: probe.calls.get((a.address, 1001), 0) >= 3, 5)
+            await wait_for(lambda: probe.calls.get((str(a.address), 1001), 0) >= 3, 5)
             assert runner.state(*((service([a]).key, a.key))) is UP
     assert sum(e["event"] == "health.callback_failed" for e in logs) == 3
 

@@ -1,0 +1,262 @@
+"""Benchmark: what checking N real servers every second costs the health runner.
+
+For each probe kind (tcp, http) and each N (default 1,000 / 5,000 / 10,000) this starts
+N loopback listeners in separate server processes, runs ``HealthRunner`` against them
+with ``interval=1`` (first checks spread over the first second with ``warmup``), lets it
+settle for one interval, then measures for ``--duration`` seconds:
+
+* CPU time of this process (user+sys, ``getrusage``) per second of wall time -- the
+  servers run in other processes and are reported separately;
+* achieved checks per second against the N/s asked for, and failed checks;
+* probe latency p50/p99 (connect, or request+response) as the probe measured it;
+* lateness p99: how much later than ``interval`` after its previous check a check
+  started (queueing in the runner: timer, semaphore, a saturated event loop).
+
+Targets are spread over 127.1.0.0/16 addresses x 50 ports each, so no single
+destination sees enough connections to exhaust ephemeral ports; the fd limit is raised
+to its hard limit. All traffic stays on loopback; each run is bounded in time.
+
+Run: ``.venv/bin/python bench/health_checks.py [--sizes 1000,5000,10000] [--kinds tcp,http]
+[--duration 10]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import ipaddress
+import multiprocessing
+import os
+import resource
+import select
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import structlog  # noqa: E402
+
+from hadirector.agent.health_runner import HealthRunner  # noqa: E402
+from hadirector.health.probes import run_check  # noqa: E402
+from hadirector.model import (  # noqa: E402
+    Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
+)
+
+PORTS_PER_ADDRESS = 50
+BASE_PORT = 20000
+HTTP_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n"
+                 b"Connection: close\r\n\r\nok\n")
+
+
+def endpoints(n: int) -> list[tuple[str, int]]:
+    out = []
+    for i in range(n):
+        a = i // PORTS_PER_ADDRESS
+        out.append((f"127.1.{a // 250}.{a % 250 + 1}", BASE_PORT + i % PORTS_PER_ADDRESS))
+    return out
+
+
+# --- servers (separate processes, plain epoll: cheap, and not what we measure) ----------
+
+
+def serve(eps: list[tuple[str, int]], kind: str, ready, stop) -> None:
+    ep = select.epoll()
+    listeners: dict[int, socket.socket] = {}
+    conns: dict[int, socket.socket] = {}
+    for host, port in eps:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        s.listen(1024)
+        s.setblocking(False)
+        listeners[s.fileno()] = s
+        ep.register(s.fileno(), select.EPOLLIN)
+    ready.set()
+    while not stop.is_set():
+        for fd, _ in ep.poll(0.2):
+            ls = listeners.get(fd)
+            if ls is not None:
+                while True:
+                    try:
+                        c, _addr = ls.accept()
+                    except BlockingIOError:
+                        break
+                    if kind == "tcp":
+                        c.close()
+                    else:
+                        c.setblocking(False)
+                        conns[c.fileno()] = c
+                        ep.register(c.fileno(), select.EPOLLIN)
+                continue
+            c = conns.get(fd)
+            if c is None:
+                continue
+            try:
+                data = c.recv(4096)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if data and b"\r\n\r\n" not in data:
+                continue            # request not complete yet (it always fits one read here)
+            if data:
+                try:
+                    c.send(HTTP_RESPONSE)
+                except OSError:
+                    pass
+            ep.unregister(fd)
+            del conns[fd]
+            c.close()
+
+
+def proc_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_servers(eps, kind, nproc):
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    procs = []
+    for i in range(nproc):
+        ready = ctx.Event()
+        p = ctx.Process(target=serve, args=(eps[i::nproc], kind, ready, stop), daemon=True)
+        p.start()
+        if not ready.wait(30):
+            raise RuntimeError("server process did not start")
+        procs.append(p)
+    return procs, stop
+
+
+# --- one measured run ----------------------------------------------------------------------
+
+
+def config_for(eps, kind: str, interval: float, timeout: float) -> Config:
+    probe = TcpProbe() if kind == "tcp" else HttpProbe(path="/health")
+    check = HealthCheck(probe, interval=interval, timeout=timeout, rise=1, fall=3)
+    services = []
+    per_service = 1000
+    for s in range(0, len(eps), per_service):
+        rss = tuple(RealServer(ipaddress.ip_address(h), p, check=check) for h, p in eps[s:s + per_service])
+        services.append(VirtualService(f"svc{s // per_service}", address=ipaddress.ip_address("192.0.2.1"),
+                                       port=8000 + s // per_service, real_servers=rss))
+    return Config(node=NodeSettings("bench"), virtual_services=tuple(services))
+
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def measure(eps, kind, duration, interval, timeout, concurrency) -> dict:
+    cfg = config_for(eps, kind, interval, timeout)
+    loop = asyncio.get_running_loop()
+    window = {"on": False}
+    latencies: list[float] = []
+    lateness: list[float] = []
+    last_start: dict[tuple, float] = {}
+    counts = {"ok": 0, "fail": 0}
+    reasons: dict[str, int] = {}
+
+    async def probe(check, addr, port, clients):
+        start = loop.time()
+        r = await run_check(check, addr, port, clients)
+        key = (addr, port)
+        prev = last_start.get(key)
+        last_start[key] = start
+        if window["on"]:
+            counts["ok" if r.ok else "fail"] += 1
+            latencies.append(r.elapsed)
+            if prev is not None:
+                lateness.append(max(0.0, start - prev - interval))
+            if not r.ok:
+                reasons[r.detail] = reasons.get(r.detail, 0) + 1
+        return r
+
+    runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, seed=1, warmup=interval)
+    gc.collect()
+    await runner.start()
+    try:
+        await asyncio.sleep(interval * 1.5)          # first checks spread over warmup
+        window["on"] = True
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        await asyncio.sleep(duration)
+        window["on"] = False
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    finally:
+        await runner.stop()
+    wall = t1 - t0
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    done = counts["ok"] + counts["fail"]
+    return {
+        "wall": wall, "cpu": cpu, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
+        "rate": done / wall, "fail": counts["fail"], "reasons": reasons,
+        "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
+        "late_p50": pct(lateness, 0.50), "late_p99": pct(lateness, 0.99),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,5000,10000")
+    ap.add_argument("--kinds", default="tcp,http")
+    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--interval", type=float, default=1.0)
+    ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--concurrency", type=int, default=512)
+    ap.add_argument("--server-procs", type=int, default=2)
+    args = ap.parse_args(argv)
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))  # no per-event I/O
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    kinds = args.kinds.split(",")
+    print(f"# health runner benchmark: interval {args.interval}s, timeout {args.timeout}s, "
+          f"concurrency {args.concurrency}, {args.duration:.0f}s per run, "
+          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}", flush=True)
+    header = (f"{'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
+              f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
+              f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'srv cpu':>7}")
+    print(header)
+    print("-" * len(header), flush=True)
+    for kind in kinds:
+        for n in sizes:
+            eps = endpoints(n)
+            procs, stop = start_servers(eps, kind, args.server_procs)
+            try:
+                srv0 = sum(proc_cpu(p.pid) for p in procs)
+                res = asyncio.run(measure(eps, kind, args.duration, args.interval, args.timeout,
+                                          args.concurrency))
+                srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
+            finally:
+                stop.set()
+                for p in procs:
+                    p.join(5)
+                    if p.is_alive():
+                        p.kill()
+            w = res["wall"]
+            print(f"{kind:5} {n:>7} {n / args.interval:>7.0f} {res['rate']:>7.0f} {res['fail']:>5} "
+                  f"{res['p50'] * 1e3:>7.2f} {res['p99'] * 1e3:>7.2f} "
+                  f"{res['late_p50'] * 1e3:>6.1f}ms {res['late_p99'] * 1e3:>6.1f}ms "
+                  f"{res['cpu'] / w:>7.2f} {res['user'] / w:>6.2f} {res['sys'] / w:>6.2f} {srv:>7.2f}",
+                  flush=True)
+            if res["reasons"]:
+                top = sorted(res["reasons"].items(), key=lambda kv: -kv[1])[:3]
+                print(f"      failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+    print("# cpu s/s = CPU seconds of the checker process per wall second (1.00 = one core);"
+          " srv cpu = the same for the loopback servers; late = check start beyond"
+          " interval after the previous one", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
