@@ -241,10 +241,15 @@ class KeepalivedProc:
         log = open(self.workdir / f"keepalived-n{self.node}.log", "ab")
         pid_dir = self.workdir / f"ka-run-n{self.node}"
         pid_dir.mkdir(exist_ok=True)
+        # A killed predecessor's pid files name processes that may linger as zombies
+        # (PID 1 in a container need not reap them): keepalived would refuse to start.
+        for stale in pid_dir.glob("*.pid"):
+            stale.unlink()
         # -n: stay in the foreground (so the Popen is keepalived itself); -P: VRRP only;
+        # -R: no respawn (a kill -9 of the VRRP child must stay a dead node);
         # pid files in the test's directory so parallel runs do not collide.
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, "/usr/sbin/keepalived", "-n", "-l", "-D", "-P",
+            ["ip", "netns", "exec", self.ns, "/usr/sbin/keepalived", "-n", "-l", "-D", "-P", "-R",
              "-f", str(conf),
              "-p", str(pid_dir / "keepalived.pid"), "-r", str(pid_dir / "vrrp.pid"),
              "--no-syslog", "--log-console"],
@@ -273,15 +278,17 @@ class KeepalivedProc:
 
     def kill(self) -> None:
         """SIGKILL keepalived and its VRRP child (killing the parent alone leaves it)."""
+        # The VRRP child first: killed parent-first, the child would be told to stop
+        # and leave gracefully (priority 0), which is not what kill -9 means.
         child = self.vrrp_child_pid()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
         if child:
             try:
                 os.kill(child, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
 
     def log_text(self) -> str:
         try:
