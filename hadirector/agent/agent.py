@@ -124,6 +124,7 @@ class Agent:
         transport_factory: Callable[[VrrpInstance], Any] | None = None,
         announcer_factory: Callable[[str], Any] | None = None,
         systemd: SystemdNotifier | None = None,
+        link_watcher_factory: Callable[[set[str]], Any] | None = None,
     ) -> None:
         self.config = config
         self.log = log or get_logger("hadirector.agent")
@@ -131,6 +132,7 @@ class Agent:
         self._transport_factory = transport_factory or _default_transport
         self._announcer_factory = announcer_factory or _default_announcer
         self.systemd = systemd or SystemdNotifier()
+        self._link_watcher_factory = link_watcher_factory
         self.notifier = Notifier()
         self.on_role_changed: list[RoleSubscriber] = []
         self.components: list[Component] = []
@@ -194,7 +196,8 @@ class Agent:
             self.runtimes[inst.name] = rt
         # Trackers before the machines start: a link that is already down puts the
         # instance straight into FAULT instead of a brief BACKUP -> MASTER.
-        self._iface_tracker = InterfaceTracker(instances, self)
+        self._iface_tracker = InterfaceTracker(instances, self, addresses=self.addresses,
+                                               watcher_factory=self._link_watcher_factory)
         await self._iface_tracker.start()
         for rt in self.runtimes.values():
             rt.driver.start()

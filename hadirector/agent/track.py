@@ -82,30 +82,31 @@ def apply_script(sink: TrackSink, instances: list[str], script: TrackScript, sta
 class InterfaceTracker:
     """Follows RTM_NEWLINK events for every tracked interface."""
 
-    def __init__(self, instances: tuple[VrrpInstance, ...], sink: TrackSink, log=None) -> None:
+    def __init__(self, instances: tuple[VrrpInstance, ...], sink: TrackSink, log=None,
+                 *, addresses=None, watcher_factory=None) -> None:
         self.bindings = interface_bindings(instances)
         self.sink = sink
+        self._addresses = addresses              # AddressManager (or a fake)
+        self._watcher_factory = watcher_factory  # names -> LinkWatcher (or a fake)
         self.log = log or get_logger("hadirector.track")
         self.links: dict[str, bool] = {}
         self._task: asyncio.Task | None = None
         self._watcher = None
 
     async def start(self) -> None:
-        from hadirector.net.addresses import AddressManager, LinkWatcher
-
         if not self.bindings:
             return
+        if self._watcher_factory is None or self._addresses is None:
+            from hadirector.net.addresses import AddressManager, LinkWatcher
+            self._watcher_factory = self._watcher_factory or LinkWatcher
+            self._addresses = self._addresses or AddressManager()
         # Subscribe first, then read the current state: a change in between is then
         # seen as an event instead of being lost.
-        self._watcher = LinkWatcher(set(self.bindings))
+        self._watcher = self._watcher_factory(set(self.bindings))
         await self._watcher.__aenter__()
-        mgr = AddressManager()
-        try:
-            for name in self.bindings:
-                st = await mgr.link_state(name)
-                self._update(name, st.up, initial=True)
-        finally:
-            mgr.close()
+        for name in self.bindings:
+            st = await self._addresses.link_state(name)
+            self._update(name, st.up, initial=True)
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:

@@ -1,0 +1,154 @@
+"""Fakes for the agent's I/O edges that keep state and fail like the real thing."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from hadirector.net.vrrp_socket import VRRP_GROUP_V4, VRRP_GROUP_V6, ReceivedPacket
+from hadirector.vrrp.codec import Advert, decode, encode
+
+
+def ipv4_packet(payload: bytes, src, dst, ttl: int = 255) -> bytes:
+    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, ttl, 112, 0,
+                       ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
+    return head + payload
+
+
+class FakeTransport:
+    """A VrrpSocket stand-in: a socketpair makes the fd readable for add_reader."""
+
+    def __init__(self, family: int = 4, peers=()) -> None:
+        self.family = family
+        self.peers = tuple(peers)
+        self.group = VRRP_GROUP_V4 if family == 4 else VRRP_GROUP_V6
+        self._r, self._w = socket.socketpair()
+        self._r.setblocking(False)
+        self.inbox: list[ReceivedPacket] = []
+        self.sent: list[tuple[bytes, object, object]] = []
+        self.fail_with: OSError | None = None
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._r.fileno()
+
+    def destinations(self):
+        return self.peers or (self.group,)
+
+    def deliver_v4(self, payload: bytes, src, dst=None, ttl: int = 255) -> None:
+        dst = dst or self.group
+        raw = ipv4_packet(payload, src, dst, ttl)
+        self.inbox.append(ReceivedPacket(payload=payload, src=ipaddress.ip_address(src),
+                                         dst=ipaddress.ip_address(dst), ttl=ttl, ip_packet=raw))
+        self._w.send(b"x")
+
+    def deliver_advert(self, adv: Advert, src, dst=None, ttl: int = 255) -> None:
+        dst = dst or self.group
+        self.deliver_v4(encode(adv, ipaddress.ip_address(src), ipaddress.ip_address(dst)), src, dst, ttl)
+
+    def recv(self):
+        try:
+            self._r.recv(1)
+        except BlockingIOError:
+            pass
+        return self.inbox.pop(0) if self.inbox else None
+
+    def send_to(self, payload: bytes, dst, src=None) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.sent.append((payload, dst, src))
+
+    def sent_adverts(self) -> list[Advert]:
+        out = []
+        for payload, dst, src in self.sent:
+            adv = decode(payload, src=src, dst=dst, ttl=255, family=self.family)
+            assert isinstance(adv, Advert), adv
+            out.append(adv)
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        self._r.close()
+        self._w.close()
+
+
+@dataclass
+class FakeAddresses:
+    """AddressManager stand-in: keeps per-interface address sets, idempotent like it."""
+
+    addrs: dict[str, list] = field(default_factory=lambda: {"eth0": [ipaddress.ip_interface("10.0.0.1/24")]})
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    async def primary_address(self, interface, family, exclude=()):
+        for a in self.addrs.get(interface, []):
+            if a.version == family and a.ip not in exclude:
+                return a.ip
+        return None
+
+    async def add_vip(self, interface, vip, label=None):
+        have = self.addrs.setdefault(interface, [])
+        if any(a.ip == vip.ip for a in have):
+            return False
+        have.append(vip)
+        self.log.append(("add", str(vip)))
+        return True
+
+    async def remove_vip(self, interface, vip):
+        have = self.addrs.get(interface, [])
+        for a in have:
+            if a.ip == vip.ip:
+                have.remove(a)
+                self.log.append(("del", str(vip)))
+                return True
+        return False
+
+    async def link_state(self, interface):
+        from hadirector.net.addresses import LinkState
+        return LinkState(interface, 2, up=True)
+
+    def has(self, interface, ip) -> bool:
+        return any(str(a.ip) == str(ip) for a in self.addrs.get(interface, []))
+
+    def close(self):
+        pass
+
+
+class FakeAnnouncer:
+    def __init__(self, interface: str) -> None:
+        self.interface = interface
+        self.announced: list = []
+
+    def announce(self, ips) -> int:
+        self.announced.extend(ips)
+        return len(ips)
+
+    def close(self) -> None:
+        pass
+
+
+class FakeLinkWatcher:
+    """LinkWatcher stand-in: the test pushes LinkState events."""
+
+    instances: list["FakeLinkWatcher"] = []
+
+    def __init__(self, names) -> None:
+        import asyncio
+        self.names = frozenset(names)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        FakeLinkWatcher.instances.append(self)
+
+    async def __aenter__(self):
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def push(self, name: str, up: bool) -> None:
+        from hadirector.net.addresses import LinkState
+        self.queue.put_nowait(LinkState(name, 2, up=up))
+
+    async def events(self):
+        while True:
+            yield await self.queue.get()

@@ -1,0 +1,136 @@
+"""The agent wiring with fakes at every I/O edge (addresses, sockets, GARP, links)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+
+import pytest
+
+from hadirector.agent.agent import Agent, AgentError, RoleEvent
+from hadirector.model import Config, GarpSettings, NodeSettings, SyncGroup, VrrpInstance
+from hadirector.vrrp.machine import State
+from hadirector.vrrp.timers import master_down_interval
+
+from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport
+
+ADV = 0.05
+VIP = ipaddress.ip_interface("10.0.0.100/32")
+VIP2 = ipaddress.ip_interface("10.0.0.101/32")
+
+
+def inst(name="vi_1", vrid=51, vip=VIP, **kw) -> VrrpInstance:
+    return VrrpInstance(name=name, interface="eth0", vrid=vrid, priority=100, advert_interval=ADV,
+                        virtual_ips=(vip,), garp=GarpSettings(count=2, repeat_delay=0), **kw)
+
+
+def config(tmp_path, *instances, groups=()) -> Config:
+    return Config(node=NodeSettings(router_id="t", state_dir=str(tmp_path)),
+                  vrrp_instances=tuple(instances), sync_groups=tuple(groups))
+
+
+class Rig:
+    def __init__(self, tmp_path, *instances, groups=(), addresses=None):
+        self.addresses = addresses or FakeAddresses()
+        self.transports: dict[str, FakeTransport] = {}
+        self.announcers: dict[str, FakeAnnouncer] = {}
+        FakeLinkWatcher.instances.clear()
+
+        def transport(i):
+            self.transports[i.name] = FakeTransport()
+            return self.transports[i.name]
+
+        def announcer(ifname):
+            self.announcers[ifname] = FakeAnnouncer(ifname)
+            return self.announcers[ifname]
+
+        self.agent = Agent(config(tmp_path, *instances, groups=groups), addresses=self.addresses,
+                           transport_factory=transport, announcer_factory=announcer,
+                           link_watcher_factory=FakeLinkWatcher)
+
+    def state(self, name="vi_1") -> State:
+        return self.agent.runtimes[name].driver.state
+
+
+async def settle(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def test_lone_agent_becomes_master_adds_vip_and_sends_garp(tmp_path):  # RFC 5798 6.4.2
+    rig = Rig(tmp_path, inst())
+    events: list[RoleEvent] = []
+    rig.agent.on_role_changed.append(events.append)
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.05)
+    assert rig.state() is State.MASTER
+    assert rig.addresses.has("eth0", VIP.ip)
+    assert rig.announcers["eth0"].announced == [VIP.ip, VIP.ip]    # count=2
+    assert [(e.old, e.new) for e in events] == [(State.INITIALIZE, State.BACKUP),
+                                                (State.BACKUP, State.MASTER)]
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["instances"]["vi_1"]["state"] == "MASTER"
+    assert saved["instances"]["vi_1"]["holds_vips"] is True
+    await rig.agent.stop()
+    assert not rig.addresses.has("eth0", VIP.ip)
+    assert rig.transports["vi_1"].sent_adverts()[-1].priority == 0
+    assert json.loads((tmp_path / "state.json").read_text())["instances"]["vi_1"]["state"] == "INIT"
+
+
+async def test_start_removes_vips_a_dead_predecessor_left(tmp_path):
+    addrs = FakeAddresses()
+    addrs.addrs["eth0"].append(VIP)
+    rig = Rig(tmp_path, inst(), addresses=addrs)
+    await rig.agent.start()
+    assert addrs.log == [("del", str(VIP))]
+    assert rig.state() is State.BACKUP
+    await rig.agent.stop()
+
+
+async def test_backup_following_a_master_never_adds_the_vip(tmp_path):
+    from hadirector.vrrp.codec import Advert
+    rig = Rig(tmp_path, inst())
+    await rig.agent.start()
+    t = rig.transports["vi_1"]
+    for _ in range(8):
+        t.deliver_advert(Advert(3, 51, 200, ADV, (VIP.ip,), 4), "10.0.0.2")
+        await settle(ADV)
+    assert rig.state() is State.BACKUP
+    assert rig.addresses.log == []
+    await rig.agent.stop()
+
+
+async def test_link_down_faults_the_instance_and_releases_the_vip(tmp_path):
+    rig = Rig(tmp_path, inst())
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.05)
+    assert rig.state() is State.MASTER
+    FakeLinkWatcher.instances[-1].push("eth0", up=False)
+    await settle(0.05)
+    assert rig.state() is State.FAULT
+    assert not rig.addresses.has("eth0", VIP.ip)
+    FakeLinkWatcher.instances[-1].push("eth0", up=True)
+    await settle(0.02)
+    assert rig.state() is State.BACKUP
+    await rig.agent.stop()
+
+
+async def test_sync_group_member_fault_takes_the_whole_group_down(tmp_path):
+    group = SyncGroup("g", ("vi_1", "vi_2"))
+    rig = Rig(tmp_path, inst(), inst("vi_2", vrid=52, vip=VIP2), groups=(group,))
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.05)
+    assert (rig.state("vi_1"), rig.state("vi_2")) == (State.MASTER, State.MASTER)
+    rig.agent.set_fault("vi_1", True, "track_script:chk")
+    await settle(0.05)
+    assert (rig.state("vi_1"), rig.state("vi_2")) == (State.FAULT, State.FAULT)
+    assert not rig.addresses.has("eth0", VIP.ip) and not rig.addresses.has("eth0", VIP2.ip)
+    assert rig.agent.snapshot()["groups"] == {"g": "FAULT"}
+    await rig.agent.stop()
+
+
+async def test_no_source_address_is_a_start_error(tmp_path):
+    addrs = FakeAddresses(addrs={"eth0": []})
+    rig = Rig(tmp_path, inst(), addresses=addrs)
+    with pytest.raises(AgentError, match="no IPv4 address"):
+        await rig.agent.start()
