@@ -25,12 +25,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, import just that subcommand's module (start-up time
+    matters: under the kernel lab's emulation every import costs seconds)."""
     parser = argparse.ArgumentParser(prog="hadirector", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, func, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         p.set_defaults(_target=(module, func))
+        if only is not None and name != only:
+            continue
         add_args = getattr(_maybe_import(module), "add_arguments_" + func.removeprefix("cmd_"), None)
         if add_args is not None:
             add_args(p)
@@ -47,7 +51,9 @@ def _maybe_import(module: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     module, func = args._target
     mod = _maybe_import(module)
     if mod is None or not hasattr(mod, func):
