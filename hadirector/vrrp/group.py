@@ -8,17 +8,20 @@ through it and applies the orders it returns to the member machines:
   The group is faulted while any member has a fault of its own; then every other member
   carries the fault ``"sync_group:<name>"`` too, and loses it when the last own fault
   clears. (Keyed faults in the machine make this composable with a member's own.)
+* wishes — member machines are built with ``sync_group=True``, so a member whose
+  Master_Down_Timer fires stays BACKUP and emits ``MasterWish``. The agent passes it to
+  ``policy.master_wish(member, wish)``; once every member is MASTER or wishes to be,
+  the orders move them all to MASTER together (keepalived 2.x: "only sync to master if
+  everyone wants to, i.e. prefer backup state to avoid thrashing"). A member whose
+  peer still advertises a higher priority never wishes, so the group stays where it is
+  instead of flapping between two nodes whose members' priorities disagree.
 * role changes — for each ``RoleChanged`` a member emits, the agent calls
   ``policy.role_changed(member, change)`` and applies every returned ``ForceState``
-  with ``machine.force_state``: a member that became MASTER pulls the others from
-  BACKUP to MASTER; a member that dropped from MASTER to BACKUP pushes the others from
-  MASTER to BACKUP. Changes forced by the group (reason ``sync_group``) and FAULT
-  changes are not propagated again, so one input never cascades.
-
-Known difference from keepalived 2.x: keepalived also holds a member whose
-Master_Down_Timer fires in BACKUP until every member wants MASTER; here that member
-becomes MASTER and pulls the others. With consistent priorities (track scripts applied
-to every member) both behave the same.
+  with ``machine.force_state``: a member that became MASTER (an address owner, or the
+  group's own order) pulls the others from BACKUP to MASTER; a member that dropped from
+  MASTER to BACKUP pushes the others from MASTER to BACKUP. Changes forced by the group
+  (reason ``sync_group``) and FAULT changes are not propagated again, so one input
+  never cascades.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hadirector.model import SyncGroup
-from hadirector.vrrp.machine import Reason, RoleChanged, State
+from hadirector.vrrp.machine import MasterWish, Reason, RoleChanged, State
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class SyncGroupPolicy:
         self.group = group
         self.fault_reason = f"sync_group:{group.name}"
         self._own_faults: dict[str, set[str]] = {name: set() for name in group.instances}
+        self._states: dict[str, State] = {name: State.INITIALIZE for name in group.instances}
+        self._wishes: dict[str, bool] = {name: False for name in group.instances}
 
     @property
     def faulted(self) -> bool:
@@ -80,9 +85,26 @@ class SyncGroupPolicy:
                        for m in self.group.instances if m != member]
         return orders
 
+    def master_wish(self, member: str, wish: MasterWish) -> list[Order]:
+        """A member's MasterWish; returns the orders that move the whole group to MASTER
+        once every member is MASTER or wishes to be, else none."""
+        if member not in self._wishes:
+            return []
+        self._wishes[member] = wish.wants
+        if not wish.wants or not all(
+            self._wishes[m] or self._states[m] is State.MASTER for m in self.group.instances
+        ):
+            return []
+        return [ForceState(m, State.MASTER, wish.reason if m == member else Reason.SYNC_GROUP)
+                for m in self.group.instances if self._states[m] is not State.MASTER]
+
     def role_changed(self, member: str, change: RoleChanged) -> list[Order]:
         """A member changed role; returns the transitions forced on the others."""
-        if member not in self._own_faults or change.reason == Reason.SYNC_GROUP:
+        if member not in self._own_faults:
+            return []
+        self._states[member] = change.new
+        self._wishes[member] = False          # the machine forgets its wish on any transition
+        if change.reason == Reason.SYNC_GROUP:
             return []
         others = [m for m in self.group.instances if m != member]
         if change.new is State.MASTER:

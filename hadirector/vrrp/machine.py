@@ -26,6 +26,13 @@ trackers (interfaces, scripts, a sync group) can set and clear theirs without kn
 about each other: the machine is in FAULT while any fault reason is set, and the
 effective priority is the configured one plus the sum of the deltas.
 
+Sync groups (``hadirector.vrrp.group``): a member built with ``sync_group=True`` does
+not take over on its own when its Master_Down_Timer fires; it emits
+``MasterWish(True)`` and keeps waiting, and the group policy moves all members to
+MASTER together once every member wishes it (keepalived 2.x
+``vrrp_sync_can_goto_master``). Without this, members whose peers have different
+priorities hand the group back and forth forever.
+
 Allowed transitions are in ``_TRANSITIONS``; anything else is a bug and raises before
 any state changes (h11 style).
 """
@@ -104,7 +111,18 @@ class PeerMisconfigured:
     detail: str = ""
 
 
-Action = RoleChanged | SendAdvert | PeerMisconfigured
+@dataclass(frozen=True)
+class MasterWish:
+    """Sync-group members only (``sync_group=True``): the Master_Down_Timer fired, so this
+    instance would now become MASTER (``wants=True``, ``reason`` as RoleChanged would
+    carry), or it accepted a master's advert again (``wants=False``). Route it to
+    ``SyncGroupPolicy.master_wish``; the instance stays BACKUP until forced."""
+
+    wants: bool
+    reason: str
+
+
+Action = RoleChanged | SendAdvert | PeerMisconfigured | MasterWish
 
 
 @dataclass
@@ -136,8 +154,10 @@ _TRANSITIONS: frozenset[tuple[State, State]] = frozenset({
 class VrrpMachine:
     """One VRRP instance (RFC 5798 6.4; RFC 3768 6.4 for version 2)."""
 
-    def __init__(self, instance: VrrpInstance, *, primary_address: IPAddress, now: float = 0.0):
+    def __init__(self, instance: VrrpInstance, *, primary_address: IPAddress, now: float = 0.0,
+                 sync_group: bool = False):
         self.instance = instance
+        self.sync_group = sync_group              # see "Sync groups" above; may be set later
         self.primary_address = primary_address
         self._state = State.INITIALIZE
         self._deadline: float | None = None
@@ -150,6 +170,7 @@ class VrrpMachine:
         self._master_priority: int | None = None
         self._preempt_at: float | None = None     # keepalived preempt_time; None = not started
         self._down_reason = Reason.MASTER_DOWN_TIMER
+        self._wants_master = False                # held in BACKUP by the sync group
         self._since = now
         self._last_reason = ""
         self._vips = frozenset(v.ip for v in instance.virtual_ips)
@@ -187,6 +208,11 @@ class VrrpMachine:
     @property
     def last_reason(self) -> str:
         return self._last_reason
+
+    @property
+    def wants_master(self) -> bool:
+        """MASTER, or a sync-group member held in BACKUP after its down timer fired."""
+        return self._state is State.MASTER or self._wants_master
 
     @property
     def faults(self) -> frozenset[str]:
@@ -264,6 +290,12 @@ class VrrpMachine:
             # RFC 5798 6.4.3: Adver_Timer fired -> send, re-arm.
             self._send(self._effective)
             self._deadline = now + self.instance.advert_interval
+        elif self._state is State.BACKUP and self.sync_group:
+            # Held for the group: say so once, and keep watching as keepalived does.
+            if not self._wants_master:
+                self._wants_master = True
+                self._actions.append(MasterWish(True, self._down_reason))
+            self._deadline = now + self._master_down_interval()
         elif self._state is State.BACKUP:
             # RFC 5798 6.4.2: Master_Down_Timer fired -> become Master.
             self._become_master(self._down_reason, now)
@@ -361,6 +393,9 @@ class VrrpMachine:
             self._deadline = now + self._master_down_interval()
             self._down_reason = Reason.MASTER_DOWN_TIMER
             self._master_address, self._master_priority = src, adv.priority
+            if self._wants_master:
+                self._wants_master = False
+                self._actions.append(MasterWish(False, "master_advert_accepted"))
             if delay > 0 and self.instance.preempt:
                 # keepalived preempt_delay: the delay starts at the first lower-priority
                 # advert seen in BACKUP and is cancelled by an equal or higher one.
@@ -420,6 +455,7 @@ class VrrpMachine:
         if (old, new) not in _TRANSITIONS:
             raise RuntimeError(f"illegal VRRP transition {old.name} -> {new.name} ({reason})")
         self._state, self._since, self._last_reason = new, now, reason
+        self._wants_master = False
         if old is State.MASTER:
             self.counters.released_master += 1
         if new is State.MASTER:
