@@ -63,7 +63,9 @@ def endpoints(n: int) -> list[tuple[str, int]]:
 # --- servers (separate processes, plain epoll: cheap, and not what we measure) ----------
 
 
-def serve(eps: list[tuple[str, int]], kind: str, ready, stop) -> None:
+def serve(eps: list[tuple[str, int]], kind: str, ready, stop, accepted=None) -> None:
+    """Serve ``eps`` until ``stop``; adds accepted connections to ``accepted`` (a shared
+    counter) so a checker we cannot instrument (keepalived) can be measured too."""
     ep = select.epoll()
     listeners: dict[int, socket.socket] = {}
     conns: dict[int, socket.socket] = {}
@@ -76,7 +78,12 @@ def serve(eps: list[tuple[str, int]], kind: str, ready, stop) -> None:
         listeners[s.fileno()] = s
         ep.register(s.fileno(), select.EPOLLIN)
     ready.set()
+    n = 0
     while not stop.is_set():
+        if n and accepted is not None:
+            with accepted.get_lock():
+                accepted.value += n
+        n = 0
         for fd, _ in ep.poll(0.2):
             ls = listeners.get(fd)
             if ls is not None:
@@ -85,6 +92,7 @@ def serve(eps: list[tuple[str, int]], kind: str, ready, stop) -> None:
                         c, _addr = ls.accept()
                     except BlockingIOError:
                         break
+                    n += 1
                     if kind == "tcp":
                         c.close()
                     else:
@@ -119,13 +127,13 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_servers(eps, kind, nproc):
+def start_servers(eps, kind, nproc, accepted=None):
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
     procs = []
     for i in range(nproc):
         ready = ctx.Event()
-        p = ctx.Process(target=serve, args=(eps[i::nproc], kind, ready, stop), daemon=True)
+        p = ctx.Process(target=serve, args=(eps[i::nproc], kind, ready, stop, accepted), daemon=True)
         p.start()
         if not ready.wait(30):
             raise RuntimeError("server process did not start")
@@ -197,7 +205,7 @@ async def measure(eps, kind, duration, interval, timeout, concurrency) -> dict:
     done = counts["ok"] + counts["fail"]
     return {
         "wall": wall, "cpu": cpu, "user": r1.ru_utime - r0.ru_utime, "sys": r1.ru_stime - r0.ru_stime,
-        "rate": done / wall, "fail": counts["fail"], "reasons": reasons,
+        "rate": done / wall, "done": done, "fail": counts["fail"], "reasons": reasons,
         "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
         "late_p50": pct(lateness, 0.50), "late_p99": pct(lateness, 0.99),
     }
@@ -225,13 +233,14 @@ def main(argv=None) -> int:
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}", flush=True)
     header = (f"{'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
-              f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'srv cpu':>7}")
+              f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'us/chk':>6} {'srv cpu':>7} {'load':>5}")
     print(header)
     print("-" * len(header), flush=True)
     for kind in kinds:
         for n in sizes:
             eps = endpoints(n)
             procs, stop = start_servers(eps, kind, args.server_procs)
+            load = os.getloadavg()[0]
             try:
                 srv0 = sum(proc_cpu(p.pid) for p in procs)
                 res = asyncio.run(measure(eps, kind, args.duration, args.interval, args.timeout,
@@ -247,14 +256,16 @@ def main(argv=None) -> int:
             print(f"{kind:5} {n:>7} {n / args.interval:>7.0f} {res['rate']:>7.0f} {res['fail']:>5} "
                   f"{res['p50'] * 1e3:>7.2f} {res['p99'] * 1e3:>7.2f} "
                   f"{res['late_p50'] * 1e3:>6.1f}ms {res['late_p99'] * 1e3:>6.1f}ms "
-                  f"{res['cpu'] / w:>7.2f} {res['user'] / w:>6.2f} {res['sys'] / w:>6.2f} {srv:>7.2f}",
+                  f"{res['cpu'] / w:>7.2f} {res['user'] / w:>6.2f} {res['sys'] / w:>6.2f} "
+                  f"{res['cpu'] / max(1, res['done']) * 1e6:>6.0f} {srv:>7.2f} {load:>5.1f}",
                   flush=True)
             if res["reasons"]:
                 top = sorted(res["reasons"].items(), key=lambda kv: -kv[1])[:3]
                 print(f"      failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
     print("# cpu s/s = CPU seconds of the checker process per wall second (1.00 = one core);"
-          " srv cpu = the same for the loopback servers; late = check start beyond"
-          " interval after the previous one", flush=True)
+          " us/chk = its CPU microseconds per check; srv cpu = CPU s/s of the loopback servers;"
+          " late = check start beyond interval after the previous one; load = 1-min load"
+          " average when the run started (other work on the machine)", flush=True)
     return 0
 
 

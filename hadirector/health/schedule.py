@@ -31,13 +31,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass
 
-from collections.abc import Hashable
+from hadirector.model import HealthCheck
 
 # Any hashable names a target here; the runner uses small ints (cheap to hash).
 Target = Hashable
-from hadirector.model import HealthCheck
 
 
 @dataclass(slots=True)
