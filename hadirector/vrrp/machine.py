@@ -370,6 +370,9 @@ class VrrpMachine:
             return Reject.FAMILY_MISMATCH
         if src == self.primary_address:
             return Reject.OWN_ADVERT
+        # RFC 5798 7.1 also lets an address owner (255) drop every advert; like
+        # keepalived's default (owner_ignore_adverts off) we process them, so that two
+        # routers both configured as owner still settle on one master by address.
         if inst.version == 2 and adv.max_advert_int != inst.advert_interval:
             # RFC 3768 7.1: MUST drop when the interval differs from ours.
             return Reject.INTERVAL_MISMATCH
