@@ -310,3 +310,25 @@ async def test_run_check_dispatches_on_the_configured_probe(clients):
     script = await run_check(HealthCheck(ScriptProbe((sys.executable, "-c", "raise SystemExit(1)")),
                                          timeout=5.0), LOCAL, 0)
     assert http.detail == "status 200" and script.detail == "exit 1"
+
+
+async def test_http_probe_binds_to_the_given_source_address(clients):
+    peers = []
+
+    async def handle(reader, writer):
+        peers.append(writer.get_extra_info("peername")[0])
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        bound = await http_probe(LOCAL, port, HttpProbe(), 1.0, bind_to="127.0.0.78", clients=clients)
+        plain = await http_probe(LOCAL, port, HttpProbe(), 1.0, clients=clients)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert bound.ok and plain.ok
+    assert peers == ["127.0.0.78", "127.0.0.1"]
