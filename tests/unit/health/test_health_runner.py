@@ -15,7 +15,7 @@ from hadirector.agent.health_runner import HealthRunner
 from hadirector.health.policy import HealthState, ProbeResult
 from hadirector.ipvs.table import DestKey, desired_table
 from hadirector.model import (
-    Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe,
+    Config, HealthCheck, HttpProbe, InitialHealth, NodeSettings, RealServer, TcpProbe,
     VirtualService,
 )
 
@@ -336,3 +336,24 @@ async def test_no_more_than_max_concurrency_probes_run_at_once_and_the_rest_wait
         assert (snap.in_flight, snap.queued) == (5, 35)
         await wait_for(lambda: len(done) == 40, 5.0)
     assert peak == 5 and sorted(done) == [2000 + i for i in range(40)]
+
+
+async def test_retry_delay_confirms_a_failure_quickly_then_the_interval_applies_again():
+    starts = []
+
+    async def failing(check, addr, port, clients):
+        starts.append(time.monotonic())
+        return ProbeResult(False, "refused", 0.0)
+
+    server = rs(1001, interval=0.6, retry_delay=0.05, fall=3, initial=InitialHealth.UP)
+    vs = service([server])
+    rec = Recorder()
+    async with HealthRunner(config(vs), rec, probe=failing) as runner:
+        await wait_for(lambda: runner.state(vs.key, server.key) is DOWN, 0.5 + SLACK)
+        down_after = starts[-1] - starts[0]
+        await wait_for(lambda: len(starts) >= 5, 2.0 + SLACK)
+    # Three failures 50 ms apart bring it down (not 3 x 600 ms) ...
+    assert down_after < 0.4
+    # ... and once it is down, checks go back to the interval.
+    assert starts[4] - starts[3] >= 0.5
+    assert rec.calls == [(server.key, DOWN)]
