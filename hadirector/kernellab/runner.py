@@ -81,8 +81,9 @@ class LabResult:
     console: str = ""  # the whole serial console, boot messages included
     boot_seconds: float = 0.0  # host wall time until the command started
     elapsed_seconds: float = 0.0  # host wall time for the whole run
-    timed_out: bool = False
+    timed_out: bool = False  # killed: the timeout ran out or the caller cancelled
     kernel_version: str = ""
+    cancelled: bool = False
 
 
 def host_has_ipvs() -> bool:
@@ -108,6 +109,7 @@ def run_in_lab(
     modules: Sequence[str] = DEFAULT_MODULES,
     interactive: bool = False,
     kernel: LabKernel | None = None,
+    cancel: threading.Event | None = None,
 ) -> LabResult:
     """Boot the lab, run ``argv`` in ``cwd`` with ``env``, return its status and output.
 
@@ -118,8 +120,9 @@ def run_in_lab(
     host (cwd, the Python prefix, ``keep_paths``) are re-exposed read-only.
 
     ``stream`` receives the console live (a text file or a callable). On timeout QEMU is
-    killed and the result has ``timed_out`` set and returncode 124. Raises LabBootError
-    if the guest never started the command, LabError if the lab cannot be prepared.
+    killed and the result has ``timed_out`` set and returncode 124; setting ``cancel``
+    (from another thread) kills it the same way. Raises LabBootError if the guest never
+    started the command, LabError if the lab cannot be prepared.
     """
     if not argv:
         raise ValueError("run_in_lab needs a command")
@@ -167,7 +170,7 @@ def run_in_lab(
             interactive=interactive,
         )
         cmd = _qemu_command(qemu, kernel, initrd, xchg, rw_dirs, memory_mb, smp, interactive)
-        return _boot(cmd, Path(xchg), kernel, started, timeout, stream, interactive)
+        return _boot(cmd, Path(xchg), kernel, started, timeout, stream, interactive, cancel)
     finally:
         shutil.rmtree(xchg, ignore_errors=True)
 
@@ -280,7 +283,7 @@ def _qemu_command(qemu, kernel, initrd, xchg, rw_dirs, memory_mb, smp, interacti
     return cmd
 
 
-def _boot(cmd, xchg: Path, kernel: LabKernel, started: float, timeout, stream, interactive) -> LabResult:
+def _boot(cmd, xchg: Path, kernel: LabKernel, started: float, timeout, stream, interactive, cancel) -> LabResult:
     console: list[str] = []
     ready_at: list[float] = []
     write = _writer(stream)
@@ -314,12 +317,19 @@ def _boot(cmd, xchg: Path, kernel: LabKernel, started: float, timeout, stream, i
 
     reader = threading.Thread(target=pump, name="kernel-lab-console", daemon=True)
     reader.start()
-    timed_out = False
+    timed_out = cancelled = False
+    deadline = None if timeout is None else started + timeout
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill(proc)
+        while proc.poll() is None:
+            cancelled = cancel is not None and cancel.is_set()
+            if cancelled or (deadline is not None and time.monotonic() >= deadline):
+                timed_out = True
+                _kill(proc)
+                break
+            try:
+                proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                pass
     except BaseException:
         _kill(proc)  # KeyboardInterrupt: never leave a qemu behind
         raise
@@ -343,7 +353,7 @@ def _boot(cmd, xchg: Path, kernel: LabKernel, started: float, timeout, stream, i
         rc = 255
         output += "\nkernel-lab: the guest stopped before the command finished\n"
     boot = (ready_at[0] if ready_at else started) - started
-    return LabResult(rc, output, text, boot, elapsed, timed_out, kernel.version)
+    return LabResult(rc, output, text, boot, elapsed, timed_out, kernel.version, cancelled)
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -1,0 +1,499 @@
+"""pytest integration: tests marked ``@pytest.mark.kernel`` run where IPVS is.
+
+Theory of operation.
+
+* On a host whose kernel has IPVS (``/proc/net/ip_vs`` exists), or inside the lab
+  (``HADIRECTOR_IN_KERNEL_LAB=1``), kernel tests run directly like any other test.
+* Otherwise the plugin takes over the run protocol of every selected kernel item. When
+  the first of them is due, it boots the lab once, in a background thread, with a
+  pytest inside the guest given all those node ids. The guest pytest (this same plugin,
+  in guest mode) appends each phase report as a JSON line to a file in a read-write
+  export. Each host item waits for its own lines and reports them as its outcome, so
+  progress shows while the guest is still running.
+* A skip in the guest becomes a failure on the host: in CI a skipped kernel test is a
+  test that did not run. xfail/xpass keep their meaning.
+* If the lab fails to boot, times out or dies, every kernel item without a result fails
+  with the reason and the tail of the guest console.
+
+Nothing boots when no kernel item is selected (or none is reached, e.g. after ``-x``).
+Options: ``--kernel-lab=auto|always|never``, ``--kernel-lab-timeout``, ``--kernel-lab-mem``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .runner import IN_LAB_ENV, LabBootError, LabResult, host_has_ipvs, in_lab, run_in_lab
+
+REPORT_ENV = "HADIRECTOR_LAB_REPORT"
+MARK = "kernel"
+_PHASES = ("setup", "call", "teardown")
+
+
+# ---------------------------------------------------------------------------------
+# The mapping from guest reports to host reports (pure; unit-tested on the host).
+
+
+@dataclass(frozen=True)
+class GuestPhase:
+    """One phase report as the guest wrote it (one JSON line)."""
+
+    nodeid: str
+    when: str
+    outcome: str  # passed | failed | skipped
+    longrepr: str = ""  # the guest's failure text, or the skip reason
+    message: str = ""  # the one-line crash message, for the short summary
+    location: tuple[str, int] | None = None  # (path, lineno) of a skip or crash
+    sections: tuple[tuple[str, str], ...] = ()
+    duration: float = 0.0
+    wasxfail: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> GuestPhase:
+        loc = data.get("location")
+        return cls(
+            nodeid=data["nodeid"],
+            when=data["when"],
+            outcome=data["outcome"],
+            longrepr=data.get("longrepr", ""),
+            message=data.get("message", ""),
+            location=(loc[0], int(loc[1])) if loc else None,
+            sections=tuple(tuple(s) for s in data.get("sections", ())),
+            duration=float(data.get("duration", 0.0)),
+            wasxfail=data.get("wasxfail"),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "nodeid": self.nodeid,
+            "when": self.when,
+            "outcome": self.outcome,
+            "longrepr": self.longrepr,
+            "message": self.message,
+            "location": list(self.location) if self.location else None,
+            "sections": [list(s) for s in self.sections],
+            "duration": self.duration,
+            "wasxfail": self.wasxfail,
+        }
+
+
+@dataclass(frozen=True)
+class HostPhase:
+    """What the host reports for one phase of a kernel item."""
+
+    when: str
+    outcome: str
+    longrepr: str = ""
+    message: str = ""
+    sections: tuple[tuple[str, str], ...] = ()
+    duration: float = 0.0
+    wasxfail: str | None = None
+    skip_location: tuple[str, int] | None = None
+
+
+def host_phases(phases: Sequence[GuestPhase], *, missing_reason: str = "") -> list[HostPhase]:
+    """Map the guest's reports of one test to the host's.
+
+    ``phases`` are the guest's reports for the item, in order; ``missing_reason`` says
+    why they may be incomplete (the lab failed, timed out, never ran the item). The
+    result always has a setup phase, a call phase unless setup failed, and a teardown.
+    """
+    by_when = {p.when: p for p in phases}
+    out: list[HostPhase] = []
+    setup = by_when.get("setup")
+    if setup is None:
+        reason = missing_reason or "the kernel lab reported no result for this test"
+        return [
+            HostPhase("setup", "passed"),
+            HostPhase("call", "failed", longrepr=reason, message=_first_line(reason)),
+            HostPhase("teardown", "passed"),
+        ]
+    for when in _PHASES:
+        p = by_when.get(when)
+        if p is None:
+            if when == "call" and (setup.outcome != "passed"):
+                continue  # setup failed or skipped: pytest runs no call phase
+            if when == "teardown" or when == "call":
+                reason = missing_reason or f"the kernel lab stopped during the {when} phase"
+                out.append(HostPhase(when, "failed", longrepr=reason, message=_first_line(reason)))
+                if when == "call":
+                    out.append(HostPhase("teardown", "passed"))
+                return out
+            continue
+        if p.outcome == "skipped" and p.wasxfail is None:
+            reason = (
+                f"skipped inside the kernel lab, and a kernel test that does not run is a failure "
+                f"(fix the lab or the test): {p.longrepr}"
+            )
+            if when == "setup":
+                # Report it where a reader looks for a test's failure: the call phase.
+                out.append(HostPhase("setup", "passed", sections=p.sections, duration=p.duration))
+                out.append(HostPhase("call", "failed", longrepr=reason, message=_first_line(reason)))
+                continue
+            out.append(HostPhase(when, "failed", longrepr=reason, message=_first_line(reason),
+                                 sections=p.sections, duration=p.duration))
+            continue
+        out.append(
+            HostPhase(
+                when,
+                p.outcome,
+                longrepr=p.longrepr,
+                message=p.message,
+                sections=p.sections,
+                duration=p.duration,
+                wasxfail=p.wasxfail,
+                skip_location=p.location if p.outcome == "skipped" else None,
+            )
+        )
+    return out
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def read_guest_reports(path: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Complete JSON lines appended to ``path`` since ``offset``; the new offset."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+    lines = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return lines, offset + end
+
+
+# ---------------------------------------------------------------------------------
+# pytest hooks
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kernel-lab", "hadirector kernel lab (tests marked kernel)")
+    group.addoption(
+        "--kernel-lab",
+        choices=("auto", "always", "never"),
+        default=os.environ.get("HADIRECTOR_KERNEL_LAB", "auto"),
+        help="run kernel tests in the QEMU lab: auto (when this kernel lacks IPVS), "
+        "always, never (run them directly)",
+    )
+    group.addoption("--kernel-lab-timeout", type=float, default=3000.0, metavar="S",
+                    help="seconds for the one lab boot that runs all kernel tests (default 3000)")
+    group.addoption("--kernel-lab-mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if in_lab():
+        report = os.environ.get(REPORT_ENV)
+        if report:
+            config.pluginmanager.register(GuestReporter(Path(report)), "kernellab-guest-reporter")
+        return
+    mode = config.getoption("--kernel-lab")
+    if mode == "always" or (mode == "auto" and not host_has_ipvs()):
+        config.pluginmanager.register(LabDispatcher(config), "kernellab-dispatcher")
+
+
+class GuestReporter:
+    """Inside the lab: append every phase report to the exchange file, as it happens."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _write(self, data: dict) -> None:
+        line = (json.dumps(data) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        longrepr, message, location = "", "", None
+        if report.outcome == "skipped" and isinstance(report.longrepr, tuple):
+            path, lineno, reason = report.longrepr
+            longrepr, message, location = reason, reason, (str(path), int(lineno or 0))
+        elif report.longrepr is not None:
+            longrepr = report.longreprtext
+            crash = getattr(report.longrepr, "reprcrash", None)
+            message = crash.message if crash is not None else _first_line(longrepr)
+        self._write(
+            GuestPhase(
+                nodeid=report.nodeid,
+                when=report.when,
+                outcome=report.outcome,
+                longrepr=longrepr,
+                message=message,
+                location=location,
+                sections=tuple(report.sections),
+                duration=report.duration,
+                wasxfail=getattr(report, "wasxfail", None),
+            ).to_json()
+        )
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._write({"event": "collect_error", "nodeid": report.nodeid, "longrepr": report.longreprtext})
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self._write({"event": "finished", "exitstatus": int(exitstatus)})
+
+
+class GuestRepr:
+    """A guest's failure text, shaped like pytest's own longrepr where the terminal and
+    junitxml look (``toterminal``, ``reprcrash.message``, ``str``)."""
+
+    @dataclass
+    class _Crash:
+        message: str
+        path: str = ""
+        lineno: int = 0
+
+    def __init__(self, text: str, message: str) -> None:
+        self.text = text
+        self.reprcrash = self._Crash(message or _first_line(text))
+
+    def toterminal(self, tw) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class _LabRun:
+    """The one background lab boot of this session."""
+
+    nodeids: list[str]
+    results_dir: Path
+    thread: threading.Thread | None = None
+    result: LabResult | None = None
+    error: BaseException | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    reports: dict[str, list[GuestPhase]] = field(default_factory=dict)
+    collect_errors: list[str] = field(default_factory=list)
+    finished: bool = False  # the guest pytest wrote its last line
+    offset: int = 0
+    started: float = 0.0
+
+    @property
+    def report_path(self) -> Path:
+        return self.results_dir / "reports.jsonl"
+
+    def poll(self) -> None:
+        lines, self.offset = read_guest_reports(self.report_path, self.offset)
+        for data in lines:
+            event = data.get("event")
+            if event == "finished":
+                self.finished = True
+            elif event == "collect_error":
+                self.collect_errors.append(f"{data['nodeid']}:\n{data['longrepr']}")
+            else:
+                phase = GuestPhase.from_json(data)
+                self.reports.setdefault(phase.nodeid, []).append(phase)
+
+    def done(self) -> bool:
+        return self.thread is not None and not self.thread.is_alive()
+
+    def item_complete(self, nodeid: str) -> bool:
+        phases = self.reports.get(nodeid, [])
+        return any(p.when == "teardown" for p in phases)
+
+
+class LabDispatcher:
+    """On a host without IPVS: run the selected kernel items in one lab boot."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.kernel_items: list[pytest.Item] = []
+        self.lab: _LabRun | None = None
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.kernel_items = [i for i in session.items if i.get_closest_marker(MARK) is not None]
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        if item.get_closest_marker(MARK) is None:
+            return None
+        if self.lab is None:
+            self.lab = self._start()
+        phases = self._wait_for(item.nodeid)
+        _report(item, phases)
+        return True
+
+    # -- the lab run
+
+    def _start(self) -> _LabRun:
+        nodeids = [i.nodeid for i in self.kernel_items]
+        lab = _LabRun(nodeids, Path(tempfile.mkdtemp(prefix="hadirector-kl-")))
+        argv = self._guest_argv(nodeids)
+        env = dict(os.environ)
+        # Options for the host run must not deselect the node ids we pass.
+        env.pop("PYTEST_ADDOPTS", None)
+        env[REPORT_ENV] = str(lab.report_path)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # the root is read-only in the guest
+        env["PYTHONUNBUFFERED"] = "1"
+        env.setdefault("CI", os.environ.get("CI", ""))
+        self._say(f"kernel-lab: booting the QEMU lab for {len(nodeids)} kernel test(s) "
+                  f"(this kernel has no IPVS)")
+        lab.started = time.monotonic()
+
+        def run() -> None:
+            try:
+                lab.result = run_in_lab(
+                    argv,
+                    cwd=str(self.config.rootpath),
+                    env=env,
+                    timeout=self.config.getoption("--kernel-lab-timeout"),
+                    rw_dir=lab.results_dir,
+                    memory_mb=self.config.getoption("--kernel-lab-mem"),
+                    cancel=lab.cancel,
+                )
+            except BaseException as exc:  # reported per item
+                lab.error = exc
+
+        lab.thread = threading.Thread(target=run, name="kernel-lab", daemon=True)
+        lab.thread.start()
+        return lab
+
+    def _guest_argv(self, nodeids: list[str]) -> list[str]:
+        opt = self.config.option
+        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(self.config.rootpath)]
+        if self.config.inipath is not None:
+            argv += ["-c", str(self.config.inipath)]
+        # The host already selected; an addopts -k/-m must not deselect in the guest.
+        argv += ["-k", "", "-m", "", "-q", "-rfE", "--color=no"]
+        if getattr(opt, "maxfail", 0):
+            argv += [f"--maxfail={opt.maxfail}"]
+        if getattr(opt, "tbstyle", "auto") not in (None, "auto"):
+            argv += [f"--tb={opt.tbstyle}"]
+        if getattr(opt, "showlocals", False):
+            argv += ["-l"]
+        if getattr(opt, "capture", "fd") == "no":
+            argv += ["-s"]
+        if getattr(opt, "log_level", None):
+            argv += [f"--log-level={opt.log_level}"]
+        return argv + nodeids
+
+    def _wait_for(self, nodeid: str) -> list[HostPhase]:
+        lab = self.lab
+        assert lab is not None
+        while True:
+            lab.poll()
+            if lab.item_complete(nodeid):
+                return host_phases(lab.reports[nodeid])
+            if lab.done():
+                lab.poll()  # lines written just before the guest stopped
+                if lab.item_complete(nodeid):
+                    return host_phases(lab.reports[nodeid])
+                return host_phases(lab.reports.get(nodeid, []), missing_reason=self._why_missing(nodeid))
+            lab.thread.join(timeout=0.2)
+
+    def _why_missing(self, nodeid: str) -> str:
+        lab = self.lab
+        assert lab is not None
+        err, res = lab.error, lab.result
+        if isinstance(err, LabBootError):
+            return f"the kernel lab failed to boot: {err}\n--- guest console (last lines) ---\n{err.tail(60)}"
+        if err is not None:
+            return f"the kernel lab could not run: {type(err).__name__}: {err}"
+        assert res is not None
+        tail = "\n".join(res.output.splitlines()[-60:])
+        if res.timed_out:
+            why = f"the kernel lab timed out after {self.config.getoption('--kernel-lab-timeout'):g} s"
+        elif lab.collect_errors:
+            why = "the guest pytest could not collect:\n" + "\n".join(lab.collect_errors)
+        elif not lab.finished:
+            why = f"the guest stopped before finishing (exit {res.returncode})"
+        else:
+            why = f"the guest pytest did not run this test (exit {res.returncode})"
+        return f"{why} [{nodeid}]\n--- guest output (last lines) ---\n{tail}"
+
+    # -- reporting
+
+    def _say(self, line: str) -> None:
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self.config.option.verbose >= 0:
+            tr.ensure_newline()
+            tr.write_line(line)
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_sessionfinish(self, session, exitstatus):
+        lab = self.lab
+        if lab is not None and lab.thread is not None:
+            # All results in: let the guest pytest finish and power off by itself.
+            # Otherwise (-x, Ctrl-C on the host) nobody waits for the rest: kill qemu.
+            lab.poll()
+            all_in = lab.finished or all(lab.item_complete(n) for n in lab.nodeids)
+            if all_in and not session.shouldstop and not session.shouldfail:
+                lab.thread.join(timeout=120)
+            lab.cancel.set()
+            lab.thread.join(timeout=30)
+        yield
+        if lab is not None:
+            shutil.rmtree(lab.results_dir, ignore_errors=True)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        lab = self.lab
+        if lab is None:
+            return
+        res = lab.result
+        if res is not None:
+            terminalreporter.write_line(
+                f"kernel-lab: {len(lab.reports)}/{len(lab.nodeids)} kernel tests ran in kernel "
+                f"{res.kernel_version}; boot {res.boot_seconds:.1f} s, lab total {res.elapsed_seconds:.1f} s"
+                + (" (cancelled)" if res.cancelled else " (timed out)" if res.timed_out else "")
+            )
+        elif lab.error is not None:
+            terminalreporter.write_line(f"kernel-lab: failed: {lab.error}")
+
+
+def _report(item: pytest.Item, phases: Iterable[HostPhase]) -> None:
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    keywords = {k: 1 for k in item.keywords}
+    for p in phases:
+        longrepr: object = None
+        if p.outcome == "failed":
+            longrepr = GuestRepr(p.longrepr, p.message)
+        elif p.outcome == "skipped":
+            path, lineno = p.skip_location or (item.location[0], item.location[1] or 0)
+            longrepr = (path, lineno, p.longrepr)
+        extra = {"wasxfail": p.wasxfail} if p.wasxfail is not None else {}
+        rep = pytest.TestReport(
+            nodeid=item.nodeid,
+            location=item.location,
+            keywords=keywords,
+            outcome=p.outcome,
+            longrepr=longrepr,
+            when=p.when,
+            sections=p.sections,
+            duration=p.duration,
+            user_properties=item.user_properties,
+            **extra,
+        )
+        ihook.pytest_runtest_logreport(report=rep)
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+__all__ = [
+    "IN_LAB_ENV",
+    "GuestPhase",
+    "HostPhase",
+    "LabDispatcher",
+    "host_phases",
+    "read_guest_reports",
+]
