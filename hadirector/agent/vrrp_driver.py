@@ -227,10 +227,15 @@ class VrrpDriver:
     # --- outputs --------------------------------------------------------------------
 
     def _drain(self) -> None:
-        for action in self.machine.actions():
+        actions = self.machine.actions()
+        # Adverts first: RFC 5798 6.4.2 sends the ADVERTISEMENT before the rest of the
+        # transition to Master, and a peer should not wait for our log line, state
+        # file and VIP bookkeeping to learn who the master is.
+        for action in actions:
             if isinstance(action, SendAdvert):
                 self._send(action)
-            elif isinstance(action, RoleChanged):
+        for action in actions:
+            if isinstance(action, RoleChanged):
                 self._role_changed(action)
             elif isinstance(action, PeerMisconfigured):
                 suppressed = self._drops.admit(f"misconfigured:{action.src}", self.loop.time())

@@ -238,7 +238,9 @@ class KeepalivedProc:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / f"keepalived-n{self.node}.conf"
         conf.write_text(self.conf)
-        log = open(self.workdir / f"keepalived-n{self.node}.log", "ab")
+        log_path = self.workdir / f"keepalived-n{self.node}.log"
+        self._log_offset = log_path.stat().st_size if log_path.exists() else 0
+        log = open(log_path, "ab")
         pid_dir = self.workdir / f"ka-run-n{self.node}"
         pid_dir.mkdir(exist_ok=True)
         # A killed predecessor's pid files name processes that may linger as zombies
@@ -290,8 +292,12 @@ class KeepalivedProc:
             self.proc.kill()
             self.proc.wait(5)
 
-    def log_text(self) -> str:
+    def log_text(self, since_start: bool = False) -> str:
+        """The log (appended across restarts); ``since_start``: this run's part only."""
         try:
-            return (self.workdir / f"keepalived-n{self.node}.log").read_text(errors="replace")
+            data = (self.workdir / f"keepalived-n{self.node}.log").read_bytes()
         except OSError:
             return ""
+        if since_start:
+            data = data[getattr(self, "_log_offset", 0):]
+        return data.decode(errors="replace")

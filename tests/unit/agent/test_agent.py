@@ -134,3 +134,27 @@ async def test_no_source_address_is_a_start_error(tmp_path):
     rig = Rig(tmp_path, inst(), addresses=addrs)
     with pytest.raises(AgentError, match="no IPv4 address"):
         await rig.agent.start()
+
+
+async def test_sighup_reload_validates_the_file_and_keeps_running(tmp_path):
+    from dataclasses import replace
+
+    from structlog.testing import capture_logs
+
+    path = tmp_path / "hadirector.yaml"
+    path.write_text(
+        "node: {router_id: t, state_dir: %s}\n"
+        "vrrp_instances:\n"
+        "  - {name: vi_1, interface: eth0, vrid: 51, advert_interval: 0.05, virtual_ips: [10.0.0.100]}\n"
+        % tmp_path)
+    rig = Rig(tmp_path, inst())
+    rig.agent.config = replace(rig.agent.config, source=str(path))
+    await rig.agent.start()
+    with capture_logs() as logs:
+        rig.agent.reload()
+        path.write_text("vrrp_instances: [{name: vi_1}]\n")
+        rig.agent.reload()
+    assert [e["event"] for e in logs] == ["agent.reload_validated", "agent.reload_failed"]
+    assert logs[1]["reason"] == "invalid_config"
+    assert rig.state() is State.BACKUP
+    await rig.agent.stop()
