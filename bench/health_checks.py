@@ -163,7 +163,7 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def measure(eps, kind, duration, interval, timeout, concurrency) -> dict:
+async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0) -> dict:
     cfg = config_for(eps, kind, interval, timeout)
     loop = asyncio.get_running_loop()
     window = {"on": False}
@@ -188,7 +188,8 @@ async def measure(eps, kind, duration, interval, timeout, concurrency) -> dict:
                 reasons[r.detail] = reasons.get(r.detail, 0) + 1
         return r
 
-    runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, seed=1, warmup=interval)
+    runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
+                          seed=1, warmup=interval)
     gc.collect()
     await runner.start()
     try:
@@ -211,6 +212,11 @@ async def measure(eps, kind, duration, interval, timeout, concurrency) -> dict:
     }
 
 
+def ms(seconds: float) -> str:
+    # nan: no target was checked twice inside the window (the runner fell behind).
+    return "-" if seconds != seconds else f"{seconds * 1e3:.1f}ms"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,5000,10000")
@@ -219,6 +225,9 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=2.0)
     ap.add_argument("--concurrency", type=int, default=512)
+    ap.add_argument("--max-rate", type=float, default=0.0,
+                    help="HealthRunner max_rate (checks started per second); 0 = no cap, to"
+                         " measure capacity (the runner's default is 2000)")
     ap.add_argument("--server-procs", type=int, default=2)
     args = ap.parse_args(argv)
 
@@ -229,7 +238,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
     print(f"# health runner benchmark: interval {args.interval}s, timeout {args.timeout}s, "
-          f"concurrency {args.concurrency}, {args.duration:.0f}s per run, "
+          f"concurrency {args.concurrency}, max_rate {args.max_rate or 'none'}, {args.duration:.0f}s per run, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}", flush=True)
     header = (f"{'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
@@ -244,7 +253,7 @@ def main(argv=None) -> int:
             try:
                 srv0 = sum(proc_cpu(p.pid) for p in procs)
                 res = asyncio.run(measure(eps, kind, args.duration, args.interval, args.timeout,
-                                          args.concurrency))
+                                          args.concurrency, args.max_rate))
                 srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
             finally:
                 stop.set()
@@ -255,7 +264,7 @@ def main(argv=None) -> int:
             w = res["wall"]
             print(f"{kind:5} {n:>7} {n / args.interval:>7.0f} {res['rate']:>7.0f} {res['fail']:>5} "
                   f"{res['p50'] * 1e3:>7.2f} {res['p99'] * 1e3:>7.2f} "
-                  f"{res['late_p50'] * 1e3:>6.1f}ms {res['late_p99'] * 1e3:>6.1f}ms "
+                  f"{ms(res['late_p50']):>8} {ms(res['late_p99']):>8} "
                   f"{res['cpu'] / w:>7.2f} {res['user'] / w:>6.2f} {res['sys'] / w:>6.2f} "
                   f"{res['cpu'] / max(1, res['done']) * 1e6:>6.0f} {srv:>7.2f} {load:>5.1f}",
                   flush=True)

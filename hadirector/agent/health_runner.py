@@ -9,10 +9,12 @@ the probes in ``health.probes`` do the I/O. This shell only wires them:
 * one timer (``loop.call_later``) armed for the schedule's earliest deadline; when it
   fires, every due check starts as its own task, so a hanging server ties up only its
   own task, never the timer or the other checks;
-* at most ``max_concurrency`` probes run at once (sockets, processes): due checks
-  beyond that wait in a FIFO and start as others finish -- no task exists for a check
-  that is not running. The schedule bounds the rate (each target at most once per
-  interval, never two at a time);
+* at most ``max_concurrency`` probes run at once (sockets, processes) and at most
+  ``max_rate`` start per second (a token bucket): due checks beyond that wait in a FIFO
+  -- no task exists for a check that is not running. The rate cap keeps the event loop,
+  which VRRP shares, from being saturated by a large or misconfigured fleet: checks
+  then run late (``snapshot().queued`` grows) instead of adverts. The schedule bounds
+  each target (at most once per interval, never two at a time);
 * when a probe returns, its result goes to the policy; a transition is logged once
   (``health.server_up`` / ``health.server_down``) and handed synchronously to
   ``on_transition(service_key, rs_key, new_state)`` so the IPVS layer can apply it in
@@ -62,6 +64,9 @@ ProbeFn = Callable[[HealthCheck, str, int, HttpClients | None], Awaitable[ProbeR
 log = structlog.get_logger("hadirector.health")
 
 DEFAULT_MAX_CONCURRENCY = 512
+# Checks started per second. A TCP probe costs ~0.25 ms of CPU and an HTTP one ~0.9 ms
+# (bench/health_checks.py), so this keeps checks to roughly half a core at most.
+DEFAULT_MAX_RATE = 2000.0
 
 _IPVS_HEALTH = {
     HealthState.UP: ipvs_table.Health.HEALTHY,
@@ -166,7 +171,8 @@ class HealthRunner:
 
     def __init__(self, config: Config, on_transition: OnTransition | None = None,
                  clock: Callable[[], float] | None = None, *,
-                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY, seed: int | None = None,
+                 max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+                 max_rate: float | None = DEFAULT_MAX_RATE, seed: int | None = None,
                  probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
                  warmup: float = 0.0) -> None:
         self._on_transition = on_transition
@@ -180,6 +186,12 @@ class HealthRunner:
         self._ids = itertools.count(1)
         self._gen = itertools.count(1)
         self._max_running = max(1, max_concurrency)
+        # Token bucket: ``max_rate`` tokens a second, bursts of a tenth of a second.
+        self._rate = max_rate if max_rate and max_rate > 0 else None
+        self._burst = max(1.0, (self._rate or 0) / 10)
+        self._tokens = self._burst
+        self._tokens_at = self._clock()
+        self._pump_timer: asyncio.TimerHandle | None = None
         self._queue: collections.deque[tuple[_Slot, _Spec]] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -216,6 +228,9 @@ class HealthRunner:
             self._timer.cancel()
             self._timer = self._timer_at = None
         self._queue.clear()
+        if self._pump_timer is not None:
+            self._pump_timer.cancel()
+            self._pump_timer = None
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -314,16 +329,39 @@ class HealthRunner:
         self._arm()
 
     def _pump(self) -> None:
-        """Start queued checks while fewer than ``max_concurrency`` run."""
+        """Start queued checks while fewer than ``max_concurrency`` run and the rate
+        allows; if only the rate holds them back, come back when a token is due."""
         queue, loop = self._queue, None
         while queue and len(self._tasks) < self._max_running:
-            slot, spec = queue.popleft()
+            slot, spec = queue[0]
             if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
-                continue                     # removed or re-probed while queued
+                queue.popleft()              # removed or re-probed while queued
+                continue
+            if self._rate is not None and not self._take_token():
+                if self._pump_timer is None:
+                    wait = (1.0 - self._tokens) / self._rate
+                    self._pump_timer = asyncio.get_running_loop().call_later(wait, self._pump_later)
+                return
+            queue.popleft()
             loop = loop or asyncio.get_running_loop()
             task = loop.create_task(self._run(slot, spec))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _take_token(self) -> bool:
+        now = self._clock()
+        assert self._rate is not None
+        self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def _pump_later(self) -> None:
+        self._pump_timer = None
+        if self._running:
+            self._pump()
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)

@@ -357,3 +357,19 @@ async def test_retry_delay_confirms_a_failure_quickly_then_the_interval_applies_
     # ... and once it is down, checks go back to the interval.
     assert starts[4] - starts[3] >= 0.5
     assert rec.calls == [(server.key, DOWN)]
+
+
+async def test_max_rate_spreads_a_burst_of_due_checks_over_time():
+    starts = []
+
+    async def instant(check, addr, port, clients):
+        starts.append(time.monotonic())
+        return ProbeResult(True, "ok", 0.0)
+
+    servers = [rs(3000 + i, interval=30.0) for i in range(60)]
+    async with HealthRunner(config(service(servers)), probe=instant, max_rate=100.0):
+        await wait_for(lambda: len(starts) == 60, 3.0 + SLACK)
+    # A burst of 10 (a tenth of a second's worth), then 100 a second: ~0.5 s for 60.
+    took = starts[-1] - starts[0]
+    assert 0.4 <= took <= 0.5 + SLACK
+    assert max(b - a for a, b in zip(starts[9:], starts[10:])) < 0.1 + SLACK
