@@ -74,6 +74,7 @@ IPVS_CMD_GET_DAEMON = 11
 IPVS_CMD_GET_INFO = 15
 IPVS_CMD_FLUSH = 17
 
+NETLINK_GENERIC = 16
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_CAPPED = 0x100
@@ -380,9 +381,10 @@ class GenlSocket:
     """A blocking generic-netlink socket for one family, with batched requests."""
 
     BATCH = 200   # requests per sendmsg; their acks must fit the receive buffer
+    TIMEOUT = 60.0  # seconds without any answer from the kernel
 
     def __init__(self, family_name: str, msg_class: type):
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_GENERIC)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
@@ -392,6 +394,8 @@ class GenlSocket:
                 except OSError:
                     pass
             self.sock.bind((0, 0))
+            # The kernel answers at once; a silent socket is a bug, not a reason to hang.
+            self.sock.settimeout(self.TIMEOUT)
             self.msg_class = msg_class
             self._seq = 0
             self.family_id = self._resolve(family_name)
@@ -446,7 +450,7 @@ class GenlSocket:
             seq = self._next_seq()
             msg["header"]["type"] = msg_type
             msg["header"]["flags"] = flags
-            msg["header"]["seq"] = seq
+            msg["header"]["sequence_number"] = seq
             msg["header"]["pid"] = 0
             msg.encode()
             chunks.append(msg.data)
@@ -548,17 +552,16 @@ class IpvsNetlink:
 
     def dump(self) -> Table:
         table = Table()
-        services = self.services()
-        # One dest dump per service, all sent in one batch.
-        items = [(self.nl._msg(IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(s.key)})]),
-                  self.nl.family_id, NLM_F_REQUEST | NLM_F_DUMP, IpvsMsg) for s in services]
-        replies: list[_Reply] = []
-        for i in range(0, len(items), GenlSocket.BATCH):
-            replies += self.nl.transact(items[i:i + GenlSocket.BATCH])
-        for svc, reply in zip(services, replies):
+        # One dest dump per service, one at a time: a netlink socket runs a single dump
+        # at once (netlink_dump_start answers EBUSY to a second one in the same batch).
+        for svc in self.services():
+            reply = self.nl.request(IPVS_CMD_GET_DEST,
+                                    [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(svc.key)})],
+                                    flags=NLM_F_REQUEST | NLM_F_DUMP)
             # A service deleted between the two dumps simply has no destinations.
-            dests = [decode_dest(m.get_attr("IPVS_CMD_ATTR_DEST"), svc.key.family) for m in reply.messages]
-            table.add(svc, dests)
+            if reply.error not in (0, errno.ESRCH, errno.ENOENT):
+                self._raise(reply, f"dump real servers of {svc.key}")
+            table.add(svc, [decode_dest(m.get_attr("IPVS_CMD_ATTR_DEST"), svc.key.family) for m in reply.messages])
         return table
 
     def dump_service(self, key: ServiceKey) -> Table:
