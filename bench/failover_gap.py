@@ -18,7 +18,6 @@ Usage (root; namespaces only, no other traffic):
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import signal
 import statistics
@@ -33,55 +32,13 @@ sys.path.insert(0, str(ROOT))
 
 from hadirector.vrrp.timers import master_down_interval, skew_time  # noqa: E402
 from tests.netns.ve_agents import (  # noqa: E402
-    AgentProc, KeepalivedProc, instance_config, keepalived_conf, wait_for,
+    AgentProc, Capture, KeepalivedProc, gap, instance_config, keepalived_conf, wait_for,
 )
 from tests.netns.ve_lab import Lan, sh  # noqa: E402
 
 HIGH, LOW = 150, 100
 MAX_RUNS = 10
 VERBOSE = False
-LINE = re.compile(r"^(\d+\.\d+) IP (\S+) > (\S+): VRRPv(\d), Advertisement, vrid (\d+), prio (\d+)")
-
-
-class Capture:
-    """tcpdump on the bridge, line-buffered, with kernel timestamps (-tt)."""
-
-    def __init__(self, lan: Lan) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lan.switch, "tcpdump", "-i", "br0", "-n", "-tt", "-l",
-             "--immediate-mode", "-U", "ip", "proto", "112"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        # "listening on br0 ..." on stderr once the capture is armed.
-        for _ in range(5):
-            line = self.proc.stderr.readline()
-            if "listening" in line:
-                return
-            if not line:
-                break
-        raise RuntimeError(f"tcpdump did not start: {line}")
-
-    def stop(self) -> list[tuple[float, str, int]]:
-        time.sleep(0.2)
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
-        packets = []
-        for line in out.splitlines():
-            m = LINE.match(line)
-            if m:
-                packets.append((float(m.group(1)), m.group(2), int(m.group(6))))
-        return packets
-
-
-def gap(packets, old: str, new: str) -> float | None:
-    """Last packet from ``old`` before the first one from ``new`` -> that first one."""
-    first_new = next((i for i, p in enumerate(packets) if p[1] == new and p[2] > 0), None)
-    if first_new is None:
-        return None
-    olds = [p for p in packets[:first_new] if p[1] == old]
-    if not olds:
-        return None
-    return packets[first_new][0] - olds[-1][0]
 
 
 def make_pair(impl: str, lan: Lan, workdir: Path, adv: float):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -301,3 +302,52 @@ class KeepalivedProc:
         if since_start:
             data = data[getattr(self, "_log_offset", 0):]
         return data.decode(errors="replace")
+
+
+# --- packet timestamps ----------------------------------------------------------------
+
+_VRRP_LINE = re.compile(r"^(\d+\.\d+) IP (\S+) > (\S+): VRRPv(\d), Advertisement, vrid (\d+), prio (\d+)")
+
+
+class Capture:
+    """tcpdump on the switch's bridge: every VRRP packet with its kernel timestamp."""
+
+    def __init__(self, lan: Lan) -> None:
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", lan.switch, "tcpdump", "-i", "br0", "-n", "-tt", "-l",
+             "--immediate-mode", "-U", "ip", "proto", "112"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        # "listening on br0 ..." on stderr once the capture is armed.
+        line = ""
+        for _ in range(5):
+            line = self.proc.stderr.readline()
+            if "listening" in line:
+                return
+            if not line:
+                break
+        self.proc.kill()
+        raise RuntimeError(f"tcpdump did not start: {line}")
+
+    def stop(self) -> list[tuple[float, str, int]]:
+        """(time, source address, priority) of every advert seen."""
+        time.sleep(0.2)
+        self.proc.send_signal(signal.SIGINT)
+        out, _ = self.proc.communicate(timeout=10)
+        packets = []
+        for line in out.splitlines():
+            m = _VRRP_LINE.match(line)
+            if m:
+                packets.append((float(m.group(1)), m.group(2), int(m.group(6))))
+        return packets
+
+
+def gap(packets, old: str, new: str) -> float | None:
+    """Last advert from ``old`` before the first (non-zero) one from ``new`` -> that one."""
+    first_new = next((i for i, p in enumerate(packets) if p[1] == new and p[2] > 0), None)
+    if first_new is None:
+        return None
+    olds = [p for p in packets[:first_new] if p[1] == old]
+    if not olds:
+        return None
+    return packets[first_new][0] - olds[-1][0]
