@@ -13,7 +13,8 @@ Theory of operation
    ``garp.repeat_delay`` and a refresh every ``garp.refresh`` while master
    (RFC 5798 6.4.1/6.4.2: "broadcast a gratuitous ARP request");
 2. routes the change through the instance's sync-group policy, forcing the other
-   members (``vrrp.group.SyncGroupPolicy``);
+   members (``vrrp.group.SyncGroupPolicy``); members are built with ``sync_group=True``
+   and their ``MasterWish`` goes to ``policy.master_wish`` so the group moves together;
 3. starts the notify scripts (``notify.Notifier``: background tasks, never blocking);
 4. writes ``<state_dir>/state.json`` (status, tests, the next agent's start-up);
 5. calls every subscriber in ``on_role_changed`` with a ``RoleEvent`` — the hook for
@@ -190,7 +191,9 @@ class Agent:
             transport = self._transport_factory(inst)
             driver = VrrpDriver(inst, transport=transport, primary_address=primaries[inst.name],
                                 on_role_changed=self._role_changed,
-                                on_view_changed=lambda _d: self.write_state(), loop=loop)
+                                on_view_changed=lambda _d: self.write_state(),
+                                on_master_wish=self._master_wish,
+                                sync_group=inst.name in self._group_of, loop=loop)
             rt = InstanceRuntime(inst, driver)
             rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
             self.runtimes[inst.name] = rt
@@ -335,6 +338,13 @@ class Agent:
                     self._spawn(res, f"subscriber:{name}")
             except Exception as e:  # noqa: BLE001 - one subscriber must not break VRRP
                 self.log.error("agent.subscriber_failed", instance=name, reason=str(e))
+
+    def _master_wish(self, driver: VrrpDriver, wish) -> None:
+        policy = self._group_of.get(driver.instance.name)
+        if policy is None:
+            return
+        for order in policy.master_wish(driver.instance.name, wish):
+            self._apply_order(order)
 
     def notifier_safe(self, kind, name, state, priority, scripts) -> None:
         try:

@@ -30,7 +30,7 @@ from typing import Callable, Protocol
 from hadirector.model import IPAddress, VrrpInstance
 from hadirector.vrrp.codec import Advert, IpPacket, Reject, decode, encode, parse_ip_packet
 from hadirector.vrrp.machine import (
-    PeerMisconfigured, RoleChanged, SendAdvert, State, VrrpMachine,
+    MasterWish, PeerMisconfigured, RoleChanged, SendAdvert, State, VrrpMachine,
 )
 
 from hadirector.logging import get_logger
@@ -86,6 +86,8 @@ class VrrpDriver:
         primary_address: IPAddress,
         on_role_changed: RoleCallback | None = None,
         on_view_changed: Callable[["VrrpDriver"], None] | None = None,
+        on_master_wish: Callable[["VrrpDriver", MasterWish], None] | None = None,
+        sync_group: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
         log=None,
         drop_log_interval: float = 10.0,
@@ -99,7 +101,11 @@ class VrrpDriver:
         self.on_view_changed = on_view_changed
         self._view: tuple | None = None
         self.loop = loop or asyncio.get_running_loop()
-        self.machine = VrrpMachine(instance, primary_address=primary_address, now=self.loop.time())
+        # Sync-group members do not promote themselves: their MasterWish goes to the
+        # agent's group policy, which moves the whole group together.
+        self.machine = VrrpMachine(instance, primary_address=primary_address, now=self.loop.time(),
+                                   sync_group=sync_group)
+        self.on_master_wish = on_master_wish
         self.log = (log or get_logger("hadirector.vrrp")).bind(instance=instance.name, vrid=instance.vrid)
         self.rejected: dict[str, int] = {}       # reason -> count (decode + machine + peers)
         self.send_errors = 0
@@ -237,6 +243,10 @@ class VrrpDriver:
         for action in actions:
             if isinstance(action, RoleChanged):
                 self._role_changed(action)
+            elif isinstance(action, MasterWish):
+                self.log.debug("vrrp.master_wished", wants=action.wants, reason=action.reason)
+                if self.on_master_wish is not None:
+                    self.on_master_wish(self, action)
             elif isinstance(action, PeerMisconfigured):
                 suppressed = self._drops.admit(f"misconfigured:{action.src}", self.loop.time())
                 if suppressed is not None:
