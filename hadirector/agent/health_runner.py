@@ -202,7 +202,7 @@ class HealthRunner:
         self._latency = Histogram()
         self._warmup = warmup        # spread first checks of new targets over this long
         self.config = config
-        self._apply(config, self._clock(), initial=True)
+        self._apply(config, self._clock())
 
     # --- health view -------------------------------------------------------------
 
@@ -227,6 +227,11 @@ class HealthRunner:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = self._timer_at = None
+        # Queued and cancelled checks count as finished, so a later start() finds
+        # every target scheduled again.
+        now = self._clock()
+        for slot, _spec in self._queue:
+            self._schedule.finished(slot.id, now)
         self._queue.clear()
         if self._pump_timer is not None:
             self._pump_timer.cancel()
@@ -250,12 +255,12 @@ class HealthRunner:
 
     def update_config(self, new_config: Config) -> None:
         """Switch to ``new_config``, keeping the state of every check that stayed."""
-        self._apply(new_config, self._clock(), initial=False)
+        self._apply(new_config, self._clock())
         self.config = new_config
         if self._running:
             self._arm()
 
-    def _apply(self, config: Config, now: float, initial: bool) -> None:
+    def _apply(self, config: Config, now: float) -> None:
         wanted: dict[Target, _Spec] = {}
         for target, vs, rs, sorry in _targets(config):
             check = rs.check
@@ -372,6 +377,10 @@ class HealthRunner:
         assert spec.check is not None
         try:
             result = await self._probe(spec.check, spec.host, spec.port, self._clients)
+        except asyncio.CancelledError:
+            if slot.spec.gen == spec.gen and self._by_id.get(slot.id) is slot:
+                self._schedule.finished(slot.id, self._clock())
+            raise
         except Exception as exc:     # a probe must not raise; if one does, it failed
             result = ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0)
         self._complete(slot, spec, result)
