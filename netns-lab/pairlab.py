@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -99,6 +100,8 @@ class Lab:
     client: subprocess.Popen | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0
+    advert_interval: float | None = None   # override the configs' advert interval
+
 
     def mark(self, what: str) -> None:
         self.events.append((time.monotonic() - self.t0, what))
@@ -106,8 +109,20 @@ class Lab:
 
     def config_for(self, name: str) -> Path:
         if self.director == "hadirector":
-            return ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
-        return ROOT / "etc" / "lab" / "keepalived" / self.mode / f"{name}.conf"
+            path = ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
+        else:
+            path = ROOT / "etc" / "lab" / "keepalived" / self.mode / f"{name}.conf"
+        if self.advert_interval is None:
+            return path
+        # The same node config with another advert interval, written beside the logs.
+        text = path.read_text()
+        if self.director == "hadirector":
+            text = re.sub(r"(?m)^(\s*advert_interval:).*$", rf"\g<1> {self.advert_interval}", text)
+        else:
+            text = re.sub(r"(?m)^(\s*advert_int)\s+\S+", rf"\g<1> {self.advert_interval}", text)
+        out = self.results / f"{name}-{self.advert_interval}{path.suffix}"
+        out.write_text(text)
+        return out
 
     def up(self) -> None:
         self.results.mkdir(parents=True, exist_ok=True)
@@ -115,6 +130,7 @@ class Lab:
             if f.is_file():
                 f.unlink()
         self.t0 = time.monotonic()
+        (Path("/run/hadirector-lab")).mkdir(parents=True, exist_ok=True)
         topology.up(self.mode)
         say(f"topology up ({self.mode.upper()}): client, dir1, dir2, rs1-rs3")
         for rs in ("rs1", "rs2", "rs3"):
