@@ -7,7 +7,8 @@ same planner/reconciler tests run against it and, in the kernel lab, against the
 Refusals modelled (ip_vs_ctl.c): EEXIST on adding a service or real server twice; ESRCH
 for any command on a missing service; ENOENT on editing/deleting a missing real server
 and on an unknown scheduler; ERANGE on a negative weight or lower threshold above the
-upper; EINVAL on GUE without a port, on a real server of another family unless tunnelled,
+upper; EINVAL on GUE without a port, on a real server of another family unless tunnelled
+(and never while a sync daemon runs, nor a daemon while such a server exists),
 on an IPv6 netmask outside 1..128 and on an address ``routable`` rejects; sync daemons:
 EEXIST twice, ESRCH when stopping one that is not running, ENODEV for an unknown
 interface. ``fail_next(op_type, errno)`` injects a refusal for tests.
@@ -102,7 +103,8 @@ class FakeIpvs:
         if isinstance(op, planner.DelDest):
             return 0 if op.key in dests else errno.ENOENT
         d = op.entry
-        if d.family != svc_key.family and d.fwd != FWD_TUNNEL:
+        if d.family != svc_key.family and (d.fwd != FWD_TUNNEL or self._daemons):
+            # only tunnels cross families, and never while a sync daemon runs
             return errno.EINVAL
         if d.weight < 0 or d.l_threshold > d.u_threshold:
             return errno.ERANGE
@@ -135,12 +137,18 @@ class FakeIpvs:
         group = cfg.mcast_group
         if group is not None and not group.is_multicast:
             raise IpvsError(op, errno.EINVAL)
+        if self._mixed_family_dests():
+            # ip_vs_genl_new_daemon: the sync protocol cannot carry mixed families
+            raise IpvsError(op, errno.EINVAL)
         self._daemons[state] = DaemonEntry(
             state=state, interface=cfg.interface, syncid=cfg.syncid,
             maxlen=cfg.maxlen or 1472,
             mcast_group=str(group) if group is not None else "224.0.0.81",
             port=cfg.port or 8848, ttl=cfg.ttl or 1,
         )
+
+    def _mixed_family_dests(self) -> bool:
+        return any(d.family != key.family for key, dests in self.table.dests.items() for d in dests.values())
 
     def stop_daemon(self, state: DaemonState | str) -> None:
         state = DaemonState.parse(state)

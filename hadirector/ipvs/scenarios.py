@@ -70,3 +70,36 @@ def without_rs(cfg: model.Config, service: str, address: str) -> model.Config:
             v = replace(v, real_servers=tuple(r for r in v.real_servers if r.address != target))
         services.append(v)
     return replace(cfg, virtual_services=tuple(services))
+
+
+def every_field(schedulers: tuple[str, ...] | list[str] = model.SCHEDULERS) -> model.Config:
+    """One service per scheduler, plus IPv6, fwmark (v4 and v6), persistence with masks,
+    scheduler flags, one-packet UDP, SCTP, every forwarding method and tunnel type, an
+    IPv6 real server behind an IPv4 VIP, weight 0 and thresholds."""
+    F, T = model.ForwardMethod, model.TunnelType
+    services = [vs(f"s-{s}", port=2000 + i, scheduler=s, real_servers=(rs("10.244.1.1", 80),))
+                for i, s in enumerate(schedulers)]
+    services += [
+        vs("v6", address="fd00:244::100", port=443, scheduler="wrr", persistence_timeout=120,
+           persistence_netmask="64", real_servers=(rs("fd00:244::5", 443, weight=3), rs("fd00:244::6", 0, forward=F.DR))),
+        vs("fw4", address=None, port=0, fwmark=44, family=4, scheduler="sh",
+           scheduler_flags=("sh-fallback", "sh-port"), real_servers=(rs("10.244.1.2", 0, forward=F.DR),)),
+        vs("fw6", address=None, port=0, fwmark=66, family=6, scheduler="mh", scheduler_flags=("mh-port",),
+           real_servers=(rs("fd00:244::7", 0, forward=F.TUN),)),
+        vs("fw7", address=None, port=0, fwmark=67, family=4, scheduler="rr", persistence_timeout=10,
+           real_servers=(rs("10.244.1.7", 0, forward=F.DR),)),
+        vs("udp", port=53, protocol=model.Protocol.UDP, one_packet=True, persistence_timeout=30,
+           persistence_netmask="255.255.255.0", real_servers=(rs("10.244.1.3", 53),)),
+        vs("udp-ops", port=54, protocol=model.Protocol.UDP, one_packet=True, real_servers=(rs("10.244.1.3", 54),)),
+        vs("sctp", port=3868, protocol=model.Protocol.SCTP, real_servers=(rs("10.244.1.3", 3868),)),
+        vs("tun", port=8000, real_servers=(
+            rs("10.244.2.1", 0, forward=F.TUN, tunnel_type=T.IPIP),
+            rs("10.244.2.2", 0, forward=F.TUN, tunnel_type=T.GUE, tunnel_port=6080, tunnel_checksum="remcsum"),
+            rs("10.244.2.3", 0, forward=F.TUN, tunnel_type=T.GRE, tunnel_checksum="csum"),
+            rs("10.244.2.5", 0, forward=F.TUN, tunnel_type=T.GUE, tunnel_port=6081),
+            rs("10.244.2.6", 0, forward=F.TUN, tunnel_type=T.GRE),
+            rs("fd00:244::9", 0, forward=F.TUN),      # IPv6 real server behind an IPv4 VIP
+            rs("10.244.2.4", 8000, weight=0, upper_threshold=1000, lower_threshold=100),
+        )),
+    ]
+    return config(*services)

@@ -156,32 +156,9 @@ def test_update_service_converges_one_service_without_a_full_dump(backend):
 def test_every_field_reads_back_as_written(backend):
     """All schedulers, IPv4 and IPv6, fwmark, persistence, flags, forwarding methods,
     tunnel types and thresholds: what we write is what a dump returns."""
-    F, T = model.ForwardMethod, model.TunnelType
     schedulers = model.SCHEDULERS if isinstance(backend, FakeIpvs) else sorted(kernel_schedulers())
     assert len(schedulers) >= 13
-    services = [sc.vs(f"s-{s}", port=2000 + i, scheduler=s, real_servers=(sc.rs("10.244.1.1", 80),))
-                for i, s in enumerate(schedulers)]
-    services += [
-        sc.vs("v6", address="fd00:244::100", port=443, scheduler="wrr", persistence_timeout=120,
-              persistence_netmask="64", real_servers=(sc.rs("fd00:244::5", 443, weight=3),
-                                                      sc.rs("fd00:244::6", 0, forward=F.DR))),
-        sc.vs("fw4", address=None, port=0, fwmark=44, family=4, scheduler="sh",
-              scheduler_flags=("sh-fallback", "sh-port"),
-              real_servers=(sc.rs("10.244.1.2", 0, forward=F.DR),)),
-        sc.vs("fw6", address=None, port=0, fwmark=66, family=6, scheduler="mh", scheduler_flags=("mh-port",),
-              real_servers=(sc.rs("fd00:244::7", 0, forward=F.TUN),)),
-        sc.vs("udp", port=53, protocol=model.Protocol.UDP, one_packet=True, persistence_timeout=30,
-              persistence_netmask="255.255.255.0", real_servers=(sc.rs("10.244.1.3", 53),)),
-        sc.vs("sctp", port=3868, protocol=model.Protocol.SCTP, real_servers=(sc.rs("10.244.1.3", 3868),)),
-        sc.vs("tun", port=8000, real_servers=(
-            sc.rs("10.244.2.1", 0, forward=F.TUN, tunnel_type=T.IPIP),
-            sc.rs("10.244.2.2", 0, forward=F.TUN, tunnel_type=T.GUE, tunnel_port=6080, tunnel_checksum="remcsum"),
-            sc.rs("10.244.2.3", 0, forward=F.TUN, tunnel_type=T.GRE, tunnel_checksum="csum"),
-            sc.rs("fd00:244::9", 0, forward=F.TUN),      # IPv6 real server behind an IPv4 VIP
-            sc.rs("10.244.2.4", 8000, weight=0, upper_threshold=1000, lower_threshold=100),
-        )),
-    ]
-    desired = desired_table(sc.config(*services), all_healthy)
+    desired = desired_table(sc.every_field(schedulers), all_healthy)
     report = Reconciler(backend).sync(desired)
     assert report.errors == []
     assert backend.dump() == desired
