@@ -49,7 +49,8 @@ async def short_request(vip: str, port: int, timeout: float, st: Stats) -> None:
             writer.close()
         head, _, body = data.partition(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.0 200"):
-            raise ValueError(head.split(b"\r\n", 1)[0].decode(errors="replace") or "empty reply")
+            status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+            raise ValueError(f"status {status.split()[1]}" if status.count(" ") else "empty reply")
         server = body.decode(errors="replace").strip()
         st.ok += 1
         st.ok_times.append(start)
@@ -57,7 +58,9 @@ async def short_request(vip: str, port: int, timeout: float, st: Stats) -> None:
         st.last_server = server
     except TimeoutError:
         st.failures.append((start, "timeout"))
-    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+    except ValueError as exc:
+        st.failures.append((start, str(exc)))
+    except (OSError, asyncio.IncompleteReadError) as exc:
         st.failures.append((start, type(exc).__name__ + (f": {exc}" if str(exc) else "")))
 
 
@@ -147,11 +150,13 @@ async def main() -> None:
     await asyncio.gather(*shorts, return_exceptions=True)
     await asyncio.gather(*longs, return_exceptions=True)
     summary = {
+        "t0": st.t0,                 # time.monotonic() of t=0 (same clock as the lab's)
         "duration": end,
         "requests": st.sent,
         "ok": st.ok,
         "failed": len(st.failures),
-        "failures": st.failures[:200],
+        "failures": st.failures[:2000],
+        "failure_reasons": dict(Counter(why.split(":")[0] for _, why in st.failures)),
         "max_gap": max_gap(st.ok_times, 0.5, end - a.timeout),
         "served_by": dict(st.served_by),
         "long_requested": a.long,

@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import topology  # noqa: E402
@@ -185,43 +186,74 @@ class Lab:
 
 
 def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = True,
-                 rate: float = 20.0, longs: int = 10) -> dict:
-    """One full cycle: both directors up, traffic, primary stopped, primary back."""
+                 rate: float = 20.0, longs: int = 10,
+                 during_backup: Callable[[Lab], dict] | None = None) -> dict:
+    """One full cycle: both directors up, traffic, primary stopped, primary back.
+
+    ``during_backup(lab)`` runs while dir2 is master (e.g. a real server failure) and
+    its dict joins the report. ``report["times"]`` holds the monotonic time of each
+    step, on the same clock as the client's ``t0``, so tests can place every failed
+    request relative to the failover.
+    """
     dir1, dir2 = lab.directors
+    times: dict[str, float] = {}
+    # Both start together (agent start-up under emulation is the slow part); dir1
+    # wins on priority, immediately or by preemption.
     dir1.start()
+    dir2.start()
     # Generous bounds: under the kernel lab's emulation, Python start-up alone takes
     # seconds; VRRP timers, once running, are on time.
-    lab.wait_for("dir1 to become master", dir1.holds_vip, 240)
-    dir2.start()
-    lab.wait_for("both IPVS tables", lambda: all(d.ipvs_table().count("->") >= 6 for d in lab.directors), 240)
+    lab.wait_for("dir1 to be master and both IPVS tables programmed",
+                 lambda: dir1.holds_vip() and not dir2.holds_vip()
+                 and all(d.ipvs_table().count("->") >= 6 for d in lab.directors), 300)
     lab.mark(f"dir1 is master, both directors programmed ({lab.director})")
-    lab.start_client(duration=600, rate=rate, longs=longs)
+    lab.start_client(duration=900, rate=rate, longs=longs)
     lab.mark(f"client running: {rate:g} requests/s, {longs} long-lived connections")
     time.sleep(settle)
-    before = dir2.sync_conns()
-    lab.mark(f"standby dir2 knows {before} established connections through sync")
+    synced = dir2.sync_conns()
+    lab.mark(f"standby dir2 knows {synced} established connections through sync")
     lab.mark(f"stopping primary dir1 ({'kill -9' if stop == 'kill' else 'SIGTERM'})")
-    t_stop = time.monotonic()
+    times["stop"] = time.monotonic()
     # kill -9 leaves dir1's VIP and IPVS table in its kernel (nobody removes them);
     # dir2's gratuitous ARP is what moves the clients over, and dir1's restarted agent
     # must clean up what its predecessor left.
     dir1.stop(stop)
     took = lab.wait_for("dir2 to take over the VIP", dir2.holds_vip, 30)
+    times["takeover"] = time.monotonic()
     lab.mark(f"dir2 holds the VIP {took:.2f}s after the stop")
     time.sleep(settle)
-    report: dict = {"stop": stop, "takeover_s": took}
+    report: dict = {"stop": stop, "takeover_s": took, "synced_before": synced}
+    if during_backup is not None:
+        report.update(during_backup(lab))
     if takeback:
         lab.mark("starting dir1 again (preempt takes the VIP back)")
+        times["restart"] = time.monotonic()
         dir1.start()
-        back = lab.wait_for("dir1 to take the VIP back", lambda: dir1.holds_vip() and not dir2.holds_vip(), 240)
+        back = lab.wait_for("dir1 to take the VIP back",
+                            lambda: dir1.holds_vip() and not dir2.holds_vip(), 300)
+        times["takeback"] = time.monotonic()
         lab.mark(f"dir1 holds the VIP again {back:.2f}s after its start")
         report["takeback_s"] = back
         time.sleep(settle)
     summary = lab.stop_client()
     report.update(summary)
     report["master_now"] = lab.master()
-    report["t_stop"] = t_stop - lab.t0
+    report["times"] = times
+    report["t_stop"] = times["stop"] - lab.t0
     return report
+
+
+def fail_real_server(lab: Lab, name: str = "rs2", hold: float = 8.0) -> dict:
+    """Make one real server answer HTTP 500 for ``hold`` seconds, then heal it."""
+    flag = lab.results / f"{name}.fail"
+    lab.mark(f"{name} starts answering HTTP 500")
+    t_fail = time.monotonic()
+    flag.touch()
+    time.sleep(hold)
+    flag.unlink()
+    lab.mark(f"{name} healthy again")
+    time.sleep(3.0)
+    return {"rs_failed": name, "rs_fail_at": t_fail, "rs_heal_at": t_fail + hold}
 
 
 def print_report(r: dict) -> None:
@@ -233,7 +265,9 @@ def print_report(r: dict) -> None:
     rows = [
         ("time without service (longest gap)", f"{r['max_gap']:.2f} s"),
         ("backup took the VIP after", f"{r['takeover_s']:.2f} s"),
-        ("short requests failed", f"{r['failed']} of {r['requests']}"),
+        ("short requests failed", f"{r['failed']} of {r['requests']}"
+         + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(r["failure_reasons"].items())) + ")"
+            if r.get("failure_reasons") else "")),
         ("long-lived connections survived", f"{r['long_survived']} of {r['long_requested']}"),
         ("requests served by", ", ".join(f"{k} {v}" for k, v in sorted(r["served_by"].items()))),
         ("master now", r["master_now"] or "nobody"),

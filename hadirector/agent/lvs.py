@@ -99,6 +99,10 @@ class LvsController:
         await self.health.start()
 
     async def stop(self, agent) -> None:
+        # The agent stops its components before its VRRP machines: the role changes
+        # of the shutdown itself must not reach a closed netlink socket.
+        if agent is not None and self._on_role in agent.on_role_changed:
+            agent.on_role_changed.remove(self._on_role)
         await self.health.stop()
         if self.reconciler is None:
             return

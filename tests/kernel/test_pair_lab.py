@@ -1,0 +1,167 @@
+"""The mission end to end, in the director-pair lab (netns-lab/): a client, two
+directors running hadirector, three real servers; stop the primary, lose nothing.
+
+Each scenario brings the lab up once (LVS-DR, sync daemon on, advert 1 s), runs client
+traffic — 20 short HTTP requests a second and 10 long-lived echo connections — stops
+the primary, lets the backup serve, restarts the primary (preempt takes the VIP back),
+and records what the clients saw. The tests below each read one aspect of a scenario.
+
+Needs IPVS: runs inside the kernel lab on this machine, directly on a host with IPVS.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "netns-lab"))
+import pairlab  # noqa: E402
+
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+
+# A request that started this long before the stop may still be in flight when the
+# primary goes; the client gives up on a request after 1 s.
+BEFORE = 1.5
+# After the backup holds the VIP, clients need its gratuitous ARP and the TCP
+# retransmission of anything sent into the gap; allow that long.
+AFTER = 3.0
+
+
+def _run(stop: str, tmp_path_factory, **kw) -> dict:
+    results = tmp_path_factory.mktemp(f"pairlab-{stop}")
+    lab = pairlab.Lab(mode="dr", results=results)
+    try:
+        lab.up()
+        report = pairlab.run_failover(lab, stop=stop, **kw)
+        report["dir1_log"] = (results / "dir1.log").read_text()
+        report["dir2_log"] = (results / "dir2.log").read_text()
+    finally:
+        lab.down()
+    pairlab.print_report(report)
+    return report
+
+
+@pytest.fixture(scope="module")
+def graceful(tmp_path_factory) -> dict:
+    """SIGTERM of the primary; a real server fails while the backup is master."""
+    return _run("term", tmp_path_factory,
+                during_backup=lambda lab: pairlab.fail_real_server(lab, "rs2", hold=10.0))
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory) -> dict:
+    """kill -9 of the primary's agent."""
+    return _run("kill", tmp_path_factory)
+
+
+def _abs(report: dict, t: float) -> float:
+    return report["t0"] + t
+
+
+def _failures_outside(report: dict, windows: list[tuple[float, float]], reasons=None) -> list:
+    out = []
+    for t, why in report["failures"]:
+        at = _abs(report, t)
+        if reasons is not None and not any(why.startswith(r) for r in reasons):
+            continue
+        if not any(a <= at <= b for a, b in windows):
+            out.append((round(at - report["times"]["stop"], 2), why))
+    return out
+
+
+def _failover_windows(report: dict) -> list[tuple[float, float]]:
+    t = report["times"]
+    windows = [(t["stop"] - BEFORE, t["takeover"] + AFTER)]
+    if "takeback" in t:
+        # The primary's return moves the VIP once more (preempt).
+        windows.append((t["takeback"] - BEFORE - 1.0, t["takeback"] + AFTER))
+    return windows
+
+
+def _events(log: str, name: str) -> list[dict]:
+    out = []
+    for line in log.splitlines():
+        if line.startswith("{") and f'"{name}"' in line:
+            d = json.loads(line)
+            if d.get("event") == name:
+                out.append(d)
+    return out
+
+
+# --- graceful stop ---------------------------------------------------------------------
+
+
+def test_graceful_stop_the_backup_serves_the_vip(graceful):
+    assert graceful["master_now"] == "dir1"
+    assert graceful["takeover_s"] < 3.0, "SIGTERM sends priority 0: takeover after skew time"
+    assert graceful["ok"] > 0.5 * graceful["requests"]
+
+
+def test_graceful_stop_every_long_lived_connection_survives(graceful):
+    assert graceful["long_opened"] == graceful["long_requested"] == 10
+    assert graceful["long_survived"] == 10, graceful["long_lost"]
+    assert graceful["synced_before"] >= 10, "the standby knew the connections before the stop"
+
+
+def test_graceful_stop_short_requests_fail_only_inside_the_failover_gap(graceful):
+    # HTTP 500s from the failing real server are the next test's business.
+    outside = _failures_outside(graceful, _failover_windows(graceful) + [
+        (graceful["rs_fail_at"], graceful["rs_heal_at"] + 2.0)])
+    assert outside == []
+
+
+def test_the_new_master_takes_a_failing_real_server_out_during_traffic(graceful):
+    # rs2 answers 500 from rs_fail_at; with interval 1 s, timeout 2 s and fall 3 the
+    # new master must have removed it within fall x interval + timeout (+ margin).
+    detection = 3 * 1.0 + 2.0 + 2.0
+    late = [f for f in _failures_outside(
+        graceful, [(graceful["rs_fail_at"] - 1.0, graceful["rs_fail_at"] + detection)],
+        reasons=["status 500"])]
+    assert late == []
+    downs = [e for e in _events(graceful["dir2_log"], "health.server_down")
+             if e["server"].startswith("10.250.0.12:80")]
+    assert downs and downs[0]["reason"] == "status 500"
+
+
+def test_the_returning_primary_takes_the_vip_back_without_losing_connections(graceful):
+    assert "takeback_s" in graceful
+    assert graceful["long_survived"] == graceful["long_requested"]
+    roles = [(e["old"], e["new"]) for e in _events(graceful["dir1_log"], "vrrp.role_changed")]
+    assert roles[-1] == ("BACKUP", "MASTER")
+
+
+def test_restarting_the_agent_with_an_unchanged_config_writes_nothing_to_ipvs(graceful):
+    # dir1's second start found its own table in the kernel: no write, no dropped
+    # connection (the long-lived connections above went through it again).
+    starts = graceful["dir1_log"].split("===== start #")
+    second = starts[2]
+    synced = _events(second, "ipvs.synced")
+    assert synced and synced[0]["applied"] == 0, synced
+    assert all(e["reason"] != "health:down" for e in _events(second, "ipvs.table_changed"))
+
+
+# --- kill -9 ----------------------------------------------------------------------------
+
+
+def test_kill_9_the_backup_serves_the_vip(killed):
+    assert killed["takeover_s"] < 3 * 1.0 + 1.0 + 1.5, "master down interval plus a margin"
+    assert killed["master_now"] == "dir1"
+
+
+def test_kill_9_every_long_lived_connection_survives(killed):
+    assert killed["long_opened"] == 10
+    assert killed["long_survived"] == 10, killed["long_lost"]
+
+
+def test_kill_9_short_requests_fail_only_inside_the_failover_gap(killed):
+    assert _failures_outside(killed, _failover_windows(killed)) == []
+
+
+def test_kill_9_the_restarted_agent_cleans_up_its_predecessors_vip(killed):
+    second = killed["dir1_log"].split("===== start #")[2]
+    removed = _events(second, "vrrp.stale_vip_removed")
+    assert removed and removed[0]["vip"].startswith("10.250.0.100")
