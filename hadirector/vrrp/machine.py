@@ -356,6 +356,41 @@ class VrrpMachine:
             return True
         return False
 
+    def reconfigure(self, instance: VrrpInstance, now: float) -> bool:
+        """Adopt a reloaded config of the same virtual router, keeping state and timers.
+
+        Only what needs no new identity can change in place: priority, preempt,
+        preempt_delay, advert_interval, accept_mode, notify, garp, tracking. A change of
+        VRID, version, address family or VIP list (what adverts say and peers check,
+        RFC 5798 7.1), or into or out of address-owner priority 255 (its own rules,
+        RFC 5798 6.4.1), returns False and changes nothing: the shell restarts the
+        instance instead. No RoleChanged is ever emitted here.
+
+        A master whose effective priority or interval changed advertises at once, so a
+        backup preempts (or stops preempting) without waiting for the next
+        Adver_Timer, exactly as for a tracker's priority delta.
+        """
+        old = self.instance
+        same_identity = (
+            instance.vrid == old.vrid and instance.version == old.version
+            and instance.family == old.family and instance.virtual_ips == old.virtual_ips
+            and (instance.priority == PRIORITY_OWNER) == (old.priority == PRIORITY_OWNER)
+        )
+        if not same_identity:
+            return False
+        self.instance = instance
+        prev, self._effective = self._effective, self._compute_priority()
+        if instance.preempt_delay != old.preempt_delay or not instance.preempt:
+            self._preempt_at = None
+        if instance.version == 2 or self._state is not State.BACKUP:
+            # v2: every router uses its own interval; v3 backups keep the master's.
+            self._master_adver_interval = instance.advert_interval
+        if self._state is State.MASTER and (
+                self._effective != prev or instance.advert_interval != old.advert_interval):
+            self._send(self._effective)
+            self._deadline = now + instance.advert_interval
+        return True
+
     # --- RFC 5798 6.4 rules ---------------------------------------------------------
 
     def _precheck(self, adv: Advert, src: IPAddress) -> Reject | None:
