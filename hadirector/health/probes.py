@@ -124,6 +124,9 @@ class HttpClients:
                 timeout=aiohttp.ClientTimeout(total=None),   # asyncio.timeout bounds it
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": USER_AGENT},
+                # Ask for the body as is (no Accept-Encoding): a digest must match the
+                # one keepalived's genhash computes over an unencoded response.
+                skip_auto_headers=("Accept-Encoding",),
                 auto_decompress=False,
                 trust_env=False,           # never go through a proxy from the environment
             )

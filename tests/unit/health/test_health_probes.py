@@ -332,3 +332,25 @@ async def test_http_probe_binds_to_the_given_source_address(clients):
         await server.wait_closed()
     assert bound.ok and plain.ok
     assert peers == ["127.0.0.78", "127.0.0.1"]
+
+
+async def test_http_probe_asks_for_an_unencoded_body_so_digests_match_genhash(clients):
+    seen = []
+
+    async def handle(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head.decode().lower())
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, LOCAL, 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        r = await http_probe(LOCAL, port, HttpProbe(digest="444bcb3a3fcf8389296c49467f27e1d6"), 1.0,
+                             clients=clients)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (r.ok, r.detail) == (True, "status 200")
+    assert "accept-encoding" not in seen[0]
