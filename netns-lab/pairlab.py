@@ -60,7 +60,14 @@ class Director:
         else:
             pid_dir = Path(f"/run/hadirector-lab/{self.name}")
             pid_dir.mkdir(parents=True, exist_ok=True)
+            # A kill -9'd predecessor's pid files may name zombies (nothing reaps them
+            # in the lab), and keepalived refuses to start while they "run".
+            for stale in pid_dir.glob("*.pid"):
+                stale.unlink()
+            # --dont-release-ipvs is the YAML's `lvs.on_shutdown: keep`; keepalived
+            # only has it as a command-line option.
             argv = ["keepalived", "--dont-fork", "--log-console", "--log-detail",
+                    "--dont-release-ipvs",
                     "-f", str(self.config), "-p", str(pid_dir / "keepalived.pid"),
                     "-r", str(pid_dir / "vrrp.pid"), "-c", str(pid_dir / "checkers.pid")]
         self.proc = subprocess.Popen(
@@ -71,6 +78,13 @@ class Director:
     def stop(self, how: str) -> None:
         if self.proc is None:
             return
+        if how == "kill":
+            # Every process of the director at once (keepalived is a parent with VRRP
+            # and checker children; killing only the parent is not a crash).
+            pids = topology.sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
         self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
@@ -168,9 +182,12 @@ class Lab:
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
     def start_client(self, duration: float, rate: float, longs: int) -> None:
+        # Modest load: under the kernel lab's emulation every Python process competes
+        # for two emulated CPUs, and a starved client would report its own slowness.
         self.client = subprocess.Popen(
             ["ip", "netns", "exec", f"{topology.PREFIX}-client", sys.executable, str(LAB / "client.py"),
              "--vip", topology.VIP, "--rate", str(rate), "--long", str(longs),
+             "--timeout", "2", "--ping", "0.5",
              "--duration", str(duration), "--stop-file", str(self.results / "client.stop"),
              "--ready-file", str(self.results / "client.ready"),
              "--out", str(self.results / "client.json"), "--progress"],
@@ -186,7 +203,7 @@ class Lab:
 
 
 def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = True,
-                 rate: float = 20.0, longs: int = 10,
+                 rate: float = 10.0, longs: int = 10,
                  during_backup: Callable[[Lab], dict] | None = None) -> dict:
     """One full cycle: both directors up, traffic, primary stopped, primary back.
 
@@ -243,7 +260,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     return report
 
 
-def fail_real_server(lab: Lab, name: str = "rs2", hold: float = 8.0) -> dict:
+def fail_real_server(lab: Lab, name: str = "rs2", hold: float = 12.0) -> dict:
     """Make one real server answer HTTP 500 for ``hold`` seconds, then heal it."""
     flag = lab.results / f"{name}.fail"
     lab.mark(f"{name} starts answering HTTP 500")
