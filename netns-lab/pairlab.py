@@ -66,7 +66,9 @@ class Director:
                 stale.unlink()
             # --dont-release-ipvs is the YAML's `lvs.on_shutdown: keep`; keepalived
             # only has it as a command-line option.
-            argv = ["keepalived", "--dont-fork", "--log-console", "--log-detail",
+            # --no-syslog: with no syslog daemon in the lab, keepalived's syslog lines
+            # would land on the console on top of the log file.
+            argv = ["keepalived", "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
                     "--dont-release-ipvs",
                     "-f", str(self.config), "-p", str(pid_dir / "keepalived.pid"),
                     "-r", str(pid_dir / "vrrp.pid"), "-c", str(pid_dir / "checkers.pid")]
