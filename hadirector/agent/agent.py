@@ -30,8 +30,20 @@ VIP is their real address.
 
 Stop (SIGTERM/SIGINT): every machine shuts down — a master sends priority 0 so the
 backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed, notify
-"STOP" scripts get a bounded time to finish, and ``run()`` returns 0. SIGHUP calls
-``reload()``.
+"STOP" scripts get a bounded time to finish, and ``run()`` returns 0.
+
+Reload (SIGHUP, or ``POST /reload`` through the API component): ``reload_async()``
+reads and validates the file; a bad one is refused (``agent.reload_failed`` with the
+file:line message) and nothing changes. A good one is diffed against the running
+config (``reload.plan_reload``, pure) and applied in two phases: *prepare* (what can
+fail: the source address of every new driver) touches nothing; *commit* retires
+removed and restarted instances gracefully (priority 0 if master, VIPs released),
+updates changed ones in place (``VrrpMachine.reconfigure``: no transition), rebuilds
+only the sync groups and trackers whose inputs changed (keeping script health), starts
+the new drivers and hands the config to every component with ``update_config``
+(``LvsController``: minimal IPVS writes). Unchanged instances are not touched at all.
+Every attempt, applied or refused, goes to each component's ``record_reload``.
+``node``/``api`` changes need a restart: they are reported and not applied.
 
 Hooks for other concerns (the integrator adds them): ``on_role_changed`` (subscribers)
 and ``components`` (objects with ``async start(agent)`` / ``async stop(agent)``,
@@ -50,13 +62,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
+from hadirector.api.snapshot import ReloadResult
 from hadirector.model import Config, IPAddress, SyncGroup, VrrpInstance
 from hadirector.vrrp.group import ForceState, SetFault, SyncGroupPolicy
-from hadirector.vrrp.machine import PRIORITY_OWNER, RoleChanged, State
+from hadirector.vrrp.machine import PRIORITY_OWNER, Reason, RoleChanged, State
 
 from .notify import Notifier
+from .reload import ReloadPlan, in_force, plan_reload
 from .sdnotify import SystemdNotifier
-from .track import InterfaceTracker, ScriptTracker
+from .track import InterfaceTracker, ScriptTracker, apply_script, interface_bindings
 from .vrrp_driver import VrrpDriver
 
 from hadirector.logging import get_logger
@@ -151,6 +165,8 @@ class Agent:
         self.started = False
         self._stopped = False
         self.state_path = os.path.join(config.node.state_dir, "state.json")
+        self.generation = 1                 # +1 per applied reload
+        self._reload_lock = asyncio.Lock()
         for g in config.sync_groups:
             policy = SyncGroupPolicy(g)
             self.groups[g.name] = policy
@@ -164,7 +180,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.reload, "sighup")
         try:
             await self.start()
             await self._stop.wait()
@@ -188,15 +204,7 @@ class Agent:
             primaries[inst.name] = await self._source_address(inst)
         await self._release_stale_vips(instances)
         for inst in instances:
-            transport = self._transport_factory(inst)
-            driver = VrrpDriver(inst, transport=transport, primary_address=primaries[inst.name],
-                                on_role_changed=self._role_changed,
-                                on_view_changed=lambda _d: self.write_state(),
-                                on_master_wish=self._master_wish,
-                                sync_group=inst.name in self._group_of, loop=loop)
-            rt = InstanceRuntime(inst, driver)
-            rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
-            self.runtimes[inst.name] = rt
+            self.runtimes[inst.name] = self._new_runtime(inst, primaries[inst.name])
         # Trackers before the machines start: a link that is already down puts the
         # instance straight into FAULT instead of a brief BACKUP -> MASTER.
         self._iface_tracker = InterfaceTracker(instances, self, addresses=self.addresses,
@@ -259,27 +267,279 @@ class Agent:
         self.started = False
         self.log.info("agent.stopped", reason=self._stop_reason or "stop")
 
-    def reload(self) -> None:
-        """SIGHUP. For now: re-read and validate the file, log the result, keep running.
+    def reload(self, trigger: str = "sighup") -> asyncio.Task:
+        """SIGHUP: run ``reload_async`` as a task (a signal handler cannot await)."""
+        task = asyncio.get_running_loop().create_task(self.reload_async(trigger=trigger),
+                                                      name="reload")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
-        Applying a new config (diffing instances, keeping unchanged machines) is done
-        elsewhere; this stub only proves the file is loadable.
+    async def reload_async(self, trigger: str = "api") -> ReloadResult:
+        """Re-read ``config.source``; refuse it (nothing changes) or apply it as a diff.
+
+        One reload at a time: a second request waits, then reads the file again.
         """
+        async with self._reload_lock:
+            t0 = time.monotonic()
+            try:
+                result = await self._reload(trigger, t0)
+            except Exception as e:  # noqa: BLE001 - a reload bug must not kill the director
+                self.log.exception("agent.reload_failed", source=self.config.source,
+                                   reason="apply_crashed", detail=f"{type(e).__name__}: {e}",
+                                   trigger=trigger)
+                result = ReloadResult(ok=False, generation=self.generation,
+                                      message=f"reload crashed while applying: {type(e).__name__}: {e}",
+                                      errors=(f"{type(e).__name__}: {e}",),
+                                      duration=time.monotonic() - t0)
+            for comp in self.components:
+                record = getattr(comp, "record_reload", None)
+                if record is not None:
+                    try:
+                        record(result)
+                    except Exception as e:  # noqa: BLE001
+                        self.log.error("agent.component_reload_failed", component=repr(comp),
+                                       reason=str(e))
+            return result
+
+    async def _reload(self, trigger: str, t0: float) -> ReloadResult:
         from hadirector.config import ConfigError, load_config
 
         source = self.config.source
         try:
-            new = load_config(source)
+            loaded = load_config(source)
         except ConfigError as e:
-            self.log.error("agent.reload_failed", source=source, reason="invalid_config",
-                           detail=str(e))
-            return
+            # The loader reports a file it cannot read as an issue at line 0.
+            unreadable = all(i.line == 0 and "cannot read" in i.message for i in e.issues)
+            return self._refused(trigger, "unreadable" if unreadable else "invalid_config",
+                                 tuple(str(i) for i in e.issues), t0)
         except OSError as e:
-            self.log.error("agent.reload_failed", source=source, reason="unreadable",
-                           detail=str(e))
+            return self._refused(trigger, "unreadable", (f"{source}: {e.strerror or e}",), t0)
+        if not self.started or self._stopped:
+            return self._refused(trigger, "not_running", ("the agent is not running",), t0)
+        old = self.config
+        plan = plan_reload(old, loaded)
+        new = in_force(old, loaded)
+        by_name = {i.name: i for i in new.vrrp_instances}
+        # Prepare: everything that can fail, before anything changes.
+        primaries: dict[str, IPAddress] = {}
+        try:
+            for name in plan.added + tuple(c.name for c in plan.restarted):
+                primaries[name] = await self._source_address(by_name[name])
+        except AgentError as e:
+            return self._refused(trigger, "cannot_apply", (str(e),), t0)
+        # Commit.
+        notes = await self._apply(plan, old, new, primaries)
+        self.generation += 1
+        changes = plan.changes + tuple(notes)
+        if plan.needs_restart:
+            message = (f"applied generation {self.generation}; needs a restart to take effect: "
+                       + ", ".join(plan.needs_restart))
+        elif not changes:
+            message = f"applied generation {self.generation}: no changes"
+        else:
+            message = f"applied generation {self.generation}: {len(changes)} change(s)"
+        duration = time.monotonic() - t0
+        self.log.info("agent.reloaded", generation=self.generation, trigger=trigger,
+                      reason="applied" if changes else "unchanged",
+                      unchanged=list(plan.unchanged),
+                      updated=[c.name for c in plan.updated],
+                      restarted=[c.name for c in plan.restarted],
+                      added=list(plan.added), removed=list(plan.removed),
+                      sync_groups=list(plan.sync_groups), track_scripts=list(plan.track_scripts),
+                      lvs=list(plan.lvs), needs_restart=list(plan.needs_restart),
+                      notes=list(notes), duration_ms=round(duration * 1000, 1))
+        self.write_state()
+        return ReloadResult(ok=True, generation=self.generation, message=message,
+                            changes=changes, duration=duration)
+
+    def _refused(self, trigger: str, reason: str, errors: tuple[str, ...], t0: float) -> ReloadResult:
+        self.log.error("agent.reload_failed", source=self.config.source, reason=reason,
+                       detail="\n".join(errors), trigger=trigger, generation=self.generation)
+        return ReloadResult(ok=False, generation=self.generation,
+                            message=f"reload refused ({reason.replace('_', ' ')}); "
+                                    f"still running generation {self.generation}",
+                            errors=errors, duration=time.monotonic() - t0)
+
+    async def _apply(self, plan: ReloadPlan, old: Config, new: Config,
+                     primaries: dict[str, IPAddress]) -> list[str]:
+        """Commit a plan. Returns notes for the result (fallbacks, component errors)."""
+        notes: list[str] = []
+        by_name = {i.name: i for i in new.vrrp_instances}
+        restart = [c.name for c in plan.restarted]
+        # 1. Retire what goes away first: priority 0 lets the peer take over at once
+        #    (RFC 5798 6.4.3) and a VIP leaves before another instance may add it.
+        for name in plan.removed + tuple(restart):
+            rt = self.runtimes[name]
+            await self._retire(rt, reason="reload_removed" if name in plan.removed else "reload_restart")
+            del self.runtimes[name]
+        self.config = new
+        # 2. In place: the machine keeps state and timers (no transition, no VIP change).
+        for change in plan.updated:
+            rt = self.runtimes[change.name]
+            inst = by_name[change.name]
+            before = rt.driver.machine.effective_priority
+            if rt.driver.reconfigure(inst):
+                rt.instance = inst
+                after = rt.driver.machine.effective_priority
+                if before != after:
+                    self.log.info("vrrp.priority_changed", instance=inst.name, vrid=inst.vrid,
+                                  old=before, new=after, reason="reload")
+                continue
+            # The machine refused (it should not, given the plan): restart it instead.
+            notes.append(f"vrrp_instance {change.name}: restarted (machine refused in-place update)")
+            primaries[change.name] = rt.driver.primary_address
+            await self._retire(rt, reason="reload_restart")
+            del self.runtimes[change.name]
+            restart.append(change.name)
+        # 3. Sync groups: rebuilt only where membership changed; seeded with live states.
+        self._rebuild_groups(old, new)
+        # 4. New drivers (not started: trackers report first, as at start-up).
+        created = [n for n in by_name if n not in self.runtimes]
+        for name in created:
+            self.runtimes[name] = self._new_runtime(by_name[name], primaries[name])
+        # Insertion order = config order, for status and state.json.
+        self.runtimes = {n: self.runtimes[n] for n in by_name}
+        for name, rt in self.runtimes.items():
+            rt.driver.machine.sync_group = name in self._group_of
+        # 5. Trackers.
+        await self._reload_interface_tracker(old, new, set(created))
+        await self._reload_script_tracker(old, new, set(created))
+        # 6. Start the new machines.
+        for name in created:
+            self.runtimes[name].driver.start()
+        # 7. Components (LVS): level-triggered, an unchanged config writes nothing.
+        for comp in self.components:
+            update = getattr(comp, "update_config", None)
+            if update is None:
+                continue
+            try:
+                res = update(new)
+                if inspect.isawaitable(res):
+                    res = await res
+            except Exception as e:  # noqa: BLE001 - VRRP is applied; report, keep going
+                self.log.error("agent.component_reload_failed", component=type(comp).__name__,
+                               reason=str(e))
+                notes.append(f"{type(comp).__name__}: update failed: {e}")
+                continue
+            writes = len(getattr(res, "applied", ()) or ())
+            if writes:
+                notes.append(f"{type(comp).__name__}: {writes} kernel write(s)")
+        return notes
+
+    async def _retire(self, rt: InstanceRuntime, reason: str) -> None:
+        """Graceful end of one instance: priority 0 if master, VIPs released, socket closed."""
+        rt.driver.shutdown()
+        if rt.worker is not None:
+            rt.worker.cancel()
+            await asyncio.gather(rt.worker, return_exceptions=True)
+        await self._cancel_garp(rt)
+        await self._remove_vips(rt, reason=reason)
+        rt.driver.close()
+
+    def _rebuild_groups(self, old: Config, new: Config) -> None:
+        old_groups = {g.name: g for g in old.sync_groups}
+        groups: dict[str, SyncGroupPolicy] = {}
+        fresh: list[SyncGroupPolicy] = []
+        for g in new.sync_groups:
+            policy = self.groups.get(g.name)
+            prev = old_groups.get(g.name)
+            if policy is not None and prev is not None and prev.instances == g.instances:
+                policy.group = g          # notify scripts only: nothing to rebuild
+            else:
+                policy = SyncGroupPolicy(g)
+                fresh.append(policy)
+            groups[g.name] = policy
+        self.groups = groups
+        self._group_of = {m: p for p in groups.values() for m in p.group.instances}
+        self._group_state = {k: v for k, v in self._group_state.items()
+                             if k in groups and groups[k] not in fresh}
+        for policy in fresh:
+            # The policy learns each live member's state (reason sync_group: no orders),
+            # then each member's own faults, whose orders fault the group as usual.
+            for m in policy.group.instances:
+                rt = self.runtimes.get(m)
+                if rt is not None:
+                    policy.role_changed(m, RoleChanged(State.INITIALIZE, rt.driver.state,
+                                                       Reason.SYNC_GROUP))
+            for m in policy.group.instances:
+                rt = self.runtimes.get(m)
+                if rt is None:
+                    continue
+                for reason in sorted(rt.driver.machine.faults):
+                    if not reason.startswith("sync_group:"):
+                        for order in policy.set_fault(m, True, reason):
+                            self._apply_order(order)
+        # Group faults that no longer hold (the group went away or is no longer faulted).
+        for name, rt in self.runtimes.items():
+            policy = self._group_of.get(name)
+            for reason in sorted(rt.driver.machine.faults):
+                if reason.startswith("sync_group:") and not (
+                        policy is not None and reason == policy.fault_reason and policy.faulted):
+                    rt.driver.set_fault(False, reason)
+
+    async def _reload_interface_tracker(self, old: Config, new: Config, created: set[str]) -> None:
+        old_b, new_b = interface_bindings(old.vrrp_instances), interface_bindings(new.vrrp_instances)
+        if old_b == new_b and not created and self._iface_tracker is not None:
             return
-        self.log.info("agent.reload_validated", source=source, reason="not_applied",
-                      changed=new != self.config)
+        # Effects of bindings that are gone (or changed weight) are withdrawn; the new
+        # tracker reads every link again and reports what holds now (idempotent).
+        for ifname, binds in old_b.items():
+            for b in binds:
+                if b.instance in created or b.instance not in self.runtimes:
+                    continue
+                if b in new_b.get(ifname, []):
+                    continue
+                reason = f"track_interface:{ifname}"
+                if b.weight == 0:
+                    self.set_fault(b.instance, False, reason)
+                else:
+                    self.set_priority_delta(b.instance, 0, reason)
+        if self._iface_tracker is not None:
+            await self._iface_tracker.stop()
+        self._iface_tracker = InterfaceTracker(new.vrrp_instances, self, addresses=self.addresses,
+                                               watcher_factory=self._link_watcher_factory)
+        await self._iface_tracker.start()
+
+    async def _reload_script_tracker(self, old: Config, new: Config, created: set[str]) -> None:
+        def used(config: Config) -> tuple[dict, dict]:
+            users: dict[str, list[str]] = {}
+            for inst in config.vrrp_instances:
+                for name in inst.track_scripts:
+                    users.setdefault(name, []).append(inst.name)
+            return {s.name: s for s in config.track_scripts if s.name in users}, users
+
+        old_s, old_users = used(old)
+        new_s, new_users = used(new)
+        touched = any(i in created for users in new_users.values() for i in users)
+        tracker = self._script_tracker
+        if old_s == new_s and old_users == new_users and not touched and tracker is not None:
+            return
+        kept = {n for n in new_s if old_s.get(n) == new_s[n]}
+        for name, script in old_s.items():
+            for inst in old_users[name]:
+                if inst in created or inst not in self.runtimes:
+                    continue
+                if name in kept and inst in new_users.get(name, []):
+                    continue
+                reason = f"track_script:{name}"
+                if script.weight == 0:
+                    self.set_fault(inst, False, reason)
+                else:
+                    self.set_priority_delta(inst, 0, reason)
+        if tracker is not None:
+            await tracker.stop()
+        fresh = ScriptTracker(new.track_scripts, new.vrrp_instances, self)
+        for name in kept:
+            if tracker is None or name not in tracker.health:
+                continue
+            # An unchanged script keeps its rise/fall state; new users get its verdict now.
+            fresh.health[name] = tracker.health[name]
+            targets = [i for i in new_users[name]
+                       if i in created or i not in old_users.get(name, [])]
+            apply_script(self, targets, new_s[name], fresh.health[name].state)
+        self._script_tracker = fresh
+        fresh.start()
 
     async def _watchdog_loop(self, interval: float) -> None:
         while True:
@@ -287,6 +547,17 @@ class Agent:
             await asyncio.sleep(interval)
 
     # --- start-up helpers -----------------------------------------------------------------
+
+    def _new_runtime(self, inst: VrrpInstance, primary: IPAddress) -> InstanceRuntime:
+        loop = asyncio.get_running_loop()
+        driver = VrrpDriver(inst, transport=self._transport_factory(inst), primary_address=primary,
+                            on_role_changed=self._role_changed,
+                            on_view_changed=lambda _d: self.write_state(),
+                            on_master_wish=self._master_wish,
+                            sync_group=inst.name in self._group_of, loop=loop)
+        rt = InstanceRuntime(inst, driver)
+        rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
+        return rt
 
     async def _source_address(self, inst: VrrpInstance) -> IPAddress:
         if inst.unicast_src is not None:
@@ -518,7 +789,8 @@ class Agent:
                 "rejected": dict(rt.driver.rejected),
             }
         return {"pid": os.getpid(), "router_id": self.config.node.router_id,
-                "running": self.started, "instances": out, "groups": dict(self._group_state)}
+                "running": self.started, "instances": out, "groups": dict(self._group_state),
+                "config_generation": self.generation}
 
     def write_state(self) -> None:
         """Atomically replace state.json (rename), so readers never see half a file."""

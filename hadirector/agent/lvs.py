@@ -76,6 +76,7 @@ class LvsController:
         self.last_sync: float | None = None
         self._services: dict[tuple, model.VirtualService] = {}
         self._seed: dict[tuple, Health] = {}
+        self._agent = None              # set by start(): a reload may change the leader
         self._index(config)
 
     def _index(self, config: model.Config) -> None:
@@ -88,6 +89,7 @@ class LvsController:
         self._backend = backend
         self.reconciler = Reconciler(backend, OwnedStore.in_state_dir(self.config.node.state_dir))
         if agent is not None:
+            self._agent = agent
             agent.on_role_changed.append(self._on_role)
             leader = leader_instance(self.config)
             rt = agent.runtimes.get(leader) if leader else None
@@ -262,7 +264,38 @@ class LvsController:
         self.config = new
         self._index(new)
         self.health.update_config(new)
+        role = self.role
+        leader = leader_instance(new)
+        if leader != leader_instance(old):
+            # Another instance now decides the LVS role: take its current state.
+            rt = self._agent.runtimes.get(leader) if (self._agent is not None and leader) else None
+            self.role = rt.driver.state if rt is not None else (
+                State.MASTER if not new.vrrp_instances else State.INITIALIZE)
         report = self.sync_table(reason="reload")
-        if old.lvs.sync_daemon != new.lvs.sync_daemon:
+        if old.lvs.sync_daemon is not None and new.lvs.sync_daemon is None:
+            self._stop_daemons(old.lvs.sync_daemon, reason="reload")
+        elif old.lvs.sync_daemon != new.lvs.sync_daemon or role is not self.role:
             self._switch_daemon(reason="reload")
         return report
+
+    def _stop_daemons(self, cfg: model.SyncDaemon, reason: str) -> None:
+        """The sync daemon was removed from the config: stop the ones we started."""
+        if self._backend is None:
+            return
+        try:
+            actual = self._backend.daemons()
+        except IpvsError as e:
+            log.error("ipvs.sync_daemon_failed", action="read", reason=str(e))
+            return
+        for entry in actual:
+            if not syncd.matches(entry, cfg):
+                continue
+            try:
+                self._backend.stop_daemon(entry.state)
+            except IpvsError as e:
+                log.error("ipvs.sync_daemon_failed", action=f"stop {entry.state.name.lower()}",
+                          reason=str(e))
+                continue
+            log.info("ipvs.sync_daemon_switched", action=f"stop {entry.state.name.lower()}",
+                     interface=cfg.interface, syncid=cfg.syncid, reason=reason)
+        self.sync_role = None

@@ -163,6 +163,15 @@ class VrrpDriver:
         self.machine.set_priority_delta(delta, reason, self.loop.time())
         self._drain()
 
+    def reconfigure(self, instance: VrrpInstance) -> bool:
+        """Reload: adopt ``instance`` in place (``VrrpMachine.reconfigure``); False when
+        the change needs a new driver. Never a role change."""
+        if not self.machine.reconfigure(instance, self.loop.time()):
+            return False
+        self.instance = instance
+        self._drain()
+        return True
+
     def force_state(self, state: State, reason: str) -> bool:
         changed = self.machine.force_state(state, reason, self.loop.time())
         self._drain()

@@ -136,7 +136,7 @@ async def test_no_source_address_is_a_start_error(tmp_path):
         await rig.agent.start()
 
 
-async def test_sighup_reload_validates_the_file_and_keeps_running(tmp_path):
+async def test_sighup_reload_applies_a_good_file_and_refuses_a_bad_one(tmp_path):
     from dataclasses import replace
 
     from structlog.testing import capture_logs
@@ -150,11 +150,15 @@ async def test_sighup_reload_validates_the_file_and_keeps_running(tmp_path):
     rig = Rig(tmp_path, inst())
     rig.agent.config = replace(rig.agent.config, source=str(path))
     await rig.agent.start()
+    driver = rig.agent.runtimes["vi_1"].driver
     with capture_logs() as logs:
-        rig.agent.reload()
+        await rig.agent.reload()
         path.write_text("vrrp_instances: [{name: vi_1}]\n")
-        rig.agent.reload()
-    assert [e["event"] for e in logs] == ["agent.reload_validated", "agent.reload_failed"]
-    assert logs[1]["reason"] == "invalid_config"
-    assert rig.state() is State.BACKUP
+        await rig.agent.reload()
+    assert [e["event"] for e in logs if e["event"].startswith("agent.")] == [
+        "agent.reloaded", "agent.reload_failed"]
+    assert [e["reason"] for e in logs if e["event"] == "agent.reload_failed"] == ["invalid_config"]
+    assert rig.agent.runtimes["vi_1"].driver is driver, "garp/VIP-prefix changes are applied in place"
+    # The lone instance may take over meanwhile (its own timer), never restart.
+    assert {e["reason"] for e in logs if e["event"] == "vrrp.role_changed"} <= {"master_down_timer"}
     await rig.agent.stop()
