@@ -269,3 +269,49 @@ async def test_concurrent_reloads_run_one_after_the_other(tmp_path):
     assert a.changes == ("vrrp_instance vi_2: added",) and b.changes == ()
     assert len(rig.transports["vi_2"]) == 1
     await rig.agent.stop()
+
+
+LVS = """lvs: {program: always}
+virtual_services:
+  - name: web
+    address: 10.0.0.100
+    port: 80
+    scheduler: rr
+    forward: dr
+    real_servers:
+      - {address: 10.0.0.11}
+      - {address: 10.0.0.12}
+"""
+
+
+async def test_the_lvs_controller_gets_the_new_config_and_writes_only_the_difference(tmp_path):
+    from hadirector.agent.lvs import LvsController
+    from hadirector.agent.status import ApiComponent
+    from hadirector.ipvs import planner
+    from hadirector.ipvs.fake import FakeIpvs
+
+    rig = Rig(tmp_path, yaml_text(tmp_path, VI_1, extra=LVS))
+    fake = FakeIpvs()
+    lvs = LvsController(rig.agent.config, backend=fake)
+    api = ApiComponent(lvs)          # not started: only its reload bookkeeping is used
+    rig.agent.components[:0] = [lvs, api]
+    await rig.agent.start()
+    try:
+        assert {str(d) for d in fake.table.dests_of(next(iter(fake.table.services)))} == {
+            "10.0.0.11:80", "10.0.0.12:80"}
+        before = len(fake.writes)
+        same, _ = await rig.reload(yaml_text(tmp_path, VI_1, extra=LVS))
+        assert same.ok and fake.writes[before:] == [], "an unchanged reload writes nothing"
+        grown = LVS + "      - {address: 10.0.0.13}\n"
+        result, logs = await rig.reload(yaml_text(tmp_path, VI_1, extra=grown))
+        assert result.ok and "virtual_service web: changed (real_servers)" in result.changes
+        assert [type(op) for op in fake.writes[before:]] == [planner.AddDest]
+        assert str(fake.writes[-1].entry.key) == "10.0.0.13:80"
+        assert lvs.config.virtual_services[0].real_servers[-1].address.exploded == "10.0.0.13"
+        bad, _ = await rig.reload("node: {router_id: t\n")
+        assert not bad.ok
+        snap = api.snapshot(rig.agent)
+        assert (snap.reloads.count, snap.reloads.failures, snap.reloads.last_ok) == (3, 1, False)
+        assert snap.node.config_generation == 3
+    finally:
+        await rig.agent.stop()
