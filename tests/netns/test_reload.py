@@ -17,7 +17,6 @@ VRRP-only configs: no IPVS is needed, these run on the host kernel.
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import json
 import os
 import signal
@@ -28,38 +27,18 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from .rl_lab import RlLan
 from .ve_agents import AgentProc, holders, instance_config, wait_for, wait_holder
-from .ve_lab import Lan, sh
+from .ve_lab import sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 ADVERT = 0.1
 HIGH, LOW = 150, 100
 START_TIMEOUT = 20.0
-ROOT = Path(__file__).resolve().parents[2]
 HADIRECTOR_BIN = str(Path(sys.executable).parent / "hadirector")
 CLONE_NEWNET = 0x40000000
-
-
-class RlLan(Lan):
-    """ve_lab's LAN with this area's names (rl<pid><tag>-...) and 10.236.<net>.0/24."""
-
-    def __post_init__(self) -> None:
-        self.prefix = f"rl{os.getpid() % 100000}{self.tag}"
-
-    def ip4(self, i: int) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(f"10.236.{self.net}.{i}")
-
-    def ip6(self, i: int) -> ipaddress.IPv6Address:
-        return ipaddress.IPv6Address(f"fd00:236::{self.net}:{i}")
-
-    def vip4(self, host: int = 100) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(f"10.236.{self.net}.{host}")
-
-    def vip6(self, host: int = 100) -> ipaddress.IPv6Address:
-        return ipaddress.IPv6Address(f"fd00:236::{self.net}:{host:x}")
 
 
 class VipWatch:
