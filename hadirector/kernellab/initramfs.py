@@ -17,6 +17,8 @@ import gzip
 import hashlib
 import io
 import stat
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from .kernel import LabKernel, cache_lock
@@ -25,6 +27,12 @@ from .kernel import LabKernel, cache_lock
 # (needed by ip_vs via nf_conntrack) fails with "unknown symbol" without it, and the
 # busybox modprobe does not know about softdeps.
 BOOTSTRAP_MODULES = ["virtio_pci", "crc32c_generic", "9pnet_virtio", "9p"]
+
+# Debian signs its modules and the kernel checks a signature whenever one is appended
+# (it only taints on unsigned ones unless module.sig_enforce). Hashing and verifying
+# under TCG is slow, and nothing here needs the check.
+STRIP_SIGNATURES = not os.environ.get("HADIRECTOR_LAB_KEEP_SIGNATURES")
+_SIG_MAGIC = b"~Module signature appended~\n"
 
 # The 9p tags the runner exports. Fixed names shared with runner.py.
 TAG_ROOT = "hostroot"
@@ -81,9 +89,16 @@ mount -o bind "/host$MODTREE" /lib/modules || fail "bind module tree $MODTREE"
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 phase root-mounted
 # insmod in an order computed on the host from modules.dep: a modprobe per module
-# would parse modules.dep each time, which costs seconds under TCG.
+# would parse modules.dep each time, which costs seconds under TCG. The default set is
+# in the initramfs, without signatures; others come from the tree over 9p.
 for ko in $LOAD_KO; do
-    insmod "/lib/modules/$KVER/$ko" || echo "KLAB:WARN insmod $ko failed"
+    name=${ko##*/}; name=${name%.ko}
+    [ -d "/sys/module/$name" ] && continue
+    if [ -f "/modules/$name.ko" ]; then
+        insmod "/modules/$name.ko" || echo "KLAB:WARN insmod $name failed"
+    else
+        insmod "/lib/modules/$KVER/$ko" || echo "KLAB:WARN insmod $ko failed"
+    fi
 done
 
 phase modules-loaded
@@ -142,13 +157,19 @@ def busybox_path() -> Path:
     raise FileNotFoundError("busybox not found: install busybox-static")
 
 
-def ensure_initramfs(kernel: LabKernel, cache: Path) -> Path:
-    """Build (once) and return the gzipped newc initramfs for ``kernel``."""
+def ensure_initramfs(kernel: LabKernel, cache: Path, preload: Sequence[str] = ()) -> Path:
+    """Build (once) and return the gzipped newc initramfs for ``kernel``.
+
+    ``preload`` names modules to carry in the image besides the bootstrap ones, so
+    /init can insmod them from memory instead of reading them over 9p.
+    """
     order = kernel.dependencies(BOOTSTRAP_MODULES)
+    extra = [m for m in preload if m not in order]
     busybox = busybox_path().read_bytes()
     script = init_script()
     digest = hashlib.sha256()
-    for part in (script.encode(), "\n".join(order).encode(), busybox):
+    for part in (script.encode(), "\n".join(order).encode(), "\n".join(extra).encode(), busybox,
+                 str(STRIP_SIGNATURES).encode()):
         digest.update(hashlib.sha256(part).digest())
     path = cache / "initramfs" / f"{kernel.version}-{digest.hexdigest()[:16]}.cpio.gz"
     if path.exists():
@@ -163,9 +184,9 @@ def ensure_initramfs(kernel: LabKernel, cache: Path) -> Path:
         writer.file("bin/busybox", busybox, 0o755)
         writer.file("init", script.encode(), 0o755)
         writer.file("modules/order", ("\n".join(order) + "\n").encode(), 0o644)
-        for name in order:
-            ko = kernel.module_path(name)
-            writer.file(f"modules/{name}.ko", ko.read_bytes(), 0o644)
+        for name in order + extra:
+            data = kernel.module_path(name).read_bytes()
+            writer.file(f"modules/{name}.ko", strip_signature(data) if STRIP_SIGNATURES else data, 0o644)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=6) as gz:
@@ -212,3 +233,16 @@ class _NewcWriter:
         self._entry("TRAILER!!!", 0)
         return self._buf.getvalue()
 
+
+
+def strip_signature(ko: bytes) -> bytes:
+    """The module without its appended signature (see the kernel's
+    scripts/sign-file.c: signature, struct module_signature, magic string)."""
+    if not ko.endswith(_SIG_MAGIC):
+        return ko
+    info = ko[-len(_SIG_MAGIC) - 12 : -len(_SIG_MAGIC)]
+    sig_len = int.from_bytes(info[8:12], "big")
+    end = len(ko) - len(_SIG_MAGIC) - 12 - sig_len
+    if end <= 0:
+        return ko
+    return ko[:end]

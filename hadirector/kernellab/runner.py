@@ -139,7 +139,7 @@ def run_in_lab(
     cache = cache_dir()
     try:
         kernel = kernel or ensure_kernel(cache, log=_log_to(stream))
-        initrd = ensure_initramfs(kernel, cache)
+        initrd = ensure_initramfs(kernel, cache, preload=load_order(kernel, DEFAULT_MODULES))
     except (OSError, RuntimeError) as exc:
         raise LabError(f"kernel lab not available: {exc}") from exc
 
