@@ -224,7 +224,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     # seconds; VRRP timers, once running, are on time.
     lab.wait_for("dir1 to be master and both IPVS tables programmed",
                  lambda: dir1.holds_vip() and not dir2.holds_vip()
-                 and all(d.ipvs_table().count("->") >= 6 for d in lab.directors), 300)
+                 and all(d.ipvs_table().count("->") >= 6 for d in lab.directors), 600)
     lab.mark(f"dir1 is master, both directors programmed ({lab.director})")
     lab.start_client(duration=900, rate=rate, longs=longs)
     lab.mark(f"client running: {rate:g} requests/s, {longs} long-lived connections")
@@ -249,7 +249,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
         times["restart"] = time.monotonic()
         dir1.start()
         back = lab.wait_for("dir1 to take the VIP back",
-                            lambda: dir1.holds_vip() and not dir2.holds_vip(), 300)
+                            lambda: dir1.holds_vip() and not dir2.holds_vip(), 600)
         times["takeback"] = time.monotonic()
         lab.mark(f"dir1 holds the VIP again {back:.2f}s after its start")
         report["takeback_s"] = back
