@@ -192,24 +192,128 @@ class IpvsInfoMsg(genlmsg):
     )
 
 
+# --- a fast codec driven by the same attribute maps -------------------------------------
+#
+# pyroute2's generic encoder costs ~0.9 ms per request and its decoder ~0.5 ms per
+# message on the host, 10-50x that under the lab's emulation: 11,000 requests took
+# minutes. The wire format of IPVS attributes is flat and small, so we compile the nla_map
+# tables above (still the one definition of ids and types) into struct packers.
+
+_ATOM_FMT = {k: struct.Struct(f) for k, f in
+             {"uint8": "=B", "uint16": "=H", "uint32": "=I", "uint64": "=Q", "be16": ">H", "be32": ">I"}.items()}
+_NLA_HDR = struct.Struct("=HH")
+_GENL_HDR = struct.Struct("=BBH")
+
+
+class Attrs(dict):
+    """Decoded attributes by name, with pyroute2's get_attr() spelling."""
+
+    def get_attr(self, name: str, default=None):
+        return self.get(name, default)
+
+
+class Schema:
+    """Attribute ids and wire types of one pyroute2 nla class (enum order = id)."""
+
+    def __init__(self, cls: type):
+        self.ids: dict[str, int] = {}
+        self.kinds: dict[int, tuple[str, str]] = {}
+        self.sub: dict[str, Schema] = {}
+        for i, (name, kind) in enumerate(cls.nla_map):
+            kind = kind.split("(")[0]
+            self.ids[name] = i
+            self.kinds[i] = (name, kind)
+            if kind not in _ATOM_FMT and kind not in ("none", "asciiz", "cdata", "ip4addr", "ip6addr", "flags"):
+                self.sub[kind] = Schema(getattr(cls, kind))
+
+    def encode(self, attrs: list) -> bytes:
+        out = []
+        for name, value in attrs:
+            i = self.ids[name]
+            kind = self.kinds[i][1]
+            if kind in _ATOM_FMT:
+                payload = _ATOM_FMT[kind].pack(value)
+            elif kind == "asciiz":
+                payload = value.encode() + b"\0"
+            elif kind == "cdata":
+                payload = bytes(value)
+            elif kind in ("ip4addr", "ip6addr"):
+                payload = ipaddress.ip_address(value).packed
+            elif kind == "flags":
+                payload = struct.pack("=II", value["flags"], value["mask"])
+            else:
+                payload = self.sub[kind].encode(value["attrs"])
+            length = 4 + len(payload)
+            out.append(_NLA_HDR.pack(length, i) + payload + bytes(-length % 4))
+        return b"".join(out)
+
+    def decode(self, data: bytes, offset: int = 0, end: int | None = None) -> Attrs:
+        end = len(data) if end is None else end
+        out = Attrs()
+        while offset + 4 <= end:
+            length, atype = _NLA_HDR.unpack_from(data, offset)
+            if length < 4:
+                break
+            known = self.kinds.get(atype & 0x3FFF)
+            if known is not None:
+                name, kind = known
+                lo, hi = offset + 4, offset + length
+                atom = _ATOM_FMT.get(kind)
+                if atom is not None:
+                    if hi - lo >= atom.size:
+                        out[name] = atom.unpack_from(data, lo)[0]
+                elif kind == "asciiz":
+                    out[name] = data[lo:hi].split(b"\0", 1)[0].decode(errors="replace")
+                elif kind == "cdata":
+                    out[name] = bytes(data[lo:hi])
+                elif kind == "ip4addr":
+                    out[name] = str(ipaddress.IPv4Address(bytes(data[lo:lo + 4])))
+                elif kind == "ip6addr":
+                    out[name] = str(ipaddress.IPv6Address(bytes(data[lo:lo + 16])))
+                elif kind == "flags":
+                    f, m = struct.unpack_from("=II", data, lo)
+                    out[name] = {"flags": f, "mask": m}
+                elif kind != "none":
+                    out[name] = self.sub[kind].decode(data, lo, hi)
+            offset += (length + 3) & ~3
+        return out
+
+
+IPVS_SCHEMA = Schema(IpvsMsg)
+INFO_SCHEMA = Schema(IpvsInfoMsg)
+
+
+def encode_request(family_id: int, cmd: int, attrs: list, flags: int, seq: int,
+                   schema: Schema = IPVS_SCHEMA) -> bytes:
+    body = _GENL_HDR.pack(cmd, _pr.GENL_VERSION, 0) + schema.encode(attrs)
+    return _NLMSG_HDR.pack(16 + len(body), family_id, flags, seq, 0) + body
+
+
+def decode_reply(data: bytes, schema: Schema = IPVS_SCHEMA) -> Attrs:
+    """Attributes of one generic-netlink message (nlmsghdr + genlmsghdr + attrs)."""
+    return schema.decode(data, 20)
+
+
 # --- encoding ----------------------------------------------------------------------------
 
 
 def _addr16(address: str) -> bytes:
-    packed = ipaddress.ip_address(address).packed
-    return packed + bytes(16 - len(packed))
+    # socket.inet_pton: ten times cheaper than ipaddress on this hot path
+    if ":" in address:
+        return socket.inet_pton(socket.AF_INET6, address)
+    return socket.inet_pton(socket.AF_INET, address) + bytes(12)
 
 
 def _addr_from(raw: bytes, family: int) -> str:
     if family == 6:
-        return str(ipaddress.IPv6Address(bytes(raw[:16])))
-    return str(ipaddress.IPv4Address(bytes(raw[:4])))
+        return str(ipaddress.IPv6Address(bytes(raw[:16])))   # canonical form, like str(ip_address())
+    return socket.inet_ntop(socket.AF_INET, bytes(raw[:4]))
 
 
 def _netmask_bytes(family: int, prefix: int) -> bytes:
     if family == 6:
         return struct.pack("=I", prefix)
-    return ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask.packed
+    return struct.pack(">I", (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF)
 
 
 def _netmask_prefix(family: int, raw: bytes | None) -> int:
@@ -382,8 +486,9 @@ class GenlSocket:
 
     BATCH = 200   # requests per sendmsg; their acks must fit the receive buffer
     TIMEOUT = 60.0  # seconds without any answer from the kernel
+    RECV = 1 << 16  # netlink never splits a message; the kernel sizes dump skbs near this
 
-    def __init__(self, family_name: str, msg_class: type):
+    def __init__(self, family_name: str, schema: Schema):
         self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
@@ -396,7 +501,7 @@ class GenlSocket:
             self.sock.bind((0, 0))
             # The kernel answers at once; a silent socket is a bug, not a reason to hang.
             self.sock.settimeout(self.TIMEOUT)
-            self.msg_class = msg_class
+            self.schema = schema
             self._seq = 0
             self.family_id = self._resolve(family_name)
         except BaseException:
@@ -411,61 +516,62 @@ class GenlSocket:
         return self._seq
 
     def _resolve(self, name: str) -> int:
+        # The controller's reply is decoded by pyroute2's own ctrlmsg (once per socket).
         msg = ctrlmsg()
         msg["cmd"] = CTRL_CMD_GETFAMILY
         msg["version"] = 1
         msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", name)]
-        (reply,) = self.transact([(msg, GENL_ID_CTRL, NLM_F_REQUEST | NLM_F_ACK, ctrlmsg)])
+        seq = self._next_seq()
+        msg["header"]["type"] = GENL_ID_CTRL
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+        msg["header"]["sequence_number"] = seq
+        msg.encode()
+        reply = _Reply()
+        self._send(msg.data)
+        self._collect({seq: reply}, {seq: ctrlmsg})
         if reply.error:
             raise OSError(reply.error, f"generic netlink family {name!r}: {os.strerror(reply.error)}"
                           + (" (is the ip_vs module loaded?)" if reply.error == errno.ENOENT else ""))
         return reply.messages[0].get_attr("CTRL_ATTR_FAMILY_ID")
 
     def request(self, cmd: int, attrs: list, flags: int = NLM_F_REQUEST | NLM_F_ACK,
-                parser: type | None = None) -> _Reply:
-        return self.transact([(self._msg(cmd, attrs), self.family_id, flags, parser or self.msg_class)])[0]
-
-    def _msg(self, cmd: int, attrs: list):
-        msg = self.msg_class()
-        msg["cmd"] = cmd
-        msg["version"] = _pr.GENL_VERSION
-        msg["attrs"] = attrs
-        return msg
+                schema: Schema | None = None) -> _Reply:
+        return self.transact([(cmd, attrs, flags, schema or self.schema)])[0]
 
     def batch(self, requests: Iterable[tuple[int, list]]) -> list[_Reply]:
         """Send (cmd, attrs) requests with NLM_F_ACK; one reply per request, in order."""
-        items = [(self._msg(cmd, attrs), self.family_id, NLM_F_REQUEST | NLM_F_ACK, self.msg_class)
-                 for cmd, attrs in requests]
+        items = [(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK, self.schema) for cmd, attrs in requests]
         out: list[_Reply] = []
         for i in range(0, len(items), self.BATCH):
             out += self.transact(items[i:i + self.BATCH])
         return out
 
     def transact(self, items: list[tuple]) -> list[_Reply]:
+        """Send (cmd, attrs, flags, schema) requests in one datagram; collect replies."""
         pending: dict[int, _Reply] = {}
-        parsers: dict[int, type] = {}
+        parsers: dict[int, Schema] = {}
         replies: list[_Reply] = []
         chunks = []
-        for msg, msg_type, flags, parser in items:
+        for cmd, attrs, flags, schema in items:
             seq = self._next_seq()
-            msg["header"]["type"] = msg_type
-            msg["header"]["flags"] = flags
-            msg["header"]["sequence_number"] = seq
-            msg["header"]["pid"] = 0
-            msg.encode()
-            chunks.append(msg.data)
+            chunks.append(encode_request(self.family_id, cmd, attrs, flags, seq, schema))
             reply = _Reply()
             pending[seq] = reply
-            parsers[seq] = parser
+            parsers[seq] = schema
             replies.append(reply)
-        data = b"".join(chunks)
+        self._send(b"".join(chunks))
+        self._collect(pending, parsers)
+        return replies
+
+    def _send(self, data: bytes) -> None:
         sent = self.sock.send(data)
         if sent != len(data):   # a netlink datagram goes whole or not at all
             raise OSError(errno.EMSGSIZE, f"netlink send truncated: {sent} of {len(data)} bytes")
+
+    def _collect(self, pending: dict, parsers: dict) -> None:
         while any(not r.done for r in pending.values()):
-            data = self.sock.recv(1 << 20)
+            data = self.sock.recv(self.RECV)
             self._dispatch(data, pending, parsers)
-        return replies
 
     def _dispatch(self, data: bytes, pending: dict[int, _Reply], parsers: dict[int, type]) -> None:
         offset = 0
@@ -487,9 +593,13 @@ class GenlSocket:
                         reply.error = max(code, 0)
                     reply.done = True
                 else:
-                    msg = parsers[seq](data[offset:offset + length])
-                    msg.decode()
-                    reply.messages.append(msg)
+                    parser = parsers[seq]
+                    if isinstance(parser, Schema):
+                        reply.messages.append(parser.decode(data, offset + 20, offset + length))
+                    else:
+                        msg = parser(data[offset:offset + length])
+                        msg.decode()
+                        reply.messages.append(msg)
             offset += (length + 3) & ~3
 
 
@@ -518,7 +628,7 @@ class IpvsNetlink:
     """IpvsBackend on the kernel of the current network namespace."""
 
     def __init__(self) -> None:
-        self.nl = GenlSocket(_pr.GENL_NAME, IpvsMsg)
+        self.nl = GenlSocket(_pr.GENL_NAME, IPVS_SCHEMA)
 
     def close(self) -> None:
         self.nl.close()
@@ -533,7 +643,7 @@ class IpvsNetlink:
 
     def info(self) -> tuple[str, int]:
         """(IPVS version "1.2.1", connection table size) for ipvsadm's header line."""
-        reply = self.nl.request(IPVS_CMD_GET_INFO, [], parser=IpvsInfoMsg)
+        reply = self.nl.request(IPVS_CMD_GET_INFO, [], schema=INFO_SCHEMA)
         self._raise(reply, "read IPVS info")
         msg = reply.messages[0]
         code = msg.get_attr("IPVS_INFO_ATTR_VERSION") or 0
