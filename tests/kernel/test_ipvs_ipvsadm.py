@@ -3,6 +3,8 @@ ipvsadm 1.31 exactly as we expect, and our listing must match ipvsadm's byte for
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from hadirector.ipvs import scenarios as sc
@@ -76,3 +78,12 @@ def test_ipvsadm_restore_of_our_rules_builds_the_same_table():
             assert Reconciler(backend).sync(desired).planned == []
         finally:
             backend.close()
+
+
+def test_hadirector_ipvs_command_prints_what_ipvsadm_prints(programmed):
+    """Without a running agent (no Health column) the command's output is ipvsadm's."""
+    ns, _, _ = programmed
+    ours = ns.run(sys.executable, "-m", "hadirector.cli", "ipvs", "--no-health").stdout
+    assert ours == ns.ipvsadm("-Ln")
+    stats = ns.run(sys.executable, "-m", "hadirector.cli", "ipvs", "--no-health", "--stats").stdout
+    assert stats == ns.ipvsadm("-Ln", "--stats")
