@@ -331,6 +331,15 @@ class LabDispatcher:
         if self.lab is None:
             self.lab = self._start()
         phases = self._wait_for(item.nodeid)
+        # The host set up nothing for this item, but host items before it may have left
+        # module or session fixtures for pytest to finalize when the chain changes; do
+        # what pytest's own protocol does after a test, or the next item fails setup.
+        try:
+            item.session._setupstate.teardown_exact(nextitem)
+        except (KeyboardInterrupt, pytest.exit.Exception):
+            raise
+        except BaseException as exc:
+            phases = _with_host_teardown_error(phases, exc)
         _report(item, phases)
         return True
 
@@ -459,6 +468,16 @@ class LabDispatcher:
             )
         elif lab.error is not None:
             terminalreporter.write_line(f"kernel-lab: failed: {lab.error}")
+
+
+def _with_host_teardown_error(phases: list[HostPhase], exc: BaseException) -> list[HostPhase]:
+    import traceback
+
+    text = "a host fixture failed to finalize after this kernel test:\n" + "".join(
+        traceback.format_exception(exc)
+    )
+    kept = [p for p in phases if p.when != "teardown"]
+    return kept + [HostPhase("teardown", "failed", longrepr=text, message=f"{type(exc).__name__}: {exc}")]
 
 
 def _report(item: pytest.Item, phases: Iterable[HostPhase]) -> None:

@@ -153,9 +153,32 @@ def test_param(n):
 '''
 
 
+# Runs after test_sample.py: pytest must have finalized test_sample's module fixture
+# although the last item there ran in the lab, not through pytest's own protocol.
+TESTS_AFTER = '''
+import test_sample
+
+def test_next_module_sets_up_cleanly():
+    assert test_sample.FINALIZED == ["module"]
+'''
+
+MODULE_FIXTURE = '''
+FINALIZED = []
+
+@pytest.fixture(scope="module")
+def module_resource():
+    yield
+    FINALIZED.append("module")
+
+def test_host_uses_a_module_fixture(module_resource):
+    pass
+'''
+
+
 def run_pytest(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     (tmp_path / "conftest.py").write_text(CONFTEST)
-    (tmp_path / "test_sample.py").write_text(TESTS)
+    (tmp_path / "test_sample.py").write_text(TESTS.replace("\ndef test_host_only", MODULE_FIXTURE + "\ndef test_host_only"))
+    (tmp_path / "test_tail.py").write_text(TESTS_AFTER)
     full_env = {k: v for k, v in os.environ.items() if k not in ("HADIRECTOR_IN_KERNEL_LAB", "PYTEST_ADDOPTS")}
     full_env.update(env or {})
     return subprocess.run(
@@ -173,7 +196,8 @@ def lab_calls(tmp_path: Path) -> list[dict]:
 def test_kernel_items_run_in_one_lab_boot_and_report_the_guests_outcomes(tmp_path: Path):
     result = run_pytest(tmp_path)
     out = result.stdout
-    assert "2 failed, 4 passed" in out, out
+    assert "2 failed, 6 passed" in out, out
+    assert "PASSED test_tail.py::test_next_module_sets_up_cleanly" in out
     assert "PASSED test_sample.py::test_host_only" in out
     assert "PASSED test_sample.py::test_passes_in_guest" in out
     assert "PASSED test_sample.py::test_param[2]" in out
@@ -192,7 +216,7 @@ def test_kernel_items_run_in_one_lab_boot_and_report_the_guests_outcomes(tmp_pat
 
 def test_no_lab_boots_when_no_kernel_item_is_selected(tmp_path: Path):
     result = run_pytest(tmp_path, "-m", "not kernel")
-    assert "1 passed" in result.stdout, result.stdout
+    assert "3 passed" in result.stdout, result.stdout
     assert lab_calls(tmp_path) == []
 
 
@@ -207,7 +231,7 @@ def test_host_selection_decides_and_exitfirst_is_passed_to_the_guest(tmp_path: P
 def test_a_lab_that_fails_to_boot_fails_every_kernel_item_with_the_console_tail(tmp_path: Path):
     result = run_pytest(tmp_path, env={"FAKE_LAB_BOOT_FAILS": "1"})
     out = result.stdout
-    assert "5 failed, 1 passed" in out, out
+    assert "5 failed, 3 passed" in out, out
     assert out.count("the kernel lab failed to boot") >= 5
     assert "KLAB:FAIL mount host root" in out
     assert len(lab_calls(tmp_path)) == 1
