@@ -230,6 +230,12 @@ class Agent:
         self._stopped = True
         self.systemd.stopping()
         self.log.info("agent.stopping", reason=self._stop_reason or "stop")
+        # A reload in flight finishes first (it may be starting drivers); later ones
+        # are refused (not_running). Bounded: a stuck reload must not block the stop.
+        try:
+            await asyncio.wait_for(self._reload_lock.acquire(), 30)
+        except asyncio.TimeoutError:
+            self.log.error("agent.reload_lock_timeout", reason="stopping_anyway")
         for comp in reversed(self.components):
             try:
                 await comp.stop(self)
@@ -280,6 +286,8 @@ class Agent:
 
         One reload at a time: a second request waits, then reads the file again.
         """
+        if self._stopped:
+            return self._refused(trigger, "not_running", ("the agent is stopping",), time.monotonic())
         async with self._reload_lock:
             t0 = time.monotonic()
             try:

@@ -315,3 +315,12 @@ async def test_the_lvs_controller_gets_the_new_config_and_writes_only_the_differ
         assert snap.node.config_generation == 3
     finally:
         await rig.agent.stop()
+
+
+async def test_a_reload_after_stop_is_refused(tmp_path):
+    rig = await masters(tmp_path, VI_1)
+    await rig.agent.stop()
+    rig.path.write_text(yaml_text(tmp_path, VI_1, VI_2))
+    result = await rig.agent.reload_async()
+    assert not result.ok and "not running" in result.message
+    assert "vi_2" not in rig.agent.runtimes
