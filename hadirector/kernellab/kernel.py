@@ -200,7 +200,13 @@ def _fetch(cache: Path, log) -> LabKernel:
     (cache / "kernels").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=cache / "kernels"))
     try:
-        _run(["apt-get", "download", package], cwd=work)
+        try:
+            _run(["apt-get", "download", package], cwd=work)
+        except KernelFetchError:
+            # Package lists older than the mirror name a file it no longer has.
+            log(f"kernel-lab: apt-get download {package} failed; apt-get update and retry")
+            _run(["apt-get", "update", "-qq"])
+            _run(["apt-get", "download", package], cwd=work)
         debs = list(work.glob("*.deb"))
         if len(debs) != 1:
             raise KernelFetchError(f"apt-get download {package} left {debs}")
