@@ -17,6 +17,19 @@ Times are wall-clock inside the guest, under TCG emulation (CPU-bound work runs 
 slower than on real hardware; compare the columns, not the absolute numbers).
 
 Usage:  .venv/bin/python bench/ipvs_program.py [--services 1000] [--dests 10]
+
+A run on the development machine (2 cores shared with other labs; kernel 6.1.0-56, TCG):
+
+    what                                                  seconds   writes
+    ours: program from empty (Reconciler.sync)             32.474    11000
+    ours: one weight change, full sync (dump+plan+1 op)    35.264        1
+    ours: one weight change, update_service (1 service)     0.030        1
+    ours: re-sync of the whole table, nothing to do        44.512        0
+    ipvsadm-restore: program from empty                    54.833    11000
+    ipvsadm -e: one weight change (one process)             0.845        1
+
+The full sync of a large table is dominated by the dump (11,000 entries decoded in
+Python); a health transition takes the update_service path.
 """
 
 from __future__ import annotations
