@@ -5,9 +5,11 @@ through it and applies the orders it returns to the member machines:
 
 * faults of members — instead of ``machine.set_fault(...)`` the agent calls
   ``policy.set_fault(member, fault, reason)`` and applies every returned ``SetFault``.
-  The group is faulted while any member has a fault of its own; then every other member
-  carries the fault ``"sync_group:<name>"`` too, and loses it when the last own fault
-  clears. (Keyed faults in the machine make this composable with a member's own.)
+  The group is faulted while any member has a fault of its own; then every member that
+  some *other* member's fault affects carries the fault ``"sync_group:<name>"`` too.
+  This is level-triggered: after each input the group fault each member should carry is
+  recomputed and only the differences are ordered, so overlapping faults clear in any
+  order. (Keyed faults in the machine make this composable with a member's own.)
 * wishes — member machines are built with ``sync_group=True``, so a member whose
   Master_Down_Timer fires stays BACKUP and emits ``MasterWish``. The agent passes it to
   ``policy.master_wish(member, wish)``; once every member is MASTER or wishes to be,
@@ -60,6 +62,7 @@ class SyncGroupPolicy:
         self._own_faults: dict[str, set[str]] = {name: set() for name in group.instances}
         self._states: dict[str, State] = {name: State.INITIALIZE for name in group.instances}
         self._wishes: dict[str, bool] = {name: False for name in group.instances}
+        self._carries: dict[str, bool] = {name: False for name in group.instances}
 
     @property
     def faulted(self) -> bool:
@@ -73,16 +76,17 @@ class SyncGroupPolicy:
         """A member's own fault ``reason`` was set or cleared; returns the orders."""
         if member not in self._own_faults:
             raise KeyError(f"{member} is not in sync group {self.group.name}")
-        was = self.faulted
         own = self._own_faults[member]
         if fault:
             own.add(reason)
         else:
             own.discard(reason)
         orders: list[Order] = [SetFault(member, fault, reason)]
-        if was != self.faulted:
-            orders += [SetFault(m, self.faulted, self.fault_reason)
-                       for m in self.group.instances if m != member]
+        for m in self.group.instances:
+            carries = any(f for other, f in self._own_faults.items() if other != m)
+            if carries != self._carries[m]:
+                self._carries[m] = carries
+                orders.append(SetFault(m, carries, self.fault_reason))
         return orders
 
     def master_wish(self, member: str, wish: MasterWish) -> list[Order]:

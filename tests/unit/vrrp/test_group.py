@@ -37,8 +37,13 @@ def test_a_member_fault_faults_the_others_and_clearing_it_releases_them():
 def test_the_group_stays_faulted_until_every_members_own_fault_clears():
     p = SyncGroupPolicy(GROUP)
     p.set_fault("vi_1", True, "a")
-    assert p.set_fault("vi_2", True, "b") == [SetFault("vi_2", True, "b")]
-    assert p.set_fault("vi_1", False, "a") == [SetFault("vi_1", False, "a")]
+    # vi_2's own fault now holds vi_1 in the group fault as well.
+    assert p.set_fault("vi_2", True, "b") == [SetFault("vi_2", True, "b"),
+                                              SetFault("vi_1", True, "sync_group:g1")]
+    # vi_1's own fault clears; vi_2's still holds vi_1 and vi_3, and vi_2 is now only
+    # held by its own fault.
+    assert p.set_fault("vi_1", False, "a") == [SetFault("vi_1", False, "a"),
+                                               SetFault("vi_2", False, "sync_group:g1")]
     orders = p.set_fault("vi_2", False, "b")
     assert SetFault("vi_1", False, "sync_group:g1") in orders
     assert SetFault("vi_3", False, "sync_group:g1") in orders
@@ -210,3 +215,28 @@ def test_the_group_does_not_flap_when_members_disagree_on_priority():  # keepali
     assert a.states() == {M} and b.states() == {B}
     assert [ev for t, _, ev in link.events if t > 10.0] == []
     assert b.m["vi_1"].wants_master and not b.m["vi_2"].wants_master
+
+
+def test_overlapping_member_faults_clear_in_any_order():
+    # A faults, then B faults too, then A clears, then B clears: nobody may stay in
+    # FAULT through a group fault left behind, and A must stay faulted while B is.
+    from hadirector.model import SyncGroup
+    from hadirector.vrrp.group import SetFault, SyncGroupPolicy
+
+    p = SyncGroupPolicy(SyncGroup("G", ("A", "B")))
+    group = "sync_group:G"
+    carried = {"A": False, "B": False}
+
+    def apply(orders):
+        for o in orders:
+            if isinstance(o, SetFault) and o.reason == group:
+                carried[o.instance] = o.fault
+
+    apply(p.set_fault("A", True, "link"))
+    assert carried == {"A": False, "B": True}
+    apply(p.set_fault("B", True, "link"))
+    assert carried == {"A": True, "B": True}
+    apply(p.set_fault("A", False, "link"))
+    assert carried == {"A": True, "B": False}, "A stays faulted while B is"
+    apply(p.set_fault("B", False, "link"))
+    assert carried == {"A": False, "B": False}, "no group fault left behind"
