@@ -184,6 +184,8 @@ class Lab:
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
     def start_client(self, duration: float, rate: float, longs: int) -> None:
+        for name in ("client.ready", "client.stop", "client.json"):
+            (self.results / name).unlink(missing_ok=True)
         # Modest load: under the kernel lab's emulation every Python process competes
         # for two emulated CPUs, and a starved client would report its own slowness.
         self.client = subprocess.Popen(
@@ -217,9 +219,12 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     dir1, dir2 = lab.directors
     times: dict[str, float] = {}
     # Both start together (agent start-up under emulation is the slow part); dir1
-    # wins on priority, immediately or by preemption.
-    dir1.start()
-    dir2.start()
+    # wins on priority, immediately or by preemption. A lab left running by a previous
+    # cycle is reused as it is.
+    for d in (dir1, dir2):
+        if d.proc is None or d.proc.poll() is not None:
+            d.start()
+    log_from = dir1.log.stat().st_size if dir1.log.exists() else 0
     # Generous bounds: under the kernel lab's emulation, Python start-up alone takes
     # seconds; VRRP timers, once running, are on time.
     lab.wait_for("dir1 to be master and both IPVS tables programmed",
@@ -257,6 +262,11 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     summary = lab.stop_client()
     report.update(summary)
     report["master_now"] = lab.master()
+    # dir1's log of this cycle: its stop and its restart with the same config.
+    with open(dir1.log) as f:
+        f.seek(log_from)
+        report["dir1_log"] = f.read()
+    report["dir2_log"] = dir2.log.read_text()
     report["times"] = times
     report["t_stop"] = times["stop"] - lab.t0
     return report
@@ -318,11 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reports = []
     try:
+        lab.up()
         for how in (["term", "kill"] if a.stop == "both" else [a.stop]):
-            lab.up()
             reports.append(run_failover(lab, stop=how))
             print_report(reports[-1])
-            lab.down()
     except BaseException:
         for d in lab.directors:
             if d.log.exists():

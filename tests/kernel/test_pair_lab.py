@@ -31,31 +31,33 @@ BEFORE = 2.5
 AFTER = 3.0
 
 
-def _run(stop: str, tmp_path_factory, **kw) -> dict:
-    results = tmp_path_factory.mktemp(f"pairlab-{stop}")
-    lab = pairlab.Lab(mode="dr", results=results)
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One lab for both scenarios: agent start-up is the slow part under emulation."""
+    lab = pairlab.Lab(mode="dr", results=tmp_path_factory.mktemp("pairlab"))
     try:
         lab.up()
-        report = pairlab.run_failover(lab, stop=stop, **kw)
-        report["dir1_log"] = (results / "dir1.log").read_text()
-        report["dir2_log"] = (results / "dir2.log").read_text()
+        yield lab
     finally:
         lab.down()
+
+
+def _run(lab, stop: str, **kw) -> dict:
+    report = pairlab.run_failover(lab, stop=stop, **kw)
     pairlab.print_report(report)
     return report
 
 
 @pytest.fixture(scope="module")
-def graceful(tmp_path_factory) -> dict:
+def graceful(lab) -> dict:
     """SIGTERM of the primary; a real server fails while the backup is master."""
-    return _run("term", tmp_path_factory,
-                during_backup=lambda lab: pairlab.fail_real_server(lab, "rs2", hold=14.0))
+    return _run(lab, "term", during_backup=lambda lab: pairlab.fail_real_server(lab, "rs2", hold=14.0))
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> dict:
-    """kill -9 of the primary's agent."""
-    return _run("kill", tmp_path_factory)
+def killed(lab, graceful) -> dict:
+    """kill -9 of the primary's agent (after the graceful cycle, on the same lab)."""
+    return _run(lab, "kill")
 
 
 def _abs(report: dict, t: float) -> float:
@@ -137,8 +139,7 @@ def test_the_returning_primary_takes_the_vip_back_without_losing_connections(gra
 def test_restarting_the_agent_with_an_unchanged_config_writes_nothing_to_ipvs(graceful):
     # dir1's second start found its own table in the kernel: no write, no dropped
     # connection (the long-lived connections above went through it again).
-    starts = graceful["dir1_log"].split("===== start #")
-    second = starts[2]
+    second = graceful["dir1_log"].split("===== start #")[1]
     synced = _events(second, "ipvs.synced")
     assert synced and synced[0]["applied"] == 0, synced
     assert all(e["reason"] != "health:down" for e in _events(second, "ipvs.table_changed"))
@@ -162,6 +163,6 @@ def test_kill_9_short_requests_fail_only_inside_the_failover_gap(killed):
 
 
 def test_kill_9_the_restarted_agent_cleans_up_its_predecessors_vip(killed):
-    second = killed["dir1_log"].split("===== start #")[2]
+    second = killed["dir1_log"].split("===== start #")[1]
     removed = _events(second, "vrrp.stale_vip_removed")
     assert removed and removed[0]["vip"].startswith("10.250.0.100")
