@@ -147,6 +147,9 @@ class IpvsBackend(Protocol):
     def apply(self, op: planner.Op) -> None:
         """Apply one operation; raise IpvsError on refusal."""
 
+    def apply_many(self, ops: list[planner.Op]) -> list[IpvsError | None]:
+        """Apply in order (the kernel backend batches them); one result per op."""
+
     def start_daemon(self, state: DaemonState | str, cfg: model.SyncDaemon) -> None: ...
 
     def stop_daemon(self, state: DaemonState | str) -> None: ...
