@@ -23,14 +23,17 @@ from pathlib import Path
 
 from .kernel import LabKernel, cache_lock
 
-# Enough to mount the host root over 9p. crc32c_generic is here because libcrc32c
-# (needed by ip_vs via nf_conntrack) fails with "unknown symbol" without it, and the
-# busybox modprobe does not know about softdeps.
+# Enough to mount the host root over 9p; their dependencies come from modules.dep
+# (6.12 adds netfs under 9pnet) and built-in ones drop out (6.12 builds virtio_pci in).
+# crc32c_generic is here because libcrc32c (needed by ip_vs via nf_conntrack) needs a
+# crc32c transform when it loads ("softdep libcrc32c pre: crc32c" in 6.12, "unknown
+# symbol" in 6.1), and the busybox modprobe does not know about softdeps.
 BOOTSTRAP_MODULES = ["virtio_pci", "crc32c_generic", "9pnet_virtio", "9p"]
 
 # Debian signs its modules and the kernel checks a signature whenever one is appended
 # (it only taints on unsigned ones unless module.sig_enforce). Hashing and verifying
-# under TCG is slow, and nothing here needs the check.
+# under TCG is slow, and nothing here needs the check. Modules in the image are stored
+# decompressed (6.12 ships .ko.xz, signed before compression), then stripped.
 STRIP_SIGNATURES = not os.environ.get("HADIRECTOR_LAB_KEEP_SIGNATURES")
 _SIG_MAGIC = b"~Module signature appended~\n"
 
@@ -41,7 +44,7 @@ TAG_XCHG = "xchg"
 # /init runs under busybox sh as PID 1. `params` (written by the runner) sets:
 #   KVER           uname -r of this kernel
 #   MODTREE        host path of the dir holding <KVER>/ (…/root/lib/modules)
-#   LOAD_KO        module files (relative to /lib/modules/KVER) to insmod, in order
+#   LOAD_KO        "name:file" (file relative to /lib/modules/KVER) to insmod, in order
 #   XCHG_PATH      host path of the exchange dir; mounted there in the guest as well
 #   KEEP_PATHS     host paths under /tmp, /run, /dev/shm that must stay visible
 #   RW_MOUNTS      "tag=path ..." extra read-write exports, mounted at the same path
@@ -91,8 +94,10 @@ phase root-mounted
 # insmod in an order computed on the host from modules.dep: a modprobe per module
 # would parse modules.dep each time, which costs seconds under TCG. The default set is
 # in the initramfs, without signatures; others come from the tree over 9p.
-for ko in $LOAD_KO; do
-    name=${ko##*/}; name=${name%.ko}
+# Names come from the host: a file name may spell with dashes what /sys/module and the
+# image spell with underscores, and may end in .ko.xz.
+for spec in $LOAD_KO; do
+    name=${spec%%:*}; ko=${spec#*:}
     [ -d "/sys/module/$name" ] && continue
     if [ -f "/modules/$name.ko" ]; then
         insmod "/modules/$name.ko" || echo "KLAB:WARN insmod $name failed"
@@ -185,7 +190,7 @@ def ensure_initramfs(kernel: LabKernel, cache: Path, preload: Sequence[str] = ()
         writer.file("init", script.encode(), 0o755)
         writer.file("modules/order", ("\n".join(order) + "\n").encode(), 0o644)
         for name in order + extra:
-            data = kernel.module_path(name).read_bytes()
+            data = kernel.module_bytes(name)
             writer.file(f"modules/{name}.ko", strip_signature(data) if STRIP_SIGNATURES else data, 0o644)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")

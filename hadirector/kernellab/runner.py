@@ -177,7 +177,8 @@ def run_in_lab(
 
 def load_order(kernel: LabKernel, modules: Sequence[str]) -> list[str]:
     """The modules to insmod so that ``modules`` are loaded: dependencies first,
-    modules this kernel does not have left out (ip_vs_twos arrived in Linux 6.2)."""
+    modules this kernel does not have left out (ip_vs_twos arrived in Linux 6.2: the
+    6.1 fallback kernel lacks it)."""
     index = kernel.module_index()
     builtin = kernel.builtin_modules()
     present = [m for m in modules if m.replace("-", "_") in index or m.replace("-", "_") in builtin]
@@ -216,7 +217,7 @@ def _write_exchange(xchg: Path, *, kernel, argv, cwd, env, keep, rw_dirs, module
     params = {
         "KVER": kernel.version,
         "MODTREE": str(kernel.root / "lib" / "modules"),
-        "LOAD_KO": " ".join(str(kernel.module_path(m).relative_to(kernel.modules_dir)) for m in modules),
+        "LOAD_KO": " ".join(f"{m}:{kernel.module_path(m).relative_to(kernel.modules_dir)}" for m in modules),
         "XCHG_PATH": str(xchg),
         "KEEP_PATHS": " ".join(keep),
         "RW_MOUNTS": " ".join(f"rw{i}={p}" for i, p in enumerate(rw_dirs)),

@@ -9,7 +9,6 @@ and addresses in 10.250.0.0/16, and are removed by the fixtures.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -22,17 +21,9 @@ from hadirector.kernellab import IPVS_SCHEDULERS
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 
-# Linux version each scheduler module first shipped in; older ones are all in 6.1.
-SCHEDULER_SINCE = {"twos": (6, 2)}
-
 
 def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout)
-
-
-def kernel_release() -> tuple[int, int]:
-    major, minor = re.match(r"(\d+)\.(\d+)", platform.release()).groups()
-    return int(major), int(minor)
 
 
 class Netns:
@@ -88,19 +79,20 @@ def test_ipvs_and_network_modules_are_loaded_up_front():
     if os.path.exists(f"/sys/module"):
         builtin = {m for m in ("veth", "bridge", "ipip", "nf_conntrack") if os.path.isdir(f"/sys/module/{m}")}
     expected = {"ip_vs", "nf_conntrack", "veth", "bridge", "ipip"}
-    expected |= {f"ip_vs_{s}" for s in IPVS_SCHEDULERS if kernel_release() >= SCHEDULER_SINCE.get(s, (0, 0))}
+    expected |= {f"ip_vs_{s}" for s in IPVS_SCHEDULERS}
     assert expected - loaded - builtin == set()
 
 
+def test_the_kernel_is_new_enough_for_every_scheduler():
+    # ip_vs_twos arrived in Linux 6.2; the lab runs bookworm-backports' 6.12 for it.
+    # (On the 6.1 fallback this fails, as it should: twos cannot be tested there.)
+    assert tuple(map(int, os.uname().release.split(".")[:2])) >= (6, 2), os.uname().release
+
+
 @pytest.mark.parametrize("scheduler", IPVS_SCHEDULERS)
-def test_a_service_can_use_each_scheduler_the_kernel_ships(ns, scheduler):
+def test_a_service_can_use_each_scheduler(ns, scheduler):
     vip = "10.250.0.10:80"
     add = ns.run("ipvsadm", "-A", "-t", vip, "-s", scheduler, check=False)
-    if kernel_release() < SCHEDULER_SINCE.get(scheduler, (0, 0)):
-        # Not in this kernel: the kernel refuses the service rather than falling back.
-        assert add.returncode != 0
-        assert "not found" in add.stderr.lower() or "invalid" in add.stderr.lower()
-        return
     assert add.returncode == 0, add.stderr
     ns.run("ipvsadm", "-a", "-t", vip, "-r", "10.250.0.20:80", "-m", "-w", "3")
     table = ns.run("ipvsadm", "-Ln").stdout
