@@ -95,8 +95,8 @@ class LvsController:
             rt = agent.runtimes.get(leader) if leader else None
             if rt is not None:
                 self.role = rt.driver.state
-        self._seed_from_kernel()
-        self.sync_table(reason="startup")
+        actual = self._seed_from_kernel()
+        self.sync_table(reason="startup", actual=actual)
         self._switch_daemon(reason="startup")
         await self.health.start()
 
@@ -116,7 +116,7 @@ class LvsController:
 
     # --- the table ---------------------------------------------------------------------
 
-    def _seed_from_kernel(self) -> None:
+    def _seed_from_kernel(self) -> Table | None:
         """Take the kernel's table as the last known health of each real server.
 
         A real server with no check result yet is not *added*; but one that a previous
@@ -129,7 +129,7 @@ class LvsController:
             actual = self._backend.dump()
         except IpvsError as e:
             log.error("ipvs.dump_failed", reason=str(e))
-            return
+            return None
         seed: dict[tuple, Health] = {}
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
@@ -141,6 +141,7 @@ class LvsController:
         self._seed = seed
         if seed:
             log.info("ipvs.health_seeded", servers=len(seed), reason="found_in_kernel")
+        return actual
 
     def health_view(self, vs: model.VirtualService, rs: model.RealServer) -> Health:
         """The health runner's verdict; before its first result, the kernel's seed."""
@@ -162,10 +163,10 @@ class LvsController:
         self.quorum.update(table.quorum)
         return table
 
-    def sync_table(self, reason: str) -> SyncReport | None:
+    def sync_table(self, reason: str, actual: Table | None = None) -> SyncReport | None:
         if self.reconciler is None:
             return None
-        report = self.reconciler.sync(self.desired())
+        report = self.reconciler.sync(self.desired(), actual)
         self._record(report, reason=reason)
         return report
 

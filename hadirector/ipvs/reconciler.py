@@ -61,8 +61,11 @@ class Reconciler:
 
     # --- whole table ---
 
-    def sync(self, desired: Table) -> SyncReport:
-        actual = self.backend.dump()
+    def sync(self, desired: Table, actual: Table | None = None) -> SyncReport:
+        """Converge the whole table. ``actual``: a dump the caller just read (saves a
+        second read of a large table); by default the kernel is read here."""
+        if actual is None:
+            actual = self.backend.dump()
         ops = planner.plan(actual, desired, self.owned)
         self._own(set(desired.services))
         report = self._apply(ops)
