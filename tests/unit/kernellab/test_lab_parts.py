@@ -79,3 +79,137 @@ def test_the_initramfs_is_a_newc_archive_that_cpio_reads(tmp_path):
     subprocess.run(["cpio", "-id", "-F", str(archive), "init", "bin/odd"], cwd=tmp_path, check=True,
                    capture_output=True)
     assert (tmp_path / "init").read_text() == init_script() and (tmp_path / "bin/odd").read_bytes() == b"xxxxx"
+
+
+def test_the_lab_prefers_backports_612_generic_kernels_newest_first():
+    from hadirector.kernellab.kernel import BACKPORTS, STABLE, newest_packages
+
+    names = [
+        "linux-image-6.12.43+deb12-amd64",
+        "linux-image-6.12.95+deb12-cloud-amd64",  # IPVS but no 9p
+        "linux-image-6.12.95+deb12-rt-amd64",
+        "linux-image-6.12.95+deb12-amd64-unsigned",
+        "linux-image-6.12.90+deb12-amd64",
+        "linux-image-6.12.90+deb12.1-amd64",  # a rebuild of the same ABI sorts above it
+        "linux-image-6.1.0-56-amd64",
+        "linux-image-amd64",
+    ]
+    assert newest_packages(names, BACKPORTS) == [
+        "linux-image-6.12.90+deb12.1-amd64",
+        "linux-image-6.12.90+deb12-amd64",
+        "linux-image-6.12.43+deb12-amd64",
+    ]
+    assert newest_packages(names, STABLE) == ["linux-image-6.1.0-56-amd64"]
+
+
+def test_backports_is_asked_through_a_private_apt_configuration(tmp_path):
+    from hadirector.kernellab.kernel import BACKPORTS, STABLE, apt_options
+
+    opts = apt_options(tmp_path, BACKPORTS)
+    settings = dict(o.split("=", 1) for o in opts if o != "-o")
+    sources = Path(settings["Dir::Etc::SourceList"])
+    assert sources.read_text() == "deb http://deb.debian.org/debian bookworm-backports main\n"
+    assert sources.is_relative_to(tmp_path) and settings["Dir::Etc::SourceParts"] == "/dev/null"
+    assert (Path(settings["Dir::State::Lists"]) / "partial").is_dir()
+    assert Path(settings["Dir::Cache"]).is_relative_to(tmp_path)
+    assert apt_options(tmp_path, STABLE) == []  # the fallback uses the machine's apt
+
+
+def test_compressed_modules_are_decompressed_before_their_signature_is_stripped(tmp_path):
+    import lzma
+
+    from hadirector.kernellab.initramfs import strip_signature
+    from hadirector.kernellab.kernel import decompress_module
+
+    elf = b"\x7fELF" + b"\0" * 60
+    sig = b"S" * 256
+    info = bytes(8) + len(sig).to_bytes(4, "big")
+    signed = elf + sig + info + b"~Module signature appended~\n"
+    raw = decompress_module("ip_vs_twos.ko.xz", lzma.compress(signed, format=lzma.FORMAT_XZ))
+    assert raw == signed and strip_signature(raw) == elf
+    assert decompress_module("veth.ko", signed) == signed
+
+
+def test_a_scheduler_module_named_ko_xz_keeps_its_module_name(tmp_path):
+    kernel = fake_kernel(tmp_path)
+    dep = kernel.modules_dir / "modules.dep"
+    dep.write_text(dep.read_text() + "kernel/net/netfilter/ipvs/ip_vs_twos.ko.xz: kernel/lib/libcrc32c.ko\n")
+    assert kernel.has_module("ip_vs_twos")
+    assert load_order(kernel, ["ip_vs_twos"]) == ["libcrc32c", "ip_vs_twos"]
+
+
+def test_the_bzimage_payload_is_found_through_the_setup_header():
+    import lzma
+    import struct
+
+    from hadirector.kernellab.kernel import bzimage_payload, decompress_payload
+
+    elf = b"\x7fELF" + b"k" * 1000
+    payload = lzma.compress(elf, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32) + len(elf).to_bytes(4, "little")
+    image = bytearray(2 * 512 + 100)  # setup_sects=1: protected-mode code at 1024
+    image[0x1F1] = 1
+    image[0x202:0x206] = b"HdrS"
+    struct.pack_into("<II", image, 0x248, 100, len(payload))
+    image += payload + b"trailing"
+    assert bzimage_payload(bytes(image)) == payload
+    assert decompress_payload(payload) == elf
+
+
+def test_a_zstd_bzimage_payload_is_unpacked_without_its_size_trailer():
+    from hadirector.kernellab.kernel import decompress_payload
+
+    elf = b"\x7fELF" + b"z" * 1000
+    packed = subprocess.run(["zstd", "-q", "-c"], input=elf, capture_output=True, check=True).stdout
+    assert decompress_payload(packed + len(elf).to_bytes(4, "little")) == elf
+
+
+def _cached(cache: Path, version: str) -> None:
+    d = cache / "kernels" / version
+    (d / "root").mkdir(parents=True)
+    (d / "vmlinuz").write_bytes(b"not a bzImage")
+    (d / ".complete").write_text(f"linux-image-{version}\n")
+
+
+def test_a_cached_612_kernel_is_used_without_asking_apt(tmp_path, monkeypatch):
+    import hadirector.kernellab.kernel as kk
+
+    _cached(tmp_path, "6.1.0-56-amd64")
+    _cached(tmp_path, "6.12.95+deb12-amd64")
+    monkeypatch.setattr(kk, "_fetch", lambda *a, **k: (_ for _ in ()).throw(AssertionError("fetched")))
+    assert kk.ensure_kernel(tmp_path).version == "6.12.95+deb12-amd64"
+
+
+def test_the_lab_falls_back_to_61_only_when_backports_is_unreachable_and_says_so(tmp_path, monkeypatch):
+    import hadirector.kernellab.kernel as kk
+
+    _cached(tmp_path, "6.1.0-56-amd64")
+    asked = []
+
+    def unreachable(cache, log, source):
+        asked.append(source.suite)
+        raise kk.SourceUnreachable("apt-get update for bookworm-backports: Temporary failure resolving")
+
+    monkeypatch.setattr(kk, "_fetch", unreachable)
+    said: list[str] = []
+    assert kk.ensure_kernel(tmp_path, log=said.append).version == "6.1.0-56-amd64"
+    assert asked == ["bookworm-backports"]
+    assert "6.1.0-56-amd64" in said[-1] and "no ip_vs_twos" in said[-1] and "Temporary failure" in said[-1]
+    # An offline machine does not wait for apt again on the next run, but still says why.
+    said.clear()
+    assert kk.ensure_kernel(tmp_path, log=said.append).version == "6.1.0-56-amd64"
+    assert asked == ["bookworm-backports"] and "no ip_vs_twos" in said[-1]
+
+
+def test_a_broken_backports_kernel_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
+    import pytest
+
+    import hadirector.kernellab.kernel as kk
+
+    _cached(tmp_path, "6.1.0-56-amd64")
+
+    def broken(cache, log, source):
+        raise kk.KernelFetchError("depmod -b ... failed with 1")
+
+    monkeypatch.setattr(kk, "_fetch", broken)
+    with pytest.raises(kk.KernelFetchError, match="depmod"):
+        kk.ensure_kernel(tmp_path)
