@@ -233,8 +233,11 @@ class LvsController:
         want = DaemonState.MASTER if self.role is State.MASTER else DaemonState.BACKUP
         self._apply_daemons(want, reason)
 
-    def _apply_daemons(self, want: DaemonState | None, reason: str) -> None:
-        cfg = self.config.lvs.sync_daemon
+    def _apply_daemons(self, want: DaemonState | None, reason: str,
+                       cfg: model.SyncDaemon | None = None, only_matching: bool = False) -> None:
+        """Make the kernel run only ``want`` (None: no daemon) as ``cfg`` (default: the
+        config's). ``only_matching``: leave alone daemons that ``cfg`` did not describe."""
+        cfg = cfg or self.config.lvs.sync_daemon
         if cfg is None or self._backend is None:
             return
         try:
@@ -242,6 +245,8 @@ class LvsController:
         except IpvsError as e:
             log.error("ipvs.sync_daemon_failed", action="read", reason=str(e))
             return
+        if only_matching:
+            actual = [d for d in actual if syncd.matches(d, cfg)]
         for action in syncd.plan_daemons(actual, want, cfg if want else None):
             try:
                 if isinstance(action, syncd.StartDaemon):
@@ -274,29 +279,8 @@ class LvsController:
                 State.MASTER if not new.vrrp_instances else State.INITIALIZE)
         report = self.sync_table(reason="reload")
         if old.lvs.sync_daemon is not None and new.lvs.sync_daemon is None:
-            self._stop_daemons(old.lvs.sync_daemon, reason="reload")
+            # The sync daemon left the config: stop the ones it had us start.
+            self._apply_daemons(None, "reload", cfg=old.lvs.sync_daemon, only_matching=True)
         elif old.lvs.sync_daemon != new.lvs.sync_daemon or role is not self.role:
             self._switch_daemon(reason="reload")
         return report
-
-    def _stop_daemons(self, cfg: model.SyncDaemon, reason: str) -> None:
-        """The sync daemon was removed from the config: stop the ones we started."""
-        if self._backend is None:
-            return
-        try:
-            actual = self._backend.daemons()
-        except IpvsError as e:
-            log.error("ipvs.sync_daemon_failed", action="read", reason=str(e))
-            return
-        for entry in actual:
-            if not syncd.matches(entry, cfg):
-                continue
-            try:
-                self._backend.stop_daemon(entry.state)
-            except IpvsError as e:
-                log.error("ipvs.sync_daemon_failed", action=f"stop {entry.state.name.lower()}",
-                          reason=str(e))
-                continue
-            log.info("ipvs.sync_daemon_switched", action=f"stop {entry.state.name.lower()}",
-                     interface=cfg.interface, syncid=cfg.syncid, reason=reason)
-        self.sync_role = None

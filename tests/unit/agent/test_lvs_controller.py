@@ -209,3 +209,17 @@ async def test_master_only_programs_while_master_and_removes_on_backup(tmp_path)
 def test_the_leader_instance_is_the_followed_one_or_the_first(tmp_path):
     cfg = config(tmp_path)
     assert leader_instance(cfg) == "VI_1"
+
+
+async def test_a_reload_without_the_sync_daemon_stops_the_one_it_had_started(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = config(tmp_path)
+    ctl = LvsController(cfg, backend=fake, probe=probes)
+    await ctl.start(FakeAgent())
+    try:
+        assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
+        import dataclasses
+        ctl.update_config(dataclasses.replace(cfg, lvs=dataclasses.replace(cfg.lvs, sync_daemon=None)))
+        assert fake.daemons() == []
+    finally:
+        await ctl.stop(FakeAgent())
