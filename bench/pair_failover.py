@@ -488,7 +488,9 @@ def run_outside(a: argparse.Namespace, argv: list[str]) -> int:
         rc = subprocess.run(inner, cwd=src).returncode
     else:
         ncycles = a.cycles * len(a.stops)
-        per_impl = {"hadirector": 120 + ncycles * 150, "keepalived": 60 + ncycles * 80}
+        # Seen on a host shared with other lab boots: ~4 min per hadirector cycle (agent
+        # start-up under emulation), ~1.5 min per keepalived cycle.
+        per_impl = {"hadirector": 480 + ncycles * 300, "keepalived": 240 + ncycles * 150}
         timeout = a.timeout or 120 + len(a.adverts) * sum(per_impl.get(i, 200) for i in a.impls)
         say(f"this kernel has no IPVS: booting the kernel lab (timeout {timeout:.0f}s); "
             f"progress below, results in {out_dir}")
@@ -526,7 +528,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--live", action="store_true",
                    help="run the work tree as it is, not a snapshot of the last commit")
     p.add_argument("--commit", default="work tree", help=argparse.SUPPRESS)
-    p.add_argument("--table", metavar="JSON", help="only print the table of a results file")
+    p.add_argument("--table", metavar="JSON", nargs="+",
+                   help="only print the table of results files (several runs are pooled)")
     a = p.parse_args(argv)
     a.adverts = [float(x) for x in a.adverts.split(",")]
     a.impls = [x for x in a.impls.split(",") if x]
@@ -546,7 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
     if a.table:
-        print(table(json.loads(Path(a.table).read_text())))
+        docs = [json.loads(Path(f).read_text()) for f in a.table]
+        pooled = {**docs[0], "commit": ", ".join(sorted({str(d.get("commit")) for d in docs})),
+                  "records": [r for d in docs for r in d["records"]],
+                  "cases": [c for d in docs for c in d.get("cases", [])]}
+        print(table(pooled))
         return 0
     if a.inside:
         return run_inside(a)
