@@ -83,6 +83,14 @@ def dests_up(d: pairlab.Director) -> int:
     return sum(1 for w in _DEST.findall(d.ipvs_table()) if int(w) > 0)
 
 
+def echo_conns(d: pairlab.Director) -> int:
+    """Established connections to the echo service (the long-lived ones) that the
+    director's IPVS connection table knows, synced or its own."""
+    out = topology.sh("cat", "/proc/net/ip_vs_conn", ns=d.ns, check=False).stdout
+    return sum(1 for line in out.splitlines()
+               if line.startswith("TCP") and " 2328 " in line and "ESTABLISHED" in line)
+
+
 def wait_for(what: str, cond, timeout: float, step: float = 0.05) -> float:
     start = time.monotonic()
     while time.monotonic() - start < timeout:
@@ -296,11 +304,23 @@ class Case:
 
         # --- preemption back ---
         self.client.start()
+        rec["dir2_knew_before_restart"] = echo_conns(d2)
         t_restart = time.time()
         d1.start()
-        took = wait_for("dir1 to take the VIP back", lambda: d1.holds_vip() and not d2.holds_vip(),
-                        TAKEBACK_TIMEOUT, step=0.1)
+        # Does the restarted dir1 know the connections opened through dir2 (IPVS sync,
+        # backup daemon) by the time it takes the VIP back? Sampled while waiting.
+        knew: dict = {}
+
+        def back() -> bool:
+            n = echo_conns(d1)
+            held = d1.holds_vip() and not d2.holds_vip()
+            knew["after" if held else "before"] = n
+            return held
+
+        took = wait_for("dir1 to take the VIP back", back, TAKEBACK_TIMEOUT, step=0.1)
         rec["takeback_poll_s"] = took
+        rec["dir1_knew_before_takeback"] = knew.get("before")
+        rec["dir1_knew_at_takeback"] = knew.get("after")
         time.sleep(self.settle)
         rec["takeback"] = summarize_client(self.client.stop())
         back = [a for a in self.cap.adverts(t_restart) if a[1] == DIR1_IP and a[2] > 0]
@@ -417,6 +437,10 @@ def table(doc: dict) -> str:
         tb = [r["takeback_s"] for r in rs if r.get("takeback_s") is not None]
         if tb:
             extra.append(f"restart -> VIP back median {_med(tb):.1f}s")
+        knew = [r["dir1_knew_before_takeback"] for r in rs if r.get("dir1_knew_before_takeback") is not None]
+        if knew:
+            extra.append(f"echo connections the restarted dir1 knew just before taking the VIP back: "
+                         f"{sum(knew)} (of {sum(r['takeback']['long_opened'] for r in rs)} opened through dir2)")
         flaps = sum(r.get("steady_dir2_adverts", 0) for r in rs)
         if flaps:
             extra.append(f"{flaps} dir2 adverts while dir1 was master")
