@@ -209,6 +209,10 @@ class HealthRunner:
     def state(self, service_key: ServiceKey, rs_key: ServerKey) -> HealthState:
         return self._policy.state(service_key, rs_key)
 
+    def seed(self, service_key: ServiceKey, rs_key: ServerKey, state: HealthState) -> bool:
+        """See ``HealthPolicy.seed``: a known state for a target with no result yet."""
+        return self._policy.seed((service_key, rs_key), state, self._clock())
+
     def ipvs_health(self, vs: VirtualService, rs: RealServer) -> ipvs_table.Health:
         """``ipvs.table.HealthView``: pass ``runner.ipvs_health`` to ``desired_table``."""
         return _IPVS_HEALTH[self._policy.state(vs.key, rs.key)]

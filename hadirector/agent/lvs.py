@@ -37,7 +37,7 @@ from hadirector.ipvs import syncd
 from hadirector.ipvs.backend import DaemonState, IpvsError
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
-from hadirector.ipvs.table import DestKey, Health, ServiceKey, Table, desired_service, desired_table
+from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
@@ -75,7 +75,6 @@ class LvsController:
         self.errors = 0
         self.last_sync: float | None = None
         self._services: dict[tuple, model.VirtualService] = {}
-        self._seed: dict[tuple, Health] = {}
         self._agent = None              # set by start(): a reload may change the leader
         self._index(config)
 
@@ -121,34 +120,27 @@ class LvsController:
 
         A real server with no check result yet is not *added*; but one that a previous
         agent (a restart, a crash) already programmed must not be *removed* either, or
-        a restart would drop its connections. Until its first result, a server present
-        in the kernel counts as healthy (or, at weight 0 with inhibit_on_failure, as
-        unhealthy): a restart with an unchanged config then writes nothing.
+        a restart would drop its connections. Such a server starts UP in the health
+        policy (or DOWN, at weight 0 with inhibit_on_failure), so rise/fall apply from
+        there: a restart with an unchanged config writes nothing, and one slow first
+        check does not take a server out.
         """
         try:
             actual = self._backend.dump()
         except IpvsError as e:
             log.error("ipvs.dump_failed", reason=str(e))
             return None
-        seed: dict[tuple, Health] = {}
+        seeded = 0
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
             for rs in vs.real_servers:
                 d = in_kernel.get(DestKey.of(rs.address, rs.port or vs.port))
                 if d is not None:
                     down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
-                    seed[(vs.key, rs.key)] = Health.UNHEALTHY if down else Health.HEALTHY
-        self._seed = seed
-        if seed:
-            log.info("ipvs.health_seeded", servers=len(seed), reason="found_in_kernel")
+                    seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)
+        if seeded:
+            log.info("ipvs.health_seeded", servers=seeded, reason="found_in_kernel")
         return actual
-
-    def health_view(self, vs: model.VirtualService, rs: model.RealServer) -> Health:
-        """The health runner's verdict; before its first result, the kernel's seed."""
-        h = self.health.ipvs_health(vs, rs)
-        if h is Health.UNKNOWN:
-            return self._seed.get((vs.key, rs.key), Health.UNKNOWN)
-        return h
 
     @property
     def programming(self) -> bool:
@@ -159,7 +151,7 @@ class LvsController:
     def desired(self) -> Table:
         if not self.programming:
             return Table()
-        table = desired_table(self.config, self.health_view, self.quorum)
+        table = desired_table(self.config, self.health.ipvs_health, self.quorum)
         self.quorum.update(table.quorum)
         return table
 
@@ -184,7 +176,7 @@ class LvsController:
         if vs is None or self.reconciler is None or not self.programming:
             return
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, self.health_view, self.quorum.get(key))
+        svc, dests, quorum = desired_service(vs, self.health.ipvs_health, self.quorum.get(key))
         before = self.quorum.get(key)
         if quorum is not None:
             self.quorum[key] = quorum

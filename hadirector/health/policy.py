@@ -180,6 +180,17 @@ class HealthPolicy:
         h.checked = True
         return None
 
+    def seed(self, target: Target, state: HealthState, now: float) -> bool:
+        """Start a target that has no result yet from a known state instead of UNKNOWN
+        (a restarted agent finds its real servers already in the kernel): from there
+        rise/fall apply as usual, so one failed first check does not take it out."""
+        h = self._servers.get(target)
+        if h is None or not h.checked or h.checks or h.state is not HealthState.UNKNOWN:
+            return False
+        h.state = state
+        h.changed_at = now
+        return True
+
     def forget(self, target: Target) -> None:
         self._servers.pop(target, None)
 

@@ -223,3 +223,20 @@ async def test_a_reload_without_the_sync_daemon_stops_the_one_it_had_started(tmp
         assert fake.daemons() == []
     finally:
         await ctl.stop(FakeAgent())
+
+
+async def test_after_a_restart_one_failed_first_check_does_not_remove_a_server(tmp_path):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = parse_config(CONFIG.format(state_dir=tmp_path, program="always", on_shutdown="keep")
+                       .replace("rise: 1, fall: 1", "rise: 1, fall: 3"))
+    first = LvsController(cfg, backend=fake, probe=probes)
+    await first.start(FakeAgent())
+    await settle(first)
+    await first.stop(FakeAgent())
+    writes = len(fake.writes)
+    probes.down.add("10.9.0.12")          # a slow first check after the restart
+    second = LvsController(cfg, backend=fake, probe=probes)
+    await second.start(FakeAgent())
+    await asyncio.sleep(0.07)              # about one check interval: one failure
+    await second.stop(FakeAgent())
+    assert fake.writes[writes:] == []

@@ -167,3 +167,16 @@ def test_adding_a_check_to_an_unchecked_server_keeps_it_up_until_fall_failures()
     assert feed(p, [REFUSED], start=2) == []
     [t] = feed(p, [REFUSED], start=3)
     assert (t.old, t.new) == (UP, DOWN)
+
+
+def test_a_seeded_target_starts_up_and_needs_fall_failures_to_go_down():
+    from hadirector.health.policy import HealthPolicy, HealthState, ProbeResult
+    from hadirector.model import HealthCheck, TcpProbe
+
+    p = HealthPolicy()
+    t = ("svc", "rs")
+    p.track(t, HealthCheck(TcpProbe(), rise=2, fall=2), now=0.0)
+    assert p.seed(t, HealthState.UP, now=0.0)
+    assert p.record(t, ProbeResult(False, "timeout", 2.0), now=1.0) is None
+    assert p.record(t, ProbeResult(False, "timeout", 2.0), now=2.0).new is HealthState.DOWN
+    assert not p.seed(t, HealthState.UP, now=3.0), "only before the first result"
