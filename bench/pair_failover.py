@@ -83,12 +83,16 @@ def dests_up(d: pairlab.Director) -> int:
     return sum(1 for w in _DEST.findall(d.ipvs_table()) if int(w) > 0)
 
 
-def echo_conns(d: pairlab.Director) -> int:
-    """Established connections to the echo service (the long-lived ones) that the
-    director's IPVS connection table knows, synced or its own."""
+def echo_conns(d: pairlab.Director) -> set[str]:
+    """Established connections to the echo service (the long-lived ones) in the
+    director's IPVS connection table, synced or its own, as "client-ip:port" keys."""
     out = topology.sh("cat", "/proc/net/ip_vs_conn", ns=d.ns, check=False).stdout
-    return sum(1 for line in out.splitlines()
-               if line.startswith("TCP") and " 2328 " in line and "ESTABLISHED" in line)
+    keys = set()
+    for line in out.splitlines():
+        f = line.split()   # Pro FromIP FPrt ToIP TPrt DestIP DPrt State Expires ...
+        if len(f) >= 8 and f[0] == "TCP" and f[4] == "2328" and f[7] == "ESTABLISHED":
+            keys.add(f"{f[1]}:{f[2]}")
+    return keys
 
 
 def wait_for(what: str, cond, timeout: float, step: float = 0.05) -> float:
@@ -303,8 +307,11 @@ class Case:
         rec["vrrp_gap_s"] = (new[0][0] - old[-1][0]) if new and old else None
 
         # --- preemption back ---
+        old_keys = echo_conns(d2)
         self.client.start()
-        rec["dir2_knew_before_restart"] = echo_conns(d2)
+        # Client B's long-lived connections, as dir2 (master) sees them.
+        new_keys = echo_conns(d2) - old_keys
+        rec["dir2_knew_before_restart"] = len(new_keys)
         t_restart = time.time()
         d1.start()
         # Does the restarted dir1 know the connections opened through dir2 (IPVS sync,
@@ -312,7 +319,7 @@ class Case:
         knew: dict = {}
 
         def back() -> bool:
-            n = echo_conns(d1)
+            n = len(echo_conns(d1) & new_keys)
             held = d1.holds_vip() and not d2.holds_vip()
             knew["after" if held else "before"] = n
             return held
