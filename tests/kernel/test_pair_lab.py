@@ -75,6 +75,16 @@ def _failures_outside(report: dict, windows: list[tuple[float, float]], reasons=
     return out
 
 
+def _explain(report: dict, outside: list) -> str:
+    """Where the failures fell, relative to the stop, beside the lab's steps."""
+    t = report["times"]
+    steps = {k: round(v - t["stop"], 2) for k, v in t.items()}
+    return (f"{len(outside)} of {report['failed']} failures outside the windows; "
+            f"steps (s from stop): {steps}; rs failure at "
+            f"{round(report.get('rs_fail_at', t['stop']) - t['stop'], 2)}; "
+            f"first outside: {outside[:25]}; requests {report['requests']}, ok {report['ok']}")
+
+
 def _failover_windows(report: dict) -> list[tuple[float, float]]:
     t = report["times"]
     windows = [(t["stop"] - BEFORE, t["takeover"] + AFTER)]
@@ -113,7 +123,7 @@ def test_graceful_stop_short_requests_fail_only_inside_the_failover_gap(graceful
     # HTTP 500s from the failing real server are the next test's business.
     outside = _failures_outside(graceful, _failover_windows(graceful) + [
         (graceful["rs_fail_at"], graceful["rs_heal_at"] + 2.0)])
-    assert outside == []
+    assert outside == [], _explain(graceful, outside)
 
 
 def test_the_new_master_takes_a_failing_real_server_out_during_traffic(graceful):
@@ -159,7 +169,8 @@ def test_kill_9_every_long_lived_connection_survives(killed):
 
 
 def test_kill_9_short_requests_fail_only_inside_the_failover_gap(killed):
-    assert _failures_outside(killed, _failover_windows(killed)) == []
+    outside = _failures_outside(killed, _failover_windows(killed))
+    assert outside == [], _explain(killed, outside)
 
 
 def test_kill_9_the_restarted_agent_cleans_up_its_predecessors_vip(killed):
