@@ -268,6 +268,8 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
         report["dir1_log"] = f.read()
     report["dir2_log"] = dir2.log.read_text()
     report["times"] = times
+    # Agent logs carry wall-clock timestamps; this converts them to the monotonic clock.
+    report["wall_minus_mono"] = time.time() - time.monotonic()
     report["t_stop"] = times["stop"] - lab.t0
     return report
 
