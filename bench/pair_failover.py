@@ -192,9 +192,13 @@ def stop_primary(d: pairlab.Director, how: str) -> float:
     if how == "kill":
         pids = [int(p) for p in topology.sh("ip", "netns", "pids", d.ns, check=False).stdout.split()]
         t = time.time()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        # SIGSTOP all first: killing keepalived's parent first SIGTERMs its children
+        # (parent-death signal), and under emulation a child could still send its
+        # priority-0 advert before its own SIGKILL lands (seen once: prio0_sent).
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         with contextlib.suppress(ProcessLookupError):
             d.proc.kill()
     else:
@@ -448,6 +452,9 @@ def table(doc: dict) -> str:
         if knew:
             extra.append(f"echo connections the restarted dir1 knew just before taking the VIP back: "
                          f"{sum(knew)} (of {sum(r['takeback']['long_opened'] for r in rs)} opened through dir2)")
+        soft = sum(1 for r in rs if r["stop"] == "kill" and r.get("prio0_sent"))
+        if soft:
+            extra.append(f"{soft} kill cycles where dir1 still sent a priority-0 advert (not a clean crash)")
         flaps = sum(r.get("steady_dir2_adverts", 0) for r in rs)
         if flaps:
             extra.append(f"{flaps} dir2 adverts while dir1 was master")

@@ -83,10 +83,13 @@ class Director:
         if how == "kill":
             # Every process of the director at once (keepalived is a parent with VRRP
             # and checker children; killing only the parent is not a crash).
+            # SIGSTOP all first, so no child reacts to its parent's death (keepalived's
+            # children get SIGTERM then and would send a priority-0 advert).
             pids = topology.sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), sig)
         self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
