@@ -40,6 +40,8 @@ after its first check passes), which avoids sending traffic to a dead server.
 
 from __future__ import annotations
 
+import functools
+
 import argparse
 import copy
 import glob
@@ -101,6 +103,20 @@ class _Token:
     text: str
     where: Where
 
+
+
+def _put_in(target: dict[str, Any], key: str, conv: Callable[[Stmt], Any]) -> Callable[[Stmt], None]:
+    """A statement handler that stores ``conv(stmt)`` under ``key``."""
+    def handle(x: Stmt) -> None:
+        target[key] = conv(x)
+    return handle
+
+
+def _set_on(target: Any, attr: str, conv: Callable[[Stmt], Any]) -> Callable[[Stmt], None]:
+    """A statement handler that sets ``target.attr`` to ``conv(stmt)``."""
+    def handle(x: Stmt) -> None:
+        setattr(target, attr, conv(x))
+    return handle
 
 class _Lexer:
     def __init__(self, notes: list[Note], config_id: str | None) -> None:
@@ -1214,15 +1230,8 @@ class _Converter:
         sorry: dict[str, Any] = {}
         ctx = f"virtual_server {' '.join(s.args)}"
 
-        def put(key: str, conv: Callable[[Stmt], Any]) -> Callable[[Stmt], None]:
-            def h(x: Stmt) -> None:
-                st[key] = conv(x)
-            return h
-
-        def dflt(attr: str, conv: Callable[[Stmt], Any]) -> Callable[[Stmt], None]:
-            def h(x: Stmt) -> None:
-                setattr(defaults, attr, conv(x))
-            return h
+        put = functools.partial(_put_in, st)
+        dflt = functools.partial(_set_on, defaults)
 
         def sched(x: Stmt) -> None:
             v = _arg(x)
@@ -1434,15 +1443,8 @@ class _Converter:
         checkers: list[Stmt] = []
         ctx = f"real_server {' '.join(r.args)}"
 
-        def put(key: str, conv: Callable[[Stmt], Any]) -> Callable[[Stmt], None]:
-            def h(x: Stmt) -> None:
-                st[key] = conv(x)
-            return h
-
-        def dflt(attr: str, conv: Callable[[Stmt], Any]) -> Callable[[Stmt], None]:
-            def h(x: Stmt) -> None:
-                setattr(defaults, attr, conv(x))
-            return h
+        put = functools.partial(_put_in, st)
+        dflt = functools.partial(_set_on, defaults)
 
         def alpha(x: Stmt) -> None:
             defaults.alpha = True
