@@ -11,6 +11,12 @@ Topologies (one per forwarding method, all in 10.244.0.0/16, names "iv<pid>t..."
   arp_ignore=1/arp_announce=2; TUN real servers hold it on tunl0 with rp_filter off.
 
 Loops are bounded: 60 connections per case, each with a 3 s timeout.
+
+Every case connects from a fresh pair of client addresses. In DR and TUN the director
+sees only the client's half of each connection, so an entry stays in FIN_WAIT for two
+minutes, and with the default conn_reuse_mode=1 a new SYN that happens to reuse its
+source port goes to the old real server instead of being scheduled. Fresh sources keep
+one case's leftovers from counting in the next.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class Topology:
         self.vip = "10.244.10.100" if mode is model.ForwardMethod.NAT else "10.244.20.100"
         self.sources = (["10.244.10.2", "10.244.10.3"] if mode is model.ForwardMethod.NAT
                         else ["10.244.20.50", "10.244.20.51"])
+        self.used_sources = 0
         self.procs: list[subprocess.Popen] = []
         self.made: list[str] = []
         self.ports = 0
@@ -149,8 +156,20 @@ class Topology:
         for name in reversed(self.made):
             sh("ip", "netns", "del", name, check=False)
 
+    def fresh_sources(self) -> list[str]:
+        """Two client addresses no earlier case has used (see the module docstring)."""
+        if self.used_sources:
+            prefix = "10.244.10" if self.mode is model.ForwardMethod.NAT else "10.244.20"
+            base = 100 + 2 * self.used_sources
+            self.sources = [f"{prefix}.{base}", f"{prefix}.{base + 1}"]
+            for a in self.sources:
+                sh("ip", "-n", self.client, "addr", "add", f"{a}/24", "dev", "eth0")
+        self.used_sources += 1
+        return self.sources
+
     def connect(self, n: int = CONNECTIONS) -> list[tuple[str, str]]:
-        out = sh(sys.executable, "-c", CLIENT, self.vip, str(n), ",".join(self.sources), ns=self.client,
+        sources = self.fresh_sources()
+        out = sh(sys.executable, "-c", CLIENT, self.vip, str(n), ",".join(sources), ns=self.client,
                  timeout=n * 3 + 30)
         return [tuple(x) for x in json.loads(out.stdout)]
 
