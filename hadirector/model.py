@@ -294,6 +294,22 @@ class SyncDaemon:
     port: int = 8848
     ttl: int = 1
     maxlen: int = 0                    # 0 = kernel default (interface MTU)
+    # net.ipv4.vs.sync_refresh_period: re-send an active connection to the backup at
+    # most this often (whole seconds); setting it also sets sync_threshold's period to
+    # 0, so connections sync on state changes and by time rather than every 50th packet.
+    # None: leave the kernel's settings alone.
+    refresh_period: int | None = None
+    # After its sync daemon starts as backup, a node does not preempt a live master for
+    # this long, so the master re-sends the connections opened meanwhile (None: twice
+    # refresh_period, or 0 without one).
+    catch_up: float | None = None
+
+    @property
+    def preempt_hold(self) -> float:
+        """Seconds a freshly started backup sync daemon holds off preemption."""
+        if self.catch_up is not None:
+            return self.catch_up
+        return 2.0 * self.refresh_period if self.refresh_period else 0.0
 
 
 @dataclass(frozen=True)

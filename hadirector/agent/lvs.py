@@ -17,6 +17,11 @@ the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
   other state as backup (``ipvs.syncd.plan_daemons``). With ``lvs.program:
   master_only`` the table is programmed only while MASTER and removed otherwise;
   with ``always`` (default) both nodes keep it, so a takeover needs only the VIP.
+* sync catch-up: with ``sync_daemon.refresh_period`` the kernel re-sends active
+  connections by time (``ipvs/sysctl.py``); each time a *backup* daemon starts, the
+  followed instances hold off preempting a live master for ``catch_up`` seconds, so a
+  returning primary takes the VIP back only once it knows the connections opened while
+  it was away.
 * stop: the health runner stops; with ``lvs.on_shutdown: remove`` our services are
   deleted (others' entries stay); the sync daemons are stopped.
 
@@ -28,12 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 from hadirector import model
 from hadirector.agent.health_runner import HealthRunner
 from hadirector.health.policy import HealthState
-from hadirector.ipvs import syncd
+from hadirector.ipvs import syncd, sysctl
 from hadirector.ipvs.backend import DaemonState, IpvsError
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
@@ -61,11 +67,24 @@ def leader_instance(config: model.Config) -> str | None:
     return config.vrrp_instances[0].name if config.vrrp_instances else None
 
 
+def followed_instances(config: model.Config) -> tuple[str, ...]:
+    """The instances the LVS role follows: the leader, or every member of its group."""
+    sd = config.lvs.sync_daemon
+    follow = sd.follow_instance if sd is not None else None
+    for group in config.sync_groups:
+        if group.name == follow:
+            return tuple(group.instances)
+    leader = leader_instance(config)
+    return (leader,) if leader else ()
+
+
 class LvsController:
-    def __init__(self, config: model.Config, *, backend: Any = None, **health_options: Any) -> None:
+    def __init__(self, config: model.Config, *, backend: Any = None, sysctl_root: Path = sysctl.VS_SYSCTL,
+                 **health_options: Any) -> None:
         """``health_options`` go to ``HealthRunner`` (tests pass ``probe=`` and clocks)."""
         self.config = config
         self._backend = backend
+        self._sysctl_root = sysctl_root
         self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
         self.reconciler: Reconciler | None = None
         self.role: State = State.INITIALIZE if config.vrrp_instances else State.MASTER
@@ -96,6 +115,7 @@ class LvsController:
                 self.role = rt.driver.state
         actual = self._seed_from_kernel()
         self.sync_table(reason="startup", actual=actual)
+        self._tune_sync(reason="startup")
         self._switch_daemon(reason="startup")
         await self.health.start()
 
@@ -251,7 +271,35 @@ class LvsController:
                 continue
             log.info("ipvs.sync_daemon_switched", action=str(action), interface=cfg.interface,
                      syncid=cfg.syncid, reason=reason)
+            if action == syncd.StartDaemon(DaemonState.BACKUP):
+                self._hold_preemption(cfg)
         self.sync_role = want
+
+    def _tune_sync(self, reason: str) -> None:
+        """net.ipv4.vs.sync_refresh_period and sync_threshold from the config (see
+        ipvs/sysctl.py). A failure is logged and changes nothing else."""
+        cfg = self.config.lvs.sync_daemon
+        try:
+            changes = sysctl.apply_sync_tuning(cfg, self._sysctl_root)
+        except sysctl.SysctlError as e:
+            log.error("ipvs.sync_tuning_failed", reason=str(e))
+            return
+        for c in changes:
+            log.info("ipvs.sync_tuned", sysctl=f"net.ipv4.vs.{c.name}", old=c.old, new=c.new, reason=reason)
+
+    def _hold_preemption(self, cfg: model.SyncDaemon) -> None:
+        """A backup daemon that just started knows only what the master sends from now
+        on; with refresh_period the master re-sends every active connection within that
+        period. Taking the VIP back before then would drop the connections opened while
+        this node was away, so preemption waits (catch_up)."""
+        hold = cfg.preempt_hold
+        if hold <= 0 or self._agent is None:
+            return
+        names = [n for n in followed_instances(self.config) if n in self._agent.runtimes]
+        for name in names:
+            self._agent.runtimes[name].driver.hold_preemption(hold)
+        log.info("vrrp.preemption_held", instances=names, seconds=hold,
+                 reason="sync_daemon_catch_up")
 
     # --- reload ----------------------------------------------------------------------
 
@@ -270,6 +318,9 @@ class LvsController:
             self.role = rt.driver.state if rt is not None else (
                 State.MASTER if not new.vrrp_instances else State.INITIALIZE)
         report = self.sync_table(reason="reload")
+        if new.lvs.sync_daemon is not None and (
+                old.lvs.sync_daemon is None or old.lvs.sync_daemon.refresh_period != new.lvs.sync_daemon.refresh_period):
+            self._tune_sync(reason="reload")
         if old.lvs.sync_daemon is not None and new.lvs.sync_daemon is None:
             # The sync daemon left the config: stop the ones it had us start.
             self._apply_daemons(None, "reload", cfg=old.lvs.sync_daemon, only_matching=True)

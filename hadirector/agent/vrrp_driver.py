@@ -172,6 +172,10 @@ class VrrpDriver:
         self._drain()
         return True
 
+    def hold_preemption(self, seconds: float) -> None:
+        """``VrrpMachine.hold_preemption`` for ``seconds`` from now."""
+        self.machine.hold_preemption(self.loop.time() + seconds)
+
     def force_state(self, state: State, reason: str) -> bool:
         changed = self.machine.force_state(state, reason, self.loop.time())
         self._drain()

@@ -516,6 +516,8 @@ SYNC_DAEMON = Record(m.SyncDaemon, (
     F("port", integer(1, U16)),
     F("ttl", integer(1, 255)),
     F("maxlen", integer(0, 65507)),
+    F("refresh_period", optional(whole_seconds(1, 3600))),
+    F("catch_up", optional(duration(ge=0, le=3600))),
 ))
 
 LVS = Record(m.LvsSettings, (

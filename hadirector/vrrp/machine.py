@@ -169,6 +169,7 @@ class VrrpMachine:
         self._master_address: IPAddress | None = None
         self._master_priority: int | None = None
         self._preempt_at: float | None = None     # keepalived preempt_time; None = not started
+        self._hold_until = float("-inf")          # see hold_preemption()
         self._down_reason = Reason.MASTER_DOWN_TIMER
         self._wants_master = False                # held in BACKUP by the sync group
         self._since = now
@@ -222,6 +223,11 @@ class VrrpMachine:
     def priority_deltas(self) -> dict[str, int]:
         return dict(self._deltas)
 
+    @property
+    def preemption_held_until(self) -> float | None:
+        """The ``until`` of the last hold_preemption(), or None if never held."""
+        return None if self._hold_until == float("-inf") else self._hold_until
+
     def get_timer(self) -> float | None:
         """The one deadline at which ``handle_timer`` must be called, or None."""
         return self._deadline
@@ -254,6 +260,15 @@ class VrrpMachine:
         self._transition(State.INITIALIZE, Reason.SHUTDOWN, now)
         self._deadline = None
         self._master_address = self._master_priority = None
+
+    def hold_preemption(self, until: float) -> None:
+        """Do not preempt a live lower-priority master before ``until``: in BACKUP its
+        adverts are followed as if preempt were off. The agent holds while a freshly
+        started IPVS backup sync daemon catches up with the master's connections, so
+        that taking the VIP back does not drop them. A master that goes silent or sends
+        priority 0 is still replaced at once (RFC 5798 6.4.2): the hold only delays a
+        takeover that nobody needs yet."""
+        self._hold_until = max(self._hold_until, until)
 
     def receive_advert(self, adv: Advert, src: IPAddress, now: float) -> Reject | None:
         """Act on one advert that ``codec.decode`` accepted, from ``src``.
@@ -425,7 +440,7 @@ class VrrpMachine:
         lower = adv.priority < self._effective
         delay = self.instance.preempt_delay
         holding = delay > 0 and (self._preempt_at is None or now < self._preempt_at)
-        if not self.instance.preempt or not lower or holding:
+        if not self.instance.preempt or not lower or holding or now < self._hold_until:
             if self.instance.version == 3:
                 self._master_adver_interval = adv.max_advert_int
             self._deadline = now + self._master_down_interval()

@@ -240,3 +240,77 @@ async def test_after_a_restart_one_failed_first_check_does_not_remove_a_server(t
     await asyncio.sleep(0.07)              # about one check interval: one failure
     await second.stop(FakeAgent())
     assert fake.writes[writes:] == []
+
+
+class HoldRecorder:
+    """Stands in for a VrrpDriver: records preemption holds."""
+
+    def __init__(self) -> None:
+        self.state = State.BACKUP
+        self.holds: list[float] = []
+
+    def hold_preemption(self, seconds: float) -> None:
+        self.holds.append(seconds)
+
+
+def tuned_config(tmp_path):
+    text = CONFIG.format(state_dir=tmp_path, program="always", on_shutdown="keep").replace(
+        "sync_daemon: {interface: eth0, syncid: 7}",
+        "sync_daemon: {interface: eth0, syncid: 7, refresh_period: 2}")
+    return parse_config(text)
+
+
+def sysctl_tree(tmp_path):
+    root = tmp_path / "vs"
+    root.mkdir()
+    (root / "sync_refresh_period").write_text("0\n")
+    (root / "sync_threshold").write_text("3\t50\n")
+    return root
+
+
+async def test_refresh_period_tunes_the_kernel_and_a_fresh_backup_daemon_holds_preemption(tmp_path):
+    from types import SimpleNamespace
+    fake, probes, root = FakeIpvs(), Probes(), sysctl_tree(tmp_path)
+    cfg = tuned_config(tmp_path)
+    driver = HoldRecorder()
+    agent = FakeAgent(runtimes={"VI_1": SimpleNamespace(driver=driver)})
+    ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=root)
+    await ctl.start(agent)
+    try:
+        assert (root / "sync_refresh_period").read_text() == "2\n"
+        assert (root / "sync_threshold").read_text() == "3 0\n"
+        assert driver.holds == [4.0], "catch_up defaults to twice the refresh period"
+        agent.role(cfg, State.MASTER)
+        assert driver.holds == [4.0], "starting the master daemon holds nothing"
+        agent.role(cfg, State.BACKUP, old=State.MASTER)
+        assert driver.holds == [4.0, 4.0], "a backup daemon started again catches up again"
+    finally:
+        await ctl.stop(agent)
+
+
+async def test_a_backup_daemon_already_running_at_restart_holds_nothing(tmp_path):
+    from types import SimpleNamespace
+    fake, probes, root = FakeIpvs(), Probes(), sysctl_tree(tmp_path)
+    cfg = tuned_config(tmp_path)
+    fake.start_daemon(DaemonState.BACKUP, cfg.lvs.sync_daemon)   # it has been listening all along
+    driver = HoldRecorder()
+    agent = FakeAgent(runtimes={"VI_1": SimpleNamespace(driver=driver)})
+    ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=root)
+    await ctl.start(agent)
+    try:
+        assert driver.holds == []
+    finally:
+        await ctl.stop(agent)
+
+
+async def test_a_sysctl_failure_is_logged_and_the_daemon_still_starts(tmp_path, capsys):
+    fake, probes = FakeIpvs(), Probes()
+    cfg = tuned_config(tmp_path)
+    ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=tmp_path / "missing")
+    await ctl.start(FakeAgent())
+    try:
+        assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
+    finally:
+        await ctl.stop(FakeAgent())
+    out = capsys.readouterr().out
+    assert "ipvs.sync_tuning_failed" in out and "missing/sync_refresh_period" in out

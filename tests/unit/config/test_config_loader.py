@@ -79,6 +79,8 @@ lvs:
     port: 8849
     ttl: 2
     maxlen: 1400
+    refresh_period: 2s
+    catch_up: 5s
 virtual_services:
   - name: web
     address: 192.0.2.100
@@ -163,7 +165,8 @@ def test_full_config_loads_to_exactly_the_expected_model():
                                  notify=m.NotifyScripts(fault=("/bin/logger", "fault"))),),
         lvs=m.LvsSettings(program=m.ProgramMode.MASTER_ONLY, on_shutdown=m.ShutdownAction.REMOVE,
                           sync_daemon=m.SyncDaemon(interface="eth1", syncid=7, follow_instance="G",
-                                                   mcast_group=ip("224.0.0.81"), port=8849, ttl=2, maxlen=1400)),
+                                                   mcast_group=ip("224.0.0.81"), port=8849, ttl=2, maxlen=1400,
+                                                   refresh_period=2, catch_up=5.0)),
         virtual_services=(
             m.VirtualService(
                 name="web", protocol=m.Protocol.TCP, address=ip("192.0.2.100"), port=80, family=4,

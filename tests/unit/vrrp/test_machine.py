@@ -192,6 +192,45 @@ def test_preempt_delay_does_not_apply_without_preempt():
         assert m.get_timer() == pytest.approx(t + MDI)
 
 
+def test_a_preemption_hold_follows_a_lower_priority_master_until_it_ends():  # sync catch-up
+    m = backup(priority=100)
+    m.hold_preemption(until=8.0)
+    for t in range(1, 8):
+        m.receive_advert(advert(50), PEER, float(t))
+        assert m.get_timer() == pytest.approx(t + MDI), t
+        assert m.master_address == PEER
+    m.receive_advert(advert(50), PEER, 8.0)   # hold over: discard, the timer runs out
+    assert m.get_timer() == pytest.approx(7.0 + MDI)
+    m.handle_timer(7.0 + MDI)
+    assert m.actions()[-2:] == [RoleChanged(B, M, Reason.PREEMPTED), SendAdvert(100)]
+    assert m.preemption_held_until == 8.0
+
+
+def test_a_preemption_hold_does_not_delay_takeover_from_a_silent_master():  # RFC 5798 6.4.2
+    m = backup(priority=100)
+    m.hold_preemption(until=100.0)
+    m.receive_advert(advert(50), PEER, 1.0)
+    m.handle_timer(1.0 + MDI)
+    assert m.state is M and m.last_reason == Reason.MASTER_DOWN_TIMER
+
+
+def test_a_preemption_hold_does_not_delay_takeover_on_priority_zero():  # RFC 5798 6.4.2
+    m = backup(priority=100)
+    m.hold_preemption(until=100.0)
+    m.receive_advert(advert(50), PEER, 1.0)
+    m.receive_advert(advert(0), PEER, 2.0)
+    assert m.get_timer() == pytest.approx(2.0 + SKEW)
+    m.handle_timer(2.0 + SKEW)
+    assert m.state is M
+
+
+def test_a_shorter_preemption_hold_never_cuts_a_longer_one():
+    m = backup(priority=100)
+    m.hold_preemption(until=10.0)
+    m.hold_preemption(until=5.0)
+    assert m.preemption_held_until == 10.0
+
+
 def test_v2_backup_drops_advert_with_a_different_interval():  # RFC 3768 7.1
     m = backup(version=2)
     assert m.receive_advert(advert(200, version=2, interval=2.0), PEER, 1.0) is Reject.INTERVAL_MISMATCH
