@@ -112,6 +112,7 @@ class InstanceRuntime:
     worker: asyncio.Task | None = None
     garp: asyncio.Task | None = None
     garp_sent: int = 0
+    garp_inline: int = 0                   # packets of the takeover burst sent with the advert
 
 
 def _default_transport(inst: VrrpInstance):
@@ -599,6 +600,8 @@ class Agent:
         priority = driver.machine.effective_priority
         if rt is not None:
             rt.want_vips = change.new is State.MASTER
+            if rt.want_vips:
+                self._take_vips_now(rt)
             rt.wake.set()
         policy = self._group_of.get(name)
         if policy is not None:
@@ -701,6 +704,37 @@ class Agent:
                 await asyncio.sleep(1.0)
                 rt.wake.set()
 
+    def _take_vips_now(self, rt: InstanceRuntime) -> None:
+        """Become reachable in the same loop turn as the first master advert: add the
+        VIPs with one blocking netlink request each and send one gratuitous ARP / NA
+        (RFC 5798 6.4.1/6.4.2). The worker then verifies and runs the GARP bursts; if
+        this fails, the worker's retrying path does it all."""
+        add_now = getattr(self.addresses, "add_vip_now", None)
+        if add_now is None or not rt.instance.virtual_ips:
+            return
+        inst = rt.instance
+        added = []
+        try:
+            for i, vip in enumerate(inst.virtual_ips):
+                if add_now(inst.interface, vip, label=_label(inst, i)):
+                    added.append(str(vip))
+        except Exception as e:  # noqa: BLE001 - the worker retries
+            self.log.warning("vrrp.vips_add_deferred", instance=inst.name, vrid=inst.vrid,
+                             interface=inst.interface, reason=str(e))
+            return
+        rt.held_vips = True
+        if added:
+            self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
+                          interface=inst.interface, vips=added, reason="became_master")
+        if inst.garp.count > 0:
+            try:
+                sent = self._announcer(inst.interface).announce([v.ip for v in inst.virtual_ips])
+                rt.garp_sent += sent
+                rt.garp_inline = sent
+            except OSError as e:
+                self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
+                                 interface=inst.interface, reason=str(e))
+
     async def _add_vips(self, rt: InstanceRuntime) -> None:
         inst = rt.instance
         added = []
@@ -738,7 +772,8 @@ class Agent:
 
     async def _garp_loop(self, rt: InstanceRuntime) -> None:
         g = rt.instance.garp
-        await self._garp_burst(rt, "takeover")
+        inline, rt.garp_inline = rt.garp_inline, 0
+        await self._garp_burst(rt, "takeover", first_sent=inline)
         if g.repeat_delay > 0:
             await asyncio.sleep(g.repeat_delay)
             await self._garp_burst(rt, "repeat")
@@ -746,18 +781,24 @@ class Agent:
             await asyncio.sleep(g.refresh)
             await self._garp_burst(rt, "refresh")
 
-    async def _garp_burst(self, rt: InstanceRuntime, reason: str) -> None:
+    def _announcer(self, interface: str):
+        ann = self._announcers.get(interface)
+        if ann is None:
+            ann = self._announcers[interface] = self._announcer_factory(interface)
+        return ann
+
+    async def _garp_burst(self, rt: InstanceRuntime, reason: str, first_sent: int = 0) -> None:
+        """``garp.count`` rounds ``garp.interval`` apart; ``first_sent``: the packets of
+        round one, already sent with the advert (``_take_vips_now``)."""
         inst = rt.instance
         g = inst.garp
         if g.count <= 0 or not inst.virtual_ips:
             return
         try:
-            ann = self._announcers.get(inst.interface)
-            if ann is None:
-                ann = self._announcers[inst.interface] = self._announcer_factory(inst.interface)
+            ann = self._announcer(inst.interface)
             ips = [v.ip for v in inst.virtual_ips]
-            sent = 0
-            for n in range(g.count):
+            sent = first_sent
+            for n in range(1 if first_sent else 0, g.count):
                 if n and g.interval > 0:
                     await asyncio.sleep(g.interval)
                 sent += ann.announce(ips)
@@ -765,7 +806,7 @@ class Agent:
             self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
                              interface=inst.interface, reason=str(e))
             return
-        rt.garp_sent += sent
+        rt.garp_sent += sent - first_sent
         self.log.info("vrrp.garp_sent", instance=inst.name, vrid=inst.vrid,
                       interface=inst.interface, packets=sent, reason=reason)
 

@@ -28,6 +28,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_LINK
 
 from hadirector.model import IPAddress, IPInterface
+from hadirector.net import rtnl
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40     # the kernel's "operationally up": carrier present
@@ -161,6 +162,15 @@ class AddressManager:
                 return False
             raise NetError(f"adding {vip} to {interface}: {e}") from e
         return True
+
+    def add_vip_now(self, interface: str, vip: IPInterface, label: str | None = None) -> bool:
+        """``add_vip``, blocking for one netlink round trip (``rtnl.add_address``), for
+        the transition to MASTER: the VIP exists before the loop runs anything else."""
+        vip = normalise_vip(vip)
+        try:
+            return rtnl.add_address(socket.if_nametoindex(interface), vip, label=label)
+        except OSError as e:
+            raise NetError(f"adding {vip} to {interface}: {e.strerror or e}") from e
 
     async def remove_vip(self, interface: str, vip: IPInterface) -> bool:
         """Remove the VIP; True if it was there, False if it was already gone."""

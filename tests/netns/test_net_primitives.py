@@ -166,3 +166,30 @@ def test_gratuitous_arp_and_na_move_a_neighbours_cache_entry(lan):  # RFC 5798 6
         time.sleep(0.05)
     assert mac[1] in neigh(vip4), neigh(vip4)
     assert mac[1] in neigh(vip6), neigh(vip6)
+
+
+ADD_NOW = """
+    import ipaddress
+    from hadirector.net.addresses import AddressManager, vip_label
+    m = AddressManager()
+    v4, v6 = ipaddress.ip_interface("10.234.3.101/32"), ipaddress.ip_interface("fd00:234::3:65/128")
+    print(m.add_vip_now("eth0", v4, label=vip_label("eth0", "v7")), m.add_vip_now("eth0", v4))
+    print(m.add_vip_now("eth0", v6), m.add_vip_now("eth0", v6))
+    try:
+        m.add_vip_now("nosuch0", v4)
+    except Exception as e:
+        print(type(e).__name__, e)
+"""
+
+
+def test_the_inline_vip_add_is_accepted_by_the_kernel_labelled_and_without_dad(lan):
+    res = run_in(lan.ns(1), ADD_NOW)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "True False"
+    assert lines[1] == "True False"
+    assert lines[2].startswith("NetError adding 10.234.3.101/32 to nosuch0")
+    v4 = sh("ip", "-n", lan.ns(1), "-o", "addr", "show", "dev", "eth0", "to", "10.234.3.101").stdout
+    assert "10.234.3.101/32" in v4 and "eth0:v7" in v4
+    v6 = sh("ip", "-n", lan.ns(1), "-o", "addr", "show", "dev", "eth0", "to", "fd00:234::3:65").stdout
+    assert "fd00:234::3:65/128" in v6 and "tentative" not in v6 and "nodad" in v6

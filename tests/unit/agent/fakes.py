@@ -80,6 +80,7 @@ class FakeAddresses:
 
     addrs: dict[str, list] = field(default_factory=lambda: {"eth0": [ipaddress.ip_interface("10.0.0.1/24")]})
     log: list[tuple[str, str]] = field(default_factory=list)
+    fail_now: bool = False              # add_vip_now raises (the worker must still add)
 
     async def primary_address(self, interface, family, exclude=()):
         for a in self.addrs.get(interface, []):
@@ -88,6 +89,16 @@ class FakeAddresses:
         return None
 
     async def add_vip(self, interface, vip, label=None):
+        have = self.addrs.setdefault(interface, [])
+        if any(a.ip == vip.ip for a in have):
+            return False
+        have.append(vip)
+        self.log.append(("add", str(vip)))
+        return True
+
+    def add_vip_now(self, interface, vip, label=None):
+        if self.fail_now:
+            raise OSError(1, "Operation not permitted")
         have = self.addrs.setdefault(interface, [])
         if any(a.ip == vip.ip for a in have):
             return False

@@ -57,6 +57,32 @@ async def settle(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+async def test_the_vip_and_first_garp_go_out_in_the_same_loop_turn_as_the_master_advert(tmp_path):
+    # RFC 5798 6.4.2: the advert, the gratuitous ARP and owning the VIP are one step;
+    # subscribers run synchronously in the turn that sent the advert.
+    rig = Rig(tmp_path, inst())
+    seen = []
+    rig.agent.on_role_changed.append(lambda e: seen.append(
+        (e.new, rig.addresses.has("eth0", VIP.ip), list(rig.announcers.get("eth0").announced)
+         if "eth0" in rig.announcers else [], len(rig.transports["vi_1"].sent_adverts()))))
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.05)
+    assert seen[-1] == (State.MASTER, True, [VIP.ip], 1)
+    assert rig.announcers["eth0"].announced == [VIP.ip, VIP.ip], "the burst still has count=2 packets"
+    await rig.agent.stop()
+
+
+async def test_when_the_inline_vip_add_fails_the_worker_adds_it(tmp_path, capsys):
+    rig = Rig(tmp_path, inst())
+    rig.addresses.fail_now = True
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.05)
+    assert rig.state() is State.MASTER and rig.addresses.has("eth0", VIP.ip)
+    assert rig.announcers["eth0"].announced == [VIP.ip, VIP.ip]
+    await rig.agent.stop()
+    assert "vrrp.vips_add_deferred" in capsys.readouterr().out
+
+
 async def test_lone_agent_becomes_master_adds_vip_and_sends_garp(tmp_path):  # RFC 5798 6.4.2
     rig = Rig(tmp_path, inst())
     events: list[RoleEvent] = []

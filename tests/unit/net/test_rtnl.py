@@ -1,0 +1,59 @@
+"""The inline VIP add's netlink message, byte for byte against pyroute2's encoding
+(the kernel accepting it is tests/netns/test_net_primitives.py)."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import struct
+
+from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST
+from pyroute2.netlink.rtnl import RTM_NEWADDR
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+
+import pytest
+
+from hadirector.net.rtnl import NLMSG_ERROR, ack_errno, addr_add_message
+
+
+def pyroute2_message(seq, family, prefixlen, flags, index, attrs) -> bytes:
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["flags"], msg["scope"], msg["index"] = family, prefixlen, flags, 0, index
+    msg["attrs"] = attrs
+    msg["header"]["type"] = RTM_NEWADDR
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE
+    msg["header"]["sequence_number"] = seq
+    msg["header"]["pid"] = 0
+    msg.encode()
+    return bytes(msg.data)
+
+
+def test_ipv4_vip_with_a_keepalived_style_label_matches_pyroute2():
+    vip = ipaddress.ip_interface("10.250.0.100/24")
+    ours = addr_add_message(7, 3, vip, label="eth0:v51")
+    theirs = pyroute2_message(7, 2, 24, 0, 3, [("IFA_LOCAL", "10.250.0.100"), ("IFA_ADDRESS", "10.250.0.100"),
+                                               ("IFA_LABEL", "eth0:v51")])
+    assert ours == theirs
+
+
+def test_ipv6_vip_skips_dad_and_matches_pyroute2():
+    vip = ipaddress.ip_interface("fd00::64/128")
+    ours = addr_add_message(9, 4, vip, label="ignored-for-v6")
+    theirs = pyroute2_message(9, 10, 128, 0x02, 4, [("IFA_LOCAL", "fd00::64"), ("IFA_ADDRESS", "fd00::64")])
+    assert ours == theirs
+
+
+def _error(seq: int, code: int) -> bytes:
+    body = struct.pack("=i", -code) + struct.pack("=IHHII", 36, 20, 0, seq, 0)
+    return struct.pack("=IHHII", 16 + len(body), NLMSG_ERROR, 0, seq, 0) + body
+
+
+def test_the_acknowledgement_for_our_sequence_number_gives_the_errno():
+    assert ack_errno(_error(5, 0), 5) == 0
+    assert ack_errno(_error(4, errno.EPERM) + _error(5, errno.EEXIST), 5) == errno.EEXIST
+
+
+def test_a_reply_without_our_acknowledgement_is_a_protocol_error():
+    with pytest.raises(OSError) as e:
+        ack_errno(_error(4, 0), 5)
+    assert e.value.errno == errno.EPROTO
