@@ -28,9 +28,10 @@ a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
 nodes would own it (kernel-lab.md). Address owners (priority 255) are left alone: the
 VIP is their real address.
 
-Stop (SIGTERM/SIGINT): every machine shuts down — a master sends priority 0 so the
-backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed, notify
-"STOP" scripts get a bounded time to finish, and ``run()`` returns 0.
+Stop (SIGTERM/SIGINT): every machine shuts down first — a master sends priority 0 so
+the backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed,
+then the components stop (health checks, sync daemons, IPVS per ``on_shutdown``, API),
+notify "STOP" scripts get a bounded time to finish, and ``run()`` returns 0.
 
 Reload (SIGHUP, or ``POST /reload`` through the API component): ``reload_async()``
 reads and validates the file; a bad one is refused (``agent.reload_failed`` with the
@@ -237,18 +238,16 @@ class Agent:
             await asyncio.wait_for(self._reload_lock.acquire(), 30)
         except asyncio.TimeoutError:
             self.log.error("agent.reload_lock_timeout", reason="stopping_anyway")
-        for comp in reversed(self.components):
-            try:
-                await comp.stop(self)
-            except Exception as e:  # noqa: BLE001 - a component must not keep VIPs held
-                self.log.error("agent.component_stop_failed", component=repr(comp), reason=str(e))
+        # Priority 0 first (RFC 5798 6.4.3): the backup takes over after Skew_Time, so
+        # every millisecond spent before this is a millisecond of the failover gap.
+        # Subscribers (the LVS side) no longer hear role changes from here on.
+        for rt in self.runtimes.values():
+            rt.driver.shutdown()
         if self._script_tracker is not None:
             await self._script_tracker.stop()
         if self._iface_tracker is not None:
             await self._iface_tracker.stop()
-        # Priority 0 first (RFC 5798 6.4.3), then the VIPs go.
-        for rt in self.runtimes.values():
-            rt.driver.shutdown()
+        # Then the VIPs go, then the components (health checks, sync daemons, API).
         for rt in self.runtimes.values():
             if rt.worker is not None:
                 rt.worker.cancel()
@@ -257,6 +256,12 @@ class Agent:
                              return_exceptions=True)
         for rt in self.runtimes.values():
             await self._remove_vips(rt, reason="shutdown")
+        for comp in reversed(self.components):
+            try:
+                await comp.stop(self)
+            except Exception as e:  # noqa: BLE001 - one component must not stop the rest
+                self.log.error("agent.component_stop_failed", component=repr(comp), reason=str(e))
+        for rt in self.runtimes.values():
             rt.driver.close()
         for ann in self._announcers.values():
             ann.close()
@@ -610,6 +615,8 @@ class Agent:
             self._group_changed(policy.group)
         self.notifier_safe("INSTANCE", name, change.new.value, priority, driver.instance.notify)
         self.write_state()
+        if self._stopped:
+            return      # the shutdown's own transitions: components are stopping too
         loop = asyncio.get_running_loop()
         event = RoleEvent(driver.instance, change.old, change.new, change.reason, change.detail,
                           priority, loop.time(), time.time())

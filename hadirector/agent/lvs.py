@@ -120,8 +120,8 @@ class LvsController:
         await self.health.start()
 
     async def stop(self, agent) -> None:
-        # The agent stops its components before its VRRP machines: the role changes
-        # of the shutdown itself must not reach a closed netlink socket.
+        # The agent has already sent priority 0 and released the VIPs, and no longer
+        # passes on the role changes of its own shutdown; unsubscribe all the same.
         if agent is not None and self._on_role in agent.on_role_changed:
             agent.on_role_changed.remove(self._on_role)
         await self.health.stop()

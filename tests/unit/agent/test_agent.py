@@ -83,6 +83,28 @@ async def test_when_the_inline_vip_add_fails_the_worker_adds_it(tmp_path, capsys
     assert "vrrp.vips_add_deferred" in capsys.readouterr().out
 
 
+async def test_stop_sends_priority_zero_and_drops_the_vip_before_any_component_stops(tmp_path):
+    # RFC 5798 6.4.3: the backup's takeover waits for our priority-0 advert; health
+    # checks and sync daemons can wind down after it.
+    rig = Rig(tmp_path, inst())
+    seen = []
+
+    class Slow:
+        async def start(self, agent):
+            pass
+
+        async def stop(self, agent):
+            seen.append((rig.transports["vi_1"].sent_adverts()[-1].priority, rig.addresses.has("eth0", VIP.ip)))
+            await asyncio.sleep(0.2)
+
+    rig.agent.components.append(Slow())
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.05)
+    assert rig.state() is State.MASTER
+    await rig.agent.stop()
+    assert seen == [(0, False)]
+
+
 async def test_lone_agent_becomes_master_adds_vip_and_sends_garp(tmp_path):  # RFC 5798 6.4.2
     rig = Rig(tmp_path, inst())
     events: list[RoleEvent] = []
