@@ -122,6 +122,7 @@ async def main() -> None:
     p.add_argument("--ready-file", default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--label", default="client", help="progress lines start with [LABEL]")
     a = p.parse_args()
 
     st = Stats()
@@ -129,12 +130,12 @@ async def main() -> None:
     longs = [asyncio.create_task(long_lived(a.vip, a.echo_port, a.ping, a.long_timeout, st, stop))
              for _ in range(a.long)]
     shorts: set[asyncio.Task] = set()
-    period = 1.0 / a.rate
+    period = 1.0 / a.rate if a.rate > 0 else 0.1   # --rate 0: long-lived connections only
     next_at = time.monotonic()
     last_progress = 0.0
     ready_written = False
     while st.now() < a.duration and not (a.stop_file and os.path.exists(a.stop_file)):
-        if len(shorts) < 200:   # bounded concurrency
+        if a.rate > 0 and len(shorts) < 200:   # bounded concurrency
             t = asyncio.create_task(short_request(a.vip, a.http_port, a.timeout, st))
             shorts.add(t)
             t.add_done_callback(shorts.discard)
@@ -143,7 +144,7 @@ async def main() -> None:
             ready_written = True
         if a.progress and st.now() - last_progress >= 1.0:
             last_progress = st.now()
-            print(f"[client] t={st.now():5.1f}s requests ok={st.ok} failed={len(st.failures)} "
+            print(f"[{a.label}] t={st.now():5.1f}s requests ok={st.ok} failed={len(st.failures)} "
                   f"long-lived alive={st.long_alive}/{a.long} last={st.last_server}", flush=True)
         next_at += period
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))

@@ -117,7 +117,7 @@ class Lab:
     results: Path = Path("/run/hadirector-lab")
     directors: list[Director] = field(default_factory=list)
     servers: list[subprocess.Popen] = field(default_factory=list)
-    client: subprocess.Popen | None = None
+    clients: dict[str, subprocess.Popen] = field(default_factory=dict)
     events: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0
     advert_interval: float | None = None   # override the configs' advert interval
@@ -168,7 +168,7 @@ class Lab:
         for d in self.directors:
             with contextlib.suppress(Exception):
                 d.stop("term")
-        for p in self.servers + ([self.client] if self.client else []):
+        for p in self.servers + list(self.clients.values()):
             with contextlib.suppress(Exception):
                 p.kill()
                 p.wait(timeout=5)
@@ -186,33 +186,37 @@ class Lab:
             time.sleep(0.05)
         raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
 
-    def start_client(self, duration: float, rate: float, longs: int) -> None:
-        for name in ("client.ready", "client.stop", "client.json"):
-            (self.results / name).unlink(missing_ok=True)
+    def start_client(self, duration: float, rate: float, longs: int, name: str = "client") -> None:
+        """A client process in the client namespace; its files are ``<name>.*`` in the
+        results directory. Returns once its long-lived connections are open."""
+        for suffix in ("ready", "stop", "json"):
+            (self.results / f"{name}.{suffix}").unlink(missing_ok=True)
         # Modest load: under the kernel lab's emulation every Python process competes
         # for two emulated CPUs, and a starved client would report its own slowness.
-        self.client = subprocess.Popen(
+        self.clients[name] = subprocess.Popen(
             ["ip", "netns", "exec", f"{topology.PREFIX}-client", sys.executable, str(LAB / "client.py"),
              "--vip", topology.VIP, "--rate", str(rate), "--long", str(longs),
              "--timeout", "2", "--ping", "0.5",
-             "--duration", str(duration), "--stop-file", str(self.results / "client.stop"),
-             "--ready-file", str(self.results / "client.ready"),
-             "--out", str(self.results / "client.json"), "--progress"],
+             "--duration", str(duration), "--stop-file", str(self.results / f"{name}.stop"),
+             "--ready-file", str(self.results / f"{name}.ready"),
+             "--out", str(self.results / f"{name}.json"), "--progress", "--label", name],
         )
-        self.wait_for("client connections", lambda: (self.results / "client.ready").exists(), 60)
+        self.wait_for(f"{name} connections", lambda: (self.results / f"{name}.ready").exists(), 60)
 
-    def stop_client(self) -> dict:
-        (self.results / "client.stop").touch()
-        assert self.client is not None
-        self.client.wait(timeout=60)
-        self.client = None
-        return json.loads((self.results / "client.json").read_text())
+    def stop_client(self, name: str = "client") -> dict:
+        (self.results / f"{name}.stop").touch()
+        proc = self.clients.pop(name)
+        proc.wait(timeout=60)
+        return json.loads((self.results / f"{name}.json").read_text())
 
 
 def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = True,
-                 rate: float = 10.0, longs: int = 10,
+                 rate: float = 10.0, longs: int = 10, outage_longs: int = 0,
                  during_backup: Callable[[Lab], dict] | None = None) -> dict:
     """One full cycle: both directors up, traffic, primary stopped, primary back.
+
+    ``outage_longs`` long-lived connections are opened while dir2 is master (a second
+    client); whether they survive the primary's return is ``report["outage"]``.
 
     ``during_backup(lab)`` runs while dir2 is master (e.g. a real server failure) and
     its dict joins the report. ``report["times"]`` holds the monotonic time of each
@@ -250,6 +254,9 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     lab.mark(f"dir2 holds the VIP {took:.2f}s after the stop")
     time.sleep(settle)
     report: dict = {"stop": stop, "takeover_s": took, "synced_before": synced}
+    if outage_longs and takeback:
+        lab.start_client(duration=900, rate=0, longs=outage_longs, name="outage")
+        lab.mark(f"{outage_longs} more long-lived connections opened while dir2 is master")
     if during_backup is not None:
         report.update(during_backup(lab))
     if takeback:
@@ -262,6 +269,10 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
         lab.mark(f"dir1 holds the VIP again {back:.2f}s after its start")
         report["takeback_s"] = back
         time.sleep(settle)
+    if "outage" in lab.clients:
+        o = lab.stop_client("outage")
+        report["outage"] = {k: o[k] for k in ("long_requested", "long_opened", "long_survived",
+                                              "long_lost", "long_servers")}
     summary = lab.stop_client()
     report.update(summary)
     report["master_now"] = lab.master()
@@ -308,10 +319,16 @@ def print_report(r: dict) -> None:
     ]
     if "takeback_s" in r:
         rows.insert(2, ("primary took it back after", f"{r['takeback_s']:.2f} s"))
+    if "outage" in r:
+        o = r["outage"]
+        rows.insert(-2, ("opened during outage, survived", f"{o['long_survived']} of {o['long_requested']}"
+                                                           " (through the takeback)"))
     for k, v in rows:
         print(f" {k:<{w}} {v}")
     for t, server, why in r["long_lost"][:10]:
         print(f"   lost at {t:6.2f}s on {server}: {why}")
+    for t, server, why in r.get("outage", {}).get("long_lost", [])[:10]:
+        print(f"   outage connection lost at {t:6.2f}s (its own clock) on {server}: {why}")
     print("=" * 64)
 
 
@@ -335,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lab.up()
         for how in (["term", "kill"] if a.stop == "both" else [a.stop]):
-            reports.append(run_failover(lab, stop=how))
+            reports.append(run_failover(lab, stop=how, outage_longs=10))
             print_report(reports[-1])
     except BaseException:
         for d in lab.directors:
@@ -347,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         lab.down()
     if a.json:
         Path(a.json).write_text(json.dumps(reports, indent=1))
-    ok = all(r["long_survived"] == r["long_requested"] and r["master_now"] == "dir1" for r in reports)
+    ok = all(r["long_survived"] == r["long_requested"] and r["master_now"] == "dir1"
+             and r["outage"]["long_survived"] == r["outage"]["long_requested"] for r in reports)
     return 0 if ok else 1
 
 

@@ -2,9 +2,10 @@
 directors running hadirector, three real servers; stop the primary, lose nothing.
 
 Each scenario brings the lab up once (LVS-DR, sync daemon on, advert 1 s), runs client
-traffic — 20 short HTTP requests a second and 10 long-lived echo connections — stops
-the primary, lets the backup serve, restarts the primary (preempt takes the VIP back),
-and records what the clients saw. The tests below each read one aspect of a scenario.
+traffic — 10 short HTTP requests a second and 10 long-lived echo connections — stops
+the primary, lets the backup serve and opens 10 more long-lived connections through it,
+restarts the primary (preempt takes the VIP back once its sync daemon caught up), and
+records what the clients saw. The tests below each read one aspect of a scenario.
 
 Needs IPVS: runs inside the kernel lab on this machine, directly on a host with IPVS.
 """
@@ -52,13 +53,14 @@ def _run(lab, stop: str, **kw) -> dict:
 @pytest.fixture(scope="module")
 def graceful(lab) -> dict:
     """SIGTERM of the primary; a real server fails while the backup is master."""
-    return _run(lab, "term", during_backup=lambda lab: pairlab.fail_real_server(lab, "rs2", hold=14.0))
+    return _run(lab, "term", outage_longs=10,
+                during_backup=lambda lab: pairlab.fail_real_server(lab, "rs2", hold=14.0))
 
 
 @pytest.fixture(scope="module")
 def killed(lab, graceful) -> dict:
     """kill -9 of the primary's agent (after the graceful cycle, on the same lab)."""
-    return _run(lab, "kill")
+    return _run(lab, "kill", outage_longs=10)
 
 
 def _abs(report: dict, t: float) -> float:
@@ -155,6 +157,18 @@ def test_the_returning_primary_takes_the_vip_back_without_losing_connections(gra
     assert graceful["long_survived"] == graceful["long_requested"]
     roles = [(e["old"], e["new"]) for e in _events(graceful["dir1_log"], "vrrp.role_changed")]
     assert roles[-1] == ("BACKUP", "MASTER")
+    _assert_outage_connections_survived(graceful)
+
+
+def _assert_outage_connections_survived(report: dict) -> None:
+    # Opened through dir2 while dir1 was away: dir1 knows them only through the sync
+    # daemon it started on its return, so it must not preempt before it caught up.
+    second = report["dir1_log"].split("===== start #")[1]
+    held = _events(second, "vrrp.preemption_held")
+    assert held and held[0]["reason"] == "sync_daemon_catch_up", "the returning primary held preemption"
+    o = report["outage"]
+    assert o["long_opened"] == o["long_requested"] == 10
+    assert o["long_survived"] == 10, o["long_lost"]
 
 
 def test_restarting_the_agent_with_an_unchanged_config_writes_nothing_to_ipvs(graceful):
@@ -182,6 +196,11 @@ def test_kill_9_every_long_lived_connection_survives(killed):
 def test_kill_9_short_requests_fail_only_inside_the_failover_gap(killed):
     outside = _failures_outside(killed, _failover_windows(killed))
     assert outside == [], _explain(killed, outside)
+
+
+def test_kill_9_the_returning_primary_keeps_the_connections_opened_while_it_was_down(killed):
+    assert killed["master_now"] == "dir1"
+    _assert_outage_connections_survived(killed)
 
 
 def test_kill_9_the_restarted_agent_cleans_up_its_predecessors_vip(killed):
