@@ -64,6 +64,10 @@ class Director:
             # in the lab), and keepalived refuses to start while they "run".
             for stale in pid_dir.glob("*.pid"):
                 stale.unlink()
+            # Kernel tuning keepalived has no keyword for (the YAML's
+            # sync_daemon.refresh_period), as "! sysctl NAME=VALUE" lines in its config.
+            for m in re.finditer(r"(?m)^\s*! sysctl (\S+=.*?)\s*$", self.config.read_text()):
+                topology.sh("sysctl", "-qw", m.group(1), ns=self.ns)
             # --dont-release-ipvs is the YAML's `lvs.on_shutdown: keep`; keepalived
             # only has it as a command-line option.
             # --no-syslog: with no syslog daemon in the lab, keepalived's syslog lines
