@@ -243,19 +243,21 @@ class Agent:
         # Subscribers (the LVS side) no longer hear role changes from here on.
         for rt in self.runtimes.values():
             rt.driver.shutdown()
+        # Then the VIPs go. The workers are cancelled before anything awaits, so none
+        # is caught half-way through the shutdown's own VIP removal.
+        for rt in self.runtimes.values():
+            if rt.worker is not None:
+                rt.worker.cancel()
+        await asyncio.gather(*(rt.worker for rt in self.runtimes.values() if rt.worker),
+                             return_exceptions=True)
+        for rt in self.runtimes.values():
+            await self._cancel_garp(rt)
+            await self._remove_vips(rt, reason="shutdown")
+        # Then trackers and components (health checks, sync daemons, IPVS, API).
         if self._script_tracker is not None:
             await self._script_tracker.stop()
         if self._iface_tracker is not None:
             await self._iface_tracker.stop()
-        # Then the VIPs go, then the components (health checks, sync daemons, API).
-        for rt in self.runtimes.values():
-            if rt.worker is not None:
-                rt.worker.cancel()
-            await self._cancel_garp(rt)
-        await asyncio.gather(*(rt.worker for rt in self.runtimes.values() if rt.worker),
-                             return_exceptions=True)
-        for rt in self.runtimes.values():
-            await self._remove_vips(rt, reason="shutdown")
         for comp in reversed(self.components):
             try:
                 await comp.stop(self)
