@@ -66,8 +66,11 @@ class Director:
                 stale.unlink()
             # Kernel tuning keepalived has no keyword for (the YAML's
             # sync_daemon.refresh_period), as "! sysctl NAME=VALUE" lines in its config.
-            for m in re.finditer(r"(?m)^\s*! sysctl (\S+=.*?)\s*$", self.config.read_text()):
-                topology.sh("sysctl", "-qw", m.group(1), ns=self.ns)
+            tuning = re.findall(r"(?m)^\s*! sysctl (\S+=.*?)\s*$", self.config.read_text())
+            if tuning:
+                topology.sh("modprobe", "ip_vs", check=False)   # net.ipv4.vs.* exists only then
+            for setting in tuning:
+                topology.sh("sysctl", "-qw", setting, ns=self.ns)
             # --dont-release-ipvs is the YAML's `lvs.on_shutdown: keep`; keepalived
             # only has it as a command-line option.
             # --no-syslog: with no syslog daemon in the lab, keepalived's syslog lines
