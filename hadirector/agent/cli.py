@@ -39,10 +39,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         agent = Agent(config, log=log)
-        lvs = None
-        if config.virtual_services or config.lvs.sync_daemon is not None:
-            lvs = LvsController(config)
-            agent.components.append(lvs)
+        # Always present: idle (no IPVS netlink) until the config has LVS parts, so a
+        # reload can add the first virtual service.
+        lvs = LvsController(config)
+        agent.components.append(lvs)
         agent.components.append(ApiComponent(lvs))
         return await agent.run()
 

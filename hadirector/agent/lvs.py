@@ -67,6 +67,11 @@ def leader_instance(config: model.Config) -> str | None:
     return config.vrrp_instances[0].name if config.vrrp_instances else None
 
 
+def needs_ipvs(config: model.Config) -> bool:
+    """Does this config program IPVS or run a sync daemon at all?"""
+    return bool(config.virtual_services) or config.lvs.sync_daemon is not None
+
+
 def followed_instances(config: model.Config) -> tuple[str, ...]:
     """The instances the LVS role follows: the leader, or every member of its group."""
     sd = config.lvs.sync_daemon
@@ -103,9 +108,6 @@ class LvsController:
     # --- component lifecycle -----------------------------------------------------------
 
     async def start(self, agent) -> None:
-        backend = self._backend if self._backend is not None else _default_backend()
-        self._backend = backend
-        self.reconciler = Reconciler(backend, OwnedStore.in_state_dir(self.config.node.state_dir))
         if agent is not None:
             self._agent = agent
             agent.on_role_changed.append(self._on_role)
@@ -113,11 +115,26 @@ class LvsController:
             rt = agent.runtimes.get(leader) if leader else None
             if rt is not None:
                 self.role = rt.driver.state
-        actual = self._seed_from_kernel()
-        self.sync_table(reason="startup", actual=actual)
-        self._tune_sync(reason="startup")
-        self._switch_daemon(reason="startup")
+        if needs_ipvs(self.config):
+            self._open_ipvs(reason="startup")
+        else:
+            # Nothing to program: do not even open IPVS netlink (a VRRP-only node may
+            # run on a kernel without ip_vs). A reload that adds LVS config opens it.
+            log.info("ipvs.idle", reason="no virtual services and no sync daemon in the config")
         await self.health.start()
+
+    def _open_ipvs(self, reason: str) -> SyncReport | None:
+        """Open the backend and converge: seed health from the kernel, one full sync,
+        sync tuning, sync daemon. Raises if the kernel has no IPVS (start: the agent
+        refuses to start; reload: reported, and the next reload tries again)."""
+        backend = self._backend if self._backend is not None else _default_backend()
+        self._backend = backend
+        self.reconciler = Reconciler(backend, OwnedStore.in_state_dir(self.config.node.state_dir))
+        actual = self._seed_from_kernel()
+        report = self.sync_table(reason=reason, actual=actual)
+        self._tune_sync(reason=reason)
+        self._switch_daemon(reason=reason)
+        return report
 
     async def stop(self, agent) -> None:
         # The agent has already sent priority 0 and released the VIPs, and no longer
@@ -317,6 +334,9 @@ class LvsController:
             rt = self._agent.runtimes.get(leader) if (self._agent is not None and leader) else None
             self.role = rt.driver.state if rt is not None else (
                 State.MASTER if not new.vrrp_instances else State.INITIALIZE)
+        if self.reconciler is None:
+            # Started idle: the first virtual service or sync daemon opens IPVS now.
+            return self._open_ipvs(reason="reload") if needs_ipvs(new) else None
         report = self.sync_table(reason="reload")
         if new.lvs.sync_daemon is not None and (
                 old.lvs.sync_daemon is None or old.lvs.sync_daemon.refresh_period != new.lvs.sync_daemon.refresh_period):

@@ -289,3 +289,17 @@ def test_sigterm_keeps_or_removes_the_ipvs_entries_as_lvs_on_shutdown_says(base)
     assert agent.proc.wait(60) == 0
     assert not [line for line in lab.ipvsadm() if str(lab.lan.vip4()) in line], \
         "on_shutdown: remove deletes our services"
+
+
+def test_a_reload_adds_the_first_virtual_service_to_an_agent_started_without_any(lab):
+    # Runs after the SIGTERM test: no agent, and on_shutdown: remove left no table.
+    agent = lab.agent
+    assert agent.proc.poll() is not None
+    agent.extra_config = {"api": {"listen": "127.0.0.1:9110"}}      # VRRP only
+    agent.start()
+    wait_for(lambda: agent.role() == "MASTER", START_TIMEOUT, interval=0.2, what="MASTER, VRRP only")
+    wait_for(lambda: lab.events("ipvs.idle"), 30, interval=0.2, what="the LVS side idle")
+    assert lab.dests() == 0
+    done = lab.reload(**base_services(lab.lan))
+    assert done["reason"] == "applied"
+    wait_for(lambda: lab.dests() == 6, 60, interval=0.5, what="the reloaded table programmed")

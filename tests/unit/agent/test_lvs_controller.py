@@ -314,3 +314,22 @@ async def test_a_sysctl_failure_is_logged_and_the_daemon_still_starts(tmp_path, 
         await ctl.stop(FakeAgent())
     out = capsys.readouterr().out
     assert "ipvs.sync_tuning_failed" in out and "missing/sync_refresh_period" in out
+
+
+async def test_an_agent_started_without_lvs_config_stays_idle_until_a_reload_adds_it(tmp_path):
+    import dataclasses
+    fake, probes = FakeIpvs(), Probes()
+    full = config(tmp_path)
+    bare = dataclasses.replace(full, virtual_services=(), lvs=dataclasses.replace(full.lvs, sync_daemon=None))
+    ctl = LvsController(bare, backend=fake, probe=probes)
+    await ctl.start(FakeAgent())
+    try:
+        assert ctl.reconciler is None and fake.table.services == {} and fake.daemons() == []
+        report = ctl.update_config(full)
+        assert report is not None and report.errors == []
+        await settle(ctl)
+        assert len(fake.table.services) == 2
+        assert dests(fake)["tcp 10.9.0.100:80"] == {"10.9.0.11:80", "10.9.0.12:80"}
+        assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
+    finally:
+        await ctl.stop(FakeAgent())
