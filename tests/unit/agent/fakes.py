@@ -89,16 +89,14 @@ class FakeAddresses:
         return None
 
     async def add_vip(self, interface, vip, label=None):
-        have = self.addrs.setdefault(interface, [])
-        if any(a.ip == vip.ip for a in have):
-            return False
-        have.append(vip)
-        self.log.append(("add", str(vip)))
-        return True
+        return self._add(interface, vip)
 
     def add_vip_now(self, interface, vip, label=None):
         if self.fail_now:
             raise OSError(1, "Operation not permitted")
+        return self._add(interface, vip)
+
+    def _add(self, interface, vip) -> bool:
         have = self.addrs.setdefault(interface, [])
         if any(a.ip == vip.ip for a in have):
             return False
