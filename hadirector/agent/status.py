@@ -44,6 +44,9 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
         c = m.counters
         state = _VRRP.get(m.state.value, s.VrrpState.INIT)
         master = m.master_address
+        held = m.preemption_held_until
+        held_until = (wall + (held - loop_now)
+                      if held is not None and loop_now is not None and held > loop_now else None)
         if state is s.VrrpState.MASTER:
             master = rt.driver.primary_address
         out.append(s.VrrpInstanceStatus(
@@ -58,6 +61,7 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             adverts_invalid=dict(rt.driver.rejected),
             virtual_ips=tuple(str(v) for v in rt.instance.virtual_ips),
             sync_group=groups.get(name),
+            preempt_held_until=held_until,
         ))
     return tuple(out)
 

@@ -314,6 +314,10 @@ def render_status(snap: Snapshot) -> str:
     if snap.vrrp_instances:
         out += _table(["NAME", "VRID", "IFACE", "VER", "STATE", "PRIO", "MASTER", "SINCE",
                        "REASON", "TRANS", "ADVERTS S/R/BAD"], _vrrp_rows(snap), indent="  ")
+        for v in snap.vrrp_instances:
+            if v.preempt_held_until is not None and v.preempt_held_until > now:
+                out.append(f"  {v.name}: not preempting for {v.preempt_held_until - now:.0f}s more "
+                           "(backup sync daemon catching up)")
     else:
         out.append("  (none)")
 

@@ -98,6 +98,9 @@ class VrrpInstanceStatus:
     adverts_invalid: Mapping[str, int] = field(default_factory=dict)
     virtual_ips: tuple[str, ...] = ()   # as configured, "10.0.0.1/24"
     sync_group: str | None = None
+    # Unix seconds until which a live lower-priority master is not preempted (a backup
+    # sync daemon catching up); None when no such hold is running.
+    preempt_held_until: float | None = None
 
 
 # --- IPVS -----------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import time
 
 import pytest
 
@@ -210,3 +211,16 @@ async def test_sighup_reload_applies_a_good_file_and_refuses_a_bad_one(tmp_path)
     # The lone instance may take over meanwhile (its own timer), never restart.
     assert {e["reason"] for e in logs if e["event"] == "vrrp.role_changed"} <= {"master_down_timer"}
     await rig.agent.stop()
+
+
+async def test_status_shows_a_running_preemption_hold_in_wall_clock_time(tmp_path):
+    from hadirector.agent.status import vrrp_status
+    rig = Rig(tmp_path, inst())
+    await rig.agent.start()
+    try:
+        assert vrrp_status(rig.agent)[0].preempt_held_until is None
+        rig.agent.runtimes["vi_1"].driver.hold_preemption(10.0)
+        held = vrrp_status(rig.agent)[0].preempt_held_until
+        assert held is not None and abs(held - (time.time() + 10.0)) < 0.5
+    finally:
+        await rig.agent.stop()

@@ -67,6 +67,16 @@ def test_status_shows_each_vrrp_instance_with_state_priority_and_master(snapshot
     assert "BACKUP  80 (100)" in vi6
 
 
+def test_status_says_when_and_why_a_backup_holds_off_preemption(snapshot):
+    import dataclasses
+    vi6 = next(v for v in snapshot.vrrp_instances if v.name == "VI_6")
+    held = dataclasses.replace(vi6, preempt_held_until=snapshot.generated_at + 3.2)
+    snap = dataclasses.replace(snapshot, vrrp_instances=tuple(
+        held if v.name == "VI_6" else v for v in snapshot.vrrp_instances))
+    assert "  VI_6: not preempting for 3s more (backup sync daemon catching up)" in render_status(snap).splitlines()
+    assert "not preempting" not in render_status(snapshot)
+
+
 def test_status_lays_out_services_like_ipvsadm_with_health_beside_each_server(snapshot):
     lines = render_status(snapshot).splitlines()
     svc = lines.index(next(l for l in lines if "TCP  10.0.0.100:80 wlc" in l))
