@@ -12,9 +12,7 @@ Needs IPVS: runs inside the kernel lab on this machine, directly on a host with 
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,14 +21,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "netns-lab"))
 import pairlab  # noqa: E402
 
-pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+from tests.kernel.pair_checks import (  # noqa: E402
+    assert_outage_connections_survived, events, explain, failover_windows, failures_outside,
+)
 
-# A request that started this long before the stop may still be in flight when the
-# primary goes; the client gives up on a request after 2 s.
-BEFORE = 2.5
-# After the backup holds the VIP, clients need its gratuitous ARP and the TCP
-# retransmission of anything sent into the gap; allow that long.
-AFTER = 3.0
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -63,60 +58,6 @@ def killed(lab, graceful) -> dict:
     return _run(lab, "kill", outage_longs=10)
 
 
-def _abs(report: dict, t: float) -> float:
-    return report["t0"] + t
-
-
-def _failures_outside(report: dict, windows: list[tuple[float, float]], reasons=None) -> list:
-    out = []
-    for t, why in report["failures"]:
-        at = _abs(report, t)
-        if reasons is not None and not any(why.startswith(r) for r in reasons):
-            continue
-        if not any(a <= at <= b for a, b in windows):
-            out.append((round(at - report["times"]["stop"], 2), why))
-    return out
-
-
-def _explain(report: dict, outside: list) -> str:
-    """Where the failures fell, relative to the stop, beside the lab's steps."""
-    t = report["times"]
-    steps = {k: round(v - t["stop"], 2) for k, v in t.items()}
-    return (f"{len(outside)} of {report['failed']} failures outside the windows; "
-            f"steps (s from stop): {steps}; rs failure at "
-            f"{round(report.get('rs_fail_at', t['stop']) - t['stop'], 2)}; "
-            f"first outside: {outside[:25]}; requests {report['requests']}, ok {report['ok']}")
-
-
-def _failover_windows(report: dict) -> list[tuple[float, float]]:
-    t = report["times"]
-    windows = [(t["stop"] - BEFORE, t["takeover"] + AFTER)]
-    if "takeback" in t:
-        # The primary's return moves the VIP once more (preempt). Its window runs from
-        # the returning agent's start to its takeover, as the agent's own log times it
-        # (polling `ip addr` from outside lags by seconds under emulation). While it
-        # starts, its start-up competes with the whole lab for the two emulated CPUs.
-        roles = _events(report["dir1_log"], "vrrp.role_changed")
-        master = max([_mono(report, e) for e in roles if e["new"] == "MASTER"], default=t["takeback"])
-        windows.append((t["restart"] - BEFORE, max(master, t["takeback"]) + AFTER))
-    return windows
-
-
-def _mono(report: dict, event: dict) -> float:
-    wall = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
-    return wall - report["wall_minus_mono"]
-
-
-def _events(log: str, name: str) -> list[dict]:
-    out = []
-    for line in log.splitlines():
-        if line.startswith("{") and f'"{name}"' in line:
-            d = json.loads(line)
-            if d.get("event") == name:
-                out.append(d)
-    return out
-
-
 # --- graceful stop ---------------------------------------------------------------------
 
 
@@ -134,20 +75,20 @@ def test_graceful_stop_every_long_lived_connection_survives(graceful):
 
 def test_graceful_stop_short_requests_fail_only_inside_the_failover_gap(graceful):
     # HTTP 500s from the failing real server are the next test's business.
-    outside = _failures_outside(graceful, _failover_windows(graceful) + [
+    outside = failures_outside(graceful, failover_windows(graceful) + [
         (graceful["rs_fail_at"], graceful["rs_heal_at"] + 2.0)])
-    assert outside == [], _explain(graceful, outside)
+    assert outside == [], explain(graceful, outside)
 
 
 def test_the_new_master_takes_a_failing_real_server_out_during_traffic(graceful):
     # rs2 answers 500 from rs_fail_at; with interval 2 s, timeout 2 s and fall 2 the
     # new master must have removed it within fall x interval + timeout (+ margin).
     detection = 2 * 2.0 + 2.0 + 2.0
-    late = [f for f in _failures_outside(
+    late = [f for f in failures_outside(
         graceful, [(graceful["rs_fail_at"] - 1.0, graceful["rs_fail_at"] + detection)],
         reasons=["status 500"])]
     assert late == []
-    downs = [e for e in _events(graceful["dir2_log"], "health.server_down")
+    downs = [e for e in events(graceful["dir2_log"], "health.server_down")
              if e["server"].startswith("10.250.0.12:80")]
     assert downs and downs[0]["reason"] == "status 500"
 
@@ -155,29 +96,18 @@ def test_the_new_master_takes_a_failing_real_server_out_during_traffic(graceful)
 def test_the_returning_primary_takes_the_vip_back_without_losing_connections(graceful):
     assert "takeback_s" in graceful
     assert graceful["long_survived"] == graceful["long_requested"]
-    roles = [(e["old"], e["new"]) for e in _events(graceful["dir1_log"], "vrrp.role_changed")]
+    roles = [(e["old"], e["new"]) for e in events(graceful["dir1_log"], "vrrp.role_changed")]
     assert roles[-1] == ("BACKUP", "MASTER")
-    _assert_outage_connections_survived(graceful)
-
-
-def _assert_outage_connections_survived(report: dict) -> None:
-    # Opened through dir2 while dir1 was away: dir1 knows them only through the sync
-    # daemon it started on its return, so it must not preempt before it caught up.
-    second = report["dir1_log"].split("===== start #")[1]
-    held = _events(second, "vrrp.preemption_held")
-    assert held and held[0]["reason"] == "sync_daemon_catch_up", "the returning primary held preemption"
-    o = report["outage"]
-    assert o["long_opened"] == o["long_requested"] == 10
-    assert o["long_survived"] == 10, o["long_lost"]
+    assert_outage_connections_survived(graceful)
 
 
 def test_restarting_the_agent_with_an_unchanged_config_writes_nothing_to_ipvs(graceful):
     # dir1's second start found its own table in the kernel: no write, no dropped
     # connection (the long-lived connections above went through it again).
     second = graceful["dir1_log"].split("===== start #")[1]
-    synced = _events(second, "ipvs.synced")
+    synced = events(second, "ipvs.synced")
     assert synced and synced[0]["applied"] == 0, synced
-    assert all(e["reason"] != "health:down" for e in _events(second, "ipvs.table_changed"))
+    assert all(e["reason"] != "health:down" for e in events(second, "ipvs.table_changed"))
 
 
 # --- kill -9 ----------------------------------------------------------------------------
@@ -194,16 +124,16 @@ def test_kill_9_every_long_lived_connection_survives(killed):
 
 
 def test_kill_9_short_requests_fail_only_inside_the_failover_gap(killed):
-    outside = _failures_outside(killed, _failover_windows(killed))
-    assert outside == [], _explain(killed, outside)
+    outside = failures_outside(killed, failover_windows(killed))
+    assert outside == [], explain(killed, outside)
 
 
 def test_kill_9_the_returning_primary_keeps_the_connections_opened_while_it_was_down(killed):
     assert killed["master_now"] == "dir1"
-    _assert_outage_connections_survived(killed)
+    assert_outage_connections_survived(killed)
 
 
 def test_kill_9_the_restarted_agent_cleans_up_its_predecessors_vip(killed):
     second = killed["dir1_log"].split("===== start #")[1]
-    removed = _events(second, "vrrp.stale_vip_removed")
+    removed = events(second, "vrrp.stale_vip_removed")
     assert removed and removed[0]["vip"].startswith("10.250.0.100")
