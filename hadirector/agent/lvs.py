@@ -55,32 +55,28 @@ def _default_backend():
     return IpvsNetlink()
 
 
-def leader_instance(config: model.Config) -> str | None:
-    """The VRRP instance whose role is the node's LVS role."""
+def followed_instances(config: model.Config) -> tuple[str, ...]:
+    """The instances the LVS role follows: ``lvs.sync_daemon.follow_instance`` (every
+    member when it names a sync group), else the first instance."""
     sd = config.lvs.sync_daemon
     follow = sd.follow_instance if sd is not None else None
     if follow is not None:
         for group in config.sync_groups:
             if group.name == follow:
-                return group.instances[0]
-        return follow
-    return config.vrrp_instances[0].name if config.vrrp_instances else None
+                return tuple(group.instances)
+        return (follow,)
+    return (config.vrrp_instances[0].name,) if config.vrrp_instances else ()
+
+
+def leader_instance(config: model.Config) -> str | None:
+    """The VRRP instance whose role is the node's LVS role."""
+    names = followed_instances(config)
+    return names[0] if names else None
 
 
 def needs_ipvs(config: model.Config) -> bool:
     """Does this config program IPVS or run a sync daemon at all?"""
     return bool(config.virtual_services) or config.lvs.sync_daemon is not None
-
-
-def followed_instances(config: model.Config) -> tuple[str, ...]:
-    """The instances the LVS role follows: the leader, or every member of its group."""
-    sd = config.lvs.sync_daemon
-    follow = sd.follow_instance if sd is not None else None
-    for group in config.sync_groups:
-        if group.name == follow:
-            return tuple(group.instances)
-    leader = leader_instance(config)
-    return (leader,) if leader else ()
 
 
 class LvsController:
