@@ -8,17 +8,10 @@ Needs IPVS: runs inside the kernel lab on this machine, directly on a host with 
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "netns-lab"))
-import pairlab  # noqa: E402
-
-from tests.kernel.pair_checks import (  # noqa: E402
-    assert_outage_connections_survived, events, explain, failover_windows, failures_outside,
+from tests.kernel.pair_checks import (
+    assert_outage_connections_survived, events, explain, failover_windows, failures_outside, pairlab,
 )
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
