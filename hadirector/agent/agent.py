@@ -701,7 +701,9 @@ class Agent:
             want = rt.want_vips
             try:
                 if want:
-                    await self._add_vips(rt)
+                    if not rt.held_vips:      # normally added already, with the advert
+                        self._add_vips(rt)
+                        self.write_state()
                     if rt.want_vips and (rt.garp is None or rt.garp.done()):
                         rt.garp = asyncio.get_running_loop().create_task(self._garp_loop(rt))
                 else:
@@ -715,26 +717,17 @@ class Agent:
 
     def _take_vips_now(self, rt: InstanceRuntime) -> None:
         """Become reachable in the same loop turn as the first master advert: add the
-        VIPs with one blocking netlink request each and send one gratuitous ARP / NA
-        (RFC 5798 6.4.1/6.4.2). The worker then verifies and runs the GARP bursts; if
-        this fails, the worker's retrying path does it all."""
-        add_now = getattr(self.addresses, "add_vip_now", None)
-        if add_now is None or not rt.instance.virtual_ips:
-            return
+        VIPs and send one gratuitous ARP / NA round (RFC 5798 6.4.1/6.4.2). The worker
+        runs the rest of the GARP bursts; if the add fails, its retrying path adds."""
         inst = rt.instance
-        added = []
+        if not inst.virtual_ips:
+            return
         try:
-            for i, vip in enumerate(inst.virtual_ips):
-                if add_now(inst.interface, vip, label=_label(inst, i)):
-                    added.append(str(vip))
+            self._add_vips(rt)
         except Exception as e:  # noqa: BLE001 - the worker retries
             self.log.warning("vrrp.vips_add_deferred", instance=inst.name, vrid=inst.vrid,
                              interface=inst.interface, reason=str(e))
             return
-        rt.held_vips = True
-        if added:
-            self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
-                          interface=inst.interface, vips=added, reason="became_master")
         if inst.garp.count > 0:
             try:
                 sent = self._announcer(inst.interface).announce([v.ip for v in inst.virtual_ips])
@@ -744,18 +737,15 @@ class Agent:
                 self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
                                  interface=inst.interface, reason=str(e))
 
-    async def _add_vips(self, rt: InstanceRuntime) -> None:
+    def _add_vips(self, rt: InstanceRuntime) -> None:
+        """Add every VIP (one blocking netlink request each); raises on a refusal."""
         inst = rt.instance
-        added = []
-        for i, vip in enumerate(inst.virtual_ips):
-            label = _label(inst, i)
-            if await self.addresses.add_vip(inst.interface, vip, label=label):
-                added.append(str(vip))
+        added = [str(vip) for i, vip in enumerate(inst.virtual_ips)
+                 if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i))]
         rt.held_vips = True
         if added:
             self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=added, reason="became_master")
-        self.write_state()
 
     async def _remove_vips(self, rt: InstanceRuntime, reason: str) -> None:
         inst = rt.instance

@@ -1,4 +1,5 @@
-"""Virtual IP addresses and link state over rtnetlink (pyroute2's AsyncIPRoute).
+"""Virtual IP addresses and link state over rtnetlink: pyroute2's AsyncIPRoute for
+dumps, removal and link events; the VIP add is one blocking request (``net/rtnl.py``).
 
 Theory of operation: ``AddressManager`` is the only code that adds or removes
 addresses. Every call is idempotent — adding a VIP that is already there, or removing
@@ -32,7 +33,6 @@ from hadirector.net import rtnl
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40     # the kernel's "operationally up": carrier present
-IFA_F_NODAD = 0x02
 IFA_F_SECONDARY = 0x01
 IFA_F_TENTATIVE = 0x40
 RT_SCOPE_LINK = 253
@@ -143,29 +143,12 @@ class AddressManager:
             return ip
         return None
 
-    async def add_vip(self, interface: str, vip: IPInterface, label: str | None = None) -> bool:
-        """Add the VIP; True if it was added now, False if it was already there."""
-        vip = normalise_vip(vip)
-        index = await self.ifindex(interface)
-        kwargs: dict = dict(index=index, address=str(vip.ip), prefixlen=vip.network.prefixlen)
-        if vip.version == 4:
-            if label:
-                kwargs["label"] = label
-        else:
-            kwargs["flags"] = IFA_F_NODAD
-        try:
-            async with self._lock:
-                ipr = await self._get()
-                await ipr.addr("add", **kwargs)
-        except NetlinkError as e:
-            if e.code == errno.EEXIST:
-                return False
-            raise NetError(f"adding {vip} to {interface}: {e}") from e
-        return True
+    def add_vip(self, interface: str, vip: IPInterface, label: str | None = None) -> bool:
+        """Add the VIP; True if it was added now, False if it was already there.
 
-    def add_vip_now(self, interface: str, vip: IPInterface, label: str | None = None) -> bool:
-        """``add_vip``, blocking for one netlink round trip (``rtnl.add_address``), for
-        the transition to MASTER: the VIP exists before the loop runs anything else."""
+        Blocking, one netlink round trip (``rtnl.add_address``, microseconds): the agent
+        calls it in the loop turn that sent the first master advert, so the VIP exists
+        before the loop runs anything else."""
         vip = normalise_vip(vip)
         try:
             return rtnl.add_address(socket.if_nametoindex(interface), vip, label=label)

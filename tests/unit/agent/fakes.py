@@ -80,7 +80,7 @@ class FakeAddresses:
 
     addrs: dict[str, list] = field(default_factory=lambda: {"eth0": [ipaddress.ip_interface("10.0.0.1/24")]})
     log: list[tuple[str, str]] = field(default_factory=list)
-    fail_now: bool = False              # add_vip_now raises (the worker must still add)
+    fail_adds: int = 0                  # the next N add_vip calls raise
 
     async def primary_address(self, interface, family, exclude=()):
         for a in self.addrs.get(interface, []):
@@ -88,15 +88,10 @@ class FakeAddresses:
                 return a.ip
         return None
 
-    async def add_vip(self, interface, vip, label=None):
-        return self._add(interface, vip)
-
-    def add_vip_now(self, interface, vip, label=None):
-        if self.fail_now:
+    def add_vip(self, interface, vip, label=None):
+        if self.fail_adds:
+            self.fail_adds -= 1
             raise OSError(1, "Operation not permitted")
-        return self._add(interface, vip)
-
-    def _add(self, interface, vip) -> bool:
         have = self.addrs.setdefault(interface, [])
         if any(a.ip == vip.ip for a in have):
             return False

@@ -75,7 +75,7 @@ async def test_the_vip_and_first_garp_go_out_in_the_same_loop_turn_as_the_master
 
 async def test_when_the_inline_vip_add_fails_the_worker_adds_it(tmp_path, capsys):
     rig = Rig(tmp_path, inst())
-    rig.addresses.fail_now = True
+    rig.addresses.fail_adds = 1          # the inline add only
     await rig.agent.start()
     await settle(master_down_interval(100, ADV) + 0.05)
     assert rig.state() is State.MASTER and rig.addresses.has("eth0", VIP.ip)
