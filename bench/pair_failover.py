@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import re
 import signal
 import statistics
@@ -186,24 +185,12 @@ class Capture:
 
 def stop_primary(d: pairlab.Director, how: str) -> float:
     """Stop dir1 the way the bench does for both implementations; return the wall time
-    of the signal. kill: SIGKILL to every process in its namespace (keepalived is a
-    parent with VRRP and checker children), listed first so the kill itself is instant."""
+    of the signal (kill: ``Director.kill_all``, every process of its namespace)."""
     assert d.proc is not None
     if how == "kill":
-        pids = [int(p) for p in topology.sh("ip", "netns", "pids", d.ns, check=False).stdout.split()]
-        t = time.time()
-        # SIGSTOP all first: killing keepalived's parent first SIGTERMs its children
-        # (parent-death signal), and under emulation a child could still send its
-        # priority-0 advert before its own SIGKILL lands (seen once: prio0_sent).
-        for sig in (signal.SIGSTOP, signal.SIGKILL):
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, sig)
-        with contextlib.suppress(ProcessLookupError):
-            d.proc.kill()
-    else:
-        t = time.time()
-        d.proc.send_signal(signal.SIGTERM)
+        return d.kill_all()
+    t = time.time()
+    d.proc.send_signal(signal.SIGTERM)
     return t
 
 

@@ -84,20 +84,30 @@ class Director:
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
         )
 
+    def kill_all(self) -> float:
+        """kill -9 of the director: every process in its namespace at once (keepalived
+        is a parent with VRRP and checker children; killing only the parent is not a
+        crash). SIGSTOP all first, so no child reacts to its parent's death (keepalived's
+        children get SIGTERM then and would send a priority-0 advert). The pids are
+        listed before the clock is read, so the returned wall time is the kill itself."""
+        pids = topology.sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
+        t = time.time()
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), sig)
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+        return t
+
     def stop(self, how: str) -> None:
         if self.proc is None:
             return
         if how == "kill":
-            # Every process of the director at once (keepalived is a parent with VRRP
-            # and checker children; killing only the parent is not a crash).
-            # SIGSTOP all first, so no child reacts to its parent's death (keepalived's
-            # children get SIGTERM then and would send a priority-0 advert).
-            pids = topology.sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
-            for sig in (signal.SIGSTOP, signal.SIGKILL):
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError, ValueError):
-                        os.kill(int(pid), sig)
-        self.proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+            self.kill_all()
+        else:
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
