@@ -23,7 +23,9 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval
 
-from .ve_agents import AgentProc, holders, instance_config, wait_for, wait_holder
+from .ve_agents import (
+    AgentProc, KeepalivedProc, holders, instance_config, keepalived_conf, wait_for, wait_holder,
+)
 from .ve_lab import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -203,3 +205,34 @@ def test_link_tracking_survives_reloads_unchanged_and_with_new_track_interfaces(
     reload_and_wait(3)
     one_flap(2)
     assert not a1.events("track.link_watch_failed")
+
+
+def test_with_keepalived_as_the_peer_a_flapped_master_takes_the_vip_back(lan, tmp_path):
+    # keepalived 2.2.7 as the backup: it takes over on the cut and yields to our
+    # higher-priority advert once the link is back.
+    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=HIGH, advert=ADVERT)])
+    ka = KeepalivedProc(lan, 2, tmp_path, keepalived_conf(
+        router_id="ka2", vrid=51, priority=LOW, advert=ADVERT, vip=str(lan.vip4())))
+    try:
+        a1.start()
+        wait_for(lambda: a1.role() == "MASTER", START_TIMEOUT, what="node 1 MASTER")
+        ka.start()
+        wait_for(lambda: "Entering BACKUP STATE" in ka.log_text(), START_TIMEOUT, what="keepalived BACKUP")
+        wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=2)
+
+        lan.set_port(1, False)
+        wait_for(lambda: a1.role() == "FAULT", 2, what="node 1 FAULT")
+        wait_holder(lan, lan.vip4(), (1, 2), expect=2, timeout=master_down_interval(LOW, ADVERT) + MARGIN)
+        time.sleep(2.0)
+        lan.set_port(1, True)
+        wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=master_down_interval(HIGH, ADVERT) + 2 * MARGIN)
+        end = time.monotonic() + STABLE
+        while time.monotonic() < end:
+            assert holders(lan, lan.vip4(), (1, 2)) == [1] and a1.role() == "MASTER"
+            time.sleep(0.05)
+        preempted_in_time(a1)
+        log = ka.log_text()
+        assert log.count("Entering MASTER STATE") == 1 and log.count("Entering BACKUP STATE") >= 2
+    finally:
+        a1.stop()
+        ka.stop()
