@@ -233,13 +233,18 @@ def getlink_dump_request(seq: int) -> bytes:
 
 
 def parse_link_messages(data: bytes) -> list[LinkMessage]:
-    """Every message in one netlink datagram; a malformed one ends the datagram
-    (the kernel never sends one, and a bad length leaves nothing to trust after it)."""
+    """Every message in one netlink datagram. A damaged one (a datagram cut short by
+    a too small buffer, a bad length) ends it with an NLMSG_OVERRUN mark: what it
+    held is lost, which calls for a resync like any overrun."""
     out: list[LinkMessage] = []
     off = 0
-    while off + _NLMSGHDR.size <= len(data):
+    while off < len(data):
+        if off + _NLMSGHDR.size > len(data):
+            out.append(LinkMessage(NLMSG_OVERRUN, 0, 0))
+            break
         length, kind, nl_flags, seq, portid = _NLMSGHDR.unpack_from(data, off)
         if length < _NLMSGHDR.size or off + length > len(data):
+            out.append(LinkMessage(NLMSG_OVERRUN, 0, 0))
             break
         body = off + _NLMSGHDR.size
         end = off + length
@@ -328,6 +333,8 @@ class LinkTable:
                 self._want = self._want or "dump_interrupted"   # inconsistent: dump again
             if m.kind in (RTM_NEWLINK, RTM_DELLINK):
                 self._link(m, out)
+            elif m.kind == NLMSG_OVERRUN:
+                self.overrun()
             elif ours and m.kind == NLMSG_DONE:
                 self._dump_done(out)
             elif ours and m.kind == NLMSG_ERROR and m.error:
@@ -375,7 +382,9 @@ class LinkWatcher:
     """RTM_NEWLINK / RTM_DELLINK events as ``LinkState``, for the watched names only,
     for as long as ``events()`` is iterated (see the theory of operation above)."""
 
-    RECV_SIZE = 65536           # above the 32 KiB the kernel fills a dump buffer with
+    # Far above the 32 KiB the kernel fills a dump buffer with, and above any one link
+    # message (a NIC with many VFs sends tens of KiB): a cut datagram would mean a resync.
+    RECV_SIZE = 256 * 1024
     RETRY_MIN, RETRY_MAX = 0.1, 5.0
 
     def __init__(self, names: set[str] | frozenset[str], *, rcvbuf: int | None = None,

@@ -11,7 +11,7 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from hadirector.net.addresses import (
-    IFF_RUNNING, IFF_UP, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, RTM_DELLINK, RTM_GETLINK,
+    IFF_RUNNING, IFF_UP, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN, RTM_DELLINK, RTM_GETLINK,
     RTM_NEWLINK, DumpFailed, LinkMessage, LinkState, LinkTable, Resynced,
     getlink_dump_request, parse_link_messages,
 )
@@ -78,12 +78,14 @@ def test_dump_request_is_an_rtm_getlink_dump_as_pyroute2_encodes_it():
     assert getlink_dump_request(77) == bytes(msg.data)
 
 
-def test_a_truncated_or_malformed_datagram_yields_what_precedes_the_damage():
+def test_a_truncated_or_malformed_datagram_yields_what_precedes_the_damage_and_a_loss_mark():
     good = pyroute2_link(RTM_NEWLINK, 2, "eth0", UP)
-    assert parse_link_messages(good + good[:20]) == parse_link_messages(good)
+    lost = LinkMessage(NLMSG_OVERRUN, 0, 0)
+    assert parse_link_messages(good + good[:20]) == parse_link_messages(good) + [lost]
+    assert parse_link_messages(good + good[:8]) == parse_link_messages(good) + [lost]
     bad_length = bytearray(good)
     bad_length[0:4] = (4).to_bytes(4, "little")        # shorter than a header
-    assert parse_link_messages(bytes(bad_length) + good) == []
+    assert parse_link_messages(bytes(bad_length) + good) == [lost]
     assert parse_link_messages(b"") == []
 
 
@@ -214,3 +216,9 @@ def test_a_new_socket_forgets_its_dump_and_wants_one():
     assert t.feed([new("eth0", flags=NO_CARRIER, seq=1, portid=PORT + 1),
                    LinkMessage(NLMSG_DONE, 1, PORT + 1, NLM_F_MULTI)]) == [
         LinkState("eth0", 2, up=False), Resynced("subscribed", 1)]
+
+
+def test_a_damaged_datagram_counts_as_an_overrun():
+    t = started(("eth0",), ("eth0", 2, UP))
+    assert t.feed(parse_link_messages(pyroute2_link(RTM_NEWLINK, 2, "eth0", 0)[:30])) == []
+    assert t.wants_dump and t.overruns == 1
