@@ -197,6 +197,7 @@ class AddressManager:
 # that neither the dump nor a broadcast during it mentions no longer exists. An overrun
 # during a dump (or a dump the kernel marks NLM_F_DUMP_INTR) asks for one more dump
 # when this one ends: the kernel refuses a second dump on a socket (EBUSY) until then.
+# A datagram cut short (a message larger than the receive buffer) counts as an overrun.
 # Any other socket error, or the socket closing, drops it: the watcher subscribes
 # afresh after a short backoff and starts again with a dump.
 
