@@ -80,7 +80,16 @@ def apply_script(sink: TrackSink, instances: list[str], script: TrackScript, sta
 
 
 class InterfaceTracker:
-    """Follows RTM_NEWLINK events for every tracked interface."""
+    """Follows RTM_NEWLINK events for every tracked interface, for the agent's whole life.
+
+    The watcher re-subscribes by itself after socket errors and resyncs after an
+    overrun; this class is the last line: if following it ends or raises for any
+    reason, that is logged (``track.link_watch_failed``) and a new watcher is started
+    after a short backoff, and every link is read again, so a fault or priority delta
+    can never be left stale by a dead watcher (issue 9: FAULT forever after a flap)."""
+
+    RESTART_MIN, RESTART_MAX = 0.1, 5.0   # seconds between watcher restarts
+    HEALTHY_AFTER = 30.0                  # a watcher that ran this long resets the backoff
 
     def __init__(self, instances: tuple[VrrpInstance, ...], sink: TrackSink, log=None,
                  *, addresses=None, watcher_factory=None) -> None:
@@ -90,6 +99,7 @@ class InterfaceTracker:
         self._watcher_factory = watcher_factory  # names -> LinkWatcher (or a fake)
         self.log = log or get_logger("hadirector.track")
         self.links: dict[str, bool] = {}
+        self.restarts = 0
         self._task: asyncio.Task | None = None
         self._watcher = None
 
@@ -102,17 +112,47 @@ class InterfaceTracker:
             self._addresses = self._addresses or AddressManager()
         # Subscribe first, then read the current state: a change in between is then
         # seen as an event instead of being lost.
-        self._watcher = self._watcher_factory(set(self.bindings))
-        await self._watcher.__aenter__()
-        for name in self.bindings:
-            st = await self._addresses.link_state(name)
-            self._update(name, st.up, initial=True)
+        await self._subscribe()
+        await self._read_links(initial=True)
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
+    async def _subscribe(self) -> None:
+        watcher = self._watcher_factory(set(self.bindings))
+        await watcher.__aenter__()
+        self._watcher = watcher
+
+    async def _read_links(self, initial: bool = False) -> None:
+        for name in self.bindings:
+            st = await self._addresses.link_state(name)
+            self._update(name, st.up, initial=initial)
+
     async def _follow(self) -> None:
-        assert self._watcher is not None
-        async for st in self._watcher.events():
-            self._update(st.name, st.up)
+        loop = asyncio.get_running_loop()
+        delay = self.RESTART_MIN
+        while True:
+            started = loop.time()
+            try:
+                if self._watcher is None:
+                    await self._subscribe()
+                    # Events were missed while no watcher ran: read every link again.
+                    await self._read_links()
+                    self.restarts += 1
+                    self.log.info("track.link_watch_restarted", interfaces=sorted(self.bindings),
+                                  reason="watcher_failed", restarts=self.restarts)
+                async for st in self._watcher.events():
+                    self._update(st.name, st.up)
+                reason = "events_ended"         # a watcher's stream must never end
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever it was, links must stay followed
+                reason = f"{type(e).__name__}: {e}"
+            if loop.time() - started >= self.HEALTHY_AFTER:
+                delay = self.RESTART_MIN
+            self.log.error("track.link_watch_failed", interfaces=sorted(self.bindings),
+                           reason=reason, retry_in=delay)
+            self._close_watcher()
+            await asyncio.sleep(delay)          # a runner, not protocol code
+            delay = min(delay * 2, self.RESTART_MAX)
 
     def _update(self, name: str, up: bool, initial: bool = False) -> None:
         if self.links.get(name) == up:
@@ -123,14 +163,20 @@ class InterfaceTracker:
                           reason="link_up" if up else "link_down")
         apply_link(self.sink, self.bindings[name], name, up)
 
+    def _close_watcher(self) -> None:
+        if self._watcher is not None:
+            try:
+                self._watcher.close()
+            except Exception as e:  # noqa: BLE001 - a broken watcher is being dropped anyway
+                self.log.warning("track.link_watch_close_failed", reason=str(e))
+            self._watcher = None
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        if self._watcher is not None:
-            self._watcher.close()
-            self._watcher = None
+        self._close_watcher()
 
 
 class ScriptTracker:

@@ -12,7 +12,8 @@ ours; IPv6 with IFA_F_NODAD so the address is usable at once (a VIP that sits in
 "tentative" for a second after failover is a second of outage).
 
 ``LinkWatcher`` turns RTM_NEWLINK broadcasts into ``LinkState`` values for
-track_interface. pyroute2 is imported here and in ``hadirector.ipvs`` only.
+track_interface, over a raw netlink socket it reads for the agent's whole life (see
+"link state" below). pyroute2 is imported here and in ``hadirector.ipvs`` only.
 """
 
 from __future__ import annotations
@@ -20,14 +21,16 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import socket
+import struct
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.rtnl import RTMGRP_LINK
 
+from hadirector.logging import get_logger
 from hadirector.model import IPAddress, IPInterface
 from hadirector.net import rtnl
 
@@ -177,34 +180,309 @@ class AddressManager:
         return any(a.ip == vip.ip for a in await self.list_addresses(interface, vip.version))
 
 
-class LinkWatcher:
-    """RTM_NEWLINK / RTM_DELLINK events as ``LinkState``, for the watched names only."""
+# --- link state: a sans-IO table and the netlink shell that feeds it ------------------
+#
+# Theory of operation. ``LinkWatcher`` owns one raw NETLINK_ROUTE socket subscribed to
+# RTMGRP_LINK and reads it for as long as the agent runs (pyroute2 0.9's
+# ``AsyncIPRoute.get()`` returns after one receive batch, so it cannot be the loop).
+# Everything it learns goes through ``LinkTable``, which is pure: it keeps what was
+# last reported per watched name and turns messages into changes only.
+#
+# Losing an event must never leave a link's state stale. The kernel drops broadcasts
+# when the socket's receive queue is full and reports it once as ENOBUFS on the next
+# recv (a netlink overrun). The watcher then dumps every link (RTM_GETLINK) ON THE SAME
+# SOCKET: dump replies and later broadcasts share one queue, so applying them in order
+# gives the current state with no stale event replayed over the fresh one (a dump on a
+# second socket would race the broadcasts still queued on the first). A watched name
+# that neither the dump nor a broadcast during it mentions no longer exists. An overrun
+# during a dump (or a dump the kernel marks NLM_F_DUMP_INTR) asks for one more dump
+# when this one ends: the kernel refuses a second dump on a socket (EBUSY) until then.
+# A datagram cut short (a message larger than the receive buffer) counts as an overrun.
+# Any other socket error, or the socket closing, drops it: the watcher subscribes
+# afresh after a short backoff and starts again with a dump.
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK = 0x1
+RTM_GETLINK = 18
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
+NLM_F_REQUEST, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x10, 0x300
+IFLA_IFNAME = 3
+
+_NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
+_IFINFOMSG = struct.Struct("=BxHiII")    # family, pad, type, index, flags, change
+_RTATTR = struct.Struct("=HH")           # len, type
+
+
+@dataclass(frozen=True)
+class LinkMessage:
+    """One netlink message as far as link tracking needs it."""
+    kind: int            # RTM_NEWLINK, RTM_DELLINK, NLMSG_DONE, NLMSG_ERROR, ...
+    seq: int
+    portid: int
+    nl_flags: int = 0    # nlmsg_flags (NLM_F_DUMP_INTR)
+    index: int = 0
+    name: str | None = None
+    flags: int = 0       # ifi_flags (IFF_UP, IFF_RUNNING)
+    error: int = 0       # NLMSG_ERROR: a positive errno, 0 for an ack
+
+
+def getlink_dump_request(seq: int) -> bytes:
+    """RTM_GETLINK with NLM_F_DUMP, as ``ip link show`` sends it."""
+    body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
+                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def parse_link_messages(data: bytes) -> list[LinkMessage]:
+    """Every message in one netlink datagram. A damaged one (a datagram cut short by
+    a too small buffer, a bad length) ends it with an NLMSG_OVERRUN mark: what it
+    held is lost, which calls for a resync like any overrun."""
+    out: list[LinkMessage] = []
+    off = 0
+    while off < len(data):
+        if off + _NLMSGHDR.size > len(data):
+            out.append(LinkMessage(NLMSG_OVERRUN, 0, 0))
+            break
+        length, kind, nl_flags, seq, portid = _NLMSGHDR.unpack_from(data, off)
+        if length < _NLMSGHDR.size or off + length > len(data):
+            out.append(LinkMessage(NLMSG_OVERRUN, 0, 0))
+            break
+        body = off + _NLMSGHDR.size
+        end = off + length
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and body + _IFINFOMSG.size <= end:
+            _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
+            out.append(LinkMessage(kind, seq, portid, nl_flags, index,
+                                   _ifname(data, body + _IFINFOMSG.size, end), flags))
+        elif kind == NLMSG_ERROR and body + 4 <= end:
+            (code,) = struct.unpack_from("=i", data, body)
+            out.append(LinkMessage(kind, seq, portid, nl_flags, error=-code))
+        else:
+            out.append(LinkMessage(kind, seq, portid, nl_flags))
+        off += (length + 3) & ~3
+    return out
+
+
+def _ifname(data: bytes, off: int, end: int) -> str | None:
+    while off + _RTATTR.size <= end:
+        alen, atype = _RTATTR.unpack_from(data, off)
+        if alen < _RTATTR.size or off + alen > end:
+            return None
+        if atype == IFLA_IFNAME:
+            return data[off + _RTATTR.size:off + alen].split(b"\0", 1)[0].decode(errors="replace")
+        off += (alen + 3) & ~3
+    return None
+
+
+@dataclass(frozen=True)
+class Resynced:
+    """A full dump of the links was applied; ``changed``: states it corrected."""
+    reason: str          # "subscribed", "overrun", "dump_interrupted"
+    changed: int
+
+
+@dataclass(frozen=True)
+class DumpFailed:
+    """The kernel refused the dump (NLMSG_ERROR); another one is wanted."""
+    error: int           # errno
+
+
+class LinkTable:
+    """Sans-IO: the watched links' state from broadcasts and dumps; reports changes only.
+
+    The shell calls ``begin_dump`` when ``wants_dump`` and it has sent the request,
+    ``overrun()`` on ENOBUFS, ``resubscribed()`` on a new socket, and ``feed`` with
+    what it reads; ``feed`` returns the ``LinkState`` changes, ``Resynced`` when a dump
+    ended and ``DumpFailed`` when the kernel refused one."""
 
     def __init__(self, names: set[str] | frozenset[str]) -> None:
         self.names = frozenset(names)
-        self._ipr: AsyncIPRoute | None = None
+        self.reported: dict[str, LinkState] = {}
+        self._by_index: dict[int, str] = {}     # ifindex -> watched name
+        self.dump_seq: int | None = None        # a dump in flight
+        self.portid = 0                         # ours: dump replies carry it
+        self._want: str | None = "subscribed"   # why the next dump is needed, if it is
+        self._reason = ""                       # why the running one was started
+        self._seen: set[str] = set()            # names the running dump or a broadcast named
+        self._changed = 0
+        self.overruns = 0
+        self.resyncs = 0
+
+    @property
+    def wants_dump(self) -> bool:
+        return self._want is not None and self.dump_seq is None
+
+    def begin_dump(self, seq: int, portid: int) -> None:
+        self.dump_seq, self.portid = seq, portid
+        self._reason, self._want = self._want or "requested", None
+        self._seen, self._changed = set(), 0
+
+    def overrun(self) -> None:
+        """Broadcasts were lost: only a dump tells what holds now."""
+        self.overruns += 1
+        self._want = "overrun"
+
+    def resubscribed(self) -> None:
+        """A new socket: no dump runs on it, and what happened meanwhile is unknown."""
+        self.dump_seq = None
+        self._want = "subscribed"
+
+    def feed(self, msgs: list[LinkMessage]) -> list[LinkState | Resynced | DumpFailed]:
+        out: list[LinkState | Resynced | DumpFailed] = []
+        for m in msgs:
+            ours = self.dump_seq is not None and m.seq == self.dump_seq and m.portid == self.portid
+            if ours and m.nl_flags & NLM_F_DUMP_INTR:
+                self._want = self._want or "dump_interrupted"   # inconsistent: dump again
+            if m.kind in (RTM_NEWLINK, RTM_DELLINK):
+                self._link(m, out)
+            elif m.kind == NLMSG_OVERRUN:
+                self.overrun()
+            elif ours and m.kind == NLMSG_DONE:
+                self._dump_done(out)
+            elif ours and m.kind == NLMSG_ERROR and m.error:
+                self.dump_seq = None
+                self._want = self._want or self._reason
+                out.append(DumpFailed(m.error))
+        return out
+
+    def _link(self, m: LinkMessage, out: list) -> None:
+        old = self._by_index.get(m.index)
+        if m.name not in self.names:
+            if old is not None:                 # a watched link renamed away
+                del self._by_index[m.index]
+                self._seen.add(old)
+                self._report(LinkState(old, m.index, up=False, exists=False), out)
+            return
+        self._seen.add(m.name)
+        if old is not None and old != m.name:   # renamed from one watched name to another
+            self._report(LinkState(old, m.index, up=False, exists=False), out)
+        if m.kind == RTM_DELLINK:
+            self._by_index.pop(m.index, None)
+            self._report(LinkState(m.name, m.index, up=False, exists=False), out)
+        else:
+            self._by_index[m.index] = m.name
+            self._report(LinkState(m.name, m.index, up=link_is_up(m.flags)), out)
+
+    def _dump_done(self, out: list) -> None:
+        for name in sorted(self.names - self._seen):
+            for index in [i for i, n in self._by_index.items() if n == name]:
+                del self._by_index[index]
+            self._report(LinkState(name, 0, up=False, exists=False), out)
+        self.dump_seq = None
+        self.resyncs += 1
+        out.append(Resynced(self._reason, self._changed))
+
+    def _report(self, st: LinkState, out: list) -> None:
+        if self.reported.get(st.name) == st:
+            return
+        self.reported[st.name] = st
+        self._changed += 1
+        out.append(st)
+
+
+class LinkWatcher:
+    """RTM_NEWLINK / RTM_DELLINK events as ``LinkState``, for the watched names only,
+    for as long as ``events()`` is iterated (see the theory of operation above)."""
+
+    # Far above the 32 KiB the kernel fills a dump buffer with, and above any one link
+    # message (a NIC with many VFs sends tens of KiB): a cut datagram would mean a resync.
+    RECV_SIZE = 256 * 1024
+    RETRY_MIN, RETRY_MAX = 0.1, 5.0
+
+    def __init__(self, names: set[str] | frozenset[str], *, rcvbuf: int | None = None,
+                 log=None) -> None:
+        self.names = frozenset(names)
+        self.rcvbuf = rcvbuf    # SO_RCVBUF in bytes; None: the kernel's default
+        self.table = LinkTable(self.names)
+        self.log = log or get_logger("hadirector.net")
+        self.resubscribes = 0
+        self._sock: socket.socket | None = None
+        self._seq = 0
 
     async def __aenter__(self) -> "LinkWatcher":
-        self._ipr = AsyncIPRoute()
-        await self._ipr.bind(groups=RTMGRP_LINK)
+        self._subscribe()
         return self
 
     async def __aexit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _subscribe(self) -> None:
+        s = socket.socket(socket.AF_NETLINK,
+                          socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+        try:
+            if self.rcvbuf:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            s.bind((0, RTMGRP_LINK))
+        except BaseException:
+            s.close()
+            raise
+        self._sock = s
+        self.table.resubscribed()
+
+    async def _recv(self) -> bytes:
+        assert self._sock is not None
+        return await asyncio.get_running_loop().sock_recv(self._sock, self.RECV_SIZE)
+
+    def _request_dump(self) -> None:
+        assert self._sock is not None
+        seq = self._seq = (self._seq % 0x7FFFFFFF) + 1
+        self._sock.send(getlink_dump_request(seq))
+        self.table.begin_dump(seq, self._sock.getsockname()[0])
 
     async def events(self) -> AsyncIterator[LinkState]:
-        assert self._ipr is not None, "use 'async with LinkWatcher(...)'"
-        async for msg in self._ipr.get():
-            kind = msg["header"]["type"]
-            name = msg.get("ifname") or msg.get("IFLA_IFNAME")
-            if name not in self.names:
+        """Changes of the watched links, never ending: the first ones are the state
+        found by the initial dump; errors re-subscribe instead of ending the stream."""
+        delay = self.RETRY_MIN
+        while True:
+            receiving = False
+            try:
+                if self._sock is None:
+                    self._subscribe()
+                    self.resubscribes += 1
+                    self.log.info("net.link_watch_resubscribed", interfaces=sorted(self.names),
+                                  reason="socket_replaced", count=self.resubscribes)
+                if self.table.wants_dump:
+                    self._request_dump()
+                receiving = True
+                data = await self._recv()
+                if not data:
+                    raise ConnectionResetError(errno.ECONNRESET, "netlink socket closed")
+                changes = self.table.feed(parse_link_messages(data))
+            except OSError as e:
+                # ENOBUFS from recv is the overrun; from send it is memory pressure,
+                # handled like any failure (with a backoff, not a hot retry).
+                if e.errno == errno.ENOBUFS and receiving and self._sock is not None:
+                    self.table.overrun()
+                    self.log.warning("net.link_events_lost", interfaces=sorted(self.names),
+                                     reason="netlink_overrun", overruns=self.table.overruns)
+                    continue
+                self.log.warning("net.link_watch_failed", interfaces=sorted(self.names),
+                                 reason=f"{type(e).__name__}: {e}", retry_in=delay)
+                self.close()
+                await asyncio.sleep(delay)   # a runner, not protocol code
+                delay = min(delay * 2, self.RETRY_MAX)
                 continue
-            if kind == RTM_DELLINK:
-                yield LinkState(name, msg["index"], up=False, exists=False)
-            elif kind == RTM_NEWLINK:
-                yield LinkState(name, msg["index"], up=link_is_up(msg["flags"]))
+            failed = None
+            for change in changes:
+                if isinstance(change, LinkState):
+                    yield change
+                elif isinstance(change, Resynced):
+                    # The first dump is the start-up state, not news.
+                    if change.reason != "subscribed" or self.resubscribes:
+                        self.log.info("net.link_state_resynced", interfaces=sorted(self.names),
+                                      reason=change.reason, changed=change.changed)
+                else:
+                    failed = change
+            if failed is None:
+                delay = self.RETRY_MIN
+                continue
+            # Not a hot retry: a fresh socket after the backoff, which dumps again.
+            self.log.warning("net.link_watch_failed", interfaces=sorted(self.names),
+                             reason=f"link dump refused: {os.strerror(failed.error)}", retry_in=delay)
+            self.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.RETRY_MAX)

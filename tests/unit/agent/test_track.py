@@ -85,3 +85,130 @@ def test_failing_script_with_weight_zero_faults_the_instance():
     tr.record("chk", ok(), 1)
     assert sink.calls == [("fault", "vi_1", True, "track_script:chk"),
                           ("fault", "vi_1", False, "track_script:chk")]
+
+
+# --- InterfaceTracker keeps following, whatever its watcher does -------------------------
+
+
+class Links:
+    """The links' true state, read by the tracker on start and after a restart."""
+
+    def __init__(self, **up):
+        self.up = dict(up)
+
+    async def link_state(self, name):
+        from hadirector.net.addresses import LinkState
+        return LinkState(name, 2, up=self.up[name])
+
+
+class ScriptedWatcher:
+    """A watcher whose stream is a script: LinkStates, then an exception to raise or
+    (None) the stream ending; the last one created waits forever after its script."""
+
+    scripts: list[list] = []
+    made: list["ScriptedWatcher"] = []
+
+    def __init__(self, names):
+        self.names = frozenset(names)
+        self.script = ScriptedWatcher.scripts.pop(0) if ScriptedWatcher.scripts else []
+        self.closed = False
+        ScriptedWatcher.made.append(self)
+
+    async def __aenter__(self):
+        return self
+
+    def close(self):
+        self.closed = True
+
+    async def events(self):
+        import asyncio
+        for item in self.script:
+            if isinstance(item, BaseException):
+                raise item
+            if item is None:
+                return
+            yield item
+        await asyncio.Event().wait()
+
+
+class Log:
+    def __init__(self):
+        self.records = []
+
+    def __getattr__(self, level):
+        return lambda event, **kw: self.records.append((event, kw))
+
+    def named(self, name):
+        return [kw for event, kw in self.records if event == name]
+
+
+async def settle(tracker, restarts, timeout=5.0):
+    import asyncio
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while tracker.restarts < restarts:
+        assert loop.time() < deadline, f"{tracker.restarts} restarts, wanted {restarts}"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+
+
+def tracker_with(scripts, links, log, sink):
+    from hadirector.agent.track import InterfaceTracker
+    ScriptedWatcher.scripts = [list(s) for s in scripts]
+    ScriptedWatcher.made = []
+    tr = InterfaceTracker((inst(),), sink, log, addresses=links, watcher_factory=ScriptedWatcher)
+    tr.RESTART_MIN = 0.01
+    return tr
+
+
+async def test_a_watcher_that_raises_is_logged_and_replaced_and_links_are_read_again():
+    from hadirector.net.addresses import LinkState
+    sink, log, links = Sink(), Log(), Links(eth0=True)
+    tr = tracker_with([[LinkState("eth0", 2, up=False), RuntimeError("socket gone")]], links, log, sink)
+    await tr.start()
+    links.up["eth0"] = True             # came back while no watcher listened
+    await settle(tr, restarts=1)
+    await tr.stop()
+    assert sink.calls == [("fault", "vi_1", False, "track_interface:eth0"),
+                          ("fault", "vi_1", True, "track_interface:eth0"),
+                          ("fault", "vi_1", False, "track_interface:eth0")]
+    failed = log.named("track.link_watch_failed")
+    assert failed[0]["reason"] == "RuntimeError: socket gone" and failed[0]["interfaces"] == ["eth0"]
+    assert log.named("track.link_watch_restarted")[0]["restarts"] == 1
+    assert ScriptedWatcher.made[0].closed and ScriptedWatcher.made[1].closed
+
+
+async def test_a_watcher_stream_that_ends_is_a_failure_too():
+    sink, log, links = Sink(), Log(), Links(eth0=True)
+    tr = tracker_with([[None], [None]], links, log, sink)
+    await tr.start()
+    await settle(tr, restarts=2)
+    await tr.stop()
+    assert [f["reason"] for f in log.named("track.link_watch_failed")] == ["events_ended"] * 2
+    # The retry delay doubles: a watcher that keeps failing is not a hot loop.
+    assert [f["retry_in"] for f in log.named("track.link_watch_failed")] == [0.01, 0.02]
+    assert len(ScriptedWatcher.made) == 3
+
+
+async def test_a_restart_that_fails_is_retried():
+    from hadirector.agent.track import InterfaceTracker
+
+    class Flaky(Links):
+        fail = 2
+
+        async def link_state(self, name):
+            if self.fail and tr._task is not None:
+                self.fail -= 1
+                raise OSError(24, "Too many open files")
+            return await super().link_state(name)
+
+    sink, log, links = Sink(), Log(), Flaky(eth0=True)
+    tr = tracker_with([[RuntimeError("boom")]], links, log, sink)
+    assert isinstance(tr, InterfaceTracker)
+    await tr.start()
+    await settle(tr, restarts=1)
+    await tr.stop()
+    reasons = [f["reason"] for f in log.named("track.link_watch_failed")]
+    assert reasons == ["RuntimeError: boom", "OSError: [Errno 24] Too many open files",
+                       "OSError: [Errno 24] Too many open files"]
+    assert all(w.closed for w in ScriptedWatcher.made)
