@@ -106,8 +106,8 @@ def bind_private(path: str) -> tuple[socket.socket, int]:
             raise ControlError("in_use", f"{path}: another agent is serving it")
         if not stat.S_ISSOCK(os.lstat(path).st_mode):
             raise ControlError("not_a_socket", f"{path}: exists and is not a socket")
-    tmpdir = tempfile.mkdtemp(prefix=".control-", dir=parent)      # mode 0700
-    tmp = os.path.join(tmpdir, SOCKET_NAME)
+    tmpdir = tempfile.mkdtemp(prefix=".c", dir=parent)      # mode 0700; short: sun_path
+    tmp = os.path.join(tmpdir, "s")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if len(os.fsencode(tmp)) > SUN_PATH_MAX:
@@ -211,20 +211,23 @@ class _ControlProtocol(asyncio.Protocol):
         self.peer = (0, -1, -1)
         self.buf = b""
         self.done = False
+        self.refusal: dict | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # A refusal is answered once the request line is in: closing with the
+        # client's line unread would reset the connection and lose the answer.
         try:
             self.peer = peer_credentials(transport.get_extra_info("socket"))
         except OSError as e:
-            self._reply({"error": f"cannot read peer credentials: {e.strerror}",
-                         "reason": "bad_request"})
+            self.refusal = {"error": f"cannot read peer credentials: {e.strerror}",
+                            "reason": "bad_request"}
             return
         pid, uid, _ = self.peer
         if uid not in self.server.allowed_uids:
             self.server.refuse("not_root", peer_pid=pid, peer_uid=uid)
-            self._reply({"error": f"permission denied: the control socket serves root only "
-                                  f"(you are uid {uid})", "reason": "not_root"})
+            self.refusal = {"error": f"permission denied: the control socket serves root only "
+                                     f"(you are uid {uid})", "reason": "not_root"}
 
     def data_received(self, data: bytes) -> None:
         if self.done:
@@ -235,6 +238,9 @@ class _ControlProtocol(asyncio.Protocol):
             if len(self.buf) > MAX_LINE:
                 self.server.refuse("bad_request", peer_uid=self.peer[1])
                 self._reply({"error": "request line too long", "reason": "bad_request"})
+            return
+        if self.refusal is not None:
+            self._reply(self.refusal)
             return
         self.done = True
         listener = self.server.listener

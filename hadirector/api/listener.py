@@ -218,6 +218,7 @@ class BoundedListener:
             transport.abort()
             return
         self._by_transport[transport] = conn
+        self._arm()             # its deadline counts from the accept
 
     # --- shedding and deadlines ---------------------------------------------------------
 
