@@ -40,7 +40,7 @@ HADIRECTOR = [sys.executable, "-m", "hadirector.cli"]
 FLOOD = str(Path(__file__).with_name("api_flood.py"))
 NOFILE = 1024
 FLOOD_CONNECTIONS = 1100
-FLOOD_SECONDS = 12.0
+FLOOD_SECONDS = 15.0
 HEALTHZ_DEADLINE = 5.0      # s: curl --max-time for one /healthz during the flood
 RS_PORT = 8080
 
@@ -99,7 +99,7 @@ def lab():
     state.chmod(0o755)
     work = Path(tempfile.mkdtemp(prefix="hd-af-work-"))
     rs = None
-    agent = None
+    agent = peer = None
     try:
         lan.up()
         rs = subprocess.Popen(
@@ -121,13 +121,19 @@ def lab():
         agent.state_dir = state
         agent.start()
         wait_for(lambda: agent.role() == "MASTER", 20, interval=0.1, what="MASTER")
+        # A backup peer: if the flood delayed the master's adverts by ~0.7 s (3 advert
+        # intervals and the skew time), it would take over.
+        peer = AgentProc(lan, 2, work, [instance_config(lan, priority=100, advert=0.2)])
+        peer.start()
+        wait_for(lambda: peer.role() == "BACKUP", 20, interval=0.1, what="the peer BACKUP")
         wait_for(lambda: curl(agent.ns, "/healthz", timeout=2)[0] == 200, 20, interval=0.2,
                  what="the API up")
         wait_for(lambda: rs_health(agent) == "up", 20, interval=0.2, what="the real server UP")
-        yield lan, agent
+        yield lan, agent, peer
     finally:
-        if agent is not None:
-            agent.stop()
+        for a in (agent, peer):
+            if a is not None:
+                a.stop()
         if rs is not None:
             rs.kill()
             rs.wait(5)
@@ -148,7 +154,7 @@ def reload_cli(agent: FloodedAgent, *extra: str, user: list[str] | None = None):
 
 
 def test_nobody_cannot_reload_over_http_nor_over_the_control_socket(lab):
-    lan, agent = lab
+    lan, agent, peer = lab
     before = len(agent.events("agent.reloaded"))
     code, body, _ = curl(agent.ns, "/reload", "-X", "POST", user=NOBODY)
     assert code == 403
@@ -166,7 +172,7 @@ def test_nobody_cannot_reload_over_http_nor_over_the_control_socket(lab):
 
 
 def test_a_burst_of_200_reloads_from_root_applies_only_a_few(lab):
-    lan, agent = lab
+    lan, agent, peer = lab
     time.sleep(2.5)                  # let the bucket refill after the previous test
     before = len(agent.events("agent.reloaded"))
     answers: list[str] = []
@@ -208,10 +214,10 @@ def test_a_burst_of_200_reloads_from_root_applies_only_a_few(lab):
 
 
 def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
-    lan, agent = lab
+    lan, agent, peer = lab
     time.sleep(2.5)                  # the reload bucket refills
     log_bytes = agent.log_path.stat().st_size
-    roles = len(agent.events("vrrp.role_changed"))
+    roles = len(agent.events("vrrp.role_changed")) + len(peer.events("vrrp.role_changed"))
     downs = len(agent.events("health.server_down"))
     reloads = len(agent.events("agent.reloaded"))
     fds_before = agent.fds()
@@ -237,7 +243,7 @@ def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
             healthz.append((code, took))
             health.append(rs_health(agent))
             max_fds = max(max_fds, agent.fds())
-            time.sleep(0.5)
+            time.sleep(0.2)
         out, err = flood.communicate(timeout=30)
     finally:
         if flood.poll() is None:
@@ -251,7 +257,8 @@ def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
     assert set(health) == {"up"}, health
     assert max_fds <= fds_before + 64 + 8, "the API stayed within its share of descriptors"
     assert len(agent.events("health.server_down")) == downs
-    assert len(agent.events("vrrp.role_changed")) == roles, "VRRP never noticed the flood"
+    assert len(agent.events("vrrp.role_changed")) + len(peer.events("vrrp.role_changed")) == roles, \
+        "VRRP never noticed the flood: the master's adverts kept the peer BACKUP"
     assert len(agent.events("agent.reloaded")) == reloads + 2
     # The log stays small: one line per interval about the dropped connections.
     with open(agent.log_path, "rb") as f:
@@ -267,6 +274,6 @@ def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
     assert (code, body) == (200, "ok\n") and took < 1.0
     wait_for(lambda: agent.fds() <= fds_before + 2, 15, interval=0.2,
              what="the flood's connections closed in the agent")
-    assert rs_health(agent) == "up" and agent.role() == "MASTER"
+    assert rs_health(agent) == "up" and agent.role() == "MASTER" and peer.role() == "BACKUP"
     r = reload_cli(agent)
     assert r.returncode == 0, r.stdout + r.stderr
