@@ -207,6 +207,9 @@ class BoundedListener:
         try:
             sock.setblocking(False)
             transport, _ = await self._loop.connect_accepted_socket(self._factory, sock=sock)
+        except asyncio.CancelledError:
+            sock.close()        # closing: asyncio closes a half-made transport itself
+            raise
         except (OSError, RuntimeError) as e:
             sock.close()
             self._conns.discard(conn)
