@@ -33,7 +33,7 @@ the backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are rem
 then the components stop (health checks, sync daemons, IPVS per ``on_shutdown``, API),
 notify "STOP" scripts get a bounded time to finish, and ``run()`` returns 0.
 
-Reload (SIGHUP, or ``POST /reload`` through the API component): ``reload_async()``
+Reload (SIGHUP, or ``hadirector reload`` over the control socket): ``reload_async()``
 reads and validates the file; a bad one is refused (``agent.reload_failed`` with the
 file:line message) and nothing changes. A good one is diffed against the running
 config (``reload.plan_reload``, pure) and applied in two phases: *prepare* (what can

@@ -7,6 +7,7 @@ when the dump fails, the kernel columns are empty and the rest is still reported
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from importlib import metadata
@@ -152,11 +153,20 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
 
 
 class ApiComponent:
-    """Agent component that serves /status, /metrics, /healthz and /reload."""
+    """Agent component that serves /status, /metrics and /healthz over HTTP and reload
+    over the root-only control socket (``<state_dir>/control.sock``).
+
+    At start it raises the soft descriptor limit to the hard one and sizes the HTTP
+    connection cap to a small share of it (``api.limits.connection_budget``), so no
+    number of API clients can take the descriptors VRRP, health checks and notify
+    scripts need. The control socket is served even with ``api.enabled: false``:
+    ``hadirector reload`` is an operator's tool, like SIGHUP.
+    """
 
     def __init__(self, lvs=None) -> None:
         self.lvs = lvs
         self.server = None
+        self.control = None
         self.started_at = time.time()
         self.loaded_at = self.started_at
         self.generation = 1
@@ -178,16 +188,38 @@ class ApiComponent:
             self.loaded_at = time.time()
 
     async def start(self, agent) -> None:
-        from hadirector.api.server import ApiServer
+        from hadirector.api.control import ControlError, ControlServer, socket_path
+        from hadirector.api.limits import connection_budget
+        from hadirector.api.listener import raise_nofile_limit
+        from hadirector.api.server import MAX_CONNECTIONS, ApiServer
+
+        old, soft, hard, why = raise_nofile_limit()
+        if why:
+            agent.log.warning("api.fd_limit_kept", soft=soft, hard=hard, reason=why)
+        elif soft != old:
+            agent.log.info("api.fd_limit_raised", old=old, soft=soft, hard=hard,
+                           reason="soft_below_hard")
+
+        async def reload() -> s.ReloadResult:
+            return await agent.reload_async(trigger="control")
+
+        path = socket_path(agent.config.node.state_dir)
+        self.control = ControlServer(path, reload)
+        try:
+            await self.control.start()
+        except (ControlError, OSError) as e:
+            # Reload stays possible with SIGHUP; the director must keep running.
+            reason = e.reason if isinstance(e, ControlError) else errno.errorcode.get(e.errno or 0, "error")
+            agent.log.error("api.control_failed", path=path, reason=reason, detail=str(e))
+            self.control = None
 
         settings = agent.config.api
         if not settings.enabled:
             return
-
-        async def reload() -> s.ReloadResult:
-            return await agent.reload_async()
-
-        self.server = ApiServer.from_settings(settings, lambda: self.snapshot(agent), reload)
+        self.server = ApiServer.from_settings(
+            settings, lambda: self.snapshot(agent),
+            max_connections=connection_budget(soft, MAX_CONNECTIONS),
+            control_path=path if self.control is not None else None)
         try:
             await self.server.start()
         except OSError as e:
@@ -202,3 +234,6 @@ class ApiComponent:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None

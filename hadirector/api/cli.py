@@ -1,16 +1,23 @@
-"""``hadirector status`` and ``hadirector reload``: clients of the agent's API.
+"""``hadirector status`` and ``hadirector reload``: clients of the agent.
 
-Both find the agent from the config file's ``api`` section (or ``--url``), talk HTTP
-with the stdlib (no aiohttp import for a one-shot command), and print either readable
-tables or, with ``--json``, the agent's JSON unchanged.
+``status`` reads the HTTP API, found from the config file's ``api`` section (or
+``--url``). ``reload`` changes state, so it goes over the agent's root-only control
+socket, ``<node.state_dir>/control.sock`` (or ``--socket``), never over HTTP. Both
+use the stdlib only (no aiohttp import for a one-shot command) and print either
+readable text or, with ``--json``, the agent's JSON unchanged.
 
-The config file is read leniently — only ``api.listen`` / ``api.enabled`` — rather
-than through the full validator: ``status`` is what an operator runs when something
-is wrong, including right after editing the config into an invalid state, and the
-running agent is still listening where the *old* config said.
+The config file is read leniently — only ``api.listen`` / ``api.enabled`` /
+``node.state_dir`` — rather than through the full validator: these commands are what
+an operator runs when something is wrong, including right after editing the config
+into an invalid state, and the running agent still listens where the *old* config said.
+
+A reload refused by the rate limit (``rate_limited``) is retried after the wait the
+agent names, a few times, so a script calling ``hadirector reload`` twice in a row
+works.
 
 Exit codes: 0 success; 1 reload refused (the agent kept its config) or an API error;
-2 usage/config errors; 3 the agent cannot be reached (as LSB ``status``: not running).
+2 usage/config errors; 3 the agent cannot be reached (as LSB ``status``: not running);
+4 not permitted: ``reload`` needs root (as LSB: insufficient privilege).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import os
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -39,7 +47,11 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9110
 TIMEOUT = 5.0      # seconds; the agent answers from memory, so this is generous
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOPERM = 0, 1, 2, 3, 4
+DEFAULT_STATE_DIR = "/run/hadirector"
+CONTROL_SOCKET = "control.sock"         # hadirector.api.control.SOCKET_NAME
+RATE_LIMIT_RETRIES = 5
+MAX_RETRY_WAIT = 5.0                    # s: never wait longer than this for one retry
 
 
 class CliError(Exception):
@@ -51,7 +63,7 @@ class CliError(Exception):
 # --- arguments -------------------------------------------------------------------------
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_arguments_status(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=None,
                         help=f"config file whose api.listen locates the agent "
                              f"(default {DEFAULT_CONFIG}, or {DEFAULT_HOST}:{DEFAULT_PORT} "
@@ -62,12 +74,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help=argparse.SUPPRESS)
 
 
-def add_arguments_status(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
-
-
 def add_arguments_reload(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    parser.add_argument("-c", "--config", default=None,
+                        help=f"config file whose node.state_dir holds the agent's control "
+                             f"socket (default {DEFAULT_CONFIG}, or "
+                             f"{DEFAULT_STATE_DIR}/{CONTROL_SOCKET} if that does not exist)")
+    parser.add_argument("--socket", default=None,
+                        help="the agent's control socket, e.g. "
+                             f"{DEFAULT_STATE_DIR}/{CONTROL_SOCKET}")
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for the reload (default: as long as it takes)")
 
 
 # --- locating the agent ------------------------------------------------------------------
@@ -87,16 +104,34 @@ def _http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _listen_from_config(path: str) -> tuple[str, int]:
-    import yaml  # only here: --url needs no YAML
+def _read_config(path: str) -> Any:
+    import yaml  # only here: --url and --socket need no YAML
 
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            return yaml.safe_load(f)
     except OSError as e:
         raise CliError(f"cannot read {path}: {e.strerror}", EXIT_USAGE) from None
     except yaml.YAMLError as e:
         raise CliError(f"cannot parse {path}: {e}", EXIT_USAGE) from None
+
+
+def control_socket_path(config: str | None, sock: str | None) -> str:
+    if sock:
+        return sock
+    path = config if config is not None else DEFAULT_CONFIG
+    if config is None and not os.path.exists(path):
+        return os.path.join(DEFAULT_STATE_DIR, CONTROL_SOCKET)
+    doc = _read_config(path)
+    node = doc.get("node") if isinstance(doc, dict) else None
+    state_dir = node.get("state_dir") if isinstance(node, dict) else None
+    if not isinstance(state_dir, str) or not state_dir:
+        state_dir = DEFAULT_STATE_DIR
+    return os.path.join(state_dir, CONTROL_SOCKET)
+
+
+def _listen_from_config(path: str) -> tuple[str, int]:
+    doc = _read_config(path)
     api = (doc or {}).get("api") if isinstance(doc, dict) else None
     if not isinstance(api, dict):
         return DEFAULT_HOST, DEFAULT_PORT
@@ -109,7 +144,7 @@ def _listen_from_config(path: str) -> tuple[str, int]:
         host, port = _split_listen(listen, path)
     host = str(api.get("listen_host", host))
     port = int(api.get("listen_port", port))
-    # A wildcard listener is reached over loopback (which also lets /reload through).
+    # A wildcard listener is reached over loopback.
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
     elif host == "::":
@@ -136,11 +171,8 @@ def _split_listen(listen: str, path: str) -> tuple[str, int]:
 # --- HTTP --------------------------------------------------------------------------------
 
 
-def _request(base: str, path: str, method: str = "GET",
-             timeout: float = TIMEOUT) -> tuple[int, bytes]:
-    req = urllib.request.Request(base + path, method=method,
-                                 data=b"" if method == "POST" else None,
-                                 headers={"Accept": "application/json"})
+def _request(base: str, path: str, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+    req = urllib.request.Request(base + path, headers={"Accept": "application/json"})
     where = base.removeprefix("http://").removeprefix("https://")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -164,13 +196,13 @@ def _describe(reason: object) -> str:
     return str(reason)
 
 
-def _decode(status: int, body: bytes, base: str) -> Any:
+def _decode(status: int | None, body: bytes, base: str) -> Any:
     try:
         return json.loads(body)
     except ValueError:
         text = body.decode(errors="replace").strip()[:200]
-        raise CliError(f"unexpected answer from {base} (HTTP {status}): {text!r}",
-                       EXIT_FAILED) from None
+        how = f" (HTTP {status})" if status is not None else ""
+        raise CliError(f"unexpected answer from {base}{how}: {text!r}", EXIT_FAILED) from None
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -200,14 +232,55 @@ def cmd_status(args: argparse.Namespace) -> int:
         return e.code
 
 
+def control_request(path: str, command: str, timeout: float | None = None) -> dict:
+    """Send one command line to the control socket; its one JSON answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(path)
+        except PermissionError:
+            raise CliError(f"permission denied on {path}: `hadirector reload` needs root",
+                           EXIT_NOPERM) from None
+        except FileNotFoundError:
+            raise CliError(f"cannot reach hadirector at {path}: no such socket"
+                           f" — is the agent running?", EXIT_UNREACHABLE) from None
+        except OSError as e:
+            raise CliError(f"cannot reach hadirector at {path}: {_describe(e)}"
+                           f" — is the agent running?", EXIT_UNREACHABLE) from None
+        try:
+            sock.sendall(command.encode() + b"\n")
+            chunks = []
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except OSError as e:
+            raise CliError(f"hadirector at {path}: {_describe(e)}", EXIT_FAILED) from None
+    finally:
+        sock.close()
+    body = b"".join(chunks)
+    if not body:
+        raise CliError(f"hadirector at {path} closed the connection without an answer"
+                       f" (too many requests at once?)", EXIT_FAILED)
+    data = _decode(None, body, path)
+    if not isinstance(data, dict):
+        raise CliError(f"unexpected answer from {path}: {str(data)[:200]!r}", EXIT_FAILED)
+    return data
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     try:
-        base = api_base_url(args.config, args.url)
-        status, body = _request(base, "/reload", method="POST", timeout=args.timeout)
-        data = _decode(status, body, base)
-        if status not in (200, 422) or not isinstance(data, dict) or "ok" not in data:
-            err = data.get("error", data) if isinstance(data, dict) else data
-            raise CliError(f"hadirector at {base}: HTTP {status}: {err}", EXIT_FAILED)
+        path = control_socket_path(args.config, args.socket)
+        for attempt in range(RATE_LIMIT_RETRIES + 1):
+            data = control_request(path, "reload", timeout=args.timeout)
+            if data.get("reason") != "rate_limited" or attempt == RATE_LIMIT_RETRIES:
+                break
+            time.sleep(min(MAX_RETRY_WAIT, max(0.05, float(data.get("retry_after", 1.0)))))
+        if "ok" not in data:
+            code = EXIT_NOPERM if data.get("reason") == "not_root" else EXIT_FAILED
+            raise CliError(f"hadirector at {path}: {data.get('error', data)}", code)
         result = from_jsonable(ReloadResult, data)
     except (CliError, ValueError) as e:
         code = e.code if isinstance(e, CliError) else EXIT_FAILED

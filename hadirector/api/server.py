@@ -1,10 +1,8 @@
-"""The agent's HTTP status and metrics server (aiohttp).
+"""The agent's HTTP status and metrics server (aiohttp): read-only.
 
-Theory of operation: the server holds no state of its own. It is given two callables
-by the agent: ``snapshot()`` (synchronous, called on the event loop, returns a
-consistent ``Snapshot``) and ``reload()`` (a coroutine that reloads the config and
-returns a ``ReloadResult``). Every GET is a pure rendering of one snapshot; the only
-request with an effect is ``POST /reload``.
+Theory of operation: the server holds no state of its own. It is given
+``snapshot()`` (synchronous, called on the event loop, returns a consistent
+``Snapshot``); every GET is a pure rendering of one snapshot.
 
 Endpoints:
 
@@ -13,47 +11,43 @@ Endpoints:
 * ``GET /healthz`` — 200 ``ok`` when the agent's loop is alive. The handler runs on
   the agent's event loop, so being answered at all proves the loop turns; calling
   ``snapshot()`` also proves the agent's state is readable. 503 otherwise.
-* ``POST /reload`` — runs ``reload()``; 200 with the result when applied, 422 when
-  refused (the running config is kept), 500 if the reload itself crashed.
+* ``POST /reload`` — refused (403): HTTP has no idea who is asking, and any local
+  user can reach 127.0.0.1. Reloads go over the root-only control socket
+  (``api/control.py``, used by ``hadirector reload``) or SIGHUP.
 
-Why ``/reload`` is loopback-only: the API has no authentication, so the one
-state-changing request is accepted only over a loopback connection (both ends
-loopback — a 0.0.0.0 listener still refuses it from the network), and never from a
-browser (a request carrying ``Origin`` is refused, which stops a web page the
-operator visits from POSTing to 127.0.0.1:9110 — simple cross-site POSTs need no
-CORS preflight).
+Any local user can still connect, so the server must not be a way to starve the
+agent: connections are accepted by a ``BoundedListener`` (``api/listener.py``) — a
+cap on concurrent connections (idle ones are shed first), header, idle and request
+deadlines, accept errors logged once per interval. Each request marks its connection
+busy for the listener through a middleware.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Callable
 
 import structlog
 from aiohttp import web
 
 from hadirector.api import metrics
-from hadirector.api.snapshot import ReloadResult, Snapshot, to_jsonable
+from hadirector.api.limits import Throttle
+from hadirector.api.listener import BoundedListener
+from hadirector.api.snapshot import Snapshot
 from hadirector.model import ApiSettings
 
 log = structlog.get_logger("hadirector.api")
 
 SnapshotFn = Callable[[], Snapshot]
-ReloadFn = Callable[[], Awaitable[ReloadResult]]
 
-
-def _is_loopback(sockaddr: object) -> bool:
-    if not isinstance(sockaddr, tuple) or not sockaddr:
-        return False
-    try:
-        addr = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    return addr.is_loopback
+MAX_CONNECTIONS = 64        # a scrape, an operator and a load balancer need a handful
+HEADER_TIMEOUT = 5.0        # s from accept to complete request headers
+IDLE_TIMEOUT = 5.0          # s of keep-alive between requests
+REQUEST_TIMEOUT = 10.0      # s for one request and its response
+BACKLOG = 4096             # clamped to net.core.somaxconn; see listen_socket()
+RELOAD_HINT = "run `hadirector reload` as root (control socket), or send SIGHUP"
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -61,26 +55,43 @@ def _json(data: object, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+def listen_socket(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
+    """A bound, listening, non-blocking TCP socket (SO_REUSEADDR; IPv6 only for an
+    IPv6 address, as asyncio does)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.create_server(addr, family=family, backlog=backlog)
+    sock.setblocking(False)
+    return sock
+
+
 class ApiServer:
-    def __init__(self, host: str, port: int, snapshot: SnapshotFn, reload: ReloadFn) -> None:
+    def __init__(self, host: str, port: int, snapshot: SnapshotFn, *,
+                 max_connections: int = MAX_CONNECTIONS, header_timeout: float = HEADER_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT, request_timeout: float = REQUEST_TIMEOUT,
+                 control_path: str | None = None) -> None:
         self.host = host
         self.port = port            # 0 = ephemeral; the bound port is here after start()
         self._snapshot = snapshot
-        self._reload = reload
-        self._reload_lock = asyncio.Lock()
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.idle_timeout = idle_timeout
+        self.request_timeout = request_timeout
+        self.control_path = control_path
         self._runner: web.AppRunner | None = None
+        self.listener: BoundedListener | None = None
+        self._refusals = Throttle(10.0)
 
     @classmethod
-    def from_settings(cls, settings: ApiSettings, snapshot: SnapshotFn,
-                      reload: ReloadFn) -> ApiServer:
+    def from_settings(cls, settings: ApiSettings, snapshot: SnapshotFn, **limits) -> ApiServer:
         """The server the config's ``api`` section asks for (the caller checks
         ``settings.enabled``)."""
-        return cls(settings.listen_host, settings.listen_port, snapshot, reload)
+        return cls(settings.listen_host, settings.listen_port, snapshot, **limits)
 
     # --- lifecycle -----------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._track])
         app.router.add_get("/status", self._handle_status)
         app.router.add_get("/metrics", self._handle_metrics)
         app.router.add_get("/healthz", self._handle_healthz)
@@ -89,23 +100,31 @@ class ApiServer:
 
     async def start(self) -> None:
         # No access log: Prometheus scrapes every few seconds would drown the
-        # agent's own events; reload requests are logged by the handler.
-        runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
+        # agent's own events. aiohttp's keep-alive timer matches the listener's.
+        runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False,
+                               keepalive_timeout=self.idle_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
-            await site.start()
+            sock = listen_socket(self.host, self.port)
         except OSError:
             await runner.cleanup()
             raise
         self._runner = runner
-        self.port = _bound_port(runner, self.port)
-        log.info("api.started", host=self.host, port=self.port)
+        self.port = sock.getsockname()[1]
+        self.listener = BoundedListener(
+            sock, runner.server, log=log, area="http", max_connections=self.max_connections,
+            header_timeout=self.header_timeout, idle_timeout=self.idle_timeout,
+            request_timeout=self.request_timeout)
+        self.listener.start()
+        log.info("api.started", host=self.host, port=self.port,
+                 max_connections=self.max_connections)
 
     async def stop(self) -> None:
         if self._runner is None:
             return
         runner, self._runner = self._runner, None
+        if self.listener is not None:
+            await self.listener.close()
         await runner.cleanup()
         log.info("api.stopped", host=self.host, port=self.port)
 
@@ -115,6 +134,19 @@ class ApiServer:
         return f"http://{host}:{self.port}"
 
     # --- handlers -----------------------------------------------------------------
+
+    @web.middleware
+    async def _track(self, request: web.Request, handler) -> web.StreamResponse:
+        # Headers are complete once a handler runs: the connection is busy (never
+        # shed for a newer one) until the handler returns, then idle.
+        listener = self.listener
+        if listener is not None:
+            listener.request_started(request.transport)
+        try:
+            return await handler(request)
+        finally:
+            if listener is not None:
+                listener.request_finished(request.transport)
 
     def _take_snapshot(self) -> Snapshot | web.Response:
         try:
@@ -143,31 +175,13 @@ class ApiServer:
         return web.Response(text="ok\n")
 
     async def _handle_reload(self, request: web.Request) -> web.Response:
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        local = request.transport.get_extra_info("sockname") if request.transport else None
-        reason = ""
-        if not (_is_loopback(peer) and _is_loopback(local)):
-            reason = "not_loopback"
-        elif "Origin" in request.headers:
-            reason = "browser_origin"
-        if reason:
-            log.warning("api.reload_refused", reason=reason, peer=str(peer))
-            return _json({"error": f"reload refused: {reason.replace('_', ' ')}",
-                          "reason": reason}, status=403)
-        log.info("api.reload_requested", peer=str(peer))
-        # One reload at a time: a second request waits and then reloads again, so it
-        # always sees a config read after it was sent.
-        async with self._reload_lock:
-            try:
-                result = await self._reload()
-            except Exception as e:
-                log.exception("api.reload_failed", reason=type(e).__name__)
-                return _json({"error": f"reload crashed: {type(e).__name__}: {e}"}, status=500)
-        return _json(to_jsonable(result), status=200 if result.ok else 422)
-
-
-def _bound_port(runner: web.AppRunner, fallback: int) -> int:
-    for addr in runner.addresses:
-        if isinstance(addr, tuple) and len(addr) >= 2:
-            return int(addr[1])
-    return fallback
+        # Anyone on the host can reach this port; a reload changes state, so it is
+        # served only to root over the control socket. Logged once per interval:
+        # a flood of refused POSTs must not flood the log either.
+        report = self._refusals.note("http_not_allowed", asyncio.get_running_loop().time())
+        if report is not None:
+            log.warning("api.reload_refused", reason="http_not_allowed", count=report.total,
+                        seconds=round(report.since, 1))
+        where = f" ({self.control_path})" if self.control_path else ""
+        return _json({"error": f"reload is not served over HTTP: {RELOAD_HINT}{where}",
+                      "reason": "http_not_allowed"}, status=403)

@@ -37,7 +37,9 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow]
 ADVERT = 0.1
 HIGH, LOW = 150, 100
 START_TIMEOUT = 20.0
-HADIRECTOR_BIN = str(Path(sys.executable).parent / "hadirector")
+# The CLI of this checkout (the venv's entry point may import another one).
+HADIRECTOR_CLI = ("env", f"PYTHONPATH={Path(__file__).resolve().parents[2]}", sys.executable,
+                  "-m", "hadirector.cli")
 CLONE_NEWNET = 0x40000000
 
 
@@ -219,10 +221,10 @@ def test_an_invalid_config_is_refused_and_everything_keeps_running(lan, pair):
     assert (s["reloads"]["count"], s["reloads"]["failures"], s["reloads"]["last_ok"]) == (1, 1, False)
     assert "vrid" in s["reloads"]["last_error"]
     # The CLI says the same, and exits 1 for a refused reload.
-    r = sh(HADIRECTOR_BIN, "reload", "-c", str(a1.config_path), ns=a1.ns, check=False)
+    r = sh(*HADIRECTOR_CLI, "reload", "-c", str(a1.config_path), ns=a1.ns, check=False)
     assert r.returncode == 1 and "refused" in (r.stdout + r.stderr)
     a1.config_path.write_text(good)
-    r = sh(HADIRECTOR_BIN, "reload", "-c", str(a1.config_path), ns=a1.ns, check=False)
+    r = sh(*HADIRECTOR_CLI, "reload", "-c", str(a1.config_path), ns=a1.ns, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert status(a1)["node"]["config_generation"] == 2
     assert transitions(a1) == t1
@@ -278,10 +280,10 @@ def test_status_metrics_and_the_cli_report_what_the_namespaces_show(lan, pair):
         assert trans == after["transitions"] >= 1
         assert families["hadirector_config_generation"].samples[0].value == 1.0
 
-        out = sh(HADIRECTOR_BIN, "status", "-c", str(agent.config_path), ns=agent.ns).stdout
+        out = sh(*HADIRECTOR_CLI, "status", "-c", str(agent.config_path), ns=agent.ns).stdout
         row = next(line for line in out.splitlines() if line.strip().startswith("vi_1"))
         assert role in row and str(lan.ip4(1)) in row, out
-        raw = json.loads(sh(HADIRECTOR_BIN, "status", "--json", "-c", str(agent.config_path),
+        raw = json.loads(sh(*HADIRECTOR_CLI, "status", "--json", "-c", str(agent.config_path),
                             ns=agent.ns).stdout)
         assert raw["vrrp_instances"][0]["state"] == role
     # After a takeover the API follows the namespaces.

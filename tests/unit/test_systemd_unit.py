@@ -107,3 +107,14 @@ def test_kernel_tunables_are_read_only_except_the_network_ones_the_agent_writes(
 
 def test_socket_families_are_the_five_the_agent_uses():
     assert values("RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"]
+
+
+def test_the_descriptor_limit_leaves_headroom_beyond_the_apis_share():
+    # One value = soft and hard: the agent cannot be started with a 1024 soft limit
+    # that a local API flood could exhaust (issue 9, fault 4).
+    from hadirector.api.limits import API_FD_SHARE, connection_budget
+    from hadirector.api.server import MAX_CONNECTIONS
+
+    (limit,) = values("LimitNOFILE")
+    assert ":" not in limit and int(limit) >= 16 * 1024
+    assert connection_budget(int(limit), MAX_CONNECTIONS) * API_FD_SHARE <= int(limit)

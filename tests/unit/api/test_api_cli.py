@@ -1,4 +1,5 @@
-"""``hadirector status`` / ``hadirector reload`` against a real ApiServer on loopback.
+"""``hadirector status`` against a real ApiServer on loopback, ``hadirector reload``
+against a real ControlServer on a unix socket.
 
 The CLI is synchronous (urllib), so it runs in a worker thread while the server runs
 on the test's event loop — the same split as an operator's shell and the agent.
@@ -15,6 +16,7 @@ import pytest
 
 from hadirector.api import cli as api_cli
 from hadirector.api.cli import format_age, render_status
+from hadirector.api.control import ControlServer
 from hadirector.api.server import ApiServer
 from hadirector.api.snapshot import ReloadResult
 from hadirector.cli import main
@@ -27,11 +29,21 @@ def reload_result():
 
 
 @pytest.fixture
-async def server(snapshot, reload_result):
+async def server(snapshot):
+    srv = ApiServer("127.0.0.1", 0, snapshot=lambda: snapshot)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest.fixture
+async def control(tmp_path, reload_result):
     async def reload():
         return reload_result["result"]
 
-    srv = ApiServer("127.0.0.1", 0, snapshot=lambda: snapshot, reload=reload)
+    srv = ControlServer(str(tmp_path / "control.sock"), reload)
     await srv.start()
     try:
         yield srv
@@ -190,17 +202,39 @@ def test_without_a_config_file_the_default_address_is_used(monkeypatch, tmp_path
     assert api_cli.api_base_url(None, None) == "http://127.0.0.1:9110"
 
 
-async def test_reload_prints_what_changed(server, capsys):
-    assert await run_cli("reload", "--url", server.url) == 0
+async def test_reload_prints_what_changed(control, capsys):
+    assert await run_cli("reload", "--socket", control.path) == 0
     out = capsys.readouterr().out
     assert out == "reload applied: config generation 4\n  vrrp VI_1: priority 150 -> 120\n"
 
 
-async def test_a_refused_reload_exits_non_zero_with_the_errors(server, capsys, reload_result):
+async def test_reload_finds_the_socket_in_the_configs_state_dir(tmp_path, reload_result, capsys):
+    async def reload():
+        return reload_result["result"]
+
+    state = tmp_path / "state"
+    cfg = tmp_path / "h.yaml"
+    # Only node.state_dir is read: the rest may be invalid (the agent runs the old one).
+    cfg.write_text(f"node: {{router_id: r1, state_dir: {state}}}\nvrrp_instances: [{{vrid: 300}}]\n")
+    srv = ControlServer(str(state / "control.sock"), reload)
+    await srv.start()
+    try:
+        assert await run_cli("reload", "-c", str(cfg)) == 0
+    finally:
+        await srv.stop()
+    assert "reload applied" in capsys.readouterr().out
+
+
+def test_reload_without_a_config_uses_the_default_socket(monkeypatch, tmp_path):
+    monkeypatch.setattr(api_cli, "DEFAULT_CONFIG", str(tmp_path / "absent.yaml"))
+    assert api_cli.control_socket_path(None, None) == "/run/hadirector/control.sock"
+
+
+async def test_a_refused_reload_exits_non_zero_with_the_errors(control, capsys, reload_result):
     reload_result["result"] = ReloadResult(
         ok=False, generation=3, message="config invalid",
         errors=("/etc/hadirector/hadirector.yaml:12: vrrp_instances[0].vrid: must be 1..255",))
-    assert await run_cli("reload", "--url", server.url) == 1
+    assert await run_cli("reload", "--socket", control.path) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
@@ -208,16 +242,54 @@ async def test_a_refused_reload_exits_non_zero_with_the_errors(server, capsys, r
         "  /etc/hadirector/hadirector.yaml:12: vrrp_instances[0].vrid: must be 1..255\n")
 
 
-async def test_reload_json_prints_the_result_and_keeps_the_exit_code(server, capsys,
+async def test_reload_json_prints_the_result_and_keeps_the_exit_code(control, capsys,
                                                                      reload_result):
     reload_result["result"] = ReloadResult(ok=False, generation=3, errors=("bad",))
-    assert await run_cli("reload", "--url", server.url, "--json") == 1
+    assert await run_cli("reload", "--socket", control.path, "--json") == 1
     assert json.loads(capsys.readouterr().out)["errors"] == ["bad"]
 
 
-def test_reload_says_clearly_when_the_agent_is_not_running(capsys):
-    port = free_port()
-    assert main(["reload", "--url", f"http://127.0.0.1:{port}"]) == 3
+async def test_a_rate_limited_reload_waits_its_turn(control, capsys):
+    # The bucket is empty (two reloads just happened): the agent refuses, and the CLI
+    # retries after the wait it names instead of failing.
+    now = asyncio.get_running_loop().time()
+    assert control.limiter.take(now) == 0.0 and control.limiter.take(now) == 0.0
+    assert await run_cli("reload", "--socket", control.path) == 0
+    assert control.applied == 1 and control.refused["rate_limited"] >= 1
+    assert "reload applied" in capsys.readouterr().out
+
+
+async def test_reload_refused_for_a_non_root_peer_says_it_needs_root(tmp_path, reload_result,
+                                                                    capsys):
+    async def reload():
+        return reload_result["result"]
+
+    srv = ControlServer(str(tmp_path / "c.sock"), reload, allowed_uids=frozenset({4242}))
+    await srv.start()
+    try:
+        assert await run_cli("reload", "--socket", srv.path) == 4
+    finally:
+        await srv.stop()
+    assert "serves root only" in capsys.readouterr().err
+
+
+def test_reload_without_permission_on_the_socket_says_it_needs_root(monkeypatch, capsys):
+    def denied(self, path):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "connect", denied)
+    assert main(["reload", "--socket", "/run/hadirector/control.sock"]) == 4
+    err = capsys.readouterr().err
+    assert "permission denied on /run/hadirector/control.sock" in err and "needs root" in err
+
+
+def test_reload_says_clearly_when_the_agent_is_not_running(capsys, tmp_path):
+    assert main(["reload", "--socket", str(tmp_path / "control.sock")]) == 3
+    assert "no such socket — is the agent running?" in capsys.readouterr().err
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "stale.sock"))
+    stale.close()
+    assert main(["reload", "--socket", str(tmp_path / "stale.sock")]) == 3
     assert "connection refused — is the agent running?" in capsys.readouterr().err
 
 
@@ -225,10 +297,7 @@ async def test_status_reports_an_agent_that_cannot_snapshot(capsys):
     def broken():
         raise RuntimeError("state torn")
 
-    async def reload():
-        raise AssertionError("not called")
-
-    srv = ApiServer("127.0.0.1", 0, snapshot=broken, reload=reload)
+    srv = ApiServer("127.0.0.1", 0, snapshot=broken)
     await srv.start()
     try:
         assert await run_cli("status", "--url", srv.url) == 1

@@ -5,48 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from unittest import mock
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import make_mocked_request
 from prometheus_client.parser import text_string_to_metric_families
 
-from hadirector.api.server import ApiServer, _is_loopback
-from hadirector.api.snapshot import ReloadResult, Snapshot
+from hadirector.api.server import ApiServer
+from hadirector.api.snapshot import Snapshot
 
 
 class FakeAgent:
-    """Stands in for the agent: serves a snapshot, reloads as scripted."""
+    """Stands in for the agent: serves a snapshot."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snap = snapshot
         self.broken = False
-        self.reloads = 0
-        self.next_reload: ReloadResult | Exception = ReloadResult(
-            ok=True, generation=4, message="2 changes", changes=("vrrp VI_1: priority 150 -> 120",
-                                                               "service web: +10.0.1.3:80"))
-        self.reload_gate: asyncio.Event | None = None
-        self.in_reload = 0
-        self.max_in_reload = 0
 
     def snapshot(self) -> Snapshot:
         if self.broken:
             raise RuntimeError("state torn")
         return self.snap
-
-    async def reload(self) -> ReloadResult:
-        self.reloads += 1
-        self.in_reload += 1
-        self.max_in_reload = max(self.max_in_reload, self.in_reload)
-        try:
-            if self.reload_gate is not None:
-                await self.reload_gate.wait()
-            if isinstance(self.next_reload, Exception):
-                raise self.next_reload
-            return self.next_reload
-        finally:
-            self.in_reload -= 1
 
 
 @pytest.fixture
@@ -56,7 +34,7 @@ def agent(snapshot):
 
 @pytest.fixture
 async def server(agent):
-    srv = ApiServer("127.0.0.1", 0, snapshot=agent.snapshot, reload=agent.reload)
+    srv = ApiServer("127.0.0.1", 0, snapshot=agent.snapshot)
     await srv.start()
     try:
         yield srv
@@ -73,7 +51,7 @@ async def http():
 def test_the_config_api_section_gives_the_listen_address(agent):
     from hadirector.model import ApiSettings
     srv = ApiServer.from_settings(ApiSettings(listen_host="::1", listen_port=9111),
-                                  agent.snapshot, agent.reload)
+                                  agent.snapshot)
     assert (srv.host, srv.port, srv.url) == ("::1", 9111, "http://[::1]:9111")
 
 
@@ -123,108 +101,143 @@ async def test_a_failing_snapshot_is_a_503_with_the_error_not_a_dead_server(serv
         assert r.status == 200
 
 
-async def test_reload_returns_the_result_of_an_applied_reload(server, http, agent):
-    async with http.post(server.url + "/reload") as r:
-        assert r.status == 200
-        body = await r.json()
-    assert agent.reloads == 1
-    assert body["ok"] is True and body["generation"] == 4
-    assert body["changes"] == ["vrrp VI_1: priority 150 -> 120", "service web: +10.0.1.3:80"]
+async def test_reload_over_http_is_refused_and_points_to_the_control_socket(agent, http, logs):
+    srv = ApiServer("127.0.0.1", 0, snapshot=agent.snapshot, control_path="/run/hadirector/control.sock")
+    await srv.start()
+    try:
+        for _ in range(50):
+            async with http.post(srv.url + "/reload") as r:
+                assert r.status == 403
+                body = await r.json()
+        async with http.get(srv.url + "/healthz") as r:
+            assert r.status == 200
+    finally:
+        await srv.stop()
+    assert body["reason"] == "http_not_allowed"
+    assert "`hadirector reload`" in body["error"] and "/run/hadirector/control.sock" in body["error"]
+    # 50 refusals, one log line (once per interval), carrying the count so far.
+    refused = [e for e in logs if e["event"] == "api.reload_refused"]
+    assert len(refused) == 1 and refused[0]["reason"] == "http_not_allowed"
 
 
-async def test_a_refused_reload_is_422_with_the_errors(server, http, agent):
-    agent.next_reload = ReloadResult(ok=False, generation=3, message="config invalid",
-                                     errors=("hadirector.yaml:7: vrid: must be 1..255",))
-    async with http.post(server.url + "/reload") as r:
-        assert r.status == 422
-        body = await r.json()
-    assert body["ok"] is False and body["generation"] == 3
-    assert body["errors"] == ["hadirector.yaml:7: vrid: must be 1..255"]
-
-
-async def test_a_crashing_reload_is_a_500_and_the_server_keeps_serving(server, http, agent):
-    agent.next_reload = RuntimeError("boom")
-    async with http.post(server.url + "/reload") as r:
-        assert r.status == 500
-        assert "boom" in (await r.json())["error"]
-    async with http.get(server.url + "/healthz") as r:
-        assert r.status == 200
-
-
-async def test_concurrent_reloads_run_one_at_a_time(server, http, agent):
-    agent.reload_gate = asyncio.Event()
-
-    async def post():
-        async with http.post(server.url + "/reload") as r:
-            return r.status
-
-    tasks = [asyncio.create_task(post()) for _ in range(3)]
-    async with asyncio.timeout(5):
-        while agent.reloads < 1:
-            await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)            # give the other two the chance to barge in
-    assert (agent.reloads, agent.in_reload) == (1, 1)   # they wait for the lock
-    agent.reload_gate.set()
-    assert await asyncio.gather(*tasks) == [200, 200, 200]
-    assert (agent.reloads, agent.max_in_reload) == (3, 1)
-
-
-async def test_reload_from_a_browser_page_is_refused(server, http, agent, logs):
-    # A page the operator visits could POST cross-site to 127.0.0.1 without a CORS
-    # preflight; browsers always send Origin on such a request.
-    async with http.post(server.url + "/reload", headers={"Origin": "http://evil.example"}) as r:
-        assert r.status == 403
-        assert (await r.json())["reason"] == "browser_origin"
-    assert agent.reloads == 0
-    assert {"event": "api.reload_refused", "reason": "browser_origin"}.items() <= logs[-1].items()
-
-
-async def test_reload_over_a_non_loopback_connection_is_refused(agent):
-    srv = ApiServer("0.0.0.0", 0, snapshot=agent.snapshot, reload=agent.reload)
-    transport = mock.Mock()
-    transport.get_extra_info.side_effect = {
-        "peername": ("192.0.2.7", 40000), "sockname": ("192.0.2.1", 9110)}.get
-    req = make_mocked_request("POST", "/reload", transport=transport)
-    resp = await srv._handle_reload(req)
-    assert resp.status == 403
-    assert json.loads(resp.text)["reason"] == "not_loopback"
-    assert agent.reloads == 0
-
-
-@pytest.mark.parametrize("addr, loopback", [
-    (("127.0.0.1", 1), True), (("127.3.4.5", 1), True), (("::1", 1, 0, 0), True),
-    (("::ffff:127.0.0.1", 1, 0, 0), True), (("10.0.0.1", 1), False),
-    (("fe80::1%eth0", 1, 0, 2), False), (None, False), ("/run/sock", False),
-])
-def test_loopback_detection(addr, loopback):
-    assert _is_loopback(addr) is loopback
-
-
-async def test_only_reload_accepts_post_and_reload_refuses_get(server, http, agent):
+async def test_reads_are_get_only(server, http):
     async with http.get(server.url + "/reload") as r:
         assert r.status == 405
     async with http.post(server.url + "/status") as r:
         assert r.status == 405
     async with http.get(server.url + "/nope") as r:
         assert r.status == 404
-    assert agent.reloads == 0
 
 
 async def test_start_fails_loudly_when_the_port_is_taken(agent):
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
-        srv = ApiServer("127.0.0.1", held.getsockname()[1], agent.snapshot, agent.reload)
+        srv = ApiServer("127.0.0.1", held.getsockname()[1], agent.snapshot)
         with pytest.raises(OSError):
             await srv.start()
         await srv.stop()     # nothing to stop: harmless
 
 
 async def test_stop_closes_the_listener_and_is_idempotent(agent):
-    srv = ApiServer("127.0.0.1", 0, agent.snapshot, agent.reload)
+    srv = ApiServer("127.0.0.1", 0, agent.snapshot)
     await srv.start()
     port = srv.port
     await srv.stop()
     await srv.stop()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+
+
+# --- bounded connections (a local user must not be able to starve the agent) --------------
+
+
+async def raw_connections(port: int, n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    return [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            while await reader.read(4096):
+                pass
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+async def test_a_full_server_sheds_the_longest_waiting_idle_connections_and_still_answers(
+        agent, http, logs):
+    srv = ApiServer("127.0.0.1", 0, agent.snapshot, max_connections=4, header_timeout=30)
+    await srv.start()
+    try:
+        idle = await raw_connections(srv.port, 10)
+        await asyncio.sleep(0.2)
+        assert srv.listener.connections <= 4
+        async with http.get(srv.url + "/healthz") as r:
+            assert (r.status, await r.text()) == (200, "ok\n")
+        shed = [await closed_by_server(rd, 0.5) for rd, _ in idle]
+        assert shed[:7] == [True] * 7, "the oldest idle connections made room"
+        assert srv.listener.dropped["at_capacity"] >= 7
+        for _, w in idle:
+            w.close()
+    finally:
+        await srv.stop()
+    dropped = [e for e in logs if e["event"] == "api.connections_dropped"]
+    # The first drop is reported at once, the rest are counted for the next report.
+    assert len(dropped) <= 2 and dropped[0]["reason"] == "at_capacity"
+    assert sum(e["count"] for e in dropped) == srv.listener.dropped["at_capacity"]
+
+
+async def test_headers_trickled_a_byte_at_a_time_are_cut_at_the_header_timeout(agent):
+    srv = ApiServer("127.0.0.1", 0, agent.snapshot, header_timeout=0.5)
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        t0 = asyncio.get_running_loop().time()
+        writer.write(b"GET /status HTTP/1.1\r\nHost: x\r\nX-slow: ")
+        cut = None
+        for _ in range(30):                      # slowloris: a byte every 0.1 s
+            await asyncio.sleep(0.1)
+            if reader.at_eof() or writer.is_closing():
+                break
+            try:
+                writer.write(b"a")
+                await writer.drain()
+            except ConnectionError:
+                break
+            if await closed_by_server(reader, 0.001):
+                break
+        cut = asyncio.get_running_loop().time() - t0
+        writer.close()
+    finally:
+        await srv.stop()
+    assert 0.4 <= cut < 1.5, f"cut after {cut:.2f}s"
+    assert srv.listener.dropped.get("header_timeout") == 1
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(agent):
+    srv = ApiServer("127.0.0.1", 0, agent.snapshot, idle_timeout=0.5)
+    await srv.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await reader.readuntil(b"ok\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        t0 = asyncio.get_running_loop().time()
+        assert await closed_by_server(reader, 3.0)
+        idle = asyncio.get_running_loop().time() - t0
+        writer.close()
+    finally:
+        await srv.stop()
+    assert 0.4 <= idle < 1.5, f"closed after {idle:.2f}s idle"
+
+
+async def test_many_servers_connection_limit_is_a_share_of_the_descriptor_limit():
+    from hadirector.api.limits import API_FD_SHARE, connection_budget
+    assert connection_budget(1024, 64) == 64 == 1024 // API_FD_SHARE
+    assert connection_budget(256, 64) == 16
+    assert connection_budget(65536, 64) == 64
+    assert connection_budget(20, 64) == 4
