@@ -166,11 +166,13 @@ class LvsController:
         sync tuning, sync daemon; then clear an ``ipvs_unavailable`` fault. When IPVS
         cannot be opened or read, fault the followed instances and schedule a retry
         (never raises for that)."""
+        backend = None
         try:
             backend = self._factory()
             actual = backend.dump()
         except IpvsError as e:
             # Not only IpvsUnavailable: a table that cannot be read cannot be planned.
+            self._backend = backend      # opened but unreadable: closed by _unavailable
             self._unavailable(e)
             return None
         self._backend = backend

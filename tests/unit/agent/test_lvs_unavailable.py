@@ -301,3 +301,28 @@ def load_config_text(tmp_path: Path, text: str):
     path = tmp_path / "c.yaml"
     path.write_text(text)
     return load_config(path)
+
+
+async def test_a_backend_that_opens_but_cannot_read_is_closed_before_each_retry(tmp_path):
+    opened: list[FakeIpvs] = []
+
+    class Closable(FakeIpvs):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def factory() -> FakeIpvs:
+        b = Closable()
+        b.unavailable = errno.EPERM       # the family resolves; reading needs CAP_NET_ADMIN
+        opened.append(b)
+        return b
+
+    ctl = LvsController(load_config_text(tmp_path, yaml_text(tmp_path)), backend_factory=factory,
+                        sysctl_root=tmp_path, backoff=BACKOFF, probe=up)
+    with capture_logs() as logs:
+        await ctl.start(None)
+        await asyncio.sleep(0.4)
+    await ctl.stop(None)
+    assert len(opened) >= 3 and all(b.closed for b in opened)     # no socket left behind
+    assert events(logs, "ipvs.unavailable")[0]["errno"] == "EPERM"
