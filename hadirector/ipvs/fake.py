@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 from hadirector import model
 from hadirector.ipvs import planner
-from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError, IpvsUnavailable
+from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError, IpvsUnavailable, errname
 from hadirector.ipvs.table import FWD_TUNNEL, SCHEDULERS_AVAILABLE, TUN_GUE, ServiceKey, Table
 
 
@@ -59,8 +59,12 @@ class FakeIpvs:
         self._faults.append((op_type, code, when))
 
     def _check_available(self, what: str) -> None:
-        if self.unavailable is not None:
-            raise IpvsUnavailable(what, self.unavailable)
+        code = self.unavailable
+        if code is not None:
+            why = ("the kernel has no IPVS (generic netlink family 'IPVS' missing)"
+                   if code == errno.ENOENT else "needs root or CAP_NET_ADMIN" if code == errno.EPERM
+                   else "IPVS cannot be used")
+            raise IpvsUnavailable(what, code, f"{what}: {errname(code)}: {why}")
 
     # --- IpvsBackend ------------------------------------------------------------------
 
