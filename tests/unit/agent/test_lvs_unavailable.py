@@ -125,7 +125,8 @@ async def test_without_ipvs_the_followed_instance_starts_in_fault_and_never_hold
     rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
     with capture_logs() as logs:
         await rig.agent.start()
-        await asyncio.sleep(TAKEOVER + 0.3)
+        await asyncio.sleep(TAKEOVER)
+        await wait_until(lambda: len(events(logs, "ipvs.retry_scheduled")) >= 4)
     try:
         # Straight to FAULT (the fault is recorded before the machine starts): no
         # BACKUP on the way, never MASTER, the VIP never added.
@@ -188,7 +189,7 @@ async def test_status_shows_ipvs_unavailable_with_its_reason_and_the_fault(tmp_p
         assert "fault (ipvs_unavailable)" in text
         assert "hadirector_ipvs_available 0" in render_metrics(snap)
         rig.fake.unavailable = None
-        await wait_until(lambda: rig.lvs.availability.available is True, timeout=1.0)
+        await wait_until(lambda: rig.lvs.availability.available is True)
         snap = rig.snapshot()
         assert snap.ipvs.available is True and snap.ipvs.reason is None
         assert "IPVS UNAVAILABLE" not in render_status(snap)
@@ -322,7 +323,7 @@ async def test_a_backend_that_opens_but_cannot_read_is_closed_before_each_retry(
                         sysctl_root=tmp_path, backoff=BACKOFF, probe=up)
     with capture_logs() as logs:
         await ctl.start(None)
-        await asyncio.sleep(0.4)
+        await wait_until(lambda: len(opened) >= 3)
     await ctl.stop(None)
     assert len(opened) >= 3 and all(b.closed for b in opened)     # no socket left behind
     assert events(logs, "ipvs.unavailable")[0]["errno"] == "EPERM"
