@@ -472,10 +472,9 @@ class LvsController:
             if self.reconciler is None:
                 return None
         if self.reconciler is None:
-            # Started idle, or IPVS unavailable: the reload tries to open it now (a
-            # failure keeps the backoff going and the followed instances in FAULT).
-            if self.availability.fault:
-                self._apply_faults()      # the followed instances may have changed
+            # Started idle, or IPVS unavailable: the reload tries to open it now. A
+            # failure keeps the backoff going and moves the fault to the instances the
+            # new config follows; a success clears it.
             return self._open_ipvs(reason="reload")
         report = self.sync_table(reason="reload")
         if new.lvs.sync_daemon is not None and (
