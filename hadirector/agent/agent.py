@@ -212,6 +212,12 @@ class Agent:
         self._iface_tracker = InterfaceTracker(instances, self, addresses=self.addresses,
                                                watcher_factory=self._link_watcher_factory)
         await self._iface_tracker.start()
+        # Components that can fault instances (the LVS side: no IPVS) report before the
+        # machines start too; ``start`` follows once the machines run.
+        for comp in self.components:
+            prepare = getattr(comp, "prepare", None)
+            if prepare is not None:
+                prepare(self)
         for rt in self.runtimes.values():
             rt.driver.start()
         self._script_tracker = ScriptTracker(self.config.track_scripts, instances, self)

@@ -24,23 +24,43 @@ the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
   it was away.
 * stop: the health runner stops; with ``lvs.on_shutdown: remove`` our services are
   deleted (others' entries stay); the sync daemons are stopped.
+* no IPVS (``ipvs/availability.py``): when IPVS cannot be opened or read at all (no
+  ip_vs in the kernel, the module unloaded later), the followed instances are put in
+  FAULT with reason ``ipvs_unavailable`` through the agent's ``set_fault`` (sync groups
+  follow), so this director never holds a VIP it cannot forward, and the agent keeps
+  running. Opening is retried with backoff (1 s doubling to 30 s, one timer); when it
+  succeeds the table is programmed and the sync daemon started as usual, and only then
+  is the fault cleared, so the instance elects with a ready table. ``prepare`` runs
+  this before the VRRP machines start (the agent calls it), so a director without
+  IPVS starts straight in FAULT instead of passing through BACKUP.
 
 Kernel errors never escape into the event loop: the reconciler reports them per entry
-and the rest of the table converges; a sync-daemon refusal is logged with its errno.
+and the rest of the table converges (a refusal of one entry, e.g. EINVAL for one
+service, is not "unavailable"); a sync-daemon refusal is logged with its errno.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno as errno_mod
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from hadirector import model
 from hadirector.agent.health_runner import HealthRunner
 from hadirector.health.policy import HealthState
 from hadirector.ipvs import syncd, sysctl
-from hadirector.ipvs.backend import DaemonState, IpvsError
+from hadirector.ipvs.availability import (
+    FAULT_REASON,
+    Backoff,
+    BecameAvailable,
+    BecameUnavailable,
+    IpvsAvailability,
+    RetryScheduled,
+    fault_changes,
+)
+from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
 from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
@@ -80,12 +100,25 @@ def needs_ipvs(config: model.Config) -> bool:
 
 
 class LvsController:
-    def __init__(self, config: model.Config, *, backend: Any = None, sysctl_root: Path = sysctl.VS_SYSCTL,
+    def __init__(self, config: model.Config, *, backend: Any = None,
+                 backend_factory: Callable[[], Any] | None = None,
+                 sysctl_root: Path = sysctl.VS_SYSCTL, backoff: Backoff = Backoff(),
                  **health_options: Any) -> None:
-        """``health_options`` go to ``HealthRunner`` (tests pass ``probe=`` and clocks)."""
+        """``backend``: an open backend to use (tests: the fake, or the kernel's opened in
+        a namespace); else ``backend_factory`` opens one (default: the kernel's netlink)
+        at start and at every retry. ``health_options`` go to ``HealthRunner`` (tests
+        pass ``probe=`` and clocks)."""
         self.config = config
-        self._backend = backend
+        if backend_factory is None:
+            backend_factory = (lambda: backend) if backend is not None else _default_backend
+        self._factory = backend_factory
+        self._close_on_loss = backend is None     # close only what we opened
+        self._backend: Any = None                 # open and usable, or None
         self._sysctl_root = sysctl_root
+        self.availability = IpvsAvailability(backoff)
+        self._faulted: tuple[str, ...] = ()      # instances we put in FAULT
+        self._retry: asyncio.TimerHandle | None = None
+        self._prepared = False
         self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
         self.reconciler: Reconciler | None = None
         self.role: State = State.INITIALIZE if config.vrrp_instances else State.MASTER
@@ -103,7 +136,13 @@ class LvsController:
 
     # --- component lifecycle -----------------------------------------------------------
 
-    async def start(self, agent) -> None:
+    def prepare(self, agent) -> None:
+        """Before the VRRP machines start: open IPVS and converge, or record the
+        ``ipvs_unavailable`` fault so the followed instances start in FAULT (a fault set
+        before start is only recorded, like a link already down). Idempotent."""
+        if self._prepared:
+            return
+        self._prepared = True
         if agent is not None:
             self._agent = agent
             agent.on_role_changed.append(self._on_role)
@@ -117,26 +156,110 @@ class LvsController:
             # Nothing to program: do not even open IPVS netlink (a VRRP-only node may
             # run on a kernel without ip_vs). A reload that adds LVS config opens it.
             log.info("ipvs.idle", reason="no virtual services and no sync daemon in the config")
+
+    async def start(self, agent) -> None:
+        self.prepare(agent)       # an agent that did not call it before the machines
         await self.health.start()
 
     def _open_ipvs(self, reason: str) -> SyncReport | None:
         """Open the backend and converge: seed health from the kernel, one full sync,
-        sync tuning, sync daemon. Raises if the kernel has no IPVS (start: the agent
-        refuses to start; reload: reported, and the next reload tries again)."""
-        backend = self._backend if self._backend is not None else _default_backend()
+        sync tuning, sync daemon; then clear an ``ipvs_unavailable`` fault. When IPVS
+        cannot be opened or read, fault the followed instances and schedule a retry
+        (never raises for that)."""
+        backend = None
+        try:
+            backend = self._factory()
+            actual = backend.dump()
+        except IpvsError as e:
+            # Not only IpvsUnavailable: a table that cannot be read cannot be planned.
+            self._backend = backend      # opened but unreadable: closed by _unavailable
+            self._unavailable(e)
+            return None
         self._backend = backend
         self.reconciler = Reconciler(backend, OwnedStore.in_state_dir(self.config.node.state_dir))
-        actual = self._seed_from_kernel()
+        self._seed_from_kernel(actual)
         report = self.sync_table(reason=reason, actual=actual)
-        self._tune_sync(reason=reason)
-        self._switch_daemon(reason=reason)
+        if self._backend is not None:
+            self._tune_sync(reason=reason)
+            self._switch_daemon(reason=reason)
+        if self._backend is None:     # lost again while converging: the retry is armed
+            return report
+        self.availability.succeeded(now=_now())
+        self._log_availability(trigger=reason)
+        self._apply_faults()
         return report
+
+    def _unavailable(self, e: IpvsError) -> None:
+        """IPVS cannot be used: drop the backend, fault the followed instances, retry."""
+        if self._backend is not None and self._close_on_loss and hasattr(self._backend, "close"):
+            try:
+                self._backend.close()
+            except OSError:
+                pass
+        self._backend = None
+        self.reconciler = None
+        self.sync_role = None
+        self.availability.failed(str(e), now=_now())
+        self._log_availability(errno=errno_mod.errorcode.get(e.errno, str(e.errno)))
+        self._apply_faults()
+        self._arm_retry()
+
+    def _log_availability(self, trigger: str = "", errno: str = "") -> None:
+        for ev in self.availability.events():
+            if isinstance(ev, BecameUnavailable):
+                log.error("ipvs.unavailable", reason=ev.reason, errno=errno,
+                          instances=list(self._faulted_now()), fault=FAULT_REASON)
+            elif isinstance(ev, RetryScheduled):
+                log.warning("ipvs.retry_scheduled", attempt=ev.attempt, delay=ev.delay,
+                            reason=ev.reason)
+            elif isinstance(ev, BecameAvailable) and ev.unavailable_for is not None:
+                log.info("ipvs.available", attempts=ev.attempts,
+                         unavailable_for=round(ev.unavailable_for, 3),
+                         instances=list(self._faulted), reason=trigger)
+
+    def _faulted_now(self) -> tuple[str, ...]:
+        """The instances the ``ipvs_unavailable`` fault applies to now (pure decision:
+        the followed instances, while IPVS is needed and unavailable)."""
+        if not (self.availability.fault and needs_ipvs(self.config)):
+            return ()
+        names = followed_instances(self.config)
+        if self._agent is not None:
+            names = tuple(n for n in names if n in self._agent.runtimes)
+        return names
+
+    def _apply_faults(self) -> None:
+        want = self._faulted_now()
+        if self._agent is not None:
+            for name, fault in fault_changes(self._faulted, want):
+                self._agent.set_fault(name, fault, FAULT_REASON)
+        self._faulted = want
+
+    def _arm_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        deadline = self.availability.get_timer()
+        if deadline is not None:
+            self._retry = asyncio.get_running_loop().call_at(deadline, self._retry_now)
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        if not needs_ipvs(self.config) or not self.availability.fault:
+            return
+        try:
+            self._open_ipvs(reason="retry")
+        except Exception as e:  # noqa: BLE001 - a bug here must not end the retries
+            log.exception("ipvs.retry_failed", reason=f"{type(e).__name__}: {e}")
+            self._unavailable(IpvsError("open IPVS", 0, f"open IPVS: {type(e).__name__}: {e}"))
 
     async def stop(self, agent) -> None:
         # The agent has already sent priority 0 and released the VIPs, and no longer
         # passes on the role changes of its own shutdown; unsubscribe all the same.
         if agent is not None and self._on_role in agent.on_role_changed:
             agent.on_role_changed.remove(self._on_role)
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         await self.health.stop()
         if self.reconciler is None:
             return
@@ -148,7 +271,7 @@ class LvsController:
 
     # --- the table ---------------------------------------------------------------------
 
-    def _seed_from_kernel(self) -> Table | None:
+    def _seed_from_kernel(self, actual: Table) -> None:
         """Take the kernel's table as the last known health of each real server.
 
         A real server with no check result yet is not *added*; but one that a previous
@@ -158,11 +281,6 @@ class LvsController:
         there: a restart with an unchanged config writes nothing, and one slow first
         check does not take a server out.
         """
-        try:
-            actual = self._backend.dump()
-        except IpvsError as e:
-            log.error("ipvs.dump_failed", reason=str(e))
-            return None
         seeded = 0
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
@@ -173,7 +291,6 @@ class LvsController:
                     seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)
         if seeded:
             log.info("ipvs.health_seeded", servers=seeded, reason="found_in_kernel")
-        return actual
 
     @property
     def programming(self) -> bool:
@@ -191,7 +308,15 @@ class LvsController:
     def sync_table(self, reason: str, actual: Table | None = None) -> SyncReport | None:
         if self.reconciler is None:
             return None
-        report = self.reconciler.sync(self.desired(), actual)
+        try:
+            report = self.reconciler.sync(self.desired(), actual)
+        except IpvsUnavailable as e:
+            self._unavailable(e)
+            return None
+        except IpvsError as e:   # the dump itself failed: nothing was written
+            log.error("ipvs.sync_failed", reason=str(e), trigger=reason)
+            self.errors += 1
+            return None
         self._record(report, reason=reason)
         return report
 
@@ -219,6 +344,9 @@ class LvsController:
                 self._quorum_scripts(vs, quorum)
         try:
             report = self.reconciler.update_service(key, (svc, dests))
+        except IpvsUnavailable as e:
+            self._unavailable(e)
+            return
         except IpvsError as e:   # the dump itself failed
             log.error("ipvs.update_failed", service=vs.name, reason=str(e))
             self.errors += 1
@@ -267,6 +395,9 @@ class LvsController:
             return
         try:
             actual = self._backend.daemons()
+        except IpvsUnavailable as e:
+            self._unavailable(e)
+            return
         except IpvsError as e:
             log.error("ipvs.sync_daemon_failed", action="read", reason=str(e))
             return
@@ -330,9 +461,21 @@ class LvsController:
             rt = self._agent.runtimes.get(leader) if (self._agent is not None and leader) else None
             self.role = rt.driver.state if rt is not None else (
                 State.MASTER if not new.vrrp_instances else State.INITIALIZE)
+        if not needs_ipvs(new):
+            if self.availability.available is not None:
+                # No IPVS needed any more: nothing to retry, no fault to hold.
+                if self._retry is not None:
+                    self._retry.cancel()
+                    self._retry = None
+                self.availability.forget()
+                self._apply_faults()
+            if self.reconciler is None:
+                return None
         if self.reconciler is None:
-            # Started idle: the first virtual service or sync daemon opens IPVS now.
-            return self._open_ipvs(reason="reload") if needs_ipvs(new) else None
+            # Started idle, or IPVS unavailable: the reload tries to open it now. A
+            # failure keeps the backoff going and moves the fault to the instances the
+            # new config follows; a success clears it.
+            return self._open_ipvs(reason="reload")
         report = self.sync_table(reason="reload")
         if new.lvs.sync_daemon is not None and (
                 old.lvs.sync_daemon is None or old.lvs.sync_daemon.refresh_period != new.lvs.sync_daemon.refresh_period):
@@ -343,3 +486,7 @@ class LvsController:
         elif old.lvs.sync_daemon != new.lvs.sync_daemon or role is not self.role:
             self._switch_daemon(reason="reload")
         return report
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()

@@ -63,6 +63,7 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             virtual_ips=tuple(str(v) for v in rt.instance.virtual_ips),
             sync_group=groups.get(name),
             preempt_held_until=held_until,
+            faults=tuple(sorted(m.faults)),
         ))
     return tuple(out)
 
@@ -135,6 +136,23 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
     return tuple(services), sync, hs.totals
 
 
+def ipvs_status(lvs, config: model.Config) -> s.IpvsAvailabilityStatus:
+    if lvs is None:
+        return s.IpvsAvailabilityStatus()
+    from hadirector.agent.lvs import needs_ipvs
+
+    av = lvs.availability
+    loop_now = agent_loop_time()
+    wall = time.time()
+
+    def to_wall(t: float | None) -> float | None:
+        return wall + (t - loop_now) if t is not None and loop_now is not None else None
+
+    return s.IpvsAvailabilityStatus(
+        needed=needs_ipvs(config), available=av.available, reason=av.reason or None,
+        since=to_wall(av.since), failures=av.failures, next_attempt_at=to_wall(av.get_timer()))
+
+
 def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generation: int,
                    reloads: s.ReloadStatus) -> s.Snapshot:
     config = agent.config
@@ -149,6 +167,7 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
         sync_daemon=sync,
         health=totals,
         reloads=reloads,
+        ipvs=ipvs_status(lvs, config),
     )
 
 

@@ -342,7 +342,8 @@ def _vrrp_rows(snap: Snapshot) -> list[list[str]]:
         rows.append([
             v.name, str(v.vrid), v.interface, f"v{v.version}", v.state.value,
             _priority(v), v.master_address or "-",
-            format_age(snap.generated_at - v.since), v.reason or "-", str(v.transitions),
+            format_age(snap.generated_at - v.since),
+            (v.reason or "-") + (f" ({', '.join(v.faults)})" if v.faults else ""), str(v.transitions),
             f"{v.adverts_sent}/{v.adverts_received}/{invalid}",
         ])
     return rows
@@ -395,6 +396,7 @@ def render_status(snap: Snapshot) -> str:
         out.append("  (none)")
 
     out += ["", "Virtual services"]
+    out += _ipvs_unavailable(snap)
     if snap.virtual_services:
         out += _services(snap)
     else:
@@ -412,6 +414,21 @@ def render_status(snap: Snapshot) -> str:
             line += f"; mean latency {h.latency.sum / h.latency.count * 1000:.1f}ms"
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def _ipvs_unavailable(snap: Snapshot) -> list[str]:
+    ipvs = snap.ipvs
+    if not ipvs.needed or ipvs.available is not False:
+        return []
+    now = snap.generated_at
+    since = f" for {format_age(now - ipvs.since)}" if ipvs.since is not None else ""
+    line = f"  IPVS UNAVAILABLE{since}: {ipvs.reason or 'unknown reason'}"
+    lines = [line]
+    retry = f"  {ipvs.failures} attempt(s) failed"
+    if ipvs.next_attempt_at is not None:
+        retry += f", next in {format_age(ipvs.next_attempt_at - now)}"
+    lines.append(retry + "; the instances the LVS side follows stay in FAULT (ipvs_unavailable)")
+    return lines
 
 
 def _services(snap: Snapshot) -> list[str]:

@@ -202,6 +202,11 @@ def _vrrp(ex: _Exposition, snap: Snapshot) -> None:
 
 
 def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
+    if snap.ipvs.needed:
+        ex.family("ipvs_available", "gauge",
+                  "1 when the agent can program the kernel IPVS; 0 while it cannot (the "
+                  "followed instances are in FAULT, ipvs_unavailable).").add(
+            snap.ipvs.available is True)
     info = ex.family("ipvs_service_info", "gauge",
                      "Always 1 per virtual service; labels carry its key and scheduler.")
     quorum = ex.family("ipvs_service_quorum_up", "gauge",

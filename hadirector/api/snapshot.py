@@ -101,6 +101,8 @@ class VrrpInstanceStatus:
     # Unix seconds until which a live lower-priority master is not preempted (a backup
     # sync daemon catching up); None when no such hold is running.
     preempt_held_until: float | None = None
+    # the faults holding the instance in FAULT: "track_interface:eth0", "ipvs_unavailable" ...
+    faults: tuple[str, ...] = ()
 
 
 # --- IPVS -----------------------------------------------------------------------
@@ -166,6 +168,19 @@ class VirtualServiceStatus:
     persistence_timeout: int = 0
     stats: IpvsCounters = field(default_factory=IpvsCounters)
     real_servers: tuple[RealServerStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class IpvsAvailabilityStatus:
+    """Can the agent program the kernel's IPVS? While it cannot, the instances the LVS
+    side follows are in FAULT (``ipvs_unavailable``) and the agent retries with backoff."""
+
+    needed: bool = False                # the config has virtual services or a sync daemon
+    available: bool | None = None       # None: not needed, or not tried yet
+    reason: str | None = None           # why not, when unavailable ("open IPVS ...: ENOENT ...")
+    since: float | None = None          # Unix seconds of the last change of ``available``
+    failures: int = 0                   # consecutive failed attempts
+    next_attempt_at: float | None = None  # Unix seconds of the next retry
 
 
 # --- sync daemon ------------------------------------------------------------------
@@ -252,6 +267,7 @@ class Snapshot:
     health: HealthTotals = field(default_factory=HealthTotals)
     reloads: ReloadStatus = field(default_factory=ReloadStatus)
     schema_version: int = SCHEMA_VERSION
+    ipvs: IpvsAvailabilityStatus = field(default_factory=IpvsAvailabilityStatus)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

@@ -75,6 +75,14 @@ class IpvsError(Exception):
         super().__init__(self.message)
 
 
+class IpvsUnavailable(IpvsError):
+    """The kernel's IPVS cannot be used at all, as opposed to one entry being refused:
+    the generic netlink family "IPVS" is missing (no ip_vs module, and the kernel could
+    not load one: ENOENT), the netlink socket cannot be opened, or reading the table is
+    refused as a whole (EPERM: needs root or CAP_NET_ADMIN). The agent retries; see
+    ``ipvs/availability.py``."""
+
+
 def errname(code: int) -> str:
     return f"{errno_mod.errorcode.get(code, str(code))} ({os.strerror(code)})"
 

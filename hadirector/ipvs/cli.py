@@ -39,15 +39,19 @@ def add_arguments_ipvs(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_ipvs(args: argparse.Namespace) -> int:
+    from hadirector.ipvs.backend import IpvsError
     from hadirector.ipvs.netlink import IpvsNetlink
     try:
         backend = IpvsNetlink()
-    except OSError as e:
+    except (OSError, IpvsError) as e:
         print(f"hadirector ipvs: {e}", file=sys.stderr)
         return 1
     try:
         table = backend.dump()
         version, size = backend.info()
+    except IpvsError as e:
+        print(f"hadirector ipvs: {e}", file=sys.stderr)
+        return 1
     finally:
         backend.close()
     health = None if getattr(args, "no_health", False) else agent_health(args)

@@ -12,6 +12,11 @@ upper; EINVAL on GUE without a port, on a real server of another family unless t
 on an IPv6 netmask outside 1..128 and on an address ``routable`` rejects; sync daemons:
 EEXIST twice, ESRCH when stopping one that is not running, ENODEV for an unknown
 interface. ``fail_next(op_type, errno)`` injects a refusal for tests.
+
+``unavailable = errno.ENOENT`` makes it a kernel without IPVS (the generic netlink
+family unregistered): every read raises ``IpvsUnavailable`` and every write is refused
+with that errno, as genetlink answers for an unknown family; ``None`` brings it back
+(the table as it was, as if the module had never left: tests clear it themselves).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from collections.abc import Callable
 
 from hadirector import model
 from hadirector.ipvs import planner
-from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError
+from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError, IpvsUnavailable, errname
 from hadirector.ipvs.table import FWD_TUNNEL, SCHEDULERS_AVAILABLE, TUN_GUE, ServiceKey, Table
 
 
@@ -45,6 +50,7 @@ class FakeIpvs:
         self.dumps = 0
         self._daemons: dict[DaemonState, DaemonEntry] = {}
         self._faults: list[tuple[type, int, Callable[[planner.Op], bool] | None]] = []
+        self.unavailable: int | None = None   # an errno: no IPVS in this "kernel"
 
     # --- test hooks -------------------------------------------------------------------
 
@@ -52,13 +58,23 @@ class FakeIpvs:
         """Refuse the next ``op_type`` (matching ``when``) with ``code``."""
         self._faults.append((op_type, code, when))
 
+    def _check_available(self, what: str) -> None:
+        code = self.unavailable
+        if code is not None:
+            why = ("the kernel has no IPVS (generic netlink family 'IPVS' missing)"
+                   if code == errno.ENOENT else "needs root or CAP_NET_ADMIN" if code == errno.EPERM
+                   else "IPVS cannot be used")
+            raise IpvsUnavailable(what, code, f"{what}: {errname(code)}: {why}")
+
     # --- IpvsBackend ------------------------------------------------------------------
 
     def dump(self) -> Table:
+        self._check_available("dump services")
         self.dumps += 1
         return self.table.copy()
 
     def dump_service(self, key: ServiceKey) -> Table:
+        self._check_available(f"read service {key}")
         out = Table()
         if key in self.table.services:
             out.add(self.table.services[key], list(self.table.dests_of(key).values()))
@@ -66,6 +82,8 @@ class FakeIpvs:
 
     def apply(self, op: planner.Op) -> None:
         self.calls += 1
+        if self.unavailable is not None:
+            raise IpvsError(op, self.unavailable)
         for i, (op_type, code, when) in enumerate(self._faults):
             if isinstance(op, op_type) and (when is None or when(op)):
                 del self._faults[i]
@@ -130,6 +148,8 @@ class FakeIpvs:
     def start_daemon(self, state: DaemonState | str, cfg: model.SyncDaemon) -> None:
         state = DaemonState.parse(state)
         op = DaemonOp("start", state, cfg.interface)
+        if self.unavailable is not None:
+            raise IpvsError(op, self.unavailable)
         if state in self._daemons:
             raise IpvsError(op, errno.EEXIST)
         if self.interfaces is not None and cfg.interface not in self.interfaces:
@@ -152,11 +172,14 @@ class FakeIpvs:
 
     def stop_daemon(self, state: DaemonState | str) -> None:
         state = DaemonState.parse(state)
+        if self.unavailable is not None:
+            raise IpvsError(DaemonOp("stop", state), self.unavailable)
         if state not in self._daemons:
             raise IpvsError(DaemonOp("stop", state), errno.ESRCH)
         del self._daemons[state]
 
     def daemons(self) -> list[DaemonEntry]:
+        self._check_available("dump sync daemons")
         return [self._daemons[s] for s in DaemonState if s in self._daemons]
 
     def close(self) -> None:

@@ -49,7 +49,15 @@ from pyroute2.netlink.generic import ipvs as _pr
 
 from hadirector import model
 from hadirector.ipvs import planner
-from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError, errname, explain
+from hadirector.ipvs.backend import (
+    DaemonEntry,
+    DaemonOp,
+    DaemonState,
+    IpvsError,
+    IpvsUnavailable,
+    errname,
+    explain,
+)
 from hadirector.ipvs.table import (
     PROTOCOL_NAMES,
     PROTOCOL_NUMBERS,
@@ -627,11 +635,34 @@ def _ext_ack_message(data: bytes, offset: int, length: int, flags: int) -> str:
 
 
 
+# Errors of a whole-table read that mean "no IPVS here", not "no such entry": genetlink
+# answers ENOENT for a family id it no longer knows (ip_vs unloaded since the socket
+# resolved it), and every IPVS command is GENL_ADMIN_PERM (EPERM without CAP_NET_ADMIN).
+_UNAVAILABLE_ON_READ = {
+    errno.ENOENT: "the IPVS generic netlink family is gone (ip_vs unloaded?)",
+    errno.EPERM: "needs root or CAP_NET_ADMIN",
+}
+
+
 class IpvsNetlink:
-    """IpvsBackend on the kernel of the current network namespace."""
+    """IpvsBackend on the kernel of the current network namespace.
+
+    Raises ``IpvsUnavailable`` when the kernel has no IPVS (constructor) or a
+    whole-table read says it is gone; ``IpvsError`` for the refusal of one entry.
+    """
 
     def __init__(self) -> None:
-        self.nl = GenlSocket(_pr.GENL_NAME, IPVS_SCHEMA)
+        try:
+            self.nl = GenlSocket(_pr.GENL_NAME, IPVS_SCHEMA)
+        except OSError as e:
+            code = e.errno or errno.EIO
+            what = "open IPVS generic netlink"
+            if code == errno.ENOENT:
+                why = ("the kernel has no IPVS: generic netlink family 'IPVS' is not registered "
+                       "(ip_vs module not loaded, and the kernel could not load it)")
+            else:
+                why = e.strerror or str(e)
+            raise IpvsUnavailable(what, code, f"{what}: {errname(code)}: {why}") from e
 
     def close(self) -> None:
         self.nl.close()
@@ -647,14 +678,14 @@ class IpvsNetlink:
     def info(self) -> tuple[str, int]:
         """(IPVS version "1.2.1", connection table size) for ipvsadm's header line."""
         reply = self.nl.request(IPVS_CMD_GET_INFO, [], schema=INFO_SCHEMA)
-        self._raise(reply, "read IPVS info")
+        self._raise(reply, "read IPVS info", whole=True)
         msg = reply.messages[0]
         code = msg.get_attr("IPVS_INFO_ATTR_VERSION") or 0
         return f"{code >> 16}.{(code >> 8) & 0xFF}.{code & 0xFF}", msg.get_attr("IPVS_INFO_ATTR_CONN_TAB_SIZE") or 0
 
     def services(self) -> list[ServiceEntry]:
         reply = self.nl.request(IPVS_CMD_GET_SERVICE, [], flags=NLM_F_REQUEST | NLM_F_DUMP)
-        self._raise(reply, "dump services")
+        self._raise(reply, "dump services", whole=True)
         return [decode_service(m.get_attr("IPVS_CMD_ATTR_SERVICE")) for m in reply.messages]
 
     def dests(self, key: ServiceKey) -> list[DestEntry]:
@@ -682,7 +713,7 @@ class IpvsNetlink:
         reply = self.nl.request(IPVS_CMD_GET_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(key)})])
         if reply.error == errno.ESRCH:
             return table
-        self._raise(reply, f"read service {key}")
+        self._raise(reply, f"read service {key}", whole=True)   # a missing one is ESRCH
         svc = decode_service(reply.messages[0].get_attr("IPVS_CMD_ATTR_SERVICE"))
         table.add(svc, self.dests(key))
         return table
@@ -707,10 +738,16 @@ class IpvsNetlink:
             text += f" (kernel: {reply.ext_msg})"
         return IpvsError(op, reply.error, text)
 
-    def _raise(self, reply: _Reply, what: str) -> None:
-        if reply.error:
-            raise IpvsError(what, reply.error, f"{what}: {errname(reply.error)}"
-                            + (f" (kernel: {reply.ext_msg})" if reply.ext_msg else ""))
+    def _raise(self, reply: _Reply, what: str, whole: bool = False) -> None:
+        """``whole``: a read that no entry can make fail with ENOENT or EPERM (a missing
+        service is ESRCH), so those errnos mean IPVS cannot be used at all."""
+        if not reply.error:
+            return
+        text = f"{what}: {errname(reply.error)}"
+        if whole and reply.error in _UNAVAILABLE_ON_READ:
+            raise IpvsUnavailable(what, reply.error, f"{text}: {_UNAVAILABLE_ON_READ[reply.error]}"
+                                  + (f" (kernel: {reply.ext_msg})" if reply.ext_msg else ""))
+        raise IpvsError(what, reply.error, text + (f" (kernel: {reply.ext_msg})" if reply.ext_msg else ""))
 
     def flush(self) -> None:
         """Remove every service (ipvsadm -C). Only for tests and benchmarks."""
@@ -752,7 +789,7 @@ class IpvsNetlink:
 
     def daemons(self) -> list[DaemonEntry]:
         reply = self.nl.request(IPVS_CMD_GET_DAEMON, [], flags=NLM_F_REQUEST | NLM_F_DUMP)
-        self._raise(reply, "dump sync daemons")
+        self._raise(reply, "dump sync daemons", whole=True)
         return [decode_daemon(m.get_attr("IPVS_CMD_ATTR_DAEMON")) for m in reply.messages]
 
 

@@ -1,11 +1,13 @@
 """The netlink encoding, checked on the host (no IPVS needed): what we encode decodes to
 the same entry, with the kernel's byte layouts (ip_vs_ctl.c ip_vs_genl_parse_*)."""
 
+import errno
 import os
 import struct
 
 import pytest
 from hadirector.ipvs import planner
+from hadirector.ipvs.backend import IpvsUnavailable
 from hadirector.ipvs.netlink import (
     IPVS_SCHEMA, GenlSocket, IpvsMsg, IpvsNetlink, decode_dest, decode_reply, decode_service, encode_request,
     op_request,
@@ -115,5 +117,8 @@ def test_missing_ipvs_is_a_clear_error():
     if os.path.exists("/proc/net/ip_vs"):
         IpvsNetlink().close()
         return
-    with pytest.raises(FileNotFoundError, match="is the ip_vs module loaded"):
+    # "Unavailable", not the refusal of one entry: the agent retries instead of dying.
+    with pytest.raises(IpvsUnavailable, match="generic netlink family 'IPVS' is not registered") as e:
         IpvsNetlink()
+    assert e.value.errno == errno.ENOENT
+    assert "ENOENT" in str(e.value) and "ip_vs module" in str(e.value)
