@@ -23,8 +23,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         for issue in e.issues:
             print(issue, file=sys.stderr)
-        n = len(e.issues)
-        print(f"{args.config}: {n} error{'s' if n != 1 else ''}, config not valid", file=sys.stderr)
+        n = e.count
+        shown = f" (the first {len(e.issues)} shown)" if e.unlisted else ""
+        print(f"{args.config}: {n} error{'s' if n != 1 else ''}{shown}, config not valid", file=sys.stderr)
         return 1
     n_rs = sum(len(vs.real_servers) for vs in config.virtual_services)
     print(f"config OK: {_count(len(config.vrrp_instances), 'vrrp instance')}, "
