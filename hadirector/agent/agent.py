@@ -323,7 +323,9 @@ class Agent:
 
         source = self.config.source
         try:
-            loaded = load_config(source)
+            # Off the loop: reading is bounded (config.compose) but not free, and the
+            # VRRP drivers must keep sending adverts meanwhile (RFC 5798 6.4.3).
+            loaded = await asyncio.to_thread(load_config, source)
         except ConfigError as e:
             # The loader reports a file it cannot read as an issue at line 0.
             unreadable = all(i.line == 0 and "cannot read" in i.message for i in e.issues)
