@@ -17,7 +17,8 @@ def add_arguments_check(p: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 and print a one-line summary when the file is valid; otherwise print
-    every problem (file:line:column: key.path: message) on stderr and exit 1."""
+    every problem (file:line:column: key.path: message; the first 100, and the
+    count of all) on stderr and exit 1."""
     try:
         config = load_config(args.config)
     except ConfigError as e:

@@ -52,25 +52,30 @@ class BoundedComposer(Composer):
             # An anchor still open here is a recursive alias: ``fields`` refuses to
             # follow it, so it costs one node.
             nodes, depth = self._measure.get(node, (1, 1))
-            self._charge(nodes, depth, event.start_mark, "alias/merge expansion exceeds")
+            self._count(nodes, event.start_mark, "alias/merge expansion exceeds")
+            self._nest(depth, event.start_mark)
             return node
         if len(self._child_depth) > MAX_DEPTH:
             raise TooComplex(event.start_mark, f"config too complex: nested more than {MAX_DEPTH} levels deep")
+        self._count(1, event.start_mark, "more than")
         before = self.expanded
         self._child_depth.append(0)
         node = super().compose_node(parent, index)
         depth = 1 + self._child_depth.pop()
-        self._charge(1, depth, event.start_mark, "more than")
+        self._nest(depth, event.start_mark)
         if getattr(event, "anchor", None) is not None:
-            self._measure[node] = (self.expanded - before, depth)
+            self._measure[node] = (self.expanded - before + 1, depth)
         return node
 
-    def _charge(self, nodes: int, depth: int, mark: yaml.Mark, what: str) -> None:
+    def _count(self, nodes: int, mark: yaml.Mark, what: str) -> None:
         self.expanded += nodes
-        self._child_depth[-1] = max(self._child_depth[-1], depth)
         if self.expanded > MAX_NODES:
             raise TooComplex(mark, f"config too complex: {what} {MAX_NODES} nodes")
-        if len(self._child_depth) - 1 + depth > MAX_DEPTH:   # open ancestors + this
+
+    def _nest(self, depth: int, mark: yaml.Mark) -> None:
+        """A child ``depth`` levels deep (aliases expanded) under the open nodes."""
+        self._child_depth[-1] = max(self._child_depth[-1], depth)
+        if len(self._child_depth) - 1 + depth > MAX_DEPTH:
             raise TooComplex(mark, f"config too complex: alias/merge expansion nests more than "
                                    f"{MAX_DEPTH} levels deep")
 

@@ -303,8 +303,8 @@ def _check(service_check: Node | None) -> Conv:
                              and node.value.lower() in ("false", "no", "off")):
             return None
         if node is service_check:
-            # The service's check as is: converted once for all its real servers (a
-            # large or broken one must not cost servers x keys).
+            # The service's check as is: converted once for the service and all its
+            # real servers (a large or broken one must not cost servers x keys).
             if not inherited:
                 start = ctx.error_count
                 try:
@@ -376,7 +376,7 @@ _RS_HINTS = {
 }
 
 
-def _real_server_record(service_check: Node | None, with_check: bool) -> Record:
+def _real_server_record(check: Conv | None, with_check: bool) -> Record:
     fields = [
         F("address", ip_address(multicast=False), required=True),
         F("port", integer(0, U16)),
@@ -389,7 +389,7 @@ def _real_server_record(service_check: Node | None, with_check: bool) -> Record:
         F("lower_threshold", integer(0, U32)),
     ]
     if with_check:
-        fields.append(F("check", _check(service_check)))
+        fields.append(F("check", check or _check(None)))
     return Record(m.RealServer, tuple(fields), _finish_real_server, hints=_RS_HINTS)
 
 
@@ -464,8 +464,10 @@ def _prepare_service(pairs: dict[str, Pair]) -> dict[str, Conv]:
     service_check = pairs["check"][1] if "check" in pairs else None
     inherit = {k: pairs[k] for k in ("forward", *_TUNNEL_KEYS, "check") if k in pairs}
     sorry_inherit = {k: pairs[k] for k in ("forward", *_TUNNEL_KEYS) if k in pairs}
+    check = _check(service_check)      # the service's and its real servers': converted once
     return {
-        "real_servers": seq(record(_real_server_record(service_check, with_check=True), inherit=inherit)),
+        "check": check,
+        "real_servers": seq(record(_real_server_record(check, with_check=True), inherit=inherit)),
         "sorry_server": optional(record(_real_server_record(None, with_check=False), inherit=sorry_inherit)),
     }
 
