@@ -325,11 +325,14 @@ class Agent:
             return result
 
     async def _reload(self, trigger: str, t0: float) -> ReloadResult:
-        from hadirector.config import ConfigError, load_config
+        from hadirector.config import ConfigError
+        from hadirector.config.worker import load_config_in_worker
 
         source = self.config.source
         try:
-            loaded = load_config(source)
+            # Off the loop and out of our GIL: reading is bounded (config.compose) but
+            # not free, and the VRRP drivers must keep sending adverts meanwhile.
+            loaded = await asyncio.to_thread(load_config_in_worker, source)
         except ConfigError as e:
             # The loader reports a file it cannot read as an issue at line 0.
             unreadable = all(i.line == 0 and "cannot read" in i.message for i in e.issues)

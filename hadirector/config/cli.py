@@ -17,14 +17,16 @@ def add_arguments_check(p: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 and print a one-line summary when the file is valid; otherwise print
-    every problem (file:line:column: key.path: message) on stderr and exit 1."""
+    every problem (file:line:column: key.path: message; the first 100, and the
+    count of all) on stderr and exit 1."""
     try:
         config = load_config(args.config)
     except ConfigError as e:
         for issue in e.issues:
             print(issue, file=sys.stderr)
-        n = len(e.issues)
-        print(f"{args.config}: {n} error{'s' if n != 1 else ''}, config not valid", file=sys.stderr)
+        n = e.count
+        shown = f" (the first {len(e.issues)} shown)" if e.unlisted else ""
+        print(f"{args.config}: {n} error{'s' if n != 1 else ''}{shown}, config not valid", file=sys.stderr)
         return 1
     n_rs = sum(len(vs.real_servers) for vs in config.virtual_services)
     print(f"config OK: {_count(len(config.vrrp_instances), 'vrrp instance')}, "

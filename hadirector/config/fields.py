@@ -25,13 +25,16 @@ from typing import Any, Callable, NoReturn
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import ConfigIssue
+from .errors import ConfigIssue, clip, shown
 
 Conv = Callable[["Ctx", Node, str], Any]
 Pair = tuple[Node, Node]          # (key node, value node)
 
 _TAG = "tag:yaml.org,2002:"
 _CTOR = yaml.constructor.SafeConstructor()
+# Issues kept per parse; past it they are only counted (a file of 100,000 unknown keys
+# must not become 100,000 lines in a reload's log event).
+MAX_ISSUES = 100
 
 
 class Invalid(Exception):
@@ -47,6 +50,7 @@ class Ctx:
         self._seen: set[tuple[int, int, str]] = set()
         self._views: dict[int, View] = {}
         self.error_count = 0       # every error() call, including deduplicated ones
+        self.unlisted = 0          # distinct issues past MAX_ISSUES, counted only
 
     def error(self, node: Node | None, path: str, message: str) -> None:
         self.error_count += 1
@@ -56,10 +60,24 @@ class Ctx:
         if (line, col, message) in self._seen:
             return
         self._seen.add((line, col, message))
+        if len(self.issues) >= MAX_ISSUES:
+            self.unlisted += 1
+            return
         self.issues.append(ConfigIssue(self.source, line, col, path, message))
+
+    @property
+    def full(self) -> bool:
+        """No more issues are kept: callers may skip building costly messages."""
+        return len(self.issues) >= MAX_ISSUES
 
     def fail(self, node: Node | None, path: str, message: str) -> NoReturn:
         self.error(node, path, message)
+        raise Invalid
+
+    def replay(self, errors: int) -> NoReturn:
+        """Fail again like a conversion that failed before, without reporting its
+        issues twice (they are counted, so the enclosing record fails too)."""
+        self.error_count += max(errors, 1)
         raise Invalid
 
     def remember(self, obj: object, view: View) -> None:
@@ -73,6 +91,7 @@ class Ctx:
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
+    key = clip(key)
     return f"{path}.{key}" if path else key
 
 
@@ -85,11 +104,11 @@ def scalar_value(ctx: Ctx, node: Node, path: str) -> Any:
         ctx.fail(node, path, f"expected a single value, got {describe(node)}")
     ctor = _CTOR.yaml_constructors.get(node.tag)
     if ctor is None:
-        ctx.fail(node, path, f"unsupported YAML tag {node.tag}")
+        ctx.fail(node, path, f"unsupported YAML tag {clip(node.tag)}")
     try:
         return ctor(_CTOR, node)
     except (yaml.YAMLError, ValueError) as e:
-        ctx.fail(node, path, f"cannot read value {node.value!r}: {e}")
+        ctx.fail(node, path, f"cannot read value {shown(node.value)}: {clip(str(e))}")
 
 
 def describe(node: Node) -> str:
@@ -99,12 +118,12 @@ def describe(node: Node) -> str:
     if isinstance(node, SequenceNode):
         return "a list"
     if node.tag == _TAG + "str":
-        return repr(node.value)
+        return shown(node.value)
     if node.tag == _TAG + "null":
         return "null"
     if not node.tag.startswith(_TAG):
-        return f"{node.value!r} tagged {node.tag}"
-    return str(node.value)
+        return f"{shown(node.value)} tagged {clip(node.tag)}"
+    return clip(str(node.value))
 
 
 def family_name(version: int) -> str:
@@ -125,7 +144,7 @@ def mapping_pairs(ctx: Ctx, node: Node, path: str, _merging: tuple[Node, ...] = 
     if not isinstance(node, MappingNode):
         ctx.fail(node, path, f"expected a mapping, got {describe(node)}")
     if node.tag != _TAG + "map":
-        ctx.fail(node, path, f"unsupported YAML tag {node.tag}")
+        ctx.fail(node, path, f"unsupported YAML tag {clip(node.tag)}")
     merged: dict[str, Pair] = {}
     own: dict[str, Pair] = {}
     for k, v in node.value:
@@ -240,7 +259,8 @@ def record(spec: Record, inherit: dict[str, Pair] | None = None, partial: bool =
             if f is None and spec.ignore_prefix and name.startswith(spec.ignore_prefix):
                 continue
             if f is None:
-                ctx.error(k, join(path, name), unknown_key_message(name, spec))
+                # difflib costs ~50 us a key: only for the issues that are kept.
+                ctx.error(k, join(path, name), "unknown key" if ctx.full else unknown_key_message(name, spec))
                 continue
             try:
                 value = convs.get(name, f.conv)(ctx, v, join(path, name))
@@ -362,7 +382,7 @@ def string(pattern: str | None = None, what: str = "a non-empty string") -> Conv
         if not isinstance(node, ScalarNode) or node.tag != _TAG + "str" or not node.value:
             ctx.fail(node, path, f"expected {what}, got {describe(node)}")
         if rx is not None and not rx.fullmatch(node.value):
-            ctx.fail(node, path, f"expected {what}, got {node.value!r}")
+            ctx.fail(node, path, f"expected {what}, got {shown(node.value)}")
         return node.value
 
     return conv
@@ -378,7 +398,7 @@ def choice(values: tuple[str, ...], what: str = "value", aliases: dict[str, str]
             return text
         if text in aliases:
             return aliases[text]
-        got = f"unknown {what} {text!r}" if text is not None else f"got {describe(node)}"
+        got = f"unknown {what} {shown(text)}" if text is not None else f"got {describe(node)}"
         valid = ", ".join(values) + (f" (or {', '.join(aliases)})" if aliases else "")
         ctx.fail(node, path, f"{got}; expected one of {valid}")
 
@@ -508,7 +528,7 @@ def command() -> Conv:
             try:
                 argv = shlex.split(node.value)
             except ValueError as e:
-                ctx.fail(node, path, f"cannot split command {node.value!r}: {e}")
+                ctx.fail(node, path, f"cannot split command {shown(node.value)}: {e}")
         else:
             ctx.fail(node, path, f"expected a command (a list of arguments or a string), got {describe(node)}")
         if not argv or not argv[0]:
@@ -524,7 +544,7 @@ def regex() -> Conv:
         try:
             re.compile(text)
         except re.error as e:
-            ctx.fail(node, path, f"invalid regular expression {text!r}: {e}")
+            ctx.fail(node, path, f"invalid regular expression {shown(text)}: {e}")
         return text
 
     return conv

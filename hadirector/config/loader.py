@@ -4,7 +4,9 @@ Theory of operation: the file is composed into PyYAML nodes (see ``fields``), th
 converted section by section with one ``Record`` table per model dataclass. Checks
 that need several fields of one record live in that record's ``finish`` hook; checks
 across records (names, references, vrid clashes) run last on whatever sections were
-valid. Every problem is reported as ``file:line:column: key.path: message``.
+valid. Every problem is reported as ``file:line:column: key.path: message``, with any
+value it echoes cut to 80 characters. The work is bounded (``compose``): a file of at
+most 1 MiB, at most 200,000 nodes with aliases and merge keys expanded, 64 levels deep.
 
 YAML-only conveniences (they do not exist in the model):
 - a virtual service's ``forward``, ``tunnel_*`` and ``check`` are defaults for its
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .. import model as m
-from .errors import ConfigError, ConfigIssue
+from .compose import MAX_FILE_BYTES, TooComplex, compose
+from .errors import ConfigError, ConfigIssue, clip, shown
 from .fields import (
     Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
     enum_of, family_name, integer, ip_address, ip_interface, is_null, join, mapping_pairs,
@@ -180,9 +184,11 @@ def _finish_vrrp(ctx: Ctx, v: View, kw: dict) -> None:
     for i, peer in enumerate(kw.get("unicast_peers", ())):
         if peer.version != family:
             v.error("unicast_peers", f"expected an {family_name(family)} address like the virtual_ips, got {peer}", i)
+    names: set[str] = set()
     for i, name in enumerate(kw.get("track_scripts", ())):
-        if name in kw["track_scripts"][:i]:
-            v.error("track_scripts", f"track script {name!r} is listed twice", i)
+        if name in names:
+            v.error("track_scripts", f"track script {shown(name)} is listed twice", i)
+        names.add(name)
 
 
 VRRP_INSTANCE = Record(m.VrrpInstance, (
@@ -289,13 +295,34 @@ def _check(service_check: Node | None) -> Conv:
     """A real server's (or a service's) ``check``: null/false = none; a real server's
     mapping is merged over ``service_check`` unless it names a different ``type``."""
 
+    service_pairs: list[dict[str, Pair]] = []     # computed at the first real server
+    inherited: list[tuple[m.HealthCheck | None, int]] = []   # (check, errors), ditto
+
     def conv(ctx: Ctx, node: Node, path: str) -> m.HealthCheck | None:
         if is_null(node) or (isinstance(node, ScalarNode) and node.tag.endswith(":bool")
                              and node.value.lower() in ("false", "no", "off")):
             return None
+        if node is service_check:
+            # The service's check as is: converted once for the service and all its
+            # real servers (a large or broken one must not cost servers x keys).
+            if not inherited:
+                start = ctx.error_count
+                try:
+                    inherited.append((record(CHECK)(ctx, node, path), 0))
+                except Invalid:
+                    inherited.append((None, ctx.error_count - start))
+            check, errors = inherited[0]
+            if check is None:
+                ctx.replay(errors)
+            return check
         inherit = None
         if isinstance(service_check, MappingNode) and isinstance(node, MappingNode):
-            base = mapping_pairs(ctx, service_check, path)
+            if not service_pairs:
+                # Once per service, not per real server, and only the keys a check
+                # has: the service's own conversion reports the others, once.
+                pairs = mapping_pairs(ctx, service_check, path)
+                service_pairs.append({k: pairs[k] for k in CHECK.by_key if k in pairs})
+            base = service_pairs[0]
             own = mapping_pairs(ctx, node, path)
             if "type" not in own or "type" not in base or own["type"][1].value == base["type"][1].value:
                 inherit = base
@@ -349,7 +376,7 @@ _RS_HINTS = {
 }
 
 
-def _real_server_record(service_check: Node | None, with_check: bool) -> Record:
+def _real_server_record(check: Conv | None, with_check: bool) -> Record:
     fields = [
         F("address", ip_address(multicast=False), required=True),
         F("port", integer(0, U16)),
@@ -362,7 +389,7 @@ def _real_server_record(service_check: Node | None, with_check: bool) -> Record:
         F("lower_threshold", integer(0, U32)),
     ]
     if with_check:
-        fields.append(F("check", _check(service_check)))
+        fields.append(F("check", check or _check(None)))
     return Record(m.RealServer, tuple(fields), _finish_real_server, hints=_RS_HINTS)
 
 
@@ -414,7 +441,7 @@ def _finish_service(ctx: Ctx, v: View, kw: dict) -> None:
     scheduler = _get(kw, m.VirtualService, "scheduler")
     for i, flag in enumerate(kw.get("scheduler_flags", ())):
         if m.SCHEDULER_FLAGS[flag] != scheduler:
-            v.error("scheduler_flags", f"flag {flag!r} belongs to the {m.SCHEDULER_FLAGS[flag]} scheduler, "
+            v.error("scheduler_flags", f"flag {shown(flag)} belongs to the {m.SCHEDULER_FLAGS[flag]} scheduler, "
                     f"not {scheduler}", i)
 
     if v.has("persistence_netmask") and not is_null(v.value_node("persistence_netmask")):
@@ -437,8 +464,10 @@ def _prepare_service(pairs: dict[str, Pair]) -> dict[str, Conv]:
     service_check = pairs["check"][1] if "check" in pairs else None
     inherit = {k: pairs[k] for k in ("forward", *_TUNNEL_KEYS, "check") if k in pairs}
     sorry_inherit = {k: pairs[k] for k in ("forward", *_TUNNEL_KEYS) if k in pairs}
+    check = _check(service_check)      # the service's and its real servers': converted once
     return {
-        "real_servers": seq(record(_real_server_record(service_check, with_check=True), inherit=inherit)),
+        "check": check,
+        "real_servers": seq(record(_real_server_record(check, with_check=True), inherit=inherit)),
         "sorry_server": optional(record(_real_server_record(None, with_check=False), inherit=sorry_inherit)),
     }
 
@@ -537,19 +566,28 @@ def _unique(ctx: Ctx, objs: tuple, what: str) -> dict[str, Any]:
             first = ctx.view(by_name[obj.name])
             v = ctx.view(obj)
             ctx.error(v.value_node("name"), v.key_path("name"),
-                      f"duplicate {what} name {obj.name!r} (also {first.path}, line {first.node.start_mark.line + 1})")
+                      f"duplicate {what} name {shown(obj.name)} (also {first.path}, line {first.node.start_mark.line + 1})")
         by_name.setdefault(obj.name, obj)
     return by_name
 
 
-def _names(d: dict) -> str:
-    return ", ".join(sorted(d)) or "none"
+def _names(d: dict, shown_names: int = 10) -> str:
+    names = sorted(d)
+    more = f", ... ({len(names)} in all)" if len(names) > shown_names else ""
+    return ", ".join(clip(n) for n in names[:shown_names]) + more or "none"
 
 
 def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
     def section(key: str) -> Any:
         # Absent -> its default; present but invalid -> None (skip checks using it).
         return kw.get(key, None if v.has(key) else _default(m.Config, key))
+
+    listed: dict[int, str] = {}
+
+    def defined(names: dict) -> str:      # sorted once per section, not once per error
+        if id(names) not in listed:
+            listed[id(names)] = _names(names)
+        return listed[id(names)]
 
     instances, scripts = section("vrrp_instances"), section("track_scripts")
     groups, services, lvs = section("sync_groups"), section("virtual_services"), section("lvs")
@@ -568,17 +606,17 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
                 # RFC 5798 7.3: the virtual MAC is derived from the VRID per family.
                 ctx.error(iv.value_node("vrid"), iv.key_path("vrid"),
                           f"vrid {inst.vrid} is already used on {inst.interface} ({family_name(inst.family)}) "
-                          f"by {ctx.view(vrids[key]).path} {vrids[key].name!r}")
+                          f"by {ctx.view(vrids[key]).path} {shown(vrids[key].name)}")
             vrids.setdefault(key, inst)
             for i, vip in enumerate(inst.virtual_ips):
                 if vip.ip in vips and vips[vip.ip] is not inst:
-                    iv.error("virtual_ips", f"{vip.ip} is also a virtual IP of {vips[vip.ip].name!r}", i)
+                    iv.error("virtual_ips", f"{vip.ip} is also a virtual IP of {shown(vips[vip.ip].name)}", i)
                 vips.setdefault(vip.ip, inst)
             if script_names is not None:
                 for i, name in enumerate(inst.track_scripts):
                     if name not in script_names:
-                        iv.error("track_scripts", f"no track script named {name!r} "
-                                 f"(defined: {_names(script_names)})", i)
+                        iv.error("track_scripts", f"no track script named {shown(name)} "
+                                 f"(defined: {defined(script_names)})", i)
     else:
         inst_names = None
 
@@ -588,13 +626,13 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
         for group in groups:
             gv = ctx.view(group)
             if group.name in inst_names:
-                gv.error("name", f"{group.name!r} is also a vrrp instance name; follow_instance "
+                gv.error("name", f"{shown(group.name)} is also a vrrp instance name; follow_instance "
                          "would be ambiguous")
             for i, name in enumerate(group.instances):
                 if name not in inst_names:
-                    gv.error("instances", f"no vrrp instance named {name!r} (defined: {_names(inst_names)})", i)
+                    gv.error("instances", f"no vrrp instance named {shown(name)} (defined: {defined(inst_names)})", i)
                 elif name in member_of:
-                    gv.error("instances", f"{name!r} is already in sync group {member_of[name].name!r}; "
+                    gv.error("instances", f"{shown(name)} is already in sync group {shown(member_of[name].name)}; "
                              "an instance can be in one group only", i)
                 member_of.setdefault(name, group)
 
@@ -605,7 +643,7 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
             if vs.key in keys:
                 sv = ctx.view(vs)
                 ctx.error(sv.node, sv.path, f"same address/port/protocol (or fwmark) as "
-                          f"{ctx.view(keys[vs.key]).path} {keys[vs.key].name!r}")
+                          f"{ctx.view(keys[vs.key]).path} {shown(keys[vs.key].name)}")
             keys.setdefault(vs.key, vs)
 
     daemon = lvs.sync_daemon if lvs is not None else None
@@ -613,7 +651,7 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
             and inst_names is not None and group_names is not None:
         if daemon.follow_instance not in inst_names and daemon.follow_instance not in group_names:
             dv = ctx.view(daemon)
-            dv.error("follow_instance", f"no vrrp instance or sync group named {daemon.follow_instance!r} "
+            dv.error("follow_instance", f"no vrrp instance or sync group named {shown(daemon.follow_instance)} "
                      f"(defined: {_names({**inst_names, **group_names})})")
 
 
@@ -635,18 +673,28 @@ CONFIG = Record(None, (
 })
 
 _TOP_KEYS = "node, vrrp_instances, virtual_services, ..."
-# libyaml composes ~10x faster and keeps line/column marks just the same.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --- entry points ----------------------------------------------------------------------------
 
 
+def _too_large(source: str, size: int) -> ConfigError:
+    return ConfigError([ConfigIssue(source, 0, 0, "", f"file too large: {size} bytes; the limit is "
+                                                      f"{MAX_FILE_BYTES} bytes (1 MiB)")])
+
+
 def parse_config(text: str, source: str = "<memory>") -> m.Config:
-    """Parse and validate config text; ``source`` names it in errors and Config.source."""
+    """Parse and validate config text; ``source`` names it in errors and Config.source.
+
+    The work is bounded (see ``compose``): size, alias/merge expansion and nesting."""
+    if len(text) > MAX_FILE_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(source, len(text.encode("utf-8", "surrogatepass")))
     ctx = Ctx(source)
     try:
-        root = yaml.compose(text, Loader=_LOADER)
+        root = compose(text)
+    except TooComplex as e:
+        line, col = (e.mark.line + 1, e.mark.column + 1) if e.mark else (0, 0)
+        raise ConfigError([ConfigIssue(source, line, col, "", e.message)]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         detail = e.problem or "invalid YAML"
@@ -666,15 +714,23 @@ def parse_config(text: str, source: str = "<memory>") -> m.Config:
     except Invalid:
         kw = None
     if ctx.issues or kw is None:
-        raise ConfigError(sorted(ctx.issues, key=lambda i: (i.line, i.column)))
+        raise ConfigError(sorted(ctx.issues, key=lambda i: (i.line, i.column)), unlisted=ctx.unlisted)
     return m.Config(source=source, **kw)
 
 
 def load_config(path: str | Path) -> m.Config:
-    """Read and validate a config file; raises ConfigError (also when it cannot be read)."""
+    """Read and validate a config file; raises ConfigError (also when it cannot be read,
+    or is larger than MAX_FILE_BYTES: checked before parsing, and never read past)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise _too_large(source, size)
+            data = f.read(MAX_FILE_BYTES + 1)     # not a regular file (a pipe, /dev/zero) has no size
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_large(source, max(size, len(data)))
+        text = data.decode("utf-8")
     except OSError as e:
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"cannot read: {e.strerror or e}")]) from None
     except UnicodeDecodeError as e:

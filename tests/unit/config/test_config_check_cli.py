@@ -64,3 +64,23 @@ def test_check_summary_counts_in_singular_and_plural(tmp_path, capsys):
     path.write_text("vrrp_instances: [{name: v, interface: eth0, vrid: 1, virtual_ips: [192.0.2.1]}]\n")
     assert main(["check", "-c", str(path)]) == 0
     assert capsys.readouterr().out == "config OK: 1 vrrp instance, 0 virtual services, 0 real servers\n"
+
+
+def test_check_refuses_a_merge_key_bomb_naming_the_alias_that_crossed_the_budget(capsys):
+    # issue 9, fault 3: this file took ~7 s and passed check.
+    path = ROOT / "tests" / "unit" / "config" / "bad" / "merge_key_bomb.yaml"
+    assert main(["check", "-c", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"{path}:8:36: config too complex: alias/merge expansion exceeds 200000 nodes",
+        f"{path}: 1 error, config not valid",
+    ]
+
+
+def test_check_prints_the_first_100_errors_and_counts_all(tmp_path, capsys):
+    path = tmp_path / "many.yaml"
+    path.write_text("".join(f"bad{i}: 1\n" for i in range(250)))
+    assert main(["check", "-c", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 101 and lines[-1] == f"{path}: 250 errors (the first 100 shown), config not valid"
