@@ -107,8 +107,14 @@ def _http_url(host: str, port: int) -> str:
 def _read_config(path: str) -> Any:
     import yaml  # only here: --url and --socket need no YAML
 
+    from hadirector.config.compose import MAX_FILE_BYTES
+
     try:
         with open(path, encoding="utf-8") as f:
+            # The agent's own size limit: /dev/zero or a runaway file is refused, not read.
+            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES or not os.path.isfile(path):
+                raise CliError(f"cannot read {path}: not a regular file of at most "
+                               f"{MAX_FILE_BYTES} bytes", EXIT_USAGE)
             return yaml.safe_load(f)
     except OSError as e:
         raise CliError(f"cannot read {path}: {e.strerror}", EXIT_USAGE) from None

@@ -314,3 +314,9 @@ def test_the_client_commands_do_not_import_aiohttp():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "False"
+
+
+def test_status_refuses_a_config_that_is_no_regular_file_instead_of_reading_forever(capsys):
+    # /dev/zero never ends: the agent's loader refuses it by size, so does the CLI.
+    assert main(["status", "-c", "/dev/zero"]) == 2
+    assert "not a regular file of at most" in capsys.readouterr().err
