@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..cli import DEFAULT_CONFIG
+from ..exitcodes import ExitCode
 from .errors import ConfigError
 from .loader import load_config
 
@@ -17,7 +18,8 @@ def add_arguments_check(p: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 and print a one-line summary when the file is valid; otherwise print
-    every problem (file:line:column: key.path: message) on stderr and exit 1."""
+    every problem (file:line:column: key.path: message) on stderr and exit
+    ``CONFIG_INVALID`` (3), the code ``hadirector run`` exits with for the same file."""
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -25,7 +27,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(issue, file=sys.stderr)
         n = len(e.issues)
         print(f"{args.config}: {n} error{'s' if n != 1 else ''}, config not valid", file=sys.stderr)
-        return 1
+        return ExitCode.CONFIG_INVALID
     n_rs = sum(len(vs.real_servers) for vs in config.virtual_services)
     print(f"config OK: {_count(len(config.vrrp_instances), 'vrrp instance')}, "
           f"{_count(len(config.virtual_services), 'virtual service')}, {_count(n_rs, 'real server')}")

@@ -107,3 +107,13 @@ def test_kernel_tunables_are_read_only_except_the_network_ones_the_agent_writes(
 
 def test_socket_families_are_the_five_the_agent_uses():
     assert values("RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_PACKET"]
+
+
+def test_exit_codes_that_a_restart_cannot_cure_stop_the_restarts():
+    from hadirector.exitcodes import FINAL, ExitCode
+
+    final = {int(c) for c in FINAL}
+    assert {ExitCode.CONFIG_INVALID, ExitCode.ALREADY_RUNNING, ExitCode.NO_PRIVILEGE} <= final
+    assert values("RestartPreventExitStatus") == [" ".join(str(c) for c in sorted(final))]
+    # A host that is not ready yet (an interface that appears later) and a bug restart.
+    assert ExitCode.START_FAILED not in final and ExitCode.INTERNAL_ERROR not in final
