@@ -758,7 +758,8 @@ class Agent:
             if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i)):
                 rt.added_vips.add(vip)
                 added.append(str(vip))
-            elif vip not in rt.added_vips and vip not in rt.foreign_vips:
+            elif (vip not in rt.added_vips and vip not in rt.foreign_vips
+                  and inst.priority != PRIORITY_OWNER):     # an owner's VIP is its own address
                 rt.foreign_vips.add(vip)
                 foreign.append(str(vip))
         rt.held_vips = True

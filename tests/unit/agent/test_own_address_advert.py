@@ -9,6 +9,7 @@ removed by us (real event loop, fake socket and addresses).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from structlog.testing import capture_logs
 
@@ -16,6 +17,7 @@ from hadirector.vrrp.codec import Reject
 from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
+from .fakes import FakeAddresses
 from .test_agent import ADV, VIP, Rig, inst, settle
 from .test_vrrp_driver import ME, PEER, advert, make
 
@@ -91,3 +93,17 @@ async def test_the_vip_the_agent_added_goes_on_every_release(tmp_path):
     assert rig.state() is State.MASTER and rig.addresses.has("eth0", VIP.ip)
     await rig.agent.stop()
     assert rig.addresses.log == [("add", str(VIP)), ("del", str(VIP))] * 2
+
+
+async def test_an_address_owner_never_removes_its_own_address(tmp_path):  # RFC 5798 6.1
+    # Priority 255: the VIP is the interface's real address, there before we start.
+    addrs = FakeAddresses()
+    addrs.addrs["eth0"].append(VIP)
+    rig = Rig(tmp_path, dataclasses.replace(inst(), priority=255), addresses=addrs)
+    with capture_logs() as logs:
+        await rig.agent.start()
+        await settle(0.05)
+        assert rig.state() is State.MASTER
+        await rig.agent.stop()
+    assert rig.addresses.has("eth0", VIP.ip) and rig.addresses.log == []
+    assert not [e for e in logs if e["event"].startswith("vrrp.vips_")]
