@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from hadirector.exitcodes import ExitCode
+
 DEFAULT_CONFIG = "/etc/hadirector/hadirector.yaml"
 
 # subcommand -> (module, function, help). The function takes the parsed args and
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     mod = _maybe_import(module)
     if mod is None or not hasattr(mod, func):
         print(f"hadirector {args.command}: not available in this build", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     return int(getattr(mod, func)(args) or 0)
 
 

@@ -26,7 +26,9 @@ Trackers (``track.py``) report faults and priority deltas to ``set_fault`` /
 Start-up removes OUR configured VIPs from their interfaces before any machine starts:
 a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
 nodes would own it (kernel-lab.md). Address owners (priority 255) are left alone: the
-VIP is their real address.
+VIP is their real address. (``hadirector run`` has done it already, under the lock that
+proves no other agent runs here, before its slow imports: ``preflight.py``.) After
+that, the agent removes only VIPs it added itself (``InstanceRuntime.added_vips``).
 
 Stop (SIGTERM/SIGINT): every machine shuts down first — a master sends priority 0 so
 the backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed,
@@ -64,7 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 from hadirector.api.snapshot import ReloadResult
-from hadirector.model import Config, IPAddress, SyncGroup, VrrpInstance
+from hadirector.model import Config, IPAddress, IPInterface, SyncGroup, VrrpInstance
 from hadirector.vrrp.group import ForceState, SetFault, SyncGroupPolicy
 from hadirector.vrrp.machine import PRIORITY_OWNER, Reason, RoleChanged, State
 
@@ -79,6 +81,10 @@ from hadirector.logging import get_logger
 
 class AgentError(Exception):
     """The agent cannot start (no such interface, no source address ...)."""
+
+    def __init__(self, message: str, reason: str = "start_failed") -> None:
+        super().__init__(message)
+        self.reason = reason            # agent.start_failed's reason=
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,11 @@ class InstanceRuntime:
     garp: asyncio.Task | None = None
     garp_sent: int = 0
     garp_inline: int = 0                   # packets of the takeover burst sent with the advert
+    # The VIPs this agent added (add_vip said so) and has not removed since: the only
+    # ones it removes. One that was already there (a static address, another agent)
+    # is not ours to take away; ``foreign_vips`` remembers them for the log.
+    added_vips: set[IPInterface] = field(default_factory=set)
+    foreign_vips: set[IPInterface] = field(default_factory=set)
 
 
 def _default_transport(inst: VrrpInstance):
@@ -591,11 +602,13 @@ class Agent:
         try:
             addr = await self.addresses.primary_address(inst.interface, inst.family, exclude=vips)
         except Exception as e:
-            raise AgentError(f"instance {inst.name}: interface {inst.interface}: {e}") from e
+            raise AgentError(f"instance {inst.name}: interface {inst.interface}: {e}",
+                             reason="interface_unusable") from e
         if addr is None:
             kind = "IPv4" if inst.family == 4 else "link-local IPv6"
             raise AgentError(f"instance {inst.name}: interface {inst.interface} has no {kind} "
-                             "address to send adverts from (RFC 5798 5.1.1.1 / 5.1.2.1)")
+                             "address to send adverts from (RFC 5798 5.1.1.1 / 5.1.2.1)",
+                             reason="no_source_address")
         return addr
 
     async def _release_stale_vips(self, instances) -> None:
@@ -749,20 +762,35 @@ class Agent:
     def _add_vips(self, rt: InstanceRuntime) -> None:
         """Add every VIP (one blocking netlink request each); raises on a refusal."""
         inst = rt.instance
-        added = [str(vip) for i, vip in enumerate(inst.virtual_ips)
-                 if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i))]
+        added, foreign = [], []
+        for i, vip in enumerate(inst.virtual_ips):
+            if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i)):
+                rt.added_vips.add(vip)
+                added.append(str(vip))
+            elif (vip not in rt.added_vips and vip not in rt.foreign_vips
+                  and inst.priority != PRIORITY_OWNER):     # an owner's VIP is its own address
+                rt.foreign_vips.add(vip)
+                foreign.append(str(vip))
         rt.held_vips = True
         if added:
             self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=added, reason="became_master")
+        if foreign:
+            # Start-up released every stale VIP, so someone else put it there.
+            self.log.warning("vrrp.vips_already_present", instance=inst.name, vrid=inst.vrid,
+                             interface=inst.interface, vips=foreign,
+                             reason="not_added_by_this_agent")
 
     async def _remove_vips(self, rt: InstanceRuntime, reason: str) -> None:
         inst = rt.instance
         removed = []
         for vip in inst.virtual_ips:
+            if vip not in rt.added_vips:
+                continue        # never added by us: not ours to remove
             try:
                 if await self.addresses.remove_vip(inst.interface, vip):
                     removed.append(str(vip))
+                rt.added_vips.discard(vip)
             except Exception as e:  # noqa: BLE001 - try every VIP
                 self.log.error("vrrp.vip_remove_failed", instance=inst.name, vip=str(vip),
                                reason=str(e))
@@ -770,6 +798,11 @@ class Agent:
         if removed:
             self.log.info("vrrp.vips_removed", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=removed, reason=reason or "left_master")
+        if rt.foreign_vips:
+            self.log.warning("vrrp.vips_left_in_place", instance=inst.name, vrid=inst.vrid,
+                             interface=inst.interface, vips=sorted(map(str, rt.foreign_vips)),
+                             reason="not_added_by_this_agent")
+            rt.foreign_vips.clear()
         self.write_state()
 
     async def _cancel_garp(self, rt: InstanceRuntime) -> None:

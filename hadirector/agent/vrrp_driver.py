@@ -6,7 +6,10 @@ Theory of operation (aioquic's protocol.py shape):
   parsed and decoded (``parse_ip_packet`` / ``decode``) and, if it is an advert, fed to
   ``machine.receive_advert(adv, src, now)``. A ``Reject`` is counted and logged at a
   bounded rate (one line per reason per ``DropLog.interval``), because a raw socket
-  hears anything on protocol 112 and a flood must not become a log flood.
+  hears anything on protocol 112 and a flood must not become a log flood. An advert
+  for our VRID from our own source address is dropped before the machine sees it and
+  logged as an error (``vrrp.own_address_advert_received``): someone else sends with
+  our address (``_own_address_advert``).
 * time: ONE ``loop.call_at`` handle, re-armed from ``machine.get_timer()`` after every
   input. No sleep loops. ``now`` is ``loop.time()`` (monotonic), the same clock
   ``call_at`` uses, so deadlines from the machine are used as they are.
@@ -212,6 +215,8 @@ class VrrpDriver:
             result = decode(pkt.payload, src=src, dst=dst, ttl=pkt.ttl, family=6)
         if isinstance(result, Reject):
             return self._drop(result, src)
+        if result.vrid == self.instance.vrid and src == self.primary_address:
+            return self._own_address_advert(result, src)
         if self.transport.peers and src not in self.transport.peers:
             # Unicast mode talks to its configured peers only (keepalived does the same).
             return self._drop(UNKNOWN_PEER, src)
@@ -220,6 +225,25 @@ class VrrpDriver:
             self._drop(reject, src, quiet=True)
         self._drain()
         return reject
+
+    def _own_address_advert(self, adv: Advert, src: IPAddress) -> Reject:
+        """An advert for our VRID from the address we send from. Our own never come
+        back (multicast loop is off), so someone else uses our address: a second agent
+        on this director, an address conflict on the LAN, or a forgery. Dropped: it is
+        no peer. RFC 5798 6.4.2/6.4.3 break priority ties by comparing the sender's
+        address with ours, and an equal address is neither higher nor lower; acting on
+        it (a master steps down on a higher priority, a backup restarts its
+        Master_Down_Timer) would let whoever sends it take the VIP away or keep us
+        from taking it over. Logged loudly, at a bounded rate, and counted."""
+        key = Reject.OWN_ADVERT.value
+        self.rejected[key] = self.rejected.get(key, 0) + 1
+        suppressed = self._drops.admit(key, self.loop.time())
+        if suppressed is not None:
+            self.log.error("vrrp.own_address_advert_received", reason="own_source_address",
+                           src=str(src), priority=adv.priority,
+                           advert_interval=adv.max_advert_int, suppressed=suppressed,
+                           total=self.rejected[key])
+        return Reject.OWN_ADVERT
 
     def _drop(self, reason: Reject | str, src: IPAddress | None, quiet: bool = False) -> Reject | str:
         key = reason.value if isinstance(reason, Reject) else reason

@@ -15,9 +15,10 @@ A reload refused by the rate limit (``rate_limited``) is retried after the wait 
 agent names, a few times, so a script calling ``hadirector reload`` twice in a row
 works.
 
-Exit codes: 0 success; 1 reload refused (the agent kept its config) or an API error;
-2 usage/config errors; 3 the agent cannot be reached (as LSB ``status``: not running);
-4 not permitted: ``reload`` needs root (as LSB: insufficient privilege).
+Exit codes (hadirector/exitcodes.py, shared by every subcommand): 0 success; 1 an
+unexpected answer; 2 usage, or a config file these commands cannot read; 3 reload
+refused (the agent kept its config: the same code as ``check`` and ``run`` give for an
+invalid config); 5 ``reload`` needs root; 7 no agent answers (as LSB's "not running").
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
+
+from hadirector.exitcodes import ExitCode
 from typing import Any
 
 from hadirector.api.snapshot import (
@@ -47,7 +50,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9110
 TIMEOUT = 5.0      # seconds; the agent answers from memory, so this is generous
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOPERM = 0, 1, 2, 3, 4
+# The codes every subcommand shares (hadirector/exitcodes.py): a refused reload is a
+# config error, as in `check` and `run`; "needs root" is the agent's own no-privilege code.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.INTERNAL_ERROR, ExitCode.USAGE
+EXIT_UNREACHABLE, EXIT_NOPERM, EXIT_REFUSED = ExitCode.NOT_RUNNING, ExitCode.NO_PRIVILEGE, ExitCode.CONFIG_INVALID
 DEFAULT_STATE_DIR = "/run/hadirector"
 CONTROL_SOCKET = "control.sock"         # hadirector.api.control.SOCKET_NAME
 RATE_LIMIT_RETRIES = 5
@@ -297,7 +303,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
     else:
         out = sys.stdout if result.ok else sys.stderr
         out.write(render_reload(result))
-    return EXIT_OK if result.ok else EXIT_FAILED
+    return EXIT_OK if result.ok else EXIT_REFUSED
 
 
 # --- rendering (pure) ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..cli import DEFAULT_CONFIG
+from ..exitcodes import ExitCode
 from .errors import ConfigError
 from .loader import load_config
 
@@ -18,7 +19,8 @@ def add_arguments_check(p: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 and print a one-line summary when the file is valid; otherwise print
     every problem (file:line:column: key.path: message; the first 100, and the
-    count of all) on stderr and exit 1."""
+    count of all) on stderr and exit ``CONFIG_INVALID`` (3), the code
+    ``hadirector run`` exits with for the same file."""
     try:
         config = load_config(args.config)
     except ConfigError as e:
@@ -27,7 +29,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         n = e.count
         shown = f" (the first {len(e.issues)} shown)" if e.unlisted else ""
         print(f"{args.config}: {n} error{'s' if n != 1 else ''}{shown}, config not valid", file=sys.stderr)
-        return 1
+        return ExitCode.CONFIG_INVALID
     n_rs = sum(len(vs.real_servers) for vs in config.virtual_services)
     print(f"config OK: {_count(len(config.vrrp_instances), 'vrrp instance')}, "
           f"{_count(len(config.virtual_services), 'virtual service')}, {_count(n_rs, 'real server')}")

@@ -5,11 +5,13 @@ sends the first advert (RFC 5798 6.4.1 / 6.4.2: the new master sends its advert 
 its gratuitous ARP and starts accepting packets for the VIPs as one step). Going
 through the async client instead meant a worker task, a lock and pyroute2's reply
 matching first: 0.1-0.4 s, seconds under load, during which the backup had stopped
-answering and the new master could not yet. Everything else about addresses (dumps,
-removal, verification) stays with ``addresses.AddressManager``.
+answering and the new master could not yet. ``remove_address`` is the same kind of
+request for the start-up release of a dead predecessor's VIPs, which runs before the
+agent has imported pyroute2 or started an event loop. Everything else about addresses
+(dumps, removal while running, verification) stays with ``addresses.AddressManager``.
 
-``addr_add_message`` is pure (tested against pyroute2's encoding); ``add_address``
-does the socket.
+``addr_add_message`` / ``addr_del_message`` are pure (tested against pyroute2's
+encoding); ``add_address`` / ``remove_address`` do the socket.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import socket
 import struct
 
 NETLINK_ROUTE = 0
-RTM_NEWADDR = 20
+RTM_NEWADDR, RTM_DELADDR = 20, 21
 NLMSG_ERROR = 2
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL = 1, 2, 3
@@ -55,6 +57,17 @@ def addr_add_message(seq: int, ifindex: int,
     return head + body
 
 
+def addr_del_message(seq: int, ifindex: int,
+                     vip: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bytes:
+    """RTM_DELADDR with ACK, as ``ip addr del VIP/PREFIX dev IF`` sends it."""
+    family = socket.AF_INET if vip.version == 4 else socket.AF_INET6
+    body = _IFADDRMSG.pack(family, vip.network.prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
+    packed = vip.ip.packed
+    body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
+    head = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
+    return head + body
+
+
 def ack_errno(reply: bytes, seq: int) -> int:
     """The errno of the NLMSG_ERROR acknowledging ``seq`` (0 = success)."""
     off = 0
@@ -72,11 +85,38 @@ def ack_errno(reply: bytes, seq: int) -> int:
 def add_address(ifindex: int, vip: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
                 label: str | None = None, timeout: float = 1.0) -> bool:
     """Add ``vip``; True if added, False if it was already there. OSError otherwise."""
-    seq = int.from_bytes(os.urandom(4), "little") or 1
+    seq = _seq()
+    code = _request(addr_add_message(seq, ifindex, vip, label), seq, timeout)
+    if code == 0:
+        return True
+    if code == errno.EEXIST:
+        return False
+    raise OSError(code, os.strerror(code))
+
+
+def remove_address(ifindex: int, vip: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
+                   timeout: float = 1.0) -> bool:
+    """Remove ``vip``; True if removed, False if it was not there (or the interface is
+    gone). OSError otherwise."""
+    seq = _seq()
+    code = _request(addr_del_message(seq, ifindex, vip), seq, timeout)
+    if code == 0:
+        return True
+    if code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+        return False
+    raise OSError(code, os.strerror(code))
+
+
+def _seq() -> int:
+    return int.from_bytes(os.urandom(4), "little") or 1
+
+
+def _request(message: bytes, seq: int, timeout: float) -> int:
+    """Send one request on a fresh socket; the errno of its acknowledgement."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as s:
         s.settimeout(timeout)
         s.bind((0, 0))
-        s.send(addr_add_message(seq, ifindex, vip, label))
+        s.send(message)
         while True:
             try:
                 code = ack_errno(s.recv(65536), seq)
@@ -84,9 +124,4 @@ def add_address(ifindex: int, vip: ipaddress.IPv4Interface | ipaddress.IPv6Inter
                 if e.errno == errno.EPROTO:
                     continue        # not our acknowledgement (nothing else is subscribed)
                 raise
-            break
-    if code == 0:
-        return True
-    if code == errno.EEXIST:
-        return False
-    raise OSError(code, os.strerror(code))
+            return code

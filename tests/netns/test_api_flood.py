@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from hadirector.exitcodes import ExitCode
+
 from .rl_lab import RlLan
 from .ve_agents import ROOT, AgentProc, instance_config, wait_for
 from .ve_lab import sh
@@ -162,7 +164,7 @@ def test_nobody_cannot_reload_over_http_nor_over_the_control_socket(lab):
     st = os.stat(control_path(agent))
     assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
     r = reload_cli(agent, user=NOBODY)
-    assert r.returncode == 4, r.stdout + r.stderr
+    assert r.returncode == ExitCode.NO_PRIVILEGE, r.stdout + r.stderr
     assert "permission denied" in r.stderr and "needs root" in r.stderr
     assert len(agent.events("agent.reloaded")) == before, "nobody reloaded the agent"
     # Root can.

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from hadirector.exitcodes import ExitCode
+
 from .rl_lab import RlLan
 from .ve_agents import AgentProc, holders, instance_config, wait_for, wait_holder
 from .ve_lab import sh
@@ -220,9 +222,9 @@ def test_an_invalid_config_is_refused_and_everything_keeps_running(lan, pair):
     assert s["node"]["config_generation"] == 1
     assert (s["reloads"]["count"], s["reloads"]["failures"], s["reloads"]["last_ok"]) == (1, 1, False)
     assert "vrid" in s["reloads"]["last_error"]
-    # The CLI says the same, and exits 1 for a refused reload.
+    # The CLI says the same, and exits with the config-invalid code for a refused reload.
     r = sh(*HADIRECTOR_CLI, "reload", "-c", str(a1.config_path), ns=a1.ns, check=False)
-    assert r.returncode == 1 and "refused" in (r.stdout + r.stderr)
+    assert r.returncode == ExitCode.CONFIG_INVALID and "refused" in (r.stdout + r.stderr)
     a1.config_path.write_text(good)
     r = sh(*HADIRECTOR_CLI, "reload", "-c", str(a1.config_path), ns=a1.ns, check=False)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from hadirector.exitcodes import ExitCode
+
 from .rl_lab import RlLan
 from .test_reload import (
     ADVERT, HIGH, LOW, START_TIMEOUT, VipWatch, api_get, assert_vip_steady, sighup_and_wait, status,
@@ -124,7 +126,7 @@ def test_a_reload_with_a_merge_key_bomb_is_refused_at_its_alias_and_the_master_k
     # `check` refuses the same file, as fast, with the same line.
     r = subprocess.run([*HADIRECTOR, "check", "-c", str(a1.config_path)], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=str(ROOT), timeout=60)
-    assert r.returncode == 1 and r.stderr.splitlines()[0] == where, r.stdout + r.stderr
+    assert r.returncode == ExitCode.CONFIG_INVALID and r.stderr.splitlines()[0] == where, r.stdout + r.stderr
     # The good file still reloads.
     a1.config_path.write_text(good)
     done = sighup_and_wait(a1, "agent.reloaded")

@@ -118,3 +118,13 @@ def test_the_descriptor_limit_leaves_headroom_beyond_the_apis_share():
     (limit,) = values("LimitNOFILE")
     assert ":" not in limit and int(limit) >= 16 * 1024
     assert connection_budget(int(limit), MAX_CONNECTIONS) * API_FD_SHARE <= int(limit)
+
+
+def test_exit_codes_that_a_restart_cannot_cure_stop_the_restarts():
+    from hadirector.exitcodes import FINAL, ExitCode
+
+    final = {int(c) for c in FINAL}
+    assert {ExitCode.CONFIG_INVALID, ExitCode.ALREADY_RUNNING, ExitCode.NO_PRIVILEGE} <= final
+    assert values("RestartPreventExitStatus") == [" ".join(str(c) for c in sorted(final))]
+    # A host that is not ready yet (an interface that appears later) and a bug restart.
+    assert ExitCode.START_FAILED not in final and ExitCode.INTERNAL_ERROR not in final

@@ -14,6 +14,8 @@ import socket
 
 import pytest
 
+from hadirector.exitcodes import ExitCode
+
 from hadirector.api import cli as api_cli
 from hadirector.api.cli import format_age, render_status
 from hadirector.api.control import ControlServer
@@ -164,7 +166,7 @@ async def test_status_finds_the_agent_from_the_config_file(server, capsys, tmp_p
 
 def test_status_says_clearly_when_the_agent_is_not_running(capsys):
     port = free_port()
-    assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 3
+    assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == ExitCode.NOT_RUNNING
     err = capsys.readouterr().err
     assert err.strip() == (f"hadirector status: cannot reach hadirector at 127.0.0.1:{port}: "
                            f"connection refused — is the agent running?")
@@ -234,7 +236,7 @@ async def test_a_refused_reload_exits_non_zero_with_the_errors(control, capsys, 
     reload_result["result"] = ReloadResult(
         ok=False, generation=3, message="config invalid",
         errors=("/etc/hadirector/hadirector.yaml:12: vrrp_instances[0].vrid: must be 1..255",))
-    assert await run_cli("reload", "--socket", control.path) == 1
+    assert await run_cli("reload", "--socket", control.path) == ExitCode.CONFIG_INVALID
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == (
@@ -245,7 +247,7 @@ async def test_a_refused_reload_exits_non_zero_with_the_errors(control, capsys, 
 async def test_reload_json_prints_the_result_and_keeps_the_exit_code(control, capsys,
                                                                      reload_result):
     reload_result["result"] = ReloadResult(ok=False, generation=3, errors=("bad",))
-    assert await run_cli("reload", "--socket", control.path, "--json") == 1
+    assert await run_cli("reload", "--socket", control.path, "--json") == ExitCode.CONFIG_INVALID
     assert json.loads(capsys.readouterr().out)["errors"] == ["bad"]
 
 
@@ -267,7 +269,7 @@ async def test_reload_refused_for_a_non_root_peer_says_it_needs_root(tmp_path, r
     srv = ControlServer(str(tmp_path / "c.sock"), reload, allowed_uids=frozenset({4242}))
     await srv.start()
     try:
-        assert await run_cli("reload", "--socket", srv.path) == 4
+        assert await run_cli("reload", "--socket", srv.path) == ExitCode.NO_PRIVILEGE
     finally:
         await srv.stop()
     assert "serves root only" in capsys.readouterr().err
@@ -278,18 +280,18 @@ def test_reload_without_permission_on_the_socket_says_it_needs_root(monkeypatch,
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(socket.socket, "connect", denied)
-    assert main(["reload", "--socket", "/run/hadirector/control.sock"]) == 4
+    assert main(["reload", "--socket", "/run/hadirector/control.sock"]) == ExitCode.NO_PRIVILEGE
     err = capsys.readouterr().err
     assert "permission denied on /run/hadirector/control.sock" in err and "needs root" in err
 
 
 def test_reload_says_clearly_when_the_agent_is_not_running(capsys, tmp_path):
-    assert main(["reload", "--socket", str(tmp_path / "control.sock")]) == 3
+    assert main(["reload", "--socket", str(tmp_path / "control.sock")]) == ExitCode.NOT_RUNNING
     assert "no such socket — is the agent running?" in capsys.readouterr().err
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stale.bind(str(tmp_path / "stale.sock"))
     stale.close()
-    assert main(["reload", "--socket", str(tmp_path / "stale.sock")]) == 3
+    assert main(["reload", "--socket", str(tmp_path / "stale.sock")]) == ExitCode.NOT_RUNNING
     assert "connection refused — is the agent running?" in capsys.readouterr().err
 
 

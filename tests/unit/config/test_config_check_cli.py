@@ -1,5 +1,5 @@
 """`hadirector check` behaves like `keepalived -t`: exit 0 with a summary, or the
-errors on stderr and exit 1. The shipped example pair must always pass."""
+errors on stderr and exit 3 (CONFIG_INVALID, as `hadirector run` does). The shipped example pair must always pass."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from hadirector.cli import main
 from hadirector.config import load_config
+from hadirector.exitcodes import ExitCode
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = [ROOT / "etc" / "primary.yaml", ROOT / "etc" / "backup.yaml"]
@@ -33,11 +34,11 @@ def test_example_pair_differs_only_in_router_id_and_priorities():
                                vrrp_instances=backup.vrrp_instances) == backup
 
 
-def test_check_prints_every_error_on_stderr_and_exits_1(tmp_path, capsys):
+def test_check_prints_every_error_on_stderr_and_exits_config_invalid(tmp_path, capsys):
     path = tmp_path / "bad.yaml"
     path.write_text("node: {router_id: a}\nvrrp_instances:\n  - {name: v, interface: eth0, vrid: 0, priority: 256,"
                     " virtual_ips: [192.0.2.1]}\n")
-    assert main(["check", "--config", str(path)]) == 1
+    assert main(["check", "--config", str(path)]) == ExitCode.CONFIG_INVALID == 3
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
@@ -47,8 +48,8 @@ def test_check_prints_every_error_on_stderr_and_exits_1(tmp_path, capsys):
     ]
 
 
-def test_check_of_a_missing_file_exits_1(tmp_path, capsys):
-    assert main(["check", "-c", str(tmp_path / "missing.yaml")]) == 1
+def test_check_of_a_missing_file_exits_config_invalid(tmp_path, capsys):
+    assert main(["check", "-c", str(tmp_path / "missing.yaml")]) == ExitCode.CONFIG_INVALID
     assert "cannot read: No such file or directory" in capsys.readouterr().err
 
 
@@ -69,7 +70,7 @@ def test_check_summary_counts_in_singular_and_plural(tmp_path, capsys):
 def test_check_refuses_a_merge_key_bomb_naming_the_alias_that_crossed_the_budget(capsys):
     # issue 9, fault 3: this file took ~7 s and passed check.
     path = ROOT / "tests" / "unit" / "config" / "bad" / "merge_key_bomb.yaml"
-    assert main(["check", "-c", str(path)]) == 1
+    assert main(["check", "-c", str(path)]) == ExitCode.CONFIG_INVALID
     out, err = capsys.readouterr()
     assert out == ""
     assert err.splitlines() == [
@@ -81,6 +82,6 @@ def test_check_refuses_a_merge_key_bomb_naming_the_alias_that_crossed_the_budget
 def test_check_prints_the_first_100_errors_and_counts_all(tmp_path, capsys):
     path = tmp_path / "many.yaml"
     path.write_text("".join(f"bad{i}: 1\n" for i in range(250)))
-    assert main(["check", "-c", str(path)]) == 1
+    assert main(["check", "-c", str(path)]) == ExitCode.CONFIG_INVALID
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 101 and lines[-1] == f"{path}: 250 errors (the first 100 shown), config not valid"

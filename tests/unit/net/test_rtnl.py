@@ -57,3 +57,22 @@ def test_a_reply_without_our_acknowledgement_is_a_protocol_error():
     with pytest.raises(OSError) as e:
         ack_errno(_error(4, 0), 5)
     assert e.value.errno == errno.EPROTO
+
+
+def test_the_start_up_vip_removal_matches_pyroute2s_delete():
+    from pyroute2.netlink.rtnl import RTM_DELADDR
+
+    from hadirector.net.rtnl import addr_del_message
+
+    for vip, family in ((ipaddress.ip_interface("10.250.0.100/32"), 2),
+                        (ipaddress.ip_interface("fd00::64/128"), 10)):
+        msg = ifaddrmsg()
+        msg["family"], msg["prefixlen"], msg["flags"], msg["scope"], msg["index"] = (
+            family, vip.network.prefixlen, 0, 0, 3)
+        msg["attrs"] = [("IFA_LOCAL", str(vip.ip)), ("IFA_ADDRESS", str(vip.ip))]
+        msg["header"]["type"] = RTM_DELADDR
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
+        msg["header"]["sequence_number"] = 11
+        msg["header"]["pid"] = 0
+        msg.encode()
+        assert addr_del_message(11, 3, vip) == bytes(msg.data)

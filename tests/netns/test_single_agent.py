@@ -1,0 +1,285 @@
+"""One agent per director, start failures that say why, and adverts from our own address.
+
+Real ``hadirector run`` processes in ``ve_lab`` namespaces. A second agent in the same
+namespace must exit at once with ALREADY_RUNNING and touch nothing while the first
+keeps MASTER and the VIP (``ip addr``); agents in two namespaces are two directors and
+both run. A third namespace forges adverts with the master's own address (raw
+IP_HDRINCL socket). Start-up failures (no privilege, bad log level or format, bad
+config, missing interface) exit with their documented code, one ``agent.start_failed``
+event and one plain stderr line, and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from hadirector.exitcodes import ExitCode
+
+from .ve_agents import HADIRECTOR, ROOT, AgentProc, holders, instance_config, wait_for
+from .ve_lab import Lan, sh
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+ADVERT = 0.1
+START_TIMEOUT = 15.0
+# Python start-up and the config load on a loaded 2-core machine, not a protocol bound.
+EXIT_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def lan():
+    lab = Lan("sa", nodes=3, net=60)
+    try:
+        yield lab.up()
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def agents(tmp_path):
+    started: list[AgentProc] = []
+
+    def make(lan: Lan, node: int, workdir: str = "a", **kw) -> AgentProc:
+        kw.setdefault("advert", ADVERT)
+        a = AgentProc(lan, node, tmp_path / workdir, [instance_config(lan, **kw)])
+        started.append(a)
+        return a
+
+    try:
+        yield make
+    finally:
+        for a in started:
+            a.stop()
+
+
+def run_agent(ns: str | None, config: str, *extra: str, env: dict | None = None,
+              prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``hadirector run`` to completion (it is expected to fail at start)."""
+    argv = [*(("ip", "netns", "exec", ns) if ns else ()), *prefix, *HADIRECTOR, "run", "-c", config, *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=str(ROOT),
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def start_failure(res: subprocess.CompletedProcess) -> dict:
+    """The one agent.start_failed event (JSON) and the one plain line, nothing else."""
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    plain = [line for line in lines if not line.startswith("{")]
+    assert [e["event"] for e in events] == ["agent.start_failed"], lines
+    assert len(plain) == 1 and plain[0].startswith("hadirector run: "), lines
+    assert events[0]["exit_code"] == res.returncode
+    assert events[0]["detail"] in plain[0]
+    return events[0]
+
+
+def test_a_second_agent_in_the_same_namespace_exits_at_once_and_touches_nothing(lan, agents):
+    first = agents(lan, 1, priority=100)
+    first.start()
+    wait_for(lambda: first.role() == "MASTER" and lan.has_ip(1, lan.vip4()), START_TIMEOUT,
+             what="first agent MASTER with the VIP")
+    # The same instance, another state dir, the API on: what an operator's stray
+    # `hadirector run` (or a second unit) would bring up.
+    second = agents(lan, 1, workdir="b", priority=100)
+    second.extra_config = {"api": {"enabled": True, "listen_port": 19110}}
+    t0 = time.monotonic()
+    second.start()
+    assert second.proc.wait(EXIT_TIMEOUT) == ExitCode.ALREADY_RUNNING
+    took = time.monotonic() - t0
+
+    [failed] = second.events("agent.start_failed")
+    assert failed["reason"] == "already_running"
+    assert f"pid {first.proc.pid}" in failed["detail"], failed
+    assert "Traceback" not in second.log_text()
+    # Touched nothing: no state dir, no VIP change, no API, no VRRP, nothing else logged.
+    assert not second.state_dir.exists()
+    assert [e["event"] for e in second.log_events()] == ["agent.start_failed"]
+    assert sh("ss", "-Htln", "sport = :19110", ns=lan.ns(1)).stdout.strip() == ""
+    time.sleep(10 * ADVERT)
+    assert first.alive() and first.role() == "MASTER"
+    assert holders(lan, lan.vip4(), (1, 2, 3)) == [1]
+    assert first.events("vrrp.vips_removed") == []
+    print(f"\nsecond agent refused in {took:.2f}s (process start included)")
+
+
+def test_agents_in_two_namespaces_are_two_directors_and_both_run(lan, agents):
+    a1, a2 = agents(lan, 1, priority=150), agents(lan, 2, priority=100)
+    a1.start()
+    a2.start()
+    wait_for(lambda: (a1.role(), a2.role()) == ("MASTER", "BACKUP"), START_TIMEOUT,
+             what="node 1 MASTER, node 2 BACKUP")
+    assert a1.alive() and a2.alive()
+    assert a1.events("agent.start_failed") == a2.events("agent.start_failed") == []
+    assert holders(lan, lan.vip4(), (1, 2)) == [1]
+
+
+SPOOFER = r"""
+import ipaddress, socket, struct, sys, time
+from hadirector.vrrp.codec import Advert, encode
+
+src, vip = ipaddress.ip_address(sys.argv[1]), ipaddress.ip_address(sys.argv[2])
+count, priority = int(sys.argv[3]), int(sys.argv[4])
+family = src.version
+group = ipaddress.ip_address("224.0.0.18" if family == 4 else "ff02::12")
+payload = encode(Advert(version=3, vrid=51, priority=priority, max_advert_int=0.1,
+                        addresses=(vip,), family=family), src, group)
+if family == 4:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+    # The kernel fills in the IP header checksum and total length for IP_HDRINCL.
+    packet = struct.pack("!BBHHHBBH4s4s", 0x45, 0xC0, 20 + len(payload), 0, 0, 255, 112, 0,
+                         src.packed, group.packed) + payload
+    dst = (str(group), 0)
+else:
+    # Bound to the victim's link-local address (net.ipv6.ip_nonlocal_bind=1 here).
+    index = socket.if_nametoindex("eth0")
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, 112)
+    s.bind((str(src), 0, 0, index))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+    packet, dst = payload, (str(group), 0, 0, index)
+for _ in range(count):
+    s.sendto(packet, dst)
+    time.sleep(0.02)
+print("sent", count, flush=True)
+"""
+
+
+def link_local(lan: Lan, node: int) -> str:
+    out = sh("ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link", ns=lan.ns(node)).stdout
+    return out.split("inet6 ")[1].split("/")[0]
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["ipv4_accept_local", "ipv6"])
+def test_an_advert_from_our_own_address_is_logged_and_does_not_take_the_vip(lan, agents, family):
+    # RFC 5798 6.4.3: a master steps down on a higher priority. Priority 255 from the
+    # master's own address (a second agent, an address conflict, a forgery) is no
+    # peer: dropped, and logged as an error at a bounded rate.
+    # IPv4: Linux drops a packet whose source is one of its own addresses as a martian
+    # before any socket sees it, unless accept_local=1 (set here to reach the agent).
+    sh("sysctl", "-qw", "net.ipv4.conf.eth0.accept_local=1", ns=lan.ns(1))
+    sh("sysctl", "-qw", "net.ipv6.ip_nonlocal_bind=1", ns=lan.ns(3))
+    a1 = agents(lan, 1, priority=150, family=family)
+    a2 = agents(lan, 2, priority=100, family=family)
+    vip = lan.vip4() if family == 4 else lan.vip6()
+    a1.start()
+    wait_for(lambda: a1.role() == "MASTER", START_TIMEOUT, what="node 1 MASTER")
+    a2.start()
+    wait_for(lambda: a2.role() == "BACKUP", START_TIMEOUT, what="node 2 BACKUP")
+    transitions = len(a1.events("vrrp.role_changed"))
+    source = str(lan.ip4(1)) if family == 4 else link_local(lan, 1)
+
+    prog = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(SPOOFER)
+    res = subprocess.run(["ip", "netns", "exec", lan.ns(3), sys.executable, "-c", prog,
+                          source, str(vip), "50", "255"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    time.sleep(5 * ADVERT)
+
+    assert a1.alive() and (a1.role(), a2.role()) == ("MASTER", "BACKUP")
+    assert holders(lan, vip, (1, 2)) == [1]
+    assert len(a1.events("vrrp.role_changed")) == transitions
+    assert a1.events("vrrp.vips_removed") == []
+    seen = a1.events("vrrp.own_address_advert_received")
+    assert len(seen) == 1, seen          # 50 adverts in ~1 s: one line per 10 s
+    assert seen[0]["level"] == "error" and seen[0]["vrid"] == 51
+    assert (seen[0]["src"], seen[0]["priority"]) == (source, 255)
+    # The backup saw "its master" at 255 and stayed a backup; it logged nothing of the kind.
+    assert a2.events("vrrp.own_address_advert_received") == []
+
+
+def test_an_unprivileged_run_exits_with_the_privilege_code_and_no_traceback(lan, agents):
+    a = agents(lan, 1)
+    a.write_config()          # never read: the privileges are checked first
+    res = run_agent(lan.ns(1), str(a.config_path), "--log-format", "json",
+                    prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    assert res.returncode == ExitCode.NO_PRIVILEGE == 5
+    event = start_failure(res)
+    assert event["reason"] == "no_privilege"
+    assert "needs root or CAP_NET_ADMIN and CAP_NET_RAW" in event["detail"]
+    assert not a.state_dir.exists() and not lan.has_ip(1, lan.vip4())
+
+
+@pytest.mark.parametrize("extra, env, reason", [
+    (("--log-level", "loud"), {}, "invalid_log_level"),
+    (("--log-format", "xml"), {}, "invalid_log_format"),
+    ((), {"HADIRECTOR_LOG_FORMAT": "yaml"}, "invalid_log_format"),
+], ids=["log_level", "log_format", "env_log_format"])
+def test_a_bad_log_option_exits_with_the_usage_code_and_no_traceback(lan, agents, extra, env, reason):
+    a = agents(lan, 1)
+    a.write_config()
+    res = run_agent(lan.ns(1), str(a.config_path), *extra, env=env)
+    assert res.returncode == ExitCode.USAGE == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in res.stderr
+    # Console format here (the JSON wish is what was wrong, or was not made).
+    assert len(lines) == 2 and "agent.start_failed" in lines[0] and f"reason={reason}" in lines[0]
+    assert lines[1].startswith("hadirector run: ")
+    assert not a.state_dir.exists()
+
+
+def test_an_invalid_config_exits_with_the_config_code(lan, agents):
+    a = agents(lan, 1, priority=300)
+    a.write_config()
+    res = run_agent(lan.ns(1), str(a.config_path), "--log-format", "json")
+    assert res.returncode == ExitCode.CONFIG_INVALID == 3
+    event = start_failure(res)
+    assert event["reason"] == "invalid_config" and "priority" in event["detail"]
+
+
+def test_a_missing_interface_exits_with_the_start_code_and_no_traceback(lan, agents):
+    a = agents(lan, 1, extra={"interface": "nosuch0"})
+    a.write_config()
+    res = run_agent(lan.ns(1), str(a.config_path), "--log-format", "json")
+    assert res.returncode == ExitCode.START_FAILED == 6
+    event = start_failure(res)
+    assert event["reason"] == "interface_unusable" and "nosuch0" in event["detail"]
+
+
+def test_a_killed_predecessors_vip_goes_before_the_agent_is_up(lan, agents, record_property):
+    # kernel-lab.md: a kill -9'd master leaves its VIP; with the peer master now, two
+    # nodes answer for it until the restarted agent removes it. Measured from the
+    # restart (process spawn) to the kernel's RTM_DELADDR; keepalived: ~0.04 s.
+    # Long adverts: the agent stays BACKUP for seconds, so the VIP does not come back.
+    a = agents(lan, 1, advert=1.0)
+    sh("ip", "addr", "add", f"{lan.vip4()}/32", "dev", "eth0", ns=lan.ns(1))
+    monitor = subprocess.Popen(["ip", "netns", "exec", lan.ns(1), "ip", "-o", "monitor", "address"],
+                               stdout=subprocess.PIPE, text=True)
+    deleted: list[float] = []
+
+    def watch() -> None:
+        for line in monitor.stdout:
+            if line.startswith("Deleted") and f" {lan.vip4()}/" in line:
+                deleted.append(time.monotonic())
+                return
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    time.sleep(0.3)                       # the monitor is subscribed
+    try:
+        t0 = time.monotonic()
+        a.start()
+        wait_for(lambda: deleted, START_TIMEOUT, what="the leftover VIP deleted")
+        gap = deleted[0] - t0
+        wait_for(lambda: a.role() == "BACKUP" and a.events("agent.started"), START_TIMEOUT,
+                 what="agent started, BACKUP")
+        assert not lan.has_ip(1, lan.vip4())
+        [removed] = a.events("vrrp.stale_vip_removed")
+        assert removed["vip"] == f"{lan.vip4()}/32" and removed["reason"] == "left_by_previous_agent"
+        # Removed before the agent proper started (no traceback, no start failure).
+        names = [e["event"] for e in a.log_events()]
+        assert names.index("vrrp.stale_vip_removed") < names.index("agent.started")
+    finally:
+        monitor.terminate()
+        monitor.wait(5)
+    record_property("stale_vip_removed_after_s", round(gap, 3))
+    print(f"\nkill -9 leftover VIP removed {gap:.3f}s after the restart")
