@@ -555,3 +555,9 @@ def api_flood(lab: pairlab.Lab, name: str, n: int = 1100, hold: float = 5.0, pos
     rec = lab.mark(f"fault: API flood on {name}: {n} idle connections as {user} for {hold:g}s",
                    fault="api_flood", node=name, n=n, user=user)
     return Flood(proc, rec)
+
+
+def powered(lab: pairlab.Lab, name: str) -> bool:
+    """Whether the director has its links (False after power_off until power_on)."""
+    _outer, inner = topology.links(_topo(lab), _topo(lab).node(name))[0]
+    return _sh("ip", "link", "show", inner, ns=lab.ns(name), check=False).returncode == 0

@@ -50,6 +50,7 @@ class Director:
     prefix: str = topology.PREFIX
     run_dir: Path = Path("/run/hadirector-lab")   # keepalived's pid files go under it
     service: subprocess.Popen | None = None        # vrrp mode: the VIP's HTTP/echo server
+    nofile: int | None = None   # the agent's soft RLIMIT_NOFILE (systemd's default is 1024)
 
     @property
     def ns(self) -> str:
@@ -97,7 +98,13 @@ class Director:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, *argv], stdout=log, stderr=subprocess.STDOUT,
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self._limits if self.nofile is not None else None,
         )
+
+    def _limits(self) -> None:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     def kill_all(self) -> float:
         """kill -9 of the director: every process in its namespace at once (keepalived
