@@ -202,8 +202,8 @@ def transitions_logged(lab: pairlab.Lab, since_wall: float, before: list[str] | 
     out = []
     now_holding = holders(lab)
     for d in lab.directors:
-        if d.kind != "hadirector":
-            continue
+        if d.kind != "hadirector" or d.proc is None:
+            continue           # keepalived logs another way; a powered-off host logs nothing
         events = log_events(d, since_wall, "vrrp.role_changed")
         for e in events:
             if not e.get("reason"):
