@@ -294,7 +294,7 @@ def test_spoofed_high_priority_advert_master_yields_then_recovers_and_names_the_
     spoof = faults.spoof_advert(pair, priority=254, interval=ADV)
     # dir1 yields to the higher priority (no authentication in v3); nobody then hears
     # the "master" and dir1's master-down timer brings it back.
-    since = {**spoof, "mono": spoof["mono"] - (time.time() - spoof["last_wall"]), "wall": spoof["first_wall"]}
+    since = {**spoof, "mono": spoof["mono"] - (spoof["wall"] - spoof["last_wall"]), "wall": spoof["first_wall"]}
     conv, v = inv.check(pair, since, MD1 + SLACK, expect="dir1", before=before, stable=2 * ADV)
     yielded = [e for e in inv.log_events(pair.director_named("dir1"), spoof["first_wall"] - 1, "vrrp.role_changed")
                if e.get("old") == "MASTER"]
@@ -304,7 +304,7 @@ def test_spoofed_high_priority_advert_master_yields_then_recovers_and_names_the_
 
 def test_spoofed_huge_interval_is_not_adopted_without_bound(pair):
     spoof = faults.spoof_advert(pair, priority=254, interval=40.95)
-    since = {**spoof, "mono": spoof["mono"] - (time.time() - spoof["last_wall"]), "wall": spoof["first_wall"]}
+    since = {**spoof, "mono": spoof["mono"] - (spoof["wall"] - spoof["last_wall"]), "wall": spoof["first_wall"]}
     bound = inv.master_down(ADOPT_FACTOR * ADV, 150) + SLACK
     conv, v = inv.check(pair, since, bound, expect="dir1", stable=2 * ADV)
     assert_ok(v)
