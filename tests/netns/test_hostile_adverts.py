@@ -126,6 +126,16 @@ def test_hostile_adverts_change_no_state_and_are_logged_at_a_bounded_rate(lan, t
         assert [len(a.events("vrrp.role_changed")) for a in (a1, a2)] == before
         assert a2.state()["instances"]["vi_1"]["master"] == str(lan.ip4(1))
 
+        # state.json shows the rejects although no state changed (a throttled refresh,
+        # at most once per second): at least the whole flood on each node.
+        flood_sent = int(res.stdout.split("flood")[1].split()[0])
+        for agent in (a1, a2):
+            def counted(agent=agent):
+                shown = agent.state()["instances"]["vi_1"]["rejected"]
+                return sum(shown.values()) >= flood_sent and shown
+            shown = wait_for(counted, 5, what="reject counters in state.json")
+            assert {"bad_ttl", "bad_checksum", "truncated", "bad_type"} <= set(shown), shown
+
         for agent in (a1, a2):
             rejected = agent.events("vrrp.advert_rejected")
             reasons = {e["reason"] for e in rejected}
