@@ -44,6 +44,7 @@ import asyncio
 import ctypes
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from hadirector.model import NotifyScripts
@@ -53,6 +54,7 @@ from hadirector.logging import get_logger
 OUTPUT_LIMIT = 4096     # bytes of stdout+stderr kept for the log
 SUPERSEDE_GRACE = 1.0   # seconds a superseded running script may still finish in
 KILL_PASSES = 64        # /proc scans per kill before giving up on a fork storm
+KILL_WAIT = 2.0         # seconds a kill waits for the killed processes to be gone
 PR_SET_CHILD_SUBREAPER = 36     # <linux/prctl.h>, Linux >= 3.4
 
 # Our machine states (vrrp.machine.State values) -> keepalived's notify state words.
@@ -226,9 +228,10 @@ def descendants(root: int) -> list[int]:
 
 
 def kill_tree(root: int) -> int:
-    """SIGKILL ``root`` (a script, subreaper) and every process below it; returns how
-    many descendants were killed. Blocking (one /proc scan per pass, passes only while
-    new processes turn up): run it off the event loop."""
+    """SIGKILL ``root`` (a script, subreaper) and every process below it, and wait
+    (up to KILL_WAIT) until they are gone, so that the next script never starts beside
+    a dying one; returns how many descendants were killed. Blocking (one /proc scan per
+    pass, passes only while new processes turn up): run it off the event loop."""
     _signal(root, signal.SIGSTOP)        # cannot exit (orphans to init) nor reap now
     killed: set[int] = set()
     for _ in range(KILL_PASSES):
@@ -243,7 +246,21 @@ def kill_tree(root: int) -> int:
         os.killpg(root, signal.SIGKILL)   # the script's own group, as before
     except (ProcessLookupError, PermissionError):
         pass
+    # SIGKILL takes effect when the victim is next scheduled: on a loaded host, later.
+    deadline = time.monotonic() + KILL_WAIT
+    while any(_running(p) for p in killed) and time.monotonic() < deadline:
+        time.sleep(0.01)
     return len(killed)
+
+
+def _running(pid: int) -> bool:
+    """Not gone and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def _signal(pid: int, sig: int) -> None:
