@@ -78,6 +78,8 @@ from .vrrp_driver import VrrpDriver
 
 from hadirector.logging import get_logger
 
+STATE_REFRESH = 1.0     # seconds: how late state.json may show reject counters
+
 
 class AgentError(Exception):
     """The agent cannot start (no such interface, no source address ...)."""
@@ -237,6 +239,7 @@ class Agent:
             await comp.start(self)
         self.started = True
         self.write_state()
+        self._spawn(self._refresh_state_loop(), "state_refresh")
         self.systemd.ready(status=f"{len(self.runtimes)} VRRP instance(s)")
         if self.systemd.watchdog_interval:
             self._watchdog = loop.create_task(self._watchdog_loop(self.systemd.watchdog_interval))
@@ -576,6 +579,21 @@ class Agent:
             apply_script(self, targets, new_s[name], fresh.health[name].state)
         self._script_tracker = fresh
         fresh.start()
+
+    async def _refresh_state_loop(self) -> None:
+        """Rejected packets change no state, so nothing else rewrites state.json for
+        them: write it at most once per STATE_REFRESH while reject counters move."""
+        written = self._reject_counts()
+        while True:
+            await asyncio.sleep(STATE_REFRESH)
+            counts = self._reject_counts()
+            if counts != written:
+                written = counts
+                self.write_state()
+
+    def _reject_counts(self) -> tuple:
+        return tuple((name, tuple(sorted(rt.driver.rejected.items())))
+                     for name, rt in self.runtimes.items())
 
     async def _watchdog_loop(self, interval: float) -> None:
         while True:

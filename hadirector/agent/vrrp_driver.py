@@ -33,7 +33,7 @@ from typing import Callable, Protocol
 from hadirector.model import IPAddress, VrrpInstance
 from hadirector.vrrp.codec import Advert, IpPacket, Reject, decode, encode, parse_ip_packet
 from hadirector.vrrp.machine import (
-    MasterWish, PeerMisconfigured, RoleChanged, SendAdvert, State, VrrpMachine,
+    IntervalBounded, MasterWish, PeerMisconfigured, RoleChanged, SendAdvert, State, VrrpMachine,
 )
 
 from hadirector.logging import get_logger
@@ -290,6 +290,16 @@ class VrrpDriver:
                     self.log.warning("vrrp.peer_misconfigured", reason=action.reason.value,
                                      src=str(action.src), detail=action.detail,
                                      suppressed=suppressed)
+            elif isinstance(action, IntervalBounded):
+                # A spoofed or misconfigured Max Adver Int (see vrrp/timers.py): one
+                # line per source per DropLog interval, so a peer stuck at it is no flood.
+                suppressed = self._drops.admit(f"interval:{action.src}", self.loop.time())
+                if suppressed is not None:
+                    self.log.warning(
+                        "vrrp.advert_interval_bounded", src=str(action.src),
+                        advertised=action.advertised, used=action.used,
+                        configured=action.configured, suppressed=suppressed,
+                        reason="too_long" if action.advertised > action.used else "too_short")
         self._arm()
         m = self.machine
         view = (m.state, m.master_address, m.master_priority, m.effective_priority)
@@ -331,6 +341,9 @@ class VrrpDriver:
             "vrrp.role_changed", old=change.old.value, new=change.new.value,
             reason=change.reason, detail=change.detail or None,
             priority=self.machine.effective_priority,
+            # The advert behind the change, if one caused it (keepalived logs it too).
+            peer=str(change.peer) if change.peer is not None else None,
+            peer_priority=change.peer_priority,
         )
         if self.on_role_changed is not None:
             self.on_role_changed(self, change)

@@ -12,7 +12,7 @@ Theory of operation
     m.shutdown(now)
 
 and the shell pulls what to do with ``actions()`` (``RoleChanged``, ``SendAdvert``,
-``PeerMisconfigured``) and re-arms ONE timer at ``get_timer()``. The machine never reads a
+``PeerMisconfigured``, ``IntervalBounded``) and re-arms ONE timer at ``get_timer()``. The machine never reads a
 clock, sleeps or touches a socket; it does not add VIPs or send GARP either: the agent
 does that when it sees ``RoleChanged(new=MASTER)`` (RFC 5798 6.4.1 "broadcast a
 gratuitous ARP" is the shell's half of "transition to Master").
@@ -33,6 +33,12 @@ MASTER together once every member wishes it (keepalived 2.x
 ``vrrp_sync_can_goto_master``). Without this, members whose peers have different
 priorities hand the group back and forth forever.
 
+Master_Adver_Interval (v3) is learned from the master's adverts (RFC 5798 6.4.2 /
+6.4.3) but only within ``timers.bounded_adver_interval`` of our own interval: a spoofed
+40.95 s advert must not leave every router waiting ~140 s. A transition caused by an
+advert (a higher priority or address, priority 0, a lower-priority master preempted)
+names that advert's sender and priority in ``RoleChanged.peer`` / ``peer_priority``.
+
 Allowed transitions are in ``_TRANSITIONS``; anything else is a bug and raises before
 any state changes (h11 style).
 """
@@ -44,7 +50,7 @@ from dataclasses import dataclass, field
 
 from hadirector.model import IPAddress, VrrpInstance
 from hadirector.vrrp.codec import Advert, Reject
-from hadirector.vrrp.timers import master_down_interval, skew_time
+from hadirector.vrrp.timers import bounded_adver_interval, master_down_interval, skew_time
 
 PRIORITY_OWNER = 255      # RFC 5798 5.2.4: the address owner
 PRIORITY_STOP = 0         # RFC 5798 5.2.4: the master is leaving
@@ -82,12 +88,17 @@ class Reason:
 class RoleChanged:
     """The instance changed state. On new=MASTER the agent adds the VIPs and sends GARP /
     unsolicited NA; on leaving MASTER it removes them. ``detail`` says more (e.g. which
-    fault source) and may vary; ``reason`` is one of the ``Reason`` constants."""
+    fault source) and may vary; ``reason`` is one of the ``Reason`` constants. When an
+    advert caused the change (``higher_priority_received``, ``higher_address_received``,
+    ``priority_zero_received``, ``preempted``), ``peer`` is its sender and
+    ``peer_priority`` its priority (keepalived logs both); otherwise both are None."""
 
     old: State
     new: State
     reason: str
     detail: str = ""
+    peer: IPAddress | None = None
+    peer_priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,19 @@ class PeerMisconfigured:
 
 
 @dataclass(frozen=True)
+class IntervalBounded:
+    """A v3 advert we follow advertised a Max Adver Int outside
+    ``timers.bounded_adver_interval``'s window around our configured interval;
+    ``used`` was adopted as Master_Adver_Interval instead of ``advertised``. Spoofed or
+    misconfigured either way: the shell logs it (bounded rate) with the source."""
+
+    src: IPAddress
+    advertised: float
+    used: float
+    configured: float
+
+
+@dataclass(frozen=True)
 class MasterWish:
     """Sync-group members only (``sync_group=True``): the Master_Down_Timer fired, so this
     instance would now become MASTER (``wants=True``, ``reason`` as RoleChanged would
@@ -122,7 +146,7 @@ class MasterWish:
     reason: str
 
 
-Action = RoleChanged | SendAdvert | PeerMisconfigured | MasterWish
+Action = RoleChanged | SendAdvert | PeerMisconfigured | IntervalBounded | MasterWish
 
 
 @dataclass
@@ -138,6 +162,7 @@ class Counters:
     became_backup: int = 0
     became_fault: int = 0
     released_master: int = 0
+    interval_bounded: int = 0             # adverts whose interval was clamped
     ignored: dict[str, int] = field(default_factory=dict)   # Reject.value -> count
 
 
@@ -171,6 +196,7 @@ class VrrpMachine:
         self._preempt_at: float | None = None     # keepalived preempt_time; None = not started
         self._hold_until = float("-inf")          # see hold_preemption()
         self._down_reason = Reason.MASTER_DOWN_TIMER
+        self._down_peer: tuple[IPAddress, int] | None = None   # the advert behind _down_reason
         self._wants_master = False                # held in BACKUP by the sync group
         self._since = now
         self._last_reason = ""
@@ -313,7 +339,7 @@ class VrrpMachine:
             self._deadline = now + self._master_down_interval()
         elif self._state is State.BACKUP:
             # RFC 5798 6.4.2: Master_Down_Timer fired -> become Master.
-            self._become_master(self._down_reason, now)
+            self._become_master(self._down_reason, now, peer=self._down_peer)
 
     def set_fault(self, fault: bool, reason: str, now: float) -> None:
         """Set or clear the fault named ``reason`` (e.g. "track_interface:eth0").
@@ -364,7 +390,9 @@ class VrrpMachine:
         the state changed. Faults are forced with ``set_fault`` instead.
         """
         if state is State.MASTER and self._state is State.BACKUP:
-            self._become_master(reason, now)
+            # The member whose own wish it was keeps the advert behind it (its reason).
+            peer = self._down_peer if reason == self._down_reason else None
+            self._become_master(reason, now, peer=peer)
             return True
         if state is State.BACKUP and self._state is State.MASTER:
             self._become_backup(reason, now)
@@ -435,6 +463,7 @@ class VrrpMachine:
             self._deadline = now + skew_time(
                 self._effective, self._master_adver_interval, version=self.instance.version)
             self._down_reason = Reason.PRIORITY_ZERO_RECEIVED
+            self._down_peer = (src, adv.priority)
             self._master_address = self._master_priority = None
             return
         lower = adv.priority < self._effective
@@ -442,9 +471,10 @@ class VrrpMachine:
         holding = delay > 0 and (self._preempt_at is None or now < self._preempt_at)
         if not self.instance.preempt or not lower or holding or now < self._hold_until:
             if self.instance.version == 3:
-                self._master_adver_interval = adv.max_advert_int
+                self._adopt_interval(adv, src)
             self._deadline = now + self._master_down_interval()
             self._down_reason = Reason.MASTER_DOWN_TIMER
+            self._down_peer = None
             self._master_address, self._master_priority = src, adv.priority
             if self._wants_master:
                 self._wants_master = False
@@ -461,6 +491,7 @@ class VrrpMachine:
         # Master_Down_Timer runs out and we take over (the timer keeps running).
         self.counters.lower_priority_discarded += 1
         self._down_reason = Reason.PREEMPTED
+        self._down_peer = (src, adv.priority)
         self._master_address, self._master_priority = src, adv.priority
 
     def _master_receive(self, adv: Advert, src: IPAddress, now: float) -> None:
@@ -479,31 +510,45 @@ class VrrpMachine:
             self.counters.lower_priority_discarded += 1
             return
         if self.instance.version == 3:
-            self._master_adver_interval = adv.max_advert_int
-        self._become_backup(reason, now, master=(src, adv.priority))
+            self._adopt_interval(adv, src)
+        self._become_backup(reason, now, master=(src, adv.priority), peer=(src, adv.priority))
+
+    def _adopt_interval(self, adv: Advert, src: IPAddress) -> None:
+        # RFC 5798 6.4.2 / 6.4.3: "Set Master_Adver_Interval to Adver Interval contained
+        # in the ADVERTISEMENT", within a window around our own (timers.py says why).
+        configured = self.instance.advert_interval
+        used = bounded_adver_interval(adv.max_advert_int, configured)
+        if used != adv.max_advert_int:
+            self.counters.interval_bounded += 1
+            self._actions.append(IntervalBounded(src, adv.max_advert_int, used, configured))
+        self._master_adver_interval = used
 
     # --- transitions ----------------------------------------------------------------
 
-    def _become_master(self, reason: str, now: float, detail: str = "") -> None:
+    def _become_master(self, reason: str, now: float, detail: str = "",
+                       peer: tuple[IPAddress, int] | None = None) -> None:
         # RFC 5798 6.4.1 / 6.4.2: send an advert, (GARP by the shell), arm Adver_Timer.
-        self._transition(State.MASTER, reason, now, detail=detail)
+        self._transition(State.MASTER, reason, now, detail=detail, peer=peer)
         self._send(self._effective)
         self._deadline = now + self.instance.advert_interval
         self._master_address, self._master_priority = self.primary_address, self._effective
         self._preempt_at = None
 
     def _become_backup(self, reason: str, now: float, detail: str = "",
-                       master: tuple[IPAddress, int] | None = None) -> None:
+                       master: tuple[IPAddress, int] | None = None,
+                       peer: tuple[IPAddress, int] | None = None) -> None:
         if self._state is not State.MASTER:
             # From Initialize / Fault: start from our own interval (RFC 5798 6.4.1).
             self._master_adver_interval = self.instance.advert_interval
-        self._transition(State.BACKUP, reason, now, detail=detail)
+        self._transition(State.BACKUP, reason, now, detail=detail, peer=peer)
         self._deadline = now + self._master_down_interval()
         self._down_reason = Reason.MASTER_DOWN_TIMER
+        self._down_peer = None
         self._master_address, self._master_priority = master if master else (None, None)
         self._preempt_at = None
 
-    def _transition(self, new: State, reason: str, now: float, detail: str = "") -> None:
+    def _transition(self, new: State, reason: str, now: float, detail: str = "",
+                    peer: tuple[IPAddress, int] | None = None) -> None:
         old = self._state
         if (old, new) not in _TRANSITIONS:
             raise RuntimeError(f"illegal VRRP transition {old.name} -> {new.name} ({reason})")
@@ -517,7 +562,8 @@ class VrrpMachine:
             self.counters.became_backup += 1
         elif new is State.FAULT:
             self.counters.became_fault += 1
-        self._actions.append(RoleChanged(old, new, reason, detail))
+        self._actions.append(RoleChanged(old, new, reason, detail,
+                                         *(peer if peer is not None else (None, None))))
 
     def _send(self, priority: int) -> None:
         inst = self.instance

@@ -126,6 +126,14 @@ def test_hostile_adverts_change_no_state_and_are_logged_at_a_bounded_rate(lan, t
         assert [len(a.events("vrrp.role_changed")) for a in (a1, a2)] == before
         assert a2.state()["instances"]["vi_1"]["master"] == str(lan.ip4(1))
 
+        # state.json shows the rejects although no state changed (a throttled refresh,
+        # at most once per second), all of them: the same counts as the final write
+        # at exit (the flood is over: nothing arrives after this).
+        time.sleep(1.5)
+        shown = [a.state()["instances"]["vi_1"]["rejected"] for a in (a1, a2)]
+        for counts in shown:
+            assert {"bad_ttl", "bad_checksum", "truncated", "bad_type"} <= set(counts), counts
+
         for agent in (a1, a2):
             rejected = agent.events("vrrp.advert_rejected")
             reasons = {e["reason"] for e in rejected}
@@ -134,6 +142,7 @@ def test_hostile_adverts_change_no_state_and_are_logged_at_a_bounded_rate(lan, t
             assert len(rejected) == len(reasons), [e["reason"] for e in rejected]
         # Drops kept the agents responsive: they still exit cleanly.
         assert a2.stop() == 0 and a1.stop() == 0
+        assert [a.state()["instances"]["vi_1"]["rejected"] for a in (a1, a2)] == shown
     finally:
         a1.stop()
         a2.stop()

@@ -224,3 +224,30 @@ async def test_status_shows_a_running_preemption_hold_in_wall_clock_time(tmp_pat
         assert held is not None and abs(held - (time.time() + 10.0)) < 0.5
     finally:
         await rig.agent.stop()
+
+
+async def test_reject_counters_reach_state_json_without_a_state_change(tmp_path):
+    # Rejected packets change no role and no view: only the throttled refresh (at most
+    # once per STATE_REFRESH) writes them.
+    from hadirector.agent.agent import STATE_REFRESH
+    rig = Rig(tmp_path, inst())
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.1)
+    assert rig.state() is State.MASTER
+    state = tmp_path / "state.json"
+    assert json.loads(state.read_text())["instances"]["vi_1"]["rejected"] == {}
+    t = rig.transports["vi_1"]
+    for _ in range(20):                 # in batches: the fake's socketpair is finite
+        for _ in range(100):
+            t.deliver_v4(b"\x31\x33", "10.0.0.9")            # truncated
+        await asyncio.sleep(0.01)
+    deadline = time.monotonic() + STATE_REFRESH + 2
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        shown = json.loads(state.read_text())["instances"]["vi_1"]
+        if shown["rejected"]:
+            break
+    assert shown["rejected"] == {"truncated": 2000}
+    assert (shown["state"], rig.agent.runtimes["vi_1"].driver.machine.counters.became_master) == (
+        "MASTER", 1)
+    await rig.agent.stop()

@@ -30,10 +30,10 @@ def test_stopping_instance_runs_stop_scripts_with_keepalived_state_word():
 
 async def test_scripts_run_in_order_of_changes_without_blocking_the_caller(tmp_path):
     out = tmp_path / "out"
-    # Appends its last three argv entries after a delay: a later, faster script must
-    # still run after it.
-    script = [PY, "-c", "import sys, time; time.sleep(float(sys.argv[1])); "
-              "open(sys.argv[2], 'a').write(' '.join(sys.argv[-3:-1]) + '\\n')"]
+    # Appends two of keepalived's arguments (name, state) after a delay: a later,
+    # faster script must still run after it. sh, not Python: the earlier script must
+    # finish within the supersede grace even on a loaded machine.
+    script = ["/bin/sh", "-c", 'sleep "$1"; echo "$4 $5" >> "$2"', "notify"]
     n = Notifier()
     loop = asyncio.get_running_loop()
     t0 = loop.time()

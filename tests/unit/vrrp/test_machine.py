@@ -112,7 +112,8 @@ def test_backup_takes_over_after_skew_time_on_priority_zero():  # RFC 5798 6.4.2
     assert m.get_timer() == pytest.approx(2.0 + SKEW)
     assert m.master_address is None
     m.handle_timer(2.0 + SKEW)
-    assert m.actions() == [RoleChanged(B, M, Reason.PRIORITY_ZERO_RECEIVED), SendAdvert(100)]
+    assert m.actions() == [RoleChanged(B, M, Reason.PRIORITY_ZERO_RECEIVED, peer=PEER, peer_priority=0),
+                           SendAdvert(100)]
     assert m.counters.priority_zero_received == 1
 
 
@@ -152,7 +153,8 @@ def test_backup_with_preempt_discards_lower_priority_advert_and_takes_over():  #
     assert m.get_timer() == pytest.approx(MDI)     # discarded: the timer keeps running
     assert m.counters.lower_priority_discarded == 1
     m.handle_timer(MDI)
-    assert m.actions() == [RoleChanged(B, M, Reason.PREEMPTED), SendAdvert(100)]
+    assert m.actions() == [RoleChanged(B, M, Reason.PREEMPTED, peer=PEER, peer_priority=50),
+                           SendAdvert(100)]
 
 
 def test_backup_without_preempt_follows_lower_priority_master():  # RFC 5798 6.4.2 Preempt_Mode
@@ -171,7 +173,8 @@ def test_preempt_delay_holds_off_preemption_from_first_lower_advert():  # keepal
     m.receive_advert(advert(50), PEER, 11.0)  # delay over: discard, the timer runs out
     assert m.get_timer() == pytest.approx(10.0 + MDI)
     m.handle_timer(10.0 + MDI)
-    assert m.actions() == [RoleChanged(B, M, Reason.PREEMPTED), SendAdvert(100)]
+    assert m.actions() == [RoleChanged(B, M, Reason.PREEMPTED, peer=PEER, peer_priority=50),
+                           SendAdvert(100)]
 
 
 def test_preempt_delay_restarts_after_a_higher_priority_advert():  # keepalived preempt_delay
@@ -202,7 +205,8 @@ def test_a_preemption_hold_follows_a_lower_priority_master_until_it_ends():  # s
     m.receive_advert(advert(50), PEER, 8.0)   # hold over: discard, the timer runs out
     assert m.get_timer() == pytest.approx(7.0 + MDI)
     m.handle_timer(7.0 + MDI)
-    assert m.actions()[-2:] == [RoleChanged(B, M, Reason.PREEMPTED), SendAdvert(100)]
+    assert m.actions()[-2:] == [RoleChanged(B, M, Reason.PREEMPTED, peer=PEER, peer_priority=50),
+                               SendAdvert(100)]
     assert m.preemption_held_until == 8.0
 
 
@@ -280,7 +284,8 @@ def test_master_answers_priority_zero_with_an_immediate_advert():  # RFC 5798 6.
 def test_master_steps_down_on_higher_priority_advert():  # RFC 5798 6.4.3
     m = master()
     m.receive_advert(advert(150, interval=2.0), LOW_PEER, 10.0)
-    assert m.actions() == [RoleChanged(M, B, Reason.HIGHER_PRIORITY_RECEIVED)]
+    assert m.actions() == [RoleChanged(M, B, Reason.HIGHER_PRIORITY_RECEIVED,
+                                       peer=LOW_PEER, peer_priority=150)]
     assert m.master_adver_interval == 2.0      # v3: learned from the new master
     assert m.get_timer() == pytest.approx(10.0 + 6.0 + 156 * 2 / 256)
     assert (m.master_address, m.master_priority) == (LOW_PEER, 150)
@@ -290,7 +295,8 @@ def test_master_steps_down_on_higher_priority_advert():  # RFC 5798 6.4.3
 def test_master_steps_down_on_equal_priority_from_higher_address():  # RFC 5798 6.4.3
     m = master()
     m.receive_advert(advert(100), PEER, 10.0)
-    assert m.actions() == [RoleChanged(M, B, Reason.HIGHER_ADDRESS_RECEIVED)]
+    assert m.actions() == [RoleChanged(M, B, Reason.HIGHER_ADDRESS_RECEIVED,
+                                       peer=PEER, peer_priority=100)]
 
 
 def test_master_keeps_role_on_equal_priority_from_lower_address():  # RFC 5798 6.4.3

@@ -1,0 +1,115 @@
+"""One spoofed advert with a huge interval costs a bounded outage, and is logged.
+
+A third namespace sends, with scapy (an encoder independent of ours), ONE VRRPv3 advert
+for the pair's VRID at priority 254 carrying the largest interval the field can hold,
+40.95 s. RFC 5798 6.4.3 makes the master step down and 6.4.2 makes both routers adopt
+the interval: unbounded (keepalived does that) nobody holds the VIP for
+3 x 40.95 s + Skew_Time (~140 s). The pair runs at 0.1 s, so the adopted interval is
+clamped to 4 x 0.1 s (``timers.bounded_adver_interval``) and the higher-priority node
+takes the VIP back after one bounded Master_Down_Interval (1.37 s). Both agents log the
+source and the value; the stepping-down master names the spoofer and its priority.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from hadirector.vrrp.timers import INTERVAL_BOUND_FACTOR, master_down_interval
+
+from .ve_agents import AgentProc, holders, instance_config, wait_for
+from .ve_lab import Lan
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+ADVERT = 0.1
+SPOOF_PRIORITY = 254
+SPOOF_INTERVAL = 40.95
+# The design's bound: one Master_Down_Interval at the clamped interval, for the
+# higher-priority node (150), which answers first.
+BOUND = master_down_interval(150, INTERVAL_BOUND_FACTOR * ADVERT)
+# Scheduling slack on a loaded CI host (agents poll nothing: this is state.json and ip
+# addr polling plus event-loop latency), still two orders of magnitude below 140 s.
+SLACK = 2.5
+
+SENDER = r"""
+import sys, time
+from scapy.all import Ether, IP, conf, sendp
+from scapy.layers.vrrp import VRRPv3
+
+conf.verb = 0
+src, vip, priority, centis = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+pkt = (Ether(dst="01:00:5e:00:00:12") / IP(src=src, dst="224.0.0.18", ttl=255, proto=112)
+       / VRRPv3(vrid=51, priority=priority, adv=centis, addrlist=[vip]))
+pkt = Ether(bytes(pkt))           # build once (checksums), so sending is one syscall
+sendp(pkt, iface="eth0")
+print("sent", time.monotonic(), flush=True)
+"""
+
+
+@pytest.fixture
+def lan():
+    lab = Lan("si", nodes=3, net=31)
+    try:
+        yield lab.up()
+    finally:
+        lab.down()
+
+
+def test_one_spoofed_huge_interval_advert_costs_one_bounded_master_down_interval(lan, tmp_path):
+    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT)])
+    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT)])
+    spoofer = str(lan.ip4(3))
+    try:
+        a1.start()
+        wait_for(lambda: a1.role() == "MASTER", 15, what="node 1 MASTER")
+        a2.start()
+        wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
+                 15, what="node 2 BACKUP following node 1")
+        assert holders(lan, lan.vip4(), (1, 2)) == [1]
+
+        res = subprocess.run(
+            ["ip", "netns", "exec", lan.ns(3), sys.executable, "-c", textwrap.dedent(SENDER),
+             spoofer, str(lan.vip4()), str(SPOOF_PRIORITY), str(round(SPOOF_INTERVAL * 100))],
+            capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        sent_at = float(res.stdout.split()[1])
+
+        # RFC 5798 6.4.3: node 1 steps down, naming the spoofer and its priority.
+        def stepped_down():
+            return [e for e in a1.events("vrrp.role_changed")
+                    if e["old"] == "MASTER" and e["new"] == "BACKUP"]
+        [down] = wait_for(stepped_down, 10, what="node 1 stepping down")
+        assert down["reason"] == "higher_priority_received"
+        assert (down["peer"], down["peer_priority"]) == (spoofer, SPOOF_PRIORITY)
+
+        # Someone holds the VIP again within the bounded Master_Down_Interval, not ~140 s:
+        # node 1 (150) answers first, and node 2 stays BACKUP.
+        wait_for(lambda: a1.role() == "MASTER" and holders(lan, lan.vip4(), (1, 2)) == [1],
+                 BOUND + SLACK + 5, what="node 1 MASTER again holding the VIP")
+        back_at = time.monotonic()
+        assert back_at - sent_at < BOUND + SLACK, (back_at - sent_at, BOUND)
+        up = [e for e in a1.events("vrrp.role_changed") if e["new"] == "MASTER"][-1]
+        assert up["reason"] == "master_down_timer"
+        assert a2.role() == "BACKUP"
+
+        # Both adopted the clamped value, and say so naming the source and the value.
+        for agent in (a1, a2):
+            [e] = agent.events("vrrp.advert_interval_bounded")
+            assert (e["src"], e["advertised"], e["used"]) == (
+                spoofer, SPOOF_INTERVAL, pytest.approx(INTERVAL_BOUND_FACTOR * ADVERT))
+            assert e["configured"] == ADVERT and e["reason"] == "too_long"
+
+        # Settled: one holder, node 2 follows node 1 at the real interval again.
+        time.sleep(1.0)
+        assert holders(lan, lan.vip4(), (1, 2)) == [1]
+        assert (a1.role(), a2.role()) == ("MASTER", "BACKUP")
+        assert a2.state()["instances"]["vi_1"]["master"] == str(lan.ip4(1))
+        assert a2.stop() == 0 and a1.stop() == 0
+    finally:
+        a1.stop()
+        a2.stop()
