@@ -4,7 +4,9 @@ traffic, stop the primary, take it back, and report what the clients saw.
     pairlab.py demo [--mode dr|nat] [--stop term|kill|poweroff|all] [--director hadirector|keepalived]
 
 Needs a kernel with IPVS: run it directly on such a host, or through `netns-lab/demo`,
-which boots the kernel lab when this kernel has none. The lab's namespaces, processes
+which boots the kernel lab when this kernel has none. Mode "vrrp" (``Lab(mode="vrrp")``,
+used by the fault lab) needs no IPVS: the directors run VRRP only and each serves the
+VIP's ports itself, so a client reaching the VIP reaches whoever holds it. The lab's namespaces, processes
 and links are all removed at the end, also on error or Ctrl-C.
 """
 
@@ -46,10 +48,24 @@ class Director:
     kind: str = "hadirector"
     proc: subprocess.Popen | None = None
     starts: int = 0
+    prefix: str = topology.PREFIX
+    run_dir: Path = Path("/run/hadirector-lab")   # keepalived's pid files go under it
+    service: subprocess.Popen | None = None        # vrrp mode: the VIP's HTTP/echo server
+    nofile: int | None = None   # the agent's soft RLIMIT_NOFILE (systemd's default is 1024)
 
     @property
     def ns(self) -> str:
-        return f"{topology.PREFIX}-{self.name}"
+        return f"{self.prefix}-{self.name}"
+
+    def start_service(self, state_dir: Path) -> None:
+        """The HTTP (:80) and echo (:9000) server a vrrp-mode director answers the VIP
+        with (realserver.py under the director's name), bound to the wildcard address so
+        it serves the VIP whenever this director holds it."""
+        self.service = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, str(LAB / "realserver.py"), self.name,
+             "--state-dir", str(state_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
 
     def start(self) -> None:
         self.starts += 1
@@ -59,7 +75,7 @@ class Director:
         if self.kind == "hadirector":
             argv = [PYTHON, "-m", "hadirector.cli", "run", "-c", str(self.config), "--log-format", "json"]
         else:
-            pid_dir = Path(f"/run/hadirector-lab/{self.name}")
+            pid_dir = self.run_dir / self.name
             pid_dir.mkdir(parents=True, exist_ok=True)
             # A kill -9'd predecessor's pid files may name zombies (nothing reaps them
             # in the lab), and keepalived refuses to start while they "run".
@@ -83,7 +99,13 @@ class Director:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, *argv], stdout=log, stderr=subprocess.STDOUT,
             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+            preexec_fn=self._limits if self.nofile is not None else None,
         )
+
+    def _limits(self) -> None:
+        import resource
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, hard))
 
     def kill_all(self) -> float:
         """kill -9 of the director: every process in its namespace at once (keepalived
@@ -97,9 +119,10 @@ class Director:
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), sig)
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+        for p in (self.proc, self.service):
+            if p is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
         return t
 
     def stop(self, how: str) -> None:
@@ -139,26 +162,42 @@ class Lab:
     events: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0
     advert_interval: float | None = None   # override the configs' advert interval
+    prefix: str = topology.PREFIX          # namespace names; a test run passes its own
+    topo: topology.Topology | None = None
+    marks: list[dict] = field(default_factory=list)   # every mark with both clocks
 
+    def ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
 
-    def mark(self, what: str) -> None:
-        self.events.append((time.monotonic() - self.t0, what))
+    def mark(self, what: str, **fields) -> dict:
+        """Record an event with the wall clock (what agent logs carry) and the monotonic
+        clock (what the client report carries); returns the record."""
+        mono, wall = time.monotonic(), time.time()
+        self.events.append((mono - self.t0, what))
+        rec = {"what": what, "wall": wall, "mono": mono, **fields}
+        self.marks.append(rec)
         say(what)
+        return rec
 
     def config_for(self, name: str) -> Path:
         if self.director == "hadirector":
             path = ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
         else:
             path = ROOT / "etc" / "lab" / "keepalived" / self.mode / f"{name}.conf"
-        if self.advert_interval is None:
+        own_dirs = self.results != Path("/run/hadirector-lab")
+        if self.advert_interval is None and not own_dirs:
             return path
-        # The same node config with another advert interval, written beside the logs.
+        # The same node config with another advert interval, or (a run with its own
+        # results directory) its state under that directory, written beside the logs.
         text = path.read_text()
         if self.director == "hadirector":
-            text = re.sub(r"(?m)^(\s*advert_interval:).*$", rf"\g<1> {self.advert_interval}", text)
-        else:
+            if self.advert_interval is not None:
+                text = re.sub(r"(?m)^(\s*advert_interval:).*$", rf"\g<1> {self.advert_interval}", text)
+            if own_dirs:
+                text = re.sub(r"(?m)^(\s*state_dir:)\s*\S+", rf"\g<1> {self.results / name}", text)
+        elif self.advert_interval is not None:
             text = re.sub(r"(?m)^(\s*advert_int)\s+\S+", rf"\g<1> {self.advert_interval}", text)
-        out = self.results / f"{name}-{self.advert_interval}{path.suffix}"
+        out = self.results / f"{name}-{self.advert_interval or 'cfg'}{path.suffix}"
         out.write_text(text)
         return out
 
@@ -169,28 +208,38 @@ class Lab:
                 f.unlink()
         self.t0 = time.monotonic()
         (Path("/run/hadirector-lab")).mkdir(parents=True, exist_ok=True)
-        topology.up(self.mode)
-        say(f"topology up ({self.mode.upper()}): client, dir1, dir2, rs1-rs3")
-        for rs in ("rs1", "rs2", "rs3"):
+        self.topo = topology.up(self.mode, self.prefix)
+        rss = [n.name for n in self.topo.real_servers]
+        say(f"topology up ({self.mode.upper()}): client, dir1, dir2"
+            + (f", {rss[0]}-{rss[-1]}" if rss else ", no real servers (VRRP only)"))
+        for rs in rss:
             self.servers.append(subprocess.Popen(
-                ["ip", "netns", "exec", f"{topology.PREFIX}-{rs}", sys.executable,
+                ["ip", "netns", "exec", self.ns(rs), sys.executable,
                  str(LAB / "realserver.py"), rs, "--state-dir", str(self.results)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
         self.directors = [
-            Director(n, self.config_for(n), self.results / f"{n}.log", kind=self.director)
+            Director(n, self.config_for(n), self.results / f"{n}.log", kind=self.director,
+                     prefix=self.prefix, run_dir=self.results)
             for n in ("dir1", "dir2")
         ]
+        if self.mode == "vrrp":
+            for d in self.directors:
+                d.start_service(self.results)
+
+    def director_named(self, name: str) -> Director:
+        return next(d for d in self.directors if d.name == name)
 
     def down(self) -> None:
         for d in self.directors:
             with contextlib.suppress(Exception):
                 d.stop("term")
-        for p in self.servers + list(self.clients.values()):
+        services = [d.service for d in self.directors if d.service is not None]
+        for p in self.servers + services + list(self.clients.values()):
             with contextlib.suppress(Exception):
                 p.kill()
                 p.wait(timeout=5)
-        topology.down(quiet=True)
+        topology.down(quiet=True, prefix=self.prefix)
 
     def master(self) -> str | None:
         holders = [d.name for d in self.directors if d.holds_vip()]
@@ -212,7 +261,7 @@ class Lab:
         # Modest load: under the kernel lab's emulation every Python process competes
         # for two emulated CPUs, and a starved client would report its own slowness.
         self.clients[name] = subprocess.Popen(
-            ["ip", "netns", "exec", f"{topology.PREFIX}-client", sys.executable, str(LAB / "client.py"),
+            ["ip", "netns", "exec", self.ns("client"), sys.executable, str(LAB / "client.py"),
              "--vip", topology.VIP, "--rate", str(rate), "--long", str(longs),
              "--timeout", "2", "--ping", "0.5",
              "--duration", str(duration), "--stop-file", str(self.results / f"{name}.stop"),

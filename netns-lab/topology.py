@@ -8,6 +8,11 @@ lab never sends a packet anywhere else.
                                   └── rs1..3 .11-.13 (VIP on lo, arp_ignore/announce)
     NAT:  the same front LAN; a second bridge for the back LAN 10.251.0.0/24 where
           rs1..3 (.11-.13) route via the floating gateway 10.251.0.1 held by the master.
+    VRRP: client and the two directors only, no IPVS: each director serves the VIP's
+          ports itself (the fault lab on a host whose kernel has no IPVS).
+
+Namespaces are named ``PREFIX-NAME``; ``prefix=`` (default "pl") lets a test run use
+its own, e.g. with its pid, so parallel runs never collide.
 
 `up()` is idempotent against leftovers of a crashed run (it tears them down first);
 `down()` deletes veths explicitly before the namespaces, because `ip netns del` returns
@@ -28,21 +33,30 @@ VIP = f"{FRONT_NET}.100"
 BACK_GW = f"{BACK_NET}.1"
 
 
+MODES = ("dr", "nat", "vrrp")
+
+
 @dataclass(frozen=True)
 class Node:
     name: str                      # short name: client, dir1, rs2 ...
     front: str | None              # address on the front LAN
     back: str | None = None        # address on the back LAN (NAT mode)
+    prefix: str = PREFIX
 
     @property
     def ns(self) -> str:
-        return f"{PREFIX}-{self.name}"
+        return f"{self.prefix}-{self.name}"
 
 
 @dataclass
 class Topology:
-    mode: str = "dr"               # "dr" or "nat"
+    mode: str = "dr"               # "dr", "nat" or "vrrp"
     nodes: list[Node] = field(default_factory=list)
+    prefix: str = PREFIX
+
+    @property
+    def switch(self) -> str:
+        return switch_ns(self.prefix)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -52,21 +66,21 @@ class Topology:
         return [n for n in self.nodes if n.name.startswith("rs")]
 
 
-def build(mode: str = "dr") -> Topology:
-    if mode not in ("dr", "nat"):
-        raise ValueError(f"mode must be dr or nat, got {mode!r}")
+def build(mode: str = "dr", prefix: str = PREFIX) -> Topology:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     nat = mode == "nat"
     nodes = [
-        Node("client", f"{FRONT_NET}.10"),
-        Node("dir1", f"{FRONT_NET}.2", f"{BACK_NET}.2" if nat else None),
-        Node("dir2", f"{FRONT_NET}.3", f"{BACK_NET}.3" if nat else None),
+        Node("client", f"{FRONT_NET}.10", prefix=prefix),
+        Node("dir1", f"{FRONT_NET}.2", f"{BACK_NET}.2" if nat else None, prefix=prefix),
+        Node("dir2", f"{FRONT_NET}.3", f"{BACK_NET}.3" if nat else None, prefix=prefix),
     ]
-    for i in (1, 2, 3):
+    for i in (1, 2, 3) if mode != "vrrp" else ():
         if nat:
-            nodes.append(Node(f"rs{i}", None, f"{BACK_NET}.1{i}"))
+            nodes.append(Node(f"rs{i}", None, f"{BACK_NET}.1{i}", prefix=prefix))
         else:
-            nodes.append(Node(f"rs{i}", f"{FRONT_NET}.1{i}"))
-    return Topology(mode, nodes)
+            nodes.append(Node(f"rs{i}", f"{FRONT_NET}.1{i}", prefix=prefix))
+    return Topology(mode, nodes, prefix)
 
 
 def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
@@ -78,7 +92,11 @@ def sysctl(ns: str, key: str, value: str | int) -> None:
     sh("sysctl", "-qw", f"{key}={value}", ns=ns)
 
 
-SWITCH = f"{PREFIX}-sw"
+def switch_ns(prefix: str = PREFIX) -> str:
+    return f"{prefix}-sw"
+
+
+SWITCH = switch_ns()
 
 
 def _veth_names(node: Node, lan: str) -> tuple[str, str]:
@@ -88,29 +106,43 @@ def _veth_names(node: Node, lan: str) -> tuple[str, str]:
     return (f"{lan}-{node.name}", inner)
 
 
-def up(mode: str = "dr") -> Topology:
-    topo = build(mode)
-    down(quiet=True)
-    sh("ip", "netns", "add", SWITCH)
-    sh("ip", "link", "set", "lo", "up", ns=SWITCH)
+def up(mode: str = "dr", prefix: str = PREFIX) -> Topology:
+    topo = build(mode, prefix)
+    down(quiet=True, prefix=prefix)
+    switch = topo.switch
+    sh("ip", "netns", "add", switch)
+    sh("ip", "link", "set", "lo", "up", ns=switch)
     lans = ["f"] + (["b"] if mode == "nat" else [])
     for lan in lans:
         br = f"br-{lan}"
-        sh("ip", "link", "add", br, "type", "bridge", "stp_state", "0", "mcast_snooping", "0", ns=SWITCH)
-        sh("ip", "link", "set", br, "up", ns=SWITCH)
+        sh("ip", "link", "add", br, "type", "bridge", "stp_state", "0", "mcast_snooping", "0", ns=switch)
+        sh("ip", "link", "set", br, "up", ns=switch)
     for node in topo.nodes:
         sh("ip", "netns", "add", node.ns)
         sh("ip", "link", "set", "lo", "up", ns=node.ns)
-        for lan, addr in (("f", node.front), ("b", node.back)):
-            if addr is None:
-                continue
-            outer, inner = _veth_names(node, lan)
-            sh("ip", "link", "add", outer, "netns", SWITCH, "type", "veth", "peer", "name", inner, "netns", node.ns)
-            sh("ip", "link", "set", outer, "master", f"br-{lan}", "up", ns=SWITCH)
-            sh("ip", "addr", "add", f"{addr}/24", "dev", inner, ns=node.ns)
-            sh("ip", "link", "set", inner, "up", ns=node.ns)
+        attach(topo, node)
         _role_setup(topo, node)
     return topo
+
+
+def links(topo: Topology, node: Node) -> list[tuple[str, str]]:
+    """(switch-side, node-side) veth names of ``node``, front LAN first."""
+    return [_veth_names(node, lan) for lan, addr in (("f", node.front), ("b", node.back))
+            if addr is not None]
+
+
+def attach(topo: Topology, node: Node) -> None:
+    """Cable ``node`` to its LAN(s): veth pair, bridge port, address, link up — what
+    ``up`` does for each node, and what a powered-off node gets back on power-on."""
+    for lan, addr in (("f", node.front), ("b", node.back)):
+        if addr is None:
+            continue
+        outer, inner = _veth_names(node, lan)
+        sh("ip", "link", "add", outer, "netns", topo.switch, "type", "veth", "peer", "name", inner,
+           "netns", node.ns)
+        sh("ip", "link", "set", outer, "master", f"br-{lan}", "up", ns=topo.switch)
+        sh("ip", "addr", "add", f"{addr}/24", "dev", inner, ns=node.ns)
+        sh("ip", "link", "set", inner, "up", ns=node.ns)
 
 
 def _role_setup(topo: Topology, node: Node) -> None:
@@ -129,16 +161,17 @@ def _role_setup(topo: Topology, node: Node) -> None:
             sh("ip", "route", "add", "default", "via", BACK_GW, ns=node.ns)
 
 
-def down(quiet: bool = False) -> None:
+def down(quiet: bool = False, prefix: str = PREFIX) -> None:
     """Remove every namespace and link of the lab, veths first (see module doc)."""
     listed = sh("ip", "netns", "list", check=False).stdout.split("\n")
-    ours = [line.split()[0] for line in listed if line.startswith(f"{PREFIX}-")]
-    if SWITCH in ours:
-        links = sh("ip", "-o", "link", "show", ns=SWITCH, check=False).stdout.splitlines()
-        for line in links:
+    ours = [line.split()[0] for line in listed if line.startswith(f"{prefix}-")]
+    switch = switch_ns(prefix)
+    if switch in ours:
+        found = sh("ip", "-o", "link", "show", ns=switch, check=False).stdout.splitlines()
+        for line in found:
             name = line.split(":")[1].strip().split("@")[0]
             if name != "lo":
-                sh("ip", "link", "del", name, ns=SWITCH, check=False)
+                sh("ip", "link", "del", name, ns=switch, check=False)
     for ns in ours:
         # Kill whatever still runs in it (agents, servers, tcpdump).
         pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
@@ -148,7 +181,7 @@ def down(quiet: bool = False) -> None:
     # Wait until the kernel has really let go of the names.
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        left = [l for l in sh("ip", "netns", "list", check=False).stdout.split("\n") if l.startswith(f"{PREFIX}-")]
+        left = [l for l in sh("ip", "netns", "list", check=False).stdout.split("\n") if l.startswith(f"{prefix}-")]
         if not left:
             return
         time.sleep(0.1)
@@ -161,11 +194,12 @@ if __name__ == "__main__":
 
     p = argparse.ArgumentParser(description="bring the director-pair lab topology up or down")
     p.add_argument("action", choices=["up", "down"])
-    p.add_argument("--mode", choices=["dr", "nat"], default="dr")
+    p.add_argument("--mode", choices=MODES, default="dr")
+    p.add_argument("--prefix", default=PREFIX, help="namespace name prefix (default %(default)s)")
     a = p.parse_args()
     if a.action == "up":
-        t = up(a.mode)
+        t = up(a.mode, a.prefix)
         for n in t.nodes:
             print(f"{n.ns:10} front={n.front} back={n.back}")
     else:
-        down()
+        down(prefix=a.prefix)
