@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import faults  # noqa: E402
 import topology  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -322,6 +321,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     # must clean up what its predecessor left. A power-off takes the kernel too: from
     # that instant nothing reaches or leaves dir1.
     if stop == "poweroff":
+        import faults   # here: faults imports this module
         faults.power_off(lab, "dir1")
     else:
         dir1.stop(stop)
@@ -339,6 +339,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
         lab.mark("starting dir1 again (preempt takes the VIP back)")
         times["restart"] = time.monotonic()
         if stop == "poweroff":
+            import faults
             faults.power_on(lab, "dir1")
         if dir1.proc is None:
             dir1.start()
