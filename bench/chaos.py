@@ -706,7 +706,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--inside", action="store_true", help="run here (a kernel with IPVS, or mode vrrp)")
     p.add_argument("--live", action="store_true", help="run the work tree as it is, not a snapshot of HEAD")
     p.add_argument("--commit", default="work tree", help=argparse.SUPPRESS)
-    p.add_argument("--table", metavar="JSON", help="only print the table of a results file")
+    p.add_argument("--table", metavar="JSON", nargs="+",
+                   help="only print the table of results files (runs of one seed, e.g. one per implementation)")
     a = p.parse_args(argv)
     if a.seed is None:
         a.seed = random.SystemRandom().randrange(1, 1_000_000)
@@ -728,7 +729,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     a = parse(argv)
     if a.table:
-        print(table(json.loads(Path(a.table).read_text())))
+        docs = [json.loads(Path(f).read_text()) for f in a.table]
+        seeds = {(d["seed"], d["n_faults"], d["mode"]) for d in docs}
+        if len(seeds) != 1:
+            print(f"refusing to pool runs of different sequences: {sorted(seeds)}", file=sys.stderr)
+            return 2
+        print(table({**docs[0], "commit": ", ".join(sorted({str(d.get("commit")) for d in docs})),
+                     "records": [r for d in docs for r in d["records"]]}))
         return 0
     if not a.inside:
         say(f"seed {a.seed}")
