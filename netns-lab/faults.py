@@ -443,21 +443,33 @@ def spoof_advert(lab: pairlab.Lab, priority: int = 254, interval: float = 1.0, c
                     interval=cs / 100, first_wall=sent["first"], last_wall=sent["last"])
 
 
-def pathological_yaml(depth: int = 7, width: int = 4) -> str:
-    """YAML merge keys nested ``depth`` deep, each level merging the previous one
-    ``width`` times: a few hundred bytes whose naive expansion is width**depth nodes
-    (depth 7 took ~7 s to load before the loader bounded it)."""
-    lines = ["x_anchors:", "  a0: &a0 {k0: v, k1: v, k2: v, k3: v}"]
+def pathological_yaml(depth: int = 7, width: int = 7) -> str:
+    """An ``x-anchors`` block (the top-level home for anchors) of YAML merge keys nested
+    ``depth`` deep, each level merging the previous one ``width`` times: ~600 bytes
+    whose naive merge expansion visits width**depth mappings (depth 7 took ~7 s to
+    load before the loader bounded it). Every merged key is a valid instance key, so
+    the only thing wrong with the file is the work it asks for."""
+    lines = ["x-anchors:", "  a0: &a0 {preempt: true}"]
     for i in range(1, depth + 1):
         refs = ", ".join(f"*a{i - 1}" for _ in range(width))
-        lines.append(f"  a{i}: &a{i} {{<<: [{refs}], k{i}x: v}}")
+        lines.append(f"  a{i}: &a{i} {{<<: [{refs}]}}")
     return "\n".join(lines) + "\n"
 
 
-def bad_reload(lab: pairlab.Lab, name: str, depth: int = 7, width: int = 4,
+def pathological_config(good: str, depth: int = 7, width: int = 7) -> str:
+    """``good`` (a lab director config) with the anchors above it and its first VRRP
+    instance merging the deepest one."""
+    anchors = pathological_yaml(depth, width)
+    lines = good.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.lstrip().startswith("- name:"))
+    indent = len(lines[at]) - len(lines[at].lstrip()) + 2
+    lines.insert(at + 1, " " * indent + f"<<: *a{depth}")
+    return anchors + "\n".join(lines) + "\n"
+
+
+def bad_reload(lab: pairlab.Lab, name: str, depth: int = 7, width: int = 7,
                restore_after: float = 0.0) -> dict:
-    """Replace the director's config with its own text plus a pathological merge-key
-    block, SIGHUP the agent (a reload), and put the good config back after
+    """Replace the director's config with ``pathological_config`` of it, SIGHUP the agent (a reload), and put the good config back after
     ``restore_after`` s (the file only: no second reload). The agent must refuse the
     file quickly and keep running as it was — VRRP never pauses. Needs a lab with its
     own results directory (the config then lives there, not in etc/lab)."""
@@ -468,7 +480,7 @@ def bad_reload(lab: pairlab.Lab, name: str, depth: int = 7, width: int = 4,
     if d.proc is None or d.proc.poll() is not None:
         raise FaultError(f"bad_reload {name}: the agent is not running")
     good = d.config.read_text()
-    bad = good + "\n" + pathological_yaml(depth, width)
+    bad = pathological_config(good, depth, width)
     d.config.write_text(bad)
     try:
         d.proc.send_signal(signal.SIGHUP)

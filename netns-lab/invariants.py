@@ -202,8 +202,8 @@ def transitions_logged(lab: pairlab.Lab, since_wall: float, before: list[str] | 
     out = []
     now_holding = holders(lab)
     for d in lab.directors:
-        if d.kind != "hadirector":
-            continue
+        if d.kind != "hadirector" or d.proc is None:
+            continue           # keepalived logs another way; a powered-off host logs nothing
         events = log_events(d, since_wall, "vrrp.role_changed")
         for e in events:
             if not e.get("reason"):
@@ -256,3 +256,15 @@ def vip_stayed(samples: list[tuple[float, tuple[str, ...]]], name: str) -> list[
     """The VIP never left ``name`` and nobody else held it (a fault that must not move it)."""
     return [Violation("vip_moved", f"at {t:.2f} held by {list(h) or 'nobody'} instead of {name} only")
             for t, h in samples if h != (name,)]
+
+
+def took_over(lab: pairlab.Lab, name: str, since: float, timeout: float) -> float | None:
+    """Seconds from ``since`` (monotonic) until ``name`` was seen holding the VIP — the
+    time of the poll that saw it, taken before the poll — or None within ``timeout``."""
+    while True:
+        t = time.monotonic()
+        if name in holders(lab):
+            return t - since
+        if t - since > timeout:
+            return None
+        time.sleep(0.02)

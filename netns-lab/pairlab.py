@@ -183,11 +183,12 @@ class Lab:
             path = ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
         else:
             path = ROOT / "etc" / "lab" / "keepalived" / self.mode / f"{name}.conf"
-        own_dirs = self.results != Path("/run/hadirector-lab")
+        own_dirs = self.prefix != topology.PREFIX
         if self.advert_interval is None and not own_dirs:
             return path
         # The same node config with another advert interval, or (a run with its own
-        # results directory) its state under that directory, written beside the logs.
+        # namespace prefix, which may run beside another) its state under the results
+        # directory, written beside the logs.
         text = path.read_text()
         if self.director == "hadirector":
             if self.advert_interval is not None:
@@ -219,7 +220,8 @@ class Lab:
             ))
         self.directors = [
             Director(n, self.config_for(n), self.results / f"{n}.log", kind=self.director,
-                     prefix=self.prefix, run_dir=self.results)
+                     prefix=self.prefix,
+                     run_dir=self.results if self.prefix != topology.PREFIX else Path("/run/hadirector-lab"))
             for n in ("dir1", "dir2")
         ]
         if self.mode == "vrrp":
