@@ -637,7 +637,9 @@ def run_inside(a: argparse.Namespace) -> int:
 
     say(f"seed {a.seed}: {a.faults} faults, mode {a.mode}: " + "; ".join(f.label() for f in seq))
     for impl in a.impls:
-        prefix = topology.PREFIX if a.mode == "dr" else f"ch{os.getpid()}"
+        # Its own prefix: its own state and pid directories, and configs under the
+        # results directory, which bad_reload needs (it never rewrites etc/lab).
+        prefix = f"ch{os.getpid()}"
         lab = pairlab.Lab(mode=a.mode, director=impl, results=out_dir / impl, prefix=prefix)
         try:
             lab.up()
