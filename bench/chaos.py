@@ -154,6 +154,7 @@ class Ctx:
             else:
                 v += inv.client_check(lab, expect)
             v += arp_follows(lab, self.adv + self.slack)
+            v += backup_ready(lab, self.md2 + self.slack)
         v += inv.transitions_logged(lab, mark["wall"] - 1.0, before)
         self.converge.append(seconds)
         self.bounds.append(bound)
@@ -181,6 +182,23 @@ def arp_follows(lab: pairlab.Lab, bound: float) -> list:
             owner = next((d.name for d in lab.directors if _mac(lab, d.name) == mac), mac)
             return [inv.Violation("arp_stale", f"client's ARP entry for {topology.VIP} points at {owner}, "
                                                f"{h[0]} holds it ({bound:.1f}s after convergence)")]
+        time.sleep(0.1)
+
+
+def backup_ready(lab: pairlab.Lab, bound: float) -> list:
+    """The director that does not hold the VIP reports BACKUP within ``bound`` s (its
+    links are up, so FAULT is wrong): a pair whose standby stays in FAULT after a flap
+    still shows one holder, and fails only at the next fault of the master. Read from
+    the agent's state.json (hadirector; keepalived writes none)."""
+    deadline = time.monotonic() + bound
+    while True:
+        wrong = [(d.name, role) for d in lab.directors if not d.holds_vip()
+                 and (role := inv.agent_role(lab, d.name)) not in (None, "BACKUP")]
+        if not wrong:
+            return []
+        if time.monotonic() >= deadline:
+            return [inv.Violation("backup_not_ready", f"{name} reports {role} with its links up")
+                    for name, role in wrong]
         time.sleep(0.1)
 
 
