@@ -527,6 +527,9 @@ def run_sequence(lab: pairlab.Lab, seq: list[Fault], *, adv: float, startup: flo
                 "max_gap_done": report["max_gap_done"],
                 "long_opened": report["long_opened"], "long_requested": report["long_requested"],
                 "long_lost": len(report["long_lost"]), "long_lost_detail": report["long_lost"][:5],
+                # Where the outage fell, against the lab's steps (seconds from the fault).
+                "marks": [[m["what"], round(m["mono"] - t0, 2)] for m in lab.marks if m["mono"] >= t0],
+                "gaps": [[round(report["t0"] + a - t0, 2), round(g, 2)] for a, g in report.get("gaps_done", [])],
             })
         except Exception as exc:   # noqa: BLE001 -- recorded as a violation, the soak goes on
             client.kill()
