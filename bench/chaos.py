@@ -501,6 +501,8 @@ def run_sequence(lab: pairlab.Lab, seq: list[Fault], *, adv: float, startup: flo
         if kind.hadirector_only and lab.director != "hadirector":
             rec["skipped"] = "n/a for keepalived"
             records.append(rec)
+            if on_record is not None:
+                on_record(rec)
             continue
         try:
             if not baseline(c):
