@@ -461,7 +461,9 @@ def baseline(c: Ctx) -> bool:
 
     def ready() -> bool:
         conv = inv.converge(lab, c.startup, expect="dir1", stable=4 * c.adv)
-        if not conv.ok:
+        # A standby left in FAULT is the previous fault's violation (backup_not_ready);
+        # it is restarted here, so this fault starts from a pair that can fail over.
+        if not conv.ok or backup_ready(lab, c.md2 + c.slack):
             return False
         if c.ipvs:
             with contextlib.suppress(TimeoutError):
