@@ -101,6 +101,13 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
     writer.close()
 
 
+def gaps_over(times: list[float], start: float, end: float, floor: float) -> list[tuple[float, float]]:
+    """(start, length) of every stretch longer than ``floor`` with no successful
+    request, inside [start, end]."""
+    pts = [start] + sorted(t for t in times if start <= t <= end) + [end]
+    return [(a, b - a) for a, b in zip(pts, pts[1:]) if b - a > floor]
+
+
 def max_gap(times: list[float], start: float, end: float) -> float:
     """Longest stretch with no successful request, inside [start, end]."""
     pts = [start] + sorted(t for t in times if start <= t <= end) + [end]
@@ -165,6 +172,9 @@ async def main() -> None:
         # retransmission got through still counts as a success above; here it does not
         # hide the outage.
         "max_gap_done": max_gap(st.ok_done, 0.5, end),
+        # Every outage, not only the longest (a fault may cause two: failover and
+        # takeback), by completion time; 1 s is ten request periods at the lab's rate.
+        "gaps_done": gaps_over(st.ok_done, 0.5, end, 1.0),
         "served_by": dict(st.served_by),
         "long_requested": a.long,
         "long_opened": st.long_opened,

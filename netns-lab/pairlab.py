@@ -1,7 +1,7 @@
 """The director-pair lab: bring up the topology, start both directors, run client
 traffic, stop the primary, take it back, and report what the clients saw.
 
-    pairlab.py demo [--mode dr|nat] [--stop term|kill] [--director hadirector|keepalived]
+    pairlab.py demo [--mode dr|nat] [--stop term|kill|poweroff|all] [--director hadirector|keepalived]
 
 Needs a kernel with IPVS: run it directly on such a host, or through `netns-lab/demo`,
 which boots the kernel lab when this kernel has none. Mode "vrrp" (``Lab(mode="vrrp")``,
@@ -278,6 +278,11 @@ class Lab:
         return json.loads((self.results / f"{name}.json").read_text())
 
 
+# How run_failover stops the primary: "term" and "kill" stop its director (kill: every
+# process of its namespace), "poweroff" the whole node (faults.power_off).
+STOPS = {"term": "SIGTERM", "kill": "kill -9", "poweroff": "power-off"}
+
+
 def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = True,
                  rate: float = 10.0, longs: int = 10, outage_longs: int = 0,
                  during_backup: Callable[[Lab], dict] | None = None) -> dict:
@@ -311,12 +316,17 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     time.sleep(settle)
     synced = dir2.sync_conns()
     lab.mark(f"standby dir2 knows {synced} established connections through sync")
-    lab.mark(f"stopping primary dir1 ({'kill -9' if stop == 'kill' else 'SIGTERM'})")
+    lab.mark(f"stopping primary dir1 ({STOPS[stop]})")
     times["stop"] = time.monotonic()
     # kill -9 leaves dir1's VIP and IPVS table in its kernel (nobody removes them);
     # dir2's gratuitous ARP is what moves the clients over, and dir1's restarted agent
-    # must clean up what its predecessor left.
-    dir1.stop(stop)
+    # must clean up what its predecessor left. A power-off takes the kernel too: from
+    # that instant nothing reaches or leaves dir1.
+    if stop == "poweroff":
+        import faults   # here: faults imports this module
+        faults.power_off(lab, "dir1")
+    else:
+        dir1.stop(stop)
     took = lab.wait_for("dir2 to take over the VIP", dir2.holds_vip, 30)
     times["takeover"] = time.monotonic()
     lab.mark(f"dir2 holds the VIP {took:.2f}s after the stop")
@@ -330,7 +340,11 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     if takeback:
         lab.mark("starting dir1 again (preempt takes the VIP back)")
         times["restart"] = time.monotonic()
-        dir1.start()
+        if stop == "poweroff":
+            import faults
+            faults.power_on(lab, "dir1")
+        if dir1.proc is None:
+            dir1.start()
         back = lab.wait_for("dir1 to take the VIP back",
                             lambda: dir1.holds_vip() and not dir2.holds_vip(), 600)
         times["takeback"] = time.monotonic()
@@ -404,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("action", choices=["demo", "up", "down"])
     p.add_argument("--mode", choices=["dr", "nat"], default="dr")
-    p.add_argument("--stop", choices=["term", "kill", "both"], default="both")
+    p.add_argument("--stop", choices=[*STOPS, "both", "all"], default="both",
+                   help="both: term then kill; all: term, kill, poweroff")
     p.add_argument("--director", choices=["hadirector", "keepalived"], default="hadirector")
     p.add_argument("--results", default="/run/hadirector-lab")
     p.add_argument("--json", help="also write the reports here")
@@ -419,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     reports = []
     try:
         lab.up()
-        for how in (["term", "kill"] if a.stop == "both" else [a.stop]):
+        for how in {"both": ["term", "kill"], "all": list(STOPS)}.get(a.stop, [a.stop]):
             reports.append(run_failover(lab, stop=how, outage_longs=10))
             print_report(reports[-1])
     except BaseException:

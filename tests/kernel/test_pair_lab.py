@@ -1,8 +1,8 @@
 """The mission end to end, in the director-pair lab (netns-lab/): a client, two
 directors running hadirector, three real servers; stop the primary, lose nothing.
 
-Each scenario brings the lab up once (LVS-DR, sync daemon on, advert 1 s), runs client
-traffic — 10 short HTTP requests a second and 10 long-lived echo connections — stops
+The scenarios share one lab (LVS-DR, sync daemon on, advert 1 s): SIGTERM of the
+primary, kill -9 of its agent, power-off of its node. Each runs client traffic — 10 short HTTP requests a second and 10 long-lived echo connections — stops
 the primary, lets the backup serve and opens 10 more long-lived connections through it,
 restarts the primary (preempt takes the VIP back once its sync daemon caught up), and
 records what the clients saw. The tests below each read one aspect of a scenario.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from tests.kernel.pair_checks import (
-    assert_outage_connections_survived, events, explain, failover_windows, failures_outside, pairlab,
+    assert_outage_connections_survived, events, explain, failover_windows, failures_outside, mono, pairlab,
 )
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
@@ -49,6 +49,13 @@ def graceful(lab) -> dict:
 def killed(lab, graceful) -> dict:
     """kill -9 of the primary's agent (after the graceful cycle, on the same lab)."""
     return _run(lab, "kill", outage_longs=10)
+
+
+@pytest.fixture(scope="module")
+def powered_off(lab, killed) -> dict:
+    """Power-off of the primary node (after the kill -9 cycle, on the same lab): its
+    processes and links go at one instant and it comes back with an empty kernel."""
+    return _run(lab, "poweroff", outage_longs=10)
 
 
 # --- graceful stop ---------------------------------------------------------------------
@@ -130,3 +137,41 @@ def test_kill_9_the_restarted_agent_cleans_up_its_predecessors_vip(killed):
     second = killed["dir1_log"].split("===== start #")[1]
     removed = events(second, "vrrp.stale_vip_removed")
     assert removed and removed[0]["vip"].startswith("10.250.0.100")
+
+
+# --- power-off --------------------------------------------------------------------------
+
+
+def test_power_off_the_backup_serves_the_vip(powered_off):
+    assert powered_off["takeover_s"] < 3 * 1.0 + 1.0 + 1.5, "master down interval plus a margin"
+    assert powered_off["master_now"] == "dir1"
+
+
+def test_power_off_every_long_lived_connection_survives(powered_off):
+    # Unlike a kill -9, dir1's kernel stops forwarding at once: the connections live on
+    # only because dir2 learnt them through the sync daemon.
+    assert powered_off["long_opened"] == 10
+    assert powered_off["long_survived"] == 10, powered_off["long_lost"]
+    assert powered_off["synced_before"] >= 10, "the standby knew the connections before the power-off"
+
+
+def test_power_off_short_requests_fail_only_inside_the_failover_gap(powered_off):
+    outside = failures_outside(powered_off, failover_windows(powered_off))
+    assert outside == [], explain(powered_off, outside)
+
+
+def test_power_off_the_returning_primary_keeps_the_connections_opened_while_it_was_down(powered_off):
+    assert powered_off["master_now"] == "dir1"
+    assert_outage_connections_survived(powered_off)
+
+
+def test_power_off_the_returning_primary_programs_its_empty_kernel_before_it_takes_the_vip_back(
+        powered_off):
+    # A powered-off host comes back with no VIP and an empty IPVS table: unlike after a
+    # kill -9 there is nothing stale to remove and everything to write.
+    second = powered_off["dir1_log"].split("===== start #")[1]
+    assert events(second, "vrrp.stale_vip_removed") == []
+    synced = events(second, "ipvs.synced")
+    assert synced and synced[0]["applied"] > 0, synced
+    master = [e for e in events(second, "vrrp.role_changed") if e["new"] == "MASTER"]
+    assert master and mono(powered_off, synced[0]) <= mono(powered_off, master[0])
