@@ -153,36 +153,12 @@ class Ctx:
                     v.append(inv.Violation("client_unreached", f"no answer from {topology.VIP}"))
             else:
                 v += inv.client_check(lab, expect)
-            v += arp_follows(lab, self.adv + self.slack)
+            v += inv.arp_follows(lab, self.adv + self.slack)
             v += backup_ready(lab, self.md2 + self.slack)
         v += inv.transitions_logged(lab, mark["wall"] - 1.0, before)
         self.converge.append(seconds)
         self.bounds.append(bound)
         return v
-
-
-def _mac(lab: pairlab.Lab, name: str) -> str:
-    return topology.sh("cat", "/sys/class/net/eth0/address", ns=lab.ns(name), check=False).stdout.strip()
-
-
-def arp_follows(lab: pairlab.Lab, bound: float) -> list:
-    """The client's ARP entry for the VIP names the holder's MAC within ``bound`` s.
-    A master that stays MASTER through a fault (SIGSTOP, a partition) while the peer
-    took over and sent gratuitous ARP must announce itself again when it hears the
-    peer's lower priority, or the LAN keeps sending the VIP's traffic to the peer:
-    it works while the peer forwards it, and fails when the peer goes away."""
-    deadline = time.monotonic() + bound
-    while True:
-        h = inv.holders(lab)
-        out = topology.sh("ip", "neigh", "show", topology.VIP, ns=lab.ns("client"), check=False).stdout.split()
-        mac = out[out.index("lladdr") + 1] if "lladdr" in out else None
-        if len(h) != 1 or mac is None or mac == _mac(lab, h[0]):
-            return []
-        if time.monotonic() >= deadline:
-            owner = next((d.name for d in lab.directors if _mac(lab, d.name) == mac), mac)
-            return [inv.Violation("arp_stale", f"client's ARP entry for {topology.VIP} points at {owner}, "
-                                               f"{h[0]} holds it ({bound:.1f}s after convergence)")]
-        time.sleep(0.1)
 
 
 def backup_ready(lab: pairlab.Lab, bound: float) -> list:
@@ -474,7 +450,7 @@ def baseline(c: Ctx) -> bool:
     def clean_arp() -> None:
         # Each fault starts with the client's ARP right: stale entries are the
         # previous fault's violation (arp_stale), not this one's outage.
-        if arp_follows(lab, 0.0):
+        if inv.arp_follows(lab, 0.0):
             topology.sh("ip", "neigh", "del", topology.VIP, "dev", "eth0", ns=lab.ns("client"), check=False)
 
     if ready():

@@ -64,6 +64,11 @@ def master_down(advert: float, priority: int) -> float:
     return 3 * advert + (256 - priority) * advert / 256
 
 
+# After convergence, the client's ARP entry for the VIP follows the holder within this
+# (the holder's gratuitous ARP goes out with its first advert; 1 s of poll and delivery).
+ARP_BOUND = 1.0
+
+
 def holders(lab: pairlab.Lab) -> list[str]:
     return [d.name for d in lab.directors if d.holds_vip()]
 
@@ -226,6 +231,30 @@ def connections_survived(report: dict) -> list[Violation]:
     return out
 
 
+def _mac(lab: pairlab.Lab, name: str) -> str:
+    return topology.sh("cat", "/sys/class/net/eth0/address", ns=lab.ns(name), check=False).stdout.strip()
+
+
+def arp_follows(lab: pairlab.Lab, bound: float) -> list[Violation]:
+    """The client's ARP entry for the VIP names the holder's MAC within ``bound`` s.
+    A master that stays MASTER through a fault (SIGSTOP, a partition) while the peer
+    took over and sent gratuitous ARP must announce itself again when it hears the
+    peer's lower priority, or the LAN keeps sending the VIP's traffic to the peer:
+    it works while the peer forwards it, and fails when the peer goes away."""
+    deadline = time.monotonic() + bound
+    while True:
+        h = holders(lab)
+        out = topology.sh("ip", "neigh", "show", topology.VIP, ns=lab.ns("client"), check=False).stdout.split()
+        mac = out[out.index("lladdr") + 1] if "lladdr" in out else None
+        if len(h) != 1 or mac is None or mac == _mac(lab, h[0]):
+            return []
+        if time.monotonic() >= deadline:
+            owner = next((d.name for d in lab.directors if _mac(lab, d.name) == mac), mac)
+            return [Violation("arp_stale", f"client's ARP entry for {topology.VIP} points at {owner}, "
+                                               f"{h[0]} holds it ({bound:.1f}s after convergence)")]
+        time.sleep(0.1)
+
+
 def check(lab: pairlab.Lab, mark: dict, bound: float, expect: str | None = None,
           before: list[str] | None = None, stable: float = 0.0) -> tuple[Convergence, list[Violation]]:
     """All the invariants after a fault whose (last) mark is ``mark``: convergence
@@ -235,6 +264,7 @@ def check(lab: pairlab.Lab, mark: dict, bound: float, expect: str | None = None,
     v = list(conv.violations)
     if conv.ok:
         v += client_check(lab, expect)
+        v += arp_follows(lab, ARP_BOUND)
     v += transitions_logged(lab, mark["wall"] - 1.0, before)
     return conv, v
 

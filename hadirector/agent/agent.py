@@ -608,6 +608,7 @@ class Agent:
                             on_role_changed=self._role_changed,
                             on_view_changed=lambda _d: self.write_state(),
                             on_master_wish=self._master_wish,
+                            on_reannounce=self._reannounce,
                             sync_group=inst.name in self._group_of, loop=loop)
         rt = InstanceRuntime(inst, driver)
         rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
@@ -822,6 +823,14 @@ class Agent:
                              reason="not_added_by_this_agent")
             rt.foreign_vips.clear()
         self.write_state()
+
+    def _reannounce(self, driver: VrrpDriver, action) -> None:
+        """A lower-priority master was heard (vrrp ``Reannounce``): send one GARP burst for
+        our VIPs so neighbours that followed the other router come back to us."""
+        rt = self.runtimes.get(driver.instance.name)
+        if rt is None or driver.machine.state is not State.MASTER:
+            return
+        self._spawn(self._garp_burst(rt, "lower_priority_master_heard"), f"reannounce:{rt.instance.name}")
 
     async def _cancel_garp(self, rt: InstanceRuntime) -> None:
         if rt.garp is not None and not rt.garp.done():

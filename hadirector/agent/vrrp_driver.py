@@ -33,7 +33,8 @@ from typing import Callable, Protocol
 from hadirector.model import IPAddress, VrrpInstance
 from hadirector.vrrp.codec import Advert, IpPacket, Reject, decode, encode, parse_ip_packet
 from hadirector.vrrp.machine import (
-    IntervalBounded, MasterWish, PeerMisconfigured, RoleChanged, SendAdvert, State, VrrpMachine,
+    IntervalBounded, MasterWish, PeerMisconfigured, Reannounce, RoleChanged, SendAdvert, State,
+    VrrpMachine,
 )
 
 from hadirector.logging import get_logger
@@ -90,6 +91,7 @@ class VrrpDriver:
         on_role_changed: RoleCallback | None = None,
         on_view_changed: Callable[["VrrpDriver"], None] | None = None,
         on_master_wish: Callable[["VrrpDriver", MasterWish], None] | None = None,
+        on_reannounce: Callable[["VrrpDriver", Reannounce], None] | None = None,
         sync_group: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
         log=None,
@@ -99,6 +101,7 @@ class VrrpDriver:
         self.transport = transport
         self.primary_address = primary_address
         self.on_role_changed = on_role_changed
+        self.on_reannounce = on_reannounce
         # Called when what a status reader sees changed (master address/priority,
         # effective priority) without a role change: the agent rewrites state.json.
         self.on_view_changed = on_view_changed
@@ -290,6 +293,14 @@ class VrrpDriver:
                     self.log.warning("vrrp.peer_misconfigured", reason=action.reason.value,
                                      src=str(action.src), detail=action.detail,
                                      suppressed=suppressed)
+            elif isinstance(action, Reannounce):
+                # The machine bounds how often (REANNOUNCE_HOLDOFF): no rate limit here.
+                self.log.warning("vrrp.lower_priority_master_heard", peer=str(action.peer),
+                                 peer_priority=action.peer_priority,
+                                 priority=self.machine.effective_priority,
+                                 reason="reannouncing_vips")
+                if self.on_reannounce is not None:
+                    self.on_reannounce(self, action)
             elif isinstance(action, IntervalBounded):
                 # A spoofed or misconfigured Max Adver Int (see vrrp/timers.py): one
                 # line per source per DropLog interval, so a peer stuck at it is no flood.

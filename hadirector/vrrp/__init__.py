@@ -6,14 +6,14 @@ Pure code: no sockets, no asyncio, no clocks. The agent's driver feeds it packet
 
 from hadirector.vrrp.codec import Advert, IpPacket, Reject, decode, encode, parse_ip_packet
 from hadirector.vrrp.machine import (
-    Action, Counters, IntervalBounded, MasterWish, PeerMisconfigured, Reason, RoleChanged,
-    SendAdvert, State, VrrpMachine,
+    Action, Counters, IntervalBounded, MasterWish, PeerMisconfigured, Reannounce, Reason,
+    RoleChanged, SendAdvert, State, VrrpMachine,
 )
 from hadirector.vrrp.timers import bounded_adver_interval, master_down_interval, skew_time
 
 __all__ = [
     "Action", "Advert", "Counters", "IntervalBounded", "IpPacket", "MasterWish",
-    "PeerMisconfigured", "Reason", "Reject", "RoleChanged", "SendAdvert", "State",
+    "PeerMisconfigured", "Reannounce", "Reason", "Reject", "RoleChanged", "SendAdvert", "State",
     "VrrpMachine", "bounded_adver_interval", "decode", "encode", "master_down_interval",
     "parse_ip_packet", "skew_time",
 ]

@@ -136,6 +136,27 @@ class IntervalBounded:
 
 
 @dataclass(frozen=True)
+class Reannounce:
+    """As MASTER we heard a lower-priority advert: another router believed itself
+    master (a partition that healed, a peer that was frozen) and has answered ARP for our
+    VIPs meanwhile, so neighbours may still point at it. We assert ourselves with an
+    advert at once (sent with this action) and the shell re-announces the VIPs with
+    gratuitous ARP / unsolicited NA (keepalived's ``garp_lower_prio_repeat``). At most
+    once per ``REANNOUNCE_HOLDOFF`` of our advert interval: a peer stuck below us (a
+    one-way partition) costs one burst per advert of its, and the *last* advert it sends
+    before it steps down is always answered, so the LAN ends pointing at us."""
+
+    peer: IPAddress
+    peer_priority: int
+
+
+# A lower-priority master that keeps advertising is answered at most once per this
+# fraction of our advert interval (two adverts of a peer at our own rate are never
+# merged into one answer, even with jitter).
+REANNOUNCE_HOLDOFF = 0.5
+
+
+@dataclass(frozen=True)
 class MasterWish:
     """Sync-group members only (``sync_group=True``): the Master_Down_Timer fired, so this
     instance would now become MASTER (``wants=True``, ``reason`` as RoleChanged would
@@ -146,7 +167,7 @@ class MasterWish:
     reason: str
 
 
-Action = RoleChanged | SendAdvert | PeerMisconfigured | IntervalBounded | MasterWish
+Action = RoleChanged | SendAdvert | PeerMisconfigured | IntervalBounded | Reannounce | MasterWish
 
 
 @dataclass
@@ -198,6 +219,7 @@ class VrrpMachine:
         self._down_reason = Reason.MASTER_DOWN_TIMER
         self._down_peer: tuple[IPAddress, int] | None = None   # the advert behind _down_reason
         self._wants_master = False                # held in BACKUP by the sync group
+        self._reannounced_at = float("-inf")      # last Reannounce (its holdoff)
         self._since = now
         self._last_reason = ""
         self._vips = frozenset(v.ip for v in instance.virtual_ips)
@@ -507,11 +529,26 @@ class VrrpMachine:
             # Unsigned integer comparison in network byte order = int() of the address.
             reason = Reason.HIGHER_ADDRESS_RECEIVED
         else:
+            # RFC 5798 6.4.3 discards it. But a router that sends adverts believes it is
+            # master and may hold our VIPs in its neighbours' ARP caches: answer with an
+            # advert now (so it steps down without waiting for our timer) and ask the
+            # shell to re-announce the VIPs, as keepalived does.
             self.counters.lower_priority_discarded += 1
+            if now - self._reannounced_at >= REANNOUNCE_HOLDOFF * self.instance.advert_interval:
+                self._reannounced_at = now
+                self._send(self._effective)
+                self._deadline = now + self.instance.advert_interval
+                self._actions.append(Reannounce(src, adv.priority))
             return
         if self.instance.version == 3:
             self._adopt_interval(adv, src)
         self._become_backup(reason, now, master=(src, adv.priority), peer=(src, adv.priority))
+        # Two masters at once (a partition that healed): we may have answered ARP for the
+        # VIPs last, and the winner, whose advert we just heard, may never hear one of
+        # ours again. One advert at our priority, sent as we step down, tells it there
+        # was a second master, and it re-announces the VIPs (Reannounce). Beyond RFC
+        # 5798 6.4.3; a backup receiving it follows the usual rules for a lower priority.
+        self._send(self._effective)
 
     def _adopt_interval(self, adv: Advert, src: IPAddress) -> None:
         # RFC 5798 6.4.2 / 6.4.3: "Set Master_Adver_Interval to Adver Interval contained

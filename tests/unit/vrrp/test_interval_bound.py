@@ -103,10 +103,17 @@ def test_one_spoofed_huge_interval_advert_costs_one_bounded_master_down_interval
     for m in (hi, lo):
         m.receive_advert(advert(255, interval=40.95), SPOOFER, 5.0)
     link.flush()
+    # hi steps down and, with one advert at 150 (there were two masters), resets lo to
+    # follow it at the pair's own 0.1 s: lo, not the spoofer's bound, decides the gap.
     assert (hi.state, lo.state) == (B, B)
+    link.run_until(5.0 + master_down_interval(100, 0.1))
+    assert (hi.state, lo.state) == (B, M)
+    assert link.events[-1][2] == RoleChanged(B, M, Reason.MASTER_DOWN_TIMER)
+    # hi's own Master_Down_Interval is bounded (0.4 s adopted, not 40.95 s); it then
+    # preempts the lower-priority master.
     link.run_until(5.0 + master_down_interval(150, 0.4))
     assert (hi.state, lo.state) == (M, B)
-    assert link.events[-1][2] == RoleChanged(B, M, Reason.MASTER_DOWN_TIMER)
+    assert [e[2].reason for e in link.events[-2:]] == [Reason.PREEMPTED, Reason.HIGHER_PRIORITY_RECEIVED]
     link.run_until(20.0)
     assert link.masters() == [hi] and lo.master_adver_interval == pytest.approx(0.1)
 

@@ -12,7 +12,8 @@ import pytest
 
 from hadirector.vrrp.codec import MCAST_V4, MCAST_V6, Reject, decode, encode
 from hadirector.vrrp.machine import (
-    PeerMisconfigured, Reason, RoleChanged, SendAdvert, State, VrrpMachine,
+    REANNOUNCE_HOLDOFF, PeerMisconfigured, Reannounce, Reason, RoleChanged, SendAdvert, State,
+    VrrpMachine,
 )
 
 from .helpers import advert, instance, ip
@@ -284,8 +285,11 @@ def test_master_answers_priority_zero_with_an_immediate_advert():  # RFC 5798 6.
 def test_master_steps_down_on_higher_priority_advert():  # RFC 5798 6.4.3
     m = master()
     m.receive_advert(advert(150, interval=2.0), LOW_PEER, 10.0)
+    # One advert at our priority as we step down: the winner learns there were two
+    # masters and re-announces the VIPs (see test_master_keeps_role_on_lower_...).
     assert m.actions() == [RoleChanged(M, B, Reason.HIGHER_PRIORITY_RECEIVED,
-                                       peer=LOW_PEER, peer_priority=150)]
+                                       peer=LOW_PEER, peer_priority=150),
+                           SendAdvert(priority=100)]
     assert m.master_adver_interval == 2.0      # v3: learned from the new master
     assert m.get_timer() == pytest.approx(10.0 + 6.0 + 156 * 2 / 256)
     assert (m.master_address, m.master_priority) == (LOW_PEER, 150)
@@ -296,13 +300,17 @@ def test_master_steps_down_on_equal_priority_from_higher_address():  # RFC 5798 
     m = master()
     m.receive_advert(advert(100), PEER, 10.0)
     assert m.actions() == [RoleChanged(M, B, Reason.HIGHER_ADDRESS_RECEIVED,
-                                       peer=PEER, peer_priority=100)]
+                                       peer=PEER, peer_priority=100),
+                           SendAdvert(priority=100)]
 
 
 def test_master_keeps_role_on_equal_priority_from_lower_address():  # RFC 5798 6.4.3
     m = master()
     m.receive_advert(advert(100), LOW_PEER, 10.0)
-    assert m.state is M and m.actions() == []
+    # Kept, and asserted at once (the other router believes it is master: keepalived's
+    # "forcing new election").
+    assert m.state is M
+    assert m.actions() == [SendAdvert(priority=100), Reannounce(LOW_PEER, 100)]
 
 
 def test_master_address_tie_break_compares_ipv6_as_unsigned_integers():  # RFC 5798 6.4.3
@@ -316,12 +324,29 @@ def test_master_address_tie_break_compares_ipv6_as_unsigned_integers():  # RFC 5
     assert m.state is B
 
 
-def test_master_discards_lower_priority_advert():  # RFC 5798 6.4.3
+def test_master_keeps_role_on_lower_priority_advert_and_reasserts_itself():  # RFC 5798 6.4.3
+    # 6.4.3 discards the advert; a router sending it believes it is master and may hold
+    # our VIPs in neighbours' ARP caches, so we advertise at once and re-announce.
     m = master()
-    timer = m.get_timer()
-    m.receive_advert(advert(99), PEER, timer - 0.5)
-    assert m.state is M and m.actions() == [] and m.get_timer() == timer
+    now = m.get_timer() - 0.5
+    m.receive_advert(advert(99), PEER, now)
+    assert m.state is M
+    assert m.actions() == [SendAdvert(priority=100), Reannounce(PEER, 99)]
+    assert m.get_timer() == pytest.approx(now + 1.0)     # the advert just sent re-arms
     assert m.counters.lower_priority_discarded == 1
+
+
+def test_master_reannounces_at_most_once_per_half_advert_interval_for_a_lower_master():
+    m = master()                                  # advert interval 1 s
+    m.receive_advert(advert(99), PEER, 10.0)
+    m.actions()
+    timer = m.get_timer()
+    m.receive_advert(advert(99), PEER, 10.0 + REANNOUNCE_HOLDOFF - 0.1)
+    assert m.actions() == [] and m.get_timer() == timer
+    # The peer's next advert at its own 1 s interval is answered again.
+    m.receive_advert(advert(99), PEER, 11.0)
+    assert m.actions() == [SendAdvert(priority=100), Reannounce(PEER, 99)]
+    assert m.counters.lower_priority_discarded == 3
 
 
 def test_master_shutdown_sends_priority_zero_and_goes_to_initialize():  # RFC 5798 6.4.3 Shutdown
