@@ -681,18 +681,8 @@ def run_outside(a: argparse.Namespace) -> int:
         # Seen: ~8 min bring-up per implementation under TCG; a fault takes ~30 s to
         # ~3 min (those that restart an agent, or wait out a late convergence).
         timeout = a.timeout or 120 + len(a.impls) * (600 + a.faults * 150)
-        say(f"this kernel has no IPVS: booting the kernel lab (timeout {timeout:.0f}s); results in {out_dir}")
-        rc = subprocess.run([PY, "-m", "hadirector.cli", "kernel-lab", "--timeout", str(timeout),
-                             "--mem", "2048", "--rw", str(out_dir), "--", *inner], cwd=src).returncode
-    js = out_dir / "chaos.json"
-    if js.exists():
-        doc = json.loads(js.read_text())
-        if doc["records"]:
-            print()
-            print(table(doc))
-        if not doc.get("finished"):
-            print("(the run did not finish: partial results)")
-    return rc
+        rc = pair_failover.run_in_kernel_lab(inner, timeout, out_dir, src)
+    return rc | pair_failover.print_results(out_dir / "chaos.json", table)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

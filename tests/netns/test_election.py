@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime
 
 import pytest
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 
-from .ve_agents import AgentProc, holders, instance_config, wait_for, wait_holder
+from .ve_agents import agent_factory, holders, ts, wait_for, wait_holder
+from .ve_agents import elect as ve_elect
 from .ve_lab import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -26,10 +26,6 @@ HIGH, LOW = 150, 100
 # Scheduling slack on a shared 2-core machine: process wake-up, netlink, log write.
 MARGIN = 0.4
 START_TIMEOUT = 15.0
-
-
-def ts(event: dict) -> float:
-    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture
@@ -43,28 +39,12 @@ def lan():
 
 @pytest.fixture
 def agents(tmp_path):
-    started: list[AgentProc] = []
-
-    def make(lan: Lan, node: int, **kw) -> AgentProc:
-        a = AgentProc(lan, node, tmp_path, [instance_config(lan, advert=ADVERT, **kw)])
-        started.append(a)
-        return a
-
-    try:
+    with agent_factory(tmp_path, ADVERT) as make:
         yield make
-    finally:
-        for a in started:
-            a.stop()
 
 
 def elect(lan, a1, a2) -> None:
-    # Node 1 first: with nopreempt whoever is master first stays master.
-    a1.start()
-    wait_for(lambda: a1.role() == "MASTER", START_TIMEOUT, what="node 1 MASTER")
-    a2.start()
-    wait_for(lambda: a1.role() == "MASTER" and a2.role() == "BACKUP", START_TIMEOUT,
-             what="node 1 MASTER, node 2 BACKUP")
-    wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=2)
+    ve_elect(lan, a1, a2, START_TIMEOUT)
 
 
 def test_higher_priority_becomes_the_only_master_and_holds_the_vip(lan, agents):  # RFC 5798 6.4.2

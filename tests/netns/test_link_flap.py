@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime
 
 import pytest
 
 from hadirector.vrrp.timers import master_down_interval
 
 from .ve_agents import (
-    AgentProc, KeepalivedProc, holders, instance_config, keepalived_conf, wait_for, wait_holder,
+    AgentProc, KeepalivedProc, agent_factory, holders, instance_config, keepalived_conf, ts,
+    wait_for, wait_holder,
 )
+from .ve_agents import elect as ve_elect
 from .ve_lab import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -36,10 +37,6 @@ HIGH, LOW = 200, 100
 MARGIN = 1.0
 START_TIMEOUT = 15.0
 STABLE = 1.5            # seconds the end state must hold: many Master_Down_Intervals
-
-
-def ts(event: dict) -> float:
-    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 @pytest.fixture
@@ -53,28 +50,12 @@ def lan():
 
 @pytest.fixture
 def agents(tmp_path):
-    started: list[AgentProc] = []
-
-    def make(lan: Lan, node: int, **kw) -> AgentProc:
-        a = AgentProc(lan, node, tmp_path, [instance_config(lan, advert=ADVERT, **kw)])
-        started.append(a)
-        return a
-
-    try:
+    with agent_factory(tmp_path, ADVERT) as make:
         yield make
-    finally:
-        for a in started:
-            a.stop()
 
 
 def elect(lan, a1, a2) -> None:
-    # Node 1 first: with nopreempt whoever is master first stays master.
-    a1.start()
-    wait_for(lambda: a1.role() == "MASTER", START_TIMEOUT, what="node 1 MASTER")
-    a2.start()
-    wait_for(lambda: a1.role() == "MASTER" and a2.role() == "BACKUP", START_TIMEOUT,
-             what="node 1 MASTER, node 2 BACKUP")
-    wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=2)
+    ve_elect(lan, a1, a2, START_TIMEOUT)
 
 
 def set_link(lan: Lan, node: int, up: bool, how: str) -> None:

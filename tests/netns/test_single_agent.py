@@ -23,7 +23,7 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from .ve_agents import HADIRECTOR, ROOT, AgentProc, holders, instance_config, wait_for
+from .ve_agents import HADIRECTOR, ROOT, agent_factory, holders, wait_for
 from .ve_lab import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -45,19 +45,8 @@ def lan():
 
 @pytest.fixture
 def agents(tmp_path):
-    started: list[AgentProc] = []
-
-    def make(lan: Lan, node: int, workdir: str = "a", **kw) -> AgentProc:
-        kw.setdefault("advert", ADVERT)
-        a = AgentProc(lan, node, tmp_path / workdir, [instance_config(lan, **kw)])
-        started.append(a)
-        return a
-
-    try:
-        yield make
-    finally:
-        for a in started:
-            a.stop()
+    with agent_factory(tmp_path, ADVERT) as make:
+        yield lambda lan, node, workdir="a", **kw: make(lan, node, workdir_name=workdir, **kw)
 
 
 def run_agent(ns: str | None, config: str, *extra: str, env: dict | None = None,

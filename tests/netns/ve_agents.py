@@ -13,8 +13,10 @@ import re
 import signal
 import subprocess
 import sys
+import contextlib
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -160,6 +162,42 @@ class AgentProc:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def ts(event: dict) -> float:
+    """An agent log event's wall time (its ISO timestamp)."""
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
+@contextlib.contextmanager
+def agent_factory(workdir: Path, advert: float):
+    """``make(lan, node, **instance_config kw)`` -> an AgentProc with one instance at
+    ``advert``; every agent made is stopped on exit. Tests wrap it in their fixture."""
+    started: list[AgentProc] = []
+
+    def make(lan: Lan, node: int, workdir_name: str = "", **kw) -> AgentProc:
+        kw.setdefault("advert", advert)
+        a = AgentProc(lan, node, workdir / workdir_name if workdir_name else workdir,
+                      [instance_config(lan, **kw)])
+        started.append(a)
+        return a
+
+    try:
+        yield make
+    finally:
+        for a in started:
+            a.stop()
+
+
+def elect(lan: Lan, a1: "AgentProc", a2: "AgentProc", timeout: float) -> None:
+    """Node 1 first, then node 2: node 1 MASTER holding the VIP, node 2 BACKUP (with
+    nopreempt whoever is master first stays master, so the order matters)."""
+    a1.start()
+    wait_for(lambda: a1.role() == "MASTER", timeout, what="node 1 MASTER")
+    a2.start()
+    wait_for(lambda: a1.role() == "MASTER" and a2.role() == "BACKUP", timeout,
+             what="node 1 MASTER, node 2 BACKUP")
+    wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=2)
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
