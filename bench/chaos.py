@@ -161,6 +161,13 @@ class Ctx:
         return v
 
 
+def _link_up(lab: pairlab.Lab, name: str) -> bool:
+    """Its front link is up with a carrier (LOWER_UP), as the agent's tracker sees it."""
+    out = topology.sh("ip", "-o", "link", "show", "eth0", ns=lab.ns(name), check=False).stdout
+    flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
+    return "UP" in flags and "LOWER_UP" in flags
+
+
 def backup_ready(lab: pairlab.Lab, bound: float) -> list:
     """The director that does not hold the VIP reports BACKUP within ``bound`` s (its
     links are up, so FAULT is wrong): a pair whose standby stays in FAULT after a flap
@@ -168,7 +175,8 @@ def backup_ready(lab: pairlab.Lab, bound: float) -> list:
     the agent's state.json (hadirector; keepalived writes none)."""
     deadline = time.monotonic() + bound
     while True:
-        wrong = [(d.name, role) for d in lab.directors if not d.holds_vip()
+        # A director whose link is still down (checked mid-fault) is rightly in FAULT.
+        wrong = [(d.name, role) for d in lab.directors if not d.holds_vip() and _link_up(lab, d.name)
                  and (role := inv.agent_role(lab, d.name)) not in (None, "BACKUP")]
         if not wrong:
             return []
