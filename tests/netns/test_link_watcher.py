@@ -15,41 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
-import os
 import subprocess
-from typing import Iterator
 
 import pytest
 
 from hadirector.net.addresses import LinkState, LinkWatcher
 
+from tests.kernel.iv_lab import inside
+
 from .ve_lab import Lan, sh
 
 pytestmark = pytest.mark.netns
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 WAIT = 5.0      # seconds for one event to arrive; they take milliseconds
-
-
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run the calling thread in namespace ``ns`` for the duration of the block."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(own)
-        os.close(target)
 
 
 class RecordingLog:
