@@ -16,6 +16,8 @@ VRRP-only configs: no IPVS is needed, these run on the host kernel.
 
 from __future__ import annotations
 
+import contextlib
+
 import ctypes
 import json
 import os
@@ -121,13 +123,13 @@ def lan():
         lab.down()
 
 
-@pytest.fixture
-def pair(lan, tmp_path):
+@contextlib.contextmanager
+def running_pair(lan, tmp_path, advert: float = ADVERT):
     """Node 1 (priority 150) MASTER, node 2 (100) BACKUP, both serving the API on
-    127.0.0.1:9110 of their own namespace."""
+    127.0.0.1:9110 of their own namespace; both stopped on exit."""
     api = {"api": {"listen": "127.0.0.1:9110"}}
-    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=HIGH, advert=ADVERT)], dict(api))
-    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=LOW, advert=ADVERT)], dict(api))
+    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=HIGH, advert=advert)], dict(api))
+    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=LOW, advert=advert)], dict(api))
     try:
         a1.start()
         a2.start()
@@ -140,6 +142,12 @@ def pair(lan, tmp_path):
     finally:
         a1.stop()
         a2.stop()
+
+
+@pytest.fixture
+def pair(lan, tmp_path):
+    with running_pair(lan, tmp_path) as agents:
+        yield agents
 
 
 def api_get(agent: AgentProc, path: str) -> str | None:

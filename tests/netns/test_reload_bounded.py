@@ -24,10 +24,9 @@ from hadirector.exitcodes import ExitCode
 
 from .rl_lab import RlLan
 from .test_reload import (
-    ADVERT, HIGH, LOW, START_TIMEOUT, VipWatch, api_get, assert_vip_steady, sighup_and_wait, status,
-    transitions,
+    ADVERT, VipWatch, assert_vip_steady, running_pair, sighup_and_wait, status, transitions,
 )
-from .ve_agents import HADIRECTOR, ROOT, AgentProc, instance_config, wait_for, wait_holder
+from .ve_agents import HADIRECTOR, ROOT, AgentProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -38,21 +37,10 @@ def pair(request, tmp_path):
     advert interval is ADVERT unless the test parametrizes it."""
     advert = getattr(request, "param", ADVERT)
     lan = RlLan("cb", nodes=2, net=3).up()
-    api = {"api": {"listen": "127.0.0.1:9110"}}
-    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=HIGH, advert=advert)], dict(api))
-    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=LOW, advert=advert)], dict(api))
     try:
-        a1.start()
-        a2.start()
-        wait_for(lambda: a1.role() == "MASTER" and a2.role() == "BACKUP", START_TIMEOUT,
-                 what="node 1 MASTER, node 2 BACKUP")
-        wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=3)
-        wait_for(lambda: api_get(a1, "/healthz") == "ok\n" and api_get(a2, "/healthz") == "ok\n",
-                 START_TIMEOUT, interval=0.2, what="both APIs up")
-        yield lan, a1, a2
+        with running_pair(lan, tmp_path, advert) as (a1, a2):
+            yield lan, a1, a2
     finally:
-        a1.stop()
-        a2.stop()
         lan.down()
 
 
