@@ -62,7 +62,7 @@ def test_no_lb_algo_means_keepalived_default_wlc_and_no_lb_kind_means_nat():
     conv, vs = service("virtual_server 192.0.2.10 80 {\n real_server 10.0.0.1 80 {\n }\n}\n")
     assert vs.scheduler == "wlc"
     assert vs.real_servers[0].forward is m.ForwardMethod.NAT
-    assert any("no lb_algo" in n for n in notes(conv, skipped=False))
+    assert any("no lb_algo" in n for n in notes(conv, "changed", "info"))
 
 
 def test_persistence_timeout_without_a_value_is_ipvs_default_360():
@@ -120,7 +120,7 @@ def test_fwmark_check_without_any_port_is_dropped_with_a_note():
         }
         """)
     assert vs.real_servers[0].check is None
-    assert any("has no port" in n for n in notes(conv, skipped=True))
+    assert any("has no port" in n for n in notes(conv, "lost"))
 
 
 def test_virtual_server_group_is_expanded_with_keepalived_range_rules():
@@ -155,13 +155,13 @@ def test_virtual_server_group_is_expanded_with_keepalived_range_rules():
     # The NAT real server is IPv4: IPv4 services get both, IPv6 ones only the tunnel.
     assert [str(rs.address) for rs in services[0].real_servers] == ["10.0.0.1", "2001:db8:1::1"]
     assert [str(rs.address) for rs in services[-1].real_servers] == ["2001:db8:1::1"]
-    assert sum("10.0.0.1 is not IPv6 and not tunnelled" in n for n in notes(conv, skipped=True)) == 4
+    assert sum("10.0.0.1 is not IPv6 and not tunnelled" in n for n in notes(conv, "lost")) == 4
 
 
 def test_undefined_virtual_server_group_is_skipped_with_its_line():
     conv = convert("\nvirtual_server group NOPE {\n lb_algo rr\n}\n")
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:2: virtual_server group NOPE: virtual_server_group NOPE not defined; skipped"]
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:2: virtual_server group NOPE: virtual_server_group NOPE not defined; skipped"]
 
 
 def test_tcp_check_with_keepalived_defaults():
@@ -315,10 +315,10 @@ def test_second_url_and_second_checker_are_listed_as_skipped():
             }
         }
         """)
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:9: url /second: hadirector checks one URL per real server; skipped "
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:9: url /second: hadirector checks one URL per real server; skipped "
         "(only / is checked)",
-        "keepalived.conf:13: TCP_CHECK: hadirector runs one check per real server; this second "
+        "lost: keepalived.conf:13: TCP_CHECK: hadirector runs one check per real server; this second "
         "checker is skipped",
     ]
 
@@ -361,9 +361,11 @@ def test_unsupported_checker_is_listed_with_its_line_and_the_server_has_no_check
             }
         }
         """)
-    assert "keepalived.conf:5: SMTP_CHECK not supported, skipped" in notes(conv)
-    assert any(n.startswith("keepalived.conf:4: real_server 10.0.0.1 25: no convertible checker")
-               for n in notes(conv, skipped=False))
+    assert notes(conv) == [
+        "lost: keepalived.conf:5: SMTP_CHECK of real_server 10.0.0.1 25 in virtual_server "
+        "192.0.2.10 25 is not converted: hadirector has no SMTP probe yet (issue 13)",
+        "lost: keepalived.conf:4: real_server 10.0.0.1 25 in virtual_server 192.0.2.10 25: no "
+        "convertible checker, so it has no health check: always considered up"]
     assert vs.real_servers[0].check is None
 
 
@@ -420,7 +422,7 @@ def test_inhibit_on_failure_on_some_real_servers_only_applies_to_the_service_wit
         }
         """)
     assert vs.inhibit_on_failure is True
-    assert any("some real servers only" in n for n in notes(conv, skipped=False))
+    assert any("some real servers only" in n for n in notes(conv, "changed", "info"))
 
 
 def test_quorum_hysteresis_and_quorum_scripts():
@@ -440,7 +442,7 @@ def test_quorum_hysteresis_and_quorum_scripts():
     assert (vs.quorum, vs.quorum_hysteresis) == (3, 1)
     assert vs.quorum_up == ("/usr/local/sbin/bgp", "announce", "192.0.2.10")
     assert vs.quorum_down == ("/usr/local/sbin/bgp-withdraw",)
-    assert any(n.startswith("keepalived.conf:8: omega") for n in notes(conv, skipped=True))
+    assert any(n.startswith("lost: keepalived.conf:8: omega") for n in notes(conv, "lost"))
 
 
 def test_scheduler_flags_by_name_and_by_number():
@@ -468,8 +470,8 @@ def test_lvs_flags_lists_several_flags_on_one_line():
         }
         """)
     assert (vs.scheduler_flags, vs.one_packet) == (("mh-port", "mh-fallback"), True)
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:5: hashed not supported for scheduler mh, skipped"]
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:5: hashed not supported for scheduler mh, skipped"]
 
 
 def test_scheduler_flag_of_another_scheduler_is_skipped_as_keepalived_does():
@@ -482,8 +484,8 @@ def test_scheduler_flag_of_another_scheduler_is_skipped_as_keepalived_does():
         }
         """)
     assert vs.scheduler_flags == ()
-    assert any(n.startswith("keepalived.conf:4: mh-port applies only to the mh scheduler")
-               for n in notes(conv, skipped=True))
+    assert any(n.startswith("info: keepalived.conf:4: mh-port applies only to the mh scheduler")
+               for n in notes(conv, "info"))
 
 
 def test_ops_is_one_packet_scheduling_for_udp_only():
@@ -493,7 +495,7 @@ def test_ops_is_one_packet_scheduling_for_udp_only():
     conv, vs = service("virtual_server 192.0.2.10 80 {\n lb_algo rr\n ops\n"
                        " real_server 10.0.0.1 80 {\n }\n}\n")
     assert vs.one_packet is False
-    assert any("ops applies to UDP services only" in n for n in notes(conv, skipped=True))
+    assert any("ops applies to UDP services only" in n for n in notes(conv, "lost"))
 
 
 def test_virtual_server_weight_is_the_default_real_server_weight():
@@ -519,10 +521,10 @@ def test_bad_values_skip_only_their_statement_with_the_reason():
             }
         }
         """)
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:3: scheduler 'roundrobin' unknown; lb_algo skipped",
-        "keepalived.conf:5: weight 'heavy' is not an integer; weight skipped",
-        "keepalived.conf:7: real_server not-an-ip 80: real_server address 'not-an-ip' is not an "
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:3: scheduler 'roundrobin' unknown; lb_algo skipped",
+        "lost: keepalived.conf:5: weight 'heavy' is not an integer; weight skipped",
+        "lost: keepalived.conf:7: real_server not-an-ip 80: real_server address 'not-an-ip' is not an "
         "IP address; skipped",
     ]
     assert [str(rs.address) for rs in vs.real_servers] == ["10.0.0.1"]
