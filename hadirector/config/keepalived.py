@@ -496,7 +496,8 @@ def _command(stmt: Stmt, notes: list[Note], user_words: bool = True) -> list[str
                                       f"'{' '.join(stmt.args[1:])}' not supported, runs as the "
                                       f"agent's user (root)", Severity.CHANGED))
     by_system = re.match(r"<[ \t]*/", text) is not None
-    if not by_system and not _SHELL_CHARS.search(_unquoted(text)):
+    bare = _unquoted(text)
+    if not by_system and not _SHELL_CHARS.search(bare) and not _BASHISMS.search(bare):
         return argv
     shell = shell_for(text)
     if by_system and shell == "/bin/sh":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from hadirector import model as m
 
 from .helpers import convert, load, notes, only
@@ -528,3 +530,72 @@ def test_bad_values_skip_only_their_statement_with_the_reason():
         "IP address; skipped",
     ]
     assert [str(rs.address) for rs in vs.real_servers] == ["10.0.0.1"]
+
+
+def test_warmup_becomes_the_check_jitter_with_a_note_that_it_applies_to_every_check():
+    conv, vs = service("""
+        virtual_server 192.0.2.10 80 {
+            lb_algo rr
+            warmup 10
+            real_server 10.0.0.1 80 {
+                TCP_CHECK {
+                }
+            }
+            real_server 10.0.0.2 80 {
+                TCP_CHECK {
+                    warmup 0
+                }
+            }
+        }
+        """)
+    assert [rs.check.jitter for rs in vs.real_servers] == [10.0, 0.0]
+    assert notes(conv) == [
+        "changed: keepalived.conf:4: warmup 10: converted to the check jitter, which delays every "
+        "check (not only the first, as keepalived does) by up to 10s, so checks come on average "
+        "5s further apart"]
+
+
+def test_status_code_ranges_accept_the_same_codes_written_out():
+    conv, vs = service("""
+        virtual_server 192.0.2.10 80 {
+            lb_algo rr
+            real_server 10.0.0.1 80 {
+                HTTP_GET {
+                    url {
+                        path /health
+                        status_code 200-204 301 400-401
+                    }
+                }
+            }
+        }
+        """)
+    assert vs.real_servers[0].check.probe.status_codes == (200, 201, 202, 203, 204, 301, 400, 401)
+    assert notes(conv) == [
+        "info: keepalived.conf:8: status_code 200-204: written out as its 5 codes (hadirector "
+        "lists single codes; the same codes pass)",
+        "info: keepalived.conf:8: status_code 400-401: written out as its 2 codes (hadirector "
+        "lists single codes; the same codes pass)"]
+
+
+@pytest.mark.parametrize("checker,probe", [
+    ("PING_CHECK", "ICMP ping"), ("UDP_CHECK", "UDP"), ("DNS_CHECK", "DNS"), ("SMTP_CHECK", "SMTP"),
+])
+def test_checkers_without_a_probe_are_lost_loudly_with_their_server_and_line(checker, probe):
+    conv, vs = service(f"""
+        virtual_server 192.0.2.10 53 {{
+            lb_algo rr
+            real_server 10.0.0.7 53 {{
+                {checker} {{
+                    retry 2
+                }}
+                TCP_CHECK {{
+                    connect_port 22
+                }}
+            }}
+        }}
+        """)
+    # The other checker still converts; the lost one is named with its real server.
+    assert vs.real_servers[0].check.port == 22
+    assert notes(conv) == [
+        f"lost: keepalived.conf:5: {checker} of real_server 10.0.0.7 53 in virtual_server "
+        f"192.0.2.10 53 is not converted: hadirector has no {probe} probe yet (issue 13)"]

@@ -113,6 +113,51 @@ def test_nopreempt_and_preempt_delay():
     assert (inst.preempt, inst.preempt_delay) == (True, 30.0)
 
 
+# keepalived 2.2.7 vrrp_complete_instance clears these; the converted file says what
+# keepalived really runs, with an info note on the line it ignores.
+def test_preempt_delay_with_nopreempt_is_ignored_as_keepalived_does():
+    conv, inst = instance(BASE + "state BACKUP\nnopreempt\npreempt_delay 30\n")
+    assert (inst.preempt, inst.preempt_delay) == (False, 0.0)
+    assert notes(conv) == ["info: keepalived.conf:11: vrrp_instance VI_1: preempt_delay is ignored "
+                           "by keepalived with nopreempt; not converted"]
+
+
+def test_nopreempt_and_preempt_delay_are_ignored_with_initial_state_master():
+    conv, inst = instance(BASE + "state MASTER\npriority 150\nnopreempt\npreempt_delay 30\n")
+    assert (inst.preempt, inst.preempt_delay) == (True, 0.0)
+    assert notes(conv, "info") == [
+        "info: keepalived.conf:11: vrrp_instance VI_1: nopreempt is ignored by keepalived with "
+        "initial state MASTER; converted as preempt: true",
+        "info: keepalived.conf:12: vrrp_instance VI_1: preempt_delay is ignored by keepalived "
+        "with initial state MASTER; not converted"]
+
+
+def test_nopreempt_is_ignored_for_the_address_owner():
+    conv, inst = instance(BASE + "state BACKUP\npriority 255\nnopreempt\n")
+    assert inst.preempt is True
+    assert notes(conv) == ["info: keepalived.conf:11: vrrp_instance VI_1: nopreempt is ignored by "
+                           "keepalived with priority 255 (address owner); converted as preempt: true"]
+
+
+def test_without_state_priority_255_starts_as_master_so_preempt_delay_is_ignored():
+    conv, inst = instance(BASE + "priority 255\npreempt_delay 5\n")
+    assert inst.preempt_delay == 0.0
+    assert "initial state MASTER" in only(notes(conv, "info"))
+
+
+def test_preempt_delay_is_ignored_in_strict_mode():
+    conv, inst = instance(BASE + "state BACKUP\npreempt_delay 5\n", "global_defs {\n vrrp_strict\n}\n")
+    assert inst.preempt_delay == 0.0
+    assert any("preempt_delay is ignored by keepalived with strict mode" in n
+               for n in notes(conv, "info"))
+
+
+def test_preempt_delay_on_a_backup_that_preempts_is_kept():
+    conv, inst = instance(BASE + "state BACKUP\npreempt_delay 4.5\n")
+    assert (inst.preempt, inst.preempt_delay) == (True, 4.5)
+    assert notes(conv) == []
+
+
 def test_accept_mode_is_on_unless_vrrp_strict_or_no_accept():
     _, inst = instance(BASE)
     assert inst.accept_mode is True
