@@ -35,6 +35,13 @@ EXPECTED_LOST: dict[str, dict[int, str]] = {
                    37: "real_server", 56: "real_server", 87: "real_server"},
     "SSL_GET": {**_mail(4), 19: "authentication", 44: "url /mrtg/", 69: "url /mrtg/"},
     "UDP_CHECK": {**_mail(5), 23: "UDP_CHECK", 21: "real_server"},
+    # Debian's /etc/keepalived/keepalived.conf.sample (upstream's etc/keepalived).
+    "etc_sample": {4: "notification_email", 9: "notification_email_from", 10: "smtp_server",
+                   11: "smtp_connect_timeout", 13: "vrrp_skip_check_adv_addr", 25: "authentication",
+                   50: "url /mrtg/", 77: "url /testurl2/test.jsp", 81: "url /testurl3/test.jsp",
+                   98: "url /testurl2/test.jsp", 123: "url /testurl2/test.jsp",
+                   127: "url /testurl3/test.jsp", 144: "url /testurl2/test.jsp",
+                   148: "url /testurl3/test.jsp"},
     "conditional_conf": {3: "config id 'high'", 4: "config id 'low'", 7: "config id 'high'",
                          8: "config id 'low'", 19: "config id 'high'", 20: "config id 'low'",
                          6: "vrrp_script check_VI_0 has no script", 23: "use_vmac"},
@@ -118,8 +125,11 @@ def test_samples_are_the_ones_debian_ships_when_installed():
         return
     for name in _sample_names():
         original = shipped / f"keepalived.conf.{name}"
+        if name == "etc_sample":
+            original = Path("/etc/keepalived/keepalived.conf.sample")
         if original.exists():
-            assert (SAMPLES / original.name).read_bytes() == original.read_bytes(), name
+            copy = SAMPLES / f"keepalived.conf.{name}"
+            assert copy.read_bytes() == original.read_bytes(), name
 
 
 def test_sample_sync_groups_keep_their_members_and_notify_argv():
