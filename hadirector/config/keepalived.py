@@ -13,8 +13,15 @@ Theory of operation: three small passes, each with one job.
    belongs to the statement before it, on the same line or on the next one.
 3. **Converter** (``_Converter``): walks the tree with keepalived's *effective*
    defaults (not ours) and produces a plain dict whose keys are the field names of
-   ``hadirector.model`` (see its docstring), plus a list of ``Note``s for everything
-   that could not be converted or was converted with a change in behaviour.
+   ``hadirector.model`` (see its docstring), plus a list of ``Note``s, each with a
+   ``Severity``: ``info`` (converted to the equivalent, e.g. a keepalived rule
+   applied), ``changed`` (hadirector behaves differently) or ``lost`` (not converted).
+   ``import-keepalived`` exits ``CONVERSION_LOST`` when anything is lost, unless
+   ``--allow-loss``.
+
+A file keepalived would not read as written -- an unbalanced brace (a file cut short),
+an ``include`` of a file that does not exist, an include loop -- raises
+``KeepalivedSyntaxError`` naming file:line: it never converts into a smaller config.
 
 The output spells out keepalived's defaults wherever they differ from hadirector's,
 so the converted director behaves like the keepalived it replaces:
@@ -33,9 +40,20 @@ so the converted director behaves like the keepalived it replaces:
 * keepalived removes the virtual servers it created when it stops, so
   ``lvs.on_shutdown: remove``; it programs IPVS on both nodes: ``lvs.program: always``.
 
-One deliberate difference: a real server without ``alpha`` starts *up* in keepalived;
+* ``nopreempt`` and ``preempt_delay`` as keepalived really runs them (both cleared
+  for an initial state MASTER, nopreempt at priority 255, preempt_delay with nopreempt
+  or strict mode).
+* The router_id names one node: ``--router-id``, else global_defs', else left out so
+  that each director uses its own host name at run time (never the converting host's).
+* A command keepalived hands to ``system()`` (``</...``) or one with shell syntax runs
+  under ``/bin/bash -c`` when it uses bash syntax (``</dev/tcp/...``): /bin/sh is dash
+  on Debian.
+
+Deliberate differences: a real server without ``alpha`` starts *up* in keepalived;
 the converted file leaves ``initial`` at hadirector's default (unknown: programmed
-after its first check passes), which avoids sending traffic to a dead server.
+after its first check passes), which avoids sending traffic to a dead server. And
+keepalived spreads the first checks over ``delay_loop`` by default (``warmup``);
+hadirector starts them at once, and an explicit ``warmup`` becomes ``jitter``.
 """
 
 from __future__ import annotations
