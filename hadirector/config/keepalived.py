@@ -1855,16 +1855,15 @@ def _convert(lexer: _Lexer, tokens: list[_Token], notes: list[Note], router_id: 
 
 
 def add_arguments_import(parser: argparse.ArgumentParser) -> None:
+    # The exit code table itself is the command line's (hadirector/exitcodes.py).
     parser.description = (
         "Convert a keepalived.conf (and what it includes) to hadirector YAML. Every note "
         "on stderr has a severity: 'info' (equivalent), 'changed' (hadirector behaves "
         "differently) or 'lost' (not converted). The YAML is written even when something "
-        "was lost, for review; the exit status says whether it may be used as is.")
-    parser.epilog = (
-        f"exit status: 0 converted (only info/changed notes, or lost ones with --allow-loss); "
-        f"{int(ExitCode.CONVERSION_LOST)} something was lost; "
-        f"{int(ExitCode.CONFIG_INVALID)} keepalived.conf unreadable or not well-formed "
-        f"(unbalanced braces, a missing include), or the result does not load")
+        f"was lost, for review; then the exit status is {int(ExitCode.CONVERSION_LOST)} "
+        f"unless --allow-loss. It is {int(ExitCode.CONFIG_INVALID)} when keepalived.conf is "
+        f"unreadable or not well-formed (unbalanced braces, a missing include: nothing is "
+        f"converted) or the result does not load.")
     parser.add_argument("input", metavar="keepalived.conf", help="the keepalived configuration")
     parser.add_argument("-o", "--output", metavar="out.yaml",
                         help="write the YAML here instead of standard output")

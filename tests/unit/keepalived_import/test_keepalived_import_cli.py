@@ -125,5 +125,5 @@ def test_help_lists_the_severities_and_exit_statuses(capsys):
         main(["import-keepalived", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     for word in ("'info'", "'changed'", "'lost'", "--allow-loss", "--router-id",
-                 "8 something was lost", "3 keepalived.conf unreadable"):
+                 "exit status is 8 unless --allow-loss", "It is 3 when keepalived.conf is unreadable"):
         assert word in out
