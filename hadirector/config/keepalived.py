@@ -1848,6 +1848,11 @@ def _convert(lexer: _Lexer, tokens: list[_Token], notes: list[Note], router_id: 
              source: str) -> Conversion:
     errors = lexer.errors
     tree = _parse(tokens, notes, errors)
+    if not errors and not any(s.words for s in tree):
+        # A file emptied or cut to its comments would convert to a director that does
+        # nothing, and exit 0.
+        errors.append((Where(source, 1), "no keepalived configuration in it (an empty file, "
+                                         "or only comments)"))
     if errors:
         raise KeepalivedSyntaxError(errors)
     data = _Converter(notes, router_id).run(tree)

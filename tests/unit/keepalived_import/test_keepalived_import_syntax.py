@@ -236,3 +236,12 @@ def test_unknown_top_level_block_is_skipped_with_its_line():
         }
         """)
     assert notes(conv) == ["lost: keepalived.conf:2: static_routes not supported, skipped"]
+
+
+def test_an_empty_or_comment_only_file_is_an_error_not_an_empty_config(tmp_path):
+    for text in ("", "! keepalived.conf\n# nothing left\n\n"):
+        (tmp_path / "keepalived.conf").write_text(text)
+        with pytest.raises(KeepalivedSyntaxError) as e:
+            convert_file(str(tmp_path / "keepalived.conf"), display="keepalived.conf")
+        assert str(e.value) == ("keepalived.conf:1: no keepalived configuration in it (an empty "
+                                "file, or only comments)")

@@ -39,11 +39,14 @@ def test_router_id_option_names_this_node_and_replaces_global_defs_with_a_note()
     assert notes(conv) == ["info: keepalived.conf:2: router_id dir-a: replaced by --router-id dir-b"]
 
 
+SCRIPT = "vrrp_script chk {\n script /bin/true\n}\n"
+
+
 def test_missing_router_id_is_left_to_each_director_never_the_converting_hosts_name():
-    conv = convert("", router_id="lb9")
+    conv = convert(SCRIPT, router_id="lb9")
     assert load(conv).node.router_id == "lb9"
     assert notes(conv) == []
-    conv = convert("", router_id=None)
+    conv = convert(SCRIPT, router_id=None)
     # Left out: the loader resolves it on the director that runs the file, as
     # keepalived uses its host's name at run time.
     assert "node" not in conv.data
