@@ -1914,7 +1914,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     counts = {sev: sum(n.severity is sev for n in conv.notes) for sev in Severity}
     summary = ", ".join(f"{counts[sev]} {sev.value}" for sev in Severity)
-    where = f" to {args.output}" if args.output else ""
+    where = f" to {args.output}" if args.output else " to standard output"
     if lost and status == ExitCode.CONVERSION_LOST:
         print(f"{prog}: {summary}; written{where} for review, but {len(lost)} setting(s) "
               f"not converted (--allow-loss accepts that)", file=sys.stderr)
