@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     NO_PRIVILEGE = 5        # needs root, or CAP_NET_ADMIN and CAP_NET_RAW
     START_FAILED = 6        # the host is not ready: no such interface, no source address ...
     NOT_RUNNING = 7         # status/reload: no agent answers (not running, or not reachable)
+    CONVERSION_LOST = 8     # import-keepalived: some settings were not converted (--allow-loss)
 
 
 # The unit's RestartPreventExitStatus= lists exactly these.
@@ -38,6 +39,7 @@ DESCRIPTIONS: dict[ExitCode, str] = {
     ExitCode.NO_PRIVILEGE: "needs root or CAP_NET_ADMIN and CAP_NET_RAW; final",
     ExitCode.START_FAILED: "host not ready (interface missing, no source address ...); restarted",
     ExitCode.NOT_RUNNING: "status, reload: no agent answers (not running or not reachable)",
+    ExitCode.CONVERSION_LOST: "import-keepalived: some settings not converted (see 'lost:' notes; --allow-loss)",
 }
 
 

@@ -64,6 +64,7 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             sync_group=groups.get(name),
             preempt_held_until=held_until,
             faults=tuple(sorted(m.faults)),
+            held_vips=tuple(str(v) for v in rt.instance.virtual_ips) if rt.held_vips else (),
         ))
     return tuple(out)
 

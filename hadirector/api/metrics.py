@@ -187,6 +187,9 @@ def _vrrp(ex: _Exposition, snap: Snapshot) -> None:
                      "Valid VRRP advertisements received.")
     bad = ex.family("vrrp_adverts_invalid_total", "counter",
                     "VRRP advertisements received and dropped, by reason.")
+    held = ex.family("vrrp_vip_held", "gauge",
+                     "1 while this director holds the virtual IP on its interface (added as "
+                     "master), else 0; summed over the directors it must be 1.")
     for v in snap.vrrp_instances:
         ids = {"vrrp_instance": v.name, "vrid": v.vrid, "interface": v.interface}
         for s in VrrpState:
@@ -199,6 +202,8 @@ def _vrrp(ex: _Exposition, snap: Snapshot) -> None:
         recv.add(v.adverts_received, **ids)
         for reason, n in sorted(v.adverts_invalid.items()):
             bad.add(n, **ids, reason=reason)
+        for vip in v.virtual_ips:
+            held.add(vip in v.held_vips, **ids, vip=vip.split("/")[0])
 
 
 def _ipvs(ex: _Exposition, snap: Snapshot) -> None:

@@ -103,6 +103,9 @@ class VrrpInstanceStatus:
     preempt_held_until: float | None = None
     # the faults holding the instance in FAULT: "track_interface:eth0", "ipvs_unavailable" ...
     faults: tuple[str, ...] = ()
+    # the virtual_ips this node holds on its interface now (added as master, not yet
+    # removed): across two directors' scrapes, a VIP must be held exactly once
+    held_vips: tuple[str, ...] = ()
 
 
 # --- IPVS -----------------------------------------------------------------------

@@ -13,8 +13,15 @@ Theory of operation: three small passes, each with one job.
    belongs to the statement before it, on the same line or on the next one.
 3. **Converter** (``_Converter``): walks the tree with keepalived's *effective*
    defaults (not ours) and produces a plain dict whose keys are the field names of
-   ``hadirector.model`` (see its docstring), plus a list of ``Note``s for everything
-   that could not be converted or was converted with a change in behaviour.
+   ``hadirector.model`` (see its docstring), plus a list of ``Note``s, each with a
+   ``Severity``: ``info`` (converted to the equivalent, e.g. a keepalived rule
+   applied), ``changed`` (hadirector behaves differently) or ``lost`` (not converted).
+   ``import-keepalived`` exits ``CONVERSION_LOST`` when anything is lost, unless
+   ``--allow-loss``.
+
+A file keepalived would not read as written -- an unbalanced brace (a file cut short),
+an ``include`` of a file that does not exist, an include loop -- raises
+``KeepalivedSyntaxError`` naming file:line: it never converts into a smaller config.
 
 The output spells out keepalived's defaults wherever they differ from hadirector's,
 so the converted director behaves like the keepalived it replaces:
@@ -33,9 +40,20 @@ so the converted director behaves like the keepalived it replaces:
 * keepalived removes the virtual servers it created when it stops, so
   ``lvs.on_shutdown: remove``; it programs IPVS on both nodes: ``lvs.program: always``.
 
-One deliberate difference: a real server without ``alpha`` starts *up* in keepalived;
+* ``nopreempt`` and ``preempt_delay`` as keepalived really runs them (both cleared
+  for an initial state MASTER, nopreempt at priority 255, preempt_delay with nopreempt
+  or strict mode).
+* The router_id names one node: ``--router-id``, else global_defs', else left out so
+  that each director uses its own host name at run time (never the converting host's).
+* A command keepalived hands to ``system()`` (``</...``) or one with shell syntax runs
+  under ``/bin/bash -c`` when it uses bash syntax (``</dev/tcp/...``): /bin/sh is dash
+  on Debian.
+
+Deliberate differences: a real server without ``alpha`` starts *up* in keepalived;
 the converted file leaves ``initial`` at hadirector's default (unknown: programmed
-after its first check passes), which avoids sending traffic to a dead server.
+after its first check passes), which avoids sending traffic to a dead server. And
+keepalived spreads the first checks over ``delay_loop`` by default (``warmup``);
+hadirector starts them at once, and an explicit ``warmup`` becomes ``jitter``.
 """
 
 from __future__ import annotations
@@ -44,22 +62,24 @@ import functools
 
 import argparse
 import copy
+import enum
 import glob
 import ipaddress
 import os
 import re
 import shlex
-import socket
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import yaml
 
+from hadirector.exitcodes import ExitCode
 from hadirector.model import SCHEDULERS
 
 __all__ = [
-    "Conversion", "Note", "Where", "convert_text", "convert_file",
+    "Conversion", "KeepalivedSyntaxError", "Note", "Severity", "Where", "convert_text",
+    "convert_file", "shell_for",
     "add_arguments_import", "cmd_import",
 ]
 
@@ -75,20 +95,36 @@ class Where:
         return f"{self.file}:{self.line}"
 
 
+class Severity(enum.Enum):
+    """How far the converted director is from the keepalived it replaces."""
+
+    INFO = "info"          # equivalent: hadirector does what keepalived does
+    CHANGED = "changed"    # converted, but hadirector behaves differently (read why)
+    LOST = "lost"          # not converted: the setting has no effect in hadirector
+
+
 @dataclass(frozen=True)
 class Note:
-    """Something the operator must know about the conversion.
-
-    ``skipped`` True: the keepalived setting was dropped. False: it was converted, but
-    hadirector behaves differently or the value was derived (read the message).
-    """
+    """Something the operator must know about the conversion, e.g.
+    ``lost: keepalived.conf:42: PING_CHECK ... is not converted``."""
 
     where: Where | None
     message: str
-    skipped: bool = True
+    severity: Severity = Severity.LOST
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}" if self.where else self.message
+        at = f"{self.where}: " if self.where else ""
+        return f"{self.severity.value}: {at}{self.message}"
+
+
+class KeepalivedSyntaxError(Exception):
+    """The file cannot be read as keepalived would read it (an unbalanced brace, an
+    include that does not exist ...): nothing is converted. ``errors`` are
+    (where, message) pairs, in file order."""
+
+    def __init__(self, errors: list[tuple[Where, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{w}: {m}" for w, m in errors))
 
 
 # --- lexer --------------------------------------------------------------------------
@@ -121,14 +157,18 @@ def _set_on(target: Any, attr: str, conv: Callable[[Stmt], Any]) -> Callable[[St
 class _Lexer:
     def __init__(self, notes: list[Note], config_id: str | None) -> None:
         self.notes = notes
+        self.errors: list[tuple[Where, str]] = []
         self.config_id = config_id
         self.defs: dict[str, str] = {}
         self._open: list[str] = []
 
-    def lex_file(self, path: str, display: str, depth: int = 0) -> list[_Token]:
+    def lex_file(self, path: str, display: str, depth: int = 0,
+                 included_at: Where | None = None) -> list[_Token]:
         real = os.path.realpath(path)
         if real in self._open:
-            self.notes.append(Note(None, f"{display}: include loop, file not read again"))
+            assert included_at is not None
+            self.errors.append((included_at, f"include {display}: include loop (that file is "
+                                             f"already being read)"))
             return []
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
@@ -184,8 +224,11 @@ class _Lexer:
         if keep:
             return rest
         if self.config_id is None and not negate:
-            self.notes.append(Note(where, f"line only for config id '{ident}' skipped "
-                                          f"(choose one with --config-id)"))
+            # keepalived's config id defaults to the host name, so on a director this
+            # line may well be read.
+            self.notes.append(Note(where, f"line only for config id '{ident}' not converted "
+                                          f"(keepalived -i, default the host name; choose one "
+                                          f"with --config-id)"))
         return None
 
     def _definition(self, line: str, where: Where) -> bool:
@@ -207,27 +250,36 @@ class _Lexer:
 
     def _include(self, args: list[str], base_dir: str, where: Where,
                  depth: int) -> list[_Token]:
+        """keepalived's rules (lib/parser.c open_and_check_glob): a pattern with a
+        wildcard may match nothing; a plain file name (or a ``{a,b}`` alternative without
+        a wildcard) that does not exist is a missing file. A missing file is an error
+        here, not a quietly smaller config."""
         if depth >= _MAX_INCLUDE_DEPTH:
-            self.notes.append(Note(where, "include nested too deep, skipped"))
+            self.errors.append((where, f"include nested more than {_MAX_INCLUDE_DEPTH} deep"))
             return []
         if not args:
-            self.notes.append(Note(where, "include without a file name, skipped"))
+            self.errors.append((where, "include without a file name"))
         out: list[_Token] = []
         for arg in args:
             pattern = arg if os.path.isabs(arg) else os.path.join(base_dir, arg)
             paths: list[str] = []
             for p in _brace_expand(pattern):
-                paths.extend(sorted(glob.glob(p)) if glob.has_magic(p) else
-                             ([p] if os.path.exists(p) else []))
-            if not paths:
-                self.notes.append(Note(where, f"include {arg}: no file matches, nothing read"))
+                if glob.has_magic(p):
+                    paths.extend(sorted(glob.glob(p)))
+                elif os.path.exists(p):
+                    paths.append(p)
+                else:
+                    self.errors.append((where, f"include {arg}: {_display_path(p)} does not exist"))
+            if not paths and glob.has_magic(pattern):
+                self.notes.append(Note(where, f"include {arg}: no file matches, nothing read "
+                                              f"(keepalived reads nothing either)", Severity.INFO))
             for p in paths:
                 if os.path.isdir(p):
                     continue
                 try:
-                    out.extend(self.lex_file(p, _display_path(p), depth + 1))
+                    out.extend(self.lex_file(p, _display_path(p), depth + 1, where))
                 except OSError as e:
-                    self.notes.append(Note(where, f"include {p}: {e.strerror}, skipped"))
+                    self.errors.append((where, f"include {_display_path(p)}: {e.strerror}"))
         return out
 
 
@@ -276,7 +328,8 @@ def _split_line(line: str, where: Where, notes: list[Note]) -> list[_Token]:
         elif c == '"':
             end = line.find('"', i + 1)
             if end < 0:
-                notes.append(Note(where, "unterminated quote, closed at end of line", skipped=False))
+                notes.append(Note(where, "unterminated quote, closed at end of line",
+                                  Severity.CHANGED))
                 end = n
             tokens.append(_Token(_WORD, line[i + 1:end], where))
             i = end + 1
@@ -319,7 +372,10 @@ class Stmt:
         return self.words[1:]
 
 
-def _parse(tokens: list[_Token], notes: list[Note]) -> list[Stmt]:
+def _parse(tokens: list[_Token], notes: list[Note],
+           errors: list[tuple[Where, str]]) -> list[Stmt]:
+    """Unbalanced braces go to ``errors``: a file cut short (a ``{`` never closed) or
+    an extra ``}`` must not convert into a quietly smaller config."""
     pos = 0
     n = len(tokens)
 
@@ -335,13 +391,14 @@ def _parse(tokens: list[_Token], notes: list[Note]) -> list[Stmt]:
                 pos += 1
                 if nested:
                     return stmts
-                notes.append(Note(t.where, "'}' without a matching '{', ignored"))
+                errors.append((t.where, "'}' without a matching '{'"))
                 continue
             if t.kind == _OPEN:
                 # A block with no keyword: keepalived ignores it, and so do we.
                 pos += 1
                 block(True, t.where)
-                notes.append(Note(t.where, "block without a keyword, skipped"))
+                notes.append(Note(t.where, "block without a keyword, not converted (keepalived "
+                                           "ignores it too)", Severity.INFO))
                 continue
             words: list[str] = []
             where = t.where
@@ -357,7 +414,9 @@ def _parse(tokens: list[_Token], notes: list[Note]) -> list[Stmt]:
                 sub = block(True, tokens[look].where)
             stmts.append(Stmt(words, where, sub))
         if nested:
-            notes.append(Note(opened_at, "'{' is never closed; block ends at end of file"))
+            end = tokens[-1].where if tokens else opened_at
+            errors.append((opened_at, f"'{{' is never closed (the input ends at {end} inside "
+                                      f"this block: a truncated file or a missing '}}')"))
         return stmts
 
     return block(False, None)
@@ -409,13 +468,36 @@ def _arg(stmt: Stmt, i: int = 0) -> str:
 
 
 _SHELL_CHARS = re.compile(r"[<>|&;$`*?()]")
+# Syntax that bash runs and Debian's /bin/sh (dash) does not: /dev/tcp and /dev/udp
+# redirections, [[ ]], $'..' strings, arrays, `function f`, `source`, here-strings,
+# &> redirection, process substitution, {a..b} sequences.
+_BASHISMS = re.compile(
+    r"/dev/(?:tcp|udp)/|\[\[|\$'|\b[A-Za-z_]\w*=\(|\$\{\w+\[|(?:^|[\s;&|(])function\s+\w"
+    r"|(?:^|[\s;&|(])source\s|<<<|&>|[<>]\(|\{\w+\.\.\w+\}")
+
+
+def _unquoted(text: str) -> str:
+    """``text`` without its quoted parts and backslash escapes: what a shell would
+    read as syntax."""
+    return re.sub(r"'[^']*'|\"(?:[^\"\\]|\\.)*\"|\\.", " ", text)
+
+
+def shell_for(text: str) -> str:
+    """The shell a command line needs: /bin/bash for bash syntax, else /bin/sh."""
+    return "/bin/bash" if _BASHISMS.search(text) else "/bin/sh"
 
 
 def _command(stmt: Stmt, notes: list[Note], user_words: bool = True) -> list[str]:
     """A keepalived script string -> argv. keepalived splits its first argument into
     words honouring quotes and backslashes and execs it without a shell
     (set_script_params_array); for notify/quorum scripts further words name the user
-    (and group) to run it as, for ``script``/``misc_path`` they are ignored."""
+    (and group) to run it as, for ``script``/``misc_path`` they are ignored.
+
+    A command starting with ``</`` is the one keepalived runs with ``system()``, i.e.
+    ``/bin/sh -c`` (check_script_secure: "checking for a file being openable"). It, and
+    any command with shell syntax outside quotes, becomes ``SHELL -c TEXT``: with
+    ``/bin/bash`` when it uses bash syntax (``</dev/tcp/...``), because /bin/sh is dash
+    on Debian, which has no /dev/tcp: there the check would always fail."""
     text = _arg(stmt)
     try:
         argv = shlex.split(text)
@@ -426,16 +508,30 @@ def _command(stmt: Stmt, notes: list[Note], user_words: bool = True) -> list[str
     if len(stmt.args) > 1 and not user_words:
         notes.append(Note(stmt.where, f"{stmt.keyword}: '{' '.join(stmt.args[1:])}' after the "
                                       f"command is ignored (as by keepalived); quote the whole "
-                                      f"command line"))
+                                      f"command line", Severity.INFO))
     elif len(stmt.args) > 1:
         notes.append(Note(stmt.where, f"{stmt.keyword}: running as user "
-                                      f"'{' '.join(stmt.args[1:])}' not supported, runs as the agent's user"))
-    if _SHELL_CHARS.search(text):
-        notes.append(Note(stmt.where, f"{stmt.keyword}: '{text}' needs a shell; converted to "
-                                      f"/bin/sh -c (hadirector runs commands without one)",
-                          skipped=False))
-        return ["/bin/sh", "-c", text]
-    return argv
+                                      f"'{' '.join(stmt.args[1:])}' not supported, runs as the "
+                                      f"agent's user (root)", Severity.CHANGED))
+    by_system = re.match(r"<[ \t]*/", text) is not None
+    bare = _unquoted(text)
+    if not by_system and not _SHELL_CHARS.search(bare) and not _BASHISMS.search(bare):
+        return argv
+    shell = shell_for(text)
+    if by_system and shell == "/bin/sh":
+        notes.append(Note(stmt.where, f"{stmt.keyword}: '{text}' runs under /bin/sh -c, as "
+                                      f"keepalived runs a command starting with '</'",
+                          Severity.INFO))
+    elif by_system:
+        notes.append(Note(stmt.where, f"{stmt.keyword}: '{text}' converted to /bin/bash -c: "
+                                      f"keepalived runs it with /bin/sh -c, which on Debian is "
+                                      f"dash, where /dev/tcp does not exist and the check always "
+                                      f"fails", Severity.CHANGED))
+    else:
+        notes.append(Note(stmt.where, f"{stmt.keyword}: '{text}' has shell syntax; converted "
+                                      f"to {shell} -c (keepalived execs it without a shell, "
+                                      f"passing the operators as arguments)", Severity.CHANGED))
+    return [shell, "-c", text]
 
 
 # --- converter ----------------------------------------------------------------------
@@ -444,8 +540,11 @@ _EMAIL_KEYWORDS = {
     "notification_email", "notification_email_from", "smtp_server", "smtp_connect_timeout",
     "smtp_helo_name", "smtp_alert", "smtp_alert_vrrp", "smtp_alert_checker", "no_email_faults",
 }
+# keepalived checkers hadirector has no probe for (yet: the health issue, 13, adds
+# them) -> what the note calls the missing probe.
 _UNSUPPORTED_CHECKERS = {
-    "SMTP_CHECK", "DNS_CHECK", "UDP_CHECK", "PING_CHECK", "BFD_CHECK", "FILE_CHECK",
+    "SMTP_CHECK": "SMTP", "DNS_CHECK": "DNS", "UDP_CHECK": "UDP", "PING_CHECK": "ICMP ping",
+    "BFD_CHECK": "BFD", "FILE_CHECK": "file",
 }
 _FORWARD = {"NAT": "nat", "DR": "dr", "TUN": "tun"}
 _PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
@@ -472,6 +571,7 @@ class _CheckDefaults:
     delay_before_retry: float | None = None
     alpha: bool | None = None
     virtualhost: str | None = None
+    warmup: float | None = None
 
     def child(self) -> "_CheckDefaults":
         return _CheckDefaults(**self.__dict__)
@@ -486,15 +586,16 @@ class Conversion:
     source: str = "keepalived.conf"
 
     @property
-    def skipped(self) -> list[Note]:
-        return [n for n in self.notes if n.skipped]
+    def lost(self) -> list[Note]:
+        """What was not converted: ``import-keepalived`` fails unless --allow-loss."""
+        return [n for n in self.notes if n.severity is Severity.LOST]
 
     def to_yaml(self) -> str:
         head = [f"# hadirector configuration converted from {self.source}",
                 "# by `hadirector import-keepalived`. Review the notes below before use."]
         if self.notes:
             head.append("#")
-            head.append("# Not converted, or converted with a change:")
+            head.append("# lost: not converted; changed: behaves differently; info: equivalent")
             head.extend(f"#   {n}" for n in self.notes)
         body = yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None, width=100)
         return "\n".join(head) + "\n\n" + body
@@ -503,8 +604,9 @@ class Conversion:
 class _Converter:
     def __init__(self, notes: list[Note], router_id: str | None) -> None:
         self.notes = notes
-        self.router_id_fallback = router_id
+        self.router_id_chosen = router_id     # --router-id: this node's, whatever the file says
         self.router_id: str | None = None
+        self.router_id_where: Where | None = None
         self.vrrp_version = 2
         self.strict = False
         self.garp = _Garp()
@@ -522,10 +624,30 @@ class _Converter:
     # -- notes
 
     def skip(self, stmt: Stmt, why: str | None = None) -> None:
+        """``lost``: the statement is not converted."""
         self.notes.append(Note(stmt.where, why or f"{stmt.keyword} not supported, skipped"))
 
     def change(self, where: Where | None, message: str) -> None:
-        self.notes.append(Note(where, message, skipped=False))
+        """``changed``: converted, but hadirector behaves differently."""
+        self.notes.append(Note(where, message, Severity.CHANGED))
+
+    def _warmup(self, defaults: "_CheckDefaults") -> Callable[[Stmt], None]:
+        """keepalived's ``warmup`` delays only the first check by a random [0, N] s
+        (register_checkers_thread); hadirector's nearest setting is the check
+        ``jitter``, which delays every check that way."""
+        def handle(x: Stmt) -> None:
+            v = _float(_arg(x), "warmup")
+            defaults.warmup = v
+            if v > 0:
+                self.change(x.where, f"warmup {v:g}: converted to the check jitter, which "
+                                     f"delays every check (not only the first, as keepalived "
+                                     f"does) by up to {v:g}s, so checks come on average "
+                                     f"{v / 2:g}s further apart")
+        return handle
+
+    def info(self, where: Where | None, message: str) -> None:
+        """``info``: converted to the equivalent (a keepalived rule or default applied)."""
+        self.notes.append(Note(where, message, Severity.INFO))
 
     def each(self, stmts: Iterable[Stmt], handlers: dict[str, Callable[[Stmt], None]],
              context: str = "") -> None:
@@ -586,11 +708,19 @@ class _Converter:
 
     def _document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {}
-        router_id = self.router_id or self.router_id_fallback or socket.gethostname()
-        if not self.router_id and not self.router_id_fallback:
-            self.change(None, f"global_defs has no router_id; using '{router_id}' "
-                              f"(keepalived uses the host name at run time)")
-        doc["node"] = {"router_id": router_id}
+        # The router_id names one node: never the converting machine's host name.
+        chosen = self.router_id_chosen
+        if chosen is not None:
+            if self.router_id is not None and self.router_id != chosen:
+                self.info(self.router_id_where, f"router_id {self.router_id}: replaced by "
+                                                f"--router-id {chosen}")
+            doc["node"] = {"router_id": chosen}
+        elif self.router_id is not None:
+            doc["node"] = {"router_id": self.router_id}
+        else:
+            self.info(None, "global_defs has no router_id: node.router_id is left out, so each "
+                            "director uses its own host name at run time, as keepalived does "
+                            "(--router-id NAME sets one)")
         if self.instances:
             doc["vrrp_instances"] = self.instances
         if self.sync_groups:
@@ -612,6 +742,7 @@ class _Converter:
     def _global_handlers(self) -> dict[str, Callable[[Stmt], None]]:
         def router_id(s: Stmt) -> None:
             self.router_id = _arg(s)
+            self.router_id_where = s.where
 
         def version(s: Stmt) -> None:
             self.vrrp_version = _int(_arg(s), "vrrp_version", 2, 3)
@@ -627,8 +758,8 @@ class _Converter:
             return h
 
         def flush(s: Stmt) -> None:
-            self.skip(s, "lvs_flush: hadirector never flushes IPVS, it removes only the "
-                         "entries it owns; skipped")
+            self.change(s.where, "lvs_flush: hadirector never flushes IPVS, it removes only "
+                                 "the entries it owns")
 
         def flush_on_stop(s: Stmt) -> None:
             self.change(s.where, f"{s.keyword}: on_shutdown is 'remove', which removes only "
@@ -775,8 +906,9 @@ class _Converter:
             if v not in ("MASTER", "BACKUP"):
                 raise _Bad(f"state '{x.args[0]}' unknown")
             st["state"] = v
-            self.change(x.where, f"state {v}: only a start-up hint in keepalived; hadirector "
-                                 f"starts as backup and elects by priority")
+            if v == "MASTER":
+                self.change(x.where, "state MASTER: keepalived starts as master at once; "
+                                     "hadirector starts as backup and elects by priority")
 
         def vip_block(excluded: bool) -> Callable[[Stmt], None]:
             def h(x: Stmt) -> None:
@@ -914,7 +1046,8 @@ class _Converter:
         family = vips[0][1].version
         version = st.get("version", 3 if family == 6 else self.vrrp_version)
         if version == 2 and family == 6:
-            self.change(s.where, f"vrrp_instance {name}: IPv6 needs VRRP version 3; using 3")
+            self.info(s.where, f"vrrp_instance {name}: IPv6 needs VRRP version 3; using 3 "
+                               f"(as keepalived does)")
             version = 3
 
         priority = st.get("priority")
@@ -922,11 +1055,12 @@ class _Converter:
             # vrrp_complete_instance: no priority -> 255 for state MASTER, else 100.
             priority = 255 if st.get("state") == "MASTER" else 100
             if priority == 255:
-                self.change(s.where, f"vrrp_instance {name}: state MASTER without priority "
-                                     f"means priority 255 (address owner) in keepalived")
+                self.info(s.where, f"vrrp_instance {name}: state MASTER without priority "
+                                   f"means priority 255 (address owner) in keepalived")
         advert = self._advert(st.get("advert_interval", 1.0), version, name, s.where)
         strict = st.get("strict", self.strict)
         accept = st.get("accept", True if priority == 255 else not strict)
+        preempt, preempt_delay = self._preempt_rules(s, st, priority, strict)
 
         d: dict[str, Any] = {
             "name": name,
@@ -936,10 +1070,10 @@ class _Converter:
             "version": version,
             "advert_interval": _num(advert),
             "virtual_ips": [str(v) for _, v in vips],
-            "preempt": st.get("preempt", True),
+            "preempt": preempt,
         }
-        if "preempt_delay" in st:
-            d["preempt_delay"] = _num(st["preempt_delay"])
+        if preempt_delay:
+            d["preempt_delay"] = _num(preempt_delay)
         d["accept_mode"] = accept
         if "unicast_src" in st:
             d["unicast_src"] = st["unicast_src"]
@@ -964,6 +1098,40 @@ class _Converter:
         }
         return d
 
+    def _preempt_rules(self, s: Stmt, st: dict[str, Any], priority: int,
+                       strict: bool) -> tuple[bool, float]:
+        """nopreempt and preempt_delay as keepalived really runs them
+        (vrrp_complete_instance, 2.2.7): both are cleared for an instance whose initial
+        state is MASTER (``state MASTER``, or no state and priority 255; strict mode
+        forces the state to match the priority), nopreempt is cleared at priority 255,
+        and preempt_delay is cleared with nopreempt or strict mode."""
+        name = s.args[0]
+        block = s.block or []
+        nopreempt_at = next((x.where for x in block if x.keyword == "nopreempt"), s.where)
+        delay_at = next((x.where for x in block if x.keyword == "preempt_delay"), s.where)
+        preempt = st.get("preempt", True)
+        delay = st.get("preempt_delay", 0.0)
+        initial = st.get("state") or ("MASTER" if priority == 255 else "BACKUP")
+        if strict and (initial == "MASTER") != (priority == 255):
+            initial = "MASTER" if priority == 255 else "BACKUP"
+        why = ""
+        if not preempt and priority == 255:
+            why = "priority 255 (address owner)"
+        elif not preempt and initial == "MASTER":
+            why = "initial state MASTER"
+        if why:
+            preempt = True
+            self.info(nopreempt_at, f"vrrp_instance {name}: nopreempt is ignored by keepalived "
+                                    f"with {why}; converted as preempt: true")
+        if delay:
+            why = ("initial state MASTER" if initial == "MASTER" else
+                   "strict mode" if strict else "nopreempt" if not preempt else "")
+            if why:
+                self.info(delay_at, f"vrrp_instance {name}: preempt_delay is ignored by "
+                                    f"keepalived with {why}; not converted")
+                delay = 0.0
+        return preempt, delay
+
     def _advert(self, advert: float, version: int, name: str, where: Where) -> float:
         """Round the advert interval as keepalived does (vrrp_complete_instance): whole
         seconds 1..255 for VRRPv2 (RFC 3768 5.3.7), centiseconds up to 40.95 s for v3
@@ -973,7 +1141,7 @@ class _Converter:
         else:
             rounded = min(max(int(advert * 100 + 0.5), 1), 4095) / 100
         if abs(rounded - advert) > 1e-9:
-            self.change(where, f"vrrp_instance {name}: advert_int {advert:g} is not valid for "
+            self.info(where, f"vrrp_instance {name}: advert_int {advert:g} is not valid for "
                                f"VRRPv{version}; rounded to {rounded:g} as keepalived does")
         return rounded
 
@@ -1021,7 +1189,7 @@ class _Converter:
             copy_name = f"{name}_weight_{w}".replace("-", "minus_")
             if copy_name not in self.script_copies:
                 self.script_copies[copy_name] = {**base, "name": copy_name, "weight": w}
-            self.change(item.where, f"track_script {name} weight {w}: hadirector has one weight "
+            self.info(item.where, f"track_script {name} weight {w}: hadirector has one weight "
                                     f"per script; using a copy named {copy_name}")
             return copy_name
         if item.args:
@@ -1068,8 +1236,9 @@ class _Converter:
         for g in self.sync_groups:
             missing = [m for m in g["instances"] if m not in inst_names]
             if missing:
-                self.change(None, f"vrrp_sync_group {g['name']}: instance(s) "
-                                  f"{', '.join(missing)} not defined; removed from the group")
+                self.info(None, f"vrrp_sync_group {g['name']}: instance(s) "
+                                f"{', '.join(missing)} not defined; removed from the group "
+                                f"(keepalived ignores them too)")
                 g["instances"] = [m for m in g["instances"] if m in inst_names]
         self.sync_groups = [g for g in self.sync_groups if g["instances"]]
         known = set(self.scripts) | set(self.script_copies)
@@ -1079,8 +1248,9 @@ class _Converter:
                 continue
             missing = [t for t in ts if t not in known]
             if missing:
-                self.change(None, f"vrrp_instance {inst['name']}: track_script "
-                                  f"{', '.join(missing)} not defined; removed")
+                self.info(None, f"vrrp_instance {inst['name']}: track_script "
+                                f"{', '.join(missing)} not defined; removed (keepalived "
+                                f"ignores it too)")
                 inst["track_scripts"] = [t for t in ts if t in known]
                 if not inst["track_scripts"]:
                     del inst["track_scripts"]
@@ -1184,7 +1354,7 @@ class _Converter:
                 d["fwmark"] = mark
                 d["family"] = fam
                 if base["protocol_set"]:
-                    self.change(s.where, f"virtual_server {name}: protocol is ignored for "
+                    self.info(s.where, f"virtual_server {name}: protocol is ignored for "
                                          f"fwmark services (as in keepalived)")
             else:
                 host = str(addr_or_fam) if addr_or_fam.version == 4 else f"[{addr_or_fam}]"
@@ -1287,6 +1457,7 @@ class _Converter:
             "delay_before_retry": dflt("delay_before_retry",
                                        lambda x: _float(_arg(x), "delay_before_retry")),
             "virtualhost": dflt("virtualhost", lambda x: _arg(x)),
+            "warmup": self._warmup(defaults),
             "inhibit_on_failure": put("inhibit", lambda x: True),
             "lb_algo": sched,
             "lvs_sched": sched,
@@ -1326,7 +1497,7 @@ class _Converter:
         scheduler = st.get("scheduler")
         if scheduler is None:
             scheduler = "wlc"
-            self.change(s.where, f"{ctx}: no lb_algo; keepalived's default 'wlc' used")
+            self.info(s.where, f"{ctx}: no lb_algo; keepalived's default 'wlc' used")
         sched_flags = self._sched_flags(flags, scheduler)
         forward = st.get("forward")
 
@@ -1345,7 +1516,7 @@ class _Converter:
         families: set[int] = set()
         for r in rs_stmts:
             try:
-                rs, inhibit = self._real_server(r, defaults, forward, st.get("weight", 1))
+                rs, inhibit = self._real_server(r, defaults, forward, st.get("weight", 1), ctx)
             except _Bad as e:
                 self.skip(r, f"real_server {' '.join(r.args)}: {e}; skipped")
                 continue
@@ -1358,7 +1529,7 @@ class _Converter:
             rs_inhibit.append(inhibit if inhibit is not None else st.get("inhibit", False))
         fields["real_servers"] = servers
         if not servers:
-            self.change(s.where, f"{ctx} has no real servers")
+            self.info(s.where, f"{ctx} has no real servers")
         if sorry:
             ss = {"address": sorry["address"], "port": sorry["port"], "weight": 1}
             ss.update(sorry.get("forward") or forward or {"forward": "nat"})
@@ -1389,8 +1560,8 @@ class _Converter:
                 f = f"{scheduler}-{numbered[f]}"
             if f in ("sh-port", "sh-fallback", "mh-port", "mh-fallback"):
                 if not f.startswith(scheduler + "-"):
-                    self.skip(stmt, f"{f} applies only to the {f[:2]} scheduler, not "
-                                    f"{scheduler}; skipped (keepalived ignores it too)")
+                    self.info(stmt.where, f"{f} applies only to the {f[:2]} scheduler, not "
+                                          f"{scheduler}; skipped (keepalived ignores it too)")
                 elif f not in out:
                     out.append(f)
             else:
@@ -1435,7 +1606,7 @@ class _Converter:
         return out
 
     def _real_server(self, r: Stmt, vs_defaults: _CheckDefaults, vs_forward: dict[str, Any] | None,
-                     vs_weight: int) -> tuple[dict[str, Any], bool | None]:
+                     vs_weight: int, vs_ctx: str = "") -> tuple[dict[str, Any], bool | None]:
         addr = _addr(_arg(r), "real_server address")
         port = _int(r.args[1], "port", 0, 65535) if len(r.args) > 1 else 0
         defaults = vs_defaults.child()
@@ -1467,6 +1638,7 @@ class _Converter:
             "connect_timeout": dflt("connect_timeout", lambda x: _float(_arg(x), "connect_timeout")),
             "delay_loop": dflt("delay_loop", lambda x: _float(_arg(x), "delay_loop")),
             "virtualhost": dflt("virtualhost", lambda x: _arg(x)),
+            "warmup": self._warmup(defaults),
         }
         for c in ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK") + tuple(_UNSUPPORTED_CHECKERS):
             handlers[c] = checkers.append
@@ -1486,7 +1658,8 @@ class _Converter:
         check = None
         for c in checkers:
             if c.keyword in _UNSUPPORTED_CHECKERS:
-                self.skip(c, f"{c.keyword} not supported, skipped")
+                self.skip(c, f"{c.keyword} of {ctx} in {vs_ctx} is not converted: hadirector "
+                             f"has no {_UNSUPPORTED_CHECKERS[c.keyword]} probe yet (issue 13)")
                 continue
             if check is not None:
                 self.skip(c, f"{c.keyword}: hadirector runs one check per real server; "
@@ -1499,8 +1672,8 @@ class _Converter:
         if check is not None:
             rs["check"] = check
         elif checkers:
-            self.change(r.where, f"{ctx}: no convertible checker, so it has no health check "
-                                 f"(always considered up)")
+            self.skip(r, f"{ctx} in {vs_ctx}: no convertible checker, so it has no health "
+                         f"check: always considered up")
         return rs, st.get("inhibit")
 
     def _checker(self, c: Stmt, rs_defaults: _CheckDefaults) -> dict[str, Any]:
@@ -1532,6 +1705,7 @@ class _Converter:
             "delay_before_retry": dflt("delay_before_retry",
                                        lambda x: _float(_arg(x), "delay_before_retry")),
             "delay_loop": dflt("delay_loop", lambda x: _float(_arg(x), "delay_loop")),
+            "warmup": self._warmup(dfl),
             "alpha": alpha,
         }
         if kind in ("HTTP_GET", "SSL_GET"):
@@ -1584,6 +1758,8 @@ class _Converter:
             out["retry_delay"] = _num(dbr)
         if dfl.alpha:
             out["initial"] = "down"
+        if dfl.warmup:
+            out["jitter"] = _num(dfl.warmup)
         for k in ("bind_to", "address", "port"):
             if k in st:
                 out[k] = st[k]
@@ -1612,6 +1788,10 @@ class _Converter:
                 if hi < lo:
                     raise _Bad(f"status_code range '{part}' is empty")
                 codes.extend(c for c in range(lo, hi + 1) if c not in codes)
+                if hi > lo:
+                    self.info(x.where, f"status_code {part}: written out as its {hi - lo + 1} "
+                                       f"codes (hadirector lists single codes; the same codes "
+                                       f"pass)")
 
         def digest(x: Stmt) -> None:
             v = _arg(x).lower()
@@ -1647,62 +1827,99 @@ class _Converter:
 def convert_text(text: str, source: str = "keepalived.conf", *, base_dir: str = ".",
                  config_id: str | None = None, router_id: str | None = None) -> Conversion:
     """Convert keepalived.conf text. ``source`` names it in notes; ``include``s are
-    resolved relative to ``base_dir``. ``router_id`` is used when global_defs has none."""
+    resolved relative to ``base_dir``. ``router_id`` is this node's (--router-id): it
+    replaces global_defs' router_id. Raises ``KeepalivedSyntaxError``."""
     notes: list[Note] = []
     lexer = _Lexer(notes, config_id)
-    tokens = lexer.lex_text(text, source, base_dir)
-    tree = _parse(tokens, notes)
-    data = _Converter(notes, router_id).run(tree)
-    return Conversion(data=data, notes=notes, source=source)
+    return _convert(lexer, lexer.lex_text(text, source, base_dir), notes, router_id, source)
 
 
 def convert_file(path: str, *, config_id: str | None = None,
                  router_id: str | None = None, display: str | None = None) -> Conversion:
-    """Convert a keepalived.conf file (and whatever it includes)."""
+    """Convert a keepalived.conf file (and whatever it includes). Raises
+    ``KeepalivedSyntaxError``, or ``OSError`` when ``path`` cannot be read."""
     notes: list[Note] = []
     lexer = _Lexer(notes, config_id)
     shown = display or path
-    tokens = lexer.lex_file(path, shown)
-    tree = _parse(tokens, notes)
+    return _convert(lexer, lexer.lex_file(path, shown), notes, router_id, shown)
+
+
+def _convert(lexer: _Lexer, tokens: list[_Token], notes: list[Note], router_id: str | None,
+             source: str) -> Conversion:
+    errors = lexer.errors
+    tree = _parse(tokens, notes, errors)
+    if not errors and not any(s.words for s in tree):
+        # A file emptied or cut to its comments would convert to a director that does
+        # nothing, and exit 0.
+        errors.append((Where(source, 1), "no keepalived configuration in it (an empty file, "
+                                         "or only comments)"))
+    if errors:
+        raise KeepalivedSyntaxError(errors)
     data = _Converter(notes, router_id).run(tree)
-    return Conversion(data=data, notes=notes, source=shown)
+    return Conversion(data=data, notes=notes, source=source)
 
 
 def add_arguments_import(parser: argparse.ArgumentParser) -> None:
+    # The exit code table itself is the command line's (hadirector/exitcodes.py).
+    parser.description = (
+        "Convert a keepalived.conf (and what it includes) to hadirector YAML. Every note "
+        "on stderr has a severity: 'info' (equivalent), 'changed' (hadirector behaves "
+        "differently) or 'lost' (not converted). The YAML is written even when something "
+        f"was lost, for review; then the exit status is {int(ExitCode.CONVERSION_LOST)} "
+        f"unless --allow-loss. It is {int(ExitCode.CONFIG_INVALID)} when keepalived.conf is "
+        f"unreadable or not well-formed (unbalanced braces, a missing include: nothing is "
+        f"converted) or the result does not load.")
     parser.add_argument("input", metavar="keepalived.conf", help="the keepalived configuration")
     parser.add_argument("-o", "--output", metavar="out.yaml",
                         help="write the YAML here instead of standard output")
     parser.add_argument("--config-id", metavar="ID",
-                        help="keep '@ID' conditional lines, like keepalived -i ID")
+                        help="keep '@ID' conditional lines, like keepalived -i ID (keepalived's "
+                             "default is the host name)")
     parser.add_argument("--router-id", metavar="NAME",
-                        help="router_id when global_defs has none (default: this host's name)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 if anything was skipped")
+                        help="this node's router_id (default: global_defs' router_id; without "
+                             "one, node.router_id is left out and each director uses its own "
+                             "host name, as keepalived does)")
+    parser.add_argument("--allow-loss", action="store_true",
+                        help="exit 0 even when some settings were lost (not converted)")
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    prog = "hadirector import-keepalived"
     try:
         conv = convert_file(args.input, config_id=getattr(args, "config_id", None),
                             router_id=getattr(args, "router_id", None))
     except OSError as e:
-        print(f"hadirector import-keepalived: {args.input}: {e.strerror}", file=sys.stderr)
-        return 2
+        print(f"{prog}: {args.input}: {e.strerror}", file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
+    except KeepalivedSyntaxError as e:
+        for where, message in e.errors:
+            print(f"error: {where}: {message}", file=sys.stderr)
+        print(f"{prog}: {args.input} is not well-formed; nothing converted", file=sys.stderr)
+        return ExitCode.CONFIG_INVALID
     for n in conv.notes:
         print(str(n), file=sys.stderr)
     text = conv.to_yaml()
-    status = 0
+    status = ExitCode.OK
+    lost = conv.lost
+    if lost and not getattr(args, "allow_loss", False):
+        status = ExitCode.CONVERSION_LOST
     error = _validate(text, args.output or "<converted>")
     if error:
-        print(f"hadirector import-keepalived: the converted configuration does not load: "
-              f"{error}", file=sys.stderr)
-        status = 1
+        print(f"{prog}: the converted configuration does not load: {error}", file=sys.stderr)
+        status = ExitCode.CONFIG_INVALID
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
     else:
         sys.stdout.write(text)
-    if getattr(args, "strict", False) and conv.skipped:
-        status = 1
+    counts = {sev: sum(n.severity is sev for n in conv.notes) for sev in Severity}
+    summary = ", ".join(f"{counts[sev]} {sev.value}" for sev in Severity)
+    where = f" to {args.output}" if args.output else " to standard output"
+    if lost and status == ExitCode.CONVERSION_LOST:
+        print(f"{prog}: {summary}; written{where} for review, but {len(lost)} setting(s) "
+              f"not converted (--allow-loss accepts that)", file=sys.stderr)
+    else:
+        print(f"{prog}: {summary}; written{where}", file=sys.stderr)
     return status
 
 

@@ -251,3 +251,18 @@ async def test_reject_counters_reach_state_json_without_a_state_change(tmp_path)
     assert (shown["state"], rig.agent.runtimes["vi_1"].driver.machine.counters.became_master) == (
         "MASTER", 1)
     await rig.agent.stop()
+
+
+async def test_status_held_vips_follow_the_address_on_the_interface_not_the_role(tmp_path):
+    from hadirector.agent.status import vrrp_status
+    rig = Rig(tmp_path, inst())
+    await rig.agent.start()
+    (st,) = vrrp_status(rig.agent)
+    assert st.held_vips == () and not rig.addresses.has("eth0", VIP.ip)
+    await settle(master_down_interval(100, ADV) + 0.05)
+    (st,) = vrrp_status(rig.agent)
+    assert st.state.value == "MASTER" and st.held_vips == (str(VIP),)
+    assert rig.addresses.has("eth0", VIP.ip)
+    await rig.agent.stop()
+    (st,) = vrrp_status(rig.agent)
+    assert st.held_vips == () and not rig.addresses.has("eth0", VIP.ip)

@@ -129,6 +129,15 @@ def test_vrrp_priorities_and_counters(samples):
                  **vi1, reason="bad_checksum") == 1
 
 
+def test_each_configured_vip_has_a_held_gauge_set_only_where_this_director_holds_it(samples):
+    vi1 = dict(vrrp_instance="VI_1", vrid=51, interface="eth0")
+    vi6 = dict(vrrp_instance="VI_6", vrid=52, interface="eth1")
+    assert samples["hadirector_vrrp_vip_held"] == {
+        tuple(sorted({**{k: str(v) for k, v in vi1.items()}, "vip": "10.0.0.100"}.items())): 1.0,
+        tuple(sorted({**{k: str(v) for k, v in vi6.items()}, "vip": "10.0.6.1"}.items())): 0.0,
+    }
+
+
 def test_health_check_totals_and_latency_histogram(samples, snapshot):
     assert value(samples, "hadirector_health_checks_total", result="ok") == 4
     assert value(samples, "hadirector_health_checks_total", result="fail") == 1

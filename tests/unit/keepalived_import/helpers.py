@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 from hadirector.config import parse_config
@@ -10,7 +11,10 @@ from hadirector.model import Config
 
 
 def convert(text: str, **kw) -> Conversion:
-    kw.setdefault("router_id", "lb1")
+    """Convert a snippet; one without a router_id of its own is converted for node
+    "lb1" (as with --router-id lb1), so its notes are only about what it tests."""
+    if not re.search(r"(?m)^\s*router_id\b", text):
+        kw.setdefault("router_id", "lb1")
     return convert_text(textwrap.dedent(text), "keepalived.conf", **kw)
 
 
@@ -19,8 +23,9 @@ def load(conv: Conversion) -> Config:
     return parse_config(conv.to_yaml(), "converted.yaml")
 
 
-def notes(conv: Conversion, skipped: bool | None = None) -> list[str]:
-    return [str(n) for n in conv.notes if skipped is None or n.skipped == skipped]
+def notes(conv: Conversion, *severities: str) -> list[str]:
+    """The notes as printed (``lost: keepalived.conf:12: ...``), of these severities."""
+    return [str(n) for n in conv.notes if not severities or n.severity.value in severities]
 
 
 def only(items: list):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from hadirector import model as m
 
 from .helpers import convert, load, notes, only
@@ -62,7 +64,7 @@ def test_no_lb_algo_means_keepalived_default_wlc_and_no_lb_kind_means_nat():
     conv, vs = service("virtual_server 192.0.2.10 80 {\n real_server 10.0.0.1 80 {\n }\n}\n")
     assert vs.scheduler == "wlc"
     assert vs.real_servers[0].forward is m.ForwardMethod.NAT
-    assert any("no lb_algo" in n for n in notes(conv, skipped=False))
+    assert any("no lb_algo" in n for n in notes(conv, "changed", "info"))
 
 
 def test_persistence_timeout_without_a_value_is_ipvs_default_360():
@@ -120,7 +122,7 @@ def test_fwmark_check_without_any_port_is_dropped_with_a_note():
         }
         """)
     assert vs.real_servers[0].check is None
-    assert any("has no port" in n for n in notes(conv, skipped=True))
+    assert any("has no port" in n for n in notes(conv, "lost"))
 
 
 def test_virtual_server_group_is_expanded_with_keepalived_range_rules():
@@ -155,13 +157,13 @@ def test_virtual_server_group_is_expanded_with_keepalived_range_rules():
     # The NAT real server is IPv4: IPv4 services get both, IPv6 ones only the tunnel.
     assert [str(rs.address) for rs in services[0].real_servers] == ["10.0.0.1", "2001:db8:1::1"]
     assert [str(rs.address) for rs in services[-1].real_servers] == ["2001:db8:1::1"]
-    assert sum("10.0.0.1 is not IPv6 and not tunnelled" in n for n in notes(conv, skipped=True)) == 4
+    assert sum("10.0.0.1 is not IPv6 and not tunnelled" in n for n in notes(conv, "lost")) == 4
 
 
 def test_undefined_virtual_server_group_is_skipped_with_its_line():
     conv = convert("\nvirtual_server group NOPE {\n lb_algo rr\n}\n")
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:2: virtual_server group NOPE: virtual_server_group NOPE not defined; skipped"]
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:2: virtual_server group NOPE: virtual_server_group NOPE not defined; skipped"]
 
 
 def test_tcp_check_with_keepalived_defaults():
@@ -315,10 +317,10 @@ def test_second_url_and_second_checker_are_listed_as_skipped():
             }
         }
         """)
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:9: url /second: hadirector checks one URL per real server; skipped "
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:9: url /second: hadirector checks one URL per real server; skipped "
         "(only / is checked)",
-        "keepalived.conf:13: TCP_CHECK: hadirector runs one check per real server; this second "
+        "lost: keepalived.conf:13: TCP_CHECK: hadirector runs one check per real server; this second "
         "checker is skipped",
     ]
 
@@ -361,9 +363,11 @@ def test_unsupported_checker_is_listed_with_its_line_and_the_server_has_no_check
             }
         }
         """)
-    assert "keepalived.conf:5: SMTP_CHECK not supported, skipped" in notes(conv)
-    assert any(n.startswith("keepalived.conf:4: real_server 10.0.0.1 25: no convertible checker")
-               for n in notes(conv, skipped=False))
+    assert notes(conv) == [
+        "lost: keepalived.conf:5: SMTP_CHECK of real_server 10.0.0.1 25 in virtual_server "
+        "192.0.2.10 25 is not converted: hadirector has no SMTP probe yet (issue 13)",
+        "lost: keepalived.conf:4: real_server 10.0.0.1 25 in virtual_server 192.0.2.10 25: no "
+        "convertible checker, so it has no health check: always considered up"]
     assert vs.real_servers[0].check is None
 
 
@@ -420,7 +424,7 @@ def test_inhibit_on_failure_on_some_real_servers_only_applies_to_the_service_wit
         }
         """)
     assert vs.inhibit_on_failure is True
-    assert any("some real servers only" in n for n in notes(conv, skipped=False))
+    assert any("some real servers only" in n for n in notes(conv, "changed", "info"))
 
 
 def test_quorum_hysteresis_and_quorum_scripts():
@@ -440,7 +444,7 @@ def test_quorum_hysteresis_and_quorum_scripts():
     assert (vs.quorum, vs.quorum_hysteresis) == (3, 1)
     assert vs.quorum_up == ("/usr/local/sbin/bgp", "announce", "192.0.2.10")
     assert vs.quorum_down == ("/usr/local/sbin/bgp-withdraw",)
-    assert any(n.startswith("keepalived.conf:8: omega") for n in notes(conv, skipped=True))
+    assert any(n.startswith("lost: keepalived.conf:8: omega") for n in notes(conv, "lost"))
 
 
 def test_scheduler_flags_by_name_and_by_number():
@@ -468,8 +472,8 @@ def test_lvs_flags_lists_several_flags_on_one_line():
         }
         """)
     assert (vs.scheduler_flags, vs.one_packet) == (("mh-port", "mh-fallback"), True)
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:5: hashed not supported for scheduler mh, skipped"]
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:5: hashed not supported for scheduler mh, skipped"]
 
 
 def test_scheduler_flag_of_another_scheduler_is_skipped_as_keepalived_does():
@@ -482,8 +486,8 @@ def test_scheduler_flag_of_another_scheduler_is_skipped_as_keepalived_does():
         }
         """)
     assert vs.scheduler_flags == ()
-    assert any(n.startswith("keepalived.conf:4: mh-port applies only to the mh scheduler")
-               for n in notes(conv, skipped=True))
+    assert any(n.startswith("info: keepalived.conf:4: mh-port applies only to the mh scheduler")
+               for n in notes(conv, "info"))
 
 
 def test_ops_is_one_packet_scheduling_for_udp_only():
@@ -493,7 +497,7 @@ def test_ops_is_one_packet_scheduling_for_udp_only():
     conv, vs = service("virtual_server 192.0.2.10 80 {\n lb_algo rr\n ops\n"
                        " real_server 10.0.0.1 80 {\n }\n}\n")
     assert vs.one_packet is False
-    assert any("ops applies to UDP services only" in n for n in notes(conv, skipped=True))
+    assert any("ops applies to UDP services only" in n for n in notes(conv, "lost"))
 
 
 def test_virtual_server_weight_is_the_default_real_server_weight():
@@ -519,10 +523,79 @@ def test_bad_values_skip_only_their_statement_with_the_reason():
             }
         }
         """)
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:3: scheduler 'roundrobin' unknown; lb_algo skipped",
-        "keepalived.conf:5: weight 'heavy' is not an integer; weight skipped",
-        "keepalived.conf:7: real_server not-an-ip 80: real_server address 'not-an-ip' is not an "
+    assert notes(conv, "lost") == [
+        "lost: keepalived.conf:3: scheduler 'roundrobin' unknown; lb_algo skipped",
+        "lost: keepalived.conf:5: weight 'heavy' is not an integer; weight skipped",
+        "lost: keepalived.conf:7: real_server not-an-ip 80: real_server address 'not-an-ip' is not an "
         "IP address; skipped",
     ]
     assert [str(rs.address) for rs in vs.real_servers] == ["10.0.0.1"]
+
+
+def test_warmup_becomes_the_check_jitter_with_a_note_that_it_applies_to_every_check():
+    conv, vs = service("""
+        virtual_server 192.0.2.10 80 {
+            lb_algo rr
+            warmup 10
+            real_server 10.0.0.1 80 {
+                TCP_CHECK {
+                }
+            }
+            real_server 10.0.0.2 80 {
+                TCP_CHECK {
+                    warmup 0
+                }
+            }
+        }
+        """)
+    assert [rs.check.jitter for rs in vs.real_servers] == [10.0, 0.0]
+    assert notes(conv) == [
+        "changed: keepalived.conf:4: warmup 10: converted to the check jitter, which delays every "
+        "check (not only the first, as keepalived does) by up to 10s, so checks come on average "
+        "5s further apart"]
+
+
+def test_status_code_ranges_accept_the_same_codes_written_out():
+    conv, vs = service("""
+        virtual_server 192.0.2.10 80 {
+            lb_algo rr
+            real_server 10.0.0.1 80 {
+                HTTP_GET {
+                    url {
+                        path /health
+                        status_code 200-204 301 400-401
+                    }
+                }
+            }
+        }
+        """)
+    assert vs.real_servers[0].check.probe.status_codes == (200, 201, 202, 203, 204, 301, 400, 401)
+    assert notes(conv) == [
+        "info: keepalived.conf:8: status_code 200-204: written out as its 5 codes (hadirector "
+        "lists single codes; the same codes pass)",
+        "info: keepalived.conf:8: status_code 400-401: written out as its 2 codes (hadirector "
+        "lists single codes; the same codes pass)"]
+
+
+@pytest.mark.parametrize("checker,probe", [
+    ("PING_CHECK", "ICMP ping"), ("UDP_CHECK", "UDP"), ("DNS_CHECK", "DNS"), ("SMTP_CHECK", "SMTP"),
+])
+def test_checkers_without_a_probe_are_lost_loudly_with_their_server_and_line(checker, probe):
+    conv, vs = service(f"""
+        virtual_server 192.0.2.10 53 {{
+            lb_algo rr
+            real_server 10.0.0.7 53 {{
+                {checker} {{
+                    retry 2
+                }}
+                TCP_CHECK {{
+                    connect_port 22
+                }}
+            }}
+        }}
+        """)
+    # The other checker still converts; the lost one is named with its real server.
+    assert vs.real_servers[0].check.port == 22
+    assert notes(conv) == [
+        f"lost: keepalived.conf:5: {checker} of real_server 10.0.0.7 53 in virtual_server "
+        f"192.0.2.10 53 is not converted: hadirector has no {probe} probe yet (issue 13)"]

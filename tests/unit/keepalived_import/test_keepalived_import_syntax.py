@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from hadirector.config.keepalived import convert_file
+import pytest
+
+from hadirector.config.keepalived import KeepalivedSyntaxError, convert_file
 
 from .helpers import convert, load, notes, only
 
@@ -34,15 +36,18 @@ def test_escaped_comment_characters_are_literal():
 
 def test_quoted_strings_keep_spaces_and_inner_single_quotes():
     conv = convert("""
+        global_defs {
+            router_id lb1
+        }
         vrrp_script chk_web {
             script "bash -c 'exec 3<>/dev/tcp/127.0.0.1/80'"
         }
         """)
-    # keepalived splits the string into words with quoting, as a shell would; the
-    # redirection needs a shell, so that is noted, and the command runs via /bin/sh -c.
-    assert conv.data["track_scripts"][0]["command"] == ["/bin/sh", "-c",
-                                                        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/80'"]
-    assert any("needs a shell" in n for n in notes(conv, skipped=False))
+    # keepalived splits the string into words with quoting, as a shell would, and execs
+    # them: the redirection is quoted, so it is bash's argument, not shell syntax here.
+    assert conv.data["track_scripts"][0]["command"] == ["bash", "-c",
+                                                        "exec 3<>/dev/tcp/127.0.0.1/80"]
+    assert notes(conv) == []
 
 
 def test_brace_on_the_next_line_opens_the_block_of_the_statement_before():
@@ -112,14 +117,42 @@ def test_include_is_relative_to_the_including_file_with_globs_and_braces(tmp_pat
     assert "bogus" in note.message
 
 
-def test_include_without_a_match_and_include_loops_are_noted(tmp_path):
+def test_include_pattern_without_a_match_is_noted_as_keepalived_reads_nothing_either(tmp_path):
     (tmp_path / "keepalived.conf").write_text(
-        "include missing/*.conf\ninclude keepalived.conf\nglobal_defs {\n router_id x\n}\n")
+        "include missing/*.conf\nglobal_defs {\n router_id x\n}\n")
     conv = convert_file(str(tmp_path / "keepalived.conf"))
-    texts = notes(conv)
-    assert any("keepalived.conf:1: include missing/*.conf: no file matches" in t for t in texts)
-    assert any("include loop" in t for t in texts)
+    note = only(conv.notes)
+    assert str(note).startswith("info: ")
+    assert "keepalived.conf:1: include missing/*.conf: no file matches" in str(note)
     assert conv.data["node"]["router_id"] == "x"
+
+
+def test_include_of_a_file_that_does_not_exist_is_an_error_naming_file_and_line(tmp_path):
+    (tmp_path / "keepalived.conf").write_text(
+        "global_defs {\n router_id x\n}\ninclude conf.d/vrrp.conf\n")
+    with pytest.raises(KeepalivedSyntaxError) as e:
+        convert_file(str(tmp_path / "keepalived.conf"), display="keepalived.conf")
+    (where, message), = e.value.errors
+    assert (where.file, where.line) == ("keepalived.conf", 4)
+    assert "conf.d/vrrp.conf" in message and "does not exist" in message
+
+
+def test_a_missing_brace_alternative_is_an_error_as_keepalived_reports_it(tmp_path):
+    (tmp_path / "a.inc").write_text("global_defs {\n router_id x\n}\n")
+    (tmp_path / "keepalived.conf").write_text("include {a,b}.inc\n")
+    with pytest.raises(KeepalivedSyntaxError) as e:
+        convert_file(str(tmp_path / "keepalived.conf"), display="keepalived.conf")
+    (where, message), = e.value.errors
+    assert where.line == 1 and "b.inc does not exist" in message
+
+
+def test_an_include_loop_is_an_error(tmp_path):
+    (tmp_path / "keepalived.conf").write_text("global_defs {\n router_id x\n}\n"
+                                               "include keepalived.conf\n")
+    with pytest.raises(KeepalivedSyntaxError) as e:
+        convert_file(str(tmp_path / "keepalived.conf"), display="keepalived.conf")
+    (where, message), = e.value.errors
+    assert where.line == 4 and "include loop" in message
 
 
 def test_conditional_lines_follow_the_config_id_like_keepalived_dash_i():
@@ -140,7 +173,7 @@ def test_conditional_lines_follow_the_config_id_like_keepalived_dash_i():
     assert (lb1.priority, lb1.preempt) == (150, True)
     assert (lb2.priority, lb2.preempt) == (100, False)
     none = convert(text)
-    assert [n.where.line for n in none.skipped] == [5, 6]
+    assert [n.where.line for n in none.lost] == [5, 6]
 
 
 def test_dollar_definitions_are_substituted():
@@ -159,19 +192,38 @@ def test_dollar_definitions_are_substituted():
     assert inst.interface == "eth1" and str(inst.virtual_ips[0]) == "192.0.2.10/24"
 
 
-def test_unbalanced_braces_are_noted_with_their_line():
-    conv = convert("""
-        global_defs {
-            router_id lb1
-        }
-        }
-        vrrp_script chk {
-            script /bin/true
-        """)
-    texts = notes(conv)
-    assert "keepalived.conf:5: '}' without a matching '{', ignored" in texts
-    assert "keepalived.conf:6: '{' is never closed; block ends at end of file" in texts
-    assert conv.data["track_scripts"][0]["command"] == ["/bin/true"]
+def test_unbalanced_braces_are_errors_with_their_line_not_a_smaller_config():
+    with pytest.raises(KeepalivedSyntaxError) as e:
+        convert("""
+            global_defs {
+                router_id lb1
+            }
+            }
+            vrrp_script chk {
+                script /bin/true
+            """)
+    assert [(str(w), m) for w, m in e.value.errors] == [
+        ("keepalived.conf:5", "'}' without a matching '{'"),
+        ("keepalived.conf:6", "'{' is never closed (the input ends at keepalived.conf:7 inside "
+                              "this block: a truncated file or a missing '}')"),
+    ]
+
+
+def test_a_file_cut_short_in_a_nested_block_is_an_error_at_each_open_brace():
+    text = """\
+global_defs {
+    router_id lb1
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        192.0.2.10/24
+"""
+    with pytest.raises(KeepalivedSyntaxError) as e:
+        convert(text)
+    assert [w.line for w, _ in e.value.errors] == [7, 4]
+    assert str(e.value).startswith("keepalived.conf:7: '{' is never closed")
 
 
 def test_unknown_top_level_block_is_skipped_with_its_line():
@@ -183,4 +235,13 @@ def test_unknown_top_level_block_is_skipped_with_its_line():
             router_id lb1
         }
         """)
-    assert notes(conv) == ["keepalived.conf:2: static_routes not supported, skipped"]
+    assert notes(conv) == ["lost: keepalived.conf:2: static_routes not supported, skipped"]
+
+
+def test_an_empty_or_comment_only_file_is_an_error_not_an_empty_config(tmp_path):
+    for text in ("", "! keepalived.conf\n# nothing left\n\n"):
+        (tmp_path / "keepalived.conf").write_text(text)
+        with pytest.raises(KeepalivedSyntaxError) as e:
+            convert_file(str(tmp_path / "keepalived.conf"), display="keepalived.conf")
+        assert str(e.value) == ("keepalived.conf:1: no keepalived configuration in it (an empty "
+                                "file, or only comments)")

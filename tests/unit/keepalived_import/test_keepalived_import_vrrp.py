@@ -7,7 +7,6 @@ so a converted node interoperates with its still-keepalived peer.
 from __future__ import annotations
 
 import ipaddress
-import socket
 
 from hadirector import model as m
 
@@ -29,18 +28,32 @@ BASE = """
 
 
 def test_router_id_comes_from_global_defs():
-    conv = convert("global_defs {\n router_id dir-a\n}\n", router_id="ignored")
+    conv = convert("global_defs {\n router_id dir-a\n}\n")
     assert load(conv).node.router_id == "dir-a"
     assert notes(conv) == []
 
 
-def test_missing_router_id_uses_the_given_name_or_the_host_name_and_says_so():
-    conv = convert("", router_id="lb9")
+def test_router_id_option_names_this_node_and_replaces_global_defs_with_a_note():
+    conv = convert("global_defs {\n router_id dir-a\n}\n", router_id="dir-b")
+    assert load(conv).node.router_id == "dir-b"
+    assert notes(conv) == ["info: keepalived.conf:2: router_id dir-a: replaced by --router-id dir-b"]
+
+
+SCRIPT = "vrrp_script chk {\n script /bin/true\n}\n"
+
+
+def test_missing_router_id_is_left_to_each_director_never_the_converting_hosts_name():
+    conv = convert(SCRIPT, router_id="lb9")
     assert load(conv).node.router_id == "lb9"
     assert notes(conv) == []
-    conv = convert("", router_id=None)
-    assert load(conv).node.router_id == socket.gethostname()
-    assert any("no router_id" in n for n in notes(conv, skipped=False))
+    conv = convert(SCRIPT, router_id=None)
+    # Left out: the loader resolves it on the director that runs the file, as
+    # keepalived uses its host's name at run time.
+    assert "node" not in conv.data
+    assert "router_id" not in conv.to_yaml().split("\n\n", 1)[1]
+    assert notes(conv) == [
+        "info: global_defs has no router_id: node.router_id is left out, so each director uses "
+        "its own host name at run time, as keepalived does (--router-id NAME sets one)"]
 
 
 def test_ipv4_instance_uses_vrrp_version_2_like_keepalived_by_default():
@@ -72,20 +85,22 @@ def test_ipv6_instance_uses_version_3():
 def test_fractional_advert_int_is_kept_for_v3_in_centiseconds():  # RFC 5798 5.2.7
     conv, inst = instance(BASE + "version 3\nadvert_int 0.254\n")
     assert inst.advert_interval == 0.25
-    assert any("rounded to 0.25" in n for n in notes(conv, skipped=False))
+    assert any("rounded to 0.25" in n for n in notes(conv, "changed", "info"))
 
 
 def test_fractional_advert_int_is_rounded_to_whole_seconds_for_v2():  # RFC 3768 5.3.7
     conv, inst = instance(BASE + "advert_int 1.5\n")
     assert inst.advert_interval == 2.0
-    assert any("advert_int 1.5" in n and "VRRPv2" in n for n in notes(conv, skipped=False))
+    assert any("advert_int 1.5" in n and "VRRPv2" in n for n in notes(conv, "changed", "info"))
 
 
-def test_state_is_only_noted_as_a_start_up_hint():
+def test_state_backup_is_what_hadirector_does_anyway_and_master_is_a_change():
     conv, inst = instance(BASE + "state BACKUP\npriority 90\n")
     assert inst.priority == 90
-    assert "keepalived.conf:9: state BACKUP: only a start-up hint in keepalived; hadirector " \
-           "starts as backup and elects by priority" in notes(conv)
+    assert notes(conv) == []
+    conv, inst = instance(BASE + "state MASTER\npriority 150\n")
+    assert notes(conv) == ["changed: keepalived.conf:9: state MASTER: keepalived starts as master "
+                           "at once; hadirector starts as backup and elects by priority"]
 
 
 def test_state_master_without_priority_is_the_address_owner_255():
@@ -101,6 +116,51 @@ def test_nopreempt_and_preempt_delay():
     assert (inst.preempt, inst.preempt_delay) == (True, 30.0)
 
 
+# keepalived 2.2.7 vrrp_complete_instance clears these; the converted file says what
+# keepalived really runs, with an info note on the line it ignores.
+def test_preempt_delay_with_nopreempt_is_ignored_as_keepalived_does():
+    conv, inst = instance(BASE + "state BACKUP\nnopreempt\npreempt_delay 30\n")
+    assert (inst.preempt, inst.preempt_delay) == (False, 0.0)
+    assert notes(conv) == ["info: keepalived.conf:11: vrrp_instance VI_1: preempt_delay is ignored "
+                           "by keepalived with nopreempt; not converted"]
+
+
+def test_nopreempt_and_preempt_delay_are_ignored_with_initial_state_master():
+    conv, inst = instance(BASE + "state MASTER\npriority 150\nnopreempt\npreempt_delay 30\n")
+    assert (inst.preempt, inst.preempt_delay) == (True, 0.0)
+    assert notes(conv, "info") == [
+        "info: keepalived.conf:11: vrrp_instance VI_1: nopreempt is ignored by keepalived with "
+        "initial state MASTER; converted as preempt: true",
+        "info: keepalived.conf:12: vrrp_instance VI_1: preempt_delay is ignored by keepalived "
+        "with initial state MASTER; not converted"]
+
+
+def test_nopreempt_is_ignored_for_the_address_owner():
+    conv, inst = instance(BASE + "state BACKUP\npriority 255\nnopreempt\n")
+    assert inst.preempt is True
+    assert notes(conv) == ["info: keepalived.conf:11: vrrp_instance VI_1: nopreempt is ignored by "
+                           "keepalived with priority 255 (address owner); converted as preempt: true"]
+
+
+def test_without_state_priority_255_starts_as_master_so_preempt_delay_is_ignored():
+    conv, inst = instance(BASE + "priority 255\npreempt_delay 5\n")
+    assert inst.preempt_delay == 0.0
+    assert "initial state MASTER" in only(notes(conv, "info"))
+
+
+def test_preempt_delay_is_ignored_in_strict_mode():
+    conv, inst = instance(BASE + "state BACKUP\npreempt_delay 5\n", "global_defs {\n vrrp_strict\n}\n")
+    assert inst.preempt_delay == 0.0
+    assert any("preempt_delay is ignored by keepalived with strict mode" in n
+               for n in notes(conv, "info"))
+
+
+def test_preempt_delay_on_a_backup_that_preempts_is_kept():
+    conv, inst = instance(BASE + "state BACKUP\npreempt_delay 4.5\n")
+    assert (inst.preempt, inst.preempt_delay) == (True, 4.5)
+    assert notes(conv) == []
+
+
 def test_accept_mode_is_on_unless_vrrp_strict_or_no_accept():
     _, inst = instance(BASE)
     assert inst.accept_mode is True
@@ -108,7 +168,7 @@ def test_accept_mode_is_on_unless_vrrp_strict_or_no_accept():
     assert inst.accept_mode is False
     conv, inst = instance(BASE, "global_defs {\n vrrp_strict\n}\n")
     assert inst.accept_mode is False
-    assert any("vrrp_strict" in n for n in notes(conv, skipped=False))
+    assert any("vrrp_strict" in n for n in notes(conv, "changed", "info"))
     _, inst = instance(BASE + "accept\n", "global_defs {\n vrrp_strict\n}\n")
     assert inst.accept_mode is True
 
@@ -128,10 +188,10 @@ def test_virtual_addresses_without_prefix_are_host_addresses():
         }""")
     assert [str(v) for v in inst.virtual_ips] == [
         "192.0.2.10/32", "192.0.2.11/24", "192.0.2.12/24", "192.0.2.13/24", "192.0.2.99/32"]
-    skipped = notes(conv, skipped=True)
-    assert any(n.startswith("keepalived.conf:9: 192.0.2.12/24 dev eth1") for n in skipped)
-    assert any(n.startswith("keepalived.conf:10: 192.0.2.13/24 label eth0:vip not supported") for n in skipped)
-    assert any("virtual_ipaddress_excluded" in n for n in notes(conv, skipped=False))
+    skipped = notes(conv, "lost")
+    assert any(n.startswith("lost: keepalived.conf:9: 192.0.2.12/24 dev eth1") for n in skipped)
+    assert any(n.startswith("lost: keepalived.conf:10: 192.0.2.13/24 label eth0:vip not supported") for n in skipped)
+    assert any("virtual_ipaddress_excluded" in n for n in notes(conv, "changed", "info"))
 
 
 def test_unicast_source_and_peers():
@@ -175,7 +235,7 @@ def test_vrrp_script_uses_keepalived_defaults_timeout_is_the_interval():
                               interval=1.0, timeout=1.0, weight=0, rise=1, fall=1)
     assert b == m.TrackScript(name="chk_b", command=("/bin/true",), interval=3.0, timeout=3.0,
                               weight=-10, rise=2, fall=4)
-    assert "keepalived.conf:11: user in vrrp_script chk_b not supported, skipped" in notes(conv)
+    assert "lost: keepalived.conf:11: user in vrrp_script chk_b not supported, skipped" in notes(conv)
 
 
 def test_track_script_weight_override_becomes_a_copy_with_that_weight():
@@ -224,7 +284,7 @@ def test_notify_strings_become_argv_lists():
         backup=("/etc/keepalived/backup.sh",),
         fault=("/etc/keepalived/notify.sh", "FAULT"),
         stop=("/bin/stop",), notify=("/usr/bin/log-state",))
-    assert any("running as user 'root' not supported" in n for n in notes(conv, skipped=True))
+    assert any("running as user 'root' not supported" in n for n in notes(conv, "changed"))
 
 
 def test_garp_settings_come_from_global_defs_and_the_instance():
@@ -237,15 +297,15 @@ def test_garp_settings_come_from_global_defs_and_the_instance():
 
 def test_authentication_is_skipped_with_a_warning_about_keepalived_peers():
     conv, _ = instance(BASE + "authentication {\n auth_type PASS\n auth_pass secret\n}\n")
-    note = only(notes(conv, skipped=True))
-    assert note.startswith("keepalived.conf:9: authentication not supported")
+    note = only(notes(conv, "lost"))
+    assert note.startswith("lost: keepalived.conf:9: authentication not supported")
 
 
 def test_instance_without_virtual_addresses_is_skipped():
     conv = convert("vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 5\n}\n")
     assert "vrrp_instances" not in conv.data
-    assert any(n.startswith("keepalived.conf:1: vrrp_instance VI_1: no virtual_ipaddress")
-               for n in notes(conv, skipped=True))
+    assert any(n.startswith("lost: keepalived.conf:1: vrrp_instance VI_1: no virtual_ipaddress")
+               for n in notes(conv, "lost"))
 
 
 def test_sync_groups_in_new_and_old_syntax_with_notify():
@@ -301,12 +361,12 @@ def test_old_lvs_sync_daemon_interface_in_an_instance():
 
 def test_unknown_instance_keyword_is_listed_with_its_line():
     conv, _ = instance(BASE + "use_vmac\n")
-    assert notes(conv) == ["keepalived.conf:9: use_vmac in vrrp_instance VI_1 not supported, skipped"]
+    assert notes(conv) == ["lost: keepalived.conf:9: use_vmac in vrrp_instance VI_1 not supported, skipped"]
 
 
 def test_unquoted_words_after_a_script_are_ignored_as_keepalived_does():
     conv = convert("vrrp_script chk {\n script /bin/chk --port 80\n}\n")
     assert conv.data["track_scripts"][0]["command"] == ["/bin/chk"]
-    assert notes(conv, skipped=True) == [
-        "keepalived.conf:2: script: '--port 80' after the command is ignored (as by keepalived); "
+    assert notes(conv, "info") == [
+        "info: keepalived.conf:2: script: '--port 80' after the command is ignored (as by keepalived); "
         "quote the whole command line"]
