@@ -85,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging_ready = True
         log = get_logger("hadirector.agent")
         log_stale_vips(stale, log)
+        if lock.squatter is not None:
+            log.warning("agent.lock_beacon_squatted", beacon=f"@{lock.beacon}", lock=lock.path,
+                        holder_pid=lock.squatter.pid, holder_uid=lock.squatter.uid,
+                        reason="name_taken_by_another_process")
         stage = "agent"
         return _run_agent(config, log, lock)
     except StartFailed as e:
@@ -109,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _preflight_and_lock():
-    from hadirector.agent.lock import AgentLock, AlreadyRunning
+    from hadirector.agent.lock import AgentLock, AlreadyRunning, LockUnusable
     from hadirector.agent.preflight import own_missing_capabilities
 
     missing = own_missing_capabilities()
@@ -121,6 +125,8 @@ def _preflight_and_lock():
     except AlreadyRunning as e:
         raise StartFailed(ExitCode.ALREADY_RUNNING, "already_running",
                           f"already running: {e}") from None
+    except LockUnusable as e:
+        raise StartFailed(ExitCode.START_FAILED, "lock_unusable", f"lock: {e}") from None
 
 
 def _load(path: str):
@@ -158,7 +164,7 @@ def _run_agent(config, log, lock) -> int:
     async def main() -> int:
         nonlocal agent
         loop = asyncio.get_running_loop()
-        fd = lock.fileno()
+        fd = lock.fileno()              # the beacon (None: squatted)
 
         def someone_asked() -> None:
             try:
@@ -167,7 +173,8 @@ def _run_agent(config, log, lock) -> int:
                 loop.remove_reader(fd)                  # EMFILE ...: pause, do not spin
                 loop.call_later(1.0, loop.add_reader, fd, someone_asked)
 
-        loop.add_reader(fd, someone_asked)
+        if fd is not None:
+            loop.add_reader(fd, someone_asked)
         agent = Agent(config, log=log)
         # Always present: idle (no IPVS netlink) until the config has LVS parts, so a
         # reload can add the first virtual service.
@@ -177,7 +184,8 @@ def _run_agent(config, log, lock) -> int:
         try:
             return await agent.run()
         finally:
-            loop.remove_reader(fd)
+            if fd is not None:
+                loop.remove_reader(fd)
 
     try:
         return asyncio.run(main())

@@ -3,7 +3,8 @@
 Real ``hadirector run`` processes in ``ve_lab`` namespaces. A second agent in the same
 namespace must exit at once with ALREADY_RUNNING and touch nothing while the first
 keeps MASTER and the VIP (``ip addr``); agents in two namespaces are two directors and
-both run. A third namespace forges adverts with the master's own address (raw
+both run. User ``nobody`` (``setpriv``) tries to take the lock first — its file, its
+directory, the abstract beacon name — and the agent starts all the same. A third namespace forges adverts with the master's own address (raw
 IP_HDRINCL socket). Start-up failures (no privilege, bad log level or format, bad
 config, missing interface) exit with their documented code, one ``agent.start_failed``
 event and one plain stderr line, and no traceback.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -97,6 +99,93 @@ def test_a_second_agent_in_the_same_namespace_exits_at_once_and_touches_nothing(
     assert holders(lan, lan.vip4(), (1, 2, 3)) == [1]
     assert first.events("vrrp.vips_removed") == []
     print(f"\nsecond agent refused in {took:.2f}s (process start included)")
+
+
+SQUATTER = r"""
+import fcntl, json, os, socket, sys, time
+lock_dir, lock_file, beacon = sys.argv[1:4]
+tried = {}
+for what, attempt in (
+        ("mkdir_lock_dir", lambda: os.mkdir(lock_dir)),
+        ("create_lock_file", lambda: os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)),
+        ("open_lock_file", lambda: fcntl.flock(os.open(lock_file, os.O_RDONLY), fcntl.LOCK_EX))):
+    try:
+        attempt()
+        tried[what] = "done"
+    except OSError as e:
+        tried[what] = type(e).__name__
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(b"\0" + beacon.encode())
+s.listen(1)                     # and never accepts
+print(json.dumps({"uid": os.getuid(), "tried": tried}), flush=True)
+time.sleep(120)
+"""
+
+
+def netns_inode(lan: Lan, node: int) -> int:
+    return os.stat(f"/run/netns/{lan.ns(node)}").st_ino
+
+
+def test_a_squatter_as_nobody_cannot_keep_the_agent_from_starting(lan, agents):
+    from hadirector.agent.lock import BEACON_NAME, LOCK_DIR
+
+    lock_file = f"{LOCK_DIR}/net-{netns_inode(lan, 1)}.lock"
+    squatter = subprocess.Popen(
+        ["ip", "netns", "exec", lan.ns(1), "setpriv", "--reuid=65534", "--regid=65534",
+         "--clear-groups", sys.executable, "-c", SQUATTER, LOCK_DIR, lock_file, BEACON_NAME],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        report = json.loads(squatter.stdout.readline() or "{}")
+        assert report.get("uid") == 65534, squatter.stderr.read() if squatter.poll() is not None else report
+        # Every way to the lock file is closed to it; the abstract name is not.
+        tried = report["tried"]
+        assert tried["mkdir_lock_dir"] in ("PermissionError", "FileExistsError"), report
+        assert tried["create_lock_file"] == "PermissionError", report
+        assert tried["open_lock_file"] in ("PermissionError", "FileNotFoundError"), report
+        assert "@" + BEACON_NAME in sh("ss", "-xlp", ns=lan.ns(1)).stdout
+
+        first = agents(lan, 1, priority=100)
+        first.start()
+        wait_for(lambda: first.role() == "MASTER" and lan.has_ip(1, lan.vip4()), START_TIMEOUT,
+                 what="the agent MASTER with the VIP despite the squatter")
+        assert first.events("agent.start_failed") == []
+        [squat] = first.events("agent.lock_beacon_squatted")
+        assert squat["holder_uid"] == 65534 and squat["holder_pid"] == squatter.pid
+        st = os.stat(lock_file)
+        assert st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(LOCK_DIR).st_mode) == 0o700
+        with open(lock_file) as f:
+            assert f.read().strip() == str(first.proc.pid)
+
+        # The lock itself still refuses a second agent, and names the first.
+        second = agents(lan, 1, workdir="b", priority=100)
+        second.start()
+        assert second.proc.wait(EXIT_TIMEOUT) == ExitCode.ALREADY_RUNNING
+        [failed] = second.events("agent.start_failed")
+        assert f"pid {first.proc.pid}" in failed["detail"] and lock_file in failed["detail"], failed
+        assert first.alive() and first.role() == "MASTER"
+    finally:
+        squatter.kill()
+        squatter.wait(5)
+
+
+def test_an_agent_whose_lock_file_was_removed_still_refuses_a_second_one(lan, agents):
+    # Root removed the lock directory under a running agent (systemd removes the
+    # RuntimeDirectory when a unit that lost the race stops): the second agent gets a
+    # fresh file and its flock, and the first's beacon (uid 0) still refuses it.
+    from hadirector.agent.lock import LOCK_DIR
+
+    first = agents(lan, 1, priority=100)
+    first.start()
+    wait_for(lambda: first.role() == "MASTER", START_TIMEOUT, what="first agent MASTER")
+    os.unlink(f"{LOCK_DIR}/net-{netns_inode(lan, 1)}.lock")
+    second = agents(lan, 1, workdir="b", priority=100)
+    second.start()
+    assert second.proc.wait(EXIT_TIMEOUT) == ExitCode.ALREADY_RUNNING
+    [failed] = second.events("agent.start_failed")
+    assert failed["reason"] == "already_running" and f"pid {first.proc.pid}" in failed["detail"], failed
+    assert not second.state_dir.exists()
+    assert first.alive() and first.role() == "MASTER" and lan.has_ip(1, lan.vip4())
 
 
 def test_agents_in_two_namespaces_are_two_directors_and_both_run(lan, agents):
