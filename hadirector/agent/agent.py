@@ -61,6 +61,7 @@ import inspect
 import json
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -155,8 +156,11 @@ class Agent:
         announcer_factory: Callable[[str], Any] | None = None,
         systemd: SystemdNotifier | None = None,
         link_watcher_factory: Callable[[set[str]], Any] | None = None,
+        vip_record=None,
     ) -> None:
         self.config = config
+        # vip_record.VipRecord: the VIPs we added, for the next agent after a kill -9.
+        self.vip_record = vip_record
         self.log = log or get_logger("hadirector.agent")
         self.addresses = addresses if addresses is not None else _default_addresses()
         self._transport_factory = transport_factory or _default_transport
@@ -781,6 +785,7 @@ class Agent:
     def _add_vips(self, rt: InstanceRuntime) -> None:
         """Add every VIP (one blocking netlink request each); raises on a refusal."""
         inst = rt.instance
+        self._record_vips(rt, inst.virtual_ips)    # first: a kill in between leaves none unrecorded
         added, foreign = [], []
         for i, vip in enumerate(inst.virtual_ips):
             if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i)):
@@ -791,6 +796,8 @@ class Agent:
                 rt.foreign_vips.add(vip)
                 foreign.append(str(vip))
         rt.held_vips = True
+        if foreign:
+            self._record_vips()                     # not ours: the next agent must not remove them
         if added:
             self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=added, reason="became_master")
@@ -814,6 +821,7 @@ class Agent:
                 self.log.error("vrrp.vip_remove_failed", instance=inst.name, vip=str(vip),
                                reason=str(e))
         rt.held_vips = False
+        self._record_vips()
         if removed:
             self.log.info("vrrp.vips_removed", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=removed, reason=reason or "left_master")
@@ -823,6 +831,32 @@ class Agent:
                              reason="not_added_by_this_agent")
             rt.foreign_vips.clear()
         self.write_state()
+
+    def _record_vips(self, rt: InstanceRuntime | None = None, pending=()) -> None:
+        """Rewrite ``vip_record``: every instance's ``added_vips``, plus ``pending`` of
+        ``rt`` about to be added (a no-op when nothing changed)."""
+        if self.vip_record is None:
+            return
+        from hadirector.agent.vip_record import RecordedVip
+
+        index: dict[str, int] = {}
+
+        def entry(r: InstanceRuntime, vip) -> RecordedVip:
+            name = r.instance.interface
+            if name not in index:
+                try:
+                    index[name] = socket.if_nametoindex(name)
+                except OSError:
+                    index[name] = 0
+            return RecordedVip(name, index[name], str(vip), r.instance.name, r.instance.vrid)
+
+        vips = [entry(r, v) for r in self.runtimes.values() for v in r.added_vips]
+        if rt is not None:
+            vips += [entry(rt, v) for v in pending]
+        try:
+            self.vip_record.write(vips)
+        except OSError as e:
+            self.log.warning("vrrp.vip_record_failed", path=self.vip_record.path, reason=str(e))
 
     def _reannounce(self, driver: VrrpDriver, action) -> None:
         """A lower-priority master was heard (vrrp ``Reannounce``): send one GARP burst for

@@ -5,8 +5,9 @@ Start-up, in this order, each step before anything that has an effect:
 1. the command line and HADIRECTOR_LOG_FORMAT (``USAGE``);
 2. the privileges: CAP_NET_ADMIN and CAP_NET_RAW (``NO_PRIVILEGE``);
 3. the lock, one agent per network namespace (``ALREADY_RUNNING``; ``lock.py``);
-4. the config (``CONFIG_INVALID``);
-5. the VIPs a dead predecessor left, removed before the slow imports (``preflight``);
+4. the VIPs a dead predecessor recorded as its own and left, removed before the
+   config and the slow imports (``preflight``, ``vip_record``);
+5. the config (``CONFIG_INVALID``);
 6. the agent proper (``START_FAILED`` when the host is not ready).
 
 A failure is one ``agent.start_failed`` event with a ``reason`` and one plain line on
@@ -22,9 +23,9 @@ import sys
 
 from hadirector.exitcodes import ExitCode, epilog
 
-# Steps 1-5 import nothing heavy: structlog alone (it imports asyncio) costs ~0.1 s,
+# Steps 1-4 import nothing heavy: structlog alone (it imports asyncio) costs ~0.1 s,
 # pyroute2 and aiohttp several times that, and a dead predecessor's VIP is answering
-# beside the peer's until step 5. Hence this copy of hadirector.logging.ENV_FORMAT.
+# beside the peer's until step 4. Hence this copy of hadirector.logging.ENV_FORMAT.
 ENV_FORMAT = "HADIRECTOR_LOG_FORMAT"
 LOG_FORMATS = ("console", "json")
 # What hadirector.logging accepts: the stdlib's level names (logging not imported either).
@@ -75,10 +76,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem is not None:
             raise problem
         lock = _preflight_and_lock()
-        config = _load(args.config)
-        from hadirector.agent.preflight import log_stale_vips, release_stale_vips
+        from hadirector.agent.lock import netns_cookie
+        from hadirector.agent.preflight import log_stale_vips, release_recorded_vips
+        from hadirector.agent.vip_record import VipRecord, record_path
 
-        stale = release_stale_vips(config)
+        record = VipRecord(record_path(lock.directory, lock.netns), netns_cookie())
+        stale = release_recorded_vips(record)
+        config = _load(args.config)
         from hadirector.logging import configure_logging, get_logger
 
         configure_logging(args.log_format or config.node.log_format, level=args.log_level)
@@ -90,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         holder_pid=lock.squatter.pid, holder_uid=lock.squatter.uid,
                         reason="name_taken_by_another_process")
         stage = "agent"
-        return _run_agent(config, log, lock)
+        return _run_agent(config, log, lock, record)
     except StartFailed as e:
         return _fail(args, log, e.code, e.reason, e.message, logging_ready=logging_ready)
     except _Crashed as e:
@@ -152,7 +156,7 @@ class _Crashed(Exception):
         self.detail = detail
 
 
-def _run_agent(config, log, lock) -> int:
+def _run_agent(config, log, lock, record=None) -> int:
     import asyncio
 
     from hadirector.agent.agent import Agent, AgentError
@@ -175,7 +179,7 @@ def _run_agent(config, log, lock) -> int:
 
         if fd is not None:
             loop.add_reader(fd, someone_asked)
-        agent = Agent(config, log=log)
+        agent = Agent(config, log=log, vip_record=record)
         # Always present: idle (no IPVS netlink) until the config has LVS parts, so a
         # reload can add the first virtual service.
         lvs = LvsController(config)

@@ -323,41 +323,95 @@ def test_a_missing_interface_exits_with_the_start_code_and_no_traceback(lan, age
     assert event["reason"] == "interface_unusable" and "nosuch0" in event["detail"]
 
 
-def test_a_killed_predecessors_vip_goes_before_the_agent_is_up(lan, agents, record_property):
-    # kernel-lab.md: a kill -9'd master leaves its VIP; with the peer master now, two
-    # nodes answer for it until the restarted agent removes it. Measured from the
-    # restart (process spawn) to the kernel's RTM_DELADDR; keepalived: ~0.04 s.
-    # Long adverts: the agent stays BACKUP for seconds, so the VIP does not come back.
-    a = agents(lan, 1, advert=1.0)
-    sh("ip", "addr", "add", f"{lan.vip4()}/32", "dev", "eth0", ns=lan.ns(1))
-    monitor = subprocess.Popen(["ip", "netns", "exec", lan.ns(1), "ip", "-o", "monitor", "address"],
-                               stdout=subprocess.PIPE, text=True)
-    deleted: list[float] = []
+class DeletionClock:
+    """``ip monitor address`` in a node: the monotonic time the VIP's RTM_DELADDR came."""
 
-    def watch() -> None:
-        for line in monitor.stdout:
-            if line.startswith("Deleted") and f" {lan.vip4()}/" in line:
-                deleted.append(time.monotonic())
+    def __init__(self, lan: Lan, node: int, vip) -> None:
+        self.deleted: list[float] = []
+        self.monitor = subprocess.Popen(["ip", "netns", "exec", lan.ns(node), "ip", "-o", "monitor", "address"],
+                                        stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self._watch, args=(f" {vip}/",), daemon=True).start()
+        time.sleep(0.3)                       # the monitor is subscribed
+
+    def _watch(self, needle: str) -> None:
+        for line in self.monitor.stdout:
+            if line.startswith("Deleted") and needle in line:
+                self.deleted.append(time.monotonic())
                 return
 
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    time.sleep(0.3)                       # the monitor is subscribed
+    def gap_after(self, t0: float) -> float:
+        wait_for(lambda: self.deleted, START_TIMEOUT, what="the leftover VIP deleted")
+        return self.deleted[0] - t0
+
+    def close(self) -> None:
+        self.monitor.terminate()
+        self.monitor.wait(5)
+
+
+def leftover_after_kill_9(lan: Lan, first, peer, is_master) -> None:
+    """``first`` MASTER on node 1 with the VIP, kill -9, ``peer`` (higher priority)
+    MASTER on node 2: node 1's kernel still holds the VIP beside node 2's."""
+    first.start()
+    wait_for(lambda: is_master(first) and lan.has_ip(1, lan.vip4()), START_TIMEOUT,
+             what="node 1 MASTER with the VIP")
+    first.kill()
+    peer.start()
+    wait_for(lambda: lan.has_ip(2, lan.vip4()), START_TIMEOUT, what="node 2 took the VIP")
+    assert holders(lan, lan.vip4(), (1, 2)) == [1, 2], "the killed master's VIP lingers"
+
+
+def test_a_killed_predecessors_vip_goes_before_the_agent_is_up_as_fast_as_keepalived(
+        lan, agents, tmp_path, record_property):
+    # kernel-lab.md: a kill -9'd master leaves its VIP; with the peer master now, two
+    # nodes answer for it until the restarted agent removes it. Measured from the
+    # restart (process spawn) to the kernel's RTM_DELADDR, for hadirector and, on the
+    # same lab in the same run, keepalived 2.2.7 (which removes its configured VIPs
+    # when it starts).
+    from .ve_agents import KeepalivedProc, keepalived_conf
+
+    a1, a2 = agents(lan, 1, priority=100), agents(lan, 2, priority=150)
+    leftover_after_kill_9(lan, a1, a2, lambda a: a.role() == "MASTER")
+    before = len(a1.log_events())             # the log is appended to across restarts
+    clock = DeletionClock(lan, 1, lan.vip4())
     try:
         t0 = time.monotonic()
-        a.start()
-        wait_for(lambda: deleted, START_TIMEOUT, what="the leftover VIP deleted")
-        gap = deleted[0] - t0
-        wait_for(lambda: a.role() == "BACKUP" and a.events("agent.started"), START_TIMEOUT,
-                 what="agent started, BACKUP")
-        assert not lan.has_ip(1, lan.vip4())
-        [removed] = a.events("vrrp.stale_vip_removed")
-        assert removed["vip"] == f"{lan.vip4()}/32" and removed["reason"] == "left_by_previous_agent"
-        # Removed before the agent proper started (no traceback, no start failure).
-        names = [e["event"] for e in a.log_events()]
-        assert names.index("vrrp.stale_vip_removed") < names.index("agent.started")
+        a1.start()
+        gap = clock.gap_after(t0)
     finally:
-        monitor.terminate()
-        monitor.wait(5)
+        clock.close()
+    restarted = lambda: a1.log_events()[before:]  # noqa: E731
+    wait_for(lambda: a1.role() == "BACKUP" and any(e["event"] == "agent.started" for e in restarted()),
+             START_TIMEOUT, what="agent started, BACKUP")
+    assert holders(lan, lan.vip4(), (1, 2)) == [2]
+    [removed] = a1.events("vrrp.stale_vip_removed")
+    assert removed["vip"] == f"{lan.vip4()}/32" and removed["reason"] == "left_by_previous_agent"
+    assert (removed["instance"], removed["vrid"]) == ("vi_1", 51)
+    # Removed before the agent proper started (no traceback, no start failure).
+    names = [e["event"] for e in restarted()]
+    assert names.index("vrrp.stale_vip_removed") < names.index("agent.started")
+    a1.stop()
+    a2.stop()
+
+    conf = lambda node, prio: keepalived_conf(router_id=f"k{node}", vrid=51, priority=prio,  # noqa: E731
+                                              advert=ADVERT, vip=f"{lan.vip4()}/32")
+    k1 = KeepalivedProc(lan, 1, tmp_path / "ka", conf(1, 100))
+    k2 = KeepalivedProc(lan, 2, tmp_path / "ka", conf(2, 150))
+    try:
+        leftover_after_kill_9(lan, k1, k2, lambda k: "Entering MASTER STATE" in k.log_text(since_start=True))
+        clock = DeletionClock(lan, 1, lan.vip4())
+        try:
+            t0 = time.monotonic()
+            k1.start()
+            ka_gap = clock.gap_after(t0)
+        finally:
+            clock.close()
+        wait_for(lambda: holders(lan, lan.vip4(), (1, 2)) == [2], START_TIMEOUT, what="node 2 alone")
+    finally:
+        k1.kill()
+        k2.kill()
     record_property("stale_vip_removed_after_s", round(gap, 3))
-    print(f"\nkill -9 leftover VIP removed {gap:.3f}s after the restart")
+    record_property("keepalived_stale_vip_removed_after_s", round(ka_gap, 3))
+    print(f"\nkill -9 leftover VIP removed after the restart: hadirector {gap:.3f}s, "
+          f"keepalived {ka_gap:.3f}s")
+    # Interpreter start-up, a loaded 2-core machine: a bound, not a benchmark.
+    assert gap < 1.0
