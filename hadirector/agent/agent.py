@@ -538,10 +538,13 @@ class Agent:
                     self.set_fault(b.instance, False, reason)
                 else:
                     self.set_priority_delta(b.instance, 0, reason)
+        totals = None
         if self._iface_tracker is not None:
             await self._iface_tracker.stop()
+            totals = self._iface_tracker.totals      # counters outlive the tracker
         self._iface_tracker = InterfaceTracker(new.vrrp_instances, self, addresses=self.addresses,
-                                               watcher_factory=self._link_watcher_factory)
+                                               watcher_factory=self._link_watcher_factory,
+                                               totals=totals)
         await self._iface_tracker.start()
 
     async def _reload_script_tracker(self, old: Config, new: Config, created: set[str]) -> None:
@@ -942,6 +945,12 @@ class Agent:
         return {"pid": os.getpid(), "router_id": self.config.node.router_id,
                 "running": self.started, "instances": out, "groups": dict(self._group_state),
                 "config_generation": self.generation}
+
+    def link_watch_counts(self) -> dict[str, int]:
+        """Link watcher overruns, resyncs, resubscribes and restarts since start."""
+        if self._iface_tracker is None:
+            return {}
+        return self._iface_tracker.counts()
 
     def write_state(self) -> None:
         """Atomically replace state.json (rename), so readers never see half a file."""
