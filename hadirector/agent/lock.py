@@ -93,6 +93,8 @@ def private_dir(path: str) -> str:
     ``LockUnusable`` naming the offending path."""
     euid = os.geteuid()
     try:
+        # The parent as the unit's RuntimeDirectoryMode= and the control socket's code make it.
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o750, exist_ok=True)
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError as e:
         raise LockUnusable(f"cannot create {path}: {e.strerror or e}") from None
