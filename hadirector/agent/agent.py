@@ -26,9 +26,11 @@ Trackers (``track.py``) report faults and priority deltas to ``set_fault`` /
 Start-up removes OUR configured VIPs from their interfaces before any machine starts:
 a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
 nodes would own it (kernel-lab.md). Address owners (priority 255) are left alone: the
-VIP is their real address. (``hadirector run`` has done it already, under the lock that
-proves no other agent runs here, before its slow imports: ``preflight.py``.) After
-that, the agent removes only VIPs it added itself (``InstanceRuntime.added_vips``).
+VIP is their real address. (``hadirector run`` has already removed the ones its
+predecessor recorded as added, under the lock that proves no other agent runs here,
+before reading the config: ``preflight.py``, ``vip_record.py``.) After that, the agent
+removes only VIPs it added itself (``InstanceRuntime.added_vips``), and records them in
+``vip_record`` before adding each, for the next agent after a kill -9.
 
 Stop (SIGTERM/SIGINT): every machine shuts down first — a master sends priority 0 so
 the backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed,
