@@ -790,7 +790,8 @@ class Agent:
     def _add_vips(self, rt: InstanceRuntime) -> None:
         """Add every VIP (one blocking netlink request each); raises on a refusal."""
         inst = rt.instance
-        self._record_vips(rt, inst.virtual_ips)    # first: a kill in between leaves none unrecorded
+        if inst.priority != PRIORITY_OWNER:            # an owner's VIP is its own address
+            self._record_vips(rt, inst.virtual_ips)    # first: a kill in between leaves none unrecorded
         added, foreign = [], []
         for i, vip in enumerate(inst.virtual_ips):
             if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i)):
@@ -801,8 +802,7 @@ class Agent:
                 rt.foreign_vips.add(vip)
                 foreign.append(str(vip))
         rt.held_vips = True
-        if foreign:
-            self._record_vips()                     # not ours: the next agent must not remove them
+        self._record_vips()         # exactly what we added: those already there are not ours
         if added:
             self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=added, reason="became_master")

@@ -84,3 +84,24 @@ async def test_a_vip_that_was_already_there_is_not_recorded_as_ours(tmp_path):
     assert rec.read() == []
     await rig.agent.stop()
     assert rig.addresses.has("eth0", VIP.ip)
+
+
+async def test_an_address_owner_never_records_its_own_address(tmp_path):  # RFC 5798 6.1
+    import dataclasses
+
+    from .fakes import FakeAddresses
+
+    addrs = FakeAddresses()
+    addrs.addrs["eth0"].append(VIP)                    # its real address, there before we start
+    rec = VipRecord(str(tmp_path / "net-1.vips"), cookie=None)
+    writes = []
+    write = rec.write
+    rec.write = lambda vips: writes.append(sorted(vips)) or write(vips)
+    rig = Rig(tmp_path, dataclasses.replace(inst(), priority=255), addresses=addrs)
+    rig.agent.vip_record = rec
+    await rig.agent.start()
+    await settle(0.05)
+    assert rig.state() is State.MASTER
+    assert rec.read() == [] and all(w == [] for w in writes), writes
+    await rig.agent.stop()
+    assert addrs.has("eth0", VIP.ip)
