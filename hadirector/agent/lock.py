@@ -22,7 +22,8 @@ The abstract unix socket ``@hadirector/agent`` (per network namespace, like the
 lock) is kept as a *beacon*, never as the lock: ``ss -xlp`` shows the holder, and a
 refused agent can ask it for its pid (SO_PEERCRED) if the file does not say. Any
 user can bind an abstract name first; such a squatter is reported (``squatter``) and
-ignored. A beacon held by *root* (uid 0) while we got the flock means another agent
+ignored. A beacon held by *root* (or by our own uid, for an agent run as a dedicated
+user with the two capabilities) while we got the flock means another agent
 whose lock file was taken from under it (its directory removed, or another mount
 namespace with another /run): that is refused too.
 """
@@ -199,7 +200,7 @@ class AgentLock:
                 break
             time.sleep(0.01)
         beacon = holder_of(self.beacon) if self.beacon else None
-        return beacon if beacon is not None and beacon.uid == 0 else Holder()
+        return beacon if beacon is not None and beacon.uid in (0, os.geteuid()) else Holder()
 
     def _raise_beacon(self) -> None:
         if not self.beacon:
@@ -223,8 +224,9 @@ class AgentLock:
             s.setblocking(False)
             self._sock = s
             return
-        if holder.uid == 0 and holder.pid not in (None, os.getpid()):
-            # Root's beacon with the flock ours: another agent lost its lock file.
+        if holder.uid in (0, os.geteuid()) and holder.pid not in (None, os.getpid()):
+            # Root's (or our user's) beacon with the flock ours: another agent lost its
+            # lock file. Anyone else's is a squatter.
             raise AlreadyRunning(f"@{self.beacon}", holder)
         self.squatter = holder
 

@@ -185,3 +185,13 @@ def test_a_holder_that_cannot_be_named_is_still_reported():
     assert Holder().describe() == "another agent"
     assert Holder(42, 0).describe() == "pid 42"
     assert Holder(42, 1000).describe() == "pid 42 (uid 1000)"
+
+
+def test_a_beacon_held_by_another_process_of_our_uid_refuses_even_with_the_flock_ours(
+        tmp_path, lockdir, beacon, holder_process):
+    # The holder's lock file is elsewhere (its directory removed and re-made, or another
+    # mount namespace's /run): the flock here is free, the beacon tells.
+    with pytest.raises(AlreadyRunning) as e:
+        AgentLock(str(tmp_path / "other-run" / "locks"), beacon).acquire()
+    assert e.value.holder == Holder(holder_process.pid, os.getuid())
+    assert e.value.name == f"@{beacon}"
