@@ -69,6 +69,7 @@ def usage_problem(log_format: str | None, log_level: str, env_format: str | None
 def cmd_run(args: argparse.Namespace) -> int:
     log = None
     lock = None
+    stale = []              # a dead predecessor's VIPs, removed before the config is read
     stage = "start"
     logging_ready = False
     try:
@@ -96,7 +97,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stage = "agent"
         return _run_agent(config, log, lock, record)
     except StartFailed as e:
-        return _fail(args, log, e.code, e.reason, e.message, logging_ready=logging_ready)
+        return _fail(args, log, e.code, e.reason, e.message, logging_ready=logging_ready,
+                     stale=stale)
     except _Crashed as e:
         # After agent.started: not a start failure; the agent logged its own stop.
         log.error("agent.crashed", reason="internal_error", detail=e.detail,
@@ -202,8 +204,10 @@ def _run_agent(config, log, lock, record=None) -> int:
 
 
 def _fail(args, log, code: ExitCode, reason: str, message: str, *,
-          exc: BaseException | None = None, logging_ready: bool = False) -> int:
-    """One ``agent.start_failed`` event and one plain stderr line; returns ``code``."""
+          exc: BaseException | None = None, logging_ready: bool = False, stale=()) -> int:
+    """One ``agent.start_failed`` event and one plain stderr line; returns ``code``.
+    (Preceded by ``vrrp.stale_vip_removed`` for a dead predecessor's VIPs that went
+    before the config was found invalid.)"""
     from hadirector.logging import configure_logging, get_logger
 
     level = args.log_level if reason != "invalid_log_level" else "info"
@@ -214,6 +218,10 @@ def _fail(args, log, code: ExitCode, reason: str, message: str, *,
             os.environ.pop(ENV_FORMAT, None)    # it is the problem; it must not hide the report
         configure_logging(fmt, level=level)
     log = log or get_logger("hadirector.agent")
+    if stale and not logging_ready:
+        # Removed before the config turned out invalid: still said, before the failure.
+        from hadirector.agent.preflight import log_stale_vips
+        log_stale_vips(stale, log)
     extra = {}
     if exc is not None and level.lower() == "debug":
         extra["exc_info"] = exc

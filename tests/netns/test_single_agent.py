@@ -415,3 +415,19 @@ def test_a_killed_predecessors_vip_goes_before_the_agent_is_up_as_fast_as_keepal
           f"keepalived {ka_gap:.3f}s")
     # Interpreter start-up, a loaded 2-core machine: a bound, not a benchmark.
     assert gap < 1.0
+
+
+def test_a_killed_predecessors_vip_goes_even_when_the_new_config_is_invalid(lan, agents):
+    # The record, not the config, says what to remove: it goes before the config is
+    # read. A restart with a broken config (exit 3, not restarted by the unit) must not
+    # leave the dead master's VIP answering beside the peer's.
+    a1, a2 = agents(lan, 1, priority=100), agents(lan, 2, priority=150)
+    leftover_after_kill_9(lan, a1, a2, lambda a: a.role() == "MASTER")
+    a1.instances[0]["priority"] = 300             # invalid
+    a1.write_config()
+    res = run_agent(lan.ns(1), str(a1.config_path), "--log-format", "json")
+    assert res.returncode == ExitCode.CONFIG_INVALID, res.stderr
+    assert holders(lan, lan.vip4(), (1, 2)) == [2]
+    events = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    assert [e["event"] for e in events] == ["vrrp.stale_vip_removed", "agent.start_failed"], events
+    assert events[0]["vip"] == f"{lan.vip4()}/32" and events[1]["reason"] == "invalid_config"
