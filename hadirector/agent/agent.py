@@ -26,9 +26,11 @@ Trackers (``track.py``) report faults and priority deltas to ``set_fault`` /
 Start-up removes OUR configured VIPs from their interfaces before any machine starts:
 a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
 nodes would own it (kernel-lab.md). Address owners (priority 255) are left alone: the
-VIP is their real address. (``hadirector run`` has done it already, under the lock that
-proves no other agent runs here, before its slow imports: ``preflight.py``.) After
-that, the agent removes only VIPs it added itself (``InstanceRuntime.added_vips``).
+VIP is their real address. (``hadirector run`` has already removed the ones its
+predecessor recorded as added, under the lock that proves no other agent runs here,
+before reading the config: ``preflight.py``, ``vip_record.py``.) After that, the agent
+removes only VIPs it added itself (``InstanceRuntime.added_vips``), and records them in
+``vip_record`` before adding each, for the next agent after a kill -9.
 
 Stop (SIGTERM/SIGINT): every machine shuts down first — a master sends priority 0 so
 the backup takes over after Skew_Time (RFC 5798 6.4.3) — then the VIPs are removed,
@@ -61,6 +63,7 @@ import inspect
 import json
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -155,8 +158,11 @@ class Agent:
         announcer_factory: Callable[[str], Any] | None = None,
         systemd: SystemdNotifier | None = None,
         link_watcher_factory: Callable[[set[str]], Any] | None = None,
+        vip_record=None,
     ) -> None:
         self.config = config
+        # vip_record.VipRecord: the VIPs we added, for the next agent after a kill -9.
+        self.vip_record = vip_record
         self.log = log or get_logger("hadirector.agent")
         self.addresses = addresses if addresses is not None else _default_addresses()
         self._transport_factory = transport_factory or _default_transport
@@ -534,10 +540,13 @@ class Agent:
                     self.set_fault(b.instance, False, reason)
                 else:
                     self.set_priority_delta(b.instance, 0, reason)
+        totals = None
         if self._iface_tracker is not None:
             await self._iface_tracker.stop()
+            totals = self._iface_tracker.totals      # counters outlive the tracker
         self._iface_tracker = InterfaceTracker(new.vrrp_instances, self, addresses=self.addresses,
-                                               watcher_factory=self._link_watcher_factory)
+                                               watcher_factory=self._link_watcher_factory,
+                                               totals=totals)
         await self._iface_tracker.start()
 
     async def _reload_script_tracker(self, old: Config, new: Config, created: set[str]) -> None:
@@ -781,6 +790,8 @@ class Agent:
     def _add_vips(self, rt: InstanceRuntime) -> None:
         """Add every VIP (one blocking netlink request each); raises on a refusal."""
         inst = rt.instance
+        if inst.priority != PRIORITY_OWNER:            # an owner's VIP is its own address
+            self._record_vips(rt, inst.virtual_ips)    # first: a kill in between leaves none unrecorded
         added, foreign = [], []
         for i, vip in enumerate(inst.virtual_ips):
             if self.addresses.add_vip(inst.interface, vip, label=_label(inst, i)):
@@ -791,6 +802,7 @@ class Agent:
                 rt.foreign_vips.add(vip)
                 foreign.append(str(vip))
         rt.held_vips = True
+        self._record_vips()         # exactly what we added: those already there are not ours
         if added:
             self.log.info("vrrp.vips_added", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=added, reason="became_master")
@@ -814,6 +826,7 @@ class Agent:
                 self.log.error("vrrp.vip_remove_failed", instance=inst.name, vip=str(vip),
                                reason=str(e))
         rt.held_vips = False
+        self._record_vips()
         if removed:
             self.log.info("vrrp.vips_removed", instance=inst.name, vrid=inst.vrid,
                           interface=inst.interface, vips=removed, reason=reason or "left_master")
@@ -823,6 +836,32 @@ class Agent:
                              reason="not_added_by_this_agent")
             rt.foreign_vips.clear()
         self.write_state()
+
+    def _record_vips(self, rt: InstanceRuntime | None = None, pending=()) -> None:
+        """Rewrite ``vip_record``: every instance's ``added_vips``, plus ``pending`` of
+        ``rt`` about to be added (a no-op when nothing changed)."""
+        if self.vip_record is None:
+            return
+        from hadirector.agent.vip_record import RecordedVip
+
+        index: dict[str, int] = {}
+
+        def entry(r: InstanceRuntime, vip) -> RecordedVip:
+            name = r.instance.interface
+            if name not in index:
+                try:
+                    index[name] = socket.if_nametoindex(name)
+                except OSError:
+                    index[name] = 0
+            return RecordedVip(name, index[name], str(vip), r.instance.name, r.instance.vrid)
+
+        vips = [entry(r, v) for r in self.runtimes.values() for v in r.added_vips]
+        if rt is not None:
+            vips += [entry(rt, v) for v in pending]
+        try:
+            self.vip_record.write(vips)
+        except OSError as e:
+            self.log.warning("vrrp.vip_record_failed", path=self.vip_record.path, reason=str(e))
 
     def _reannounce(self, driver: VrrpDriver, action) -> None:
         """A lower-priority master was heard (vrrp ``Reannounce``): send one GARP burst for
@@ -908,6 +947,12 @@ class Agent:
         return {"pid": os.getpid(), "router_id": self.config.node.router_id,
                 "running": self.started, "instances": out, "groups": dict(self._group_state),
                 "config_generation": self.generation}
+
+    def link_watch_counts(self) -> dict[str, int]:
+        """Link watcher overruns, resyncs, resubscribes and restarts since start."""
+        if self._iface_tracker is None:
+            return {}
+        return self._iface_tracker.counts()
 
     def write_state(self) -> None:
         """Atomically replace state.json (rename), so readers never see half a file."""

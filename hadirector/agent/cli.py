@@ -5,8 +5,9 @@ Start-up, in this order, each step before anything that has an effect:
 1. the command line and HADIRECTOR_LOG_FORMAT (``USAGE``);
 2. the privileges: CAP_NET_ADMIN and CAP_NET_RAW (``NO_PRIVILEGE``);
 3. the lock, one agent per network namespace (``ALREADY_RUNNING``; ``lock.py``);
-4. the config (``CONFIG_INVALID``);
-5. the VIPs a dead predecessor left, removed before the slow imports (``preflight``);
+4. the VIPs a dead predecessor recorded as its own and left, removed before the
+   config and the slow imports (``preflight``, ``vip_record``);
+5. the config (``CONFIG_INVALID``);
 6. the agent proper (``START_FAILED`` when the host is not ready).
 
 A failure is one ``agent.start_failed`` event with a ``reason`` and one plain line on
@@ -22,9 +23,9 @@ import sys
 
 from hadirector.exitcodes import ExitCode, epilog
 
-# Steps 1-5 import nothing heavy: structlog alone (it imports asyncio) costs ~0.1 s,
+# Steps 1-4 import nothing heavy: structlog alone (it imports asyncio) costs ~0.1 s,
 # pyroute2 and aiohttp several times that, and a dead predecessor's VIP is answering
-# beside the peer's until step 5. Hence this copy of hadirector.logging.ENV_FORMAT.
+# beside the peer's until step 4. Hence this copy of hadirector.logging.ENV_FORMAT.
 ENV_FORMAT = "HADIRECTOR_LOG_FORMAT"
 LOG_FORMATS = ("console", "json")
 # What hadirector.logging accepts: the stdlib's level names (logging not imported either).
@@ -68,6 +69,7 @@ def usage_problem(log_format: str | None, log_level: str, env_format: str | None
 def cmd_run(args: argparse.Namespace) -> int:
     log = None
     lock = None
+    stale = []              # a dead predecessor's VIPs, removed before the config is read
     stage = "start"
     logging_ready = False
     try:
@@ -75,20 +77,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem is not None:
             raise problem
         lock = _preflight_and_lock()
-        config = _load(args.config)
-        from hadirector.agent.preflight import log_stale_vips, release_stale_vips
+        from hadirector.agent.lock import netns_cookie
+        from hadirector.agent.preflight import log_stale_vips, release_recorded_vips
+        from hadirector.agent.vip_record import VipRecord, record_path
 
-        stale = release_stale_vips(config)
+        record = VipRecord(record_path(lock.directory, lock.netns), netns_cookie())
+        stale = release_recorded_vips(record)
+        config = _load(args.config)
         from hadirector.logging import configure_logging, get_logger
 
         configure_logging(args.log_format or config.node.log_format, level=args.log_level)
         logging_ready = True
         log = get_logger("hadirector.agent")
         log_stale_vips(stale, log)
+        if lock.squatter is not None:
+            log.warning("agent.lock_beacon_squatted", beacon=f"@{lock.beacon}", lock=lock.path,
+                        holder_pid=lock.squatter.pid, holder_uid=lock.squatter.uid,
+                        reason="name_taken_by_another_process")
         stage = "agent"
-        return _run_agent(config, log, lock)
+        return _run_agent(config, log, lock, record)
     except StartFailed as e:
-        return _fail(args, log, e.code, e.reason, e.message, logging_ready=logging_ready)
+        return _fail(args, log, e.code, e.reason, e.message, logging_ready=logging_ready,
+                     stale=stale)
     except _Crashed as e:
         # After agent.started: not a start failure; the agent logged its own stop.
         log.error("agent.crashed", reason="internal_error", detail=e.detail,
@@ -109,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _preflight_and_lock():
-    from hadirector.agent.lock import AgentLock, AlreadyRunning
+    from hadirector.agent.lock import AgentLock, AlreadyRunning, LockUnusable
     from hadirector.agent.preflight import own_missing_capabilities
 
     missing = own_missing_capabilities()
@@ -121,6 +131,8 @@ def _preflight_and_lock():
     except AlreadyRunning as e:
         raise StartFailed(ExitCode.ALREADY_RUNNING, "already_running",
                           f"already running: {e}") from None
+    except LockUnusable as e:
+        raise StartFailed(ExitCode.START_FAILED, "lock_unusable", f"lock: {e}") from None
 
 
 def _load(path: str):
@@ -146,7 +158,7 @@ class _Crashed(Exception):
         self.detail = detail
 
 
-def _run_agent(config, log, lock) -> int:
+def _run_agent(config, log, lock, record=None) -> int:
     import asyncio
 
     from hadirector.agent.agent import Agent, AgentError
@@ -158,7 +170,7 @@ def _run_agent(config, log, lock) -> int:
     async def main() -> int:
         nonlocal agent
         loop = asyncio.get_running_loop()
-        fd = lock.fileno()
+        fd = lock.fileno()              # the beacon (None: squatted)
 
         def someone_asked() -> None:
             try:
@@ -167,8 +179,9 @@ def _run_agent(config, log, lock) -> int:
                 loop.remove_reader(fd)                  # EMFILE ...: pause, do not spin
                 loop.call_later(1.0, loop.add_reader, fd, someone_asked)
 
-        loop.add_reader(fd, someone_asked)
-        agent = Agent(config, log=log)
+        if fd is not None:
+            loop.add_reader(fd, someone_asked)
+        agent = Agent(config, log=log, vip_record=record)
         # Always present: idle (no IPVS netlink) until the config has LVS parts, so a
         # reload can add the first virtual service.
         lvs = LvsController(config)
@@ -177,7 +190,8 @@ def _run_agent(config, log, lock) -> int:
         try:
             return await agent.run()
         finally:
-            loop.remove_reader(fd)
+            if fd is not None:
+                loop.remove_reader(fd)
 
     try:
         return asyncio.run(main())
@@ -190,8 +204,10 @@ def _run_agent(config, log, lock) -> int:
 
 
 def _fail(args, log, code: ExitCode, reason: str, message: str, *,
-          exc: BaseException | None = None, logging_ready: bool = False) -> int:
-    """One ``agent.start_failed`` event and one plain stderr line; returns ``code``."""
+          exc: BaseException | None = None, logging_ready: bool = False, stale=()) -> int:
+    """One ``agent.start_failed`` event and one plain stderr line; returns ``code``.
+    (Preceded by ``vrrp.stale_vip_removed`` for a dead predecessor's VIPs that went
+    before the config was found invalid.)"""
     from hadirector.logging import configure_logging, get_logger
 
     level = args.log_level if reason != "invalid_log_level" else "info"
@@ -202,6 +218,10 @@ def _fail(args, log, code: ExitCode, reason: str, message: str, *,
             os.environ.pop(ENV_FORMAT, None)    # it is the problem; it must not hide the report
         configure_logging(fmt, level=level)
     log = log or get_logger("hadirector.agent")
+    if stale and not logging_ready:
+        # Removed before the config turned out invalid: still said, before the failure.
+        from hadirector.agent.preflight import log_stale_vips
+        log_stale_vips(stale, log)
     extra = {}
     if exc is not None and level.lower() == "debug":
         extra["exc_info"] = exc

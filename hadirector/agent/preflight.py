@@ -4,27 +4,27 @@
   CAP_NET_RAW (the VRRP socket, GARP); without them it would fail half-way, after
   taking the lock and maybe removing addresses. Read from /proc/self/status, so a
   root whose bounding set lacks them is refused too.
-* ``release_stale_vips``: a kill -9'd predecessor leaves its VIPs on the interfaces,
-  and while the peer has taken over, two nodes answer for them. They go first,
-  before the slow imports and the event loop (keepalived removes them 0.04 s after
-  it starts), with one blocking netlink request each (``net.rtnl``). Only after the
-  lock is held: then no other agent in this namespace can have added them.
-  Address owners (priority 255) are left alone: the VIP is their real address.
+* ``release_recorded_vips``: a kill -9'd predecessor leaves its VIPs on the
+  interfaces, and while the peer has taken over, two nodes answer for them. They go
+  first, before the config is read and before the slow imports (keepalived removes
+  them ~0.02 s after it starts), with one blocking netlink request each
+  (``net.rtnl``). Only the VIPs the predecessor recorded as added by itself
+  (``vip_record``), and only after the lock is held: then no other agent in this
+  namespace can have added them. (The agent's own start-up then releases any
+  configured VIP still present, e.g. one added by hand, as keepalived does.)
 """
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from collections import namedtuple
 
-from hadirector.model import Config     # stdlib only: no pyroute2 yet
-from hadirector.net import rtnl
+from hadirector.agent.vip_record import VipRecord   # stdlib only: no pyroute2 yet
 
 # linux/capability.h
 CAP_NET_ADMIN = 12
 CAP_NET_RAW = 13
 REQUIRED = {"CAP_NET_ADMIN": CAP_NET_ADMIN, "CAP_NET_RAW": CAP_NET_RAW}
-PRIORITY_OWNER = 255     # vrrp.machine's; not imported to keep this light
 
 
 def effective_capabilities(status_text: str) -> int:
@@ -47,40 +47,39 @@ def own_missing_capabilities() -> tuple[str, ...]:
         return ()      # no /proc: let the first privileged call say so
 
 
-@dataclass(frozen=True)
-class StaleVip:
-    """One configured VIP found on its interface at start-up (``error``: not removed)."""
-
-    instance: str
-    vrid: int
-    interface: str
-    vip: str
-    error: str | None = None
+# One recorded VIP found on its interface at start-up (``error``: not removed). A
+# namedtuple, not a dataclass: see lock.Holder (start-up cost).
+StaleVip = namedtuple("StaleVip", "instance vrid interface vip error", defaults=(None,))
 
 
-def release_stale_vips(config: Config) -> list[StaleVip]:
-    """Remove every configured VIP of a non-owner instance that is on its interface.
-
-    Returns what it found, for the caller to log once logging is set up (structlog's
-    import alone costs more than all of this). A missing interface is skipped (the
-    agent's start reports it); a refusal is returned with its error (the agent's own
-    start-up release tries again).
+def release_recorded_vips(record: VipRecord) -> list[StaleVip]:
+    """Remove every VIP the predecessor recorded that is still on its interface, then
+    the record. Returns what it removed or failed to, for the caller to log once
+    logging is set up (structlog's import alone costs more than all of this). A
+    recorded interface that is gone or was re-created (another index) is skipped:
+    its addresses went with it.
     """
+    recorded = record.read()
+    if not recorded:
+        record.write([])       # none, or another (dead) namespace's: not ours to apply
+        return []
+    from hadirector.net import rtnl
+
     found = []
-    for inst in config.vrrp_instances:
-        if inst.priority == PRIORITY_OWNER or not inst.virtual_ips:
-            continue
+    for r in recorded:
         try:
-            index = socket.if_nametoindex(inst.interface)
+            index = socket.if_nametoindex(r.interface)
         except OSError:
             continue
-        for vip in inst.virtual_ips:
-            try:
-                if rtnl.remove_address(index, vip):
-                    found.append(StaleVip(inst.name, inst.vrid, inst.interface, str(vip)))
-            except OSError as e:
-                found.append(StaleVip(inst.name, inst.vrid, inst.interface, str(vip),
-                                      error=e.strerror or str(e)))
+        if r.ifindex and index != r.ifindex:
+            continue
+        try:
+            if rtnl.remove_prefix(index, *rtnl.parse_prefix(r.vip)):
+                found.append(StaleVip(r.instance, r.vrid, r.interface, r.vip))
+        except (OSError, ValueError) as e:
+            found.append(StaleVip(r.instance, r.vrid, r.interface, r.vip,
+                                  error=getattr(e, "strerror", None) or str(e)))
+    record.write([])
     return found
 
 

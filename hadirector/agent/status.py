@@ -154,8 +154,16 @@ def ipvs_status(lvs, config: model.Config) -> s.IpvsAvailabilityStatus:
         since=to_wall(av.since), failures=av.failures, next_attempt_at=to_wall(av.get_timer()))
 
 
+def listener_status(listener, refused: dict[str, int] | None = None) -> s.ListenerStatus | None:
+    if listener is None:
+        return None
+    return s.ListenerStatus(accepted=listener.accepted, dropped=dict(listener.dropped),
+                            accept_failures=dict(listener.accept_failures),
+                            accept_pauses=listener.pauses, refused=dict(refused or {}))
+
+
 def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generation: int,
-                   reloads: s.ReloadStatus) -> s.Snapshot:
+                   reloads: s.ReloadStatus, api: s.ApiStatus | None = None) -> s.Snapshot:
     config = agent.config
     services, sync, totals = lvs_status(lvs, config)
     return s.Snapshot(
@@ -169,6 +177,8 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
         health=totals,
         reloads=reloads,
         ipvs=ipvs_status(lvs, config),
+        link_watch=s.LinkWatchStatus(**getattr(agent, "link_watch_counts", dict)()),
+        api=api or s.ApiStatus(),
     )
 
 
@@ -194,7 +204,14 @@ class ApiComponent:
 
     def snapshot(self, agent) -> s.Snapshot:
         return build_snapshot(agent, self.lvs, started_at=self.started_at, loaded_at=self.loaded_at,
-                              generation=self.generation, reloads=self.reloads)
+                              generation=self.generation, reloads=self.reloads, api=self.api_status())
+
+    def api_status(self) -> s.ApiStatus:
+        http = self.server.listener if self.server is not None else None
+        control = self.control.listener if self.control is not None else None
+        return s.ApiStatus(
+            http=listener_status(http, self.server.refused if self.server is not None else None),
+            control=listener_status(control, self.control.refused if self.control is not None else None))
 
     def record_reload(self, result: s.ReloadResult) -> None:
         r = self.reloads

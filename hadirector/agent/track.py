@@ -79,6 +79,27 @@ def apply_script(sink: TrackSink, instances: list[str], script: TrackScript, sta
             sink.set_priority_delta(name, script.weight if up else 0, reason)
 
 
+class LinkWatchTotals:
+    """Counters over every link watcher the agent has run, for status and metrics: a
+    restart (or a reload) replaces the watcher, never the totals."""
+
+    FIELDS = ("overruns", "resyncs", "resubscribes", "restarts")
+
+    def __init__(self) -> None:
+        self.overruns = self.resyncs = self.resubscribes = self.restarts = 0
+
+    def bank(self, watcher) -> None:
+        """Add a watcher's own counters (it is being dropped)."""
+        for name, value in _watcher_counts(watcher).items():
+            setattr(self, name, getattr(self, name) + value)
+
+
+def _watcher_counts(watcher) -> dict[str, int]:
+    table = getattr(watcher, "table", None)
+    return {"overruns": getattr(table, "overruns", 0), "resyncs": getattr(watcher, "resyncs", 0),
+            "resubscribes": getattr(watcher, "resubscribes", 0)}
+
+
 class InterfaceTracker:
     """Follows RTM_NEWLINK events for every tracked interface, for the agent's whole life.
 
@@ -92,7 +113,8 @@ class InterfaceTracker:
     HEALTHY_AFTER = 30.0                  # a watcher that ran this long resets the backoff
 
     def __init__(self, instances: tuple[VrrpInstance, ...], sink: TrackSink, log=None,
-                 *, addresses=None, watcher_factory=None) -> None:
+                 *, addresses=None, watcher_factory=None,
+                 totals: LinkWatchTotals | None = None) -> None:
         self.bindings = interface_bindings(instances)
         self.sink = sink
         self._addresses = addresses              # AddressManager (or a fake)
@@ -100,6 +122,7 @@ class InterfaceTracker:
         self.log = log or get_logger("hadirector.track")
         self.links: dict[str, bool] = {}
         self.restarts = 0
+        self.totals = totals if totals is not None else LinkWatchTotals()
         self._task: asyncio.Task | None = None
         self._watcher = None
 
@@ -137,6 +160,7 @@ class InterfaceTracker:
                     # Events were missed while no watcher ran: read every link again.
                     await self._read_links()
                     self.restarts += 1
+                    self.totals.restarts += 1
                     self.log.info("track.link_watch_restarted", interfaces=sorted(self.bindings),
                                   reason="watcher_failed", restarts=self.restarts)
                 async for st in self._watcher.events():
@@ -163,8 +187,14 @@ class InterfaceTracker:
                           reason="link_up" if up else "link_down")
         apply_link(self.sink, self.bindings[name], name, up)
 
+    def counts(self) -> dict[str, int]:
+        """The totals, the running watcher's counters included."""
+        live = _watcher_counts(self._watcher) if self._watcher is not None else {}
+        return {f: getattr(self.totals, f) + live.get(f, 0) for f in LinkWatchTotals.FIELDS}
+
     def _close_watcher(self) -> None:
         if self._watcher is not None:
+            self.totals.bank(self._watcher)
             try:
                 self._watcher.close()
             except Exception as e:  # noqa: BLE001 - a broken watcher is being dropped anyway

@@ -425,7 +425,29 @@ def render_status(snap: Snapshot) -> str:
         if h.latency.count:
             line += f"; mean latency {h.latency.sum / h.latency.count * 1000:.1f}ms"
         out.append(line)
+    out += _faults_absorbed(snap)
     return "\n".join(out) + "\n"
+
+
+def _counts(counts) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "none"
+
+
+def _faults_absorbed(snap: Snapshot) -> list[str]:
+    """Link watch and local API counters (what ``/metrics`` exports), one line each."""
+    lw = snap.link_watch
+    lines = ["", "Faults absorbed",
+             f"  link watch: {lw.overruns} overrun(s), {lw.resyncs} resync(s), "
+             f"{lw.resubscribes} resubscribe(s), {lw.restarts} restart(s)"]
+    for name, lst in (("http API", snap.api.http), ("control socket", snap.api.control)):
+        if lst is None:
+            continue
+        line = (f"  {name}: {lst.accepted} accepted; dropped {_counts(lst.dropped)}; "
+                f"refused {_counts(lst.refused)}")
+        if lst.accept_failures or lst.accept_pauses:
+            line += f"; accept failures {_counts(lst.accept_failures)}, {lst.accept_pauses} pause(s)"
+        lines.append(line)
+    return lines
 
 
 def _ipvs_unavailable(snap: Snapshot) -> list[str]:

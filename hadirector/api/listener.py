@@ -100,9 +100,10 @@ class BoundedListener:
         self._resume: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading = False
-        self.accepted = 0               # counters for status and tests
+        self.accepted = 0               # counters for status, metrics and tests
         self.dropped: dict[str, int] = {}
         self.accept_failures: dict[str, int] = {}
+        self.pauses = 0                 # accepting paused for lack of descriptors / memory
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -174,6 +175,7 @@ class BoundedListener:
                 self.accept_failures[reason] = self.accept_failures.get(reason, 0) + 1
                 self._report(self._accept_errors.note(reason, now), "api.accept_failed")
                 if e.errno in EXHAUSTION:
+                    self.pauses += 1
                     self._stop_reading()
                     self._resume = self._loop.call_later(self.pause, self._resume_reading)
                     break

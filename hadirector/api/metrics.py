@@ -157,6 +157,8 @@ def render(snap: Snapshot) -> str:
     _sync_daemon(ex, snap)
     _health(ex, snap)
     _reloads(ex, snap)
+    _link_watch(ex, snap)
+    _api(ex, snap)
     return ex.text()
 
 
@@ -311,3 +313,48 @@ def _reloads(ex: _Exposition, snap: Snapshot) -> None:
     if r.last_at is not None:
         ex.family("reload_last_timestamp_seconds", "gauge",
                   "Unix time of the last reload attempt.").add(r.last_at)
+
+
+def _link_watch(ex: _Exposition, snap: Snapshot) -> None:
+    lw = snap.link_watch
+    ex.family("link_watch_overruns_total", "counter",
+              "Netlink overruns (ENOBUFS) of the link watcher: link events the kernel dropped.").add(
+        lw.overruns)
+    ex.family("link_watch_resyncs_total", "counter",
+              "Full re-reads of the tracked links after lost events or a new netlink socket.").add(
+        lw.resyncs)
+    ex.family("link_watch_resubscribes_total", "counter",
+              "Link watcher netlink sockets replaced after an error.").add(lw.resubscribes)
+    ex.family("link_watch_restarts_total", "counter",
+              "Link watchers restarted after failing.").add(lw.restarts)
+
+
+# Reasons exported at 0 before they first happen, so rate() and alerts see the series.
+DROP_REASONS = ("at_capacity", "all_busy", "header_timeout", "idle_timeout", "request_timeout")
+ACCEPT_FAILURES = ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")
+REFUSALS = {"http": ("http_not_allowed",),
+            "control": ("not_root", "rate_limited", "unknown_command", "bad_request")}
+
+
+def _api(ex: _Exposition, snap: Snapshot) -> None:
+    accepted = ex.family("api_connections_accepted_total", "counter",
+                         "Connections accepted by a local API listener (http, control).")
+    dropped = ex.family("api_connections_dropped_total", "counter",
+                        "Connections the agent closed to protect itself, by listener and reason.")
+    failures = ex.family("api_accept_failures_total", "counter",
+                         "Failed accepts on a local API listener, by errno.")
+    pauses = ex.family("api_accept_pauses_total", "counter",
+                       "Times accepting paused for lack of file descriptors or memory.")
+    refused = ex.family("api_requests_refused_total", "counter",
+                        "Requests refused (reload over HTTP, not root, rate limited ...), by reason.")
+    for name, lst in (("http", snap.api.http), ("control", snap.api.control)):
+        if lst is None:
+            continue
+        accepted.add(lst.accepted, listener=name)
+        for reason in sorted(set(DROP_REASONS) | set(lst.dropped)):
+            dropped.add(lst.dropped.get(reason, 0), listener=name, reason=reason)
+        for reason in sorted(set(ACCEPT_FAILURES) | set(lst.accept_failures)):
+            failures.add(lst.accept_failures.get(reason, 0), listener=name, reason=reason)
+        pauses.add(lst.accept_pauses, listener=name)
+        for reason in sorted(set(REFUSALS[name]) | set(lst.refused)):
+            refused.add(lst.refused.get(reason, 0), listener=name, reason=reason)

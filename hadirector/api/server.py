@@ -81,6 +81,7 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self.listener: BoundedListener | None = None
         self._refusals = Throttle(10.0)
+        self.refused: dict[str, int] = {}   # requests refused, by reason (status, metrics)
 
     @classmethod
     def from_settings(cls, settings: ApiSettings, snapshot: SnapshotFn, **limits) -> ApiServer:
@@ -178,6 +179,7 @@ class ApiServer:
         # Anyone on the host can reach this port; a reload changes state, so it is
         # served only to root over the control socket. Logged once per interval:
         # a flood of refused POSTs must not flood the log either.
+        self.refused["http_not_allowed"] = self.refused.get("http_not_allowed", 0) + 1
         report = self._refusals.note("http_not_allowed", asyncio.get_running_loop().time())
         if report is not None:
             log.warning("api.reload_refused", reason="http_not_allowed", count=report.total,

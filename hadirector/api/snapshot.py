@@ -257,6 +257,41 @@ class ReloadStatus:
     last_error: str | None = None
 
 
+# --- faults absorbed: link watching and the local API -----------------------------------
+
+
+@dataclass(frozen=True)
+class LinkWatchStatus:
+    """What following rtnetlink for the tracked interfaces has survived since start."""
+
+    overruns: int = 0                   # netlink overruns (ENOBUFS): link events lost
+    resyncs: int = 0                    # full re-reads of the links after lost events or a new socket
+    resubscribes: int = 0               # netlink sockets replaced after an error
+    restarts: int = 0                   # watchers restarted after failing
+
+
+@dataclass(frozen=True)
+class ListenerStatus:
+    """One local listener's counters (the HTTP API, or the control socket)."""
+
+    accepted: int = 0
+    # connections the agent closed, by reason: "at_capacity", "all_busy",
+    # "header_timeout", "idle_timeout", "request_timeout"
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    # failed accept() calls, by errno name ("EMFILE" ...)
+    accept_failures: Mapping[str, int] = field(default_factory=dict)
+    accept_pauses: int = 0              # accepting paused for lack of descriptors or memory
+    # requests refused, by reason: "http_not_allowed" (POST /reload), "not_root",
+    # "rate_limited", "unknown_command", "bad_request"
+    refused: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ApiStatus:
+    http: ListenerStatus | None = None      # None: the HTTP API is not serving
+    control: ListenerStatus | None = None   # None: the control socket is not serving
+
+
 # --- the whole snapshot -------------------------------------------------------------
 
 
@@ -271,6 +306,8 @@ class Snapshot:
     reloads: ReloadStatus = field(default_factory=ReloadStatus)
     schema_version: int = SCHEMA_VERSION
     ipvs: IpvsAvailabilityStatus = field(default_factory=IpvsAvailabilityStatus)
+    link_watch: LinkWatchStatus = field(default_factory=LinkWatchStatus)
+    api: ApiStatus = field(default_factory=ApiStatus)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

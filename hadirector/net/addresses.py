@@ -395,6 +395,7 @@ class LinkWatcher:
         self.table = LinkTable(self.names)
         self.log = log or get_logger("hadirector.net")
         self.resubscribes = 0
+        self.resyncs = 0        # dumps applied beyond the first (net.link_state_resynced)
         self._sock: socket.socket | None = None
         self._seq = 0
 
@@ -473,6 +474,7 @@ class LinkWatcher:
                 elif isinstance(change, Resynced):
                     # The first dump is the start-up state, not news.
                     if change.reason != "subscribed" or self.resubscribes:
+                        self.resyncs += 1
                         self.log.info("net.link_state_resynced", interfaces=sorted(self.names),
                                       reason=change.reason, changed=change.changed)
                 else:

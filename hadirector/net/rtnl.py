@@ -17,10 +17,13 @@ encoding); ``add_address`` / ``remove_address`` do the socket.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import os
 import socket
 import struct
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (start-up cost)
+if TYPE_CHECKING:       # annotations only: the start-up release imports this first thing
+    import ipaddress
 
 NETLINK_ROUTE = 0
 RTM_NEWADDR, RTM_DELADDR = 20, 21
@@ -61,8 +64,12 @@ def addr_del_message(seq: int, ifindex: int,
                      vip: ipaddress.IPv4Interface | ipaddress.IPv6Interface) -> bytes:
     """RTM_DELADDR with ACK, as ``ip addr del VIP/PREFIX dev IF`` sends it."""
     family = socket.AF_INET if vip.version == 4 else socket.AF_INET6
-    body = _IFADDRMSG.pack(family, vip.network.prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
-    packed = vip.ip.packed
+    return prefix_del_message(seq, ifindex, family, vip.ip.packed, vip.network.prefixlen)
+
+
+def prefix_del_message(seq: int, ifindex: int, family: int, packed: bytes, prefixlen: int) -> bytes:
+    """``addr_del_message`` from the address's bytes (no ipaddress objects)."""
+    body = _IFADDRMSG.pack(family, prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
     body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
     head = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
     return head + body
@@ -98,8 +105,31 @@ def remove_address(ifindex: int, vip: ipaddress.IPv4Interface | ipaddress.IPv6In
                    timeout: float = 1.0) -> bool:
     """Remove ``vip``; True if removed, False if it was not there (or the interface is
     gone). OSError otherwise."""
+    family = socket.AF_INET if vip.version == 4 else socket.AF_INET6
+    return remove_prefix(ifindex, family, vip.ip.packed, vip.network.prefixlen, timeout)
+
+
+def parse_prefix(text: str) -> tuple[int, bytes, int]:
+    """``"10.0.0.1/32"`` -> (AF_INET, its 4 bytes, 32); ValueError if it is not one.
+    (``socket.inet_pton``: the start-up release runs before ipaddress is imported.)"""
+    address, slash, length = text.partition("/")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        packed = socket.inet_pton(family, address)
+    except OSError:
+        raise ValueError(f"not an IP address: {address!r}") from None
+    bits = len(packed) * 8
+    prefixlen = int(length) if slash else bits
+    if not 0 <= prefixlen <= bits:
+        raise ValueError(f"prefix length {prefixlen} out of range in {text!r}")
+    return family, packed, prefixlen
+
+
+def remove_prefix(ifindex: int, family: int, packed: bytes, prefixlen: int,
+                  timeout: float = 1.0) -> bool:
+    """``remove_address`` from ``parse_prefix``'s parts."""
     seq = _seq()
-    code = _request(addr_del_message(seq, ifindex, vip), seq, timeout)
+    code = _request(prefix_del_message(seq, ifindex, family, packed, prefixlen), seq, timeout)
     if code == 0:
         return True
     if code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):

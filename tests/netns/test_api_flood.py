@@ -91,6 +91,23 @@ def status(agent: FloodedAgent) -> dict:
     return json.loads(body)
 
 
+def metrics(agent: FloodedAgent) -> dict[tuple, float]:
+    """The agent's /metrics as {(name, (label, value), ...): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    code, body, _ = curl(agent.ns, "/metrics")
+    assert code == 200, body[-2000:]
+    return {(s.name, *sorted(s.labels.items())): s.value
+            for fam in text_string_to_metric_families(body) for s in fam.samples}
+
+
+def api_counter(m: dict, name: str, **labels: str) -> float:
+    """``hadirector_api_<name>`` summed over the series matching ``labels``."""
+    full = f"hadirector_api_{name}"
+    return sum(v for (n, *lbl), v in m.items()
+               if n == full and all((k, w) in lbl for k, w in labels.items()))
+
+
 def rs_health(agent: FloodedAgent) -> str:
     (vs,) = status(agent)["virtual_services"]
     (rs,) = vs["real_servers"]
@@ -162,6 +179,7 @@ def reload_cli(agent: FloodedAgent, *extra: str, user: list[str] | None = None):
 def test_nobody_cannot_reload_over_http_nor_over_the_control_socket(lab):
     lan, agent, peer = lab
     before = len(agent.events("agent.reloaded"))
+    refused = api_counter(metrics(agent), "requests_refused_total", listener="http", reason="http_not_allowed")
     code, body, _ = curl(agent.ns, "/reload", "-X", "POST", user=NOBODY)
     assert code == 403
     assert "hadirector reload" in json.loads(body)["error"]
@@ -171,6 +189,10 @@ def test_nobody_cannot_reload_over_http_nor_over_the_control_socket(lab):
     assert r.returncode == ExitCode.NO_PRIVILEGE, r.stdout + r.stderr
     assert "permission denied" in r.stderr and "needs root" in r.stderr
     assert len(agent.events("agent.reloaded")) == before, "nobody reloaded the agent"
+    # Counted: /metrics and /status say how many reloads HTTP refused.
+    assert api_counter(metrics(agent), "requests_refused_total", listener="http",
+                       reason="http_not_allowed") == refused + 1
+    assert status(agent)["api"]["http"]["refused"]["http_not_allowed"] == refused + 1
     # Root can.
     r = reload_cli(agent)
     assert r.returncode == 0 and "reload applied" in r.stdout, r.stdout + r.stderr
@@ -181,6 +203,7 @@ def test_a_burst_of_200_reloads_from_root_applies_only_a_few(lab):
     lan, agent, peer = lab
     time.sleep(2.5)                  # let the bucket refill after the previous test
     before = len(agent.events("agent.reloaded"))
+    m0 = metrics(agent)
     answers: list[str] = []
     lock = threading.Lock()
 
@@ -189,6 +212,12 @@ def test_a_burst_of_200_reloads_from_root_applies_only_a_few(lab):
         s.settimeout(30)
         try:
             s.connect(str(control_path(agent)))
+        except OSError:          # the listen backlog full (EAGAIN): never reached the agent
+            s.close()
+            with lock:
+                answers.append("not_connected")
+            return
+        try:
             s.sendall(b"reload\n")
             data = b""
             while chunk := s.recv(65536):
@@ -216,7 +245,15 @@ def test_a_burst_of_200_reloads_from_root_applies_only_a_few(lab):
     # Burst 2, then 1 per second.
     assert 1 <= applied <= 2 + int(elapsed) + 1, (applied, elapsed, counts)
     assert applied == answers.count("applied")
-    assert set(answers) <= {"applied", "rate_limited", "closed"}, counts
+    assert set(answers) <= {"applied", "rate_limited", "closed", "not_connected"}, counts
+    # The control socket's counters in /metrics tell the same story.
+    m1 = metrics(agent)
+    delta = lambda name, **lbl: api_counter(m1, name, **lbl) - api_counter(m0, name, **lbl)  # noqa: E731
+    assert delta("requests_refused_total", listener="control", reason="rate_limited") == \
+        answers.count("rate_limited"), counts
+    assert delta("connections_dropped_total", listener="control", reason="at_capacity") == \
+        answers.count("closed"), counts
+    assert delta("connections_accepted_total", listener="control") == 200 - answers.count("not_connected")
 
 
 def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
@@ -227,6 +264,7 @@ def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
     downs = len(agent.events("health.server_down"))
     reloads = len(agent.events("agent.reloaded"))
     fds_before = agent.fds()
+    m0 = metrics(agent)
 
     flood = subprocess.Popen(
         ["ip", "netns", "exec", agent.ns, *NOBODY, sys.executable, FLOOD, "--port", "9110",
@@ -278,6 +316,22 @@ def test_a_nobody_flood_of_1100_idle_connections_does_not_starve_the_agent(lab):
     dropped = [json.loads(line) for line in new.splitlines() if "api.connections_dropped" in line]
     assert 1 <= len(dropped) <= FLOOD_SECONDS / 10 + 3, dropped
     assert len(new) < 20_000, f"{len(new)} bytes of log during the flood"
+
+    # /metrics counts what the listener shed (and /status agrees): every connection the
+    # flood saw closed was one the agent dropped at capacity or past the header timeout.
+    m1 = metrics(agent)
+    delta = lambda name, **lbl: api_counter(m1, name, **lbl) - api_counter(m0, name, **lbl)  # noqa: E731
+    dropped = delta("connections_dropped_total", listener="http")
+    assert dropped >= stats["closed_by_server"], (dropped, stats)
+    assert delta("connections_dropped_total", listener="http", reason="at_capacity") > 0
+    assert delta("connections_accepted_total", listener="http") >= FLOOD_CONNECTIONS
+    print(f"/metrics: http dropped {dropped:.0f} "
+          f"({ {r: delta('connections_dropped_total', listener='http', reason=r) for r in ('at_capacity', 'header_timeout', 'all_busy')} }), "
+          f"accept failures {delta('accept_failures_total', listener='http'):.0f}, "
+          f"pauses {delta('accept_pauses_total', listener='http'):.0f}")
+    http = status(agent)["api"]["http"]
+    assert sum(http["dropped"].values()) == api_counter(metrics(agent), "connections_dropped_total",
+                                                        listener="http")
 
     # Afterwards everything is normal: fast answers, no leftover connections.
     code, body, took = curl(agent.ns, "/healthz")

@@ -211,3 +211,57 @@ async def test_a_failed_socket_is_replaced_and_changes_made_meanwhile_are_report
     failed = log.events("net.link_watch_failed")
     assert len(failed) == 1 and "injected receive failure" in failed[0]["reason"]
     assert log.events("net.link_watch_resubscribed")[0]["count"] == 1
+
+
+def scrape(lan: Lan, path: str) -> str:
+    return sh("curl", "-s", "-m", "5", f"http://127.0.0.1:9110{path}", ns=lan.ns(1)).stdout
+
+
+def link_watch_metrics(lan: Lan) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {s.name: s.value for fam in text_string_to_metric_families(scrape(lan, "/metrics"))
+            for s in fam.samples if s.name.startswith("hadirector_link_watch_")}
+
+
+def test_a_real_agents_overrun_and_resync_are_counted_in_its_status_and_metrics(lan, tmp_path):
+    # The real agent this time: stopped (SIGSTOP) while its eth0 flaps 300 times and
+    # then loses its carrier, its netlink queue overflows; resumed, it must resync to
+    # FAULT, count the overrun and the resync, and report them over HTTP.
+    import json
+    import os
+    import signal
+
+    from .ve_agents import AgentProc, instance_config, wait_for
+
+    agent = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=0.1)],
+                      {"api": {"enabled": True, "listen": "127.0.0.1:9110"}})
+    try:
+        agent.start()
+        wait_for(lambda: agent.role() == "MASTER", 15, what="MASTER")
+        wait_for(lambda: scrape(lan, "/healthz") == "ok\n", 15, what="the API up")
+        assert link_watch_metrics(lan) == {
+            "hadirector_link_watch_overruns_total": 0, "hadirector_link_watch_resyncs_total": 0,
+            "hadirector_link_watch_resubscribes_total": 0, "hadirector_link_watch_restarts_total": 0}
+        burst = "".join("link set eth0 down\nlink set eth0 up\n" for _ in range(300))
+        os.kill(agent.proc.pid, signal.SIGSTOP)
+        try:
+            subprocess.run(["ip", "-n", lan.ns(1), "-batch", "-"], input=burst, text=True,
+                           check=True, capture_output=True, timeout=60)
+            lan.set_port(1, False)
+        finally:
+            os.kill(agent.proc.pid, signal.SIGCONT)
+        wait_for(lambda: agent.role() == "FAULT", 15, what="FAULT after the resync")
+        counted = link_watch_metrics(lan)
+        assert counted["hadirector_link_watch_overruns_total"] >= 1, counted
+        assert counted["hadirector_link_watch_resyncs_total"] >= 1, counted
+        assert counted["hadirector_link_watch_resubscribes_total"] == 0, counted   # same socket
+        resynced = agent.events("net.link_state_resynced")
+        assert counted["hadirector_link_watch_resyncs_total"] == len(resynced)
+        status = json.loads(scrape(lan, "/status"))["link_watch"]
+        assert status["overruns"] == counted["hadirector_link_watch_overruns_total"]
+        assert status["resyncs"] == counted["hadirector_link_watch_resyncs_total"]
+        lan.set_port(1, True)
+        wait_for(lambda: agent.role() == "MASTER", 15, what="MASTER again with the carrier")
+    finally:
+        agent.stop()

@@ -212,3 +212,24 @@ async def test_a_restart_that_fails_is_retried():
     assert reasons == ["RuntimeError: boom", "OSError: [Errno 24] Too many open files",
                        "OSError: [Errno 24] Too many open files"]
     assert all(w.closed for w in ScriptedWatcher.made)
+
+
+async def test_link_watch_counters_add_up_over_restarted_watchers_and_a_new_tracker():
+    # /status and /metrics count what every watcher survived, not only the live one.
+    from hadirector.agent.track import InterfaceTracker
+
+    sink, log, links = Sink(), Log(), Links(eth0=True)
+    tr = tracker_with([[RuntimeError("boom")]], links, log, sink)
+    await tr.start()
+    first = ScriptedWatcher.made[0]
+    first.table = type("T", (), {"overruns": 3})()
+    first.resyncs, first.resubscribes = 2, 1
+    await settle(tr, restarts=1)
+    live = ScriptedWatcher.made[-1]
+    live.resyncs = 1
+    assert tr.counts() == {"overruns": 3, "resyncs": 3, "resubscribes": 1, "restarts": 1}
+    await tr.stop()
+    # A reload that changes the bindings builds a new tracker on the same totals.
+    again = InterfaceTracker((inst(),), sink, log, addresses=links, watcher_factory=ScriptedWatcher,
+                             totals=tr.totals)
+    assert again.counts() == {"overruns": 3, "resyncs": 3, "resubscribes": 1, "restarts": 1}

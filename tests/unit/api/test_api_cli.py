@@ -322,3 +322,20 @@ def test_status_refuses_a_config_that_is_no_regular_file_instead_of_reading_fore
     # /dev/zero never ends: the agent's loader refuses it by size, so does the CLI.
     assert main(["status", "-c", "/dev/zero"]) == 2
     assert "not a regular file of at most" in capsys.readouterr().err
+
+
+def test_status_shows_the_faults_the_link_watch_and_the_api_absorbed(snapshot):
+    from hadirector.api.snapshot import ApiStatus, LinkWatchStatus, ListenerStatus
+
+    snap = dataclasses.replace(
+        snapshot, link_watch=LinkWatchStatus(overruns=2, resyncs=2),
+        api=ApiStatus(http=ListenerStatus(accepted=1200, dropped={"at_capacity": 1000, "idle_timeout": 3},
+                                          accept_failures={"EMFILE": 1}, accept_pauses=1),
+                      control=ListenerStatus(accepted=9, refused={"rate_limited": 7})))
+    tail = render_status(snap).split("Faults absorbed\n")[1].splitlines()
+    assert tail == [
+        "  link watch: 2 overrun(s), 2 resync(s), 0 resubscribe(s), 0 restart(s)",
+        "  http API: 1200 accepted; dropped at_capacity 1000, idle_timeout 3; refused none; "
+        "accept failures EMFILE 1, 1 pause(s)",
+        "  control socket: 9 accepted; dropped none; refused rate_limited 7",
+    ]

@@ -120,6 +120,7 @@ EMFILE_SERVER = textwrap.dedent("""
         await asyncio.sleep(float(sys.argv[1]))
         await lst.close()
         print("FAILURES", sum(lst.accept_failures.values()), flush=True)
+        print("PAUSES", lst.pauses, flush=True)
 
     asyncio.run(main())
 """)
@@ -153,7 +154,9 @@ def test_emfile_pauses_accepting_logs_once_per_interval_and_recovers(tmp_path):
     assert "Traceback" not in out and "out of system resource" not in out, out
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     failed = [e for e in events if e["event"] == "api.accept_failed"]
-    failures = int(out.split("FAILURES")[1])
+    failures = int(out.split("FAILURES")[1].split()[0])
+    # Every EMFILE paused accepting (counted for /metrics: api_accept_pauses_total).
+    assert int(out.split("PAUSES")[1]) == failures
     # Paused 1 s after each EMFILE: a handful of failures, reported every 2 s with the count.
     assert failures >= 1 and failures <= 12, out
     assert 1 <= len(failed) <= 5 and failed[0]["reason"] == "EMFILE", failed

@@ -208,3 +208,38 @@ def test_a_refused_last_reload_shows_as_zero(snapshot):
     snap = dataclasses.replace(snapshot, reloads=ReloadStatus(count=1, failures=1,
                                                               last_ok=False, last_at=5.0))
     assert value(parse(render(snap)), "hadirector_reload_last_success") == 0
+
+
+def test_link_watch_and_api_counters_have_stable_names(snapshot):
+    from hadirector.api.snapshot import ApiStatus, LinkWatchStatus, ListenerStatus
+
+    snap = dataclasses.replace(
+        snapshot,
+        link_watch=LinkWatchStatus(overruns=2, resyncs=3, resubscribes=1, restarts=4),
+        api=ApiStatus(
+            http=ListenerStatus(accepted=1200, dropped={"at_capacity": 1000, "header_timeout": 130},
+                                accept_failures={"EMFILE": 5}, accept_pauses=5,
+                                refused={"http_not_allowed": 1}),
+            control=ListenerStatus(accepted=203, refused={"rate_limited": 190, "not_root": 1})))
+    s = parse(render(snap))
+    assert value(s, "hadirector_link_watch_overruns_total") == 2
+    assert value(s, "hadirector_link_watch_resyncs_total") == 3
+    assert value(s, "hadirector_link_watch_resubscribes_total") == 1
+    assert value(s, "hadirector_link_watch_restarts_total") == 4
+    assert value(s, "hadirector_api_connections_accepted_total", listener="http") == 1200
+    assert value(s, "hadirector_api_connections_dropped_total", listener="http", reason="at_capacity") == 1000
+    assert value(s, "hadirector_api_connections_dropped_total", listener="http", reason="header_timeout") == 130
+    # Known reasons are there at 0 before they first happen (rate() sees them start).
+    assert value(s, "hadirector_api_connections_dropped_total", listener="control", reason="idle_timeout") == 0
+    assert value(s, "hadirector_api_accept_failures_total", listener="http", reason="EMFILE") == 5
+    assert value(s, "hadirector_api_accept_failures_total", listener="control", reason="EMFILE") == 0
+    assert value(s, "hadirector_api_accept_pauses_total", listener="http") == 5
+    assert value(s, "hadirector_api_requests_refused_total", listener="http", reason="http_not_allowed") == 1
+    assert value(s, "hadirector_api_requests_refused_total", listener="control", reason="rate_limited") == 190
+    assert value(s, "hadirector_api_requests_refused_total", listener="control", reason="bad_request") == 0
+
+
+def test_a_listener_that_is_not_serving_exports_no_api_series(snapshot):
+    s = parse(render(snapshot))
+    assert value(s, "hadirector_link_watch_overruns_total") == 0
+    assert not any(name.startswith("hadirector_api_") for name in s if s[name])

@@ -129,3 +129,17 @@ def test_histogram_refuses_unsorted_bounds():
 def test_enum_values_are_the_spellings_operators_see():
     assert [s.value for s in VrrpState] == ["INIT", "BACKUP", "MASTER", "FAULT"]
     assert [h.value for h in Health] == ["up", "down", "unknown"]
+
+
+def test_link_watch_and_api_counters_survive_json_and_an_older_agent_omits_them():
+    from hadirector.api.snapshot import (ApiStatus, LinkWatchStatus, ListenerStatus, NodeStatus,
+                                         Snapshot)
+
+    node = NodeStatus(router_id="r", config_path="/c", pid=1, started_at=1.0, config_loaded_at=1.0)
+    snap = Snapshot(node=node, generated_at=2.0,
+                    link_watch=LinkWatchStatus(overruns=1, resyncs=1),
+                    api=ApiStatus(http=ListenerStatus(accepted=3, dropped={"at_capacity": 2})))
+    assert Snapshot.from_dict(snap.to_dict()) == snap
+    older = snap.to_dict()
+    del older["link_watch"], older["api"]
+    assert Snapshot.from_dict(older) == Snapshot(node=node, generated_at=2.0)

@@ -76,3 +76,21 @@ def test_the_start_up_vip_removal_matches_pyroute2s_delete():
         msg["header"]["pid"] = 0
         msg.encode()
         assert addr_del_message(11, 3, vip) == bytes(msg.data)
+
+
+@pytest.mark.parametrize("text", ["10.250.0.100/32", "10.250.0.100/24", "10.250.0.100",
+                                  "fd00::64/128", "fd00::64/64", "fe80::1"])
+def test_the_recorded_prefix_text_builds_the_same_delete_as_the_address_object(text):
+    # The start-up release parses the record with inet_pton, before ipaddress is imported.
+    from hadirector.net.rtnl import addr_del_message, parse_prefix, prefix_del_message
+
+    assert prefix_del_message(11, 3, *parse_prefix(text)) == \
+        addr_del_message(11, 3, ipaddress.ip_interface(text))
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1/33", "fd00::1/129", "10.0.0/32", "nope", "10.0.0.1/x"])
+def test_a_damaged_recorded_prefix_is_a_value_error(text):
+    from hadirector.net.rtnl import parse_prefix
+
+    with pytest.raises(ValueError):
+        parse_prefix(text)
