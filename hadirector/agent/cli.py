@@ -26,7 +26,7 @@ from hadirector.exitcodes import ExitCode, epilog
 # pyroute2 and aiohttp several times that, and a dead predecessor's VIP is answering
 # beside the peer's until step 5. Hence this copy of hadirector.logging.ENV_FORMAT.
 ENV_FORMAT = "HADIRECTOR_LOG_FORMAT"
-LOG_FORMATS = ("console", "json")
+LOG_FORMATS = ("console", "json", "journal")
 # What hadirector.logging accepts: the stdlib's level names (logging not imported either).
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -37,12 +37,13 @@ def add_arguments_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML config file")
     # Validated in cmd_run, not with choices=: a bad value is a start failure like any
     # other (one event, one line, exit USAGE), not an argparse usage dump.
-    parser.add_argument("--log-format", default=None, metavar="{console,json}",
-                        help="override node.log_format (HADIRECTOR_LOG_FORMAT overrides both)")
+    parser.add_argument("--log-format", default=None, metavar="{console,json,journal}",
+                        help="override node.log_format (HADIRECTOR_LOG_FORMAT overrides both); "
+                             "journal: priority prefixes for journald, as under systemd, where "
+                             "JOURNAL_STREAM turns them on for any format (default: node.log_format)")
     parser.add_argument("--log-level", default="info",
-                        help="debug, info, warning, error (default info)")
+                        help="debug, info, warning or error")
     parser.epilog = epilog()
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 class StartFailed(Exception):
@@ -55,10 +56,10 @@ def usage_problem(log_format: str | None, log_level: str, env_format: str | None
     """The command line's and the environment's logging options (pure)."""
     if log_format is not None and log_format.lower() not in LOG_FORMATS:
         return StartFailed(ExitCode.USAGE, "invalid_log_format",
-                           f"--log-format {log_format!r}: expected console or json")
+                           f"--log-format {log_format!r}: expected console, json or journal")
     if env_format and env_format.lower() not in LOG_FORMATS:
         return StartFailed(ExitCode.USAGE, "invalid_log_format",
-                           f"{ENV_FORMAT}={env_format!r}: expected console or json")
+                           f"{ENV_FORMAT}={env_format!r}: expected console, json or journal")
     if log_level.upper() not in LOG_LEVELS:
         return StartFailed(ExitCode.USAGE, "invalid_log_level",
                            f"--log-level {log_level!r}: expected debug, info, warning or error")
@@ -75,7 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if problem is not None:
             raise problem
         lock = _preflight_and_lock()
-        config = _load(args.config)
+        loaded = _load(args.config)
+        config = loaded.config
         from hadirector.agent.preflight import log_stale_vips, release_stale_vips
 
         stale = release_stale_vips(config)
@@ -85,6 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging_ready = True
         log = get_logger("hadirector.agent")
         log_stale_vips(stale, log)
+        for w in loaded.warnings:      # valid, so not fatal; `hadirector check --strict` refuses them
+            log.warning("config.warned", file=w.source, line=w.line, column=w.column, key=w.path,
+                        detail=w.message, reason="config_warning")
         stage = "agent"
         return _run_agent(config, log, lock)
     except StartFailed as e:
@@ -124,10 +129,11 @@ def _preflight_and_lock():
 
 
 def _load(path: str):
-    from hadirector.config import ConfigError, load_config
+    from hadirector.config import ConfigError
+    from hadirector.config.loader import load
 
     try:
-        return load_config(path)
+        return load(path)
     except ConfigError as e:
         first = str(e.issues[0]) if e.issues else str(e)
         more = f" (and {len(e.issues) - 1} more; see hadirector check)" if len(e.issues) > 1 else ""

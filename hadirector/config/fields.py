@@ -241,6 +241,10 @@ class View:
         self.error(key, message, index)
         raise Invalid
 
+    def warn(self, key: str, message: str, index: int | None = None) -> None:
+        node = self.value_node(key) if index is None else self.item_node(key, index)
+        self.ctx.warn(node, self.key_path(key, index), message)
+
 
 def unknown_key_message(name: str, spec: Record) -> str:
     if name in spec.hints:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from dataclasses import dataclass, field
 import os
 import socket
 from pathlib import Path
@@ -35,6 +36,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from .. import model as m
 from .compose import MAX_FILE_BYTES, TooComplex, compose
 from .errors import ConfigError, ConfigIssue, clip, shown
+from .lint import lint
 from .fields import (
     Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
     enum_of, family_name, integer, interface_name, ip_address, ip_interface, is_null, join, mapping_pairs,
@@ -730,10 +732,35 @@ def yaml_syntax_problem(e: yaml.MarkedYAMLError, text: str) -> tuple[int, int, s
     return line, col, detail
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A valid config, the warnings about it (see ``lint``), and where each part was
+    written (for checks made later, e.g. against the host: ``check --host``)."""
+
+    config: m.Config
+    warnings: tuple[ConfigIssue, ...]
+    ctx: Ctx = field(repr=False, compare=False)
+
+    def issue(self, obj: object, key: str | None, message: str, index: int | None = None) -> ConfigIssue:
+        """A ConfigIssue at ``obj``'s ``key`` (its item ``index``), or at ``obj`` itself."""
+        v = self.ctx.view(obj)
+        if key is None:
+            node, path = v.node, v.path
+        else:
+            node = v.value_node(key) if index is None else v.item_node(key, index)
+            path = v.key_path(key, index)
+        return ConfigIssue(self.ctx.source, node.start_mark.line + 1, node.start_mark.column + 1, path, message)
+
+
 def parse_config(text: str, source: str = "<memory>") -> m.Config:
     """Parse and validate config text; ``source`` names it in errors and Config.source.
 
     The work is bounded (see ``compose``): size, alias/merge expansion and nesting."""
+    return parse(text, source).config
+
+
+def parse(text: str, source: str = "<memory>") -> Loaded:
+    """``parse_config``, with the warnings (valid, but probably not what was meant)."""
     if len(text) > MAX_FILE_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise _too_large(source, len(text.encode("utf-8", "surrogatepass")))
     ctx = Ctx(source)
@@ -758,12 +785,19 @@ def parse_config(text: str, source: str = "<memory>") -> m.Config:
         kw = None
     if ctx.issues or kw is None:
         raise ConfigError(sorted(ctx.issues, key=lambda i: (i.line, i.column)), unlisted=ctx.unlisted)
-    return m.Config(source=source, **kw)
+    config = m.Config(source=source, **kw)
+    lint(ctx, config)
+    return Loaded(config, tuple(sorted(ctx.warnings, key=lambda i: (i.line, i.column))), ctx)
 
 
 def load_config(path: str | Path) -> m.Config:
     """Read and validate a config file; raises ConfigError (also when it cannot be read,
     or is larger than MAX_FILE_BYTES: checked before parsing, and never read past)."""
+    return load(path).config
+
+
+def load(path: str | Path) -> Loaded:
+    """``load_config``, with the warnings."""
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -778,4 +812,4 @@ def load_config(path: str | Path) -> m.Config:
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"cannot read: {e.strerror or e}")]) from None
     except UnicodeDecodeError as e:
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"not UTF-8 text: {e}")]) from None
-    return parse_config(text, source)
+    return parse(text, source)
