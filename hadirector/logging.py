@@ -45,6 +45,15 @@ def journal_stream(stream: Any, environ: dict[str, str] | None = None) -> bool:
         return False
 
 
+_prefixed = False      # set by configure_logging
+
+
+def priority_prefix(level: str) -> str:
+    """``<3>`` ... for a plain line written beside the log (a start failure's one line)
+    when the log carries priorities, else ''."""
+    return f"<{PRIORITY.get(level, 6)}>" if _prefixed else ""
+
+
 class _Prefixed:
     """A structlog renderer whose every output line starts with the event's priority."""
 
@@ -86,6 +95,8 @@ def configure_logging(fmt: LogFormat | str | None = None, level: int | str = "in
     stream = stream or sys.stderr
     lvl = _level(level)
     prefixed = fmt is LogFormat.JOURNAL or journal_stream(stream)
+    global _prefixed
+    _prefixed = prefixed
 
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -81,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from hadirector.agent.preflight import log_stale_vips, release_stale_vips
 
         stale = release_stale_vips(config)
-        from hadirector.logging import configure_logging, get_logger
+        from hadirector.logging import configure_logging, get_logger, priority_prefix
 
         configure_logging(args.log_format or config.node.log_format, level=args.log_level)
         logging_ready = True
@@ -98,7 +98,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # After agent.started: not a start failure; the agent logged its own stop.
         log.error("agent.crashed", reason="internal_error", detail=e.detail,
                   exit_code=int(ExitCode.INTERNAL_ERROR))
-        print(f"hadirector run: {e.detail}", file=sys.stderr)
+        from hadirector.logging import priority_prefix
+
+        print(f"{priority_prefix('error')}hadirector run: {e.detail}", file=sys.stderr)
         return ExitCode.INTERNAL_ERROR
     except OSError as e:
         return _fail(args, log, ExitCode.START_FAILED, "os_error",
@@ -198,7 +200,7 @@ def _run_agent(config, log, lock) -> int:
 def _fail(args, log, code: ExitCode, reason: str, message: str, *,
           exc: BaseException | None = None, logging_ready: bool = False) -> int:
     """One ``agent.start_failed`` event and one plain stderr line; returns ``code``."""
-    from hadirector.logging import configure_logging, get_logger
+    from hadirector.logging import configure_logging, get_logger, priority_prefix
 
     level = args.log_level if reason != "invalid_log_level" else "info"
     if not logging_ready:
@@ -212,5 +214,5 @@ def _fail(args, log, code: ExitCode, reason: str, message: str, *,
     if exc is not None and level.lower() == "debug":
         extra["exc_info"] = exc
     log.error("agent.start_failed", reason=reason, detail=message, exit_code=int(code), **extra)
-    print(f"hadirector run: {message}", file=sys.stderr, flush=True)
+    print(f"{priority_prefix('error')}hadirector run: {message}", file=sys.stderr, flush=True)
     return int(code)
