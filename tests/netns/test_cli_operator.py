@@ -242,7 +242,8 @@ def journal_lines(text: str) -> list[tuple[int, str]]:
 def test_a_real_agent_under_journal_stream_prefixes_priorities_and_logs_each_event_once(lan, tmp_path,
                                                                                         monkeypatch):
     with agent_factory(tmp_path, 0.1) as make:
-        agent = make(lan, 1)        # its VIP has no prefix length: one config.warned
+        # A VIP without a prefix length: valid, and one config.warned.
+        agent = make(lan, 1, extra={"virtual_ips": [str(lan.vip4())]})
         agent.log_path.touch()
         st = os.stat(agent.log_path)
         # What systemd sets for a unit whose stderr is the journal (systemd.exec(5)).
