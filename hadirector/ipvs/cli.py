@@ -32,7 +32,10 @@ PROTO_ORDER = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 def add_arguments_ipvs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=None, help="config file locating the agent's API")
+    parser.add_argument("-c", "--config", default=None,
+                        help="config file whose api.listen locates the agent, for the Health column "
+                             "(default /etc/hadirector/hadirector.yaml, or 127.0.0.1:9110 if that does "
+                             "not exist)")
     parser.add_argument("--url", default=None, help="the agent's API base URL (for the Health column)")
     parser.add_argument("--stats", action="store_true", help="counters, like ipvsadm -Ln --stats")
     parser.add_argument("--no-health", action="store_true", help="do not ask the agent for health")

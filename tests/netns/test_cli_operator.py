@@ -89,7 +89,7 @@ def test_the_top_level_help_lists_the_commands_and_the_exit_codes():
 BAD_YAML = "node: {router_id: t}\nvrrp_instances:\n  - name: VI_1\n    interface: eth0\n   vrid: 51\n"
 
 
-def test_a_config_error_is_exit_3_in_check_config_run_reload_and_status(tmp_path):
+def test_a_config_error_is_exit_3_in_check_config_run_reload_and_status(lan, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_YAML)
     where = f"{bad}:5:4: YAML syntax error: line 5: this line is indented differently from the lines above it"
@@ -100,7 +100,7 @@ def test_a_config_error_is_exit_3_in_check_config_run_reload_and_status(tmp_path
     assert (config.returncode, config.stdout) == (ExitCode.CONFIG_INVALID, "")
     assert config.stderr.splitlines()[0].startswith(where)
     # A namespace of its own: the lock of another agent on this host must not answer first.
-    run = cli("run", "-c", str(bad), "--log-format", "json", prefix=("unshare", "--net"))
+    run = cli("run", "-c", str(bad), "--log-format", "json", ns=lan.ns(1))
     assert run.returncode == ExitCode.CONFIG_INVALID, run.stderr
     assert where in run.stderr and "Traceback" not in run.stderr
     for command in ("reload", "status"):
@@ -267,12 +267,12 @@ def test_a_real_agent_under_journal_stream_prefixes_priorities_and_logs_each_eve
     assert "has no prefix length" in warned["detail"]
 
 
-def test_a_start_failure_under_journal_stream_is_priority_err(tmp_path):
+def test_a_start_failure_under_journal_stream_is_priority_err(lan, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_YAML)
     read, write_end = os.pipe()
     st = os.fstat(write_end)
-    proc = subprocess.Popen(["unshare", "--net", *HADIRECTOR, "run", "-c", str(bad), "--log-format", "console"],
+    proc = subprocess.Popen(["ip", "netns", "exec", lan.ns(1), *HADIRECTOR, "run", "-c", str(bad), "--log-format", "console"],
                             stdout=subprocess.DEVNULL, stderr=write_end, cwd=str(ROOT),
                             env={**os.environ, "PYTHONPATH": str(ROOT), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"})
     os.close(write_end)
@@ -285,10 +285,10 @@ def test_a_start_failure_under_journal_stream_is_priority_err(tmp_path):
     assert "\x1b[" not in text
 
 
-def test_without_journal_stream_lines_carry_no_prefix(tmp_path):
+def test_without_journal_stream_lines_carry_no_prefix(lan, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_YAML)
-    res = cli("run", "-c", str(bad), "--log-format", "json", prefix=("unshare", "--net"),
+    res = cli("run", "-c", str(bad), "--log-format", "json", ns=lan.ns(1),
               env={"JOURNAL_STREAM": "1:2"})         # set, but not our stderr: a child of a unit
     assert res.returncode == ExitCode.CONFIG_INVALID
     assert [line[:1] for line in res.stderr.splitlines()] == ["{", "h"]
