@@ -65,9 +65,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, without side effects (the man page hadirector(8) is
     generated from it); with ``only``, import just that subcommand's module (start-up
     time matters: under the kernel lab's emulation every import costs seconds)."""
-    parser = argparse.ArgumentParser(prog="hadirector", description=__doc__.splitlines()[0].rstrip("."),
-                                     epilog=epilog(), formatter_class=HelpFormatter)
-    parser.description = "A keepalived-style high-availability director for Linux Virtual Server (IPVS)."
+    parser = argparse.ArgumentParser(
+        prog="hadirector", epilog=epilog(), formatter_class=HelpFormatter,
+        description="A keepalived-style high-availability director for Linux Virtual Server (IPVS).")
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, func, help_) in COMMANDS.items():

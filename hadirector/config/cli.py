@@ -38,7 +38,7 @@ def add_arguments_config(p: argparse.ArgumentParser) -> None:
                    help="the effective config: every key, defaults included")
 
 
-def _load(path: str, command: str) -> Loaded | None:
+def _load(path: str) -> Loaded | None:
     """The loaded config, or None after printing every error (file:line:column: key:
     message; the first 100, and the count of all) on stderr."""
     try:
@@ -60,7 +60,7 @@ def _print(issues: list[ConfigIssue] | tuple[ConfigIssue, ...], kind: str) -> No
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 and print a one-line summary when the file is valid; otherwise print every
     problem on stderr and exit with the code ``run`` would exit with."""
-    loaded = _load(args.config, "check")
+    loaded = _load(args.config)
     if loaded is None:
         return ExitCode.CONFIG_INVALID
     config = loaded.config
@@ -92,7 +92,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    loaded = _load(args.config, "config")
+    loaded = _load(args.config)
     if loaded is None:
         return ExitCode.CONFIG_INVALID
     from .effective import effective_yaml

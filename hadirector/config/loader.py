@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
 import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from .. import model as m
 from .compose import MAX_FILE_BYTES, TooComplex, compose
 from .errors import ConfigError, ConfigIssue, clip, shown
-from .lint import lint
 from .fields import (
     Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
     enum_of, family_name, integer, interface_name, ip_address, ip_interface, is_null, join, mapping_pairs,
     one_of_shapes, optional, record, regex, seq, string, whole_seconds,
 )
+from .lint import lint
 
 U16 = 65535
 U32 = 2**32 - 1
