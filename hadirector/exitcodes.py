@@ -31,13 +31,13 @@ class ExitCode(enum.IntEnum):
 FINAL = (ExitCode.USAGE, ExitCode.CONFIG_INVALID, ExitCode.ALREADY_RUNNING, ExitCode.NO_PRIVILEGE)
 
 DESCRIPTIONS: dict[ExitCode, str] = {
-    ExitCode.OK: "stopped cleanly (or: config valid, for check)",
-    ExitCode.INTERNAL_ERROR: "unexpected error (a bug); restarted by the unit",
+    ExitCode.OK: "success (run: stopped cleanly; check: config valid)",
+    ExitCode.INTERNAL_ERROR: "unexpected error (a bug) or answer from the agent; restarted",
     ExitCode.USAGE: "bad command line or HADIRECTOR_LOG_FORMAT; final",
-    ExitCode.CONFIG_INVALID: "config file unreadable or invalid; final",
+    ExitCode.CONFIG_INVALID: "config unreadable or invalid (check --strict: warnings too); final",
     ExitCode.ALREADY_RUNNING: "another agent runs in this network namespace; final",
-    ExitCode.NO_PRIVILEGE: "needs root or CAP_NET_ADMIN and CAP_NET_RAW; final",
-    ExitCode.START_FAILED: "host not ready (interface missing, no source address ...); restarted",
+    ExitCode.NO_PRIVILEGE: "needs root, or CAP_NET_ADMIN and CAP_NET_RAW; final",
+    ExitCode.START_FAILED: "host not ready: no such interface, no source address, no IPVS; restarted",
     ExitCode.NOT_RUNNING: "status, reload: no agent answers (not running or not reachable)",
     ExitCode.CONVERSION_LOST: "import-keepalived: some settings not converted (see 'lost:' notes; --allow-loss)",
 }
@@ -45,6 +45,6 @@ DESCRIPTIONS: dict[ExitCode, str] = {
 
 def epilog() -> str:
     """The table for ``--help``."""
-    lines = ["exit codes:"]
+    lines = ["exit codes (the same in every command; final: the unit does not restart):"]
     lines += [f"  {int(code)}  {DESCRIPTIONS[code]}" for code in ExitCode]
     return "\n".join(lines)

@@ -62,6 +62,7 @@ class TunnelType(enum.Enum):
 class LogFormat(enum.Enum):
     CONSOLE = "console"
     JSON = "json"
+    JOURNAL = "journal"     # console lines with sd-daemon(3) priority prefixes (<3> ...)
 
 
 class ProgramMode(enum.Enum):

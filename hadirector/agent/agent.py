@@ -249,7 +249,9 @@ class Agent:
         self.systemd.ready(status=f"{len(self.runtimes)} VRRP instance(s)")
         if self.systemd.watchdog_interval:
             self._watchdog = loop.create_task(self._watchdog_loop(self.systemd.watchdog_interval))
-        self.log.info("agent.started", instances=[i.name for i in instances],
+        import hadirector
+
+        self.log.info("agent.started", version=hadirector.__version__, instances=[i.name for i in instances],
                       router_id=self.config.node.router_id, pid=os.getpid())
 
     async def stop(self) -> None:

@@ -27,7 +27,7 @@ from hadirector.exitcodes import ExitCode, epilog
 # pyroute2 and aiohttp several times that, and a dead predecessor's VIP is answering
 # beside the peer's until step 4. Hence this copy of hadirector.logging.ENV_FORMAT.
 ENV_FORMAT = "HADIRECTOR_LOG_FORMAT"
-LOG_FORMATS = ("console", "json")
+LOG_FORMATS = ("console", "json", "journal")
 # What hadirector.logging accepts: the stdlib's level names (logging not imported either).
 LOG_LEVELS = ("CRITICAL", "FATAL", "ERROR", "WARN", "WARNING", "INFO", "DEBUG", "NOTSET")
 
@@ -38,12 +38,13 @@ def add_arguments_run(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="YAML config file")
     # Validated in cmd_run, not with choices=: a bad value is a start failure like any
     # other (one event, one line, exit USAGE), not an argparse usage dump.
-    parser.add_argument("--log-format", default=None, metavar="{console,json}",
-                        help="override node.log_format (HADIRECTOR_LOG_FORMAT overrides both)")
+    parser.add_argument("--log-format", default=None, metavar="{console,json,journal}",
+                        help="override node.log_format (HADIRECTOR_LOG_FORMAT overrides both); "
+                             "journal: priority prefixes for journald, as under systemd, where "
+                             "JOURNAL_STREAM turns them on for any format (default: node.log_format)")
     parser.add_argument("--log-level", default="info",
-                        help="debug, info, warning, error (default info)")
+                        help="debug, info, warning or error")
     parser.epilog = epilog()
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
 class StartFailed(Exception):
@@ -56,10 +57,10 @@ def usage_problem(log_format: str | None, log_level: str, env_format: str | None
     """The command line's and the environment's logging options (pure)."""
     if log_format is not None and log_format.lower() not in LOG_FORMATS:
         return StartFailed(ExitCode.USAGE, "invalid_log_format",
-                           f"--log-format {log_format!r}: expected console or json")
+                           f"--log-format {log_format!r}: expected console, json or journal")
     if env_format and env_format.lower() not in LOG_FORMATS:
         return StartFailed(ExitCode.USAGE, "invalid_log_format",
-                           f"{ENV_FORMAT}={env_format!r}: expected console or json")
+                           f"{ENV_FORMAT}={env_format!r}: expected console, json or journal")
     if log_level.upper() not in LOG_LEVELS:
         return StartFailed(ExitCode.USAGE, "invalid_log_level",
                            f"--log-level {log_level!r}: expected debug, info, warning or error")
@@ -83,7 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         record = VipRecord(record_path(lock.directory, lock.netns), netns_cookie())
         stale = release_recorded_vips(record)
-        config = _load(args.config)
+        loaded = _load(args.config)
+        config = loaded.config
         from hadirector.logging import configure_logging, get_logger
 
         configure_logging(args.log_format or config.node.log_format, level=args.log_level)
@@ -94,6 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("agent.lock_beacon_squatted", beacon=f"@{lock.beacon}", lock=lock.path,
                         holder_pid=lock.squatter.pid, holder_uid=lock.squatter.uid,
                         reason="name_taken_by_another_process")
+        for w in loaded.warnings:      # valid, so not fatal; `hadirector check --strict` refuses them
+            log.warning("config.warned", file=w.source, line=w.line, column=w.column, key=w.path,
+                        detail=w.message, reason="config_warning")
         stage = "agent"
         return _run_agent(config, log, lock, record)
     except StartFailed as e:
@@ -103,7 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         # After agent.started: not a start failure; the agent logged its own stop.
         log.error("agent.crashed", reason="internal_error", detail=e.detail,
                   exit_code=int(ExitCode.INTERNAL_ERROR))
-        print(f"hadirector run: {e.detail}", file=sys.stderr)
+        from hadirector.logging import priority_prefix
+
+        print(f"{priority_prefix('error')}hadirector run: {e.detail}", file=sys.stderr)
         return ExitCode.INTERNAL_ERROR
     except OSError as e:
         return _fail(args, log, ExitCode.START_FAILED, "os_error",
@@ -136,10 +143,11 @@ def _preflight_and_lock():
 
 
 def _load(path: str):
-    from hadirector.config import ConfigError, load_config
+    from hadirector.config import ConfigError
+    from hadirector.config.loader import load
 
     try:
-        return load_config(path)
+        return load(path)
     except ConfigError as e:
         first = str(e.issues[0]) if e.issues else str(e)
         more = f" (and {len(e.issues) - 1} more; see hadirector check)" if len(e.issues) > 1 else ""
@@ -208,7 +216,7 @@ def _fail(args, log, code: ExitCode, reason: str, message: str, *,
     """One ``agent.start_failed`` event and one plain stderr line; returns ``code``.
     (Preceded by ``vrrp.stale_vip_removed`` for a dead predecessor's VIPs that went
     before the config was found invalid.)"""
-    from hadirector.logging import configure_logging, get_logger
+    from hadirector.logging import configure_logging, get_logger, priority_prefix
 
     level = args.log_level if reason != "invalid_log_level" else "info"
     if not logging_ready:
@@ -226,5 +234,5 @@ def _fail(args, log, code: ExitCode, reason: str, message: str, *,
     if exc is not None and level.lower() == "debug":
         extra["exc_info"] = exc
     log.error("agent.start_failed", reason=reason, detail=message, exit_code=int(code), **extra)
-    print(f"hadirector run: {message}", file=sys.stderr, flush=True)
+    print(f"{priority_prefix('error')}hadirector run: {message}", file=sys.stderr, flush=True)
     return int(code)

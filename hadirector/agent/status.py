@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import time
-from importlib import metadata
 
 from hadirector import model
 from hadirector.api import snapshot as s
@@ -23,10 +22,9 @@ _VRRP = {"INIT": s.VrrpState.INIT, "BACKUP": s.VrrpState.BACKUP, "MASTER": s.Vrr
 
 
 def _version() -> str:
-    try:
-        return metadata.version("hadirector")
-    except metadata.PackageNotFoundError:
-        return ""
+    import hadirector
+
+    return hadirector.__version__
 
 
 def _counters(st: Stats | None) -> s.IpvsCounters:

@@ -16,9 +16,10 @@ agent names, a few times, so a script calling ``hadirector reload`` twice in a r
 works.
 
 Exit codes (hadirector/exitcodes.py, shared by every subcommand): 0 success; 1 an
-unexpected answer; 2 usage, or a config file these commands cannot read; 3 reload
-refused (the agent kept its config: the same code as ``check`` and ``run`` give for an
-invalid config); 5 ``reload`` needs root; 7 no agent answers (as LSB's "not running").
+unexpected answer; 2 usage (or the API disabled in the config); 3 a config file these
+commands cannot read or parse, or a reload refused (the agent kept its config): the
+code ``check`` and ``run`` give for the same file; 5 ``reload`` needs root; 7 no agent
+answers (as LSB's "not running").
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ TIMEOUT = 5.0      # seconds; the agent answers from memory, so this is generous
 # config error, as in `check` and `run`; "needs root" is the agent's own no-privilege code.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = ExitCode.OK, ExitCode.INTERNAL_ERROR, ExitCode.USAGE
 EXIT_UNREACHABLE, EXIT_NOPERM, EXIT_REFUSED = ExitCode.NOT_RUNNING, ExitCode.NO_PRIVILEGE, ExitCode.CONFIG_INVALID
+EXIT_CONFIG = ExitCode.CONFIG_INVALID
 DEFAULT_STATE_DIR = "/run/hadirector"
 CONTROL_SOCKET = "control.sock"         # hadirector.api.control.SOCKET_NAME
 RATE_LIMIT_RETRIES = 5
@@ -120,12 +122,12 @@ def _read_config(path: str) -> Any:
             # The agent's own size limit: /dev/zero or a runaway file is refused, not read.
             if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES or not os.path.isfile(path):
                 raise CliError(f"cannot read {path}: not a regular file of at most "
-                               f"{MAX_FILE_BYTES} bytes", EXIT_USAGE)
+                               f"{MAX_FILE_BYTES} bytes", EXIT_CONFIG)
             return yaml.safe_load(f)
     except OSError as e:
-        raise CliError(f"cannot read {path}: {e.strerror}", EXIT_USAGE) from None
+        raise CliError(f"cannot read {path}: {e.strerror}", EXIT_CONFIG) from None
     except yaml.YAMLError as e:
-        raise CliError(f"cannot parse {path}: {e}", EXIT_USAGE) from None
+        raise CliError(f"cannot parse {path}: {e}", EXIT_CONFIG) from None
 
 
 def control_socket_path(config: str | None, sock: str | None) -> str:
@@ -177,7 +179,7 @@ def _split_listen(listen: str, path: str) -> tuple[str, int]:
         return listen, DEFAULT_PORT   # bare host (an IPv6 address without a port too)
     except ValueError:
         raise CliError(f"{path}: api.listen: cannot parse {listen!r} "
-                       f"(want host:port)", EXIT_USAGE) from None
+                       f"(want host:port)", EXIT_CONFIG) from None
 
 
 # --- HTTP --------------------------------------------------------------------------------

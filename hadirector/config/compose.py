@@ -13,9 +13,19 @@ keeps merge chains and deep nesting far from Python's recursion limit.
 The file size is limited before parsing (``MAX_FILE_BYTES``), so composing is bounded
 too. The limits are far above any real config: 12,000 real servers in ~850 KB are
 ~90,000 nodes, nested 8 deep.
+
+Plain scalars are typed like YAML 1.2's core schema (``CoreResolver``), not like
+PyYAML's YAML 1.1: ``true``/``false``, decimal integers, decimal floats and null. A
+plain scalar that YAML 1.1 and 1.2 read differently, or that only one of them reads as
+a number -- ``yes``/``no``/``on``/``off``/``y``/``n``, ``0x1F``, ``0b101``, ``0o17``,
+``010``, ``1_000``, ``1:30`` (base 60: 90) -- gets the tag ``YAML11`` and is refused by
+the converters with what to write instead (``yaml11_hint``): a config must not mean
+one thing to us and another to the next tool that reads it.
 """
 
 from __future__ import annotations
+
+import re
 
 import yaml
 from yaml.composer import Composer
@@ -25,6 +35,68 @@ from yaml.nodes import Node
 MAX_FILE_BYTES = 1024 * 1024
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+
+
+_TAG = "tag:yaml.org,2002:"
+# Not a YAML tag anyone writes: a plain scalar whose meaning depends on the YAML version.
+YAML11 = "tag:hadirector,2026:yaml11"
+
+_YAML11_BOOL = {w: v for v, words in ((True, "yes Yes YES on On ON y Y"), (False, "no No NO off Off OFF n N"))
+                for w in words.split()}
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+
+
+class CoreResolver(yaml.resolver.BaseResolver):
+    """Implicit tags of YAML 1.2's core schema, plus ``YAML11`` for the surprises."""
+
+
+for _tag, _rx, _first in (
+    (_TAG + "bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    (_TAG + "int", r"[-+]?(?:0|[1-9][0-9]*)", "-+0123456789"),
+    (_TAG + "float", r"[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)"
+                     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
+    (_TAG + "null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
+    (_TAG + "merge", r"<<", "<"),
+    (YAML11, "|".join(_YAML11_BOOL) + r"|[-+]?0[bB][0-9_]*|[-+]?0[xX][0-9a-fA-F_]*|[-+]?0[oO][0-9_]*"
+             r"|[-+]?0[0-9_]+(?:\.[0-9_]*)?|[-+]?[0-9][0-9_]*_[0-9_]*(?:\.[0-9_]*)?"
+             r"|[-+]?[0-9]*\.[0-9]*_[0-9_]*|" + _SEXAGESIMAL.pattern, "-+0123456789.yYnNoO"),
+):
+    CoreResolver.add_implicit_resolver(_tag, re.compile(f"^(?:{_rx})$"), list(_first))
+
+
+def yaml11_hint(text: str) -> str:
+    """How a ``YAML11`` scalar is shown after 'got': what it may mean and what to write."""
+    quote = f"or \"{text}\" in quotes for text"
+    if text in _YAML11_BOOL:
+        value = str(_YAML11_BOOL[text]).lower()
+        return f"{text}, which YAML 1.1 reads as {value} and YAML 1.2 as text: write {value}, {quote}"
+    digits = text.replace("_", "")
+    sign, body = (digits[0], digits[1:]) if digits[:1] in "+-" else ("", digits)
+    lower = body.lower()
+    try:
+        if lower.startswith(("0x", "0b", "0o")):
+            base = {"x": (16, "hexadecimal"), "b": (2, "binary"), "o": (8, "octal")}[lower[1]]
+            value = int(sign + body[2:], base[0])
+            return f"{text}, {'an' if base[1][0] == 'o' else 'a'} {base[1]} number: write {value} (in decimal), {quote}"
+        if _SEXAGESIMAL.fullmatch(text):
+            value = 0.0
+            for part in body.split(":"):
+                value = value * 60 + float(part)
+            shown = f"{sign}{value:g}"
+            return f"{text}, which YAML 1.1 reads as {shown} (base 60) and YAML 1.2 as text: write {shown}, {quote}"
+        if "_" in text:
+            return f"{text}, which YAML 1.1 reads as {sign}{body} and YAML 1.2 as text: write {sign}{body}, {quote}"
+        if body.startswith("0") and "." not in body:
+            decimal = int(body)
+            try:
+                octal = f"octal {sign}{int(body, 8)}"
+            except ValueError:
+                octal = "text"
+            return (f"{text}, which YAML 1.1 reads as {octal} and YAML 1.2 as {sign}{decimal}: "
+                    f"write the number without the leading zero, {quote}")
+    except ValueError:
+        pass
+    return f"{text}, which YAML 1.1 and YAML 1.2 read differently: write a decimal number, {quote}"
 
 
 class TooComplex(Exception):
@@ -83,25 +155,25 @@ class BoundedComposer(Composer):
 if getattr(yaml, "__with_libyaml__", False):
     from yaml.cyaml import CParser
 
-    class BoundedLoader(BoundedComposer, CParser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+    class BoundedLoader(BoundedComposer, CParser, yaml.constructor.SafeConstructor, CoreResolver):
         """libyaml parses (fast, with line/column marks); composing is the Python
         composer above, since libyaml's cannot be told to count."""
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
             yaml.constructor.SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
+            CoreResolver.__init__(self)
             BoundedComposer.__init__(self)
 else:  # pragma: no cover - PyYAML built without libyaml
     class BoundedLoader(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, BoundedComposer,  # type: ignore[no-redef]
-                        yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+                        yaml.constructor.SafeConstructor, CoreResolver):
         def __init__(self, stream: str) -> None:
             yaml.reader.Reader.__init__(self, stream)
             yaml.scanner.Scanner.__init__(self)
             yaml.parser.Parser.__init__(self)
             BoundedComposer.__init__(self)
             yaml.constructor.SafeConstructor.__init__(self)
-            yaml.resolver.Resolver.__init__(self)
+            CoreResolver.__init__(self)
 
 
 def compose(text: str) -> Node | None:

@@ -25,6 +25,7 @@ from typing import Any, Callable, NoReturn
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .compose import YAML11, yaml11_hint
 from .errors import ConfigIssue, clip, shown
 
 Conv = Callable[["Ctx", Node, str], Any]
@@ -47,6 +48,8 @@ class Ctx:
     def __init__(self, source: str) -> None:
         self.source = source
         self.issues: list[ConfigIssue] = []
+        # Valid but probably not what was meant; ``hadirector check --strict`` refuses them.
+        self.warnings: list[ConfigIssue] = []
         self._seen: set[tuple[int, int, str]] = set()
         self._views: dict[int, View] = {}
         self.error_count = 0       # every error() call, including deduplicated ones
@@ -69,6 +72,13 @@ class Ctx:
     def full(self) -> bool:
         """No more issues are kept: callers may skip building costly messages."""
         return len(self.issues) >= MAX_ISSUES
+
+    def warn(self, node: Node | None, path: str, message: str) -> None:
+        line, col = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (0, 0)
+        issue = ConfigIssue(self.source, line, col, path, message)
+        # A service's check is converted once per real server that inherits it.
+        if issue not in self.warnings and len(self.warnings) < MAX_ISSUES:
+            self.warnings.append(issue)
 
     def fail(self, node: Node | None, path: str, message: str) -> NoReturn:
         self.error(node, path, message)
@@ -121,6 +131,8 @@ def describe(node: Node) -> str:
         return shown(node.value)
     if node.tag == _TAG + "null":
         return "null"
+    if node.tag == YAML11:
+        return yaml11_hint(clip(node.value))
     if not node.tag.startswith(_TAG):
         return f"{shown(node.value)} tagged {clip(node.tag)}"
     return clip(str(node.value))
@@ -228,6 +240,10 @@ class View:
     def fail(self, key: str, message: str, index: int | None = None) -> NoReturn:
         self.error(key, message, index)
         raise Invalid
+
+    def warn(self, key: str, message: str, index: int | None = None) -> None:
+        node = self.value_node(key) if index is None else self.item_node(key, index)
+        self.ctx.warn(node, self.key_path(key, index), message)
 
 
 def unknown_key_message(name: str, spec: Record) -> str:
@@ -345,12 +361,30 @@ def _range_text(lo: int | None, hi: int | None) -> str:
     return ""
 
 
+_DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")     # YAML 1.2 core: no leading zeros
+_QUOTE_HINT = "a string; remove the quotes"
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
+def _quoted(node: Node, pattern: re.Pattern[str] | tuple[str, ...]) -> bool:
+    """A quoted scalar whose text would be the wanted number or boolean unquoted."""
+    if not (isinstance(node, ScalarNode) and node.tag == _TAG + "str" and node.style in ("'", '"')):
+        return False
+    return node.value in pattern if isinstance(pattern, tuple) else bool(pattern.fullmatch(node.value))
+
+
 def integer(lo: int | None = None, hi: int | None = None) -> Conv:
     expected = "expected an integer" + _range_text(lo, hi)
 
     def conv(ctx: Ctx, node: Node, path: str) -> int:
+        if _quoted(node, _DECIMAL):
+            # priority: "100" -- refused (a string is not guessed into a number), saying why.
+            ctx.fail(node, path, f"{expected}, got {shown(node.value)}, {_QUOTE_HINT}")
         if not isinstance(node, ScalarNode) or node.tag != _TAG + "int":
             ctx.fail(node, path, f"{expected}, got {describe(node)}")
+        if not _DECIMAL.fullmatch(node.value):
+            # !!int 0x1F or !!int 1:30: YAML 1.1's readings, refused like plain ones.
+            ctx.fail(node, path, f"{expected} in decimal, got {shown(node.value)}")
         value = scalar_value(ctx, node, path)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             ctx.fail(node, path, f"{expected}, got {value}")
@@ -359,11 +393,19 @@ def integer(lo: int | None = None, hi: int | None = None) -> Conv:
     return conv
 
 
+_BOOL_WORDS = ("true", "True", "TRUE", "false", "False", "FALSE")
+
+
 def boolean() -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> bool:
+        if _quoted(node, _BOOL_WORDS):
+            ctx.fail(node, path, f"expected true or false, got {shown(node.value)}, {_QUOTE_HINT}")
         if not isinstance(node, ScalarNode) or node.tag != _TAG + "bool":
             ctx.fail(node, path, f"expected true or false, got {describe(node)}")
-        return scalar_value(ctx, node, path)
+        if node.value not in _BOOL_WORDS:
+            # !!bool yes: YAML 1.1's reading, refused like a plain one.
+            ctx.fail(node, path, f"expected true or false, got {shown(node.value)}")
+        return node.value.lower() == "true"
 
     return conv
 
@@ -379,11 +421,51 @@ def string(pattern: str | None = None, what: str = "a non-empty string") -> Conv
         if isinstance(node, ScalarNode) and node.tag in _QUOTABLE:
             # e.g. `interface: on` or `router_id: 1` -- YAML read a bool or a number.
             ctx.fail(node, path, f"expected {what}, got {describe(node)} (quote it to make it a string)")
+        if isinstance(node, ScalarNode) and node.tag == YAML11:
+            ctx.fail(node, path, f"expected {what}, got {describe(node)}")
         if not isinstance(node, ScalarNode) or node.tag != _TAG + "str" or not node.value:
             ctx.fail(node, path, f"expected {what}, got {describe(node)}")
         if rx is not None and not rx.fullmatch(node.value):
             ctx.fail(node, path, f"expected {what}, got {shown(node.value)}")
         return node.value
+
+    return conv
+
+
+# Linux's dev_valid_name(): IFNAMSIZ is 16 with the NUL; isspace() of the kernel's
+# ctype table, which counts 0xA0 (a byte of UTF-8 "à", for one) as a space.
+IFNAMSIZ = 16
+_KERNEL_SPACE = frozenset(b" \t\n\v\f\r\xa0")
+
+
+def interface_problem(name: str) -> str | None:
+    """Why no Linux kernel accepts ``name`` as an interface name; None when one does."""
+    raw = name.encode("utf-8", "surrogateescape")
+    if not raw:
+        return "an interface name cannot be empty"
+    if len(raw) >= IFNAMSIZ:
+        return f"{len(raw)} bytes long; Linux interface names have at most {IFNAMSIZ - 1}"
+    if name in (".", ".."):
+        return f"{name!r} is not a valid interface name"
+    bad = sorted({chr(b) for b in raw if b in _KERNEL_SPACE or b in b"/:\0"})
+    if bad:
+        return "Linux interface names cannot contain " + ", ".join(
+            {"\0": "NUL", " ": "spaces", "/": "'/'", ":": "':'"}.get(c, repr(c)) for c in bad)
+    return None
+
+
+def interface_name() -> Conv:
+    """A network interface name the kernel would accept (checked here, not at start)."""
+    as_string = string(what="an interface name")
+
+    def conv(ctx: Ctx, node: Node, path: str) -> str:
+        if isinstance(node, ScalarNode) and node.tag == _TAG + "str" and not node.value:
+            ctx.fail(node, path, "expected an interface name, got an empty string")
+        name = as_string(ctx, node, path)
+        problem = interface_problem(name)
+        if problem is not None:
+            ctx.fail(node, path, f"interface {shown(name)}: {problem}")
+        return name
 
     return conv
 
@@ -459,6 +541,10 @@ def duration(gt: float | None = None, ge: float | None = None, le: float | None 
             value = Decimal(str(scalar_value(ctx, node, path)))
         elif isinstance(node, ScalarNode) and node.tag == _TAG + "str":
             value = parse_duration(node.value)
+            if value is not None and _quoted(node, _PLAIN_NUMBER):
+                # Valid ("2" is 2 s), but a number in quotes is usually a slip: say so.
+                ctx.warn(node, path, f"{shown(node.value)} is {_QUOTE_HINT} (or give a unit: "
+                                     f"\"{node.value}s\")")
         if value is None or not value.is_finite():
             ctx.fail(node, path, f"{expected} ({DURATION_HELP}), got {describe(node)}")
         if (gt is not None and value <= Decimal(str(gt))) or (ge is not None and value < Decimal(str(ge))) \

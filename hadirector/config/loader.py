@@ -26,6 +26,7 @@ import dataclasses
 import ipaddress
 import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,10 @@ from .compose import MAX_FILE_BYTES, TooComplex, compose
 from .errors import ConfigError, ConfigIssue, clip, shown
 from .fields import (
     Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
-    enum_of, family_name, integer, ip_address, ip_interface, is_null, join, mapping_pairs,
+    enum_of, family_name, integer, interface_name, ip_address, ip_interface, is_null, join, mapping_pairs,
     one_of_shapes, optional, record, regex, seq, string, whole_seconds,
 )
+from .lint import lint
 
 U16 = 65535
 U32 = 2**32 - 1
@@ -110,13 +112,15 @@ API = Record(m.ApiSettings, (F("listen", _listen), F("enabled", boolean())), _fi
 _track_weight = integer(-254, 254)
 
 TRACK_INTERFACE = Record(m.TrackInterface, (
-    F("name", string(), required=True),
+    F("name", interface_name(), required=True),
     F("weight", _track_weight),
 ))
 
 
 def _track_interface_by_name(ctx: Ctx, node: Node, path: str) -> m.TrackInterface:
-    return m.TrackInterface(name=string(what="an interface name or {name, weight}")(ctx, node, path))
+    if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+        string(what="an interface name or {name, weight}")(ctx, node, path)     # fails, saying why
+    return m.TrackInterface(name=interface_name()(ctx, node, path))
 
 
 TRACK_SCRIPT = Record(m.TrackScript, (
@@ -193,7 +197,7 @@ def _finish_vrrp(ctx: Ctx, v: View, kw: dict) -> None:
 
 VRRP_INSTANCE = Record(m.VrrpInstance, (
     F("name", string(), required=True),
-    F("interface", string(), required=True),
+    F("interface", interface_name(), required=True),
     F("vrid", integer(1, 255), required=True),
     F("priority", integer(1, 255)),
     F("version", integer(2, 3)),
@@ -538,7 +542,7 @@ VIRTUAL_SERVICE = Record(m.VirtualService, (
 })
 
 SYNC_DAEMON = Record(m.SyncDaemon, (
-    F("interface", string(), required=True),
+    F("interface", interface_name(), required=True),
     F("syncid", integer(0, 255)),
     F("follow_instance", optional(string())),
     F("mcast_group", optional(ip_address(multicast=True))),
@@ -683,10 +687,80 @@ def _too_large(source: str, size: int) -> ConfigError:
                                                       f"{MAX_FILE_BYTES} bytes (1 MiB)")])
 
 
+def _indent(text: str, line: int) -> tuple[int, str]:
+    """(column of the first non-blank character, the line's text) of a 1-based line."""
+    lines = text.splitlines()
+    body = lines[line - 1] if 0 < line <= len(lines) else ""
+    return len(body) - len(body.lstrip(" ")) + 1, body
+
+
+def yaml_syntax_problem(e: yaml.MarkedYAMLError, text: str) -> tuple[int, int, str]:
+    """(line, column, message) of a YAML syntax error in plain words: what is wrong on
+    which line, rather than the parser's state ("while parsing a block mapping ...")."""
+    mark = e.problem_mark or e.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    start = e.context_mark.line + 1 if e.context_mark else None
+    problem, context = e.problem or "", e.context or ""
+    if problem in ("did not find expected key", "did not find expected '-' indicator") \
+            or problem.startswith("expected <block end>"):
+        col, _ = _indent(text, line)
+        what = "list" if "collection" in context else "mapping"
+        return line, col, (f"line {line}: this line is indented differently from the lines above it "
+                           f"(the {what} that starts at line {start} lines up its "
+                           f"{'items' if what == 'list' else 'keys'} differently)"
+                           if start else f"line {line}: this line is indented differently from the lines above it")
+    if problem == "mapping values are not allowed in this context" \
+            or problem.startswith("mapping values are not allowed"):
+        before = _indent(text, line)[1][:col - 1]
+        if ": " in before:
+            return line, col, f"line {line}: a second ': ' on this line; a value that contains ': ' needs quotes"
+        return line, col, f"line {line}: this line is indented more than the line above it"
+    if "tab character" in problem or (problem.startswith("found character") and mark is not None
+                                      and _indent(text, line)[1][mark.column:mark.column + 1] == "\t"):
+        return line, col, f"line {line}: a tab character; YAML indents with spaces only"
+    if problem == "could not find expected ':'" and start:
+        return start, _indent(text, start)[0], (f"line {start}: expected 'key: value' (no ':' on this line, "
+                                                "or a quote not closed)")
+    if context.startswith("while scanning a quoted scalar") and start:
+        return start, e.context_mark.column + 1, f"line {start}: a quoted value is never closed"
+    if problem.startswith("found undefined alias"):
+        name = problem.rpartition(" ")[2]
+        return line, col, f"line {line}: alias *{name.strip(chr(39))} has no anchor &{name.strip(chr(39))} before it"
+    detail = problem or "invalid YAML"
+    if context:
+        detail += f" ({context}" + (f" at line {start})" if start else ")")
+    return line, col, detail
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid config, the warnings about it (see ``lint``), and where each part was
+    written (for checks made later, e.g. against the host: ``check --host``)."""
+
+    config: m.Config
+    warnings: tuple[ConfigIssue, ...]
+    ctx: Ctx = field(repr=False, compare=False)
+
+    def issue(self, obj: object, key: str | None, message: str, index: int | None = None) -> ConfigIssue:
+        """A ConfigIssue at ``obj``'s ``key`` (its item ``index``), or at ``obj`` itself."""
+        v = self.ctx.view(obj)
+        if key is None:
+            node, path = v.node, v.path
+        else:
+            node = v.value_node(key) if index is None else v.item_node(key, index)
+            path = v.key_path(key, index)
+        return ConfigIssue(self.ctx.source, node.start_mark.line + 1, node.start_mark.column + 1, path, message)
+
+
 def parse_config(text: str, source: str = "<memory>") -> m.Config:
     """Parse and validate config text; ``source`` names it in errors and Config.source.
 
     The work is bounded (see ``compose``): size, alias/merge expansion and nesting."""
+    return parse(text, source).config
+
+
+def parse(text: str, source: str = "<memory>") -> Loaded:
+    """``parse_config``, with the warnings (valid, but probably not what was meant)."""
     if len(text) > MAX_FILE_BYTES // 4 and len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
         raise _too_large(source, len(text.encode("utf-8", "surrogatepass")))
     ctx = Ctx(source)
@@ -696,12 +770,8 @@ def parse_config(text: str, source: str = "<memory>") -> m.Config:
         line, col = (e.mark.line + 1, e.mark.column + 1) if e.mark else (0, 0)
         raise ConfigError([ConfigIssue(source, line, col, "", e.message)]) from None
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        detail = e.problem or "invalid YAML"
-        if e.context:
-            detail += f" ({e.context}" + (f" at line {e.context_mark.line + 1})" if e.context_mark else ")")
-        raise ConfigError([ConfigIssue(source, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0,
-                                       "", f"YAML syntax error: {detail}")]) from None
+        line, col, detail = yaml_syntax_problem(e, text)
+        raise ConfigError([ConfigIssue(source, line, col, "", f"YAML syntax error: {detail}")]) from None
     except yaml.YAMLError as e:
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"YAML error: {e}")]) from None
     if root is None or is_null(root):
@@ -715,12 +785,19 @@ def parse_config(text: str, source: str = "<memory>") -> m.Config:
         kw = None
     if ctx.issues or kw is None:
         raise ConfigError(sorted(ctx.issues, key=lambda i: (i.line, i.column)), unlisted=ctx.unlisted)
-    return m.Config(source=source, **kw)
+    config = m.Config(source=source, **kw)
+    lint(ctx, config)
+    return Loaded(config, tuple(sorted(ctx.warnings, key=lambda i: (i.line, i.column))), ctx)
 
 
 def load_config(path: str | Path) -> m.Config:
     """Read and validate a config file; raises ConfigError (also when it cannot be read,
     or is larger than MAX_FILE_BYTES: checked before parsing, and never read past)."""
+    return load(path).config
+
+
+def load(path: str | Path) -> Loaded:
+    """``load_config``, with the warnings."""
     source = str(path)
     try:
         with open(path, "rb") as f:
@@ -735,4 +812,4 @@ def load_config(path: str | Path) -> m.Config:
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"cannot read: {e.strerror or e}")]) from None
     except UnicodeDecodeError as e:
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"not UTF-8 text: {e}")]) from None
-    return parse_config(text, source)
+    return parse(text, source)

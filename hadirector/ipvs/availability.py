@@ -24,7 +24,8 @@ unavailability: the reconciler reports it per entry and never reports it here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import dataclass
 
 FAULT_REASON = "ipvs_unavailable"
@@ -132,6 +133,27 @@ class IpvsAvailability:
     def events(self) -> list[Event]:
         out, self._events = self._events, []
         return out
+
+
+def probe(open_backend: Callable[[], Any] | None = None) -> str | None:
+    """One attempt to open IPVS and read the table, as the agent's first one at start:
+    None when it works, else why not (``hadirector check --host``)."""
+    from hadirector.ipvs.backend import IpvsError
+
+    if open_backend is None:
+        from hadirector.ipvs.netlink import IpvsNetlink as open_backend
+    backend = None
+    try:
+        backend = open_backend()
+        backend.dump()
+        return None
+    except IpvsError as e:
+        return str(e)
+    except OSError as e:
+        return e.strerror or str(e)
+    finally:
+        if backend is not None and hasattr(backend, "close"):
+            backend.close()
 
 
 def fault_changes(held: Iterable[str], want: Iterable[str]) -> list[tuple[str, bool]]:

@@ -32,7 +32,10 @@ PROTO_ORDER = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 def add_arguments_ipvs(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", default=None, help="config file locating the agent's API")
+    parser.add_argument("-c", "--config", default=None,
+                        help="config file whose api.listen locates the agent, for the Health column "
+                             "(default /etc/hadirector/hadirector.yaml, or 127.0.0.1:9110 if that does "
+                             "not exist)")
     parser.add_argument("--url", default=None, help="the agent's API base URL (for the Health column)")
     parser.add_argument("--stats", action="store_true", help="counters, like ipvsadm -Ln --stats")
     parser.add_argument("--no-health", action="store_true", help="do not ask the agent for health")
@@ -45,19 +48,33 @@ def cmd_ipvs(args: argparse.Namespace) -> int:
         backend = IpvsNetlink()
     except (OSError, IpvsError) as e:
         print(f"hadirector ipvs: {e}", file=sys.stderr)
-        return 1
+        return _exit_code(e)
     try:
         table = backend.dump()
         version, size = backend.info()
     except IpvsError as e:
         print(f"hadirector ipvs: {e}", file=sys.stderr)
-        return 1
+        return _exit_code(e)
     finally:
         backend.close()
     health = None if getattr(args, "no_health", False) else agent_health(args)
     sys.stdout.write(render(table, version=version, size=size, stats=getattr(args, "stats", False),
                             health=health))
     return 0
+
+
+def _exit_code(e: Exception) -> int:
+    """The codes every subcommand shares: no privilege, no IPVS on this host, or else."""
+    import errno
+
+    from hadirector.exitcodes import ExitCode
+    from hadirector.ipvs.backend import IpvsUnavailable
+
+    if getattr(e, "errno", None) == errno.EPERM:
+        return ExitCode.NO_PRIVILEGE
+    if isinstance(e, (IpvsUnavailable, OSError)):
+        return ExitCode.START_FAILED
+    return ExitCode.INTERNAL_ERROR
 
 
 def agent_health(args: argparse.Namespace) -> HealthLookup | None:

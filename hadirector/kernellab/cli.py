@@ -17,6 +17,8 @@ LAB_FAILED_RC = 125
 
 def add_arguments_kernel_lab(parser: argparse.ArgumentParser) -> None:
     parser.description = __doc__.splitlines()[0]
+    parser.epilog = (f"exit status: the command's own; 124 when it timed out; {LAB_FAILED_RC} when the lab "
+                     "itself failed;\n2 for a bad command line")
     parser.add_argument("--timeout", type=float, default=600.0, metavar="S",
                         help="kill the lab after S seconds (default 600)")
     parser.add_argument("--mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")

@@ -132,6 +132,22 @@ class AddressManager:
             out.append((ipaddress.ip_interface(f"{addr}/{m['prefixlen']}"), flags, m["scope"]))
         return out
 
+    async def host_addresses(self) -> dict[str, list[tuple[IPInterface, int]]]:
+        """Every interface of this namespace with its (address, IFA flags), in one dump
+        (``hadirector check --host``)."""
+        names = dict(socket.if_nameindex())
+        async with self._lock:
+            ipr = await self._get()
+            msgs = [m async for m in await ipr.addr("dump", family=socket.AF_UNSPEC)]
+        out: dict[str, list[tuple[IPInterface, int]]] = {name: [] for name in names.values()}
+        for m in msgs:
+            addr = m.get("IFA_ADDRESS") or m.get("IFA_LOCAL")
+            if addr is None or m["index"] not in names:
+                continue
+            out[names[m["index"]]].append((ipaddress.ip_interface(f"{addr}/{m['prefixlen']}"),
+                                           m.get("IFA_FLAGS") or m["flags"]))
+        return out
+
     async def primary_address(
         self, interface: str, family: int, exclude: tuple[IPAddress, ...] = ()
     ) -> IPAddress | None:

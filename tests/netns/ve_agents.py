@@ -49,7 +49,7 @@ def instance_config(
         "priority": priority,
         "version": version,
         "advert_interval": advert,
-        "virtual_ips": [str(vip)],
+        "virtual_ips": [f"{vip}/{vip.max_prefixlen}"],     # a host address, said so (no config.warned)
         "preempt": preempt,
         # Fast GARP so tests see it; no repeat to keep logs small.
         "garp": {"count": 3, "interval": 0.01, "repeat_delay": 0},

@@ -172,8 +172,8 @@ def test_status_says_clearly_when_the_agent_is_not_running(capsys):
                            f"connection refused — is the agent running?")
 
 
-def test_status_with_an_unreadable_config_is_a_usage_error(capsys, tmp_path):
-    assert main(["status", "-c", str(tmp_path / "missing.yaml")]) == 2
+def test_status_with_an_unreadable_config_exits_config_invalid_as_check_does(capsys, tmp_path):
+    assert main(["status", "-c", str(tmp_path / "missing.yaml")]) == ExitCode.CONFIG_INVALID
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -320,7 +320,7 @@ def test_the_client_commands_do_not_import_aiohttp():
 
 def test_status_refuses_a_config_that_is_no_regular_file_instead_of_reading_forever(capsys):
     # /dev/zero never ends: the agent's loader refuses it by size, so does the CLI.
-    assert main(["status", "-c", "/dev/zero"]) == 2
+    assert main(["status", "-c", "/dev/zero"]) == ExitCode.CONFIG_INVALID
     assert "not a regular file of at most" in capsys.readouterr().err
 
 

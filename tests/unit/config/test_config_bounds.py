@@ -188,7 +188,7 @@ def test_a_file_without_a_size_is_read_no_further_than_the_limit():
 def test_a_huge_value_is_echoed_cut_to_80_characters_with_its_size():
     e = issues_of("node: {router_id: a, log_format: " + "x" * 900_000 + "}\n")
     (issue,) = e.issues
-    assert issue.message == f"unknown log format {'x' * 80!r}… (900000 bytes); expected one of console, json"
+    assert issue.message == f"unknown log format {'x' * 80!r}… (900000 bytes); expected one of console, json, journal"
     assert len(str(e)) < 200
 
 

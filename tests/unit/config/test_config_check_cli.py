@@ -62,7 +62,7 @@ def test_check_defaults_to_the_system_config_path():
 
 def test_check_summary_counts_in_singular_and_plural(tmp_path, capsys):
     path = tmp_path / "one.yaml"
-    path.write_text("vrrp_instances: [{name: v, interface: eth0, vrid: 1, virtual_ips: [192.0.2.1]}]\n")
+    path.write_text("vrrp_instances: [{name: v, interface: eth0, vrid: 1, virtual_ips: [192.0.2.1/24]}]\n")
     assert main(["check", "-c", str(path)]) == 0
     assert capsys.readouterr().out == "config OK: 1 vrrp instance, 0 virtual services, 0 real servers\n"
 

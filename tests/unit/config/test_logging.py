@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 import logging
 import json
+import os
 import re
 
 import pytest
 import structlog
 
-from hadirector.logging import configure_logging, get_logger
+from hadirector.logging import configure_logging, get_logger, journal_stream
 from hadirector.model import LogFormat
 
 
@@ -67,3 +68,53 @@ def test_unknown_format_or_level_is_refused():
         configure_logging("xml")
     with pytest.raises(ValueError, match="unknown log level 'loud'"):
         configure_logging("json", "loud")
+
+
+def test_journal_format_prefixes_every_line_with_its_sd_daemon_priority():
+    out = io.StringIO()
+    assert configure_logging("journal", "debug", stream=out) is LogFormat.JOURNAL
+    log = get_logger("t")
+    log.debug("health.checked")
+    log.info("agent.started")
+    log.warning("config.warned", reason="config_warning")
+    log.error("agent.start_failed", reason="invalid_config")
+    log.critical("agent.crashed")
+    logging.getLogger("aiohttp.server").error("library trouble")
+    lines = out.getvalue().splitlines()
+    assert [line[:3] for line in lines] == ["<7>", "<6>", "<4>", "<3>", "<2>", "<3>"]
+    assert "agent.start_failed" in lines[3] and "library trouble" in lines[5]
+    assert "\x1b[" not in out.getvalue()
+
+
+def test_a_multi_line_event_carries_the_priority_on_every_line():
+    out = io.StringIO()
+    configure_logging("journal", stream=out)
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        get_logger("t").error("agent.crashed", exc_info=True)
+    lines = out.getvalue().splitlines()
+    assert len(lines) > 3 and all(line.startswith("<3>") for line in lines)
+
+
+def test_journal_stream_turns_priorities_on_only_for_the_stream_it_names(tmp_path, monkeypatch):
+    with open(tmp_path / "journal", "w") as journal, open(tmp_path / "other", "w") as other:
+        st = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert journal_stream(journal) and not journal_stream(other)
+        configure_logging("json", stream=journal)
+        get_logger("t").warning("config.warned")
+        configure_logging("json", stream=other)        # a child whose stderr went elsewhere
+        get_logger("t").warning("config.warned")
+    line = (tmp_path / "journal").read_text()
+    assert line.startswith("<4>{") and json.loads(line[3:])["event"] == "config.warned"
+    assert (tmp_path / "other").read_text().startswith("{")
+
+
+def test_each_event_is_written_once_even_when_configured_again():
+    out = io.StringIO()
+    configure_logging("journal", stream=out)
+    configure_logging("journal", stream=out)        # a reload configures again
+    get_logger("t").info("agent.started")
+    logging.getLogger("pyroute2").warning("x")
+    assert len(out.getvalue().splitlines()) == 2
