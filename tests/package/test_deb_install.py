@@ -78,8 +78,9 @@ def base_root(packages: list[str]) -> Path:
     with contextlib.closing(_lock(CACHE / ".lock")):
         if tarball.exists():
             return tarball
+        for stale in CACHE.glob("build-*"):       # a run killed half-way
+            shutil.rmtree(stale, ignore_errors=True)
         build = CACHE / f"build-{os.getpid()}"
-        shutil.rmtree(build, ignore_errors=True)
         try:
             # In a mount namespace: debootstrap's own /proc and /sys mounts go with it.
             r = subprocess.run(["unshare", "--mount", "--propagation", "private", "debootstrap",
@@ -216,7 +217,7 @@ def test_the_unit_is_installed_valid_and_not_enabled(installed):
 
 def test_purge_leaves_nothing_behind(installed):
     root, before = installed
-    # As an operator would have: enabled, and with byte code written at run time.
+    # As an operator would leave it: enabled, and run once.
     subprocess.run(["systemctl", f"--root={root}", "enable", "hadirector.service"], env=ENV,
                    capture_output=True, check=True)
     assert enablement_links(root)
