@@ -35,12 +35,12 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from .. import model as m
 from .compose import MAX_FILE_BYTES, TooComplex, compose
 from .errors import ConfigError, ConfigIssue, clip, shown
+from .fields import described
 from .fields import (
     Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
     enum_of, family_name, integer, ip_address, ip_interface, is_null, join, mapping_pairs,
     one_of_shapes, optional, record, regex, seq, string, whole_seconds,
 )
-from .fields import described
 
 U16 = 65535
 U32 = 2**32 - 1
