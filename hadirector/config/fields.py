@@ -98,6 +98,16 @@ class Ctx:
         return self._views[id(obj)]
 
 
+def described(conv: Conv, doc: str, **parts: Any) -> Conv:
+    """Attach what a converter accepts, in words (``conv.doc``), and the converters or
+    record it is built from (``spec``, ``item``, ``inner``): the config man page is
+    generated from these (hadirector/manpages.py), so it cannot drift from the checks."""
+    conv.doc = doc                       # type: ignore[attr-defined]
+    for name, value in parts.items():
+        setattr(conv, name, value)
+    return conv
+
+
 def join(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
@@ -298,7 +308,7 @@ def record(spec: Record, inherit: dict[str, Pair] | None = None, partial: bool =
         ctx.remember(obj, view)
         return obj
 
-    return conv
+    return described(conv, "a mapping", spec=spec)
 
 
 # --- lists and optional values ------------------------------------------------------
@@ -327,7 +337,8 @@ def seq(item: Conv, min_len: int = 0, what: str = "item") -> Conv:
             raise Invalid
         return tuple(out)
 
-    return conv
+    least = f" (at least {min_len})" if min_len else ""
+    return described(conv, f"a list{least} of: {getattr(item, 'doc', 'values')}", item=item)
 
 
 def optional(inner: Conv) -> Conv:
@@ -336,7 +347,7 @@ def optional(inner: Conv) -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> Any:
         return None if is_null(node) else inner(ctx, node, path)
 
-    return conv
+    return described(conv, f"{getattr(inner, 'doc', 'a value')}, or null", inner=inner)
 
 
 def one_of_shapes(scalar: Conv, mapping: Conv) -> Conv:
@@ -345,7 +356,7 @@ def one_of_shapes(scalar: Conv, mapping: Conv) -> Conv:
     def conv(ctx: Ctx, node: Node, path: str) -> Any:
         return mapping(ctx, node, path) if isinstance(node, MappingNode) else scalar(ctx, node, path)
 
-    return conv
+    return described(conv, f"{getattr(scalar, 'doc', 'a value')}, or a mapping", inner=mapping)
 
 
 # --- scalars ------------------------------------------------------------------------
@@ -390,7 +401,7 @@ def integer(lo: int | None = None, hi: int | None = None) -> Conv:
             ctx.fail(node, path, f"{expected}, got {value}")
         return value
 
-    return conv
+    return described(conv, expected.removeprefix("expected "))
 
 
 _BOOL_WORDS = ("true", "True", "TRUE", "false", "False", "FALSE")
@@ -407,7 +418,7 @@ def boolean() -> Conv:
             ctx.fail(node, path, f"expected true or false, got {shown(node.value)}")
         return node.value.lower() == "true"
 
-    return conv
+    return described(conv, "true or false")
 
 
 _QUOTABLE = (_TAG + "int", _TAG + "float", _TAG + "bool")
@@ -429,7 +440,7 @@ def string(pattern: str | None = None, what: str = "a non-empty string") -> Conv
             ctx.fail(node, path, f"expected {what}, got {shown(node.value)}")
         return node.value
 
-    return conv
+    return described(conv, what)
 
 
 # Linux's dev_valid_name(): IFNAMSIZ is 16 with the NUL; isspace() of the kernel's
@@ -484,7 +495,7 @@ def choice(values: tuple[str, ...], what: str = "value", aliases: dict[str, str]
         valid = ", ".join(values) + (f" (or {', '.join(aliases)})" if aliases else "")
         ctx.fail(node, path, f"{got}; expected one of {valid}")
 
-    return conv
+    return described(conv, "one of " + ", ".join(values) + (f" (also: {', '.join(aliases)})" if aliases else ""))
 
 
 def enum_of(cls: type[enum.Enum], aliases: dict[str, enum.Enum] | None = None, what: str = "value") -> Conv:
@@ -497,7 +508,7 @@ def enum_of(cls: type[enum.Enum], aliases: dict[str, enum.Enum] | None = None, w
     def conv(ctx: Ctx, node: Node, path: str) -> enum.Enum:
         return by_text[pick(ctx, node, path)]
 
-    return conv
+    return described(conv, pick.doc)
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)")
@@ -552,7 +563,7 @@ def duration(gt: float | None = None, ge: float | None = None, le: float | None 
             ctx.fail(node, path, f"{expected}, got {describe(node)}")
         return float(value)
 
-    return conv
+    return described(conv, expected.removeprefix("expected ") + f" ({DURATION_HELP})")
 
 
 def whole_seconds(lo: int, hi: int) -> Conv:
@@ -565,7 +576,7 @@ def whole_seconds(lo: int, hi: int) -> Conv:
             ctx.fail(node, path, f"expected whole seconds {lo}..{hi}, got {describe(node)}")
         return int(value)
 
-    return conv
+    return described(conv, f"whole seconds {lo}..{hi} (a number, or a duration like \"30s\", \"1m\")")
 
 
 def ip_address(multicast: bool | None = None) -> Conv:
@@ -581,7 +592,8 @@ def ip_address(multicast: bool | None = None) -> Conv:
             ctx.fail(node, path, f"expected a {'multicast' if multicast else 'unicast'} address, got {addr}")
         return addr
 
-    return conv
+    kind = {None: "", True: "multicast ", False: "unicast "}[multicast]
+    return described(conv, f"a {kind}IPv4 or IPv6 address")
 
 
 def ip_interface() -> Conv:
@@ -597,7 +609,7 @@ def ip_interface() -> Conv:
             ctx.fail(node, path, f"expected an IP address with an optional /prefix, got {describe(node)}")
         return iface
 
-    return conv
+    return described(conv, "an IP address with an optional /prefix (none: a host address)")
 
 
 def command() -> Conv:
@@ -621,7 +633,7 @@ def command() -> Conv:
             ctx.fail(node, path, "expected a command, got an empty one")
         return tuple(argv)
 
-    return conv
+    return described(conv, "a command: a list of arguments, or a string split like a shell would (never run by one)")
 
 
 def regex() -> Conv:
@@ -633,4 +645,4 @@ def regex() -> Conv:
             ctx.fail(node, path, f"invalid regular expression {shown(text)}: {e}")
         return text
 
-    return conv
+    return described(conv, "a regular expression (Python re)")

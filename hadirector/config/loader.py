@@ -36,6 +36,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 from .. import model as m
 from .compose import MAX_FILE_BYTES, TooComplex, compose
 from .errors import ConfigError, ConfigIssue, clip, shown
+from .fields import described
 from .fields import (
     Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
     enum_of, family_name, integer, interface_name, ip_address, ip_interface, is_null, join, mapping_pairs,
@@ -332,7 +333,7 @@ def _check(service_check: Node | None) -> Conv:
                 inherit = base
         return record(CHECK, inherit=inherit)(ctx, node, path)
 
-    return conv
+    return described(conv, "a check mapping, or false / null for none", spec=CHECK)
 
 
 # --- LVS: real servers and virtual services ---------------------------------------------------
