@@ -478,7 +478,7 @@ def interface_name() -> Conv:
             ctx.fail(node, path, f"interface {shown(name)}: {problem}")
         return name
 
-    return conv
+    return described(conv, "an interface name (at most 15 bytes; no spaces, '/' or ':')")
 
 
 def choice(values: tuple[str, ...], what: str = "value", aliases: dict[str, str] | None = None) -> Conv:
