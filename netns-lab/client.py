@@ -6,7 +6,9 @@ appears). It sends only to the VIP given, which lives inside the lab's namespace
 
 At the end it writes a JSON summary to `--out`: requests sent, failed (with the times
 of the failures), the longest time without a successful request, and for the
-long-lived connections how many were opened, how many survived and why others died.
+long-lived connections how many were opened, how many survived and why others died;
+and a per-100 ms ``timeline`` (requests that succeeded and failed, by the time they were
+sent; long-lived connections alive) for netns-lab/timeline.py's picture.
 With `--progress` it prints one status line per second.
 """
 
@@ -18,6 +20,9 @@ import json
 import os
 import time
 from collections import Counter
+
+
+BUCKET = 0.1   # seconds per timeline bucket
 
 
 class Stats:
@@ -34,6 +39,7 @@ class Stats:
         self.long_lost: list[tuple[float, str, str]] = []   # (time, server, reason)
         self.long_servers: Counter[str] = Counter()
         self.last_server = "-"
+        self.alive_samples: list[tuple[float, int]] = []   # (time, long_alive) every BUCKET
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -101,6 +107,36 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
     writer.close()
 
 
+async def sample_alive(st: Stats, stop: asyncio.Event) -> None:
+    """Long-lived connections alive, once per bucket (the request counts per bucket
+    come from the request times at the end)."""
+    while not stop.is_set():
+        st.alive_samples.append((st.now(), st.long_alive))
+        try:
+            await asyncio.wait_for(stop.wait(), BUCKET - st.now() % BUCKET)
+        except TimeoutError:
+            pass
+
+
+def timeline(st: Stats, end: float) -> dict:
+    """Per BUCKET from t=0 to ``end``: short requests ok and failed by the time they
+    were sent, and long-lived connections alive (the last sample in the bucket)."""
+    n = int(end / BUCKET) + 1
+    ok, failed, alive = [0] * n, [0] * n, [0] * n
+    for t in st.ok_times:
+        ok[min(int(t / BUCKET), n - 1)] += 1
+    for t, _ in st.failures:
+        failed[min(int(t / BUCKET), n - 1)] += 1
+    last, samples = 0, iter(st.alive_samples)
+    pending = next(samples, None)
+    for i in range(n):
+        while pending is not None and pending[0] < (i + 1) * BUCKET:
+            last = pending[1]
+            pending = next(samples, None)
+        alive[i] = last
+    return {"bucket": BUCKET, "ok": ok, "failed": failed, "alive": alive}
+
+
 def gaps_over(times: list[float], start: float, end: float, floor: float) -> list[tuple[float, float]]:
     """(start, length) of every stretch longer than ``floor`` with no successful
     request, inside [start, end]."""
@@ -136,6 +172,7 @@ async def main() -> None:
     stop = asyncio.Event()
     longs = [asyncio.create_task(long_lived(a.vip, a.echo_port, a.ping, a.long_timeout, st, stop))
              for _ in range(a.long)]
+    sampler = asyncio.create_task(sample_alive(st, stop))
     shorts: set[asyncio.Task] = set()
     period = 1.0 / a.rate if a.rate > 0 else 0.1   # --rate 0: long-lived connections only
     next_at = time.monotonic()
@@ -159,6 +196,7 @@ async def main() -> None:
     stop.set()
     await asyncio.gather(*shorts, return_exceptions=True)
     await asyncio.gather(*longs, return_exceptions=True)
+    await sampler
     summary = {
         "t0": st.t0,                 # time.monotonic() of t=0 (same clock as the lab's)
         "duration": end,
@@ -181,6 +219,7 @@ async def main() -> None:
         "long_survived": st.long_alive,
         "long_lost": st.long_lost,
         "long_servers": dict(st.long_servers),
+        "timeline": timeline(st, end),
     }
     with open(a.out, "w") as f:
         json.dump(summary, f, indent=1)

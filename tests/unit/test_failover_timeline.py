@@ -127,3 +127,15 @@ def test_a_cycle_from_a_report_puts_the_stop_at_zero_and_adds_the_outage_connect
     assert c.long_total == 20
     assert "survived 20 of 20" in c.note
     assert timeline.MARKS == ("stop", "takeover", "restart", "takeback")
+
+
+def test_the_client_counts_requests_by_the_bucket_they_were_sent_in_and_samples_connections():
+    import client
+
+    st = client.Stats()
+    st.ok_times = [0.01, 0.05, 0.31]
+    st.failures = [(0.12, "timeout"), (0.29, "ConnectionRefusedError")]
+    st.alive_samples = [(0.0, 10), (0.1, 10), (0.2, 9), (0.45, 8)]
+    tl = client.timeline(st, end=0.5)
+    assert tl == {"bucket": 0.1, "ok": [2, 0, 0, 1, 0, 0], "failed": [0, 1, 1, 0, 0, 0],
+                  "alive": [10, 10, 9, 9, 8, 8]}
