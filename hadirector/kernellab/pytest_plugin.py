@@ -34,9 +34,13 @@ from pathlib import Path
 
 import pytest
 
+from .progress import Pace, Pacer, wait_line
 from .runner import IN_LAB_ENV, LabBootError, LabResult, host_has_ipvs, in_lab, run_in_lab
 
 REPORT_ENV = "HADIRECTOR_LAB_REPORT"
+# While the host waits for the guest's results: a line every 10 s, then every fifth of
+# the time so far (a 10-minute lab prints some twenty lines).
+WAIT_PACE = Pace(quiet=10.0, period=10.0, backoff=0.2)
 MARK = "kernel"
 _PHASES = ("setup", "call", "teardown")
 
@@ -312,6 +316,14 @@ class _LabRun:
         phases = self.reports.get(nodeid, [])
         return any(p.when == "teardown" for p in phases)
 
+    def status(self) -> str:
+        """What the guest is doing, for the progress line."""
+        if not self.reports:
+            return "booting, or collecting in the guest"
+        done = sum(1 for n in self.nodeids if self.item_complete(n))
+        running = next((n for n in self.nodeids if n in self.reports and not self.item_complete(n)), None)
+        return f"{done} of {len(self.nodeids)} done" + (f", running {running}" if running else "")
+
 
 class LabDispatcher:
     """On a host without IPVS: run the selected kernel items in one lab boot."""
@@ -320,6 +332,7 @@ class LabDispatcher:
         self.config = config
         self.kernel_items: list[pytest.Item] = []
         self.lab: _LabRun | None = None
+        self.pacer: Pacer | None = None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.kernel_items = [i for i in session.items if i.get_closest_marker(MARK) is not None]
@@ -409,6 +422,12 @@ class LabDispatcher:
                 if lab.item_complete(nodeid):
                     return host_phases(lab.reports[nodeid])
                 return host_phases(lab.reports.get(nodeid, []), missing_reason=self._why_missing(nodeid))
+            now = time.monotonic()
+            self.pacer = self.pacer or Pacer(WAIT_PACE, tty=False, start=lab.started)
+            if self.pacer.due(now):
+                self._progress("kernel-lab: " + wait_line(
+                    f"{nodeid.rsplit('::', 1)[-1]} ({lab.status()})", now - lab.started,
+                    self.config.getoption("--kernel-lab-timeout")))
             lab.thread.join(timeout=0.2)
 
     def _why_missing(self, nodeid: str) -> str:
@@ -436,6 +455,13 @@ class LabDispatcher:
     def _say(self, line: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None and self.config.option.verbose >= 0:
+            tr.ensure_newline()
+            tr.write_line(line)
+
+    def _progress(self, line: str) -> None:
+        # Also under -q: a quiet run still shows that the lab is alive (not under -qq).
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self.config.option.verbose >= -1:
             tr.ensure_newline()
             tr.write_line(line)
 
