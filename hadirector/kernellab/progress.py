@@ -155,7 +155,7 @@ def wait_for(what: str, cond: Callable[[], object], timeout: float, *, step: flo
                 return clock() - start
             now = clock()
             if now - start >= timeout:
-                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
             if pacer.due(now):
                 out.show(wait_line(what, now - start, timeout))
                 shown = True

@@ -247,6 +247,11 @@ class GuestReporter:
             ).to_json()
         )
 
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:
+        # The host's progress line names the test running now (setup included: a
+        # module fixture may take minutes before the first report).
+        self._write({"event": "started", "nodeid": nodeid})
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._write({"event": "collect_error", "nodeid": report.nodeid, "longrepr": report.longreprtext})
@@ -292,6 +297,7 @@ class _LabRun:
     finished: bool = False  # the guest pytest wrote its last line
     offset: int = 0
     started: float = 0.0
+    running: str | None = None  # the node id the guest started last
 
     @property
     def report_path(self) -> Path:
@@ -303,6 +309,8 @@ class _LabRun:
             event = data.get("event")
             if event == "finished":
                 self.finished = True
+            elif event == "started":
+                self.running = data["nodeid"]
             elif event == "collect_error":
                 self.collect_errors.append(f"{data['nodeid']}:\n{data['longrepr']}")
             else:
@@ -318,11 +326,11 @@ class _LabRun:
 
     def status(self) -> str:
         """What the guest is doing, for the progress line."""
-        if not self.reports:
-            return "booting, or collecting in the guest"
+        if self.running is None:
+            return "the guest boots and collects"
         done = sum(1 for n in self.nodeids if self.item_complete(n))
-        running = next((n for n in self.nodeids if n in self.reports and not self.item_complete(n)), None)
-        return f"{done} of {len(self.nodeids)} done" + (f", running {running}" if running else "")
+        running = "" if self.item_complete(self.running) else f", running {self.running.rsplit('::', 1)[-1]}"
+        return f"{done} of {len(self.nodeids)} done{running}"
 
 
 class LabDispatcher:
