@@ -156,7 +156,6 @@ def _panel(root: ET.Element, tl: Timeline, n: int, cycle: Cycle, top: float) -> 
     y += 40
     labels_top = y
     y += 30                                   # two rows of mark labels
-    rows_top = y
 
     # Short requests per bucket: ok up from the baseline, failed stacked on top.
     peak = max([s.ok + s.failed for s in cycle.samples] + [1])
