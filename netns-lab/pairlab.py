@@ -435,10 +435,13 @@ def failover_timeline(reports: list[dict], title: str) -> timeline.Timeline:
 
 
 def write_results(results: Path, reports: list[dict], title: str) -> tuple[Path, Path]:
-    """The text report and the failover timeline picture, side by side in ``results``."""
+    """The text report and the failover timeline picture, side by side in ``results``
+    (and the picture's record, to draw it again: netns-lab/timeline.py FILE.json)."""
     text, svg = results / "failover-report.txt", results / "failover-timeline.svg"
     text.write_text("".join(format_report(r) + "\n" for r in reports))
-    svg.write_text(timeline.render_svg(failover_timeline(reports, title)))
+    record = failover_timeline(reports, title)
+    svg.with_suffix(".json").write_text(timeline.to_json(record))
+    svg.write_text(timeline.render_svg(record))
     return text, svg
 
 

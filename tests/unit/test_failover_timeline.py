@@ -139,3 +139,21 @@ def test_the_client_counts_requests_by_the_bucket_they_were_sent_in_and_samples_
     tl = client.timeline(st, end=0.5)
     assert tl == {"bucket": 0.1, "ok": [2, 0, 0, 1, 0, 0], "failed": [0, 1, 1, 0, 0, 0],
                   "alive": [10, 10, 9, 9, 8, 8]}
+
+
+def test_a_saved_timeline_draws_the_same_picture_again(tmp_path):
+    tl = Timeline("t", (synthetic_cycle("a", "kill"), synthetic_cycle("b")))
+    assert timeline.from_json(timeline.to_json(tl)) == tl
+    saved = tmp_path / "failover-timeline.json"
+    saved.write_text(timeline.to_json(tl))
+    assert timeline.main([str(saved)]) == 0
+    assert (tmp_path / "failover-timeline.svg").read_text() == render_svg(tl)
+
+
+def test_each_panel_zooms_on_the_failover_and_the_takeback():
+    root = parse(render_svg(Timeline("t", (synthetic_cycle("a"),))))
+    zooms = [g for g in cycles_of(root)[0].iter(f"{SVG}g") if g.get("class") == "zoom"]
+    assert len(zooms) == 2
+    labels = [[m.get("data-label") for m in z.iter(f"{SVG}g") if m.get("class") == "zoom-mark"] for z in zooms]
+    # failover: -3 s .. takeover + 5 s; takeback: takeback - 5 s .. + 3 s
+    assert labels == [["stop", "takeover"], ["restart", "takeback"]]
