@@ -39,7 +39,7 @@ class Stats:
         self.long_lost: list[tuple[float, str, str]] = []   # (time, server, reason)
         self.long_servers: Counter[str] = Counter()
         self.last_server = "-"
-        self.alive_samples: list[tuple[float, int]] = []   # (time, long_alive) every BUCKET
+        self.alive_samples: list[tuple[float, int]] = [(0.0, 0)]   # (time, long_alive) at each change
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -84,6 +84,7 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
         return
     st.long_opened += 1
     st.long_alive += 1
+    st.alive_samples.append((st.now(), st.long_alive))
     st.long_servers[server] += 1
     seq = 0
     try:
@@ -102,25 +103,15 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
                 pass
     except (OSError, TimeoutError) as exc:
         st.long_alive -= 1
+        st.alive_samples.append((st.now(), st.long_alive))
         st.long_lost.append((st.now(), server, type(exc).__name__ + (f": {exc}" if str(exc) else "")))
         return
     writer.close()
 
 
-async def sample_alive(st: Stats, stop: asyncio.Event) -> None:
-    """Long-lived connections alive, once per bucket (the request counts per bucket
-    come from the request times at the end)."""
-    while not stop.is_set():
-        st.alive_samples.append((st.now(), st.long_alive))
-        try:
-            await asyncio.wait_for(stop.wait(), BUCKET - st.now() % BUCKET)
-        except TimeoutError:
-            pass
-
-
 def timeline(st: Stats, end: float) -> dict:
     """Per BUCKET from t=0 to ``end``: short requests ok and failed by the time they
-    were sent, and long-lived connections alive (the last sample in the bucket)."""
+    were sent, and long-lived connections alive (as the bucket ends)."""
     n = int(end / BUCKET) + 1
     ok, failed, alive = [0] * n, [0] * n, [0] * n
     for t in st.ok_times:
@@ -172,7 +163,6 @@ async def main() -> None:
     stop = asyncio.Event()
     longs = [asyncio.create_task(long_lived(a.vip, a.echo_port, a.ping, a.long_timeout, st, stop))
              for _ in range(a.long)]
-    sampler = asyncio.create_task(sample_alive(st, stop))
     shorts: set[asyncio.Task] = set()
     period = 1.0 / a.rate if a.rate > 0 else 0.1   # --rate 0: long-lived connections only
     next_at = time.monotonic()
@@ -196,7 +186,6 @@ async def main() -> None:
     stop.set()
     await asyncio.gather(*shorts, return_exceptions=True)
     await asyncio.gather(*longs, return_exceptions=True)
-    await sampler
     summary = {
         "t0": st.t0,                 # time.monotonic() of t=0 (same clock as the lab's)
         "duration": end,

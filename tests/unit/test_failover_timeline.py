@@ -157,3 +157,56 @@ def test_each_panel_zooms_on_the_failover_and_the_takeback():
     labels = [[m.get("data-label") for m in z.iter(f"{SVG}g") if m.get("class") == "zoom-mark"] for z in zooms]
     # failover: -3 s .. takeover + 5 s; takeback: takeback - 5 s .. + 3 s
     assert labels == [["stop", "takeover"], ["restart", "takeback"]]
+
+
+def test_the_real_client_records_per_bucket_what_it_saw_when_its_server_dies(tmp_path):
+    # netns-lab/client.py against netns-lab/realserver.py on loopback: requests succeed,
+    # then the server is killed: requests fail and the long-lived connections die.
+    import socket
+    import subprocess
+    import time
+
+    lab = Path(__file__).resolve().parents[2] / "netns-lab"
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    server = subprocess.Popen([sys.executable, str(lab / "realserver.py"), "rs1", "--http-port", str(ports[0]),
+                               "--echo-port", str(ports[1]), "--state-dir", str(tmp_path)])
+    client = None
+    try:
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", ports[1])) == 0:
+                    break
+            time.sleep(0.05)
+        client = subprocess.Popen(
+            [sys.executable, str(lab / "client.py"), "--vip", "127.0.0.1", "--http-port", str(ports[0]),
+             "--echo-port", str(ports[1]), "--rate", "20", "--long", "3", "--ping", "0.1", "--timeout", "0.5",
+             "--long-timeout", "0.5", "--duration", "3", "--ready-file", str(tmp_path / "ready"),
+             "--out", str(tmp_path / "client.json")])
+        for _ in range(100):
+            if (tmp_path / "ready").exists():
+                break
+            time.sleep(0.05)
+        time.sleep(1.0)
+        killed = time.monotonic()
+        server.kill()
+        server.wait()
+        client.wait(timeout=30)
+    finally:
+        for p in (server, client):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    report = __import__("json").loads((tmp_path / "client.json").read_text())
+    tl = report["timeline"]
+    assert tl["bucket"] == 0.1 and len(tl["ok"]) == len(tl["failed"]) == len(tl["alive"]) >= 30
+    assert sum(tl["ok"]) == report["ok"] > 0 and sum(tl["failed"]) == report["failed"] > 0
+    assert max(tl["alive"]) == 3 and tl["alive"][-1] == 0
+    # The client's t0 is on this process's monotonic clock: the kill's bucket is known.
+    k = int((killed - report["t0"]) / 0.1)
+    assert sum(tl["ok"][k + 1:]) == 0, "nothing sent after the server died succeeded"
+    assert sum(tl["failed"][k:]) > 0
+    assert tl["alive"][k - 1] == 3
