@@ -1,5 +1,7 @@
 """The director-pair lab: bring up the topology, start both directors, run client
-traffic, stop the primary, take it back, and report what the clients saw.
+traffic, stop the primary, take it back, and report what the clients saw: a text report
+and a failover timeline picture (timeline.py), ``failover-report.txt`` and
+``failover-timeline.svg`` in the results directory.
 
     pairlab.py demo [--mode dr|nat] [--stop term|kill|poweroff|all] [--director hadirector|keepalived]
 
