@@ -50,8 +50,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LAB_DIR = ROOT / "netns-lab"
 sys.path.insert(0, str(LAB_DIR))
 
-import pairlab  # noqa: E402
+import pairlab  # noqa: E402  (puts this tree's hadirector first on sys.path)
 import topology  # noqa: E402
+from hadirector.kernellab import progress  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 DEFAULT_OUT = ROOT / "results" / "pair-bench"
@@ -96,12 +97,8 @@ def echo_conns(d: pairlab.Director) -> set[str]:
 
 
 def wait_for(what: str, cond, timeout: float, step: float = 0.05) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if cond():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """Seconds until ``cond()``; says what it waits for every few seconds (stderr)."""
+    return progress.wait_for(what, cond, timeout, step=step, out=progress.ProgressLine(prefix="[bench] "))
 
 
 class Client:

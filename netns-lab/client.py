@@ -6,7 +6,9 @@ appears). It sends only to the VIP given, which lives inside the lab's namespace
 
 At the end it writes a JSON summary to `--out`: requests sent, failed (with the times
 of the failures), the longest time without a successful request, and for the
-long-lived connections how many were opened, how many survived and why others died.
+long-lived connections how many were opened, how many survived and why others died;
+and a per-100 ms ``timeline`` (requests that succeeded and failed, by the time they were
+sent; long-lived connections alive) for netns-lab/timeline.py's picture.
 With `--progress` it prints one status line per second.
 """
 
@@ -18,6 +20,9 @@ import json
 import os
 import time
 from collections import Counter
+
+
+BUCKET = 0.1   # seconds per timeline bucket
 
 
 class Stats:
@@ -34,6 +39,7 @@ class Stats:
         self.long_lost: list[tuple[float, str, str]] = []   # (time, server, reason)
         self.long_servers: Counter[str] = Counter()
         self.last_server = "-"
+        self.alive_samples: list[tuple[float, int]] = [(0.0, 0)]   # (time, long_alive) at each change
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -78,6 +84,7 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
         return
     st.long_opened += 1
     st.long_alive += 1
+    st.alive_samples.append((st.now(), st.long_alive))
     st.long_servers[server] += 1
     seq = 0
     try:
@@ -96,9 +103,29 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
                 pass
     except (OSError, TimeoutError) as exc:
         st.long_alive -= 1
+        st.alive_samples.append((st.now(), st.long_alive))
         st.long_lost.append((st.now(), server, type(exc).__name__ + (f": {exc}" if str(exc) else "")))
         return
     writer.close()
+
+
+def timeline(st: Stats, end: float) -> dict:
+    """Per BUCKET from t=0 to ``end``: short requests ok and failed by the time they
+    were sent, and long-lived connections alive (as the bucket ends)."""
+    n = int(end / BUCKET) + 1
+    ok, failed, alive = [0] * n, [0] * n, [0] * n
+    for t in st.ok_times:
+        ok[min(int(t / BUCKET), n - 1)] += 1
+    for t, _ in st.failures:
+        failed[min(int(t / BUCKET), n - 1)] += 1
+    last, samples = 0, iter(st.alive_samples)
+    pending = next(samples, None)
+    for i in range(n):
+        while pending is not None and pending[0] < (i + 1) * BUCKET:
+            last = pending[1]
+            pending = next(samples, None)
+        alive[i] = last
+    return {"bucket": BUCKET, "ok": ok, "failed": failed, "alive": alive}
 
 
 def gaps_over(times: list[float], start: float, end: float, floor: float) -> list[tuple[float, float]]:
@@ -181,6 +208,7 @@ async def main() -> None:
         "long_survived": st.long_alive,
         "long_lost": st.long_lost,
         "long_servers": dict(st.long_servers),
+        "timeline": timeline(st, end),
     }
     with open(a.out, "w") as f:
         json.dump(summary, f, indent=1)

@@ -37,8 +37,9 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pairlab  # noqa: E402
+import pairlab  # noqa: E402  (puts this tree's hadirector first on sys.path)
 import topology  # noqa: E402
+from hadirector.kernellab.progress import Pacer, ProgressLine, wait_line  # noqa: E402
 
 # Transitions an advert causes: the event must name the peer (address and priority).
 ADVERT_REASONS = ("higher_priority_received", "priority_zero_received", "preempted_by_peer")
@@ -148,21 +149,29 @@ def converge(lab: pairlab.Lab, bound: float, expect: str | None = None, since: f
     since = time.monotonic() if since is None else since
     deadline = since + bound + stable
     good_from: float | None = None
-    while True:
-        now = time.monotonic()
-        bad = one_holder(lab, expect) + status_agrees(lab)
-        if not bad:
-            good_from = now if good_from is None else good_from
-            if now - good_from >= stable:
-                return Convergence(good_from - since <= bound, good_from - since, tuple(holders(lab)), bound)
-        else:
-            good_from = None
-        if now >= deadline:
-            return Convergence(False, now - since, tuple(holders(lab)), bound,
-                               tuple(bad) + (Violation("not_converged",
-                                                       f"not converged within {bound:.2f}s: "
-                                                       + "; ".join(v.detail for v in bad)),))
-        time.sleep(0.02)
+    out = ProgressLine(prefix="[lab] ")
+    pacer = Pacer(tty=out.tty, start=since)
+    try:
+        while True:
+            now = time.monotonic()
+            bad = one_holder(lab, expect) + status_agrees(lab)
+            if not bad:
+                good_from = now if good_from is None else good_from
+                if now - good_from >= stable:
+                    return Convergence(good_from - since <= bound, good_from - since, tuple(holders(lab)), bound)
+            else:
+                good_from = None
+            if now >= deadline:
+                return Convergence(False, now - since, tuple(holders(lab)), bound,
+                                   tuple(bad) + (Violation("not_converged",
+                                                           f"not converged within {bound:.2f}s: "
+                                                           + "; ".join(v.detail for v in bad)),))
+            if pacer.due(now):
+                out.show(wait_line(f"convergence ({'; '.join(v.detail for v in bad) or 'stable so far'})",
+                                   now - since, bound + stable))
+            time.sleep(0.02)
+    finally:
+        out.end()   # a line rewritten in place on a terminal ends here
 
 
 def log_events(d: pairlab.Director, since_wall: float = 0.0, event: str | None = None) -> list[dict]:

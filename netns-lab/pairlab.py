@@ -1,5 +1,7 @@
 """The director-pair lab: bring up the topology, start both directors, run client
-traffic, stop the primary, take it back, and report what the clients saw.
+traffic, stop the primary, take it back, and report what the clients saw: a text report
+and a failover timeline picture (timeline.py), ``failover-report.txt`` and
+``failover-timeline.svg`` in the results directory.
 
     pairlab.py demo [--mode dr|nat] [--stop term|kill|poweroff|all] [--director hadirector|keepalived]
 
@@ -26,7 +28,14 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This tree's hadirector (the agents it starts run it too, through PYTHONPATH), not
+# whichever one the venv has installed.
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+import timeline  # noqa: E402
 import topology  # noqa: E402
+import vipwatch  # noqa: E402
+from hadirector.kernellab.progress import ProgressLine  # noqa: E402
+from hadirector.kernellab.progress import wait_for as _wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = Path(__file__).resolve().parent
@@ -164,6 +173,7 @@ class Lab:
     prefix: str = topology.PREFIX          # namespace names; a test run passes its own
     topo: topology.Topology | None = None
     marks: list[dict] = field(default_factory=list)   # every mark with both clocks
+    watch: vipwatch.VipWatch | None = None           # run_failover's VIP sampler
 
     def ns(self, name: str) -> str:
         return f"{self.prefix}-{name}"
@@ -232,6 +242,8 @@ class Lab:
         return next(d for d in self.directors if d.name == name)
 
     def down(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
         for d in self.directors:
             with contextlib.suppress(Exception):
                 d.stop("term")
@@ -247,12 +259,8 @@ class Lab:
         return ",".join(holders) if holders else None
 
     def wait_for(self, what: str, cond, timeout: float) -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            if cond():
-                return time.monotonic() - start
-            time.sleep(0.05)
-        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        """Seconds until ``cond()``; says what it waits for every few seconds (stderr)."""
+        return _wait_for(what, cond, timeout, out=ProgressLine(prefix="[lab] "))
 
     def start_client(self, duration: float, rate: float, longs: int, name: str = "client") -> None:
         """A client process in the client namespace; its files are ``<name>.*`` in the
@@ -311,6 +319,8 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
                  lambda: dir1.holds_vip() and not dir2.holds_vip()
                  and all(d.ipvs_table().count("->") >= 6 for d in lab.directors), 600)
     lab.mark(f"dir1 is master, both directors programmed ({lab.director})")
+    # Who has the VIP, every 50 ms, for the timeline picture.
+    watch = lab.watch = vipwatch.VipWatch({d.name: d.ns for d in lab.directors}, topology.VIP).start()
     lab.start_client(duration=900, rate=rate, longs=longs)
     lab.mark(f"client running: {rate:g} requests/s, {longs} long-lived connections")
     time.sleep(settle)
@@ -354,8 +364,9 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     if "outage" in lab.clients:
         o = lab.stop_client("outage")
         report["outage"] = {k: o[k] for k in ("long_requested", "long_opened", "long_survived",
-                                              "long_lost", "long_servers")}
+                                              "long_lost", "long_servers", "t0", "timeline")}
     summary = lab.stop_client()
+    report["vip_samples"] = watch.stop()
     report.update(summary)
     report["master_now"] = lab.master()
     # dir1's log of this cycle: its stop and its restart with the same config.
@@ -383,12 +394,12 @@ def fail_real_server(lab: Lab, name: str = "rs2", hold: float = 12.0) -> dict:
     return {"rs_failed": name, "rs_fail_at": t_fail, "rs_heal_at": t_fail + hold}
 
 
-def print_report(r: dict) -> None:
+def format_report(r: dict) -> str:
     w = 34
-    print()
-    print("=" * 64)
-    print(f" failover report ({r['stop']})")
-    print("=" * 64)
+    out = [""]
+    out.append("=" * 64)
+    out.append(f" failover report ({r['stop']})")
+    out.append("=" * 64)
     rows = [
         ("time without service (longest gap)", f"{r['max_gap']:.2f} s"),
         ("backup took the VIP after", f"{r['takeover_s']:.2f} s"),
@@ -406,12 +417,34 @@ def print_report(r: dict) -> None:
         rows.insert(-2, ("opened during outage, survived", f"{o['long_survived']} of {o['long_requested']}"
                                                            " (through the takeback)"))
     for k, v in rows:
-        print(f" {k:<{w}} {v}")
+        out.append(f" {k:<{w}} {v}")
     for t, server, why in r["long_lost"][:10]:
-        print(f"   lost at {t:6.2f}s on {server}: {why}")
+        out.append(f"   lost at {t:6.2f}s on {server}: {why}")
     for t, server, why in r.get("outage", {}).get("long_lost", [])[:10]:
-        print(f"   outage connection lost at {t:6.2f}s (its own clock) on {server}: {why}")
-    print("=" * 64)
+        out.append(f"   outage connection lost at {t:6.2f}s (its own clock) on {server}: {why}")
+    out.append("=" * 64)
+    return "\n".join(out)
+
+
+def print_report(r: dict) -> None:
+    print(format_report(r))
+
+
+def failover_timeline(reports: list[dict], title: str) -> timeline.Timeline:
+    """The timeline picture's record of run_failover reports, one cycle each."""
+    return timeline.Timeline(title, tuple(
+        timeline.cycle_from_report(r, f"cycle {n}: {STOPS[r['stop']]} of dir1") for n, r in enumerate(reports, 1)))
+
+
+def write_results(results: Path, reports: list[dict], title: str) -> tuple[Path, Path]:
+    """The text report and the failover timeline picture, side by side in ``results``
+    (and the picture's record, to draw it again: netns-lab/timeline.py FILE.json)."""
+    text, svg = results / "failover-report.txt", results / "failover-timeline.svg"
+    text.write_text("".join(format_report(r) + "\n" for r in reports))
+    record = failover_timeline(reports, title)
+    svg.with_suffix(".json").write_text(timeline.to_json(record))
+    svg.write_text(timeline.render_svg(record))
+    return text, svg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         lab.down()
     if a.json:
         Path(a.json).write_text(json.dumps(reports, indent=1))
+    text, svg = write_results(lab.results, reports, f"hadirector pair lab: failover timeline "
+                                                     f"({a.mode.upper()}, {a.director})")
+    print(f"\nreport: {text}\nfailover timeline (SVG, open it in a browser): {svg}")
     ok = all(r["long_survived"] == r["long_requested"] and r["master_now"] == "dir1"
              and r["outage"]["long_survived"] == r["outage"]["long_requested"] for r in reports)
     return 0 if ok else 1

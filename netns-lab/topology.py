@@ -23,8 +23,9 @@ before the kernel has destroyed a namespace and an immediate rebuild then fails 
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import dataclass, field
+
+from hadirector.kernellab.progress import ProgressLine, wait_for
 
 PREFIX = "pl"
 FRONT_NET = "10.250.0"
@@ -179,14 +180,17 @@ def down(quiet: bool = False, prefix: str = PREFIX) -> None:
             subprocess.run(["kill", "-9", pid], capture_output=True)
         sh("ip", "netns", "del", ns, check=False)
     # Wait until the kernel has really let go of the names.
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        left = [l for l in sh("ip", "netns", "list", check=False).stdout.split("\n") if l.startswith(f"{prefix}-")]
-        if not left:
-            return
-        time.sleep(0.1)
-    if not quiet:
-        raise RuntimeError(f"namespaces still present after teardown: {left}")
+    left: list[str] = []
+
+    def gone() -> bool:
+        left[:] = [l for l in sh("ip", "netns", "list", check=False).stdout.split("\n") if l.startswith(f"{prefix}-")]
+        return not left
+
+    try:
+        wait_for("the kernel to let go of the lab's namespaces", gone, 30, step=0.1, out=ProgressLine(prefix="[lab] "))
+    except TimeoutError:
+        if not quiet:
+            raise RuntimeError(f"namespaces still present after teardown: {left}") from None
 
 
 if __name__ == "__main__":

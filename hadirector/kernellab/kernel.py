@@ -10,8 +10,9 @@ backports cannot be reached, the lab falls back to bookworm's own
 so. Never the ``-cloud-amd64`` flavour (IPVS but no 9p, and the lab's root filesystem is
 this machine's own over 9p) nor ``-rt``.
 
-The package is fetched once with ``apt-get download``, unpacked with ``dpkg -x`` and
-indexed with ``depmod -b``; the result lives in the cache directory
+The package is fetched once (apt names its URL, size and hash; the download shows bytes
+and percent and is checked against them), unpacked with ``dpkg -x`` and indexed with
+``depmod -b``; the result lives in the cache directory
 (``$HADIRECTOR_LAB_CACHE`` or ``/var/cache/hadirector/kernel-lab``) and is reused by
 every later run, CI included. A 6.12 kernel already in the cache is used without asking
 apt for a newer one, so a warm machine never touches the network.
@@ -33,6 +34,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from .progress import DownloadError, ProgressLine, download
 
 DEFAULT_CACHE = Path("/var/cache/hadirector/kernel-lab")
 
@@ -382,13 +385,13 @@ def _fetch(cache: Path, log, source: KernelSource = STABLE) -> LabKernel:
     work = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=cache / "kernels"))
     try:
         try:
-            _run(["apt-get", *options, "download", package], cwd=work)
+            _download(options, package, work, log)
         except KernelFetchError:
             # Package lists older than the mirror name a file it no longer has.
-            log(f"kernel-lab: apt-get download {package} failed; apt-get update and retry")
+            log(f"kernel-lab: downloading {package} failed; apt-get update and retry")
             _update(options, source)
             try:
-                _run(["apt-get", *options, "download", package], cwd=work)
+                _download(options, package, work, log)
             except KernelFetchError as exc:
                 raise SourceUnreachable(f"apt-get download {package}: {exc}") from exc
         debs = list(work.glob("*.deb"))
@@ -421,6 +424,26 @@ def _fetch(cache: Path, log, source: KernelSource = STABLE) -> LabKernel:
         raise
     log(f"kernel-lab: kernel {version} ready")
     return LabKernel(version, final / "vmlinuz", final / "root")
+
+
+_PRINT_URIS = re.compile(r"^'(?P<url>[^']+)' (?P<file>\S+) (?P<size>\d+) (?P<digest>\S+:\S+)$", re.M)
+
+
+def _download(options: list[str], package: str, work: Path, log) -> None:
+    """Fetch ``package``'s .deb into ``work``, showing bytes and percent (the kernel is
+    some 100 MB). apt names the URL, size and hash from its signed package lists; the
+    file is checked against them. If the direct fetch fails (a proxy only apt's own
+    configuration knows, say) apt-get downloads it, without progress."""
+    uris = _run(["apt-get", *options, "--print-uris", "download", package], cwd=work).stdout
+    m = _PRINT_URIS.search(uris)
+    if m is not None:
+        try:
+            download(m["url"], work / m["file"], size=int(m["size"]), digest=m["digest"],
+                     out=ProgressLine(prefix="kernel-lab: "))
+            return
+        except DownloadError as exc:
+            log(f"kernel-lab: {exc}; apt-get download instead")
+    _run(["apt-get", *options, "download", package], cwd=work)
 
 
 def bzimage_payload(data: bytes) -> bytes:

@@ -34,9 +34,13 @@ from pathlib import Path
 
 import pytest
 
+from .progress import Pace, Pacer, wait_line
 from .runner import IN_LAB_ENV, LabBootError, LabResult, host_has_ipvs, in_lab, run_in_lab
 
 REPORT_ENV = "HADIRECTOR_LAB_REPORT"
+# While the host waits for the guest's results: a line every 10 s, then every fifth of
+# the time so far (a 10-minute lab prints some twenty lines).
+WAIT_PACE = Pace(quiet=10.0, period=10.0, backoff=0.2)
 MARK = "kernel"
 _PHASES = ("setup", "call", "teardown")
 
@@ -243,6 +247,11 @@ class GuestReporter:
             ).to_json()
         )
 
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:
+        # The host's progress line names the test running now (setup included: a
+        # module fixture may take minutes before the first report).
+        self._write({"event": "started", "nodeid": nodeid})
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._write({"event": "collect_error", "nodeid": report.nodeid, "longrepr": report.longreprtext})
@@ -288,6 +297,7 @@ class _LabRun:
     finished: bool = False  # the guest pytest wrote its last line
     offset: int = 0
     started: float = 0.0
+    running: str | None = None  # the node id the guest started last
 
     @property
     def report_path(self) -> Path:
@@ -299,6 +309,8 @@ class _LabRun:
             event = data.get("event")
             if event == "finished":
                 self.finished = True
+            elif event == "started":
+                self.running = data["nodeid"]
             elif event == "collect_error":
                 self.collect_errors.append(f"{data['nodeid']}:\n{data['longrepr']}")
             else:
@@ -312,6 +324,14 @@ class _LabRun:
         phases = self.reports.get(nodeid, [])
         return any(p.when == "teardown" for p in phases)
 
+    def status(self) -> str:
+        """What the guest is doing, for the progress line."""
+        if self.running is None:
+            return "the guest boots and collects"
+        done = sum(1 for n in self.nodeids if self.item_complete(n))
+        running = "" if self.item_complete(self.running) else f", running {self.running.rsplit('::', 1)[-1]}"
+        return f"{done} of {len(self.nodeids)} done{running}"
+
 
 class LabDispatcher:
     """On a host without IPVS: run the selected kernel items in one lab boot."""
@@ -320,6 +340,7 @@ class LabDispatcher:
         self.config = config
         self.kernel_items: list[pytest.Item] = []
         self.lab: _LabRun | None = None
+        self.pacer: Pacer | None = None
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.kernel_items = [i for i in session.items if i.get_closest_marker(MARK) is not None]
@@ -409,6 +430,12 @@ class LabDispatcher:
                 if lab.item_complete(nodeid):
                     return host_phases(lab.reports[nodeid])
                 return host_phases(lab.reports.get(nodeid, []), missing_reason=self._why_missing(nodeid))
+            now = time.monotonic()
+            self.pacer = self.pacer or Pacer(WAIT_PACE, tty=False, start=lab.started)
+            if self.pacer.due(now):
+                self._progress("kernel-lab: " + wait_line(
+                    f"{nodeid.rsplit('::', 1)[-1]} ({lab.status()})", now - lab.started,
+                    self.config.getoption("--kernel-lab-timeout")))
             lab.thread.join(timeout=0.2)
 
     def _why_missing(self, nodeid: str) -> str:
@@ -436,6 +463,13 @@ class LabDispatcher:
     def _say(self, line: str) -> None:
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
         if tr is not None and self.config.option.verbose >= 0:
+            tr.ensure_newline()
+            tr.write_line(line)
+
+    def _progress(self, line: str) -> None:
+        # Also under -q: a quiet run still shows that the lab is alive (not under -qq).
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None and self.config.option.verbose >= -1:
             tr.ensure_newline()
             tr.write_line(line)
 

@@ -33,6 +33,7 @@ from typing import TextIO
 
 from .initramfs import TAG_ROOT, TAG_XCHG, ensure_initramfs
 from .kernel import LabKernel, cache_dir, ensure_kernel
+from .progress import Pacer, ProgressLine, wait_line
 
 # Set in the guest's environment; the pytest plugin and tests read it.
 IN_LAB_ENV = "HADIRECTOR_IN_KERNEL_LAB"
@@ -320,13 +321,24 @@ def _boot(cmd, xchg: Path, kernel: LabKernel, started: float, timeout, stream, i
     reader.start()
     timed_out = cancelled = False
     deadline = None if timeout is None else started + timeout
+    # With a live console (the CLI, the demo) the boot, silent under "quiet", says that
+    # it is under way; the pytest plugin reports its own progress.
+    booting = ProgressLine(prefix="kernel-lab: ") if write else None
+    pacer = Pacer(tty=booting.tty, start=started) if booting else None
     try:
         while proc.poll() is None:
+            now = time.monotonic()
             cancelled = cancel is not None and cancel.is_set()
-            if cancelled or (deadline is not None and time.monotonic() >= deadline):
+            if cancelled or (deadline is not None and now >= deadline):
                 timed_out = True
                 _kill(proc)
                 break
+            if booting is not None:
+                if ready_at:
+                    booting.end()
+                    booting = None
+                elif pacer.due(now):
+                    booting.show(wait_line(f"the guest to boot (kernel {kernel.version})", now - started, timeout))
             try:
                 proc.wait(timeout=0.25)
             except subprocess.TimeoutExpired:
@@ -335,6 +347,8 @@ def _boot(cmd, xchg: Path, kernel: LabKernel, started: float, timeout, stream, i
         _kill(proc)  # KeyboardInterrupt: never leave a qemu behind
         raise
     finally:
+        if booting is not None:
+            booting.end()
         reader.join(timeout=5)
         proc.stdout.close()
     elapsed = time.monotonic() - started

@@ -5,12 +5,15 @@ The scenarios share one lab (LVS-DR, sync daemon on, advert 1 s): SIGTERM of the
 primary, kill -9 of its agent, power-off of its node. Each runs client traffic — 10 short HTTP requests a second and 10 long-lived echo connections — stops
 the primary, lets the backup serve and opens 10 more long-lived connections through it,
 restarts the primary (preempt takes the VIP back once its sync daemon caught up), and
-records what the clients saw. The tests below each read one aspect of a scenario.
+records what the clients saw. The tests below each read one aspect of a scenario; the
+last draws the three cycles as the demo's failover timeline picture.
 
 Needs IPVS: runs inside the kernel lab on this machine, directly on a host with IPVS.
 """
 
 from __future__ import annotations
+
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -175,3 +178,32 @@ def test_power_off_the_returning_primary_programs_its_empty_kernel_before_it_tak
     assert synced and synced[0]["applied"] > 0, synced
     master = [e for e in events(second, "vrrp.role_changed") if e["new"] == "MASTER"]
     assert master and mono(powered_off, synced[0]) <= mono(powered_off, master[0])
+
+
+# --- the failover timeline picture --------------------------------------------------------
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_the_failover_timeline_picture_shows_each_cycle_with_its_marks(lab, graceful, killed, powered_off):
+    reports = [graceful, killed, powered_off]
+    _, path = pairlab.write_results(lab.results, reports, "pair lab (DR): failover timeline")
+    print(f"failover timeline: {path}")
+    root = ET.parse(path).getroot()
+    panels = [g for g in root.iter(f"{SVG}g") if g.get("class") == "cycle"]
+    assert len(panels) == 3
+    for panel in panels:
+        marks = [g for g in panel.iter(f"{SVG}g") if g.get("class") == "mark"]
+        assert [m.get("data-label") for m in marks] == ["stop", "takeover", "restart", "takeback"]
+        assert {t.text for t in panel.iter(f"{SVG}text")} >= {"stop", "takeover", "restart", "takeback"}
+        assert {el.get("class") for el in panel.iter()} >= {"requests-ok", "long-alive", "vip-dir1", "vip-dir2"}
+    # What it drew was sampled in the run: dir1 had the VIP before the stop, dir2 from
+    # the takeover to the restart, dir1 again after the takeback; requests went through.
+    for report, cycle in zip(reports, pairlab.failover_timeline(reports, "t").cycles):
+        t = {m.label: m.t for m in cycle.marks}
+        span = lambda a, b: [s for s in cycle.samples if a <= s.t < b]  # noqa: E731
+        assert all("dir1" in s.holders for s in span(-1.5, -0.5)), report["stop"]
+        assert all("dir2" in s.holders for s in span(t["takeover"] + 0.5, t["restart"])), report["stop"]
+        assert all(s.holders == ("dir1",) for s in span(t["takeback"] + 0.5, t["takeback"] + 1.5)), report["stop"]
+        assert sum(s.ok for s in cycle.samples) == report["ok"]
+        assert max(s.long_alive for s in cycle.samples) == cycle.long_total == 20

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from hadirector.kernellab import progress
+
 from .ve_lab import Lan, sh
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,14 +203,19 @@ def elect(lan: Lan, a1: "AgentProc", a2: "AgentProc", timeout: float) -> None:
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """``predicate()``'s first true value; a wait past a few seconds says what it waits
+    for (the labs' shared helper); AssertionError after ``timeout``."""
+    value = []
+
+    def cond():
+        value[:] = [predicate()]
+        return value[0]
+
+    try:
+        progress.wait_for(what, cond, timeout, step=interval, out=progress.ProgressLine(prefix="[test] "))
+    except TimeoutError as exc:
+        raise AssertionError(str(exc)) from None
+    return value[0]
 
 
 def holders(lan: Lan, ip, nodes) -> list[int]:

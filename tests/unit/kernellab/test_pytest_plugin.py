@@ -102,6 +102,21 @@ def test_reading_reports_leaves_a_half_written_line_for_the_next_read(tmp_path: 
     assert lines == [{"event": "b"}] and offset == path.stat().st_size
 
 
+def test_the_hosts_progress_line_names_the_test_the_guest_runs_and_how_many_are_done(tmp_path: Path):
+    from hadirector.kernellab.pytest_plugin import _LabRun
+
+    lab = _LabRun(["t.py::a", "t.py::b", "t.py::c"], tmp_path)
+    lab.poll()
+    assert lab.status() == "the guest boots and collects"
+    with open(lab.report_path, "a") as fh:
+        fh.write(json.dumps({"event": "started", "nodeid": "t.py::a"}) + "\n")
+        for when in ("setup", "call", "teardown"):
+            fh.write(json.dumps(GuestPhase("t.py::a", when, "passed").to_json()) + "\n")
+        fh.write(json.dumps({"event": "started", "nodeid": "t.py::b"}) + "\n")
+    lab.poll()
+    assert lab.status() == "1 of 3 done, running b"
+
+
 # -- the whole plugin, with a lab that runs the guest pytest on this machine
 
 CONFTEST = '''
