@@ -32,7 +32,8 @@ def listed() -> dict[str, str]:
     for line in (ROOT / "debian-packages.txt").read_text().splitlines():
         words = line.split("#", 1)[0].split()
         if words:
-            assert len(words) == 2, f"debian-packages.txt: {line!r} is not 'command package'"
+            assert len(words) == 2 or (len(words) == 3 and words[2].startswith("unit=")), \
+                f"debian-packages.txt: {line!r} is not 'command package [unit=NAME]'"
             out[words[0]] = words[1]
     return out
 
