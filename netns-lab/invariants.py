@@ -15,13 +15,14 @@ first advert after its own master-down wait (6.4.2, 6.4.3). ``master_down`` comp
 
 Connection survival. With IPVS and sync on (kernel lab, modes dr/nat), established
 connections survive every fault after which one director ends up forwarding and whose
-connections were synced before it: link loss, power-off, SIGSTOP, restart mid-takeover,
-spoofed high priority (the outage stays below TCP's retransmission limit), loss/delay.
-They cannot survive: a connection opened less than one sync refresh before the fault
-(the standby never learnt it); an outage longer than the client's retransmission
-timeout (a 40.95 s spoofed interval adopted unbounded: ~123 s with no master); a
-both-way partition that lasts, where both directors hold the VIP and the LAN's ARP
-caches split the clients. In the VRRP-only host mode there is no sync at all — each
+connections were synced before it: link loss, power-off, SIGSTOP, restart mid-takeover
+(if the restarted agent is master before the client's timeout), spoofed high priority
+and a spoofed huge interval once bounded (the outage stays below TCP's retransmission
+limit), loss/delay. They cannot survive: a connection opened less than one sync refresh
+before the fault (the standby never learnt it); an outage longer than the client's
+retransmission timeout (a 40.95 s spoofed interval adopted unbounded: ~123 s with no
+master); a both-way partition that lasts, where both directors hold the VIP and the
+LAN's ARP caches split the clients. In the VRRP-only host mode there is no sync at all — each
 director serves the VIP itself — so a connection survives exactly the faults where the
 VIP must not move (second agent, bad reload, API flood, starvation, light loss).
 """
