@@ -108,3 +108,10 @@ def test_node_and_api_changes_need_a_restart_and_the_running_values_stay_in_forc
     running = in_force(old, new)
     assert running.node == old.node and running.api == old.api
     assert running.vrrp_instances == new.vrrp_instances
+
+
+def test_the_fields_a_reload_changes_in_place_are_those_the_model_marks_live():
+    # The mark on the model is the one declaration; VrrpMachine.reconfigure adopts these.
+    from hadirector.agent.reload import IN_PLACE_FIELDS
+    assert IN_PLACE_FIELDS == {"priority", "preempt", "preempt_delay", "advert_interval", "accept_mode",
+                               "track_interfaces", "track_scripts", "notify", "garp"}
