@@ -6,9 +6,9 @@ subcommand, option, metavar and default; the exit codes come from
 ``hadirector.exitcodes``. hadirector.yaml(5) walks the loader's ``Record`` tables from
 the top-level one down (each converter says what it accepts in ``conv.doc``, and
 which record it holds in ``conv.spec``), takes every default from the model's
-dataclasses, and the words and keepalived keywords from ``config/reference.py``. A
-key added to the loader or a field to the model shows up in the page, or fails
-``tests/unit/test_manpages.py``.
+dataclasses, and the words and keepalived keywords from each key's ``doc=K(...)`` on
+its loader line. A key added to the loader or a field to the model shows up in the
+page, or fails ``tests/unit/test_manpages.py``.
 
     python -m hadirector.manpages OUTDIR     # writes OUTDIR/hadirector.8, hadirector.yaml.5
 """
@@ -25,8 +25,7 @@ from typing import Any, Iterator
 
 from hadirector import model as m
 from hadirector.config import loader as L
-from hadirector.config.fields import Record
-from hadirector.config.reference import KEYS, KeyDoc
+from hadirector.config.fields import KeyDoc, Record
 from hadirector.exitcodes import DESCRIPTIONS, FINAL, ExitCode
 
 DEFAULT_CONFIG = "/etc/hadirector/hadirector.yaml"
@@ -205,7 +204,7 @@ def _show(value: Any) -> str:
 
 def default_of(spec: Record, key: str) -> str:
     f = spec.by_key[key]
-    doc = KEYS.get((record_name(spec), key))
+    doc = f.doc
     if doc is not None and doc.default is not None:
         return doc.default
     if f.required:
@@ -219,29 +218,29 @@ def default_of(spec: Record, key: str) -> str:
     attr = f.attr or f.key
     field = cls_fields.get(attr)
     if field is None:
-        raise LookupError(f"{record_name(spec)}.{key}: no model default; declare one in config/reference.py")
+        raise LookupError(f"{record_name(spec)}.{key}: no model default; give its doc=K(...) a default=")
     if field.default is not dataclasses.MISSING:
         return _show(field.default)
     if field.default_factory is not dataclasses.MISSING:
         return _show(field.default_factory())
-    raise LookupError(f"{record_name(spec)}.{key}: no model default; declare one in config/reference.py")
+    raise LookupError(f"{record_name(spec)}.{key}: no model default; give its doc=K(...) a default=")
 
 
 def type_of(spec: Record, key: str) -> str:
-    doc = KEYS.get((record_name(spec), key))
+    doc = spec.by_key[key].doc
     if doc is not None and doc.type is not None:
         return doc.type
     text = getattr(spec.by_key[key].conv, "doc", None)
     if text is None:
         raise LookupError(f"{record_name(spec)}.{key}: its converter does not describe itself; "
-                          "use fields.described() or declare a type in config/reference.py")
+                          "use fields.described() or declare one in its doc=K(..., type=...)")
     return text
 
 
 def key_doc(spec: Record, key: str) -> KeyDoc:
-    doc = KEYS.get((record_name(spec), key))
+    doc = spec.by_key[key].doc
     if doc is None:
-        raise LookupError(f"{record_name(spec)}.{key}: not described in hadirector/config/reference.py")
+        raise LookupError(f"{record_name(spec)}.{key}: no words; give its F(...) line a doc=K(...)")
     return doc
 
 

@@ -159,24 +159,29 @@ class GarpSettings:
     refresh: float = 0.0    # periodic burst while master; 0 = never
 
 
+# A field a running VRRP machine adopts on reload (VrrpMachine.reconfigure); a change of
+# any other VrrpInstance field restarts the instance (agent/reload.py reads this mark).
+LIVE = {"reload": "live"}
+
+
 @dataclass(frozen=True)
 class VrrpInstance:
     name: str
     interface: str
     vrid: int                      # 1..255
-    priority: int = 100            # 1..254, 255 = address owner
+    priority: int = field(default=100, metadata=LIVE)   # 1..254, 255 = address owner
     version: int = 3               # 3 (RFC 5798) or 2 (RFC 3768)
-    advert_interval: float = 1.0   # seconds, centisecond resolution (v2: whole seconds)
+    advert_interval: float = field(default=1.0, metadata=LIVE)  # seconds, centisecond resolution (v2: whole seconds)
     virtual_ips: tuple[IPInterface, ...] = ()
-    preempt: bool = True
-    preempt_delay: float = 0.0
-    accept_mode: bool = False
+    preempt: bool = field(default=True, metadata=LIVE)
+    preempt_delay: float = field(default=0.0, metadata=LIVE)
+    accept_mode: bool = field(default=False, metadata=LIVE)
     unicast_src: IPAddress | None = None
     unicast_peers: tuple[IPAddress, ...] = ()
-    track_interfaces: tuple[TrackInterface, ...] = ()
-    track_scripts: tuple[str, ...] = ()   # names of TrackScript entries
-    notify: NotifyScripts = field(default_factory=NotifyScripts)
-    garp: GarpSettings = field(default_factory=GarpSettings)
+    track_interfaces: tuple[TrackInterface, ...] = field(default=(), metadata=LIVE)
+    track_scripts: tuple[str, ...] = field(default=(), metadata=LIVE)   # names of TrackScript entries
+    notify: NotifyScripts = field(default_factory=NotifyScripts, metadata=LIVE)
+    garp: GarpSettings = field(default_factory=GarpSettings, metadata=LIVE)
 
     @property
     def family(self) -> int:

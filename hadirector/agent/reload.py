@@ -39,12 +39,10 @@ from hadirector.model import Config, VrrpInstance
 
 PRIORITY_OWNER = 255    # RFC 5798 5.2.4 (also hadirector.vrrp.machine.PRIORITY_OWNER)
 
-# VrrpInstance fields a running machine adopts (VrrpMachine.reconfigure); any other
-# change restarts the instance.
-IN_PLACE_FIELDS = frozenset({
-    "priority", "preempt", "preempt_delay", "advert_interval", "accept_mode",
-    "track_interfaces", "track_scripts", "notify", "garp",
-})
+# VrrpInstance fields a running machine adopts (VrrpMachine.reconfigure), marked LIVE
+# where the model declares them; any other change restarts the instance.
+IN_PLACE_FIELDS = frozenset(f.name for f in dataclasses.fields(VrrpInstance)
+                            if f.metadata.get("reload") == "live")
 
 
 @dataclass(frozen=True)

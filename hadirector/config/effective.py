@@ -13,6 +13,7 @@ the output gives the same ``Config`` (tests hold this for every shipped config).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 from typing import Any
@@ -31,7 +32,18 @@ def _value(x: Any) -> Any:
         return str(x)
     if isinstance(x, tuple):
         return [_value(i) for i in x]
+    if dataclasses.is_dataclass(x):
+        return _fields(x)
     return x
+
+
+def _fields(obj: Any, **overrides: Any) -> dict:
+    """Every field of a model dataclass under its own name, which is its YAML key (for
+    the records without YAML-only conveniences), so a new field is written without
+    being listed here; ``overrides`` replace the values that are written differently."""
+    out = {f.name: _value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    out.update(overrides)
+    return out
 
 
 def _listen(api: m.ApiSettings) -> str:
@@ -47,16 +59,7 @@ def _notify(n: m.NotifyScripts) -> dict:
 
 
 def _instance(i: m.VrrpInstance) -> dict:
-    return {
-        "name": i.name, "interface": i.interface, "vrid": i.vrid, "priority": i.priority,
-        "version": i.version, "advert_interval": i.advert_interval, "virtual_ips": _value(i.virtual_ips),
-        "preempt": i.preempt, "preempt_delay": i.preempt_delay, "accept_mode": i.accept_mode,
-        "unicast_src": _value(i.unicast_src), "unicast_peers": _value(i.unicast_peers),
-        "track_interfaces": [{"name": t.name, "weight": t.weight} for t in i.track_interfaces],
-        "track_scripts": list(i.track_scripts), "notify": _notify(i.notify),
-        "garp": {"count": i.garp.count, "interval": i.garp.interval, "repeat_delay": i.garp.repeat_delay,
-                 "refresh": i.garp.refresh},
-    }
+    return _fields(i, notify=_notify(i.notify))
 
 
 def _check(c: m.HealthCheck | None) -> Any:
@@ -116,26 +119,18 @@ def _service(vs: m.VirtualService) -> dict:
 def _sync_daemon(d: m.SyncDaemon | None) -> dict | None:
     if d is None:
         return None
-    return {"interface": d.interface, "syncid": d.syncid, "follow_instance": d.follow_instance,
-            "mcast_group": str(d.mcast_group) if d.mcast_group is not None else None, "port": d.port,
-            "ttl": d.ttl, "maxlen": d.maxlen, "refresh_period": d.refresh_period,
-            "catch_up": d.preempt_hold}
+    return _fields(d, catch_up=d.preempt_hold)
 
 
 def to_data(config: m.Config) -> dict:
     """The config as plain YAML data, every key written."""
     return {
-        "node": {"router_id": config.node.router_id, "log_format": config.node.log_format.value,
-                 "state_dir": config.node.state_dir},
+        "node": _fields(config.node),
         "api": {"listen": _listen(config.api), "enabled": config.api.enabled},
-        "track_scripts": [{"name": t.name, "command": list(t.command), "interval": t.interval,
-                           "timeout": t.timeout, "weight": t.weight, "rise": t.rise, "fall": t.fall}
-                          for t in config.track_scripts],
+        "track_scripts": [_fields(t) for t in config.track_scripts],
         "vrrp_instances": [_instance(i) for i in config.vrrp_instances],
-        "sync_groups": [{"name": g.name, "instances": list(g.instances), "notify": _notify(g.notify)}
-                        for g in config.sync_groups],
-        "lvs": {"program": config.lvs.program.value, "on_shutdown": config.lvs.on_shutdown.value,
-                "sync_daemon": _sync_daemon(config.lvs.sync_daemon)},
+        "sync_groups": [_fields(g, notify=_notify(g.notify)) for g in config.sync_groups],
+        "lvs": _fields(config.lvs, sync_daemon=_sync_daemon(config.lvs.sync_daemon)),
         "virtual_services": [_service(vs) for vs in config.virtual_services],
     }
 

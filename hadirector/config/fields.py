@@ -7,8 +7,8 @@ Small converters -- ``integer(1, 255)``, ``duration(gt=0)``, ``enum_of(Protocol)
 ``seq(item)``, ``record(SPEC)`` -- turn a node into a value, or record a ``ConfigIssue``
 at that node and raise ``Invalid``. A failed field does not stop its siblings, so one
 pass reports many mistakes. A ``Record`` is the table for one dataclass: its fields
-(YAML key -> converter -> dataclass attribute) and an optional ``finish`` hook for the
-checks that need several fields at once.
+(YAML key -> converter -> dataclass attribute, with the words of the man page) and an
+optional ``finish`` hook for the checks that need several fields at once.
 """
 
 from __future__ import annotations
@@ -194,11 +194,27 @@ def mapping_pairs(ctx: Ctx, node: Node, path: str, _merging: tuple[Node, ...] = 
 
 
 @dataclass(frozen=True)
+class KeyDoc:
+    """What a key means, in words, and what keepalived calls it: hadirector.yaml(5)
+    (hadirector/manpages.py) takes everything else -- type, range, default -- from the
+    converter and the model."""
+
+    text: str                       # one or two sentences, plain text
+    keepalived: str | None          # the keepalived.conf keyword(s), or None
+    type: str | None = None         # only where the converter cannot say it itself
+    default: str | None = None      # only where the model's default is not the story
+
+
+@dataclass(frozen=True)
 class Field:
+    """One key: its converter, the model attribute it sets and its words -- the one
+    declaration a new config key needs beside its model field."""
+
     key: str                       # the YAML key
     conv: Conv
     attr: str | None = ""          # dataclass attribute; "" = same as key; None = not passed
     required: bool = False
+    doc: KeyDoc | None = None      # the man page's words (tests/unit/test_manpages.py needs them)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,12 @@
 """YAML config file -> validated ``hadirector.model.Config``.
 
 Theory of operation: the file is composed into PyYAML nodes (see ``fields``), then
-converted section by section with one ``Record`` table per model dataclass. Checks
+converted section by section with one ``Record`` table per model dataclass. Each key is
+declared once, on its ``F(key, converter, doc=K(words, keepalived keyword))`` line;
+hadirector.yaml(5) is generated from these lines and the model's defaults. A new field
+is its model field (marked ``LIVE`` when a running VRRP machine can adopt it on reload)
+plus that line; ``config --effective`` writes it by itself (virtual services, real
+servers and checks excepted: ``effective`` writes those by hand). Checks
 that need several fields of one record live in that record's ``finish`` hook; checks
 across records (names, references, vrid clashes) run last on whatever sections were
 valid. Every problem is reported as ``file:line:column: key.path: message``, with any
@@ -38,8 +43,8 @@ from .compose import MAX_FILE_BYTES, TooComplex, compose
 from .errors import ConfigError, ConfigIssue, clip, shown
 from .fields import described
 from .fields import (
-    Conv, Ctx, Field as F, Invalid, Pair, Record, View, boolean, choice, command, describe, duration,
-    enum_of, family_name, integer, interface_name, ip_address, ip_interface, is_null, join, mapping_pairs,
+    Conv, Ctx, Field as F, Invalid, KeyDoc as K, Pair, Record, View, boolean, choice, command, describe,
+    duration, enum_of, family_name, integer, interface_name, ip_address, ip_interface, is_null, join, mapping_pairs,
     one_of_shapes, optional, record, regex, seq, string, whole_seconds,
 )
 from .lint import lint
@@ -82,9 +87,13 @@ def _finish_node(ctx: Ctx, v: View, kw: dict) -> None:
 
 
 NODE = Record(m.NodeSettings, (
-    F("router_id", string()),
-    F("log_format", enum_of(m.LogFormat, what="log format")),
-    F("state_dir", string(r"/.*", "an absolute path")),
+    F("router_id", string(),
+      doc=K("This director's name in logs and status.", "router_id", default="the host name")),
+    F("log_format", enum_of(m.LogFormat, what="log format"),
+      doc=K("console: key=value lines; json: one JSON object per event. --log-format and "
+            "HADIRECTOR_LOG_FORMAT override it.", None)),
+    F("state_dir", string(r"/.*", "an absolute path"),
+      doc=K("Where state.json and control.sock live (the unit's RuntimeDirectory).", None)),
 ), _finish_node)
 
 
@@ -104,7 +113,13 @@ def _finish_api(ctx: Ctx, v: View, kw: dict) -> None:
         kw["listen_host"], kw["listen_port"] = kw.pop("listen")
 
 
-API = Record(m.ApiSettings, (F("listen", _listen), F("enabled", boolean())), _finish_api)
+API = Record(m.ApiSettings, (
+    F("listen", _listen,
+      doc=K("Address and port of the HTTP API.", None,
+            type="HOST:PORT, e.g. 127.0.0.1:9110 or [::1]:9110", default="127.0.0.1:9110")),
+    F("enabled", boolean(),
+      doc=K("false: no HTTP API (hadirector reload still works over control.sock).", None)),
+), _finish_api)
 
 
 # --- VRRP -------------------------------------------------------------------------------
@@ -113,8 +128,11 @@ API = Record(m.ApiSettings, (F("listen", _listen), F("enabled", boolean())), _fi
 _track_weight = integer(-254, 254)
 
 TRACK_INTERFACE = Record(m.TrackInterface, (
-    F("name", interface_name(), required=True),
-    F("weight", _track_weight),
+    F("name", interface_name(), required=True,
+      doc=K("The interface name.", "the interface in track_interface { }")),
+    F("weight", _track_weight,
+      doc=K("0: link down puts the instance in FAULT; otherwise the priority moves by this much while "
+            "the link is down.", "weight")),
 ))
 
 
@@ -125,30 +143,51 @@ def _track_interface_by_name(ctx: Ctx, node: Node, path: str) -> m.TrackInterfac
 
 
 TRACK_SCRIPT = Record(m.TrackScript, (
-    F("name", string(), required=True),
-    F("command", command(), required=True),
-    F("interval", duration(gt=0)),
-    F("timeout", duration(gt=0)),
-    F("weight", _track_weight),
-    F("rise", integer(1, 1000)),
-    F("fall", integer(1, 1000)),
+    F("name", string(), required=True,
+      doc=K("The name instances refer to in track_scripts.", "vrrp_script NAME")),
+    F("command", command(), required=True,
+      doc=K("The command; exit status 0 is success. keepalived runs it through /bin/sh; here it is an "
+            "argv, never run by a shell.", "script")),
+    F("interval", duration(gt=0),
+      doc=K("Seconds between runs.", "interval")),
+    F("timeout", duration(gt=0),
+      doc=K("A run taking longer fails.", "timeout")),
+    F("weight", _track_weight,
+      doc=K("0: failing puts the tracking instances in FAULT; otherwise their priority moves by this "
+            "much while failing.", "weight")),
+    F("rise", integer(1, 1000),
+      doc=K("Successes in a row that end a failure.", "rise")),
+    F("fall", integer(1, 1000),
+      doc=K("Failures in a row that start one.", "fall")),
 ), hints={"script": "keepalived's script; here: command"})
 
 NOTIFY = Record(m.NotifyScripts, (
-    F("master", command()),
-    F("backup", command()),
-    F("fault", command()),
-    F("stop", command()),
-    F("notify", command()),
-    F("timeout", duration(gt=0)),
+    F("master", command(),
+      doc=K("Run on becoming MASTER. keepalived runs it through /bin/sh; here it is an argv, never "
+            "run by a shell.", "notify_master")),
+    F("backup", command(),
+      doc=K("Run on becoming BACKUP.", "notify_backup")),
+    F("fault", command(),
+      doc=K("Run on entering FAULT.", "notify_fault")),
+    F("stop", command(),
+      doc=K("Run when the instance stops.", "notify_stop")),
+    F("notify", command(),
+      doc=K("Run on every change, with keepalived's arguments appended: INSTANCE|GROUP name state "
+            "priority.", "notify")),
+    F("timeout", duration(gt=0),
+      doc=K("A script still running after this is killed with its whole process tree.", None)),
 ), hints={k: f"keepalived's {k}; here: {k.removeprefix('notify_')}"
           for k in ("notify_master", "notify_backup", "notify_fault", "notify_stop")})
 
 GARP = Record(m.GarpSettings, (
-    F("count", integer(0, 255)),
-    F("interval", duration(ge=0, le=1)),
-    F("repeat_delay", duration(ge=0)),
-    F("refresh", duration(ge=0)),
+    F("count", integer(0, 255),
+      doc=K("Packets per VIP per burst.", "garp_master_repeat")),
+    F("interval", duration(ge=0, le=1),
+      doc=K("Seconds between the packets of one burst.", "garp_interval, gna_interval")),
+    F("repeat_delay", duration(ge=0),
+      doc=K("A second burst this long after the first; 0: none.", "garp_master_delay")),
+    F("refresh", duration(ge=0),
+      doc=K("A burst this often while master; 0: never.", "garp_master_refresh")),
 ))
 
 
@@ -197,22 +236,45 @@ def _finish_vrrp(ctx: Ctx, v: View, kw: dict) -> None:
 
 
 VRRP_INSTANCE = Record(m.VrrpInstance, (
-    F("name", string(), required=True),
-    F("interface", interface_name(), required=True),
-    F("vrid", integer(1, 255), required=True),
-    F("priority", integer(1, 255)),
-    F("version", integer(2, 3)),
-    F("advert_interval", duration(gt=0)),
-    F("virtual_ips", seq(ip_interface(), min_len=1, what="virtual IP"), required=True),
-    F("preempt", boolean()),
-    F("preempt_delay", duration(ge=0, le=1000)),
-    F("accept_mode", boolean()),
-    F("unicast_src", optional(ip_address(multicast=False))),
-    F("unicast_peers", seq(ip_address(multicast=False))),
-    F("track_interfaces", seq(one_of_shapes(_track_interface_by_name, record(TRACK_INTERFACE)))),
-    F("track_scripts", seq(string(what="a track script name"))),
-    F("notify", record(NOTIFY, nullable=True)),
-    F("garp", record(GARP, nullable=True)),
+    F("name", string(), required=True,
+      doc=K("The instance's name, unique in the file.", "vrrp_instance NAME")),
+    F("interface", interface_name(), required=True,
+      doc=K("The interface VRRP adverts are sent and received on.", "interface")),
+    F("vrid", integer(1, 255), required=True,
+      doc=K("The virtual router id, the same on both directors (RFC 5798 5.2.3).", "virtual_router_id")),
+    F("priority", integer(1, 255),
+      doc=K("Higher wins the election; 255 means this node owns the addresses (RFC 5798 5.2.4).",
+            "priority")),
+    F("version", integer(2, 3),
+      doc=K("3: VRRPv3 (RFC 5798); 2: VRRPv2 (RFC 3768, IPv4 only), for a pair with a keepalived peer "
+            "on its default.", "version, or vrrp_version in global_defs")),
+    F("advert_interval", duration(gt=0),
+      doc=K("Seconds between adverts; centiseconds resolution (VRRPv2: whole seconds).", "advert_int")),
+    F("virtual_ips", seq(ip_interface(), min_len=1, what="virtual IP"), required=True,
+      doc=K("The addresses the master holds, all of one family.", "virtual_ipaddress")),
+    F("preempt", boolean(),
+      doc=K("A higher-priority backup takes the VIPs from a live master.", "nopreempt (the opposite)")),
+    F("preempt_delay", duration(ge=0, le=1000),
+      doc=K("How long a node waits after start-up before it preempts.", "preempt_delay")),
+    F("accept_mode", boolean(),
+      doc=K("The master accepts packets sent to the VIPs it does not own (RFC 5798 6.1).",
+            "accept / no_accept")),
+    F("unicast_src", optional(ip_address(multicast=False)),
+      doc=K("Send adverts by unicast from this address (with unicast_peers) instead of multicast.",
+            "unicast_src_ip")),
+    F("unicast_peers", seq(ip_address(multicast=False)),
+      doc=K("The peers' addresses for unicast adverts.", "unicast_peer { }")),
+    F("track_interfaces", seq(one_of_shapes(_track_interface_by_name, record(TRACK_INTERFACE))),
+      doc=K("Links whose state moves this instance's priority, or puts it in FAULT.",
+            "track_interface { }", type="a list of: an interface name, or a mapping {name, weight}")),
+    F("track_scripts", seq(string(what="a track script name")),
+      doc=K("Names of track_scripts entries this instance follows.", "track_script { }")),
+    F("notify", record(NOTIFY, nullable=True),
+      doc=K("Commands run on a state change.",
+            "notify_master, notify_backup, notify_fault, notify_stop, notify")),
+    F("garp", record(GARP, nullable=True),
+      doc=K("Gratuitous ARP / unsolicited NA sent when becoming master.",
+            "garp_master_* and vrrp_garp_* in global_defs")),
 ), _finish_vrrp, hints={
     "virtual_router_id": "keepalived's virtual_router_id; here: vrid",
     "advert_int": "keepalived's advert_int; here: advert_interval",
@@ -230,9 +292,13 @@ VRRP_INSTANCE = Record(m.VrrpInstance, (
 })
 
 SYNC_GROUP = Record(m.SyncGroup, (
-    F("name", string(), required=True),
-    F("instances", seq(string(what="a vrrp instance name"), min_len=1, what="instance"), required=True),
-    F("notify", record(NOTIFY, nullable=True)),
+    F("name", string(), required=True,
+      doc=K("The group's name; lvs.sync_daemon.follow_instance may name it.", "vrrp_sync_group NAME")),
+    F("instances", seq(string(what="a vrrp instance name"), min_len=1, what="instance"), required=True,
+      doc=K("Member instances: if one goes to BACKUP or FAULT, all do.", "group { }")),
+    F("notify", record(NOTIFY, nullable=True),
+      doc=K("Commands run on a state change of the group (keys as an instance's notify).",
+            "notify_* in vrrp_sync_group")),
 ), hints={"group": "keepalived's group; here: instances"})
 
 
@@ -263,25 +329,47 @@ def _finish_check(ctx: Ctx, v: View, kw: dict) -> None:
 
 
 CHECK = Record(m.HealthCheck, (
-    F("type", choice(CHECK_TYPES, "check type"), required=True),
-    F("interval", duration(gt=0)),
-    F("timeout", duration(gt=0)),
-    F("rise", integer(1, 1000)),
-    F("fall", integer(1, 1000)),
-    F("initial", enum_of(m.InitialHealth, what="initial state")),
-    F("jitter", duration(ge=0)),
-    F("retry_delay", optional(duration(gt=0))),
-    F("bind_to", optional(ip_address(multicast=False))),
-    F("address", optional(ip_address(multicast=False))),
-    F("port", optional(integer(1, U16))),
-    F("path", string(r"/\S*", "a URL path starting with /")),
-    F("status_codes", seq(integer(100, 599), min_len=1, what="status code")),
-    F("body_regex", optional(regex())),
-    F("digest", optional(string(r"[0-9a-fA-F]{32}", "an MD5 digest (32 hex digits)"))),
-    F("host", optional(string())),
-    F("verify_tls", boolean()),
-    F("ca_file", optional(string(r"/.*", "an absolute path"))),
-    F("command", command()),
+    F("type", choice(CHECK_TYPES, "check type"), required=True,
+      doc=K("tcp: a connect; http, https: a GET; script: a command.",
+            "TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK")),
+    F("interval", duration(gt=0),
+      doc=K("Seconds between checks.", "delay_loop")),
+    F("timeout", duration(gt=0),
+      doc=K("A check taking longer fails.", "connect_timeout, misc_timeout")),
+    F("rise", integer(1, 1000),
+      doc=K("Successes in a row that bring a server up.", None)),
+    F("fall", integer(1, 1000),
+      doc=K("Failures in a row that take it down.", "retry (fall = retry + 1)")),
+    F("initial", enum_of(m.InitialHealth, what="initial state"),
+      doc=K("The state before the first result; unknown: not programmed until then.",
+            "alpha (start down; without it: up)")),
+    F("jitter", duration(ge=0),
+      doc=K("Each check starts up to this much late, to spread them out.", "warmup")),
+    F("retry_delay", optional(duration(gt=0)),
+      doc=K("After a failure, check again this soon; null: after interval.", "delay_before_retry")),
+    F("bind_to", optional(ip_address(multicast=False)),
+      doc=K("Source address of the check.", "bindto")),
+    F("address", optional(ip_address(multicast=False)),
+      doc=K("Check this address instead of the real server's.", "connect_ip")),
+    F("port", optional(integer(1, U16)),
+      doc=K("... and this port; null: the real server's (or the service's).", "connect_port")),
+    F("path", string(r"/\S*", "a URL path starting with /"),
+      doc=K("http, https: the URL path.", "url { path }")),
+    F("status_codes", seq(integer(100, 599), min_len=1, what="status code"),
+      doc=K("http, https: the status codes that count as healthy.", "url { status_code }")),
+    F("body_regex", optional(regex()),
+      doc=K("http, https: the body must match.", "url { regex }")),
+    F("digest", optional(string(r"[0-9a-fA-F]{32}", "an MD5 digest (32 hex digits)")),
+      doc=K("http, https: the hex MD5 of the body must be this.", "url { digest }")),
+    F("host", optional(string()),
+      doc=K("http, https: the Host header (and TLS server name).", "virtualhost")),
+    F("verify_tls", boolean(),
+      doc=K("https: verify the server's certificate.", "none: SSL_GET does not verify (false)")),
+    F("ca_file", optional(string(r"/.*", "an absolute path")),
+      doc=K("https: CA bundle to verify with; null: the system's.", "SSL { ca }")),
+    F("command", command(),
+      doc=K("script: the command; exit status 0 is healthy.", "misc_path",
+            default="required with type: script")),
 ), _finish_check, hints={
     "delay_loop": "keepalived's delay_loop; here: interval",
     "connect_timeout": "keepalived's connect_timeout; here: timeout",
@@ -383,18 +471,31 @@ _RS_HINTS = {
 
 def _real_server_record(check: Conv | None, with_check: bool) -> Record:
     fields = [
-        F("address", ip_address(multicast=False), required=True),
-        F("port", integer(0, U16)),
-        F("weight", integer(0, U16)),
-        F("forward", _FORWARD),
-        F("tunnel_type", _TUNNEL),
-        F("tunnel_port", integer(1, U16)),
-        F("tunnel_checksum", choice(("nocsum", "csum", "remcsum"), "tunnel checksum mode")),
-        F("upper_threshold", integer(0, U32)),
-        F("lower_threshold", integer(0, U32)),
+        F("address", ip_address(multicast=False), required=True,
+          doc=K("The real server's address.", "real_server IP PORT")),
+        F("port", integer(0, U16),
+          doc=K("Its port; 0: the service's port (DR, TUN).", "real_server IP PORT")),
+        F("weight", integer(0, U16),
+          doc=K("Its IPVS weight; 0 takes it out of scheduling.", "weight")),
+        F("forward", _FORWARD,
+          doc=K("nat (masquerading), dr (direct routing) or tun (IP tunnelling).",
+                "lvs_method, lb_kind")),
+        F("tunnel_type", _TUNNEL,
+          doc=K("With forward: tun, the encapsulation.", "lvs_method TUN type")),
+        F("tunnel_port", integer(1, U16),
+          doc=K("GUE: the real server's UDP port (required for gue).", "lvs_method TUN type gue port")),
+        F("tunnel_checksum", choice(("nocsum", "csum", "remcsum"), "tunnel checksum mode"),
+          doc=K("GUE/GRE: nocsum, csum or remcsum (ipvsadm --tun-*).",
+                "lvs_method TUN ... nocsum|csum|remcsum")),
+        F("upper_threshold", integer(0, U32),
+          doc=K("No new connections past this many; 0: no limit.", "uthreshold")),
+        F("lower_threshold", integer(0, U32),
+          doc=K("New connections again below this many.", "lthreshold")),
     ]
     if with_check:
-        fields.append(F("check", check or _check(None)))
+        fields.append(F("check", check or _check(None),
+                        doc=K("Its health check; none: always healthy.",
+                              "TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK", default="the service's check")))
     return Record(m.RealServer, tuple(fields), _finish_real_server, hints=_RS_HINTS)
 
 
@@ -507,30 +608,67 @@ def _check_real_servers(ctx: Ctx, v: View, kw: dict, servers: tuple[m.RealServer
 
 
 VIRTUAL_SERVICE = Record(m.VirtualService, (
-    F("name", string()),
+    F("name", string(),
+      doc=K("A name for logs and status, unique in the file.", None,
+            default="from its key, e.g. tcp/192.0.2.10:80 or fwmark/1")),
     F("protocol", enum_of(m.Protocol, aliases={"TCP": m.Protocol.TCP, "UDP": m.Protocol.UDP,
-                                                "SCTP": m.Protocol.SCTP}, what="protocol")),
-    F("address", ip_address(multicast=False)),
-    F("port", integer(0, U16)),
-    F("fwmark", integer(1, U32)),
-    F("family", _family),
-    F("scheduler", choice(m.SCHEDULERS, "scheduler")),
-    F("scheduler_flags", seq(choice(tuple(m.SCHEDULER_FLAGS), "scheduler flag"))),
-    F("persistence_timeout", whole_seconds(0, U32 // 1000)),
-    F("persistence_netmask", _raw, attr=None),
-    F("one_packet", boolean()),
-    F("real_servers", seq(record(_real_server_record(None, True)))),   # see _prepare_service
-    F("sorry_server", optional(record(_real_server_record(None, False)))),
-    F("inhibit_on_failure", boolean()),
-    F("quorum", integer(0, U32)),
-    F("quorum_hysteresis", integer(0, U32)),
-    F("quorum_up", command()),
-    F("quorum_down", command()),
-    F("check", _check(None), attr=None),
-    F("forward", _FORWARD, attr=None),
-    F("tunnel_type", _TUNNEL, attr=None),
-    F("tunnel_port", integer(1, U16), attr=None),
-    F("tunnel_checksum", choice(("nocsum", "csum", "remcsum"), "tunnel checksum mode"), attr=None),
+                                                "SCTP": m.Protocol.SCTP}, what="protocol"),
+      doc=K("The transport protocol.", "protocol")),
+    F("address", ip_address(multicast=False),
+      doc=K("The virtual address (or give fwmark).", "virtual_server IP PORT",
+            default="required, unless fwmark is given")),
+    F("port", integer(0, U16),
+      doc=K("The virtual port; 0: all ports (needs persistence_timeout).", "virtual_server IP PORT",
+            default="required with address")),
+    F("fwmark", integer(1, U32),
+      doc=K("A firewall-mark service instead of address/port/protocol.", "virtual_server fwmark N")),
+    F("family", _family,
+      doc=K("With fwmark: the address family; otherwise taken from address.", "ip_family",
+            type="4 or 6")),
+    F("scheduler", choice(m.SCHEDULERS, "scheduler"),
+      doc=K("The IPVS scheduler (the kernel module ip_vs_NAME).", "lb_algo, lvs_sched")),
+    F("scheduler_flags", seq(choice(tuple(m.SCHEDULER_FLAGS), "scheduler flag")),
+      doc=K("Flags of the sh and mh schedulers (ipvsadm -b).",
+            "sh-port, sh-fallback, mh-port, mh-fallback")),
+    F("persistence_timeout", whole_seconds(0, U32 // 1000),
+      doc=K("Persistence: a client goes to the same real server for this long; 0: not persistent.",
+            "persistence_timeout")),
+    F("persistence_netmask", _raw, attr=None,
+      doc=K("Clients in one network of this size count as one for persistence.",
+            "persistence_granularity",
+            type="IPv4: a netmask like 255.255.255.0 or a prefix length 0..32; IPv6: a prefix length 1..128",
+            default="none (each client address alone)")),
+    F("one_packet", boolean(),
+      doc=K("Schedule every UDP datagram on its own.", "ops")),
+    F("real_servers", seq(record(_real_server_record(None, True))),
+      doc=K("The real servers.", "real_server IP PORT { }")),   # see _prepare_service
+    F("sorry_server", optional(record(_real_server_record(None, False))),
+      doc=K("Takes the traffic while the quorum is lost (keys as a real server, without check).",
+            "sorry_server IP PORT, sorry_server_lvs_method")),
+    F("inhibit_on_failure", boolean(),
+      doc=K("A failed real server stays in the table with weight 0 instead of being removed.",
+            "inhibit_on_failure (per real_server there)")),
+    F("quorum", integer(0, U32),
+      doc=K("Minimum healthy weight for the service to be up.", "quorum")),
+    F("quorum_hysteresis", integer(0, U32),
+      doc=K("Slack around quorum before it is gained or lost again.", "hysteresis")),
+    F("quorum_up", command(),
+      doc=K("Command run when the quorum is gained.", "quorum_up")),
+    F("quorum_down", command(),
+      doc=K("Command run when the quorum is lost.", "quorum_down")),
+    F("check", _check(None), attr=None,
+      doc=K("The default health check of its real servers; a real server's own check mapping is "
+            "merged over it.", "a checker block in each real_server", default="none")),
+    F("forward", _FORWARD, attr=None,
+      doc=K("The default forwarding method of its real servers (and the sorry server).",
+            "lb_kind, lvs_method", default="nat")),
+    F("tunnel_type", _TUNNEL, attr=None,
+      doc=K("The default tunnel type of its real servers.", "lvs_method TUN type", default="ipip")),
+    F("tunnel_port", integer(1, U16), attr=None,
+      doc=K("The default GUE port of its real servers.", "lvs_method TUN type gue port", default="none")),
+    F("tunnel_checksum", choice(("nocsum", "csum", "remcsum"), "tunnel checksum mode"), attr=None,
+      doc=K("The default GUE/GRE checksum mode of its real servers.",
+            "lvs_method TUN ... nocsum|csum|remcsum", default="nocsum")),
 ), _finish_service, prepare=_prepare_service, hints={
     **_RS_HINTS,
     "lb_algo": "keepalived's lb_algo; here: scheduler",
@@ -543,21 +681,41 @@ VIRTUAL_SERVICE = Record(m.VirtualService, (
 })
 
 SYNC_DAEMON = Record(m.SyncDaemon, (
-    F("interface", interface_name(), required=True),
-    F("syncid", integer(0, 255)),
-    F("follow_instance", optional(string())),
-    F("mcast_group", optional(ip_address(multicast=True))),
-    F("port", integer(1, U16)),
-    F("ttl", integer(1, 255)),
-    F("maxlen", integer(0, 65507)),
-    F("refresh_period", optional(whole_seconds(1, 3600))),
-    F("catch_up", optional(duration(ge=0, le=3600))),
+    F("interface", interface_name(), required=True,
+      doc=K("The interface sync messages go out and come in on.", "lvs_sync_daemon INTERFACE")),
+    F("syncid", integer(0, 255),
+      doc=K("Sync id, the same on both directors.", "id")),
+    F("follow_instance", optional(string()),
+      doc=K("The VRRP instance or sync group whose state the daemon follows; null: the only instance.",
+            "lvs_sync_daemon INTERFACE INSTANCE")),
+    F("mcast_group", optional(ip_address(multicast=True)),
+      doc=K("Multicast group of sync messages; null: 224.0.0.81 (IPv4).", "group")),
+    F("port", integer(1, U16),
+      doc=K("UDP port of sync messages.", "port")),
+    F("ttl", integer(1, 255),
+      doc=K("Multicast TTL of sync messages.", "ttl")),
+    F("maxlen", integer(0, 65507),
+      doc=K("Largest sync message in bytes; 0: the interface MTU.", "maxlen")),
+    F("refresh_period", optional(whole_seconds(1, 3600)),
+      doc=K("Re-send an active connection to the backup at most this often "
+            "(net.ipv4.vs.sync_refresh_period; also sets sync_threshold's period to 0); null: leave "
+            "the kernel's settings alone.", None)),
+    F("catch_up", optional(duration(ge=0, le=3600)),
+      doc=K("After its sync daemon starts as backup, a node does not preempt a live master for this "
+            "long; null: twice refresh_period, or 0.", None)),
 ))
 
 LVS = Record(m.LvsSettings, (
-    F("program", enum_of(m.ProgramMode, what="program mode")),
-    F("on_shutdown", enum_of(m.ShutdownAction, what="shutdown action")),
-    F("sync_daemon", optional(record(SYNC_DAEMON))),
+    F("program", enum_of(m.ProgramMode, what="program mode"),
+      doc=K("always: both directors keep the IPVS table programmed (warm standby, a takeover moves "
+            "only the VIPs); master_only: only the master programs it.", None)),
+    F("on_shutdown", enum_of(m.ShutdownAction, what="shutdown action"),
+      doc=K("keep or remove the agent's own IPVS entries on a graceful stop.",
+            "none: keepalived removes its virtual servers on stop "
+            "(lvs_flush_onstop flushes the whole table)")),
+    F("sync_daemon", optional(record(SYNC_DAEMON)),
+      doc=K("The kernel IPVS connection-sync daemon: master on the VRRP master, backup on the other "
+            "node.", "lvs_sync_daemon")),
 ))
 
 
@@ -661,13 +819,22 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
 
 
 CONFIG = Record(None, (
-    F("node", record(NODE, nullable=True)),
-    F("api", record(API, nullable=True)),
-    F("vrrp_instances", seq(record(VRRP_INSTANCE))),
-    F("sync_groups", seq(record(SYNC_GROUP))),
-    F("track_scripts", seq(record(TRACK_SCRIPT))),
-    F("lvs", record(LVS, nullable=True)),
-    F("virtual_services", seq(record(VIRTUAL_SERVICE))),
+    F("node", record(NODE, nullable=True),
+      doc=K("This director: its name, log format and state directory.", "global_defs",
+            default="(all defaults)")),
+    F("api", record(API, nullable=True),
+      doc=K("The local read-only HTTP API (/status, /metrics, /healthz).", None)),
+    F("vrrp_instances", seq(record(VRRP_INSTANCE)),
+      doc=K("The VRRP virtual routers this node takes part in.", "vrrp_instance NAME { }")),
+    F("sync_groups", seq(record(SYNC_GROUP)),
+      doc=K("Instances that fail over together.", "vrrp_sync_group NAME { }")),
+    F("track_scripts", seq(record(TRACK_SCRIPT)),
+      doc=K("Periodic commands whose result moves the priority of the instances that track them.",
+            "vrrp_script NAME { }")),
+    F("lvs", record(LVS, nullable=True),
+      doc=K("How the IPVS table is programmed, and the connection sync daemon.", None)),
+    F("virtual_services", seq(record(VIRTUAL_SERVICE)),
+      doc=K("The IPVS virtual services and their real servers.", "virtual_server IP PORT { }")),
 ), _finish_config, ignore_prefix="x-", hints={
     "global_defs": "keepalived's global_defs; here: node",
     "vrrp_instance": "keepalived's vrrp_instance; here: vrrp_instances (a list)",

@@ -108,3 +108,13 @@ def test_node_and_api_changes_need_a_restart_and_the_running_values_stay_in_forc
     running = in_force(old, new)
     assert running.node == old.node and running.api == old.api
     assert running.vrrp_instances == new.vrrp_instances
+
+
+def test_fields_the_model_marks_live_change_in_place_and_identity_fields_do_not():
+    # The LIVE mark on the model field is the one declaration (not a list to keep in step).
+    from hadirector.agent.reload import IN_PLACE_FIELDS
+    assert {"priority", "preempt", "preempt_delay", "advert_interval", "accept_mode",
+            "track_interfaces", "track_scripts", "notify", "garp"} <= IN_PLACE_FIELDS
+    # What adverts say and peers check (RFC 5798 7.1), and where they go, needs a restart.
+    assert not {"name", "interface", "vrid", "version", "virtual_ips", "unicast_src",
+                "unicast_peers"} & IN_PLACE_FIELDS
