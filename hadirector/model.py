@@ -205,16 +205,39 @@ class TcpProbe:
     pass
 
 
+@dataclass(frozen=True, order=True)
+class StatusRange:
+    """HTTP status codes ``low`` to ``high`` inclusive (one code: ``low == high``), as
+    keepalived's ``status_code 200-299``; written ``200`` or ``"200-299"``."""
+
+    low: int
+    high: int
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, int) and self.low <= code <= self.high
+
+    def __str__(self) -> str:
+        return str(self.low) if self.low == self.high else f"{self.low}-{self.high}"
+
+
 @dataclass(frozen=True)
 class HttpProbe:
     path: str = "/"
     tls: bool = False
-    status_codes: tuple[int, ...] = (200,)
+    # A bare code stands for its one-code range (HttpProbe(status_codes=(200, 204))).
+    status_codes: tuple[StatusRange, ...] = (StatusRange(200, 200),)
     body_regex: str | None = None
     digest: str | None = None          # hex MD5 of the body, as keepalived's HTTP_GET
     host: str | None = None
     verify_tls: bool = True
     ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        codes = tuple(c if isinstance(c, StatusRange) else StatusRange(c, c) for c in self.status_codes)
+        object.__setattr__(self, "status_codes", codes)
+
+    def accepts(self, status: int) -> bool:
+        return any(status in r for r in self.status_codes)
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def _check(c: m.HealthCheck | None) -> Any:
                jitter=c.jitter, retry_delay=c.retry_delay, bind_to=_value(c.bind_to),
                address=_value(c.address), port=c.port)
     if isinstance(p, m.HttpProbe):
-        out.update(path=p.path, status_codes=list(p.status_codes), body_regex=p.body_regex, digest=p.digest,
+        out.update(path=p.path, status_codes=[r.low if r.low == r.high else str(r) for r in p.status_codes], body_regex=p.body_regex, digest=p.digest,
                    host=p.host)
         if p.tls:
             out.update(verify_tls=p.verify_tls, ca_file=p.ca_file)

@@ -50,6 +50,27 @@ from .fields import (
 from .lint import lint
 
 U16 = 65535
+
+
+def status_range() -> Conv:
+    """An HTTP status code (``204``) or an inclusive range of them (``"200-299"``, as
+    keepalived's ``status_code``), each 100 to 599."""
+    code = integer(100, 599)
+    what = "a status code 100-599 or a range like 200-299"
+
+    def conv(ctx: Ctx, node: Node, path: str) -> m.StatusRange:
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:str":
+            low, dash, high = node.value.partition("-")
+            if not (dash and low.strip().isdecimal() and high.strip().isdecimal()):
+                ctx.fail(node, path, f"expected {what}, got {shown(node.value)}")
+            lo, hi = int(low), int(high)
+            if not 100 <= lo <= hi <= 599:
+                ctx.fail(node, path, f"expected {what} (low <= high), got {shown(node.value)}")
+            return m.StatusRange(lo, hi)
+        value = code(ctx, node, path)
+        return m.StatusRange(value, value)
+
+    return described(conv, what)
 U32 = 2**32 - 1
 CHECK_TYPES = ("tcp", "http", "https", "script")
 
@@ -355,7 +376,7 @@ CHECK = Record(m.HealthCheck, (
       doc=K("... and this port; null: the real server's (or the service's).", "connect_port")),
     F("path", string(r"/\S*", "a URL path starting with /"),
       doc=K("http, https: the URL path.", "url { path }")),
-    F("status_codes", seq(integer(100, 599), min_len=1, what="status code"),
+    F("status_codes", seq(status_range(), min_len=1, what="status code"),
       doc=K("http, https: the status codes that count as healthy.", "url { status_code }")),
     F("body_regex", optional(regex()),
       doc=K("http, https: the body must match.", "url { regex }")),

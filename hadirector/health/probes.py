@@ -183,7 +183,7 @@ async def _read_body(resp: aiohttp.ClientResponse) -> bytes | None:
 async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout: float,
                      bind_to: IPAddress | str | None = None,
                      clients: HttpClients | None = None) -> ProbeResult:
-    """GET ``probe.path``; healthy when the status is one of ``probe.status_codes`` and
+    """GET ``probe.path``; healthy when the status is in ``probe.status_codes`` and
     the body matches ``body_regex`` and/or ``digest`` (hex MD5, keepalived's HTTP_GET)."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -205,7 +205,7 @@ async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout
         async with asyncio.timeout(timeout):
             async with clients.session(bind_to).get(url, **kwargs) as resp:
                 status = resp.status
-                if status not in probe.status_codes:
+                if not probe.accepts(status):
                     return ProbeResult(False, f"status {status}", loop.time() - start)
                 if probe.body_regex is not None or probe.digest is not None:
                     body = await _read_body(resp)

@@ -28,9 +28,11 @@ DERIVED = {
     ("ApiSettings", "listen_port"): "listen",
     ("HealthCheck", "probe"): "type",            # type + the probe keys build the probe
     ("HttpProbe", "tls"): "type",                # type: https
+    ("StatusRange", "low"): "status_codes",      # an item of status_codes: 204 or "200-299"
+    ("StatusRange", "high"): "status_codes",
 }
 # The probe dataclasses are set through the check mapping's keys.
-PROBE_CLASSES = {"TcpProbe", "HttpProbe", "ScriptProbe"}
+PROBE_CLASSES = {"TcpProbe", "HttpProbe", "ScriptProbe", "StatusRange"}
 
 
 def model_classes() -> dict[str, type]:

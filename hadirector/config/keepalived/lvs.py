@@ -682,7 +682,7 @@ def _http_urls(cv: Converter, b: _Checker, out: dict[str, Any]) -> None:
 @dataclass
 class _Url:
     st: dict[str, Any] = field(default_factory=dict)
-    codes: list[int] = field(default_factory=list)
+    codes: list[tuple[int, int]] = field(default_factory=list)     # ranges, as written
 
 
 def _status_code(cv: Converter, b: _Url, x: Stmt) -> None:
@@ -692,11 +692,8 @@ def _status_code(cv: Converter, b: _Url, x: Stmt) -> None:
         hi = integer(hi_s, "status_code", 100, 599) if hi_s else lo
         if hi < lo:
             raise Bad(f"status_code range '{part}' is empty")
-        b.codes.extend(c for c in range(lo, hi + 1) if c not in b.codes)
-        if hi > lo:
-            cv.info(x.where, f"status_code {part}: written out as its {hi - lo + 1} "
-                             f"codes (hadirector lists single codes; the same codes "
-                             f"pass)")
+        if (lo, hi) not in b.codes:
+            b.codes.append((lo, hi))
 
 
 def _digest(cv: Converter, b: _Url, x: Stmt) -> None:
@@ -723,7 +720,7 @@ def url(cv: Converter, u: Stmt, virtualhost: str | None) -> dict[str, Any]:
         raise Bad("url has no path")
     out: dict[str, Any] = {"path": st["path"]}
     # No status_code: keepalived accepts any 2xx (HTTP_DEFAULT_STATUS_CODE_MIN..MAX).
-    out["status_codes"] = sorted(b.codes) if b.codes else list(range(200, 300))
+    out["status_codes"] = [lo if lo == hi else f"{lo}-{hi}" for lo, hi in b.codes] or ["200-299"]
     if "digest" in st:
         out["digest"] = st["digest"]
     if "body_regex" in st:

@@ -56,7 +56,7 @@ virtual_services:
     tunnel_type: gue
     tunnel_port: 6080
     tunnel_checksum: csum
-    check: {type: https, path: /h, status_codes: [200, 204], verify_tls: false, bind_to: 192.0.2.2}
+    check: {type: https, path: /h, status_codes: [200, "201-204"], verify_tls: false, bind_to: 192.0.2.2}
     quorum_up: /bin/up
     real_servers:
       - {address: 192.0.2.11, weight: 5, upper_threshold: 100, lower_threshold: 50}

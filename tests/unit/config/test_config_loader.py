@@ -430,3 +430,16 @@ def test_sections_with_every_key_commented_out_take_their_defaults():
     assert config.node.router_id == socket.gethostname()
     assert (config.api, config.lvs, config.virtual_services) == (m.ApiSettings(), m.LvsSettings(), ())
     assert config.vrrp_instances[0].notify == m.NotifyScripts()
+
+
+def test_http_status_codes_are_codes_or_inclusive_ranges_like_keepalived():
+    rs = parse(VS_HEAD + '      - {address: 192.0.2.11, check: {status_codes: [204, "200-299", 301-302]}}\n'
+               ).virtual_services[0].real_servers[0]
+    assert rs.check.probe.status_codes == (m.StatusRange(204, 204), m.StatusRange(200, 299), m.StatusRange(301, 302))
+    assert rs.check.probe.accepts(250) and rs.check.probe.accepts(302) and not rs.check.probe.accepts(303)
+
+
+@pytest.mark.parametrize("value", ['"299-200"', "200-700", "99", '"2xx"', "200-", '"-200"'])
+def test_a_status_code_range_that_is_empty_or_out_of_range_is_refused(value):
+    found = issues(VS_HEAD + f"      - {{address: 192.0.2.11, check: {{status_codes: [{value}]}}}}\n")
+    assert len(found) == 1 and "status_codes[0]" in found[0], found

@@ -13,7 +13,7 @@ import pytest
 import trustme
 
 from hadirector.health.probes import HttpClients, http_probe, run_check, script_probe, tcp_probe
-from hadirector.model import HealthCheck, HttpProbe, ScriptProbe
+from hadirector.model import HealthCheck, HttpProbe, ScriptProbe, StatusRange
 
 from .servers import Behaviour, blackhole_listener, closed_port, http_server, silent_server
 
@@ -116,6 +116,15 @@ async def test_http_probe_accepts_any_of_the_configured_status_codes(clients):
     async with http_server(behaviour=Behaviour(status=204)) as (port, _):
         r = await http_probe(LOCAL, port, HttpProbe(status_codes=(200, 204)), 1.0, clients=clients)
     assert r.ok
+
+
+async def test_http_probe_accepts_a_status_inside_a_configured_range_only(clients):
+    probe = HttpProbe(status_codes=(StatusRange(200, 299),))
+    async with http_server(behaviour=Behaviour(status=226)) as (port, _):
+        assert (await http_probe(LOCAL, port, probe, 1.0, clients=clients)).ok
+    async with http_server(behaviour=Behaviour(status=302)) as (port, _):
+        r = await http_probe(LOCAL, port, probe, 1.0, clients=clients)
+    assert (r.ok, r.detail) == (False, "status 302")
 
 
 async def test_http_probe_reports_refused_on_a_closed_port(clients):

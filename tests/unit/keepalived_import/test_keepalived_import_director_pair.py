@@ -238,7 +238,7 @@ def test_master_lvs_side_is_exactly_as_configured(pair):
         real_servers=(
             m.RealServer(address=ip("10.0.0.21"), port=443, forward=m.ForwardMethod.DR,
                          check=m.HealthCheck(
-                             probe=m.HttpProbe(path="/ping", tls=True, status_codes=tuple(range(200, 300)),
+                             probe=m.HttpProbe(path="/ping", tls=True, status_codes=(m.StatusRange(200, 299),),
                                                digest="9b3a0c85a887a256d6939da88aabd8cd",
                                                host="www.example.org", verify_tls=False),
                              interval=10.0, timeout=3.0, rise=1, fall=2, retry_delay=3.0)),

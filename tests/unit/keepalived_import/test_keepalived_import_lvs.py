@@ -253,7 +253,7 @@ def test_http_get_url_status_codes_digest_and_virtualhost():
         }
         """)
     check = vs.real_servers[0].check
-    assert check.probe == m.HttpProbe(path="/health?full=1", status_codes=(200, 201, 202, 204, 301),
+    assert check.probe == m.HttpProbe(path="/health?full=1", status_codes=(m.StatusRange(200, 202), 204, 301),
                                       digest="9b3a0c85a887a256d6939da88aabd8cd",
                                       host="www.example.org")
     # HTTP_GET's delay_before_retry defaults to 3 s (check_http.c).
@@ -273,7 +273,7 @@ def test_http_status_codes_default_to_any_2xx_like_keepalived():
             }
         }
         """)
-    assert vs.real_servers[0].check.probe.status_codes == tuple(range(200, 300))
+    assert vs.real_servers[0].check.probe.status_codes == (m.StatusRange(200, 299),)
 
 
 def test_ssl_get_is_https_without_certificate_verification_like_keepalived():
@@ -555,7 +555,7 @@ def test_warmup_becomes_the_check_jitter_with_a_note_that_it_applies_to_every_ch
         "5s further apart"]
 
 
-def test_status_code_ranges_accept_the_same_codes_written_out():
+def test_status_code_ranges_stay_ranges_and_accept_the_same_codes():
     conv, vs = service("""
         virtual_server 192.0.2.10 80 {
             lb_algo rr
@@ -569,12 +569,11 @@ def test_status_code_ranges_accept_the_same_codes_written_out():
             }
         }
         """)
-    assert vs.real_servers[0].check.probe.status_codes == (200, 201, 202, 203, 204, 301, 400, 401)
-    assert notes(conv) == [
-        "info: keepalived.conf:8: status_code 200-204: written out as its 5 codes (hadirector "
-        "lists single codes; the same codes pass)",
-        "info: keepalived.conf:8: status_code 400-401: written out as its 2 codes (hadirector "
-        "lists single codes; the same codes pass)"]
+    probe = vs.real_servers[0].check.probe
+    assert probe.status_codes == (m.StatusRange(200, 204), m.StatusRange(301, 301), m.StatusRange(400, 401))
+    assert [c for c in range(100, 600) if probe.accepts(c)] == [200, 201, 202, 203, 204, 301, 400, 401]
+    assert "200-204" in conv.to_yaml() and "400-401" in conv.to_yaml()
+    assert notes(conv) == []
 
 
 @pytest.mark.parametrize("checker,probe", [
