@@ -13,24 +13,15 @@ import time
 
 from hadirector import model
 from hadirector.api import snapshot as s
-from hadirector.ipvs.backend import DaemonState, IpvsError
+from hadirector.ipvs.backend import IpvsError
 from hadirector.ipvs.table import DestKey, ServiceKey, Stats, Table
-
-_HEALTH = {"up": s.Health.UP, "down": s.Health.DOWN, "unknown": s.Health.UNKNOWN}
-_VRRP = {"INIT": s.VrrpState.INIT, "BACKUP": s.VrrpState.BACKUP, "MASTER": s.VrrpState.MASTER,
-         "FAULT": s.VrrpState.FAULT}
+from hadirector.model import HealthState, SyncRole, VrrpState
 
 
 def _version() -> str:
     import hadirector
 
     return hadirector.__version__
-
-
-def _counters(st: Stats | None) -> s.IpvsCounters:
-    if st is None:
-        return s.IpvsCounters()
-    return s.IpvsCounters(**{f: getattr(st, f, 0) for f in s.IpvsCounters.__dataclass_fields__})
 
 
 def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
@@ -41,12 +32,12 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
     for name, rt in agent.runtimes.items():
         m = rt.driver.machine
         c = m.counters
-        state = _VRRP.get(m.state.value, s.VrrpState.INIT)
+        state = m.state
         master = m.master_address
         held = m.preemption_held_until
         held_until = (wall + (held - loop_now)
                       if held is not None and loop_now is not None and held > loop_now else None)
-        if state is s.VrrpState.MASTER:
+        if state is VrrpState.MASTER:
             master = rt.driver.primary_address
         out.append(s.VrrpInstanceStatus(
             name=name, vrid=rt.instance.vrid, interface=rt.instance.interface,
@@ -92,10 +83,10 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         rss = []
         for rs, sorry in [(r, False) for r in vs.real_servers] + (
                 [(vs.sorry_server, True)] if vs.sorry_server is not None else []):
-            port = rs.port or vs.port
+            port = vs.port_of(rs)
             d = in_kernel.get(DestKey.of(rs.address, port))
             row = rows.get((vs.key, rs.key))
-            health = _HEALTH.get(row.state.value, s.Health.UNKNOWN) if row else s.Health.UP
+            health = row.state if row else HealthState.UP
             rss.append(s.RealServerStatus(
                 address=str(rs.address), port=port, forward=rs.forward.value,
                 health=health, health_since=row.since if row else None,
@@ -103,7 +94,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
                 last_check=row.last if row else None,
                 active_conns=d.active_conns if d is not None else 0,
                 inactive_conns=d.inact_conns if d is not None else 0,
-                stats=_counters(d.stats if d is not None else None),
+                stats=d.stats if d is not None else Stats(),
                 sorry_server=sorry,
             ))
         services.append(s.VirtualServiceStatus(
@@ -112,7 +103,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
                                    vs.port, vs.fwmark),
             scheduler=vs.scheduler, quorum_up=lvs.quorum.get(key, True),
             in_kernel=entry is not None, persistence_timeout=vs.persistence_timeout,
-            stats=_counters(entry.stats if entry is not None else None),
+            stats=entry.stats if entry is not None else Stats(),
             real_servers=tuple(rss),
         ))
     sd = config.lvs.sync_daemon
@@ -120,13 +111,11 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
     if lvs.reconciler is not None:
         try:
             daemons = tuple(
-                s.KernelSyncDaemon(s.SyncRole.MASTER if d.state is DaemonState.MASTER else s.SyncRole.BACKUP,
-                                   d.interface, d.syncid)
+                s.KernelSyncDaemon(d.state, d.interface, d.syncid)
                 for d in lvs.reconciler.backend.daemons())
         except IpvsError:
             pass
-    role = {DaemonState.MASTER: s.SyncRole.MASTER, DaemonState.BACKUP: s.SyncRole.BACKUP}.get(
-        lvs.sync_role, s.SyncRole.NONE)
+    role = lvs.sync_role or SyncRole.NONE
     sync = s.SyncDaemonStatus(
         configured=sd is not None, desired_role=role,
         interface=sd.interface if sd else None, syncid=sd.syncid if sd else None,

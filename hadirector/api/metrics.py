@@ -30,14 +30,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from hadirector.api.snapshot import (
-    Health,
-    HistogramSnapshot,
-    IpvsCounters,
-    Snapshot,
-    SyncRole,
-    VrrpState,
-)
+from hadirector.api.snapshot import HistogramSnapshot, Snapshot
+from hadirector.ipvs.table import Stats
+from hadirector.model import HealthState, SyncRole, VrrpState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -246,7 +241,7 @@ def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
     rs_latency = ex.family("real_server_last_check_duration_seconds", "gauge",
                            "How long the real server's last health probe took.")
 
-    def traffic(c: IpvsCounters, conns, pkts, bytes_, **ids: str) -> None:
+    def traffic(c: Stats, conns, pkts, bytes_, **ids: str) -> None:
         conns.add(c.conns, **ids)
         pkts.add(c.inpkts, **ids, direction="in")
         pkts.add(c.outpkts, **ids, direction="out")
@@ -261,7 +256,7 @@ def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
         svc_cps.add(vs.stats.cps, service=vs.name)
         for rs in vs.real_servers:
             ids = {"service": vs.name, "real_server": rs.endpoint}
-            for h in Health:
+            for h in HealthState:
                 rs_health.add(h is rs.health, **ids, state=h.value)
             rs_weight.add(rs.weight, **ids)
             if rs.kernel_weight is not None:

@@ -268,7 +268,9 @@ CHECK = Record(m.HealthCheck, (
     F("timeout", duration(gt=0)),
     F("rise", integer(1, 1000)),
     F("fall", integer(1, 1000)),
-    F("initial", enum_of(m.InitialHealth, what="initial state")),
+    # Listed in start-up order (the enum's own order is the status API's: up, down, unknown).
+    F("initial", enum_of((m.HealthState.UNKNOWN, m.HealthState.UP, m.HealthState.DOWN),  # type: ignore[arg-type]
+                         what="initial state")),
     F("jitter", duration(ge=0)),
     F("retry_delay", optional(duration(gt=0))),
     F("bind_to", optional(ip_address(multicast=False))),

@@ -33,29 +33,15 @@ the per-service quorum (with hysteresis) lives once, in ``hadirector.ipvs.table`
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from hadirector.model import HealthCheck, InitialHealth
+from hadirector.model import HealthCheck, HealthState
 
 ServiceKey = Hashable
 ServerKey = Hashable
 Target = tuple[ServiceKey, ServerKey]
-
-
-class HealthState(enum.Enum):
-    UNKNOWN = "unknown"
-    UP = "up"
-    DOWN = "down"
-
-
-_INITIAL = {
-    InitialHealth.UNKNOWN: HealthState.UNKNOWN,
-    InitialHealth.UP: HealthState.UP,
-    InitialHealth.DOWN: HealthState.DOWN,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +140,7 @@ class HealthPolicy:
             h = ServerHealth(rise=1, fall=1, state=HealthState.UP, checked=False, changed_at=now)
         else:
             h = ServerHealth(rise=max(1, check.rise), fall=max(1, check.fall),
-                             state=_INITIAL[check.initial], changed_at=now)
+                             state=check.initial, changed_at=now)
         self._servers[target] = h
         return h
 
