@@ -3,8 +3,13 @@
 Theory of operation: ``render(snapshot)`` is a pure function; the agent keeps no
 metric objects. Counters come from the snapshot's monotonic fields (and the kernel's
 IPVS stats, which are monotonic for the life of a service), gauges from its current
-values. Hand-written rather than prometheus_client so the agent has no such runtime
-dependency and no global registry; the tests parse the output with prometheus_client.
+values. The tests parse the output with prometheus_client.
+
+Hand-written rather than prometheus_client's custom-collector API (measured with
+``bench/metrics_render.py``, 2 shared cores): for 100 services x 100 real servers the
+library's text takes 1.6 s against 0.5 s here (the snapshot walk both share: 0.6 s),
+8.9 ms against 1.7 ms for 10 x 10; and importing it costs the agent +17-21 ms and +0.5
+MB RSS on top of the API server (63 ms alone), for a dependency only tests need today.
 
 Conventions (https://prometheus.io/docs/instrumenting/exposition_formats/,
 https://prometheus.io/docs/practices/naming/):
