@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 
 from hadirector import model
 from hadirector.api import snapshot as s
@@ -24,9 +25,20 @@ def _version() -> str:
     return hadirector.__version__
 
 
+def wall_clock() -> tuple[Callable[[float | None], float | None], float | None]:
+    """Loop time (monotonic) -> Unix seconds, against one reading of both clocks, so a
+    snapshot's times agree with each other (None in, or outside a loop: None out); and
+    that loop time."""
+    loop_now, wall = agent_loop_time(), time.time()
+
+    def to_wall(t: float | None) -> float | None:
+        return wall - (loop_now - t) if t is not None and loop_now is not None else None
+
+    return to_wall, loop_now
+
+
 def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
-    loop_now = agent_loop_time()
-    wall = time.time()
+    to_wall, loop_now = wall_clock()
     groups = {m: g.name for g in agent.config.sync_groups for m in g.instances}
     out = []
     for name, rt in agent.runtimes.items():
@@ -35,8 +47,7 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
         state = m.state
         master = m.master_address
         held = m.preemption_held_until
-        held_until = (wall + (held - loop_now)
-                      if held is not None and loop_now is not None and held > loop_now else None)
+        held_until = to_wall(held) if held is not None and loop_now is not None and held > loop_now else None
         if state is VrrpState.MASTER:
             master = rt.driver.primary_address
         out.append(s.VrrpInstanceStatus(
@@ -44,7 +55,7 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             version=rt.instance.version, state=state, priority=rt.instance.priority,
             effective_priority=m.effective_priority,
             master_address=str(master) if master else None,
-            since=wall - (loop_now - m.since) if loop_now is not None else wall,
+            since=to_wall(m.since) if loop_now is not None else time.time(),
             reason=m.last_reason or "",
             transitions=c.became_master + c.became_backup + c.became_fault,
             adverts_sent=c.adverts_sent, adverts_received=c.adverts_received,
@@ -130,12 +141,7 @@ def ipvs_status(lvs, config: model.Config) -> s.IpvsAvailabilityStatus:
     from hadirector.agent.lvs import needs_ipvs
 
     av = lvs.availability
-    loop_now = agent_loop_time()
-    wall = time.time()
-
-    def to_wall(t: float | None) -> float | None:
-        return wall + (t - loop_now) if t is not None and loop_now is not None else None
-
+    to_wall, _ = wall_clock()
     return s.IpvsAvailabilityStatus(
         needed=needs_ipvs(config), available=av.available, reason=av.reason or None,
         since=to_wall(av.since), failures=av.failures, next_attempt_at=to_wall(av.get_timer()))
@@ -186,12 +192,11 @@ class ApiComponent:
         self.control = None
         self.started_at = time.time()
         self.loaded_at = self.started_at
-        self.generation = 1
         self.reloads = s.ReloadStatus()
 
     def snapshot(self, agent) -> s.Snapshot:
         return build_snapshot(agent, self.lvs, started_at=self.started_at, loaded_at=self.loaded_at,
-                              generation=self.generation, reloads=self.reloads, api=self.api_status())
+                              generation=agent.generation, reloads=self.reloads, api=self.api_status())
 
     def api_status(self) -> s.ApiStatus:
         http = self.server.listener if self.server is not None else None
@@ -207,8 +212,7 @@ class ApiComponent:
             last_ok=result.ok, last_at=time.time(),
             last_error=None if result.ok else (result.errors[0] if result.errors else result.message),
         )
-        if result.ok:
-            self.generation = result.generation
+        if result.ok:           # the generation is the agent's (Agent.generation)
             self.loaded_at = time.time()
 
     async def start(self, agent) -> None:
