@@ -79,16 +79,48 @@ class ShutdownAction(enum.Enum):
     REMOVE = "remove"
 
 
-class InitialHealth(enum.Enum):
-    """State of a real server before its first check result.
+class HealthState(enum.Enum):
+    """A real server's health: the one vocabulary of the config (``check.initial``), the
+    rise/fall policy, the IPVS table and the status snapshot.
 
-    UNKNOWN: not programmed until the first result, which decides at once.
-    UP / DOWN: start there; rise/fall then apply as usual.
+    UNKNOWN: no result yet; such a server is not programmed until the first result,
+    which decides at once. UP / DOWN: rise/fall then apply as usual.
     """
 
-    UNKNOWN = "unknown"
     UP = "up"
     DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+# ``check.initial``: the state a real server starts in, before its first result.
+InitialHealth = HealthState
+
+
+class VrrpState(enum.Enum):
+    """A VRRP instance's state: RFC 5798 6.4 states plus FAULT (keepalived's: an
+    interface or tracked script is down, so the instance must not be master). The
+    values are keepalived's names for them, and the status API's."""
+
+    INITIALIZE = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+
+
+class SyncRole(enum.Enum):
+    """Role of the IPVS connection-sync daemon. The kernel encodes MASTER and BACKUP as
+    IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP (ipvs/netlink.py); NONE: no daemon wanted
+    (e.g. FAULT, stopped), which the kernel has no code for."""
+
+    MASTER = "master"
+    BACKUP = "backup"
+    NONE = "none"
+
+
+def format_endpoint(address: str | IPAddress, port: int) -> str:
+    """``10.0.0.1:80`` / ``[2001:db8::1]:80``, as ipvsadm prints them."""
+    address = str(address)
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 # --- node, api -------------------------------------------------------------------
@@ -266,7 +298,7 @@ class HealthCheck:
 @dataclass(frozen=True)
 class RealServer:
     address: IPAddress
-    port: int = 0                      # 0 = same as the virtual service (DR/TUN)
+    port: int = 0                      # 0 = same as the virtual service (DR/TUN): VirtualService.port_of
     weight: int = 1
     forward: ForwardMethod = ForwardMethod.NAT
     tunnel_type: TunnelType = TunnelType.IPIP
@@ -303,6 +335,14 @@ class VirtualService:
     quorum_hysteresis: int = 0
     quorum_up: tuple[str, ...] = ()    # commands run when quorum is gained
     quorum_down: tuple[str, ...] = ()  # ... and lost
+
+    def port_of(self, rs: RealServer) -> int:
+        """The port ``rs`` is reached on: its own, or with port 0 the service's ("the
+        same as the virtual service": DR and TUN cannot rewrite it; ipvsadm does the same
+        for -g/-i). The one place that rule is written; a firewall-mark service has no
+        port, so its real servers keep theirs. (``rs.port`` itself stays as configured:
+        ``config --effective`` writes it back as 0.)"""
+        return rs.port or self.port
 
     @property
     def key(self) -> tuple:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from hadirector.api.snapshot import Health, SyncRole, VrrpState
+from hadirector.api.snapshot import HealthState as Health, SyncRole, VrrpState
 
 MONITORING = Path(__file__).resolve().parents[1] / "monitoring"
 RULES = MONITORING / "prometheus" / "hadirector-rules.yaml"

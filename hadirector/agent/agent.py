@@ -668,7 +668,7 @@ class Agent:
                 self._apply_order(order)
             self._group_changed(policy.group)
         self.notifier_safe("INSTANCE", name, change.new.value, priority, driver.instance.notify)
-        self.write_state()
+        # state.json: written once, by the driver's on_view_changed after this returns.
         if self._stopped:
             return      # the shutdown's own transitions: components are stopping too
         loop = asyncio.get_running_loop()

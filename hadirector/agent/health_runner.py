@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import structlog
 
 from hadirector.api.metrics import Histogram
-from hadirector.api.snapshot import CheckResult, HealthTotals, format_endpoint
+from hadirector.api.snapshot import CheckResult, HealthTotals
 from hadirector.health.policy import (
     HealthPolicy,
     HealthState,
@@ -54,8 +54,7 @@ from hadirector.health.policy import (
 )
 from hadirector.health.probes import HttpClients, run_check
 from hadirector.health.schedule import CheckSchedule
-from hadirector.ipvs import table as ipvs_table
-from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService
+from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
 
 OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
 # probe(check, address as text, port, shared HTTP clients) -> result
@@ -67,13 +66,6 @@ DEFAULT_MAX_CONCURRENCY = 512
 # Checks started per second. A TCP probe costs ~0.25 ms of CPU and an HTTP one ~0.9 ms
 # (bench/health_checks.py), so this keeps checks to roughly half a core at most.
 DEFAULT_MAX_RATE = 2000.0
-
-_IPVS_HEALTH = {
-    HealthState.UP: ipvs_table.Health.HEALTHY,
-    HealthState.DOWN: ipvs_table.Health.UNHEALTHY,
-    HealthState.UNKNOWN: ipvs_table.Health.UNKNOWN,
-}
-
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
@@ -97,7 +89,7 @@ class _Spec:
 
     @property
     def endpoint(self) -> str:
-        return format_endpoint(str(self.server.address), self.server.port or self.service.port)
+        return format_endpoint(self.server.address, self.service.port_of(self.server))
 
 
 @dataclass(slots=True, eq=False)
@@ -213,9 +205,9 @@ class HealthRunner:
         """See ``HealthPolicy.seed``: a known state for a target with no result yet."""
         return self._policy.seed((service_key, rs_key), state, self._clock())
 
-    def ipvs_health(self, vs: VirtualService, rs: RealServer) -> ipvs_table.Health:
+    def ipvs_health(self, vs: VirtualService, rs: RealServer) -> HealthState:
         """``ipvs.table.HealthView``: pass ``runner.ipvs_health`` to ``desired_table``."""
-        return _IPVS_HEALTH[self._policy.state(vs.key, rs.key)]
+        return self._policy.state(vs.key, rs.key)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -269,7 +261,7 @@ class HealthRunner:
         for target, vs, rs, sorry in _targets(config):
             check = rs.check
             address = (check.address if check and check.address else None) or rs.address
-            port = (check.port if check and check.port else None) or rs.port or vs.port
+            port = (check.port if check and check.port else None) or vs.port_of(rs)
             wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
 
         for target in [t for t in self._slots if t not in wanted]:

@@ -36,8 +36,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from hadirector.model import Config, VrrpInstance
-
-PRIORITY_OWNER = 255    # RFC 5798 5.2.4 (also hadirector.vrrp.machine.PRIORITY_OWNER)
+from hadirector.vrrp.machine import PRIORITY_OWNER
 
 # VrrpInstance fields a running machine adopts (VrrpMachine.reconfigure), marked LIVE
 # where the model declares them; any other change restarts the instance.

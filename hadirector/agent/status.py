@@ -10,15 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Callable
 
 from hadirector import model
 from hadirector.api import snapshot as s
-from hadirector.ipvs.backend import DaemonState, IpvsError
+from hadirector.ipvs.backend import IpvsError
 from hadirector.ipvs.table import DestKey, ServiceKey, Stats, Table
-
-_HEALTH = {"up": s.Health.UP, "down": s.Health.DOWN, "unknown": s.Health.UNKNOWN}
-_VRRP = {"INIT": s.VrrpState.INIT, "BACKUP": s.VrrpState.BACKUP, "MASTER": s.VrrpState.MASTER,
-         "FAULT": s.VrrpState.FAULT}
+from hadirector.model import HealthState, SyncRole, VrrpState
 
 
 def _version() -> str:
@@ -27,33 +25,37 @@ def _version() -> str:
     return hadirector.__version__
 
 
-def _counters(st: Stats | None) -> s.IpvsCounters:
-    if st is None:
-        return s.IpvsCounters()
-    return s.IpvsCounters(**{f: getattr(st, f, 0) for f in s.IpvsCounters.__dataclass_fields__})
+def wall_clock() -> tuple[Callable[[float | None], float | None], float | None]:
+    """Loop time (monotonic) -> Unix seconds, against one reading of both clocks, so a
+    snapshot's times agree with each other (None in, or outside a loop: None out); and
+    that loop time."""
+    loop_now, wall = agent_loop_time(), time.time()
+
+    def to_wall(t: float | None) -> float | None:
+        return wall - (loop_now - t) if t is not None and loop_now is not None else None
+
+    return to_wall, loop_now
 
 
 def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
-    loop_now = agent_loop_time()
-    wall = time.time()
+    to_wall, loop_now = wall_clock()
     groups = {m: g.name for g in agent.config.sync_groups for m in g.instances}
     out = []
     for name, rt in agent.runtimes.items():
         m = rt.driver.machine
         c = m.counters
-        state = _VRRP.get(m.state.value, s.VrrpState.INIT)
+        state = m.state
         master = m.master_address
         held = m.preemption_held_until
-        held_until = (wall + (held - loop_now)
-                      if held is not None and loop_now is not None and held > loop_now else None)
-        if state is s.VrrpState.MASTER:
+        held_until = to_wall(held) if held is not None and loop_now is not None and held > loop_now else None
+        if state is VrrpState.MASTER:
             master = rt.driver.primary_address
         out.append(s.VrrpInstanceStatus(
             name=name, vrid=rt.instance.vrid, interface=rt.instance.interface,
             version=rt.instance.version, state=state, priority=rt.instance.priority,
             effective_priority=m.effective_priority,
             master_address=str(master) if master else None,
-            since=wall - (loop_now - m.since) if loop_now is not None else wall,
+            since=to_wall(m.since) if loop_now is not None else time.time(),
             reason=m.last_reason or "",
             transitions=c.became_master + c.became_backup + c.became_fault,
             adverts_sent=c.adverts_sent, adverts_received=c.adverts_received,
@@ -92,10 +94,10 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         rss = []
         for rs, sorry in [(r, False) for r in vs.real_servers] + (
                 [(vs.sorry_server, True)] if vs.sorry_server is not None else []):
-            port = rs.port or vs.port
+            port = vs.port_of(rs)
             d = in_kernel.get(DestKey.of(rs.address, port))
             row = rows.get((vs.key, rs.key))
-            health = _HEALTH.get(row.state.value, s.Health.UNKNOWN) if row else s.Health.UP
+            health = row.state if row else HealthState.UP
             rss.append(s.RealServerStatus(
                 address=str(rs.address), port=port, forward=rs.forward.value,
                 health=health, health_since=row.since if row else None,
@@ -103,7 +105,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
                 last_check=row.last if row else None,
                 active_conns=d.active_conns if d is not None else 0,
                 inactive_conns=d.inact_conns if d is not None else 0,
-                stats=_counters(d.stats if d is not None else None),
+                stats=d.stats if d is not None else Stats(),
                 sorry_server=sorry,
             ))
         services.append(s.VirtualServiceStatus(
@@ -112,7 +114,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
                                    vs.port, vs.fwmark),
             scheduler=vs.scheduler, quorum_up=lvs.quorum.get(key, True),
             in_kernel=entry is not None, persistence_timeout=vs.persistence_timeout,
-            stats=_counters(entry.stats if entry is not None else None),
+            stats=entry.stats if entry is not None else Stats(),
             real_servers=tuple(rss),
         ))
     sd = config.lvs.sync_daemon
@@ -120,13 +122,11 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
     if lvs.reconciler is not None:
         try:
             daemons = tuple(
-                s.KernelSyncDaemon(s.SyncRole.MASTER if d.state is DaemonState.MASTER else s.SyncRole.BACKUP,
-                                   d.interface, d.syncid)
+                s.KernelSyncDaemon(d.state, d.interface, d.syncid)
                 for d in lvs.reconciler.backend.daemons())
         except IpvsError:
             pass
-    role = {DaemonState.MASTER: s.SyncRole.MASTER, DaemonState.BACKUP: s.SyncRole.BACKUP}.get(
-        lvs.sync_role, s.SyncRole.NONE)
+    role = lvs.sync_role or SyncRole.NONE
     sync = s.SyncDaemonStatus(
         configured=sd is not None, desired_role=role,
         interface=sd.interface if sd else None, syncid=sd.syncid if sd else None,
@@ -141,12 +141,7 @@ def ipvs_status(lvs, config: model.Config) -> s.IpvsAvailabilityStatus:
     from hadirector.agent.lvs import needs_ipvs
 
     av = lvs.availability
-    loop_now = agent_loop_time()
-    wall = time.time()
-
-    def to_wall(t: float | None) -> float | None:
-        return wall + (t - loop_now) if t is not None and loop_now is not None else None
-
+    to_wall, _ = wall_clock()
     return s.IpvsAvailabilityStatus(
         needed=needs_ipvs(config), available=av.available, reason=av.reason or None,
         since=to_wall(av.since), failures=av.failures, next_attempt_at=to_wall(av.get_timer()))
@@ -197,12 +192,11 @@ class ApiComponent:
         self.control = None
         self.started_at = time.time()
         self.loaded_at = self.started_at
-        self.generation = 1
         self.reloads = s.ReloadStatus()
 
     def snapshot(self, agent) -> s.Snapshot:
         return build_snapshot(agent, self.lvs, started_at=self.started_at, loaded_at=self.loaded_at,
-                              generation=self.generation, reloads=self.reloads, api=self.api_status())
+                              generation=agent.generation, reloads=self.reloads, api=self.api_status())
 
     def api_status(self) -> s.ApiStatus:
         http = self.server.listener if self.server is not None else None
@@ -218,8 +212,7 @@ class ApiComponent:
             last_ok=result.ok, last_at=time.time(),
             last_error=None if result.ok else (result.errors[0] if result.errors else result.message),
         )
-        if result.ok:
-            self.generation = result.generation
+        if result.ok:           # the generation is the agent's (Agent.generation)
             self.loaded_at = time.time()
 
     async def start(self, agent) -> None:

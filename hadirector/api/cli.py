@@ -38,7 +38,7 @@ from hadirector.exitcodes import ExitCode
 from typing import Any
 
 from hadirector.api.snapshot import (
-    Health,
+    HealthState,
     RealServerStatus,
     ReloadResult,
     Snapshot,
@@ -371,7 +371,7 @@ def _priority(v: VrrpInstanceStatus) -> str:
 
 def _health_text(rs: RealServerStatus, now: float) -> str:
     text = rs.health.value
-    if rs.health_since is not None and rs.health is not Health.UNKNOWN:
+    if rs.health_since is not None and rs.health is not HealthState.UNKNOWN:
         text += f" {format_age(now - rs.health_since)}"
     if rs.last_check is not None:
         c = rs.last_check

@@ -3,8 +3,13 @@
 Theory of operation: ``render(snapshot)`` is a pure function; the agent keeps no
 metric objects. Counters come from the snapshot's monotonic fields (and the kernel's
 IPVS stats, which are monotonic for the life of a service), gauges from its current
-values. Hand-written rather than prometheus_client so the agent has no such runtime
-dependency and no global registry; the tests parse the output with prometheus_client.
+values. The tests parse the output with prometheus_client.
+
+Hand-written rather than prometheus_client's custom-collector API (measured with
+``bench/metrics_render.py``, 2 shared cores): for 100 services x 100 real servers the
+library's text takes 1.6 s against 0.5 s here (the snapshot walk both share: 0.6 s),
+8.9 ms against 1.7 ms for 10 x 10; and importing it costs the agent +17-21 ms and +0.5
+MB RSS on top of the API server (63 ms alone), for a dependency only tests need today.
 
 Conventions (https://prometheus.io/docs/instrumenting/exposition_formats/,
 https://prometheus.io/docs/practices/naming/):
@@ -30,14 +35,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from hadirector.api.snapshot import (
-    Health,
-    HistogramSnapshot,
-    IpvsCounters,
-    Snapshot,
-    SyncRole,
-    VrrpState,
-)
+from hadirector.api.snapshot import HistogramSnapshot, Snapshot
+from hadirector.ipvs.table import Stats
+from hadirector.model import HealthState, SyncRole, VrrpState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -246,7 +246,7 @@ def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
     rs_latency = ex.family("real_server_last_check_duration_seconds", "gauge",
                            "How long the real server's last health probe took.")
 
-    def traffic(c: IpvsCounters, conns, pkts, bytes_, **ids: str) -> None:
+    def traffic(c: Stats, conns, pkts, bytes_, **ids: str) -> None:
         conns.add(c.conns, **ids)
         pkts.add(c.inpkts, **ids, direction="in")
         pkts.add(c.outpkts, **ids, direction="out")
@@ -261,7 +261,7 @@ def _ipvs(ex: _Exposition, snap: Snapshot) -> None:
         svc_cps.add(vs.stats.cps, service=vs.name)
         for rs in vs.real_servers:
             ids = {"service": vs.name, "real_server": rs.endpoint}
-            for h in Health:
+            for h in HealthState:
                 rs_health.add(h is rs.health, **ids, state=h.value)
             rs_weight.add(rs.weight, **ids)
             if rs.kernel_weight is not None:

@@ -10,7 +10,9 @@ is a pure function of one ``Snapshot``.
 This module is the contract between the agent (producer) and the API and CLI
 (consumers). Rules that keep it a contract:
 
-* stdlib only, frozen dataclasses, no behaviour beyond (de)serialisation;
+* frozen dataclasses over the project's vocabulary (``model.HealthState``,
+  ``VrrpState``, ``SyncRole``, ``ipvs.table.Stats``), no behaviour beyond
+  (de)serialisation; it imports nothing that imports it back (a leaf);
 * fields may be ADDED with defaults; existing ones are never renamed or removed
   (bump ``SCHEMA_VERSION`` only for an incompatible change);
 * ``from_dict`` ignores unknown keys and fills missing defaulted ones, so a newer
@@ -32,34 +34,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+# The one vocabulary (model.py) and the one counters type (ipvs/table.py): both stdlib-only
+# leaves, so the snapshot stays importable by the CLI without the agent.
+from hadirector.ipvs.table import Stats
+from hadirector.model import HealthState, SyncRole, VrrpState, format_endpoint
+
+
 SCHEMA_VERSION = 1
-
-
-class VrrpState(enum.Enum):
-    """RFC 5798 6.4 states plus FAULT (keepalived's: an interface or tracked script
-    is down, so the instance must not be master)."""
-
-    INIT = "INIT"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-    FAULT = "FAULT"
-
-
-class Health(enum.Enum):
-    """A real server's health as the rise/fall policy sees it. UNKNOWN: no result yet
-    (with ``initial: unknown`` such a server is not programmed)."""
-
-    UP = "up"
-    DOWN = "down"
-    UNKNOWN = "unknown"
-
-
-class SyncRole(enum.Enum):
-    """Role of the IPVS connection-sync daemon (IPVS_CMD_NEW_DAEMON state)."""
-
-    MASTER = "master"
-    BACKUP = "backup"
-    NONE = "none"          # the agent wants no daemon running (e.g. FAULT, stopped)
 
 
 # --- node -----------------------------------------------------------------------
@@ -85,7 +66,7 @@ class VrrpInstanceStatus:
     vrid: int
     interface: str
     version: int                        # 2 or 3
-    state: VrrpState
+    state: VrrpState                    # VrrpState.INITIALIZE is "INIT" on the wire
     priority: int                       # configured
     effective_priority: int             # after track_interfaces / track_scripts weights
     master_address: str | None          # current master's source address; ours when MASTER
@@ -112,26 +93,6 @@ class VrrpInstanceStatus:
 
 
 @dataclass(frozen=True)
-class IpvsCounters:
-    """The kernel's per-service / per-destination stats (IPVS_STATS_ATTR_*).
-
-    The first five are monotonic counters; the rates are the kernel's 2-second
-    estimator values, so gauges.
-    """
-
-    conns: int = 0
-    inpkts: int = 0
-    outpkts: int = 0
-    inbytes: int = 0
-    outbytes: int = 0
-    cps: int = 0
-    inpps: int = 0
-    outpps: int = 0
-    inbps: int = 0
-    outbps: int = 0
-
-
-@dataclass(frozen=True)
 class CheckResult:
     """The last health-check probe of one real server."""
 
@@ -146,14 +107,14 @@ class RealServerStatus:
     address: str
     port: int
     forward: str                        # "nat" | "dr" | "tun" (model.ForwardMethod values)
-    health: Health
+    health: HealthState
     health_since: float | None          # Unix seconds of the last health change
     weight: int                         # configured
     kernel_weight: int | None           # None: not in the kernel table (not programmed)
     last_check: CheckResult | None = None
     active_conns: int = 0
     inactive_conns: int = 0
-    stats: IpvsCounters = field(default_factory=IpvsCounters)
+    stats: Stats = field(default_factory=Stats)
     sorry_server: bool = False
 
     @property
@@ -169,7 +130,7 @@ class VirtualServiceStatus:
     quorum_up: bool
     in_kernel: bool = True              # False e.g. when only the master programs IPVS
     persistence_timeout: int = 0
-    stats: IpvsCounters = field(default_factory=IpvsCounters)
+    stats: Stats = field(default_factory=Stats)
     real_servers: tuple[RealServerStatus, ...] = ()
 
 
@@ -318,11 +279,6 @@ class Snapshot:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def format_endpoint(address: str, port: int) -> str:
-    """``10.0.0.1:80`` / ``[2001:db8::1]:80``, as ipvsadm prints them."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def service_key_text(protocol: str | None, address: str | None, port: int,

@@ -361,7 +361,9 @@ CHECK = Record(m.HealthCheck, (
       doc=K("Successes in a row that bring a server up.", None)),
     F("fall", integer(1, 1000),
       doc=K("Failures in a row that take it down.", "retry (fall = retry + 1)")),
-    F("initial", enum_of(m.InitialHealth, what="initial state"),
+    # Listed in start-up order (the enum's own order is the status API's: up, down, unknown).
+    F("initial", enum_of((m.HealthState.UNKNOWN, m.HealthState.UP, m.HealthState.DOWN),  # type: ignore[arg-type]
+                         what="initial state"),
       doc=K("The state before the first result; unknown: not programmed until then.",
             "alpha (start down; without it: up)")),
     F("jitter", duration(ge=0),

@@ -12,7 +12,6 @@ The asyncio shell that runs them is ``hadirector.agent.health_runner.HealthRunne
 from hadirector.health.policy import (
     HealthPolicy,
     HealthState,
-    HealthView,
     ProbeResult,
     ServerHealth,
     Transition,
@@ -20,6 +19,6 @@ from hadirector.health.policy import (
 from hadirector.health.schedule import CheckSchedule
 
 __all__ = [
-    "CheckSchedule", "HealthPolicy", "HealthState", "HealthView", "ProbeResult",
+    "CheckSchedule", "HealthPolicy", "HealthState", "ProbeResult",
     "ServerHealth", "Transition",
 ]

@@ -21,8 +21,8 @@ This is the only place rise/fall is counted (Seesaw's healthcheck/core.go does t
 keepalived repeats it in every checker). Probes hold no policy; the runner holds no
 policy; consumers see transitions, never raw results.
 
-``HealthView`` is the read side the IPVS layer uses to compute its desired table:
-``state(service_key, rs_key)``. Real servers without a check are always UP; a key the
+``HealthPolicy.state(service_key, rs_key)`` is the read side the IPVS layer uses to
+compute its desired table (through ``ipvs.table.HealthView``). Real servers without a check are always UP; a key the
 policy has never heard of is UNKNOWN, which the reconciler treats as "not programmed".
 
 Nothing here reads a clock, sleeps or touches a socket: ``now`` comes in with each
@@ -33,29 +33,14 @@ the per-service quorum (with hysteresis) lives once, in ``hadirector.ipvs.table`
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
-from hadirector.model import HealthCheck, InitialHealth
+from hadirector.model import HealthCheck, HealthState
 
 ServiceKey = Hashable
 ServerKey = Hashable
 Target = tuple[ServiceKey, ServerKey]
-
-
-class HealthState(enum.Enum):
-    UNKNOWN = "unknown"
-    UP = "up"
-    DOWN = "down"
-
-
-_INITIAL = {
-    InitialHealth.UNKNOWN: HealthState.UNKNOWN,
-    InitialHealth.UP: HealthState.UP,
-    InitialHealth.DOWN: HealthState.DOWN,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,14 +116,8 @@ class ServerHealth:
         return Transition(target, old, new, result.detail, result.elapsed, now, count)
 
 
-class HealthView(Protocol):
-    """What the IPVS layer reads to decide which real servers to program."""
-
-    def state(self, service_key: ServiceKey, rs_key: ServerKey) -> HealthState: ...
-
-
 class HealthPolicy:
-    """Rise/fall state for every target; implements ``HealthView``."""
+    """Rise/fall state for every target."""
 
     def __init__(self) -> None:
         self._servers: dict[Target, ServerHealth] = {}
@@ -154,7 +133,7 @@ class HealthPolicy:
             h = ServerHealth(rise=1, fall=1, state=HealthState.UP, checked=False, changed_at=now)
         else:
             h = ServerHealth(rise=max(1, check.rise), fall=max(1, check.fall),
-                             state=_INITIAL[check.initial], changed_at=now)
+                             state=check.initial, changed_at=now)
         self._servers[target] = h
         return h
 

@@ -18,7 +18,6 @@ routing table), ``start_sync_thread`` (EEXIST: already running; ENODEV: no inter
 
 from __future__ import annotations
 
-import enum
 import errno as errno_mod
 import os
 from dataclasses import dataclass
@@ -29,15 +28,14 @@ from hadirector.ipvs import planner
 from hadirector.ipvs.table import Table
 
 
-class DaemonState(enum.Enum):
-    """IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP."""
+# The sync daemon's role: the one enum (model.SyncRole), by the kernel's name for it.
+# Its kernel encoding (IP_VS_STATE_*) lives in ipvs/netlink.py.
+DaemonState = model.SyncRole
 
-    MASTER = 1
-    BACKUP = 2
 
-    @classmethod
-    def parse(cls, value: DaemonState | str) -> DaemonState:
-        return value if isinstance(value, DaemonState) else cls[str(value).upper()]
+def parse_daemon_state(value: DaemonState | str) -> DaemonState:
+    """``DaemonState.MASTER`` or ``"master"`` -> ``DaemonState.MASTER``."""
+    return value if isinstance(value, DaemonState) else DaemonState[str(value).upper()]
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from hadirector.ipvs.table import (
     SVC_F_SCHED2, SVC_F_SCHED3, TUN_FLAG_CSUM, TUN_FLAG_NOCSUM, TUN_FLAG_REMCSUM, TUN_GRE, TUN_GUE, TUN_NAMES,
     DestEntry, ServiceEntry, ServiceKey, Table,
 )
+from hadirector.model import SyncRole, format_endpoint
 
 # (service key text as the status snapshot spells it, "addr:port") -> health text
 HealthLookup = Mapping[tuple[str, str], str]
@@ -95,7 +96,7 @@ def agent_health(args: argparse.Namespace) -> HealthLookup | None:
     for vs in snap.virtual_services:
         for rs in vs.real_servers:
             text = "sorry" if rs.sorry_server else rs.health.value
-            out[(_norm_key(vs.key), _hostport(rs.address, rs.port))] = text
+            out[(_norm_key(vs.key), format_endpoint(rs.address, rs.port))] = text
     return out
 
 
@@ -122,7 +123,7 @@ def render(table: Table, version: str = "1.2.1", size: int = 4096, stats: bool =
         else:
             lines.append(service_line(svc, name))
         for d in sorted(table.dests_of(key).values(), key=dest_sort_key):
-            dname = _hostport(d.key.address, d.key.port)
+            dname = format_endpoint(d.key.address, d.key.port)
             if d.family == 4:
                 dname = dname[:28]
             if stats:
@@ -132,7 +133,7 @@ def render(table: Table, version: str = "1.2.1", size: int = 4096, stats: bool =
             line = (f"  -> {dname:<28} {FWD_NAMES.get(d.fwd, '?'):<7} {d.weight:<6} "
                     f"{d.active_conns:<10} {d.inact_conns:<10}")
             if health is not None:
-                line += " " + health.get((status_key(key), _hostport(d.key.address, d.key.port)), "-")
+                line += " " + health.get((status_key(key), format_endpoint(d.key.address, d.key.port)), "-")
             lines.append(line)
     return "\n".join(lines) + "\n"
 
@@ -159,7 +160,7 @@ def render_rules(table: Table) -> str:
             line += " -o"
         out.append(line)
         for d in sorted(table.dests_of(key).values(), key=dest_sort_key):
-            line = f"-a {name} -r {_hostport(d.key.address, d.key.port)} {FWD_SWITCH.get(d.fwd, '-g')} -w {d.weight}"
+            line = f"-a {name} -r {format_endpoint(d.key.address, d.key.port)} {FWD_SWITCH.get(d.fwd, '-g')} -w {d.weight}"
             if d.fwd == FWD_TUNNEL:
                 line += f" --tun-type {TUN_NAMES.get(d.tun_type, '?')}"
                 if d.tun_type == TUN_GUE:
@@ -174,13 +175,13 @@ def rule_service(key: ServiceKey) -> str:
     if key.fwmark:
         return f"-f {key.fwmark}" + (" -6" if key.family == 6 else "")
     switch = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}[key.protocol]
-    return f"{switch} {_hostport(key.address, key.port)}"
+    return f"{switch} {format_endpoint(key.address, key.port)}"
 
 
 def render_daemons(daemons: list) -> str:
     """``ipvsadm -L --daemon``: one line per running sync daemon, master first."""
     lines = []
-    for d in sorted(daemons, key=lambda d: d.state.value):
+    for d in sorted(daemons, key=lambda d: list(SyncRole).index(d.state)):
         line = f"{d.state.name.lower()} sync daemon (mcast={d.interface}, syncid={d.syncid}"
         if d.maxlen:
             line += f", maxlen={d.maxlen}"
@@ -201,7 +202,7 @@ TUN_CSUM_SWITCH = {TUN_FLAG_NOCSUM: "--tun-nocsum", TUN_FLAG_CSUM: "--tun-csum",
 def service_name(key: ServiceKey) -> str:
     if key.fwmark:
         return f"FWM  {key.fwmark}" + (" IPv6" if key.family == 6 else "")
-    name = f"{key.protocol.upper():<4} {_hostport(key.address, key.port)}"
+    name = f"{key.protocol.upper():<4} {format_endpoint(key.address, key.port)}"
     return name[:33] if key.family == 4 else name
 
 
@@ -290,15 +291,11 @@ def status_key(key: ServiceKey) -> str:
     """The snapshot's spelling of a service key: "TCP 10.0.0.1:80", "FWM 5"."""
     if key.fwmark:
         return f"FWM {key.fwmark}"
-    return f"{key.protocol.upper()} {_hostport(key.address, key.port)}"
+    return f"{key.protocol.upper()} {format_endpoint(key.address, key.port)}"
 
 
 def _norm_key(text: str) -> str:
     return " ".join(text.split())
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 HealthSource = Callable[[argparse.Namespace], HealthLookup | None]

@@ -27,7 +27,9 @@ from collections.abc import Callable
 
 from hadirector import model
 from hadirector.ipvs import planner
-from hadirector.ipvs.backend import DaemonEntry, DaemonOp, DaemonState, IpvsError, IpvsUnavailable, errname
+from hadirector.ipvs.backend import (
+    DaemonEntry, DaemonOp, DaemonState, IpvsError, IpvsUnavailable, errname, parse_daemon_state,
+)
 from hadirector.ipvs.table import FWD_TUNNEL, SCHEDULERS_AVAILABLE, TUN_GUE, ServiceKey, Table
 
 
@@ -146,10 +148,12 @@ class FakeIpvs:
     # --- sync daemon ------------------------------------------------------------------
 
     def start_daemon(self, state: DaemonState | str, cfg: model.SyncDaemon) -> None:
-        state = DaemonState.parse(state)
+        state = parse_daemon_state(state)
         op = DaemonOp("start", state, cfg.interface)
         if self.unavailable is not None:
             raise IpvsError(op, self.unavailable)
+        if state is DaemonState.NONE:
+            raise IpvsError(op, errno.EINVAL)      # IP_VS_STATE_NONE starts no thread
         if state in self._daemons:
             raise IpvsError(op, errno.EEXIST)
         if self.interfaces is not None and cfg.interface not in self.interfaces:
@@ -171,7 +175,7 @@ class FakeIpvs:
         return any(d.family != key.family for key, dests in self.table.dests.items() for d in dests.values())
 
     def stop_daemon(self, state: DaemonState | str) -> None:
-        state = DaemonState.parse(state)
+        state = parse_daemon_state(state)
         if self.unavailable is not None:
             raise IpvsError(DaemonOp("stop", state), self.unavailable)
         if state not in self._daemons:

@@ -57,6 +57,7 @@ from hadirector.ipvs.backend import (
     IpvsUnavailable,
     errname,
     explain,
+    parse_daemon_state,
 )
 from hadirector.ipvs.table import (
     PROTOCOL_NAMES,
@@ -466,10 +467,15 @@ def decode_dest(d, service_family: int) -> DestEntry:
     )
 
 
+# IP_VS_STATE_NONE / _MASTER / _BACKUP (include/uapi/linux/ip_vs.h)
+IP_VS_STATE = {DaemonState.NONE: 0, DaemonState.MASTER: 1, DaemonState.BACKUP: 2}
+_STATE_OF = {v: k for k, v in IP_VS_STATE.items()}
+
+
 def decode_daemon(a) -> DaemonEntry:
     group = a.get_attr("IPVS_DAEMON_ATTR_MCAST_GROUP6") or a.get_attr("IPVS_DAEMON_ATTR_MCAST_GROUP")
     return DaemonEntry(
-        state=DaemonState(a.get_attr("IPVS_DAEMON_ATTR_STATE")),
+        state=_STATE_OF[a.get_attr("IPVS_DAEMON_ATTR_STATE")],
         interface=a.get_attr("IPVS_DAEMON_ATTR_MCAST_IFN") or "",
         syncid=a.get_attr("IPVS_DAEMON_ATTR_SYNC_ID") or 0,
         maxlen=a.get_attr("IPVS_DAEMON_ATTR_SYNC_MAXLEN") or 0,
@@ -756,9 +762,11 @@ class IpvsNetlink:
     # --- sync daemon ---
 
     def start_daemon(self, state: DaemonState | str, cfg: model.SyncDaemon) -> None:
-        state = DaemonState.parse(state)
+        state = parse_daemon_state(state)
+        if state is DaemonState.NONE:          # IP_VS_STATE_NONE starts no thread
+            raise IpvsError(DaemonOp("start", state, cfg.interface), errno.EINVAL)
         attrs: list = [
-            ("IPVS_DAEMON_ATTR_STATE", state.value),
+            ("IPVS_DAEMON_ATTR_STATE", IP_VS_STATE[state]),
             ("IPVS_DAEMON_ATTR_MCAST_IFN", cfg.interface),
             ("IPVS_DAEMON_ATTR_SYNC_ID", cfg.syncid),
         ]
@@ -779,10 +787,10 @@ class IpvsNetlink:
             raise err
 
     def stop_daemon(self, state: DaemonState | str) -> None:
-        state = DaemonState.parse(state)
+        state = parse_daemon_state(state)
         op = DaemonOp("stop", state)
         reply = self.nl.request(IPVS_CMD_DEL_DAEMON,
-                                [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", state.value)]})])
+                                [("IPVS_CMD_ATTR_DAEMON", {"attrs": [("IPVS_DAEMON_ATTR_STATE", IP_VS_STATE[state])]})])
         err = self._error(op, reply)
         if err is not None:
             raise err

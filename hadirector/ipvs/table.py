@@ -12,7 +12,7 @@ current health of each real server to the table the kernel should hold. The rule
 keepalived's (check/ipvswrapper.c, check/check_daemon.c), written once here:
 
 * a real server with no health result yet (UNKNOWN) is not programmed at all;
-* an UNHEALTHY one is left out, or kept with weight 0 when ``inhibit_on_failure``;
+* a DOWN one is left out, or kept with weight 0 when ``inhibit_on_failure``;
 * quorum: the sum of the weights of the healthy real servers must reach
   ``quorum + quorum_hysteresis`` to gain quorum and falls below ``quorum -
   quorum_hysteresis`` to lose it (in between the previous state holds). While quorum is
@@ -26,12 +26,12 @@ local 1, tunnel 2, route 3; tunnel type ipip 0, gue 1, gre 2; service flags belo
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from hadirector import model
+from hadirector.model import HealthState
 
 # IP_VS_SVC_F_* (include/uapi/linux/ip_vs.h)
 SVC_F_PERSISTENT = 0x0001
@@ -117,7 +117,7 @@ class ServiceKey:
     def __str__(self) -> str:
         if self.fwmark:
             return f"fwmark {self.fwmark}" + (" ipv6" if self.family == 6 else "")
-        return f"{self.protocol} {_hostport(self.address, self.port)}"
+        return f"{self.protocol} {model.format_endpoint(self.address, self.port)}"
 
     def to_json(self) -> list:
         return [self.family, self.fwmark, self.protocol, self.address, self.port]
@@ -142,11 +142,7 @@ class DestKey:
         return ipaddress.ip_address(self.address)
 
     def __str__(self) -> str:
-        return _hostport(self.address, self.port)
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        return model.format_endpoint(self.address, self.port)
 
 
 # --- entries ---------------------------------------------------------------------
@@ -154,7 +150,12 @@ def _hostport(address: str, port: int) -> str:
 
 @dataclass(frozen=True)
 class Stats:
-    """IPVS_STATS_ATTR_* (64-bit variant when the kernel sends it)."""
+    """IPVS_STATS_ATTR_* (64-bit variant when the kernel sends it): the one counters
+    type, also the status snapshot's.
+
+    The first five are monotonic counters; the rates are the kernel's 2-second
+    estimator values, so gauges.
+    """
 
     conns: int = 0
     inpkts: int = 0
@@ -247,26 +248,20 @@ class Table:
 # --- health ------------------------------------------------------------------------
 
 
-class Health(enum.Enum):
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    UNKNOWN = "unknown"       # no first result yet
+# health(vs, rs) -> HealthState. The health runner's policy provides the real one.
+HealthView = Callable[[model.VirtualService, model.RealServer], HealthState]
 
 
-# health(vs, rs) -> Health. The health engineer's policy provides the real one.
-HealthView = Callable[[model.VirtualService, model.RealServer], Health]
-
-
-def all_healthy(vs: model.VirtualService, rs: model.RealServer) -> Health:
+def all_healthy(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
     """Stand-in until health checking is wired: every real server is up."""
-    return Health.HEALTHY
+    return HealthState.UP
 
 
-def health_from_mapping(states: Mapping[tuple[str, tuple], Health],
-                        default: Health = Health.UNKNOWN) -> HealthView:
-    """A HealthView over {(virtual service name, real server key): Health}."""
+def health_from_mapping(states: Mapping[tuple[str, tuple], HealthState],
+                        default: HealthState = HealthState.UNKNOWN) -> HealthView:
+    """A HealthView over {(virtual service name, real server key): HealthState}."""
 
-    def view(vs: model.VirtualService, rs: model.RealServer) -> Health:
+    def view(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
         return states.get((vs.name, rs.key), default)
 
     return view
@@ -310,12 +305,9 @@ def service_entry(vs: model.VirtualService) -> ServiceEntry:
 
 
 def dest_entry(vs: model.VirtualService, rs: model.RealServer, weight: int | None = None) -> DestEntry:
-    # Port 0 means "the service's port" (DR and TUN cannot rewrite it anyway); ipvsadm
-    # does the same for -g/-i.
-    port = rs.port or vs.port
     tunnel = rs.forward is model.ForwardMethod.TUN
     return DestEntry(
-        key=DestKey.of(rs.address, port),
+        key=DestKey.of(rs.address, vs.port_of(rs)),
         family=rs.address.version,
         fwd=FWD_BY_METHOD[rs.forward],
         weight=rs.weight if weight is None else weight,
@@ -353,10 +345,10 @@ def desired_service(vs: model.VirtualService, health: HealthView,
     inhibited: list[model.RealServer] = []
     pending = False
     for rs in vs.real_servers:
-        state = Health.HEALTHY if rs.check is None else health(vs, rs)
-        if state is Health.HEALTHY:
+        state = HealthState.UP if rs.check is None else health(vs, rs)
+        if state is HealthState.UP:
             healthy.append(rs)
-        elif state is Health.UNHEALTHY:
+        elif state is HealthState.DOWN:
             if vs.inhibit_on_failure:
                 inhibited.append(rs)
         else:

@@ -21,6 +21,7 @@ import socket
 import struct
 
 from hadirector.model import IPAddress
+from hadirector.vrrp.codec import checksum   # RFC 1071, shared with the VRRP advert
 
 ETH_P_ARP = 0x0806
 ETH_P_IPV6 = 0x86DD
@@ -58,15 +59,6 @@ def arp_frame(mac: bytes, ip: ipaddress.IPv4Address) -> bytes:
     return eth + arp
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def na_frame(mac: bytes, ip: ipaddress.IPv6Address, router: bool = False) -> bytes:
     """An unsolicited Neighbour Advertisement for ``ip`` to all-nodes (RFC 4861 4.4).
 
@@ -78,7 +70,7 @@ def na_frame(mac: bytes, ip: ipaddress.IPv6Address, router: bool = False) -> byt
     option = struct.pack("!BB6s", 2, 1, mac)             # TLLA, length in 8-octet units
     icmp = struct.pack("!BBHI16s", 136, 0, 0, flags, ip.packed) + option
     pseudo = ip.packed + ALL_NODES.packed + struct.pack("!I3xB", len(icmp), 58)
-    csum = _checksum(pseudo + icmp)
+    csum = checksum(pseudo + icmp)
     icmp = icmp[:2] + struct.pack("!H", csum) + icmp[4:]
     ipv6 = struct.pack(
         "!IHBB16s16s", 6 << 28, len(icmp), 58, 255, ip.packed, ALL_NODES.packed

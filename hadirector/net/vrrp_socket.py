@@ -27,11 +27,12 @@ import struct
 from dataclasses import dataclass
 
 from hadirector.model import IPAddress
+from hadirector.vrrp.codec import MCAST_V4, MCAST_V6, PROTO_VRRP, VRRP_TTL
 
-IPPROTO_VRRP = 112
-VRRP_GROUP_V4 = ipaddress.IPv4Address("224.0.0.18")   # RFC 5798 5.1.1.2
-VRRP_GROUP_V6 = ipaddress.IPv6Address("ff02::12")     # RFC 5798 5.1.2.2
-VRRP_TTL = 255
+# The protocol's constants are the codec's (RFC 5798 5.1.1.2, 5.1.2.2, 5.2.3, 5.2.4).
+IPPROTO_VRRP = PROTO_VRRP
+VRRP_GROUP_V4 = MCAST_V4
+VRRP_GROUP_V6 = MCAST_V6
 
 # Not every CPython build exports these; the values are Linux's uapi.
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)

@@ -45,24 +45,15 @@ any state changes (h11 style).
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 
 from hadirector.model import IPAddress, VrrpInstance
+from hadirector.model import VrrpState as State  # the one VRRP state enum, by the machine's name
 from hadirector.vrrp.codec import Advert, Reject
 from hadirector.vrrp.timers import bounded_adver_interval, master_down_interval, skew_time
 
 PRIORITY_OWNER = 255      # RFC 5798 5.2.4: the address owner
 PRIORITY_STOP = 0         # RFC 5798 5.2.4: the master is leaving
-
-
-class State(enum.Enum):
-    """RFC 5798 6.4 states plus FAULT; values are keepalived's names for them."""
-
-    INITIALIZE = "INIT"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-    FAULT = "FAULT"
 
 
 class Reason:

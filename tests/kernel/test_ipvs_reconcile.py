@@ -18,8 +18,9 @@ from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.planner import AddService, DelDest, EditDest
 from hadirector.ipvs.reconciler import Reconciler
 from hadirector.ipvs.table import (
-    DestKey, Health, ServiceEntry, ServiceKey, all_healthy, desired_service, desired_table, health_from_mapping,
+    DestKey, ServiceEntry, ServiceKey, all_healthy, desired_service, desired_table, health_from_mapping,
 )
+from hadirector.model import HealthState
 
 from tests.kernel.iv_lab import IvNetns, kernel_schedulers
 
@@ -141,8 +142,8 @@ def test_update_service_converges_one_service_without_a_full_dump(backend):
     other = sc.vs("api", port=8443, real_servers=(sc.rs("10.244.1.1", 8443),))
     r = Reconciler(backend)
     r.sync(desired_table(sc.config(v, other)))
-    down = health_from_mapping({("web", rs.key): Health.HEALTHY for rs in v.real_servers}
-                               | {("web", v.real_servers[0].key): Health.UNHEALTHY})
+    down = health_from_mapping({("web", rs.key): HealthState.UP for rs in v.real_servers}
+                               | {("web", v.real_servers[0].key): HealthState.DOWN})
     svc, dests, _ = desired_service(v, down)
     if isinstance(backend, FakeIpvs):
         dumps = backend.dumps

@@ -9,8 +9,8 @@ from hadirector.api.metrics import Histogram
 from hadirector.api.snapshot import (
     CheckResult,
     HealthTotals,
-    Health,
-    IpvsCounters,
+    HealthState as Health,
+    Stats,
     KernelSyncDaemon,
     NodeStatus,
     RealServerStatus,
@@ -35,7 +35,7 @@ def make_snapshot() -> Snapshot:
         key="TCP 10.0.0.100:80",
         scheduler="wlc",
         quorum_up=True,
-        stats=IpvsCounters(conns=120, inpkts=3400, outpkts=3100, inbytes=220_000,
+        stats=Stats(conns=120, inpkts=3400, outpkts=3100, inbytes=220_000,
                            outbytes=4_500_000, cps=3),
         real_servers=(
             RealServerStatus(
@@ -44,7 +44,7 @@ def make_snapshot() -> Snapshot:
                 last_check=CheckResult(ok=True, detail="HTTP 200", latency=0.0012,
                                        at=NOW - 2),
                 active_conns=4, inactive_conns=7,
-                stats=IpvsCounters(conns=80, inpkts=2000, outpkts=1900, inbytes=150_000,
+                stats=Stats(conns=80, inpkts=2000, outpkts=1900, inbytes=150_000,
                                    outbytes=3_000_000),
             ),
             RealServerStatus(

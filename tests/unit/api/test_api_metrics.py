@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hadirector.api.metrics import escape_label_value, format_value, render
 from hadirector.api.snapshot import (
-    Health,
+    HealthState as Health,
     NodeStatus,
     ReloadStatus,
     Snapshot,

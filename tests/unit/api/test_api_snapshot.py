@@ -11,7 +11,7 @@ import pytest
 from hadirector.api.metrics import Histogram
 from hadirector.api.snapshot import (
     SCHEMA_VERSION,
-    Health,
+    HealthState as Health,
     HistogramSnapshot,
     ReloadResult,
     Snapshot,
@@ -100,7 +100,7 @@ def test_every_schema_field_is_documented_by_a_type_hint():
     walk(Snapshot, seen)
     assert {c.__name__ for c in seen} >= {
         "NodeStatus", "VrrpInstanceStatus", "VirtualServiceStatus", "RealServerStatus",
-        "IpvsCounters", "CheckResult", "SyncDaemonStatus", "KernelSyncDaemon",
+        "Stats", "CheckResult", "SyncDaemonStatus", "KernelSyncDaemon",
         "HealthTotals", "HistogramSnapshot", "ReloadStatus"}
 
 

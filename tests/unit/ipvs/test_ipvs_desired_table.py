@@ -7,11 +7,12 @@ from hadirector import model
 from hadirector.ipvs import scenarios as sc
 from hadirector.ipvs.table import (
     FWD_MASQ, FWD_ROUTE, FWD_TUNNEL, SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2,
-    TUN_FLAG_CSUM, TUN_GUE, DestKey, Health, ServiceKey, all_healthy, desired_service, desired_table,
+    TUN_FLAG_CSUM, TUN_GUE, DestKey, ServiceKey, all_healthy, desired_service, desired_table,
     health_from_mapping,
 )
+from hadirector.model import HealthState
 
-H, U, X = Health.HEALTHY, Health.UNHEALTHY, Health.UNKNOWN
+H, U, X = HealthState.UP, HealthState.DOWN, HealthState.UNKNOWN
 
 
 def states(vs, *each):
@@ -64,7 +65,7 @@ def test_unhealthy_real_server_gets_weight_zero_with_inhibit_on_failure():
 
 def test_unchecked_real_server_is_always_healthy():
     v = sc.vs(real_servers=(sc.rs("10.244.1.1", checked=False),))
-    _, dests, _ = desired_service(v, lambda vs, r: Health.UNHEALTHY)
+    _, dests, _ = desired_service(v, lambda vs, r: HealthState.DOWN)
     assert addrs(dests) == [("10.244.1.1", 1)]
 
 

@@ -1,0 +1,35 @@
+"""state.json is one view of the agent's state, written once per role change, after
+everything that role change does (VIPs, notify, subscribers such as the sync daemon)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from hadirector.vrrp.machine import State
+from hadirector.vrrp.timers import master_down_interval
+
+from .test_agent import ADV, Rig, inst
+
+
+async def test_state_json_is_written_once_per_role_change_after_the_subscribers_ran(tmp_path):
+    rig = Rig(tmp_path, inst())
+    seen: list[tuple[str, str]] = []
+    rig.agent.on_role_changed.append(lambda e: seen.append(("subscriber", e.new.value)))
+    write = rig.agent.write_state
+
+    def recording_write() -> None:
+        write()
+        saved = json.loads((tmp_path / "state.json").read_text())
+        seen.append(("state.json", saved["instances"]["vi_1"]["state"]))
+
+    rig.agent.write_state = recording_write
+    await rig.agent.start()
+    await asyncio.sleep(master_down_interval(100, ADV) + 0.05)
+    assert rig.agent.runtimes["vi_1"].driver.state is State.MASTER
+    # Start-up writes its own (INIT, then running); the takeover is one write, after
+    # the subscribers (the LVS side switches the sync daemon there).
+    takeover = seen[seen.index(("subscriber", "BACKUP")) + 1:]
+    takeover = [e for e in takeover if e != ("state.json", "BACKUP")]
+    assert takeover == [("subscriber", "MASTER"), ("state.json", "MASTER")]
+    await rig.agent.stop()
