@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def in_lab_or_reexec(argv: list[str]) -> None:
-    from hadirector.kernellab import host_has_ipvs, in_lab, run_in_lab
+    from lab.kernel import host_has_ipvs, in_lab, run_in_lab
     if host_has_ipvs() or in_lab():
         return
     r = run_in_lab([sys.executable, str(Path(__file__).resolve()), *argv], cwd=str(ROOT),

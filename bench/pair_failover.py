@@ -52,7 +52,7 @@ sys.path.insert(0, str(LAB_DIR))
 
 import pairlab  # noqa: E402  (puts this tree's hadirector first on sys.path)
 import topology  # noqa: E402
-from hadirector.kernellab import progress  # noqa: E402
+from lab import progress  # noqa: E402
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 DEFAULT_OUT = ROOT / "results" / "pair-bench"

@@ -34,8 +34,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 import timeline  # noqa: E402
 import topology  # noqa: E402
 import vipwatch  # noqa: E402
-from hadirector.kernellab.progress import ProgressLine  # noqa: E402
-from hadirector.kernellab.progress import wait_for as _wait_for  # noqa: E402
+from lab.progress import ProgressLine  # noqa: E402
+from lab.progress import wait_for as _wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LAB = Path(__file__).resolve().parent

@@ -25,7 +25,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 
-from hadirector.kernellab.progress import ProgressLine, wait_for
+from lab.progress import ProgressLine, wait_for
 
 PREFIX = "pl"
 FRONT_NET = "10.250.0"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from hadirector.kernellab.runner import IN_LAB_ENV
+from lab.kernel.runner import IN_LAB_ENV
 from tests.netns.ve_agents import AgentProc, instance_config, wait_for
 from tests.netns.ve_lab import Lan, sh
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hadirector.kernellab import IPVS_SCHEDULERS
+from lab.kernel import IPVS_SCHEDULERS
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 

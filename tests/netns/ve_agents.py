@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from hadirector.kernellab import progress
+from lab import progress
 
 from .ve_lab import Lan, sh
 
