@@ -257,21 +257,6 @@ class Health(enum.Enum):
 HealthView = Callable[[model.VirtualService, model.RealServer], Health]
 
 
-def all_healthy(vs: model.VirtualService, rs: model.RealServer) -> Health:
-    """Stand-in until health checking is wired: every real server is up."""
-    return Health.HEALTHY
-
-
-def health_from_mapping(states: Mapping[tuple[str, tuple], Health],
-                        default: Health = Health.UNKNOWN) -> HealthView:
-    """A HealthView over {(virtual service name, real server key): Health}."""
-
-    def view(vs: model.VirtualService, rs: model.RealServer) -> Health:
-        return states.get((vs.name, rs.key), default)
-
-    return view
-
-
 # --- config -> entries ----------------------------------------------------------------
 
 
@@ -384,7 +369,7 @@ def desired_service(vs: model.VirtualService, health: HealthView,
     return svc, list(dests.values()), quorum
 
 
-def desired_table(config: model.Config, health: HealthView = all_healthy,
+def desired_table(config: model.Config, health: HealthView,
                   quorum_before: Mapping[ServiceKey, bool] | None = None) -> Table:
     """The whole table the kernel should hold for ``config`` given ``health``.
 

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from hadirector.ipvs import scenarios as sc
 from hadirector.ipvs.cli import render, render_rules
 from hadirector.ipvs.reconciler import Reconciler
-from hadirector.ipvs.table import all_healthy, desired_table
+from hadirector.ipvs.table import desired_table
+from lab import ipvs_scenarios as sc
+from lab.ipvs_scenarios import all_healthy
 
 from tests.kernel.iv_lab import IvNetns, kernel_schedulers
 
@@ -69,7 +70,7 @@ def test_tunnel_settings_read_back_through_ipvsadm(programmed):
 def test_ipvsadm_restore_of_our_rules_builds_the_same_table():
     """Our rules text is valid ipvsadm-restore input and means the same table (the
     benchmark relies on it); -S does not carry thresholds, so the config has none."""
-    desired = desired_table(sc.config(sc.web(3), sc.vs("dns", port=53, real_servers=(sc.rs("10.244.1.9", 53),))))
+    desired = desired_table(sc.config(sc.web(3), sc.vs("dns", port=53, real_servers=(sc.rs("10.244.1.9", 53),))), all_healthy)
     with IvNetns("rs") as ns:
         ns.run("ipvsadm-restore", input=render_rules(desired))
         backend = ns.ipvs()
