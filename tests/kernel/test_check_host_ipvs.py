@@ -16,8 +16,8 @@ import textwrap
 import pytest
 
 from hadirector.exitcodes import ExitCode
-from tests.netns.ve_agents import HADIRECTOR, ROOT
-from tests.netns.ve_lab import Lan
+from lab.agents import HADIRECTOR, ROOT
+from lab.lan import Lan
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
 

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from lab.kernel.runner import IN_LAB_ENV
-from tests.netns.ve_agents import AgentProc, instance_config, wait_for
-from tests.netns.ve_lab import Lan, sh
+from lab.agents import AgentProc, instance_config, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 

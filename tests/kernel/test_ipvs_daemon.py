@@ -15,7 +15,7 @@ from hadirector.ipvs.fake import FakeIpvs
 from hadirector.ipvs.planner import AddDest, AddService
 from hadirector.ipvs.table import FWD_TUNNEL, DestEntry, DestKey, ServiceEntry, ServiceKey
 
-from tests.kernel.iv_lab import IvNetns
+from lab.ipvs_netns import IvNetns
 
 MASTER = model.SyncDaemon(interface="iv-a", syncid=7)
 BACKUP = model.SyncDaemon(interface="iv-a", syncid=9, mcast_group=ipaddress.ip_address("224.0.0.99"),

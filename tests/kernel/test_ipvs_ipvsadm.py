@@ -13,7 +13,7 @@ from hadirector.ipvs.table import desired_table
 from lab import ipvs_scenarios as sc
 from lab.ipvs_scenarios import all_healthy
 
-from tests.kernel.iv_lab import IvNetns, kernel_schedulers
+from lab.ipvs_netns import IvNetns, kernel_schedulers
 
 pytestmark = pytest.mark.kernel
 

@@ -35,9 +35,9 @@ from hadirector.exitcodes import ExitCode
 
 ACCEPT_BATCH = BoundedListener.__init__.__kwdefaults__["accept_batch"]
 
-from .rl_lab import RlLan
-from .ve_agents import ROOT, AgentProc, instance_config, wait_for
-from .ve_lab import sh
+from lab.reload_lan import RlLan
+from lab.agents import ROOT, AgentProc, instance_config, wait_for
+from lab.lan import sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

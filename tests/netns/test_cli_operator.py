@@ -24,8 +24,8 @@ from hadirector.cli import COMMANDS, build_parser
 from hadirector.exitcodes import ExitCode, epilog
 from hadirector.ipvs.availability import probe
 
-from .ve_agents import HADIRECTOR, ROOT, agent_factory, wait_for
-from .ve_lab import Lan, sh
+from lab.agents import HADIRECTOR, ROOT, agent_factory, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns]
 

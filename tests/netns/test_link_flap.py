@@ -22,12 +22,12 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval
 
-from .ve_agents import (
+from lab.agents import (
     AgentProc, KeepalivedProc, agent_factory, holders, instance_config, keepalived_conf, ts,
     wait_for, wait_holder,
 )
-from .ve_agents import elect as ve_elect
-from .ve_lab import Lan, sh
+from lab.agents import elect as ve_elect
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

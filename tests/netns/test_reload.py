@@ -32,9 +32,9 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from .rl_lab import RlLan
-from .ve_agents import AgentProc, holders, instance_config, wait_for, wait_holder
-from .ve_lab import sh
+from lab.reload_lan import RlLan
+from lab.agents import AgentProc, holders, instance_config, wait_for, wait_holder
+from lab.lan import sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

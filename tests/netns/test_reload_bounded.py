@@ -22,11 +22,11 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from .rl_lab import RlLan
+from lab.reload_lan import RlLan
 from .test_reload import (
     ADVERT, VipWatch, assert_vip_steady, running_pair, sighup_and_wait, status, transitions,
 )
-from .ve_agents import HADIRECTOR, ROOT, AgentProc
+from lab.agents import HADIRECTOR, ROOT, AgentProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

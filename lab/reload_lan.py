@@ -1,4 +1,4 @@
-"""ve_lab's namespace LAN under the reload area's names: rl<pid><tag>-sw / -n<i>,
+"""lab.lan's namespace LAN under the reload area's names: rl<pid><tag>-sw / -n<i>,
 addresses 10.236.<net>.<i>/24 and fd00:236::<net>:<i>/64 (VIP .100 by default).
 
 Used by tests/netns/test_reload.py and tests/kernel/test_reload_ipvs.py.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from .ve_lab import Lan
+from lab.lan import Lan
 
 
 class RlLan(Lan):

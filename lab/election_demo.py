@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """VRRP election demo (no IPVS needed): two hadirector agents elect a master, the
 primary is stopped, the backup takes the VIP, the primary returns and takes it back.
 
@@ -6,6 +5,7 @@ Everything runs in network namespaces created here (prefix "ve<pid>dm") on a bri
 its own "switch" namespace, and is torn down at the end, also on Ctrl-C.
 
 Usage: netns-lab/election-demo [--stop term|kill] [--advert SECONDS]
+   or: .venv/bin/python -m lab.election_demo ... (from the repository root)
 """
 
 from __future__ import annotations
@@ -18,16 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-venv_python = ROOT / ".venv" / "bin" / "python"
-if venv_python.exists() and Path(sys.executable) != venv_python and "VE_DEMO_REEXEC" not in os.environ:
-    os.environ["VE_DEMO_REEXEC"] = "1"
-    os.execv(str(venv_python), [str(venv_python), __file__, *sys.argv[1:]])
-
-from hadirector.vrrp.timers import master_down_interval, skew_time  # noqa: E402
-from tests.netns.ve_agents import AgentProc, instance_config, wait_for  # noqa: E402
-from tests.netns.ve_lab import Lan, sh  # noqa: E402
+from hadirector.vrrp.timers import master_down_interval, skew_time
+from lab.agents import AgentProc, instance_config, wait_for
+from lab.lan import Lan, sh
 
 T0 = time.monotonic()
 

@@ -23,9 +23,9 @@ import yaml
 
 from lab import progress
 
-from .ve_lab import Lan, sh
+from lab import ROOT
+from lab.lan import Lan, sh
 
-ROOT = Path(__file__).resolve().parents[2]
 HADIRECTOR = [sys.executable, "-m", "hadirector.cli"]
 
 
