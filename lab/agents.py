@@ -1,4 +1,4 @@
-"""Run real ``hadirector run`` processes (and keepalived) inside ``ve_lab`` namespaces.
+"""Run real ``hadirector run`` processes (and keepalived) inside ``lab.lan`` namespaces.
 
 Used by the election, interop and hostile-advert tests, the failover benchmark and
 the election demo. An agent's state is read from its ``state_dir/state.json`` (written

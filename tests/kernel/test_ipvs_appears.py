@@ -10,7 +10,7 @@ loaded before come back at the end: the kernel tests after this one run in the s
 boot. It unloads modules, so it runs only inside the kernel lab, never on a host whose
 own IPVS may be in use.
 
-One agent in a one-node namespace LAN (ve_lab, area "ia", 10.234.44.0/24); the oracles
+One agent in a one-node namespace LAN (lab.lan, area "ia", 10.234.44.0/24); the oracles
 are outside it: ``ip addr``, ``ipvsadm -Ln`` and ``ipvsadm -L --daemon`` in its
 namespace, plus its JSON log and state.json.
 """

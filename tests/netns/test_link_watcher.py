@@ -1,4 +1,4 @@
-"""``LinkWatcher`` against real rtnetlink: a node namespace of ``ve_lab``, its eth0's
+"""``LinkWatcher`` against real rtnetlink: a node namespace of ``lab.lan``, its eth0's
 cable cut and restored at the switch (carrier loss, the realistic fault) or set down
 from inside (admin down).
 

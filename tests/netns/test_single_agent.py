@@ -1,6 +1,6 @@
 """One agent per director, start failures that say why, and adverts from our own address.
 
-Real ``hadirector run`` processes in ``ve_lab`` namespaces. A second agent in the same
+Real ``hadirector run`` processes in ``lab.lan`` namespaces. A second agent in the same
 namespace must exit at once with ALREADY_RUNNING and touch nothing while the first
 keeps MASTER and the VIP (``ip addr``); agents in two namespaces are two directors and
 both run. User ``nobody`` (``setpriv``) tries to take the lock first — its file, its
