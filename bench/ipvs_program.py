@@ -71,7 +71,7 @@ def main() -> int:
     from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
     from lab import ipvs_scenarios as sc
     from lab.ipvs_scenarios import all_healthy
-    from lab.ipvs_netns import IvNetns
+    from lab.ipvs_netns import IpvsNetns
 
     cfg = sc.many(args.services, args.dests)
     desired = desired_table(cfg, all_healthy)
@@ -86,7 +86,7 @@ def main() -> int:
     key0 = ServiceKey.of(vs0)
     rows = []
 
-    with IvNetns("bn") as ns:
+    with IpvsNetns("bn") as ns:
         backend = ns.ipvs()
         try:
             r = Reconciler(backend)

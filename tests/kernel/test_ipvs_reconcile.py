@@ -22,7 +22,7 @@ from hadirector.ipvs.table import (
 from lab import ipvs_scenarios as sc
 from lab.ipvs_scenarios import all_healthy, health_from_mapping
 
-from lab.ipvs_netns import IvNetns, kernel_schedulers
+from lab.ipvs_netns import IpvsNetns, kernel_schedulers
 
 WEB = ServiceKey.inet("tcp", "10.244.0.100", 80)
 
@@ -32,7 +32,7 @@ def backend(request):
     if request.param == "fake":
         yield FakeIpvs()
         return
-    with IvNetns("rc") as ns:
+    with IpvsNetns("rc") as ns:
         b = ns.ipvs()
         b.ns = ns
         try:

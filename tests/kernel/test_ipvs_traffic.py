@@ -35,7 +35,7 @@ from hadirector.ipvs.table import desired_table
 from lab import ipvs_scenarios as sc
 from lab.ipvs_scenarios import all_healthy
 
-from lab.ipvs_netns import IvNetns, inside, sh
+from lab.ipvs_netns import IpvsNetns, inside, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from lab.reload_lan import RlLan
 from lab.agents import AgentProc, instance_config, wait_for
-from lab.lan import sh
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 
@@ -42,7 +41,7 @@ RELOAD_TIMEOUT = 60.0
 RELOADS = 100
 
 
-def service(name: str, lan: RlLan, port: int, weights: dict[int, int]) -> dict:
+def service(name: str, lan: Lan, port: int, weights: dict[int, int]) -> dict:
     return {
         "name": name, "address": str(lan.vip4()), "port": port, "scheduler": "rr",
         "forward": "dr",
@@ -51,7 +50,7 @@ def service(name: str, lan: RlLan, port: int, weights: dict[int, int]) -> dict:
     }
 
 
-def base_services(lan: RlLan) -> dict:
+def base_services(lan: Lan) -> dict:
     return {
         "lvs": {"program": "always", "on_shutdown": "keep"},
         "virtual_services": [service("web", lan, 80, {2: 1, 3: 1, 4: 1}),
@@ -62,7 +61,7 @@ def base_services(lan: RlLan) -> dict:
 class Lab:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.lan = RlLan("kr", nodes=5, net=60)
+        self.lan = Lan("kr", nodes=5, net=60, area="rl", subnet=236)
         self.servers: list[subprocess.Popen] = []
         self.agent: AgentProc | None = None
         self.log: list[dict] = []       # the agent's JSON log, read incrementally

@@ -22,7 +22,7 @@ import pytest
 
 from hadirector.net.addresses import LinkState, LinkWatcher
 
-from lab.ipvs_netns import inside
+from lab.netns import inside
 
 from lab.lan import Lan, sh
 
