@@ -2,10 +2,10 @@
 """Chaos soak: a seeded random sequence of faults on the director pair, hadirector and
 keepalived each driving the same lab in the same run.
 
-    .venv/bin/python bench/chaos.py --faults 100 [--seed S]      # the soak, ~hours
-    .venv/bin/python bench/chaos.py --faults 12 --seed 9          # a quick real table
-    .venv/bin/python bench/chaos.py --mode vrrp --faults 20       # host namespaces, fast
-    .venv/bin/python bench/chaos.py --table results/chaos/chaos.json
+    .venv/bin/python -m bench.chaos --faults 100 [--seed S]      # the soak, ~hours
+    .venv/bin/python -m bench.chaos --faults 12 --seed 9          # a quick real table
+    .venv/bin/python -m bench.chaos --mode vrrp --faults 20       # host namespaces, fast
+    .venv/bin/python -m bench.chaos --table results/chaos/chaos.json
 
 Which lab. By default (``--mode dr``) the IPVS pair lab in LVS-DR (netns-lab/, sync
 daemon on, advert 1 s) inside the kernel lab (QEMU; this kernel has no IPVS and no
@@ -23,7 +23,7 @@ spoofed adverts, a pathological reload, an API flood); the seed is printed, and 
 same seed gives the same sequence to both implementations. Before each fault the pair
 is brought to "dir1 MASTER, dir2 BACKUP, no fault in place"; a client (short HTTP
 requests at 10/s, 5 long-lived echo connections) runs from before the fault until
-after the pair converged again. The invariants are netns-lab/invariants.py's, checked
+after the pair converged again. The invariants are lab/invariants.py's, checked
 from outside the agents (ip addr, a request from the client, the client's report,
 the agents' logs) within the RFC 5798 bound for the fault.
 
@@ -54,15 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-LAB_DIR = ROOT / "netns-lab"
-sys.path.insert(0, str(LAB_DIR))
-sys.path.insert(0, str(ROOT / "bench"))
+from lab import ROOT, faults, pairlab, topology
+from lab import invariants as inv
 
-import faults  # noqa: E402
-import invariants as inv  # noqa: E402
-import pairlab  # noqa: E402
-import topology  # noqa: E402
+LAB_DIR = ROOT / "lab"
 
 PY = pairlab.PYTHON
 DEFAULT_OUT = ROOT / "results" / "chaos"
@@ -372,7 +367,7 @@ def _flag(value, params: dict) -> bool:
 
 
 class Client:
-    """netns-lab/client.py in the lab's client namespace, its progress in a file."""
+    """lab/client.py in the lab's client namespace, its progress in a file."""
 
     def __init__(self, lab: pairlab.Lab, rate: float, longs: int) -> None:
         self.lab, self.rate, self.longs = lab, rate, longs
@@ -419,7 +414,7 @@ _DEST_MIN = 6   # 3 real servers x 2 services, weight > 0, on each director
 
 
 def programmed(lab: pairlab.Lab) -> bool:
-    import pair_failover
+    from bench import pair_failover
     return all(pair_failover.dests_up(d) >= _DEST_MIN for d in lab.directors)
 
 
@@ -675,12 +670,12 @@ def run_inside(a: argparse.Namespace) -> int:
 
 
 def run_outside(a: argparse.Namespace) -> int:
-    import pair_failover
+    from bench import pair_failover
     out_dir = Path(a.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     src, sha = (ROOT, "work tree") if a.live else pair_failover.snapshot()
     say(f"running {'the work tree' if a.live else f'a snapshot of commit {sha} in {src}'}")
-    inner = [PY, str(src / "bench" / "chaos.py"), "--inside", "--faults", str(a.faults),
+    inner = [PY, "-m", "bench.chaos", "--inside", "--faults", str(a.faults),
              "--seed", str(a.seed), "--impls", ",".join(a.impls), "--mode", a.mode,
              *(["--kinds", ",".join(a.kinds)] if a.kinds else []),
              "--out", str(out_dir), "--commit", sha]

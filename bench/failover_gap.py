@@ -12,7 +12,7 @@ RFC 5798 bound: Master_Down_Interval for kill -9, Skew_Time for a graceful stop 
 6.4.2), both for the backup's priority 100.
 
 Usage (root; namespaces only, no other traffic):
-    .venv/bin/python bench/failover_gap.py [--runs 3] [--adverts 1,0.1] [--impl hadirector,keepalived]
+    .venv/bin/python -m bench.failover_gap [--runs 3] [--adverts 1,0.1] [--impl hadirector,keepalived]
 """
 
 from __future__ import annotations
@@ -27,14 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from hadirector.vrrp.timers import master_down_interval, skew_time  # noqa: E402
-from tests.netns.ve_agents import (  # noqa: E402
+from hadirector.vrrp.timers import master_down_interval, skew_time
+from lab.agents import (
     AgentProc, Capture, KeepalivedProc, gap, instance_config, keepalived_conf, wait_for,
 )
-from tests.netns.ve_lab import Lan, sh  # noqa: E402
+from lab.lan import Lan, sh
 
 HIGH, LOW = 150, 100
 MAX_RUNS = 10

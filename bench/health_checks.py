@@ -16,7 +16,7 @@ Targets are spread over 127.1.0.0/16 addresses x 50 ports each, so no single
 destination sees enough connections to exhaust ephemeral ports; the fd limit is raised
 to its hard limit. All traffic stays on loopback; each run is bounded in time.
 
-Run: ``.venv/bin/python bench/health_checks.py [--sizes 1000,5000,10000] [--kinds tcp,http]
+Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,5000,10000] [--kinds tcp,http]
 [--duration 10]``.
 """
 
@@ -34,15 +34,12 @@ import socket
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import structlog
 
-import structlog  # noqa: E402
-
-from hadirector.agent.health_runner import HealthRunner  # noqa: E402
-from hadirector.health.probes import run_check  # noqa: E402
-from hadirector.model import (  # noqa: E402
+from hadirector.agent.health_runner import HealthRunner
+from hadirector.health.probes import run_check
+from hadirector.model import (
     Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
 )
 

@@ -3,7 +3,7 @@
 keepalived's checker only runs with IPVS (it programs the real servers it finds up),
 so this runs where IPVS exists -- on this project's machines, inside the kernel lab:
 
-    .venv/bin/hadirector kernel-lab --timeout 900 -- .venv/bin/python bench/health_keepalived.py
+    .venv/bin/python -m lab.kernel --timeout 900 -- .venv/bin/python -m bench.health_keepalived
 
 For each N it starts N loopback TCP listeners (epoll server processes that count the
 connections they accept), then runs, one after the other for ``--duration`` seconds:
@@ -30,11 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import structlog
 
-import health_checks as hc  # noqa: E402
-import structlog  # noqa: E402
+from bench import health_checks as hc
 
 WORK = Path("/run/hc-bench")
 
@@ -104,8 +102,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if not os.path.exists("/proc/net/ip_vs"):
         print("health_keepalived: this kernel has no IPVS, which keepalived's checker needs;"
-              " run it in the kernel lab:\n  .venv/bin/hadirector kernel-lab --timeout 900 --"
-              " .venv/bin/python bench/health_keepalived.py", file=sys.stderr)
+              " run it in the kernel lab:\n  .venv/bin/python -m lab.kernel --timeout 900 --"
+              " .venv/bin/python -m bench.health_keepalived", file=sys.stderr)
         return 2
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

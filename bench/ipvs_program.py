@@ -16,7 +16,7 @@ Every result is checked: after each step our dump must equal the desired table.
 Times are wall-clock inside the guest, under TCG emulation (CPU-bound work runs 10-20x
 slower than on real hardware; compare the columns, not the absolute numbers).
 
-Usage:  .venv/bin/python bench/ipvs_program.py [--services 1000] [--dests 10]
+Usage:  .venv/bin/python -m bench.ipvs_program [--services 1000] [--dests 10]
 
 A run on the development machine (2 cores shared with other labs; kernel 6.1.0-56, TCG):
 
@@ -39,17 +39,15 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lab import ROOT
 
 
 def in_lab_or_reexec(argv: list[str]) -> None:
-    from hadirector.kernellab import host_has_ipvs, in_lab, run_in_lab
+    from lab.kernel import host_has_ipvs, in_lab, run_in_lab
     if host_has_ipvs() or in_lab():
         return
-    r = run_in_lab([sys.executable, str(Path(__file__).resolve()), *argv], cwd=str(ROOT),
+    r = run_in_lab([sys.executable, "-m", "bench.ipvs_program", *argv], cwd=str(ROOT),
                    timeout=3000, memory_mb=2048, stream=sys.stderr)
     sys.exit(r.returncode)
 
@@ -67,12 +65,13 @@ def main() -> int:
     args = p.parse_args()
     in_lab_or_reexec(sys.argv[1:])
 
-    from hadirector.ipvs import scenarios as sc
     from hadirector.ipvs.cli import render_rules
     from hadirector.ipvs.planner import plan
     from hadirector.ipvs.reconciler import Reconciler
-    from hadirector.ipvs.table import DestKey, ServiceKey, Table, all_healthy, desired_service, desired_table
-    from tests.kernel.iv_lab import IvNetns
+    from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
+    from lab import ipvs_scenarios as sc
+    from lab.ipvs_scenarios import all_healthy
+    from lab.ipvs_netns import IpvsNetns
 
     cfg = sc.many(args.services, args.dests)
     desired = desired_table(cfg, all_healthy)
@@ -87,7 +86,7 @@ def main() -> int:
     key0 = ServiceKey.of(vs0)
     rows = []
 
-    with IvNetns("bn") as ns:
+    with IpvsNetns("bn") as ns:
         backend = ns.ipvs()
         try:
             r = Reconciler(backend)
@@ -112,7 +111,7 @@ def main() -> int:
             assert report.planned == []
             rows.append(("ours: re-sync of the whole table, nothing to do", t_noop, 0))
 
-            backend.flush()
+            ns.run("ipvsadm", "-C")     # the product never flushes: the operator's tool does
             assert len(backend.dump()) == 0
             t_restore, proc = timed(lambda: subprocess.run(["ip", "netns", "exec", ns.name, "ipvsadm-restore"],
                                                           input=rules, text=True, capture_output=True))

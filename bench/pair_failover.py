@@ -21,10 +21,10 @@ etc/lab/keepalived/<mode>/dir?.conf (bench/README.md lists the setup differences
 This kernel has no IPVS, so by default the script boots the kernel lab once and runs
 itself there with --inside (results on a read-write share), then prints the table:
 
-    .venv/bin/python bench/pair_failover.py [--cycles 10] [--adverts 1,0.1]
+    .venv/bin/python -m bench.pair_failover [--cycles 10] [--adverts 1,0.1]
         [--impls hadirector,keepalived] [--stops kill,term] [--mode dr]
-    .venv/bin/python bench/pair_failover.py --cycles 2          # quick check
-    .venv/bin/python bench/pair_failover.py --table FILE.json   # table of a past run
+    .venv/bin/python -m bench.pair_failover --cycles 2          # quick check
+    .venv/bin/python -m bench.pair_failover --table FILE.json   # table of a past run
 
 Everything is bounded: every wait has a timeout, the client stops by itself, the lab
 boot has --timeout. Traffic goes only to addresses inside the lab's namespaces.
@@ -46,13 +46,9 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parents[1]
-LAB_DIR = ROOT / "netns-lab"
-sys.path.insert(0, str(LAB_DIR))
+from lab import ROOT, pairlab, progress, topology
 
-import pairlab  # noqa: E402  (puts this tree's hadirector first on sys.path)
-import topology  # noqa: E402
-from hadirector.kernellab import progress  # noqa: E402
+LAB_DIR = ROOT / "lab"
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 DEFAULT_OUT = ROOT / "results" / "pair-bench"
@@ -102,7 +98,7 @@ def wait_for(what: str, cond, timeout: float, step: float = 0.05) -> float:
 
 
 class Client:
-    """netns-lab/client.py in the client namespace, its output in a file (pairlab's
+    """lab/client.py in the client namespace, its output in a file (pairlab's
     start_client prints progress lines, which over an hour-long run is noise)."""
 
     def __init__(self, results: Path, rate: float, longs: int, timeout: float, ping: float) -> None:
@@ -495,7 +491,7 @@ def snapshot() -> tuple[Path, str]:
         (dest / ".venv").symlink_to(ROOT / ".venv")
         # The lab's root is read-only: without .pyc files every agent start under
         # emulation would compile the whole package again.
-        subprocess.run([PY, "-m", "compileall", "-q", str(dest / "hadirector"), str(dest / "netns-lab"),
+        subprocess.run([PY, "-m", "compileall", "-q", str(dest / "hadirector"), str(dest / "lab"),
                         str(dest / "bench")], check=True)
     return dest, sha
 
@@ -505,7 +501,7 @@ def run_outside(a: argparse.Namespace, argv: list[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     src, sha = (ROOT, "work tree") if a.live else snapshot()
     say(f"running {'the work tree' if a.live else f'a snapshot of commit {sha} in {src}'}")
-    inner = [PY, str(src / "bench" / "pair_failover.py"), "--inside", *argv, "--out", str(out_dir),
+    inner = [PY, "-m", "bench.pair_failover", "--inside", *argv, "--out", str(out_dir),
              "--commit", sha]
     if Path("/proc/net/ip_vs").exists():
         rc = subprocess.run(inner, cwd=src).returncode
@@ -524,7 +520,7 @@ def run_in_kernel_lab(inner: list[str], timeout: float, out_dir: Path, src: Path
     results come back there)."""
     say(f"this kernel has no IPVS: booting the kernel lab (timeout {timeout:.0f}s); "
         f"progress below, results in {out_dir}")
-    return subprocess.run([PY, "-m", "hadirector.cli", "kernel-lab", "--timeout", str(timeout),
+    return subprocess.run([PY, "-m", "lab.kernel", "--timeout", str(timeout),
                            "--mem", "2048", "--rw", str(out_dir), "--", *inner], cwd=src).returncode
 
 
@@ -549,7 +545,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--impls", default="hadirector,keepalived")
     p.add_argument("--stops", default="kill,term")
     p.add_argument("--mode", choices=["dr", "nat"], default="dr")
-    # The client load of netns-lab/pairlab.py: under emulation a heavier one starves the
+    # The client load of lab/pairlab.py: under emulation a heavier one starves the
     # client itself and it reports its own slowness as failures.
     p.add_argument("--rate", type=float, default=10.0, help="short requests per second (default 10)")
     p.add_argument("--req-timeout", type=float, default=2.0, help="short request timeout (default 2 s)")

@@ -24,7 +24,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("hadirector.api.cli", "cmd_status", "print the running agent's status"),
     "reload": ("hadirector.api.cli", "cmd_reload", "ask the running agent to reload its config"),
     "import-keepalived": ("hadirector.config.keepalived", "cmd_import", "convert a keepalived.conf to hadirector YAML"),
-    "kernel-lab": ("hadirector.kernellab.cli", "cmd_kernel_lab", "run a command in a QEMU kernel that has IPVS"),
 }
 
 
@@ -81,8 +80,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             add_args(p)
         else:
             p.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-        # One table for every subcommand, from hadirector/exitcodes.py (kernel-lab
-        # passes its command's status through and says so in its own epilog).
+        # One table for every subcommand, from hadirector/exitcodes.py.
         p.epilog = p.epilog or epilog()
         p.formatter_class = HelpFormatter
     return parser

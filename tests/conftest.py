@@ -1,7 +1,7 @@
 """Shared pytest setup for the whole suite.
 
 The kernel-lab plugin runs tests marked ``kernel`` inside a QEMU guest whose kernel has
-IPVS when this machine's kernel does not (see hadirector/kernellab/README.md).
+IPVS when this machine's kernel does not (see lab/kernel/README.md).
 """
 
-pytest_plugins = ["hadirector.kernellab.pytest_plugin"]
+pytest_plugins = ["lab.kernel.pytest_plugin"]

@@ -755,10 +755,6 @@ class IpvsNetlink:
                                   + (f" (kernel: {reply.ext_msg})" if reply.ext_msg else ""))
         raise IpvsError(what, reply.error, text + (f" (kernel: {reply.ext_msg})" if reply.ext_msg else ""))
 
-    def flush(self) -> None:
-        """Remove every service (ipvsadm -C). Only for tests and benchmarks."""
-        self._raise(self.nl.request(IPVS_CMD_FLUSH, []), "flush")
-
     # --- sync daemon ---
 
     def start_daemon(self, state: DaemonState | str, cfg: model.SyncDaemon) -> None:

@@ -252,21 +252,6 @@ class Table:
 HealthView = Callable[[model.VirtualService, model.RealServer], HealthState]
 
 
-def all_healthy(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
-    """Stand-in until health checking is wired: every real server is up."""
-    return HealthState.UP
-
-
-def health_from_mapping(states: Mapping[tuple[str, tuple], HealthState],
-                        default: HealthState = HealthState.UNKNOWN) -> HealthView:
-    """A HealthView over {(virtual service name, real server key): HealthState}."""
-
-    def view(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
-        return states.get((vs.name, rs.key), default)
-
-    return view
-
-
 # --- config -> entries ----------------------------------------------------------------
 
 
@@ -376,7 +361,7 @@ def desired_service(vs: model.VirtualService, health: HealthView,
     return svc, list(dests.values()), quorum
 
 
-def desired_table(config: model.Config, health: HealthView = all_healthy,
+def desired_table(config: model.Config, health: HealthView,
                   quorum_before: Mapping[ServiceKey, bool] | None = None) -> Table:
     """The whole table the kernel should hold for ``config`` given ``health``.
 

@@ -1,17 +1,13 @@
-"""What the pair-lab tests read from a failover report (netns-lab/pairlab.py's
+"""What the pair-lab tests read from a failover report (lab/pairlab.py's
 ``run_failover``): where failures fell relative to the lab's steps, and the agents' JSON
 log events on the lab's monotonic clock."""
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import datetime
-from pathlib import Path
 
-# netns-lab/ is scripts, not a package: the tests drive its orchestrator from here.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns-lab"))
-import pairlab  # noqa: E402,F401  (re-exported for the pair-lab test modules)
+from lab import pairlab  # noqa: F401  (re-exported for the pair-lab test modules)
 
 # A request that started this long before the stop may still be in flight when the
 # primary goes; the client gives up on a request after 2 s.

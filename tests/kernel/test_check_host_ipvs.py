@@ -4,7 +4,7 @@ source address and IPVS are all there passes, and the same file with a missing
 interface still fails with the host code. The host without IPVS is
 tests/netns/test_cli_operator.py.
 
-One namespace LAN (ve_lab, area "ch", 10.234.46.0/24), the real CLI as a process.
+One namespace LAN (lab.lan, area "ch", 10.234.46.0/24), the real CLI as a process.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import textwrap
 import pytest
 
 from hadirector.exitcodes import ExitCode
-from tests.netns.ve_agents import HADIRECTOR, ROOT
-from tests.netns.ve_lab import Lan
+from lab.agents import HADIRECTOR, ROOT
+from lab.lan import Lan
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns]
 

@@ -10,7 +10,7 @@ loaded before come back at the end: the kernel tests after this one run in the s
 boot. It unloads modules, so it runs only inside the kernel lab, never on a host whose
 own IPVS may be in use.
 
-One agent in a one-node namespace LAN (ve_lab, area "ia", 10.234.44.0/24); the oracles
+One agent in a one-node namespace LAN (lab.lan, area "ia", 10.234.44.0/24); the oracles
 are outside it: ``ip addr``, ``ipvsadm -Ln`` and ``ipvsadm -L --daemon`` in its
 namespace, plus its JSON log and state.json.
 """
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from hadirector.kernellab.runner import IN_LAB_ENV
-from tests.netns.ve_agents import AgentProc, instance_config, wait_for
-from tests.netns.ve_lab import Lan, sh
+from lab.kernel.runner import IN_LAB_ENV
+from lab.agents import AgentProc, instance_config, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from hadirector.ipvs.fake import FakeIpvs
 from hadirector.ipvs.planner import AddDest, AddService
 from hadirector.ipvs.table import FWD_TUNNEL, DestEntry, DestKey, ServiceEntry, ServiceKey
 
-from tests.kernel.iv_lab import IvNetns
+from lab.ipvs_netns import IpvsNetns
 
 MASTER = model.SyncDaemon(interface="iv-a", syncid=7)
 BACKUP = model.SyncDaemon(interface="iv-a", syncid=9, mcast_group=ipaddress.ip_address("224.0.0.99"),
@@ -27,7 +27,7 @@ def backend(request):
     if request.param == "fake":
         yield FakeIpvs(interfaces={"lo", "iv-a", "iv-b"})
         return
-    with IvNetns("sd") as ns:
+    with IpvsNetns("sd") as ns:
         b = ns.ipvs()
         b.ns = ns
         try:
@@ -82,7 +82,7 @@ def test_no_sync_daemon_while_a_real_server_crosses_families(backend):
 
 @pytest.mark.kernel
 def test_ipvsadm_shows_the_daemons_we_started():
-    with IvNetns("sv") as ns:
+    with IpvsNetns("sv") as ns:
         b = ns.ipvs()
         try:
             b.start_daemon("master", MASTER)
@@ -107,7 +107,7 @@ def test_ipvsadm_shows_the_daemons_we_started():
 
 @pytest.mark.kernel
 def test_daemon_started_by_ipvsadm_reads_back_through_netlink():
-    with IvNetns("sw") as ns:
+    with IpvsNetns("sw") as ns:
         b = ns.ipvs()
         try:
             ns.run("ipvsadm", "--start-daemon", "backup", "--mcast-interface", "iv-a", "--syncid", "5")

@@ -7,12 +7,13 @@ import sys
 
 import pytest
 
-from hadirector.ipvs import scenarios as sc
 from hadirector.ipvs.cli import render, render_rules
 from hadirector.ipvs.reconciler import Reconciler
-from hadirector.ipvs.table import all_healthy, desired_table
+from hadirector.ipvs.table import desired_table
+from lab import ipvs_scenarios as sc
+from lab.ipvs_scenarios import all_healthy
 
-from tests.kernel.iv_lab import IvNetns, kernel_schedulers
+from lab.ipvs_netns import IpvsNetns, kernel_schedulers
 
 pytestmark = pytest.mark.kernel
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.kernel
 def programmed():
     """Every scheduler, family, forwarding method, tunnel type and flag, programmed once
     by our reconciler into a fresh namespace."""
-    with IvNetns("sa") as ns:
+    with IpvsNetns("sa") as ns:
         backend = ns.ipvs()
         desired = desired_table(sc.every_field(sorted(kernel_schedulers())), all_healthy)
         report = Reconciler(backend).sync(desired)
@@ -69,8 +70,8 @@ def test_tunnel_settings_read_back_through_ipvsadm(programmed):
 def test_ipvsadm_restore_of_our_rules_builds_the_same_table():
     """Our rules text is valid ipvsadm-restore input and means the same table (the
     benchmark relies on it); -S does not carry thresholds, so the config has none."""
-    desired = desired_table(sc.config(sc.web(3), sc.vs("dns", port=53, real_servers=(sc.rs("10.244.1.9", 53),))))
-    with IvNetns("rs") as ns:
+    desired = desired_table(sc.config(sc.web(3), sc.vs("dns", port=53, real_servers=(sc.rs("10.244.1.9", 53),))), all_healthy)
+    with IpvsNetns("rs") as ns:
         ns.run("ipvsadm-restore", input=render_rules(desired))
         backend = ns.ipvs()
         try:

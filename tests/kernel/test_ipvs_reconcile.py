@@ -12,17 +12,18 @@ import errno
 import pytest
 
 from hadirector import model
-from hadirector.ipvs import scenarios as sc
 from hadirector.ipvs.fake import FakeIpvs
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.planner import AddService, DelDest, EditDest
 from hadirector.ipvs.reconciler import Reconciler
 from hadirector.ipvs.table import (
-    DestKey, ServiceEntry, ServiceKey, all_healthy, desired_service, desired_table, health_from_mapping,
+    DestKey, ServiceEntry, ServiceKey, desired_service, desired_table,
 )
 from hadirector.model import HealthState
+from lab import ipvs_scenarios as sc
+from lab.ipvs_scenarios import all_healthy, health_from_mapping
 
-from tests.kernel.iv_lab import IvNetns, kernel_schedulers
+from lab.ipvs_netns import IpvsNetns, kernel_schedulers
 
 WEB = ServiceKey.inet("tcp", "10.244.0.100", 80)
 
@@ -32,7 +33,7 @@ def backend(request):
     if request.param == "fake":
         yield FakeIpvs()
         return
-    with IvNetns("rc") as ns:
+    with IpvsNetns("rc") as ns:
         b = ns.ipvs()
         b.ns = ns
         try:
@@ -56,21 +57,21 @@ def add_by_hand(backend, key: ServiceKey, dest: str) -> None:
 
 def test_sync_from_empty_programs_the_table_and_reads_back_equal(backend):
     desired = desired_table(sc.config(sc.web(3), sc.vs("dns", port=53, protocol=model.Protocol.UDP,
-                                                       real_servers=(sc.rs("10.244.1.9", 53),))))
+                                                       real_servers=(sc.rs("10.244.1.9", 53),))), all_healthy)
     report = Reconciler(backend).sync(desired)
     assert report.ok and len(report.applied) == 6
     assert backend.dump() == desired
 
 
 def test_second_sync_writes_nothing(backend):
-    desired = desired_table(sc.config(sc.web(3)))
+    desired = desired_table(sc.config(sc.web(3)), all_healthy)
     r = Reconciler(backend)
     r.sync(desired)
     assert r.sync(desired).applied == []
 
 
 def test_restart_with_unchanged_config_writes_nothing(backend, tmp_path):
-    desired = desired_table(sc.config(sc.web(3)))
+    desired = desired_table(sc.config(sc.web(3)), all_healthy)
     Reconciler(backend, OwnedStore.in_state_dir(tmp_path)).sync(desired)
     restarted = Reconciler(backend, OwnedStore.in_state_dir(tmp_path))
     assert restarted.sync(desired).planned == []
@@ -79,8 +80,8 @@ def test_restart_with_unchanged_config_writes_nothing(backend, tmp_path):
 def test_one_weight_change_is_one_edit(backend):
     cfg = sc.config(sc.web(3))
     r = Reconciler(backend)
-    r.sync(desired_table(cfg))
-    report = r.sync(desired_table(sc.with_weight(cfg, "web", "10.244.1.2", 9)))
+    r.sync(desired_table(cfg, all_healthy))
+    report = r.sync(desired_table(sc.with_weight(cfg, "web", "10.244.1.2", 9), all_healthy))
     assert [type(op) for op in report.applied] == [EditDest]
     assert backend.dump().dests[WEB][DestKey("10.244.1.2", 80)].weight == 9
 
@@ -89,8 +90,8 @@ def test_entries_made_by_hand_are_left_alone(backend):
     foreign = ServiceKey.inet("tcp", "10.244.0.7", 22)
     add_by_hand(backend, foreign, "10.244.5.5")
     r = Reconciler(backend)
-    r.sync(desired_table(sc.config(sc.web(2))))
-    r.sync(desired_table(sc.config()))          # we now want nothing at all
+    r.sync(desired_table(sc.config(sc.web(2)), all_healthy))
+    r.sync(desired_table(sc.config(), all_healthy))          # we now want nothing at all
     table = backend.dump()
     assert set(table.services) == {foreign}
     assert set(table.dests[foreign]) == {DestKey("10.244.5.5", 22)}
@@ -101,8 +102,8 @@ def test_removing_a_real_server_from_one_service_touches_no_other(backend):
     b = sc.vs("api", port=8443, real_servers=tuple(sc.rs(f"10.244.1.{i}", 8443) for i in (1, 2, 3)))
     cfg = sc.config(a, b)
     r = Reconciler(backend)
-    r.sync(desired_table(cfg))
-    report = r.sync(desired_table(sc.without_rs(cfg, "web", "10.244.1.2")))
+    r.sync(desired_table(cfg, all_healthy))
+    report = r.sync(desired_table(sc.without_rs(cfg, "web", "10.244.1.2"), all_healthy))
     assert report.applied == [DelDest(WEB, DestKey("10.244.1.2", 80), 4)]
     assert len(backend.dump().dests[ServiceKey.of(b)]) == 3
 
@@ -112,7 +113,7 @@ def test_refused_operations_are_reported_and_the_rest_converges(backend):
     bad_thresholds = sc.vs("thresh", port=82, real_servers=(
         sc.rs("10.244.1.1", 82, upper_threshold=10, lower_threshold=50), sc.rs("10.244.1.2", 82)))
     cfg = sc.config(sc.web(2), broken_sched, bad_thresholds)
-    desired = desired_table(cfg)
+    desired = desired_table(cfg, all_healthy)
     report = Reconciler(backend).sync(desired)
     failures = {(type(f.op).__name__, str(f.op.service), f.errno) for f in report.errors}
     assert failures == {
@@ -128,12 +129,12 @@ def test_refused_operations_are_reported_and_the_rest_converges(backend):
 
 def test_restarted_agent_removes_what_its_dead_predecessor_owned(backend, tmp_path):
     old = sc.config(sc.web(2), sc.vs("old", port=8080, real_servers=(sc.rs("10.244.1.1", 8080),)))
-    Reconciler(backend, OwnedStore.in_state_dir(tmp_path)).sync(desired_table(old))
+    Reconciler(backend, OwnedStore.in_state_dir(tmp_path)).sync(desired_table(old, all_healthy))
     foreign = ServiceKey.inet("tcp", "10.244.0.7", 22)
     add_by_hand(backend, foreign, "10.244.5.5")
     # the agent died; its successor has a config without "old"
     successor = Reconciler(backend, OwnedStore.in_state_dir(tmp_path))
-    successor.sync(desired_table(sc.config(sc.web(2))))
+    successor.sync(desired_table(sc.config(sc.web(2)), all_healthy))
     assert set(backend.dump().services) == {WEB, foreign}
 
 
@@ -141,7 +142,7 @@ def test_update_service_converges_one_service_without_a_full_dump(backend):
     v = sc.web(3)
     other = sc.vs("api", port=8443, real_servers=(sc.rs("10.244.1.1", 8443),))
     r = Reconciler(backend)
-    r.sync(desired_table(sc.config(v, other)))
+    r.sync(desired_table(sc.config(v, other), all_healthy))
     down = health_from_mapping({("web", rs.key): HealthState.UP for rs in v.real_servers}
                                | {("web", v.real_servers[0].key): HealthState.DOWN})
     svc, dests, _ = desired_service(v, down)
@@ -168,8 +169,8 @@ def test_every_field_reads_back_as_written(backend):
 def test_edits_in_place_keep_the_service_and_read_back(backend):
     cfg = sc.config(sc.web(2, scheduler="rr"))
     r = Reconciler(backend)
-    r.sync(desired_table(cfg))
+    r.sync(desired_table(cfg, all_healthy))
     edited = sc.config(sc.web(2, scheduler="sh", scheduler_flags=("sh-port",), persistence_timeout=60))
-    report = r.sync(desired_table(edited))
+    report = r.sync(desired_table(edited, all_healthy))
     assert [type(op).__name__ for op in report.applied] == ["EditService"]
-    assert backend.dump() == desired_table(edited)
+    assert backend.dump() == desired_table(edited, all_healthy)

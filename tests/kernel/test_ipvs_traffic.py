@@ -30,11 +30,12 @@ import sys
 import pytest
 
 from hadirector import model
-from hadirector.ipvs import scenarios as sc
 from hadirector.ipvs.reconciler import Reconciler
-from hadirector.ipvs.table import all_healthy, desired_table
+from hadirector.ipvs.table import desired_table
+from lab import ipvs_scenarios as sc
+from lab.ipvs_scenarios import all_healthy
 
-from tests.kernel.iv_lab import IvNetns, inside, sh
+from lab.ipvs_netns import IpvsNetns, inside, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 

@@ -17,13 +17,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from hadirector.kernellab import IPVS_SCHEDULERS
+from lab.kernel import IPVS_SCHEDULERS
+from lab.netns import sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
-
-
-def sh(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=timeout)
 
 
 class Netns:

@@ -5,8 +5,8 @@ namespace LAN (area prefix "rl", 10.236.60.0/24):
 
     n1 director (10.236.60.1, VIP .100 on eth0 while MASTER)
     n2..n4 real servers rs1..rs3 (VIP on lo, arp_ignore/arp_announce; HTTP :80 and
-           a line echo :9000 from netns-lab/realserver.py)
-    n5 client (netns-lab/client.py: short HTTP requests + long-lived echo connections)
+           a line echo :9000 from lab/realserver.py)
+    n5 client (lab/client.py: short HTTP requests + long-lived echo connections)
 
 Oracles: ``ipvsadm -Ln`` before/after, the agent's ``ipvs.table_changed writes=N
 reason=reload`` log lines (every netlink write the reconciler makes is counted there),
@@ -28,21 +28,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.rl_lab import RlLan
-from tests.netns.ve_agents import AgentProc, instance_config, wait_for
-from tests.netns.ve_lab import sh
+from lab.agents import AgentProc, instance_config, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "netns-lab"
+LAB = ROOT / "lab"
 DIRECTOR, RS, CLIENT = 1, (2, 3, 4), 5
 START_TIMEOUT = 180.0        # agent start-up under TCG
 RELOAD_TIMEOUT = 60.0
 RELOADS = 100
 
 
-def service(name: str, lan: RlLan, port: int, weights: dict[int, int]) -> dict:
+def service(name: str, lan: Lan, port: int, weights: dict[int, int]) -> dict:
     return {
         "name": name, "address": str(lan.vip4()), "port": port, "scheduler": "rr",
         "forward": "dr",
@@ -51,7 +50,7 @@ def service(name: str, lan: RlLan, port: int, weights: dict[int, int]) -> dict:
     }
 
 
-def base_services(lan: RlLan) -> dict:
+def base_services(lan: Lan) -> dict:
     return {
         "lvs": {"program": "always", "on_shutdown": "keep"},
         "virtual_services": [service("web", lan, 80, {2: 1, 3: 1, 4: 1}),
@@ -62,7 +61,7 @@ def base_services(lan: RlLan) -> dict:
 class Lab:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.lan = RlLan("kr", nodes=5, net=60)
+        self.lan = Lan("kr", nodes=5, net=60, area="rl", subnet=236)
         self.servers: list[subprocess.Popen] = []
         self.agent: AgentProc | None = None
         self.log: list[dict] = []       # the agent's JSON log, read incrementally

@@ -35,9 +35,8 @@ from hadirector.exitcodes import ExitCode
 
 ACCEPT_BATCH = BoundedListener.__init__.__kwdefaults__["accept_batch"]
 
-from .rl_lab import RlLan
-from .ve_agents import ROOT, AgentProc, instance_config, wait_for
-from .ve_lab import sh
+from lab.agents import ROOT, AgentProc, instance_config, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -116,7 +115,7 @@ def rs_health(agent: FloodedAgent) -> str:
 
 @pytest.fixture(scope="module")
 def lab():
-    lan = RlLan("af", nodes=2, net=70)
+    lan = Lan("af", nodes=2, net=70, area="rl", subnet=236)
     # A short state dir that `nobody` may traverse: the socket's own mode is the barrier.
     state = Path(tempfile.mkdtemp(prefix="hd-af-", dir="/tmp"))
     state.chmod(0o755)

@@ -1,8 +1,8 @@
 """A short seeded chaos run (bench/chaos.py) in CI: ten faults of different kinds, one
 after another, on one VRRP-only director pair in host namespaces, with client traffic
-across each; every invariant of netns-lab/invariants.py must hold after every fault.
+across each; every invariant of lab/invariants.py must hold after every fault.
 
-The seed is fixed so a failure reproduces: ``bench/chaos.py --mode vrrp --faults 10
+The seed is fixed so a failure reproduces: ``python -m bench.chaos --mode vrrp --faults 10
 --seed 184 --impls hadirector`` runs the same sequence (and keepalived beside it). The
 100-fault soak with IPVS and connection sync is the benchmark (bench/README.md).
 Without sch_netem on this host, the netem faults are left to the kernel lab.
@@ -11,13 +11,10 @@ Without sch_netem on this host, the netem faults are left to the kernel lab.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import chaos  # noqa: E402
+from bench import chaos
 
 pairlab = chaos.pairlab
 

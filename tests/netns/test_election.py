@@ -15,9 +15,9 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 
-from .ve_agents import agent_factory, holders, ts, wait_for, wait_holder
-from .ve_agents import elect as ve_elect
-from .ve_lab import Lan, sh
+from lab.agents import agent_factory, holders, ts, wait_for, wait_holder
+from lab.agents import elect as ve_elect
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

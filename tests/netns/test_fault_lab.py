@@ -1,10 +1,10 @@
 """The fault lab: real faults on a running director pair, invariants checked from outside.
 
-One VRRP-only pair lab (netns-lab/pairlab.py mode "vrrp": client, dir1 priority 150,
+One VRRP-only pair lab (lab/pairlab.py mode "vrrp": client, dir1 priority 150,
 dir2 priority 100, advert 0.5 s, preempt; each director serves the VIP's ports itself)
 in host namespaces named with this process's pid, shared by the module. Each test
 brings the pair to "dir1 MASTER, dir2 BACKUP, no fault in place", injects one fault
-with netns-lab/faults.py and checks netns-lab/invariants.py: within the RFC 5798 bound
+with lab/faults.py and checks lab/invariants.py: within the RFC 5798 bound
 for that fault exactly one director holds the VIP and the other's status agrees with
 its kernel, the client reaches the holder, every transition is logged with its cause,
 and for the faults that must not move the VIP, no long-lived connection is lost (this
@@ -19,19 +19,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from hadirector.vrrp.timers import INTERVAL_BOUND_FACTOR
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns-lab"))
-import faults  # noqa: E402
-import invariants as inv  # noqa: E402
-import pairlab  # noqa: E402
-import topology  # noqa: E402
+from lab import faults, pairlab, topology
+from lab import invariants as inv
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from .ve_agents import AgentProc, ROOT, holders, instance_config, wait_for
-from .ve_lab import Lan
+from lab.agents import AgentProc, ROOT, holders, instance_config, wait_for
+from lab.lan import Lan
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -21,8 +21,8 @@ import time
 
 import pytest
 
-from .ve_agents import HADIRECTOR, ROOT, AgentProc, holders, instance_config, wait_for
-from .ve_lab import Lan
+from lab.agents import HADIRECTOR, ROOT, AgentProc, holders, instance_config, wait_for
+from lab.lan import Lan
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

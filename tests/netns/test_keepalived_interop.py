@@ -16,11 +16,11 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 
-from .ve_agents import (
+from lab.agents import (
     AgentProc, Capture, KeepalivedProc, gap, holders, instance_config, keepalived_conf, wait_for,
     wait_holder,
 )
-from .ve_lab import Lan
+from lab.lan import Lan
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """Link flaps on a real pair of ``hadirector run`` agents (issue 9, fault 1).
 
-Two nodes on a ``ve_lab`` LAN, priorities 200 and 100. The master's link is flapped
+Two nodes on a ``lab.lan`` LAN, priorities 200 and 100. The master's link is flapped
 the realistic way, by cutting its cable at the switch (``p1`` down: eth0 loses
 carrier), and also by ``ip link set eth0 down`` inside the node. An instance's own
 interface is tracked with weight 0, so link down means FAULT (keepalived's
@@ -22,12 +22,12 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval
 
-from .ve_agents import (
+from lab.agents import (
     AgentProc, KeepalivedProc, agent_factory, holders, instance_config, keepalived_conf, ts,
     wait_for, wait_holder,
 )
-from .ve_agents import elect as ve_elect
-from .ve_lab import Lan, sh
+from lab.agents import elect as ve_elect
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""``LinkWatcher`` against real rtnetlink: a node namespace of ``ve_lab``, its eth0's
+"""``LinkWatcher`` against real rtnetlink: a node namespace of ``lab.lan``, its eth0's
 cable cut and restored at the switch (carrier loss, the realistic fault) or set down
 from inside (admin down).
 
@@ -22,9 +22,9 @@ import pytest
 
 from hadirector.net.addresses import LinkState, LinkWatcher
 
-from tests.kernel.iv_lab import inside
+from lab.netns import inside
 
-from .ve_lab import Lan, sh
+from lab.lan import Lan, sh
 
 pytestmark = pytest.mark.netns
 
@@ -232,7 +232,7 @@ def test_a_real_agents_overrun_and_resync_are_counted_in_its_status_and_metrics(
     import os
     import signal
 
-    from .ve_agents import AgentProc, instance_config, wait_for
+    from lab.agents import AgentProc, instance_config, wait_for
 
     agent = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=0.1)],
                       {"api": {"enabled": True, "listen": "127.0.0.1:9110"}})

@@ -32,8 +32,8 @@ from tests.monitoring_queries import (
 )
 
 from .test_ipvs_unavailable import API_PORT, HIGH, LOW, director_config
-from .ve_agents import AgentProc, holders, wait_for
-from .ve_lab import Lan, sh
+from lab.agents import AgentProc, holders, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.netns.ve_lab import Lan, sh
+from lab.lan import Lan, sh
 
 pytestmark = pytest.mark.netns
 PY = sys.executable

@@ -32,9 +32,8 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from .rl_lab import RlLan
-from .ve_agents import AgentProc, holders, instance_config, wait_for, wait_holder
-from .ve_lab import sh
+from lab.agents import AgentProc, holders, instance_config, wait_for, wait_holder
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -116,7 +115,7 @@ class VipWatch:
 
 @pytest.fixture
 def lan():
-    lab = RlLan("rl", nodes=2, net=1)
+    lab = Lan("rl", nodes=2, net=1, area="rl", subnet=236)
     try:
         yield lab.up()
     finally:

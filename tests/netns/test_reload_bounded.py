@@ -22,11 +22,12 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from .rl_lab import RlLan
+from lab.agents import HADIRECTOR, ROOT, AgentProc
+from lab.lan import Lan
+
 from .test_reload import (
     ADVERT, VipWatch, assert_vip_steady, running_pair, sighup_and_wait, status, transitions,
 )
-from .ve_agents import HADIRECTOR, ROOT, AgentProc
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -36,7 +37,7 @@ def pair(request, tmp_path):
     """Node 1 (priority 150) MASTER, node 2 (100) BACKUP, each with its API; the
     advert interval is ADVERT unless the test parametrizes it."""
     advert = getattr(request, "param", ADVERT)
-    lan = RlLan("cb", nodes=2, net=3).up()
+    lan = Lan("cb", nodes=2, net=3, area="rl", subnet=236).up()
     try:
         with running_pair(lan, tmp_path, advert) as (a1, a2):
             yield lan, a1, a2

@@ -1,6 +1,6 @@
 """One agent per director, start failures that say why, and adverts from our own address.
 
-Real ``hadirector run`` processes in ``ve_lab`` namespaces. A second agent in the same
+Real ``hadirector run`` processes in ``lab.lan`` namespaces. A second agent in the same
 namespace must exit at once with ALREADY_RUNNING and touch nothing while the first
 keeps MASTER and the VIP (``ip addr``); agents in two namespaces are two directors and
 both run. User ``nobody`` (``setpriv``) tries to take the lock first — its file, its
@@ -25,8 +25,8 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from .ve_agents import HADIRECTOR, ROOT, agent_factory, holders, wait_for
-from .ve_lab import Lan, sh
+from lab.agents import HADIRECTOR, ROOT, agent_factory, holders, wait_for
+from lab.lan import Lan, sh
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -367,7 +367,7 @@ def test_a_killed_predecessors_vip_goes_before_the_agent_is_up_as_fast_as_keepal
     # restart (process spawn) to the kernel's RTM_DELADDR, for hadirector and, on the
     # same lab in the same run, keepalived 2.2.7 (which removes its configured VIPs
     # when it starts).
-    from .ve_agents import KeepalivedProc, keepalived_conf
+    from lab.agents import KeepalivedProc, keepalived_conf
 
     a1, a2 = agents(lan, 1, priority=100), agents(lan, 2, priority=150)
     leftover_after_kill_9(lan, a1, a2, lambda a: a.role() == "MASTER")

@@ -23,8 +23,8 @@ import pytest
 
 from hadirector.vrrp.timers import INTERVAL_BOUND_FACTOR, master_down_interval
 
-from .ve_agents import AgentProc, holders, instance_config, wait_for
-from .ve_lab import Lan
+from lab.agents import AgentProc, holders, instance_config, wait_for
+from lab.lan import Lan
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""The timeline's VIP sampler (netns-lab/vipwatch.py) against real namespaces: it reads
+"""The timeline's VIP sampler (lab/vipwatch.py) against real namespaces: it reads
 each namespace's addresses through a netlink socket made there, sees a VIP come and go,
 and keeps working when every process of a namespace is gone and its link deleted (a
 kill -9 or a power-off in the pair lab)."""
@@ -6,16 +6,12 @@ kill -9 or a power-off in the pair lab)."""
 from __future__ import annotations
 
 import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.netns.ve_lab import sh
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns-lab"))
-import vipwatch  # noqa: E402
+from lab import vipwatch
+from lab.lan import sh
 
 pytestmark = pytest.mark.netns
 VIP = "10.236.0.100"

@@ -1,4 +1,4 @@
-"""The failover timeline picture (netns-lab/timeline.py): a pure function from a
+"""The failover timeline picture (lab/timeline.py): a pure function from a
 synthetic timeline to SVG text — well-formed, one panel per cycle, the lab's marks with
 their labels — and the record built from a run_failover report."""
 
@@ -8,9 +8,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "netns-lab"))
-import timeline  # noqa: E402
-from timeline import Cycle, Mark, Sample, Timeline, cycle_from_report, holder_at, render_svg  # noqa: E402
+from lab import timeline
+from lab.timeline import Cycle, Mark, Sample, Timeline, cycle_from_report, holder_at, render_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -130,7 +129,7 @@ def test_a_cycle_from_a_report_puts_the_stop_at_zero_and_adds_the_outage_connect
 
 
 def test_the_client_counts_requests_by_the_bucket_they_were_sent_in_and_samples_connections():
-    import client
+    from lab import client
 
     st = client.Stats()
     st.ok_times = [0.01, 0.05, 0.31]
@@ -160,13 +159,13 @@ def test_each_panel_zooms_on_the_failover_and_the_takeback():
 
 
 def test_the_real_client_records_per_bucket_what_it_saw_when_its_server_dies(tmp_path):
-    # netns-lab/client.py against netns-lab/realserver.py on loopback: requests succeed,
+    # lab/client.py against lab/realserver.py on loopback: requests succeed,
     # then the server is killed: requests fail and the long-lived connections die.
     import socket
     import subprocess
     import time
 
-    lab = Path(__file__).resolve().parents[2] / "netns-lab"
+    lab = Path(__file__).resolve().parents[2] / "lab"
     ports = []
     for _ in range(2):
         with socket.socket() as s:

@@ -17,7 +17,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("hadirector", "netns-lab", "bench", "tests")
+SOURCES = ("hadirector", "lab", "bench", "tests")
 SCRIPTS = ("run", ".ci/run", "netns-lab/demo", "netns-lab/election-demo")
 
 # Callables whose first positional argument is an argv list (or, for the *argv style
@@ -100,10 +100,6 @@ def python_sources() -> list[Path]:
     for top in SOURCES:
         base = ROOT / top
         out += [p for p in base.rglob("*.py") if ".venv" not in p.parts]
-    for script in ("netns-lab/election-demo",):
-        p = ROOT / script
-        if p.exists() and p.read_text().startswith("#!/usr/bin/env python"):
-            out.append(p)
     return out
 
 

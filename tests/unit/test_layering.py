@@ -4,7 +4,8 @@
 - raw sockets only in ``hadirector/net/`` (and the probes, which open ordinary TCP);
 - the sans-IO cores (VRRP, health policy and schedule, IPVS table and planner, sync
   daemon plan, config model) import no asyncio, no socket, no clock;
-- aiohttp only in the probes and the API server.
+- aiohttp only in the probes and the API server;
+- nothing in the product imports the lab (``lab/``), the tests, the benchmarks, scapy or pytest.
 """
 
 from __future__ import annotations
@@ -75,3 +76,17 @@ def test_raw_ip_and_packet_sockets_are_opened_only_in_the_net_layer():
             if (raw or "AF_PACKET" in line) and not rel(p).startswith("net/"):
                 offenders.append(f"{rel(p)}: {line.strip()}")
     assert offenders == []
+
+
+def test_the_product_imports_no_lab_test_or_test_tool_code():
+    # lab/, tests/ and bench/ are not installed with the agent (pyproject packages only
+    # hadirector*), and scapy and pytest are test dependencies only.
+    outside = {"lab", "tests", "bench", "scapy", "pytest"}
+    offenders = {rel(p): sorted(m for m in imports_of(p) if m.split(".")[0] in outside) for p in modules()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_layering_scan_sees_an_import_of_the_lab(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\nfrom lab.kernel import run_in_lab\nif True:\n    import tests.netns\n")
+    assert {"lab.kernel", "tests.netns"} <= imports_of(sample)

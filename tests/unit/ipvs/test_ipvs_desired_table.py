@@ -4,13 +4,13 @@ servers (keepalived semantics: inhibit_on_failure, sorry server, quorum with hys
 import ipaddress
 
 from hadirector import model
-from hadirector.ipvs import scenarios as sc
 from hadirector.ipvs.table import (
     FWD_MASQ, FWD_ROUTE, FWD_TUNNEL, SVC_F_ONEPACKET, SVC_F_PERSISTENT, SVC_F_SCHED1, SVC_F_SCHED2,
-    TUN_FLAG_CSUM, TUN_GUE, DestKey, ServiceKey, all_healthy, desired_service, desired_table,
-    health_from_mapping,
+    TUN_FLAG_CSUM, TUN_GUE, DestKey, ServiceKey, desired_service, desired_table,
 )
 from hadirector.model import HealthState
+from lab import ipvs_scenarios as sc
+from lab.ipvs_scenarios import all_healthy, health_from_mapping
 
 H, U, X = HealthState.UP, HealthState.DOWN, HealthState.UNKNOWN
 

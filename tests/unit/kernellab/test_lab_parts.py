@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
-from hadirector.kernellab.initramfs import _NewcWriter, init_script
-from hadirector.kernellab.kernel import LabKernel
-from hadirector.kernellab.runner import _hidden_paths, _write_exchange, load_order
+from lab.kernel.initramfs import _NewcWriter, init_script
+from lab.kernel.kernel import LabKernel
+from lab.kernel.runner import _hidden_paths, _write_exchange, load_order
 
 
 def fake_kernel(tmp_path: Path) -> LabKernel:
@@ -82,7 +83,7 @@ def test_the_initramfs_is_a_newc_archive_that_cpio_reads(tmp_path):
 
 
 def test_the_lab_prefers_backports_612_generic_kernels_newest_first():
-    from hadirector.kernellab.kernel import BACKPORTS, STABLE, newest_packages
+    from lab.kernel.kernel import BACKPORTS, STABLE, newest_packages
 
     names = [
         "linux-image-6.12.43+deb12-amd64",
@@ -103,7 +104,7 @@ def test_the_lab_prefers_backports_612_generic_kernels_newest_first():
 
 
 def test_backports_is_asked_through_a_private_apt_configuration(tmp_path):
-    from hadirector.kernellab.kernel import BACKPORTS, STABLE, apt_options
+    from lab.kernel.kernel import BACKPORTS, STABLE, apt_options
 
     opts = apt_options(tmp_path, BACKPORTS)
     settings = dict(o.split("=", 1) for o in opts if o != "-o")
@@ -118,8 +119,8 @@ def test_backports_is_asked_through_a_private_apt_configuration(tmp_path):
 def test_compressed_modules_are_decompressed_before_their_signature_is_stripped(tmp_path):
     import lzma
 
-    from hadirector.kernellab.initramfs import strip_signature
-    from hadirector.kernellab.kernel import decompress_module
+    from lab.kernel.initramfs import strip_signature
+    from lab.kernel.kernel import decompress_module
 
     elf = b"\x7fELF" + b"\0" * 60
     sig = b"S" * 256
@@ -142,7 +143,7 @@ def test_the_bzimage_payload_is_found_through_the_setup_header():
     import lzma
     import struct
 
-    from hadirector.kernellab.kernel import bzimage_payload, decompress_payload
+    from lab.kernel.kernel import bzimage_payload, decompress_payload
 
     elf = b"\x7fELF" + b"k" * 1000
     payload = lzma.compress(elf, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32) + len(elf).to_bytes(4, "little")
@@ -156,7 +157,7 @@ def test_the_bzimage_payload_is_found_through_the_setup_header():
 
 
 def test_a_zstd_bzimage_payload_is_unpacked_without_its_size_trailer():
-    from hadirector.kernellab.kernel import decompress_payload
+    from lab.kernel.kernel import decompress_payload
 
     elf = b"\x7fELF" + b"z" * 1000
     packed = subprocess.run(["zstd", "-q", "-c"], input=elf, capture_output=True, check=True).stdout
@@ -171,7 +172,7 @@ def _cached(cache: Path, version: str) -> None:
 
 
 def test_a_cached_612_kernel_is_used_without_asking_apt(tmp_path, monkeypatch):
-    import hadirector.kernellab.kernel as kk
+    import lab.kernel.kernel as kk
 
     _cached(tmp_path, "6.1.0-56-amd64")
     _cached(tmp_path, "6.12.95+deb12-amd64")
@@ -180,7 +181,7 @@ def test_a_cached_612_kernel_is_used_without_asking_apt(tmp_path, monkeypatch):
 
 
 def test_the_lab_falls_back_to_61_only_when_backports_is_unreachable_and_says_so(tmp_path, monkeypatch):
-    import hadirector.kernellab.kernel as kk
+    import lab.kernel.kernel as kk
 
     _cached(tmp_path, "6.1.0-56-amd64")
     asked = []
@@ -203,7 +204,7 @@ def test_the_lab_falls_back_to_61_only_when_backports_is_unreachable_and_says_so
 def test_a_broken_backports_kernel_is_an_error_not_a_silent_fallback(tmp_path, monkeypatch):
     import pytest
 
-    import hadirector.kernellab.kernel as kk
+    import lab.kernel.kernel as kk
 
     _cached(tmp_path, "6.1.0-56-amd64")
 
@@ -213,3 +214,15 @@ def test_a_broken_backports_kernel_is_an_error_not_a_silent_fallback(tmp_path, m
     monkeypatch.setattr(kk, "_fetch", broken)
     with pytest.raises(kk.KernelFetchError, match="depmod"):
         kk.ensure_kernel(tmp_path)
+
+
+def test_the_kernel_lab_command_says_it_passes_its_commands_status_through_and_shows_its_defaults():
+    # `python -m lab.kernel` from the repository root: the lab is not part of the product.
+    root = Path(__file__).resolve().parents[3]
+    res = subprocess.run([sys.executable, "-m", "lab.kernel", "--help"], capture_output=True, text=True,
+                         cwd=root, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "exit status: the command's own; 124 when it timed out; 125" in res.stdout
+    flat = " ".join(res.stdout.split())
+    for shown in ("(default 600)", "(default 1024)", "(default 2)"):
+        assert shown in flat, shown

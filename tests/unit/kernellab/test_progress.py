@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hadirector.kernellab.progress import (
+from lab.progress import (
     DownloadError, Pace, Pacer, ProgressLine, download, download_line, downloaded_line, human_bytes,
     wait_for, wait_line,
 )

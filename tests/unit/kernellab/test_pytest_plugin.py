@@ -10,7 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from hadirector.kernellab.pytest_plugin import GuestPhase, HostPhase, host_phases, read_guest_reports
+from lab.kernel.pytest_plugin import GuestPhase, HostPhase, host_phases, read_guest_reports
 
 NODE = "tests/kernel/test_x.py::test_y"
 
@@ -103,7 +103,7 @@ def test_reading_reports_leaves_a_half_written_line_for_the_next_read(tmp_path: 
 
 
 def test_the_hosts_progress_line_names_the_test_the_guest_runs_and_how_many_are_done(tmp_path: Path):
-    from hadirector.kernellab.pytest_plugin import _LabRun
+    from lab.kernel.pytest_plugin import _LabRun
 
     lab = _LabRun(["t.py::a", "t.py::b", "t.py::c"], tmp_path)
     lab.poll()
@@ -123,10 +123,10 @@ CONFTEST = '''
 import json, os, subprocess, time
 from pathlib import Path
 import pytest
-import hadirector.kernellab.pytest_plugin as kp
-from hadirector.kernellab.runner import LabBootError, LabResult
+import lab.kernel.pytest_plugin as kp
+from lab.kernel.runner import LabBootError, LabResult
 
-pytest_plugins = ["hadirector.kernellab.pytest_plugin"]
+pytest_plugins = ["lab.kernel.pytest_plugin"]
 CALLS = Path(__file__).with_name("lab_calls.jsonl")
 
 def fake_run_in_lab(argv, *, cwd, env, timeout, rw_dir, memory_mb, cancel):
@@ -196,6 +196,9 @@ def run_pytest(tmp_path: Path, *args: str, env: dict | None = None) -> subproces
     (tmp_path / "test_tail.py").write_text(TESTS_AFTER)
     full_env = {k: v for k, v in os.environ.items() if k not in ("HADIRECTOR_IN_KERNEL_LAB", "PYTEST_ADDOPTS")}
     full_env.update(env or {})
+    # The plugin is the lab's (lab/, at the repository root, not installed).
+    root = str(Path(__file__).resolve().parents[3])
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, full_env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
          "--kernel-lab=always", "-rA", "-o", "addopts=", *args],

@@ -8,7 +8,7 @@ At the end it writes a JSON summary to `--out`: requests sent, failed (with the 
 of the failures), the longest time without a successful request, and for the
 long-lived connections how many were opened, how many survived and why others died;
 and a per-100 ms ``timeline`` (requests that succeeded and failed, by the time they were
-sent; long-lived connections alive) for netns-lab/timeline.py's picture.
+sent; long-lived connections alive) for lab/timeline.py's picture.
 With `--progress` it prints one status line per second.
 """
 

@@ -2,7 +2,7 @@
 
 See README.md beside this file. Public API::
 
-    from hadirector.kernellab import run_in_lab, host_has_ipvs
+    from lab.kernel import run_in_lab, host_has_ipvs
     result = run_in_lab(["ipvsadm", "-Ln"], cwd=".", timeout=120)
     result.returncode, result.output
 """

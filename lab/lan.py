@@ -1,40 +1,40 @@
 """A throw-away LAN of network namespaces for the VRRP tests, benchmark and demo.
 
     <prefix>-sw    "switch": bridge br0 (stp_state 0, mcast_snooping 0), ports p1..pN
-    <prefix>-n1..  nodes: eth0 = 10.234.<net>.<i>/24 and fd00:234::<net>:<i>/64
+    <prefix>-n1..  nodes: eth0 = 10.<subnet>.<net>.<i>/24 and fd00:<subnet>::<net>:<i>/64
 
 Every veth is created inside the switch namespace and its peer moved straight into
 the node namespace, so nothing ever appears in the host namespace and parallel runs
 cannot collide on interface names. ``down()`` deletes the veths explicitly before the
 namespaces: ``ip netns del`` returns before the kernel has destroyed a namespace
-(kernel-lab.md). Names start with "ve" (this area's prefix) plus the pid, so two
-test processes never share a namespace.
+(kernel-lab.md). Names start with the area (default "ve"; the reload tests use "rl"
+with subnet 236) plus the pid, so two test processes never share a namespace.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 
+from lab.netns import sh
 
-def sh(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout)
+__all__ = ["Lan", "sh"]
 
 
 @dataclass
 class Lan:
     tag: str                       # short, unique per test: "el", "ka", "ho" ...
     nodes: int = 2
-    net: int = 1                   # third octet of 10.234.<net>.0/24
+    net: int = 1                   # third octet of 10.<subnet>.<net>.0/24
+    area: str = "ve"               # namespace name prefix, before the pid
+    subnet: int = 234              # second octet of the addresses (fd00:<subnet>:: for IPv6)
     prefix: str = field(init=False)
     is_up: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.prefix = f"ve{os.getpid() % 100000}{self.tag}"
+        self.prefix = f"{self.area}{os.getpid() % 100000}{self.tag}"
 
     @property
     def switch(self) -> str:
@@ -45,16 +45,16 @@ class Lan:
         return f"{self.prefix}-n{i}"
 
     def ip4(self, i: int) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(f"10.234.{self.net}.{i}")
+        return ipaddress.IPv4Address(f"10.{self.subnet}.{self.net}.{i}")
 
     def ip6(self, i: int) -> ipaddress.IPv6Address:
-        return ipaddress.IPv6Address(f"fd00:234::{self.net}:{i}")
+        return ipaddress.IPv6Address(f"fd00:{self.subnet}::{self.net}:{i}")
 
     def vip4(self, host: int = 100) -> ipaddress.IPv4Address:
-        return ipaddress.IPv4Address(f"10.234.{self.net}.{host}")
+        return ipaddress.IPv4Address(f"10.{self.subnet}.{self.net}.{host}")
 
     def vip6(self, host: int = 100) -> ipaddress.IPv6Address:
-        return ipaddress.IPv6Address(f"fd00:234::{self.net}:{host:x}")
+        return ipaddress.IPv6Address(f"fd00:{self.subnet}::{self.net}:{host:x}")
 
     def up(self) -> "Lan":
         self.down()  # leftovers of a crashed run with the same pid (unlikely) go first

@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .progress import DownloadError, ProgressLine, download
+from ..progress import DownloadError, ProgressLine, download
 
 DEFAULT_CACHE = Path("/var/cache/hadirector/kernel-lab")
 

@@ -9,7 +9,7 @@ lab's ``Mark``s (stop, takeover, restart, takeback). ``render_svg(timeline)`` is
 function from that record to SVG text. ``cycle_from_report`` builds a cycle from what
 ``pairlab.run_failover`` returns (the clients' per-bucket counts and the VIP samples),
 so the demo and the tests draw the same picture from a real run. The record is saved
-beside the picture as JSON (``to_json``); ``python netns-lab/timeline.py FILE.json``
+beside the picture as JSON (``to_json``); ``python -m lab.timeline FILE.json``
 draws it again (``-o OUT.svg``), e.g. after a change to the drawing.
 """
 

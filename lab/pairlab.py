@@ -3,7 +3,7 @@ traffic, stop the primary, take it back, and report what the clients saw: a text
 and a failover timeline picture (timeline.py), ``failover-report.txt`` and
 ``failover-timeline.svg`` in the results directory.
 
-    pairlab.py demo [--mode dr|nat] [--stop term|kill|poweroff|all] [--director hadirector|keepalived]
+    python -m lab.pairlab demo [--mode dr|nat] [--stop term|kill|poweroff|all] [--director hadirector|keepalived]
 
 Needs a kernel with IPVS: run it directly on such a host, or through `netns-lab/demo`,
 which boots the kernel lab when this kernel has none. Mode "vrrp" (``Lab(mode="vrrp")``,
@@ -27,17 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-# This tree's hadirector (the agents it starts run it too, through PYTHONPATH), not
-# whichever one the venv has installed.
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-import timeline  # noqa: E402
-import topology  # noqa: E402
-import vipwatch  # noqa: E402
-from hadirector.kernellab.progress import ProgressLine  # noqa: E402
-from hadirector.kernellab.progress import wait_for as _wait_for  # noqa: E402
+from lab import ROOT, timeline, topology, vipwatch
+from lab.progress import ProgressLine
+from lab.progress import wait_for as _wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
 LAB = Path(__file__).resolve().parent
 PYTHON = os.environ.get("HADIRECTOR_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
 if not Path(PYTHON).exists():
@@ -333,7 +326,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
     # must clean up what its predecessor left. A power-off takes the kernel too: from
     # that instant nothing reaches or leaves dir1.
     if stop == "poweroff":
-        import faults   # here: faults imports this module
+        from lab import faults   # here: faults imports this module
         faults.power_off(lab, "dir1")
     else:
         dir1.stop(stop)
@@ -351,7 +344,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
         lab.mark("starting dir1 again (preempt takes the VIP back)")
         times["restart"] = time.monotonic()
         if stop == "poweroff":
-            import faults
+            from lab import faults
             faults.power_on(lab, "dir1")
         if dir1.proc is None:
             dir1.start()
@@ -438,7 +431,7 @@ def failover_timeline(reports: list[dict], title: str) -> timeline.Timeline:
 
 def write_results(results: Path, reports: list[dict], title: str) -> tuple[Path, Path]:
     """The text report and the failover timeline picture, side by side in ``results``
-    (and the picture's record, to draw it again: netns-lab/timeline.py FILE.json)."""
+    (and the picture's record, to draw it again: python -m lab.timeline FILE.json)."""
     text, svg = results / "failover-report.txt", results / "failover-timeline.svg"
     text.write_text("".join(format_report(r) + "\n" for r in reports))
     record = failover_timeline(reports, title)
@@ -448,7 +441,7 @@ def write_results(results: Path, reports: list[dict], title: str) -> tuple[Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m lab.pairlab", description=__doc__.splitlines()[0])
     p.add_argument("action", choices=["demo", "up", "down"])
     p.add_argument("--mode", choices=["dr", "nat"], default="dr")
     p.add_argument("--stop", choices=[*STOPS, "both", "all"], default="both",

@@ -1,4 +1,4 @@
-"""Run real ``hadirector run`` processes (and keepalived) inside ``ve_lab`` namespaces.
+"""Run real ``hadirector run`` processes (and keepalived) inside ``lab.lan`` namespaces.
 
 Used by the election, interop and hostile-advert tests, the failover benchmark and
 the election demo. An agent's state is read from its ``state_dir/state.json`` (written
@@ -21,11 +21,11 @@ from pathlib import Path
 
 import yaml
 
-from hadirector.kernellab import progress
+from lab import progress
 
-from .ve_lab import Lan, sh
+from lab import ROOT
+from lab.lan import Lan, sh
 
-ROOT = Path(__file__).resolve().parents[2]
 HADIRECTOR = [sys.executable, "-m", "hadirector.cli"]
 
 

@@ -33,7 +33,7 @@ from typing import TextIO
 
 from .initramfs import TAG_ROOT, TAG_XCHG, ensure_initramfs
 from .kernel import LabKernel, cache_dir, ensure_kernel
-from .progress import Pacer, ProgressLine, wait_line
+from ..progress import Pacer, ProgressLine, wait_line
 
 # Set in the guest's environment; the pytest plugin and tests read it.
 IN_LAB_ENV = "HADIRECTOR_IN_KERNEL_LAB"

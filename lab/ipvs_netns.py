@@ -1,7 +1,7 @@
 """Network namespaces for the IPVS kernel tests (area prefix "iv", addresses 10.244.0.0/16
 and fd00:244::/64).
 
-``IvNetns`` makes one namespace with an addressed veth pair, so the kernel accepts real
+``IpvsNetns`` makes one namespace with an addressed veth pair, so the kernel accepts real
 servers in 10.244.0.0/16 and fd00:244::/64 (ip_vs_new_dest refuses an address with no
 usable route, kernel-lab.md). ``ipvs()`` opens our netlink backend *inside* it: a netlink
 socket stays bound to the namespace it was created in, so we enter the namespace only
@@ -11,49 +11,23 @@ for the socket() call and return at once. Teardown deletes the veth before the n
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
+from lab.netns import inside, sh
 
-
-def sh(*argv: str, ns: str | None = None, check: bool = True, timeout: float = 60,
-       input: str | None = None) -> subprocess.CompletedProcess:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=timeout, input=input)
+__all__ = ["IpvsNetns", "inside", "kernel_schedulers", "sh", "wait_until"]
 
 
-@contextlib.contextmanager
-def inside(ns: str) -> Iterator[None]:
-    """Run the calling thread in namespace ``ns`` for the duration of the block."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {ns}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back")
-    finally:
-        os.close(own)
-        os.close(target)
-
-
-class IvNetns:
+class IpvsNetns:
     """One namespace: iv-a (10.244.0.1/16, fd00:244::1/64) <-> iv-b, both up, lo up."""
 
     def __init__(self, tag: str):
         self.name = f"iv{os.getpid() % 100000}{tag}"
         self.up = False
 
-    def __enter__(self) -> IvNetns:
+    def __enter__(self) -> IpvsNetns:
         sh("ip", "netns", "add", self.name)
         self.up = True
         try:

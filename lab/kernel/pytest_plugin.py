@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from .progress import Pace, Pacer, wait_line
+from ..progress import Pace, Pacer, wait_line
 from .runner import IN_LAB_ENV, LabBootError, LabResult, host_has_ipvs, in_lab, run_in_lab
 
 REPORT_ENV = "HADIRECTOR_LAB_REPORT"

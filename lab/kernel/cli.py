@@ -1,4 +1,4 @@
-"""`hadirector kernel-lab [options] -- CMD ARGS...`: run one command in the kernel lab.
+"""`python -m lab.kernel [options] -- CMD ARGS...`: run one command in the kernel lab.
 
 The command runs in the current directory with the current environment, on this
 machine's root filesystem (read-only; /tmp, /run and /dev/shm are the guest's own),
@@ -40,7 +40,7 @@ def cmd_kernel_lab(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         if not args.shell:
-            print("hadirector kernel-lab: no command (use: kernel-lab -- CMD ARGS...)", file=sys.stderr)
+            print("kernel-lab: no command (use: python -m lab.kernel -- CMD ARGS...)", file=sys.stderr)
             return 2
         argv = ["/bin/bash", "-i"]
     out = _ConsoleFilter(sys.stdout, verbose=args.verbose)
@@ -57,17 +57,17 @@ def cmd_kernel_lab(args: argparse.Namespace) -> int:
         )
     except LabBootError as exc:
         out.flush()
-        print(f"hadirector kernel-lab: {exc}\n--- console (last lines) ---\n{exc.tail()}", file=sys.stderr)
+        print(f"kernel-lab: {exc}\n--- console (last lines) ---\n{exc.tail()}", file=sys.stderr)
         return LAB_FAILED_RC
     except LabError as exc:
-        print(f"hadirector kernel-lab: {exc}", file=sys.stderr)
+        print(f"kernel-lab: {exc}", file=sys.stderr)
         return LAB_FAILED_RC
     out.flush()
     if result.timed_out:
-        print(f"hadirector kernel-lab: timed out after {args.timeout:g} s; qemu killed", file=sys.stderr)
+        print(f"kernel-lab: timed out after {args.timeout:g} s; qemu killed", file=sys.stderr)
     if args.verbose:
         print(
-            f"hadirector kernel-lab: exit {result.returncode}, kernel {result.kernel_version}, "
+            f"kernel-lab: exit {result.returncode}, kernel {result.kernel_version}, "
             f"boot {result.boot_seconds:.1f} s, total {result.elapsed_seconds:.1f} s",
             file=sys.stderr,
         )
@@ -103,6 +103,6 @@ class _ConsoleFilter:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hadirector.kernellab")
+    parser = argparse.ArgumentParser(prog="python -m lab.kernel", formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments_kernel_lab(parser)
     return cmd_kernel_lab(parser.parse_args(argv))

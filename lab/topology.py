@@ -25,7 +25,8 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass, field
 
-from hadirector.kernellab.progress import ProgressLine, wait_for
+from lab.netns import sh
+from lab.progress import ProgressLine, wait_for
 
 PREFIX = "pl"
 FRONT_NET = "10.250.0"
@@ -82,11 +83,6 @@ def build(mode: str = "dr", prefix: str = PREFIX) -> Topology:
         else:
             nodes.append(Node(f"rs{i}", f"{FRONT_NET}.1{i}", prefix=prefix))
     return Topology(mode, nodes, prefix)
-
-
-def sh(*argv: str, check: bool = True, ns: str | None = None) -> subprocess.CompletedProcess:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
-    return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
 
 def sysctl(ns: str, key: str, value: str | int) -> None:

@@ -1,4 +1,5 @@
-"""Small config builders shared by the IPVS tests (fake and kernel lab) and the benchmark.
+"""Small config builders shared by the IPVS tests (fake and kernel lab) and the benchmark,
+and the health views they program with (the agent's come from its health runner).
 
 Addresses come from the IPVS area's test ranges: 10.244.0.0/16 and fd00:244::/64.
 """
@@ -6,9 +7,12 @@ Addresses come from the IPVS area's test ranges: 10.244.0.0/16 and fd00:244::/64
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import replace
 
 from hadirector import model
+from hadirector.ipvs.table import HealthView
+from hadirector.model import HealthState
 
 VIP4 = ipaddress.IPv4Address("10.244.0.100")
 VIP6 = ipaddress.IPv6Address("fd00:244::100")
@@ -103,3 +107,21 @@ def every_field(schedulers: tuple[str, ...] | list[str] = model.SCHEDULERS) -> m
         )),
     ]
     return config(*services)
+
+
+# --- health views ----------------------------------------------------------------------
+
+
+def all_healthy(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
+    """Every real server is up."""
+    return HealthState.UP
+
+
+def health_from_mapping(states: Mapping[tuple[str, tuple], HealthState],
+                        default: HealthState = HealthState.UNKNOWN) -> HealthView:
+    """A HealthView over {(virtual service name, real server key): HealthState}."""
+
+    def view(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
+        return states.get((vs.name, rs.key), default)
+
+    return view

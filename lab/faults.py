@@ -26,9 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pairlab  # noqa: E402
-import topology  # noqa: E402
+from lab import pairlab, topology
 
 VRRP_PROTO = 112
 VRRP_GROUP = "224.0.0.18"

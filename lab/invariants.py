@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pairlab  # noqa: E402  (puts this tree's hadirector first on sys.path)
-import topology  # noqa: E402
-from hadirector.kernellab.progress import Pacer, ProgressLine, wait_line  # noqa: E402
+from lab import pairlab, topology
+from lab.progress import Pacer, ProgressLine, wait_line
 
 # Transitions an advert causes: the event must name the peer (address and priority).
 ADVERT_REASONS = ("higher_priority_received", "priority_zero_received", "preempted_by_peer")

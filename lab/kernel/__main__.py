@@ -1,0 +1,7 @@
+"""`python -m lab.kernel [options] -- CMD ARGS...`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
