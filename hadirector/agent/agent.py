@@ -3,25 +3,29 @@
 Theory of operation
 -------------------
 ``Agent(config)`` owns one ``VrrpDriver`` per instance. A driver reports every
-``RoleChanged`` synchronously to ``Agent._role_changed``, which
+``RoleChanged`` (and ``MasterWish``, ``Reannounce``) synchronously to the sans-IO
+director core (``hadirector.director.node.Director``), which decides and returns effects;
+``_execute`` runs them in order and re-arms one timer at the core's next deadline
+(aioquic's ``transmit()`` one level up). On a role change that is
 
-1. records whether the instance should hold its VIPs (MASTER) and wakes that
-   instance's VIP worker. The worker is level-triggered: it compares "want" with
-   what it last applied and adds or removes (idempotently) until they agree, so a
-   quick MASTER -> BACKUP -> MASTER flap never leaves the VIPs in the wrong state;
-   after adding it sends the GARP / unsolicited NA burst, a repeat burst after
-   ``garp.repeat_delay`` and a refresh every ``garp.refresh`` while master
-   (RFC 5798 6.4.1/6.4.2: "broadcast a gratuitous ARP request");
-2. routes the change through the instance's sync-group policy, forcing the other
-   members (``vrrp.group.SyncGroupPolicy``); members are built with ``sync_group=True``
-   and their ``MasterWish`` goes to ``policy.master_wish`` so the group moves together;
-3. starts the notify scripts (``notify.Notifier``: background tasks, never blocking);
-4. writes ``<state_dir>/state.json`` (status, tests, the next agent's start-up);
-5. calls every subscriber in ``on_role_changed`` with a ``RoleEvent`` — the hook for
-   the IPVS reconciler (program_mode master_only) and the sync-daemon switch.
+1. the VIPs (``AddVips``/``RemoveVips``): whether the instance should hold its VIPs
+   (MASTER) is recorded and the instance's VIP worker woken. On MASTER they are added at
+   once and the first GARP / unsolicited NA round goes out with the first advert
+   (RFC 5798 6.4.1/6.4.2); the worker is level-triggered: it compares "want" with what
+   it last applied and adds (retrying) or removes until they agree, so a quick
+   MASTER -> BACKUP -> MASTER flap never leaves the VIPs in the wrong state. The rest
+   of the burst, a repeat after ``garp.repeat_delay`` and a refresh every
+   ``garp.refresh`` while master are ``Announce`` effects at the core's deadlines;
+2. the sync-group orders (``ForceState``/``SetFault``, ``vrrp.group.SyncGroupPolicy``),
+   applied at once: a forced member's own effects run before the rest (nested); members
+   are built with ``sync_group=True`` and their ``MasterWish`` goes to the group;
+3. the notify scripts (``notify.Notifier``: background tasks, never blocking);
+4. ``<state_dir>/state.json`` (status, tests, the next agent's start-up);
+5. every subscriber in ``on_role_changed`` gets a ``RoleEvent`` — the hook for
+   the LVS side (``lvs.LvsController``: program_mode master_only, the sync daemon).
 
 Trackers (``track.py``) report faults and priority deltas to ``set_fault`` /
-``set_priority_delta``, which also go through the sync-group policy.
+``set_priority_delta``, which also go through the director core (and a sync group).
 
 Start-up removes OUR configured VIPs from their interfaces before any machine starts:
 a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
@@ -123,9 +127,8 @@ class InstanceRuntime:
     held_vips: bool | None = None          # None: unknown (before the first apply)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task | None = None
-    garp: asyncio.Task | None = None
     garp_sent: int = 0
-    garp_inline: int = 0                   # packets of the takeover burst sent with the advert
+    burst_packets: dict[str, int] = field(default_factory=dict)   # GARP burst in progress, by reason
     inline_added: bool = False             # the last AddVips added them inline (GARP may go)
     # The VIPs this agent added (add_vip said so) and has not removed since: the only
     # ones it removes. One that was already there (a static address, another agent)
@@ -185,6 +188,7 @@ class Agent:
         self._iface_tracker: InterfaceTracker | None = None
         self._script_tracker: ScriptTracker | None = None
         self._watchdog: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None       # the director core's deadline
         self.started = False
         self._stopped = False
         self.state_path = os.path.join(config.node.state_dir, "state.json")
@@ -276,8 +280,8 @@ class Agent:
                 rt.worker.cancel()
         await asyncio.gather(*(rt.worker for rt in self.runtimes.values() if rt.worker),
                              return_exceptions=True)
+        self._arm_timer()           # stopping: no more GARP rounds
         for rt in self.runtimes.values():
-            await self._cancel_garp(rt)
             await self._remove_vips(rt, reason="shutdown")
         # Then trackers and components (health checks, sync daemons, IPVS, API).
         if self._script_tracker is not None:
@@ -482,7 +486,6 @@ class Agent:
         if rt.worker is not None:
             rt.worker.cancel()
             await asyncio.gather(rt.worker, return_exceptions=True)
-        await self._cancel_garp(rt)
         await self._remove_vips(rt, reason=reason)
         rt.driver.close()
 
@@ -644,6 +647,28 @@ class Agent:
         does within one sync-group transition."""
         for effect in self.director.effects():
             self._run(effect)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """One ``call_at`` at the core's next deadline (aioquic's ``transmit()``)."""
+        deadline = None if self._stopped else self.director.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        deadline = self.director.next_deadline()
+        # asyncio may run a handle up to one clock resolution early.
+        if deadline is not None and now < deadline and deadline - now < 0.001:
+            now = deadline
+        self.director.handle_timer(now)
+        self._execute()
 
     def _run(self, effect: fx.Effect) -> None:
         if isinstance(effect, fx.RecordStatus):
@@ -660,16 +685,15 @@ class Agent:
                 return
             if isinstance(effect, fx.AddVips):
                 rt.want_vips = True
-                self._take_vips_now(rt)
+                if not self._take_vips_now(rt):
+                    self.director.vips_deferred(effect.instance, now=rt.driver.loop.time())
                 rt.wake.set()
             elif isinstance(effect, fx.RemoveVips):
                 rt.want_vips = False
                 rt.wake.set()
             elif isinstance(effect, fx.Announce):
-                if effect.whole_burst:
-                    self._spawn(self._garp_burst(rt, effect.reason), f"reannounce:{rt.instance.name}")
-                elif rt.inline_added:
-                    self._announce_now(rt)
+                if rt.inline_added or not effect.inline:
+                    self._announce(rt, effect)
             elif isinstance(effect, fx.ForceState):
                 rt.driver.force_state(effect.state, effect.reason)
             elif isinstance(effect, fx.SetFault):
@@ -719,10 +743,9 @@ class Agent:
                     if not rt.held_vips:      # normally added already, with the advert
                         self._add_vips(rt)
                         self.write_state()
-                    if rt.want_vips and (rt.garp is None or rt.garp.done()):
-                        rt.garp = asyncio.get_running_loop().create_task(self._garp_loop(rt))
+                        self.director.vips_added(rt.instance.name, now=rt.driver.loop.time())
+                        self._execute()
                 else:
-                    await self._cancel_garp(rt)
                     await self._remove_vips(rt, reason=rt.driver.machine.last_reason)
             except Exception as e:  # noqa: BLE001 - retry instead of dying with VIPs wrong
                 self.log.error("vrrp.vips_apply_failed", instance=rt.instance.name,
@@ -730,33 +753,23 @@ class Agent:
                 await asyncio.sleep(1.0)
                 rt.wake.set()
 
-    def _take_vips_now(self, rt: InstanceRuntime) -> None:
+    def _take_vips_now(self, rt: InstanceRuntime) -> bool:
         """Become reachable in the same loop turn as the first master advert: add the
-        VIPs (``AddVips``); ``_announce_now`` sends one gratuitous ARP / NA round
-        (RFC 5798 6.4.1/6.4.2) if they were added. The worker runs the rest of the GARP
-        bursts; if the add fails, its retrying path adds."""
+        VIPs (``AddVips``); the inline ``Announce`` that follows sends one gratuitous
+        ARP / NA round (RFC 5798 6.4.1/6.4.2) if they were added. False: the add failed
+        and the worker's retrying path adds."""
         inst = rt.instance
         rt.inline_added = False
         if not inst.virtual_ips:
-            return
+            return True
         try:
             self._add_vips(rt)
         except Exception as e:  # noqa: BLE001 - the worker retries
             self.log.warning("vrrp.vips_add_deferred", instance=inst.name, vrid=inst.vrid,
                              interface=inst.interface, reason=str(e))
-            return
+            return False
         rt.inline_added = True
-
-    def _announce_now(self, rt: InstanceRuntime) -> None:
-        inst = rt.instance
-        if inst.garp.count > 0 and inst.virtual_ips:
-            try:
-                sent = self._announcer(inst.interface).announce([v.ip for v in inst.virtual_ips])
-                rt.garp_sent += sent
-                rt.garp_inline = sent
-            except OSError as e:
-                self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
-                                 interface=inst.interface, reason=str(e))
+        return True
 
     def _add_vips(self, rt: InstanceRuntime) -> None:
         """Add every VIP (one blocking netlink request each); raises on a refusal."""
@@ -834,51 +847,30 @@ class Agent:
         except OSError as e:
             self.log.warning("vrrp.vip_record_failed", path=self.vip_record.path, reason=str(e))
 
-    async def _cancel_garp(self, rt: InstanceRuntime) -> None:
-        if rt.garp is not None and not rt.garp.done():
-            rt.garp.cancel()
-            await asyncio.gather(rt.garp, return_exceptions=True)
-        rt.garp = None
-
-    async def _garp_loop(self, rt: InstanceRuntime) -> None:
-        g = rt.instance.garp
-        inline, rt.garp_inline = rt.garp_inline, 0
-        await self._garp_burst(rt, "takeover", first_sent=inline)
-        if g.repeat_delay > 0:
-            await asyncio.sleep(g.repeat_delay)
-            await self._garp_burst(rt, "repeat")
-        while g.refresh > 0:
-            await asyncio.sleep(g.refresh)
-            await self._garp_burst(rt, "refresh")
-
     def _announcer(self, interface: str):
         ann = self._announcers.get(interface)
         if ann is None:
             ann = self._announcers[interface] = self._announcer_factory(interface)
         return ann
 
-    async def _garp_burst(self, rt: InstanceRuntime, reason: str, first_sent: int = 0) -> None:
-        """``garp.count`` rounds ``garp.interval`` apart; ``first_sent``: the packets of
-        round one, already sent with the advert (``_take_vips_now``)."""
+    def _announce(self, rt: InstanceRuntime, effect: fx.Announce) -> None:
+        """One GARP / NA round; the burst is logged once, after its last round."""
         inst = rt.instance
-        g = inst.garp
-        if g.count <= 0 or not inst.virtual_ips:
-            return
         try:
-            ann = self._announcer(inst.interface)
-            ips = [v.ip for v in inst.virtual_ips]
-            sent = first_sent
-            for n in range(1 if first_sent else 0, g.count):
-                if n and g.interval > 0:
-                    await asyncio.sleep(g.interval)
-                sent += ann.announce(ips)
+            sent = self._announcer(inst.interface).announce([v.ip for v in inst.virtual_ips])
         except OSError as e:
             self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
                              interface=inst.interface, reason=str(e))
+            rt.burst_packets.pop(effect.reason, None)
+            self.director.announce_failed(effect, now=rt.driver.loop.time())
             return
-        rt.garp_sent += sent - first_sent
+        rt.garp_sent += sent
+        packets = rt.burst_packets.pop(effect.reason, 0) + sent
+        if effect.round < effect.rounds - 1:
+            rt.burst_packets[effect.reason] = packets
+            return
         self.log.info("vrrp.garp_sent", instance=inst.name, vrid=inst.vrid,
-                      interface=inst.interface, packets=sent, reason=reason)
+                      interface=inst.interface, packets=packets, reason=effect.reason)
 
     # --- state ---------------------------------------------------------------------------
 

@@ -36,16 +36,18 @@ class RemoveVips:
 
 @dataclass(frozen=True)
 class Announce:
-    """Gratuitous ARP / unsolicited NA for the instance's VIPs (RFC 5798 6.4.1/6.4.2).
-
-    ``whole_burst=False``: the first round of the takeover burst, sent at once beside the
-    advert if the VIPs were added; the shell's GARP loop sends the rest of that burst,
-    the repeat and the refreshes. ``whole_burst=True``: one full burst now (``reason``
-    ``lower_priority_master_heard``: the machine's ``Reannounce``)."""
+    """One round of gratuitous ARP / unsolicited NA for the instance's VIPs (RFC 5798
+    6.4.1/6.4.2): round ``round`` of a burst of ``rounds`` (``garp.count``) named
+    ``reason`` (takeover, repeat, refresh, lower_priority_master_heard). The core emits
+    each round at its deadline; the shell reports a failed round (``announce_failed``).
+    ``inline``: the first takeover round, sent beside the first master advert and only
+    if the VIPs were added with it."""
 
     instance: str
     reason: str
-    whole_burst: bool = False
+    round: int = 0
+    rounds: int = 1
+    inline: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,17 @@ input carries the time and only records and decides:
     d.reconfigure(config, faults={...}, now=...) a reload: sync groups rebuilt where needed
     d.detach("vi_1") / d.stopping()
 
-and the shell pulls ``effects()`` and executes them in order. What it decides:
+and the shell pulls ``effects()`` and executes them in order, and calls
+``handle_timer(now)`` at ``next_deadline()`` (one timer). What it decides:
 
 * on MASTER: ``AddVips`` then ``Announce`` (the first GARP round goes with the first
   master advert, RFC 5798 6.4.2); on any other state ``RemoveVips``;
+* GARP as deadlines: the takeover burst's other rounds ``garp.interval`` apart, a
+  repeat burst ``garp.repeat_delay`` after it, then a burst every ``garp.refresh``
+  while MASTER. Leaving MASTER cancels them. If the VIPs could not be added with the
+  advert (``vips_deferred``), the shell's retry reports ``vips_added`` and the whole
+  takeover burst starts then. A lower-priority master heard (``reannounce``) gets one
+  whole burst of its own;
 * sync groups (``vrrp.group.SyncGroupPolicy``): a member's role change, wish or fault is
   routed through its group's policy and the orders (``ForceState``/``SetFault``) are
   effects; when the members agree on a state (or one is in FAULT) the group's
@@ -36,6 +43,9 @@ whenever they are read.
 
 from __future__ import annotations
 
+import heapq
+from dataclasses import dataclass, field
+
 from hadirector.model import Config, SyncGroup
 from hadirector.vrrp.group import SyncGroupPolicy
 from hadirector.vrrp.machine import MasterWish, Reason, RoleChanged, State
@@ -46,6 +56,22 @@ from .effects import (
 )
 
 GROUP_FAULT_PREFIX = "sync_group:"      # SyncGroupPolicy.fault_reason
+TAKEOVER, REPEAT, REFRESH = "takeover", "repeat", "refresh"
+REANNOUNCE = "lower_priority_master_heard"
+
+
+@dataclass(frozen=True, order=True)
+class _Round:
+    """One scheduled GARP round. ``epoch`` ties it to one MASTER period of the instance
+    (None: a re-announce burst, which runs to its end)."""
+
+    at: float
+    seq: int
+    instance: str = field(compare=False)
+    reason: str = field(compare=False)
+    round: int = field(compare=False)
+    rounds: int = field(compare=False)
+    epoch: int | None = field(compare=False)
 
 
 class Director:
@@ -58,6 +84,9 @@ class Director:
         self._states: dict[str, State] = {}        # attached instances: their last role
         self._effects: list[Effect] = []
         self._stopping = False
+        self._rounds: list[_Round] = []            # heap: GARP rounds by deadline
+        self._seq = 0
+        self._epoch: dict[str, int] = {}           # +1 whenever an instance's bursts stop
         for g in config.sync_groups:
             policy = SyncGroupPolicy(g)
             self.groups[g.name] = policy
@@ -76,6 +105,10 @@ class Director:
     def state(self, instance: str) -> State | None:
         return self._states.get(instance)
 
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` must be called next, or None."""
+        return self._rounds[0].at if self._rounds else None
+
     def effects(self) -> list[Effect]:
         """Everything to do since the last call, in order; then cleared."""
         out, self._effects = self._effects, []
@@ -90,6 +123,7 @@ class Director:
     def detach(self, instance: str) -> None:
         """The driver of ``instance`` is gone (a reload retired it)."""
         self._states.pop(instance, None)
+        self._drop(lambda r: r.instance == instance)
 
     def stopping(self) -> None:
         """The node is stopping: role changes are no longer published."""
@@ -101,10 +135,12 @@ class Director:
             self._states[instance] = change.new
         inst = self._instances.get(instance)
         out = self._effects
+        self._stop_bursts(instance)
         if change.new is State.MASTER:
             out.append(AddVips(instance))
             if inst is not None and inst.virtual_ips and inst.garp.count > 0:
-                out.append(Announce(instance, "takeover"))
+                out.append(Announce(instance, TAKEOVER, 0, inst.garp.count, inline=True))
+                self._burst(instance, TAKEOVER, now, first=1)
         else:
             out.append(RemoveVips(instance))
         policy = self._group_of.get(instance)
@@ -127,7 +163,36 @@ class Director:
         """The machine heard a lower-priority master (``Reannounce``): while MASTER, one
         GARP burst so neighbours that followed the other router come back to us."""
         if self._states.get(instance) is State.MASTER:
-            self._effects.append(Announce(instance, "lower_priority_master_heard", whole_burst=True))
+            self._burst(instance, REANNOUNCE, now, epoch=None)
+            self._due(now)
+
+    def vips_deferred(self, instance: str, now: float) -> None:
+        """The VIPs could not be added with the master advert: no GARP for them until
+        ``vips_added``."""
+        self._stop_bursts(instance)
+
+    def vips_added(self, instance: str, now: float) -> None:
+        """The shell's retry added the VIPs late: the whole takeover burst starts now."""
+        if self._states.get(instance) is State.MASTER:
+            self._stop_bursts(instance)
+            self._burst(instance, TAKEOVER, now)
+            self._due(now)
+
+    def announce_failed(self, effect: Announce, now: float) -> None:
+        """Sending a round failed (the shell logged why): the rest of that burst is
+        dropped and what follows it is scheduled from now. A failed inline round is
+        sent again as a whole burst."""
+        epoch = None if effect.reason == REANNOUNCE else self._epoch.get(effect.instance, 0)
+        self._drop(lambda r: r.instance == effect.instance and r.reason == effect.reason
+                   and r.epoch == epoch)
+        if effect.inline:
+            self._burst(effect.instance, TAKEOVER, now)
+        else:
+            self._after_burst(effect.instance, effect.reason, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Emit every GARP round whose deadline has passed; early or twice is harmless."""
+        self._due(now)
 
     def set_fault(self, instance: str, fault: bool, reason: str, now: float) -> None:
         """A tracker (or the LVS side) sets or clears the fault ``reason``; a sync-group
@@ -189,6 +254,54 @@ class Director:
                     self._effects.append(SetFault(name, False, reason))
 
     # --- decisions ------------------------------------------------------------------
+
+    def _burst(self, instance: str, reason: str, start: float, first: int = 0,
+               epoch: int | None | bool = True) -> None:
+        """Schedule rounds ``first``.. of a burst: round n at ``start + n * interval``."""
+        inst = self._instances.get(instance)
+        if inst is None or not inst.virtual_ips or inst.garp.count <= 0:
+            return
+        if epoch is True:
+            epoch = self._epoch.get(instance, 0)
+        g = inst.garp
+        for n in range(first, g.count):
+            self._seq += 1
+            heapq.heappush(self._rounds, _Round(start + n * g.interval, self._seq, instance,
+                                                reason, n, g.count, epoch))
+        if first >= g.count:
+            self._after_burst(instance, reason, start)
+
+    def _after_burst(self, instance: str, reason: str, now: float) -> None:
+        """What follows a burst that ended at ``now``: the repeat after the takeover
+        burst, then a refresh every ``garp.refresh`` (keepalived garp_master_repeat /
+        garp_master_refresh)."""
+        inst = self._instances.get(instance)
+        if inst is None or reason == REANNOUNCE:
+            return
+        g = inst.garp
+        if reason == TAKEOVER and g.repeat_delay > 0:
+            self._burst(instance, REPEAT, now + g.repeat_delay)
+        elif g.refresh > 0:
+            self._burst(instance, REFRESH, now + g.refresh)
+
+    def _due(self, now: float) -> None:
+        while self._rounds and self._rounds[0].at <= now:
+            r = heapq.heappop(self._rounds)
+            if r.epoch is not None and r.epoch != self._epoch.get(r.instance, 0):
+                continue
+            self._effects.append(Announce(r.instance, r.reason, r.round, r.rounds))
+            if r.round == r.rounds - 1:
+                self._after_burst(r.instance, r.reason, r.at)
+
+    def _stop_bursts(self, instance: str) -> None:
+        self._epoch[instance] = self._epoch.get(instance, 0) + 1
+        self._drop(lambda r: r.instance == instance and r.epoch is not None)
+
+    def _drop(self, which) -> None:
+        kept = [r for r in self._rounds if not which(r)]
+        if len(kept) != len(self._rounds):
+            heapq.heapify(kept)
+            self._rounds = kept
 
     def _group_changed(self, group: SyncGroup) -> None:
         states = {self._states[m] for m in group.instances if m in self._states}

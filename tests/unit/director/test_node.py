@@ -57,7 +57,7 @@ def test_on_master_the_effects_are_vips_then_announce_then_notify_then_status_th
     d.role_changed("vi_1", change, priority=100, now=3.6)
     assert d.effects() == [
         AddVips("vi_1"),
-        Announce("vi_1", "takeover"),
+        Announce("vi_1", "takeover", 0, 2, inline=True),
         Notify("INSTANCE", "vi_1", "MASTER", 100, TO_MASTER),
         RecordStatus(),
         PublishRole("vi_1", change, 100, 3.6),
@@ -100,7 +100,7 @@ def test_a_group_member_taking_over_forces_the_others_and_the_group_reports_when
     first = RoleChanged(B, M, Reason.OWNER)
     d.role_changed("vi_1", first, priority=255, now=1.0)
     assert d.effects() == [
-        AddVips("vi_1"), Announce("vi_1", "takeover"),
+        AddVips("vi_1"), Announce("vi_1", "takeover", 0, 2, inline=True),
         ForceState("vi_2", M, Reason.SYNC_GROUP),          # members in transit: no group change yet
         Notify("INSTANCE", "vi_1", "MASTER", 255, TO_MASTER), RecordStatus(),
         PublishRole("vi_1", first, 255, 1.0),
@@ -108,7 +108,7 @@ def test_a_group_member_taking_over_forces_the_others_and_the_group_reports_when
     forced = RoleChanged(B, M, Reason.SYNC_GROUP)
     d.role_changed("vi_2", forced, priority=100, now=1.0)
     assert d.effects() == [
-        AddVips("vi_2"), Announce("vi_2", "takeover"),    # a forced change forces nobody
+        AddVips("vi_2"), Announce("vi_2", "takeover", 0, 2, inline=True),    # a forced change forces nobody
         GroupChanged("g", M), Notify("GROUP", "g", "MASTER", 0, GROUP_NOTIFY),
         Notify("INSTANCE", "vi_2", "MASTER", 100, TO_MASTER), RecordStatus(),
         PublishRole("vi_2", forced, 100, 1.0),
@@ -180,7 +180,8 @@ def test_a_lower_priority_master_heard_is_answered_with_a_whole_garp_burst_while
     # other router come back to us.
     d = director(inst(), states={"vi_1": M})
     d.reannounce("vi_1", now=2.0)
-    assert d.effects() == [Announce("vi_1", "lower_priority_master_heard", whole_burst=True)]
+    assert d.effects() == [Announce("vi_1", "lower_priority_master_heard", 0, 2),
+                           Announce("vi_1", "lower_priority_master_heard", 1, 2)]
     d.role_changed("vi_1", RoleChanged(M, B, Reason.HIGHER_PRIORITY_RECEIVED), priority=100, now=2.1)
     d.effects()
     d.reannounce("vi_1", now=2.2)
