@@ -8,6 +8,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from hadirector.director import effects as fx
+from hadirector.director.lvs import LvsRole
 from hadirector.director.node import Director
 from hadirector.model import Config, NodeSettings
 from hadirector.vrrp.machine import MasterWish, Reannounce, RoleChanged, SendAdvert, VrrpMachine
@@ -28,6 +29,8 @@ class Node:
                          for i in config.vrrp_instances}
         for name, m in self.machines.items():
             self.director.attach(name, m.state)
+        # The LVS side hears role changes as the agent's subscriber (PublishRole).
+        self.lvs = LvsRole(config)
         self.send = send or (lambda machine, action: None)
         self.now = 0.0
         self.done: list = []             # every effect executed, in order
@@ -70,6 +73,8 @@ class Node:
             elif isinstance(e, fx.SetFault):
                 self.machines[e.instance].set_fault(e.fault, e.reason, self.now)
                 self.drain(e.instance)
+            elif isinstance(e, fx.PublishRole):
+                self.done.extend(self.lvs.role_changed(e.instance, e.change.new))
 
     def set_fault(self, name: str, fault: bool, reason: str) -> None:
         self.director.set_fault(name, fault, reason, now=self.now)

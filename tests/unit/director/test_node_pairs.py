@@ -22,6 +22,31 @@ def inst(name="vi_1", vrid=51, vip=VIP1, priority=100) -> VrrpInstance:
                         advert_interval=1.0, virtual_ips=(vip,), garp=GarpSettings(count=2))
 
 
+def test_on_master_of_the_leader_the_effects_are_vips_then_announce_then_notify_then_sync_master():
+    # The order the agent and the LVS side execute in: reachable first (RFC 5798 6.4.2),
+    # then the scripts and the state file, then the sync daemon (a subscriber).
+    from dataclasses import replace
+
+    from hadirector.director.lvs import SetSyncDaemon
+    from hadirector.model import LvsSettings, ProgramMode, SyncDaemon
+    cfg = replace(config(inst(), inst("vi_2", 52, VIP2)),
+                  lvs=LvsSettings(program=ProgramMode.MASTER_ONLY, sync_daemon=SyncDaemon("eth0", 7)))
+    node = Node(cfg, "10.0.0.1")
+    node.start()
+    node.done.clear()
+    node.now = node.machines["vi_1"].get_timer()    # Master_Down_Timer
+    node.machines["vi_1"].handle_timer(node.now)
+    node.drain("vi_1")
+    assert [type(e).__name__ for e in node.done] == [
+        "AddVips", "Announce", "Notify", "RecordStatus", "PublishRole", "ProgramServices", "SetSyncDaemon"]
+    assert node.done[-1] == SetSyncDaemon(State.MASTER, "vrrp:MASTER")
+    node.done.clear()
+    node.machines["vi_2"].handle_timer(node.machines["vi_2"].get_timer())
+    node.drain("vi_2")
+    assert [type(e).__name__ for e in node.done] == [
+        "AddVips", "Announce", "Notify", "RecordStatus", "PublishRole"], "not the leader: no LVS effect"
+
+
 def test_a_forced_members_effects_run_before_the_rest_of_the_forcing_members():
     # The agent applies an order at once: the forced member's VIPs, the group's report
     # and its scripts come before the forcing member's own scripts.
