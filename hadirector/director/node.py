@@ -24,7 +24,8 @@ and the shell pulls ``effects()`` and executes them in order, and calls
   while MASTER. Leaving MASTER cancels them. If the VIPs could not be added with the
   advert (``vips_deferred``), the shell's retry reports ``vips_added`` and the whole
   takeover burst starts then. A lower-priority master heard (``reannounce``) gets one
-  whole burst of its own;
+  whole burst of its own, which runs to its end (as the agent's separate burst task
+  did before this core existed);
 * sync groups (``vrrp.group.SyncGroupPolicy``): a member's role change, wish or fault is
   routed through its group's policy and the orders (``ForceState``/``SetFault``) are
   effects; when the members agree on a state (or one is in FAULT) the group's
@@ -163,7 +164,7 @@ class Director:
         """The machine heard a lower-priority master (``Reannounce``): while MASTER, one
         GARP burst so neighbours that followed the other router come back to us."""
         if self._states.get(instance) is State.MASTER:
-            self._burst(instance, REANNOUNCE, now, epoch=None)
+            self._burst(instance, REANNOUNCE, now)
             self._due(now)
 
     def vips_deferred(self, instance: str, now: float) -> None:
@@ -255,14 +256,12 @@ class Director:
 
     # --- decisions ------------------------------------------------------------------
 
-    def _burst(self, instance: str, reason: str, start: float, first: int = 0,
-               epoch: int | None | bool = True) -> None:
+    def _burst(self, instance: str, reason: str, start: float, first: int = 0) -> None:
         """Schedule rounds ``first``.. of a burst: round n at ``start + n * interval``."""
         inst = self._instances.get(instance)
         if inst is None or not inst.virtual_ips or inst.garp.count <= 0:
             return
-        if epoch is True:
-            epoch = self._epoch.get(instance, 0)
+        epoch = None if reason == REANNOUNCE else self._epoch.get(instance, 0)
         g = inst.garp
         for n in range(first, g.count):
             self._seq += 1
