@@ -3,25 +3,29 @@
 Theory of operation
 -------------------
 ``Agent(config)`` owns one ``VrrpDriver`` per instance. A driver reports every
-``RoleChanged`` synchronously to ``Agent._role_changed``, which
+``RoleChanged`` (and ``MasterWish``, ``Reannounce``) synchronously to the sans-IO
+director core (``hadirector.director.node.Director``), which decides and returns effects;
+``_execute`` runs them in order and re-arms one timer at the core's next deadline
+(aioquic's ``transmit()`` one level up). On a role change that is
 
-1. records whether the instance should hold its VIPs (MASTER) and wakes that
-   instance's VIP worker. The worker is level-triggered: it compares "want" with
-   what it last applied and adds or removes (idempotently) until they agree, so a
-   quick MASTER -> BACKUP -> MASTER flap never leaves the VIPs in the wrong state;
-   after adding it sends the GARP / unsolicited NA burst, a repeat burst after
-   ``garp.repeat_delay`` and a refresh every ``garp.refresh`` while master
-   (RFC 5798 6.4.1/6.4.2: "broadcast a gratuitous ARP request");
-2. routes the change through the instance's sync-group policy, forcing the other
-   members (``vrrp.group.SyncGroupPolicy``); members are built with ``sync_group=True``
-   and their ``MasterWish`` goes to ``policy.master_wish`` so the group moves together;
-3. starts the notify scripts (``notify.Notifier``: background tasks, never blocking);
-4. writes ``<state_dir>/state.json`` (status, tests, the next agent's start-up);
-5. calls every subscriber in ``on_role_changed`` with a ``RoleEvent`` — the hook for
-   the IPVS reconciler (program_mode master_only) and the sync-daemon switch.
+1. the VIPs (``AddVips``/``RemoveVips``): whether the instance should hold its VIPs
+   (MASTER) is recorded and the instance's VIP worker woken. On MASTER they are added at
+   once and the first GARP / unsolicited NA round goes out with the first advert
+   (RFC 5798 6.4.1/6.4.2); the worker is level-triggered: it compares "want" with what
+   it last applied and adds (retrying) or removes until they agree, so a quick
+   MASTER -> BACKUP -> MASTER flap never leaves the VIPs in the wrong state. The rest
+   of the burst, a repeat after ``garp.repeat_delay`` and a refresh every
+   ``garp.refresh`` while master are ``Announce`` effects at the core's deadlines;
+2. the sync-group orders (``ForceState``/``SetFault``, ``vrrp.group.SyncGroupPolicy``),
+   applied at once: a forced member's own effects run before the rest (nested); members
+   are built with ``sync_group=True`` and their ``MasterWish`` goes to the group;
+3. the notify scripts (``notify.Notifier``: background tasks, never blocking);
+4. ``<state_dir>/state.json`` (status, tests, the next agent's start-up);
+5. every subscriber in ``on_role_changed`` gets a ``RoleEvent`` — the hook for
+   the LVS side (``lvs.LvsController``: program_mode master_only, the sync daemon).
 
 Trackers (``track.py``) report faults and priority deltas to ``set_fault`` /
-``set_priority_delta``, which also go through the sync-group policy.
+``set_priority_delta``, which also go through the director core (and a sync group).
 
 Start-up removes OUR configured VIPs from their interfaces before any machine starts:
 a SIGKILLed predecessor leaves its VIP behind, and after the peer takes over two
@@ -69,9 +73,10 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
 
 from hadirector.api.snapshot import ReloadResult
-from hadirector.model import Config, IPAddress, IPInterface, SyncGroup, VrrpInstance
-from hadirector.vrrp.group import ForceState, SetFault, SyncGroupPolicy
-from hadirector.vrrp.machine import PRIORITY_OWNER, Reason, RoleChanged, State
+from hadirector.director import effects as fx
+from hadirector.director.node import Director
+from hadirector.model import Config, IPAddress, IPInterface, VrrpInstance
+from hadirector.vrrp.machine import PRIORITY_OWNER, RoleChanged, State
 
 from .notify import Notifier
 from .reload import ReloadPlan, in_force, plan_reload
@@ -122,9 +127,9 @@ class InstanceRuntime:
     held_vips: bool | None = None          # None: unknown (before the first apply)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task | None = None
-    garp: asyncio.Task | None = None
     garp_sent: int = 0
-    garp_inline: int = 0                   # packets of the takeover burst sent with the advert
+    burst_packets: dict[str, int] = field(default_factory=dict)   # GARP burst in progress, by reason
+    inline_added: bool = False             # the last AddVips added them inline (GARP may go)
     # The VIPs this agent added (add_vip said so) and has not removed since: the only
     # ones it removes. One that was already there (a static address, another agent)
     # is not ours to take away; ``foreign_vips`` remembers them for the log.
@@ -173,9 +178,9 @@ class Agent:
         self.on_role_changed: list[RoleSubscriber] = []
         self.components: list[Component] = []
         self.runtimes: dict[str, InstanceRuntime] = {}
-        self.groups: dict[str, SyncGroupPolicy] = {}
-        self._group_of: dict[str, SyncGroupPolicy] = {}
-        self._group_state: dict[str, str] = {}
+        # The decisions (VIPs, GARP, sync groups, notify, subscribers) are the director
+        # core's; this class executes its effects (``_execute``).
+        self.director = Director(config)
         self._announcers: dict[str, Any] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stop = asyncio.Event()
@@ -183,16 +188,12 @@ class Agent:
         self._iface_tracker: InterfaceTracker | None = None
         self._script_tracker: ScriptTracker | None = None
         self._watchdog: asyncio.Task | None = None
+        self._timer: asyncio.TimerHandle | None = None       # the director core's deadline
         self.started = False
         self._stopped = False
         self.state_path = os.path.join(config.node.state_dir, "state.json")
         self.generation = 1                 # +1 per applied reload
         self._reload_lock = asyncio.Lock()
-        for g in config.sync_groups:
-            policy = SyncGroupPolicy(g)
-            self.groups[g.name] = policy
-            for member in g.instances:
-                self._group_of[member] = policy
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class Agent:
         if self._stopped or (not self.runtimes and not self.started):
             return
         self._stopped = True
+        self.director.stopping()
         self.systemd.stopping()
         self.log.info("agent.stopping", reason=self._stop_reason or "stop")
         # A reload in flight finishes first (it may be starting drivers); later ones
@@ -278,8 +280,8 @@ class Agent:
                 rt.worker.cancel()
         await asyncio.gather(*(rt.worker for rt in self.runtimes.values() if rt.worker),
                              return_exceptions=True)
+        self._arm_timer()           # stopping: no more GARP rounds
         for rt in self.runtimes.values():
-            await self._cancel_garp(rt)
             await self._remove_vips(rt, reason="shutdown")
         # Then trackers and components (health checks, sync daemons, IPVS, API).
         if self._script_tracker is not None:
@@ -420,6 +422,7 @@ class Agent:
             rt = self.runtimes[name]
             await self._retire(rt, reason="reload_removed" if name in plan.removed else "reload_restart")
             del self.runtimes[name]
+            self.director.detach(name)
         self.config = new
         # 2. In place: the machine keeps state and timers (no transition, no VIP change).
         for change in plan.updated:
@@ -438,9 +441,12 @@ class Agent:
             primaries[change.name] = rt.driver.primary_address
             await self._retire(rt, reason="reload_restart")
             del self.runtimes[change.name]
+            self.director.detach(change.name)
             restart.append(change.name)
         # 3. Sync groups: rebuilt only where membership changed; seeded with live states.
-        self._rebuild_groups(old, new)
+        self.director.reconfigure(new, now=asyncio.get_running_loop().time(), faults={
+            name: rt.driver.machine.faults for name, rt in self.runtimes.items()})
+        self._execute()
         # 4. New drivers (not started: trackers report first, as at start-up).
         created = [n for n in by_name if n not in self.runtimes]
         for name in created:
@@ -448,7 +454,7 @@ class Agent:
         # Insertion order = config order, for status and state.json.
         self.runtimes = {n: self.runtimes[n] for n in by_name}
         for name, rt in self.runtimes.items():
-            rt.driver.machine.sync_group = name in self._group_of
+            rt.driver.machine.sync_group = self.director.in_sync_group(name)
         # 5. Trackers.
         await self._reload_interface_tracker(old, new, set(created))
         await self._reload_script_tracker(old, new, set(created))
@@ -480,50 +486,8 @@ class Agent:
         if rt.worker is not None:
             rt.worker.cancel()
             await asyncio.gather(rt.worker, return_exceptions=True)
-        await self._cancel_garp(rt)
         await self._remove_vips(rt, reason=reason)
         rt.driver.close()
-
-    def _rebuild_groups(self, old: Config, new: Config) -> None:
-        old_groups = {g.name: g for g in old.sync_groups}
-        groups: dict[str, SyncGroupPolicy] = {}
-        fresh: list[SyncGroupPolicy] = []
-        for g in new.sync_groups:
-            policy = self.groups.get(g.name)
-            prev = old_groups.get(g.name)
-            if policy is not None and prev is not None and prev.instances == g.instances:
-                policy.group = g          # notify scripts only: nothing to rebuild
-            else:
-                policy = SyncGroupPolicy(g)
-                fresh.append(policy)
-            groups[g.name] = policy
-        self.groups = groups
-        self._group_of = {m: p for p in groups.values() for m in p.group.instances}
-        self._group_state = {k: v for k, v in self._group_state.items()
-                             if k in groups and groups[k] not in fresh}
-        for policy in fresh:
-            # The policy learns each live member's state (reason sync_group: no orders),
-            # then each member's own faults, whose orders fault the group as usual.
-            for m in policy.group.instances:
-                rt = self.runtimes.get(m)
-                if rt is not None:
-                    policy.role_changed(m, RoleChanged(State.INITIALIZE, rt.driver.state,
-                                                       Reason.SYNC_GROUP))
-            for m in policy.group.instances:
-                rt = self.runtimes.get(m)
-                if rt is None:
-                    continue
-                for reason in sorted(rt.driver.machine.faults):
-                    if not reason.startswith("sync_group:"):
-                        for order in policy.set_fault(m, True, reason):
-                            self._apply_order(order)
-        # Group faults that no longer hold (the group went away or is no longer faulted).
-        for name, rt in self.runtimes.items():
-            policy = self._group_of.get(name)
-            for reason in sorted(rt.driver.machine.faults):
-                if reason.startswith("sync_group:") and not (
-                        policy is not None and reason == policy.fault_reason and policy.faulted):
-                    rt.driver.set_fault(False, reason)
 
     async def _reload_interface_tracker(self, old: Config, new: Config, created: set[str]) -> None:
         old_b, new_b = interface_bindings(old.vrrp_instances), interface_bindings(new.vrrp_instances)
@@ -620,8 +584,9 @@ class Agent:
                             on_view_changed=lambda _d: self.write_state(),
                             on_master_wish=self._master_wish,
                             on_reannounce=self._reannounce,
-                            sync_group=inst.name in self._group_of, loop=loop)
+                            sync_group=self.director.in_sync_group(inst.name), loop=loop)
         rt = InstanceRuntime(inst, driver)
+        self.director.attach(inst.name, driver.state)
         rt.worker = loop.create_task(self._vip_worker(rt), name=f"vips:{inst.name}")
         return rt
 
@@ -651,43 +616,105 @@ class Agent:
                                      vip=str(vip), interface=inst.interface,
                                      reason="left_by_previous_agent")
 
-    # --- role changes ----------------------------------------------------------------------
+    # --- the director core's inputs and effects ----------------------------------------
 
     def _role_changed(self, driver: VrrpDriver, change: RoleChanged) -> None:
-        name = driver.instance.name
-        rt = self.runtimes.get(name)
-        priority = driver.machine.effective_priority
-        if rt is not None:
-            rt.want_vips = change.new is State.MASTER
-            if rt.want_vips:
-                self._take_vips_now(rt)
-            rt.wake.set()
-        policy = self._group_of.get(name)
-        if policy is not None:
-            for order in policy.role_changed(name, change):
-                self._apply_order(order)
-            self._group_changed(policy.group)
-        self.notifier_safe("INSTANCE", name, change.new.value, priority, driver.instance.notify)
-        # state.json: written once, by the driver's on_view_changed after this returns.
-        if self._stopped:
-            return      # the shutdown's own transitions: components are stopping too
-        loop = asyncio.get_running_loop()
-        event = RoleEvent(driver.instance, change.old, change.new, change.reason, change.detail,
-                          priority, loop.time(), time.time())
+        self.director.role_changed(driver.instance.name, change,
+                                   priority=driver.machine.effective_priority, now=driver.loop.time())
+        self._execute()
+
+    def _master_wish(self, driver: VrrpDriver, wish) -> None:
+        self.director.master_wish(driver.instance.name, wish, now=driver.loop.time())
+        self._execute()
+
+    def _reannounce(self, driver: VrrpDriver, action) -> None:
+        """A lower-priority master was heard (vrrp ``Reannounce``)."""
+        self.director.reannounce(driver.instance.name, now=driver.loop.time())
+        self._execute()
+
+    def set_fault(self, instance: str, fault: bool, reason: str) -> None:     # TrackSink
+        self.director.set_fault(instance, fault, reason, now=_loop_time() or 0.0)
+        self._execute()
+
+    def set_priority_delta(self, instance: str, delta: int, reason: str) -> None:  # TrackSink
+        self.director.set_priority_delta(instance, delta, reason, now=_loop_time() or 0.0)
+        self._execute()
+
+    def _execute(self) -> None:
+        """Run the director's pending effects in order. An order applied to a machine
+        (ForceState, SetFault) may change its role, which comes back through
+        ``_role_changed`` and runs that member's effects first (nested), as keepalived
+        does within one sync-group transition."""
+        for effect in self.director.effects():
+            self._run(effect)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """One ``call_at`` at the core's next deadline (aioquic's ``transmit()``)."""
+        deadline = None if self._stopped else self.director.next_deadline()
+        if self._timer is not None:
+            if deadline is not None and self._timer.when() == deadline:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        deadline = self.director.next_deadline()
+        # asyncio may run a handle up to one clock resolution early.
+        if deadline is not None and now < deadline and deadline - now < 0.001:
+            now = deadline
+        self.director.handle_timer(now)
+        self._execute()
+
+    def _run(self, effect: fx.Effect) -> None:
+        if isinstance(effect, fx.RecordStatus):
+            self.write_state()
+        elif isinstance(effect, fx.Notify):
+            self.notifier_safe(effect.kind, effect.name, effect.state, effect.priority, effect.scripts)
+        elif isinstance(effect, fx.PublishRole):
+            self._publish(effect)
+        elif isinstance(effect, fx.GroupChanged):
+            self.log.info("vrrp.group_changed", group=effect.group, state=effect.state.value)
+        else:
+            rt = self.runtimes.get(effect.instance)
+            if rt is None:
+                return
+            if isinstance(effect, fx.AddVips):
+                rt.want_vips = True
+                if not self._take_vips_now(rt):
+                    self.director.vips_deferred(effect.instance, now=rt.driver.loop.time())
+                rt.wake.set()
+            elif isinstance(effect, fx.RemoveVips):
+                rt.want_vips = False
+                rt.wake.set()
+            elif isinstance(effect, fx.Announce):
+                if rt.inline_added or not effect.inline:
+                    self._announce(rt, effect)
+            elif isinstance(effect, fx.ForceState):
+                rt.driver.force_state(effect.state, effect.reason)
+            elif isinstance(effect, fx.SetFault):
+                rt.driver.set_fault(effect.fault, effect.reason)
+            elif isinstance(effect, fx.SetPriorityDelta):
+                self._set_priority_delta(rt, effect)
+
+    def _publish(self, effect: fx.PublishRole) -> None:
+        rt = self.runtimes.get(effect.instance)
+        if rt is None:
+            return
+        change = effect.change
+        event = RoleEvent(rt.driver.instance, change.old, change.new, change.reason, change.detail,
+                          effect.priority, effect.at, time.time())
         for sub in list(self.on_role_changed):
             try:
                 res = sub(event)
                 if inspect.isawaitable(res):
-                    self._spawn(res, f"subscriber:{name}")
+                    self._spawn(res, f"subscriber:{effect.instance}")
             except Exception as e:  # noqa: BLE001 - one subscriber must not break VRRP
-                self.log.error("agent.subscriber_failed", instance=name, reason=str(e))
-
-    def _master_wish(self, driver: VrrpDriver, wish) -> None:
-        policy = self._group_of.get(driver.instance.name)
-        if policy is None:
-            return
-        for order in policy.master_wish(driver.instance.name, wish):
-            self._apply_order(order)
+                self.log.error("agent.subscriber_failed", instance=effect.instance, reason=str(e))
 
     def notifier_safe(self, kind, name, state, priority, scripts) -> None:
         try:
@@ -695,53 +722,13 @@ class Agent:
         except Exception as e:  # noqa: BLE001
             self.log.error("notify.start_failed", name=name, reason=str(e))
 
-    def _group_changed(self, group: SyncGroup) -> None:
-        states = {self.runtimes[m].driver.state for m in group.instances if m in self.runtimes}
-        if State.FAULT in states:
-            agg = State.FAULT
-        elif len(states) == 1:
-            agg = next(iter(states))
-        else:
-            return   # members in transit: report when they agree
-        if self._group_state.get(group.name) == agg.value:
-            return
-        self._group_state[group.name] = agg.value
-        self.log.info("vrrp.group_changed", group=group.name, state=agg.value)
-        self.notifier_safe("GROUP", group.name, agg.value, 0, group.notify)
-
-    def _apply_order(self, order) -> None:
-        rt = self.runtimes.get(order.instance)
-        if rt is None:
-            return
-        if isinstance(order, ForceState):
-            rt.driver.force_state(order.state, order.reason)
-        elif isinstance(order, SetFault):
-            rt.driver.set_fault(order.fault, order.reason)
-
-    # --- TrackSink ------------------------------------------------------------------------
-
-    def set_fault(self, instance: str, fault: bool, reason: str) -> None:
-        rt = self.runtimes.get(instance)
-        if rt is None:
-            return
-        policy = self._group_of.get(instance)
-        if policy is None:
-            rt.driver.set_fault(fault, reason)
-        else:
-            for order in policy.set_fault(instance, fault, reason):
-                self._apply_order(order)
-        self.write_state()
-
-    def set_priority_delta(self, instance: str, delta: int, reason: str) -> None:
-        rt = self.runtimes.get(instance)
-        if rt is None:
-            return
+    def _set_priority_delta(self, rt: InstanceRuntime, effect: fx.SetPriorityDelta) -> None:
         before = rt.driver.machine.effective_priority
-        rt.driver.set_priority_delta(delta, reason)
+        rt.driver.set_priority_delta(effect.delta, effect.reason)
         after = rt.driver.machine.effective_priority
         if before != after:
-            self.log.info("vrrp.priority_changed", instance=instance, vrid=rt.instance.vrid,
-                          old=before, new=after, reason=reason, delta=delta)
+            self.log.info("vrrp.priority_changed", instance=effect.instance, vrid=rt.instance.vrid,
+                          old=before, new=after, reason=effect.reason, delta=effect.delta)
             self.write_state()
 
     # --- VIPs and GARP ---------------------------------------------------------------------
@@ -756,10 +743,9 @@ class Agent:
                     if not rt.held_vips:      # normally added already, with the advert
                         self._add_vips(rt)
                         self.write_state()
-                    if rt.want_vips and (rt.garp is None or rt.garp.done()):
-                        rt.garp = asyncio.get_running_loop().create_task(self._garp_loop(rt))
+                        self.director.vips_added(rt.instance.name, now=rt.driver.loop.time())
+                        self._execute()
                 else:
-                    await self._cancel_garp(rt)
                     await self._remove_vips(rt, reason=rt.driver.machine.last_reason)
             except Exception as e:  # noqa: BLE001 - retry instead of dying with VIPs wrong
                 self.log.error("vrrp.vips_apply_failed", instance=rt.instance.name,
@@ -767,27 +753,23 @@ class Agent:
                 await asyncio.sleep(1.0)
                 rt.wake.set()
 
-    def _take_vips_now(self, rt: InstanceRuntime) -> None:
+    def _take_vips_now(self, rt: InstanceRuntime) -> bool:
         """Become reachable in the same loop turn as the first master advert: add the
-        VIPs and send one gratuitous ARP / NA round (RFC 5798 6.4.1/6.4.2). The worker
-        runs the rest of the GARP bursts; if the add fails, its retrying path adds."""
+        VIPs (``AddVips``); the inline ``Announce`` that follows sends one gratuitous
+        ARP / NA round (RFC 5798 6.4.1/6.4.2) if they were added. False: the add failed
+        and the worker's retrying path adds."""
         inst = rt.instance
+        rt.inline_added = False
         if not inst.virtual_ips:
-            return
+            return True
         try:
             self._add_vips(rt)
         except Exception as e:  # noqa: BLE001 - the worker retries
             self.log.warning("vrrp.vips_add_deferred", instance=inst.name, vrid=inst.vrid,
                              interface=inst.interface, reason=str(e))
-            return
-        if inst.garp.count > 0:
-            try:
-                sent = self._announcer(inst.interface).announce([v.ip for v in inst.virtual_ips])
-                rt.garp_sent += sent
-                rt.garp_inline = sent
-            except OSError as e:
-                self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
-                                 interface=inst.interface, reason=str(e))
+            return False
+        rt.inline_added = True
+        return True
 
     def _add_vips(self, rt: InstanceRuntime) -> None:
         """Add every VIP (one blocking netlink request each); raises on a refusal."""
@@ -865,59 +847,30 @@ class Agent:
         except OSError as e:
             self.log.warning("vrrp.vip_record_failed", path=self.vip_record.path, reason=str(e))
 
-    def _reannounce(self, driver: VrrpDriver, action) -> None:
-        """A lower-priority master was heard (vrrp ``Reannounce``): send one GARP burst for
-        our VIPs so neighbours that followed the other router come back to us."""
-        rt = self.runtimes.get(driver.instance.name)
-        if rt is None or driver.machine.state is not State.MASTER:
-            return
-        self._spawn(self._garp_burst(rt, "lower_priority_master_heard"), f"reannounce:{rt.instance.name}")
-
-    async def _cancel_garp(self, rt: InstanceRuntime) -> None:
-        if rt.garp is not None and not rt.garp.done():
-            rt.garp.cancel()
-            await asyncio.gather(rt.garp, return_exceptions=True)
-        rt.garp = None
-
-    async def _garp_loop(self, rt: InstanceRuntime) -> None:
-        g = rt.instance.garp
-        inline, rt.garp_inline = rt.garp_inline, 0
-        await self._garp_burst(rt, "takeover", first_sent=inline)
-        if g.repeat_delay > 0:
-            await asyncio.sleep(g.repeat_delay)
-            await self._garp_burst(rt, "repeat")
-        while g.refresh > 0:
-            await asyncio.sleep(g.refresh)
-            await self._garp_burst(rt, "refresh")
-
     def _announcer(self, interface: str):
         ann = self._announcers.get(interface)
         if ann is None:
             ann = self._announcers[interface] = self._announcer_factory(interface)
         return ann
 
-    async def _garp_burst(self, rt: InstanceRuntime, reason: str, first_sent: int = 0) -> None:
-        """``garp.count`` rounds ``garp.interval`` apart; ``first_sent``: the packets of
-        round one, already sent with the advert (``_take_vips_now``)."""
+    def _announce(self, rt: InstanceRuntime, effect: fx.Announce) -> None:
+        """One GARP / NA round; the burst is logged once, after its last round."""
         inst = rt.instance
-        g = inst.garp
-        if g.count <= 0 or not inst.virtual_ips:
-            return
         try:
-            ann = self._announcer(inst.interface)
-            ips = [v.ip for v in inst.virtual_ips]
-            sent = first_sent
-            for n in range(1 if first_sent else 0, g.count):
-                if n and g.interval > 0:
-                    await asyncio.sleep(g.interval)
-                sent += ann.announce(ips)
+            sent = self._announcer(inst.interface).announce([v.ip for v in inst.virtual_ips])
         except OSError as e:
             self.log.warning("vrrp.garp_failed", instance=inst.name, vrid=inst.vrid,
                              interface=inst.interface, reason=str(e))
+            rt.burst_packets.pop(effect.reason, None)
+            self.director.announce_failed(effect, now=rt.driver.loop.time())
             return
-        rt.garp_sent += sent - first_sent
+        rt.garp_sent += sent
+        packets = rt.burst_packets.pop(effect.reason, 0) + sent
+        if effect.round < effect.rounds - 1:
+            rt.burst_packets[effect.reason] = packets
+            return
         self.log.info("vrrp.garp_sent", instance=inst.name, vrid=inst.vrid,
-                      interface=inst.interface, packets=sent, reason=reason)
+                      interface=inst.interface, packets=packets, reason=effect.reason)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -947,7 +900,7 @@ class Agent:
                 "rejected": dict(rt.driver.rejected),
             }
         return {"pid": os.getpid(), "router_id": self.config.node.router_id,
-                "running": self.started, "instances": out, "groups": dict(self._group_state),
+                "running": self.started, "instances": out, "groups": self.director.group_states(),
                 "config_generation": self.generation}
 
     def link_watch_counts(self) -> dict[str, int]:

@@ -49,6 +49,10 @@ from typing import Any, Callable
 
 from hadirector import model
 from hadirector.agent.health_runner import HealthRunner
+from hadirector.director.lvs import (
+    HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon,
+    followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
+)
 from hadirector.health.policy import HealthState
 from hadirector.ipvs import syncd, sysctl
 from hadirector.ipvs.availability import (
@@ -75,28 +79,7 @@ def _default_backend():
     return IpvsNetlink()
 
 
-def followed_instances(config: model.Config) -> tuple[str, ...]:
-    """The instances the LVS role follows: ``lvs.sync_daemon.follow_instance`` (every
-    member when it names a sync group), else the first instance."""
-    sd = config.lvs.sync_daemon
-    follow = sd.follow_instance if sd is not None else None
-    if follow is not None:
-        for group in config.sync_groups:
-            if group.name == follow:
-                return tuple(group.instances)
-        return (follow,)
-    return (config.vrrp_instances[0].name,) if config.vrrp_instances else ()
-
-
-def leader_instance(config: model.Config) -> str | None:
-    """The VRRP instance whose role is the node's LVS role."""
-    names = followed_instances(config)
-    return names[0] if names else None
-
-
-def needs_ipvs(config: model.Config) -> bool:
-    """Does this config program IPVS or run a sync daemon at all?"""
-    return bool(config.virtual_services) or config.lvs.sync_daemon is not None
+__all__ = ["LvsController", "followed_instances", "leader_instance", "needs_ipvs"]
 
 
 class LvsController:
@@ -121,7 +104,9 @@ class LvsController:
         self._prepared = False
         self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
         self.reconciler: Reconciler | None = None
-        self.role: State = State.INITIALIZE if config.vrrp_instances else State.MASTER
+        # The decisions (leader, sync daemon role, master_only, preemption hold, quorum
+        # scripts) are the pure ``LvsRole``'s; this class executes its effects.
+        self.policy = LvsRole(config)
         self.quorum: dict[ServiceKey, bool] = {}
         self.sync_role: DaemonState | None = None
         self.writes = 0                 # netlink writes applied (status, tests)
@@ -146,10 +131,9 @@ class LvsController:
         if agent is not None:
             self._agent = agent
             agent.on_role_changed.append(self._on_role)
-            leader = leader_instance(self.config)
-            rt = agent.runtimes.get(leader) if leader else None
-            if rt is not None:
-                self.role = rt.driver.state
+            state = self._leader_state(agent, self.config)
+            if state is not None:
+                self.policy.role = state
         if needs_ipvs(self.config):
             self._open_ipvs(reason="startup")
         else:
@@ -218,14 +202,9 @@ class LvsController:
                          instances=list(self._faulted), reason=trigger)
 
     def _faulted_now(self) -> tuple[str, ...]:
-        """The instances the ``ipvs_unavailable`` fault applies to now (pure decision:
-        the followed instances, while IPVS is needed and unavailable)."""
-        if not (self.availability.fault and needs_ipvs(self.config)):
-            return ()
-        names = followed_instances(self.config)
-        if self._agent is not None:
-            names = tuple(n for n in names if n in self._agent.runtimes)
-        return names
+        """The instances the ``ipvs_unavailable`` fault applies to now."""
+        return unavailable_faulted(self.config, self.availability.fault,
+                                   self._agent.runtimes if self._agent is not None else None)
 
     def _apply_faults(self) -> None:
         want = self._faulted_now()
@@ -293,10 +272,13 @@ class LvsController:
             log.info("ipvs.health_seeded", servers=seeded, reason="found_in_kernel")
 
     @property
+    def role(self) -> State:
+        """The leader instance's role, as the LVS side follows it."""
+        return self.policy.role
+
+    @property
     def programming(self) -> bool:
-        if self.config.lvs.program is model.ProgramMode.ALWAYS:
-            return True
-        return self.role is State.MASTER
+        return self.policy.programming
 
     def desired(self) -> Table:
         if not self.programming:
@@ -341,7 +323,7 @@ class LvsController:
             if before is not None and quorum != before:
                 log.warning("ipvs.quorum_changed", service=vs.name, up=quorum,
                             reason="healthy_weight_below_quorum" if not quorum else "quorum_regained")
-                self._quorum_scripts(vs, quorum)
+            self._execute(self.policy.quorum_changed(vs, before, quorum))
         try:
             report = self.reconciler.update_service(key, (svc, dests))
         except IpvsUnavailable as e:
@@ -353,38 +335,41 @@ class LvsController:
             return
         self._record(report, reason=f"health:{state.value}")
 
-    def _quorum_scripts(self, vs: model.VirtualService, up: bool) -> None:
-        argv = vs.quorum_up if up else vs.quorum_down
-        if not argv:
-            return
-
+    def _run_command(self, effect: RunCommand) -> None:
         async def run() -> None:
             try:
-                proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+                proc = await asyncio.create_subprocess_exec(*effect.argv, stdin=asyncio.subprocess.DEVNULL)
                 await asyncio.wait_for(proc.wait(), 30)
             except (OSError, asyncio.TimeoutError) as e:
-                log.warning("ipvs.quorum_script_failed", service=vs.name, reason=str(e))
+                log.warning("ipvs.quorum_script_failed", service=effect.service, reason=str(e))
 
         asyncio.get_running_loop().create_task(run())
 
     # --- VRRP roles -------------------------------------------------------------------
 
     def _on_role(self, event) -> None:
-        if event.instance.name != leader_instance(self.config):
-            return
-        old, self.role = self.role, event.new
-        if old is self.role:
-            return
-        if self.config.lvs.program is model.ProgramMode.MASTER_ONLY:
-            self.sync_table(reason=f"vrrp:{event.new.value}")
-        self._switch_daemon(reason=f"vrrp:{event.new.value}")
+        self._execute(self.policy.role_changed(event.instance.name, event.new))
+
+    def _execute(self, effects: list[LvsEffect]) -> None:
+        for effect in effects:
+            if isinstance(effect, ProgramServices):
+                self.sync_table(reason=effect.reason)
+            elif isinstance(effect, SetSyncDaemon):
+                self._apply_daemons(DaemonState.MASTER if effect.role is State.MASTER
+                                    else DaemonState.BACKUP, effect.reason)
+            elif isinstance(effect, HoldPreemption):
+                self._hold_preemption(effect)
+            elif isinstance(effect, RunCommand):
+                self._run_command(effect)
 
     def _switch_daemon(self, reason: str) -> None:
-        cfg = self.config.lvs.sync_daemon
-        if cfg is None:
-            return
-        want = DaemonState.MASTER if self.role is State.MASTER else DaemonState.BACKUP
-        self._apply_daemons(want, reason)
+        self._execute(self.policy.sync_daemon(reason))
+
+    @staticmethod
+    def _leader_state(agent, config: model.Config) -> State | None:
+        leader = leader_instance(config)
+        rt = agent.runtimes.get(leader) if (agent is not None and leader) else None
+        return rt.driver.state if rt is not None else None
 
     def _apply_daemons(self, want: DaemonState | None, reason: str,
                        cfg: model.SyncDaemon | None = None, only_matching: bool = False) -> None:
@@ -416,7 +401,8 @@ class LvsController:
             log.info("ipvs.sync_daemon_switched", action=str(action), interface=cfg.interface,
                      syncid=cfg.syncid, reason=reason)
             if action == syncd.StartDaemon(DaemonState.BACKUP):
-                self._hold_preemption(cfg)
+                self._execute(self.policy.backup_daemon_started(
+                    self._agent.runtimes if self._agent is not None else None))
         self.sync_role = want
 
     def _tune_sync(self, reason: str) -> None:
@@ -431,19 +417,11 @@ class LvsController:
         for c in changes:
             log.info("ipvs.sync_tuned", sysctl=f"net.ipv4.vs.{c.name}", old=c.old, new=c.new, reason=reason)
 
-    def _hold_preemption(self, cfg: model.SyncDaemon) -> None:
-        """A backup daemon that just started knows only what the master sends from now
-        on; with refresh_period the master re-sends every active connection within that
-        period. Taking the VIP back before then would drop the connections opened while
-        this node was away, so preemption waits (catch_up)."""
-        hold = cfg.preempt_hold
-        if hold <= 0 or self._agent is None:
-            return
-        names = [n for n in followed_instances(self.config) if n in self._agent.runtimes]
-        for name in names:
-            self._agent.runtimes[name].driver.hold_preemption(hold)
-        log.info("vrrp.preemption_held", instances=names, seconds=hold,
-                 reason="sync_daemon_catch_up")
+    def _hold_preemption(self, effect: HoldPreemption) -> None:
+        for name in effect.instances:
+            self._agent.runtimes[name].driver.hold_preemption(effect.seconds)
+        log.info("vrrp.preemption_held", instances=list(effect.instances), seconds=effect.seconds,
+                 reason=effect.reason)
 
     # --- reload ----------------------------------------------------------------------
 
@@ -455,12 +433,8 @@ class LvsController:
         self._index(new)
         self.health.update_config(new)
         role = self.role
-        leader = leader_instance(new)
-        if leader != leader_instance(old):
-            # Another instance now decides the LVS role: take its current state.
-            rt = self._agent.runtimes.get(leader) if (self._agent is not None and leader) else None
-            self.role = rt.driver.state if rt is not None else (
-                State.MASTER if not new.vrrp_instances else State.INITIALIZE)
+        # Another instance may now decide the LVS role: then take its current state.
+        self.policy.reconfigure(new, self._leader_state(self._agent, new))
         if not needs_ipvs(new):
             if self.availability.available is not None:
                 # No IPVS needed any more: nothing to retry, no fault to hold.

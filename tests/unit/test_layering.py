@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[2] / "hadirector"
 CORES = [
     "model.py", "vrrp/codec.py", "vrrp/machine.py", "vrrp/timers.py", "vrrp/group.py",
     "health/policy.py", "health/schedule.py", "ipvs/table.py", "ipvs/planner.py",
-    "ipvs/syncd.py", "agent/reload.py",
+    "ipvs/syncd.py", "agent/reload.py", "director/node.py", "director/effects.py", "director/lvs.py",
 ]
 IO_MODULES = {"asyncio", "socket", "selectors", "subprocess", "time", "threading", "pyroute2", "aiohttp"}
 

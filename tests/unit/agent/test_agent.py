@@ -266,3 +266,22 @@ async def test_status_held_vips_follow_the_address_on_the_interface_not_the_role
     await rig.agent.stop()
     (st,) = vrrp_status(rig.agent)
     assert st.held_vips == () and not rig.addresses.has("eth0", VIP.ip)
+
+
+async def test_the_garp_rounds_repeat_and_refresh_run_on_the_directors_timer(tmp_path, capsys):
+    # The core schedules the rounds (tests/unit/director/test_garp.py); here the one
+    # call_at of the agent sends them and logs each burst once, after its last round.
+    from dataclasses import replace
+    garp = GarpSettings(count=2, interval=0.01, repeat_delay=0.05, refresh=0.1)
+    rig = Rig(tmp_path, replace(inst(), garp=garp))
+    await rig.agent.start()
+    await settle(master_down_interval(100, ADV) + 0.25)
+    assert rig.state() is State.MASTER
+    sent = len(rig.announcers["eth0"].announced)
+    assert sent >= 6, "takeover, repeat and at least one refresh burst of 2"
+    await rig.agent.stop()
+    await settle(0.15)
+    assert len(rig.announcers["eth0"].announced) == sent, "no round after the stop"
+    out = capsys.readouterr().out
+    for reason in ("takeover", "repeat", "refresh"):
+        assert f"packets=2 reason={reason}" in out, reason

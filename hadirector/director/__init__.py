@@ -1,0 +1,1 @@
+"""The node-level policy of a director, with no I/O (see ``node.py``)."""
