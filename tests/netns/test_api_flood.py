@@ -37,10 +37,11 @@ ACCEPT_BATCH = BoundedListener.__init__.__kwdefaults__["accept_batch"]
 
 from lab.agents import ROOT, AgentProc, instance_config, wait_for
 from lab.lan import Lan, sh
+from lab.users import NOBODY_RUNNING_OUR_CODE
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+NOBODY = list(NOBODY_RUNNING_OUR_CODE)        # runs hadirector and the flooder: see lab.users
 HADIRECTOR = [sys.executable, "-m", "hadirector.cli"]
 FLOOD = str(Path(__file__).with_name("api_flood.py"))
 NOFILE = 1024

@@ -27,6 +27,7 @@ from hadirector.exitcodes import ExitCode
 
 from lab.agents import HADIRECTOR, ROOT, agent_factory, holders, wait_for
 from lab.lan import Lan, sh
+from lab.users import NOBODY, NOBODY_RUNNING_OUR_CODE
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -131,8 +132,8 @@ def test_a_squatter_as_nobody_cannot_keep_the_agent_from_starting(lan, agents):
 
     lock_file = f"{LOCK_DIR}/net-{netns_inode(lan, 1)}.lock"
     squatter = subprocess.Popen(
-        ["ip", "netns", "exec", lan.ns(1), "setpriv", "--reuid=65534", "--regid=65534",
-         "--clear-groups", sys.executable, "-c", SQUATTER, LOCK_DIR, lock_file, BEACON_NAME],
+        ["ip", "netns", "exec", lan.ns(1), *NOBODY, sys.executable, "-c", SQUATTER, LOCK_DIR, lock_file,
+         BEACON_NAME],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         report = json.loads(squatter.stdout.readline() or "{}")
@@ -278,8 +279,7 @@ def test_an_advert_from_our_own_address_is_logged_and_does_not_take_the_vip(lan,
 def test_an_unprivileged_run_exits_with_the_privilege_code_and_no_traceback(lan, agents):
     a = agents(lan, 1)
     a.write_config()          # never read: the privileges are checked first
-    res = run_agent(lan.ns(1), str(a.config_path), "--log-format", "json",
-                    prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"))
+    res = run_agent(lan.ns(1), str(a.config_path), "--log-format", "json", prefix=NOBODY_RUNNING_OUR_CODE)
     assert res.returncode == ExitCode.NO_PRIVILEGE == 5
     event = start_failure(res)
     assert event["reason"] == "no_privilege"
