@@ -25,6 +25,7 @@ from lab import progress
 
 from lab import ROOT
 from lab.lan import Lan, sh
+from lab.netns import terminate
 
 HADIRECTOR = [sys.executable, "-m", "hadirector.cli"]
 
@@ -118,14 +119,7 @@ class AgentProc:
     def stop(self, timeout: float = 10.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
+        return terminate(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

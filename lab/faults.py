@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab import pairlab, topology
+from lab.netns import terminate
 
 VRRP_PROTO = 112
 VRRP_GROUP = "224.0.0.18"
@@ -370,14 +371,7 @@ class SecondAgent:
     def stop(self) -> dict:
         """SIGTERM it (what an operator does on noticing): a second agent that ran must
         still not remove the VIP the first one holds."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return {"rc": self.proc.returncode, "output": self.log.read_text(errors="replace")}
+        return {"rc": terminate(self.proc), "output": self.log.read_text(errors="replace")}
 
 
 def second_agent(lab: pairlab.Lab, name: str) -> SecondAgent:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -42,3 +43,16 @@ def inside(ns: str) -> Iterator[None]:
     finally:
         os.close(own)
         os.close(target)
+
+
+def terminate(proc: subprocess.Popen, timeout: float = 20.0, sig: int = signal.SIGTERM) -> int:
+    """``sig`` (SIGTERM: the graceful stop an operator sends), then SIGKILL if the process
+    has not exited ``timeout`` s later; returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    return proc.returncode

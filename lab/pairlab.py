@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from lab import ROOT, timeline, topology, vipwatch
+from lab.netns import terminate
 from lab.progress import ProgressLine
 from lab.progress import wait_for as _wait_for
 
@@ -131,13 +132,7 @@ class Director:
             return
         if how == "kill":
             self.kill_all()
-        else:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)        # after kill_all: only reaps it
         self.proc = None
 
     def holds_vip(self) -> bool:

@@ -79,6 +79,7 @@ from hadirector.model import Config, IPAddress, IPInterface, VrrpInstance
 from hadirector.vrrp.machine import PRIORITY_OWNER, RoleChanged, State
 
 from .notify import Notifier
+from .rearm import rearm
 from .reload import ReloadPlan, in_force, plan_reload
 from .sdnotify import SystemdNotifier
 from .track import InterfaceTracker, ScriptTracker, apply_script, interface_bindings
@@ -652,13 +653,7 @@ class Agent:
     def _arm_timer(self) -> None:
         """One ``call_at`` at the core's next deadline (aioquic's ``transmit()``)."""
         deadline = None if self._stopped else self.director.next_deadline()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
+        self._timer = rearm(asyncio.get_running_loop(), self._timer, deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -39,6 +39,8 @@ from hadirector.vrrp.machine import (
 
 from hadirector.logging import get_logger
 
+from .rearm import rearm
+
 # How many datagrams one readable event may consume before yielding to the loop:
 # a flood of junk must not starve timers (our own adverts are timer driven).
 MAX_READS_PER_EVENT = 64
@@ -320,14 +322,7 @@ class VrrpDriver:
                 self.on_view_changed(self)
 
     def _arm(self) -> None:
-        deadline = self.machine.get_timer()
-        if self._timer is not None:
-            if deadline is not None and self._timer.when() == deadline:
-                return
-            self._timer.cancel()
-            self._timer = None
-        if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+        self._timer = rearm(self.loop, self._timer, self.machine.get_timer(), self._on_timer)
 
     def _send(self, action: SendAdvert) -> None:
         adv: Advert | None = action.advert
