@@ -226,7 +226,6 @@ class ApiComponent:
         from hadirector.api.control import ControlError, ControlServer, socket_path
         from hadirector.api.limits import connection_budget
         from hadirector.api.listener import raise_nofile_limit
-        from hadirector.api.server import MAX_CONNECTIONS, ApiServer
 
         old, soft, hard, why = raise_nofile_limit()
         if why:
@@ -251,6 +250,8 @@ class ApiComponent:
         settings = agent.config.api
         if not settings.enabled:
             return
+        from hadirector.api.server import MAX_CONNECTIONS, ApiServer   # aiohttp: only when served
+
         self.server = ApiServer.from_settings(
             settings, lambda: self.snapshot(agent),
             max_connections=connection_budget(soft, MAX_CONNECTIONS),
