@@ -17,11 +17,13 @@ keepalived_conf). Per run, for each implementation in turn:
                      summed over the process and all its descendants (keepalived -P:
                      the parent and its VRRP child).
 
+The tree is byte-compiled first (``compileall``), as an installed package is.
 Rows: ``hadirector`` is the test labs' config (api disabled); ``hadirector+api`` the
 default config (status/metrics API on 127.0.0.1:9110 in the namespace).
 
 Usage (root):
     .venv/bin/python bench/startup.py [--runs 5] [--advert 0.1] [--idle 5] [--impls ...]
+    .venv/bin/python bench/startup.py --baseline de7f8dd      # + that commit's rows, same run
     .venv/bin/python bench/startup.py --kernel-lab [--runs 3]     # the same in the QEMU lab
 """
 
@@ -119,19 +121,23 @@ def pss_kib(pids: list[int]) -> int:
     return total
 
 
-def command(impl: str, lan: Lan, work: Path, advert: float) -> tuple[list[str], dict]:
+def command(impl: str, lan: Lan, work: Path, advert: float,
+            trees: dict[str, Path]) -> tuple[list[str], dict, Path]:
     ns = ["ip", "netns", "exec", lan.ns(1)]
     if impl.startswith("hadirector"):
+        kind, _, _commit = impl.partition("@")
         cfg = {
             "node": {"router_id": "n1", "state_dir": str(work / "state"), "log_format": "json"},
             "vrrp_instances": [instance_config(lan, priority=100, advert=advert)],
         }
-        if impl == "hadirector":
+        if kind == "hadirector":
             cfg["api"] = {"enabled": False}
         path = work / "hadirector.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        return [*ns, PY, "-m", "hadirector.cli", "run", "-c", str(path), "--log-format", "json"], env
+        tree = trees.get(impl, ROOT)
+        env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1")
+        # cwd too: ``python -m`` puts it first on sys.path.
+        return [*ns, PY, "-m", "hadirector.cli", "run", "-c", str(path), "--log-format", "json"], env, tree
     conf = work / "keepalived.conf"
     conf.write_text(keepalived_conf(router_id="k1", vrid=51, priority=100, advert=advert,
                                     vip=str(lan.vip4())))
@@ -142,18 +148,18 @@ def command(impl: str, lan: Lan, work: Path, advert: float) -> tuple[list[str], 
     # As tests/netns/ve_agents.KeepalivedProc: foreground, VRRP only, no respawn.
     return [*ns, "/usr/sbin/keepalived", "-n", "-l", "-D", "-P", "-R", "-f", str(conf),
             "-p", str(run / "keepalived.pid"), "-r", str(run / "vrrp.pid"),
-            "--no-syslog", "--log-console"], dict(os.environ)
+            "--no-syslog", "--log-console"], dict(os.environ), ROOT
 
 
-def one_run(impl: str, lan: Lan, work: Path, advert: float, idle: float) -> dict:
+def one_run(impl: str, lan: Lan, work: Path, advert: float, idle: float, trees: dict[str, Path]) -> dict:
     vip = str(lan.vip4())
     mon = subprocess.Popen(["ip", "-n", lan.ns(1), "monitor", "address", "dev", "eth0"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     mon_lines = Stamped(mon)
     time.sleep(0.3)                      # ip monitor has subscribed
-    argv, env = command(impl, lan, work, advert)
+    argv, env, cwd = command(impl, lan, work, advert, trees)
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(cwd))
     out = Stamped(proc)
     try:
         backup = out.wait(hadirector_backup if impl.startswith("hadirector") else keepalived_backup, 120)
@@ -191,15 +197,15 @@ def table(doc: dict) -> str:
     lines = [
         f"where: {doc['where']}, advert {doc['advert']:g} s, {doc['runs']} runs, idle {doc['idle']:g} s, "
         f"commit {doc['commit']}",
-        f"{'impl':<15} | {'exec -> BACKUP s':^22} | {'exec -> MASTER (VIP) s':^22} | {'idle PSS MB':^20} | procs",
-        f"{'':<15} | {'median    min    max':^22} | {'median    min    max':^22} | {'median   min   max':^20} |",
-        "-" * 96,
+        f"{'impl':<24} | {'exec -> BACKUP s':^22} | {'exec -> MASTER (VIP) s':^22} | {'idle PSS MB':^20} | procs",
+        f"{'':<24} | {'median    min    max':^22} | {'median    min    max':^22} | {'median   min   max':^20} |",
+        "-" * 105,
     ]
     for i in impls:
         rs = by[i]
         pss = [r["pss_kib"] / 1024 for r in rs]
         p = (f"{statistics.median(pss):6.1f} {min(pss):5.1f} {max(pss):5.1f}  " if pss else "n/a")
-        lines.append(f"{i:<15} | {stats([r['backup'] for r in rs if r['backup'] is not None])} | "
+        lines.append(f"{i:<24} | {stats([r['backup'] for r in rs if r['backup'] is not None])} | "
                      f"{stats([r['master'] for r in rs])} | {p:^20} | {rs[0]['procs'] if rs else ''}")
     return "\n".join(lines)
 
@@ -212,10 +218,23 @@ def commit() -> str:
 
 
 def run_here(a: argparse.Namespace) -> int:
-    if a.impls != ["hadirector", "hadirector+api"] and not Path("/usr/sbin/keepalived").exists():
+    if "keepalived" in a.impls and not Path("/usr/sbin/keepalived").exists():
         print("startup: /usr/sbin/keepalived is not installed", file=sys.stderr)
         return 2
+    # As installed (a package compiles its modules): without .pyc files, e.g. under
+    # PYTHONDONTWRITEBYTECODE, every start would compile the modules it imports. (In the
+    # kernel lab, the outer run compiled them: the lab's root is read-only.)
+    if not a.inside:
+        compile_tree(ROOT)
     work = Path(tempfile.mkdtemp(prefix="startup-bench-"))
+    trees = {}
+    prepared = dict(x.split(":", 1) for x in a.baseline_tree)
+    for commit_ in a.baseline + list(prepared):
+        tree = Path(prepared[commit_]) if commit_ in prepared else export(commit_, work)
+        for kind in ("hadirector", "hadirector+api"):
+            if kind in a.impls:
+                a.impls.insert(a.impls.index(kind), f"{kind}@{commit_}")
+                trees[f"{kind}@{commit_}"] = tree
     lan = Lan("su", nodes=1, net=61)
     where = "kernel lab (QEMU TCG)" if a.inside else "host namespaces"
     doc = {"where": where, "advert": a.advert, "runs": a.runs, "idle": a.idle,
@@ -226,10 +245,10 @@ def run_here(a: argparse.Namespace) -> int:
         for n in range(a.runs):
             for impl in a.impls:
                 (work / impl).mkdir(parents=True, exist_ok=True)
-                r = one_run(impl, lan, work / impl, a.advert, a.idle)
+                r = one_run(impl, lan, work / impl, a.advert, a.idle, trees)
                 doc["records"].append(r)
                 b = f"{r['backup']:.3f}" if r["backup"] is not None else "n/a"
-                print(f"  run {n + 1} {impl:<15} backup {b} s  master {r['master']:.3f} s  "
+                print(f"  run {n + 1} {impl:<24} backup {b} s  master {r['master']:.3f} s  "
                       f"pss {r['pss_kib'] / 1024:.1f} MB ({r['procs']} procs)", file=sys.stderr, flush=True)
                 if a.json:
                     Path(a.json).write_text(json.dumps(doc, indent=1))
@@ -241,15 +260,30 @@ def run_here(a: argparse.Namespace) -> int:
     return 0
 
 
+def compile_tree(tree: Path) -> None:
+    subprocess.run([PY, "-m", "compileall", "-q", str(tree / "hadirector")], check=True)
+
+
+def export(commit_: str, work: Path) -> Path:
+    """``commit_``'s hadirector package, unpacked and compiled under ``work``."""
+    dest = work / f"tree-{commit_}"
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", commit_, "hadirector"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    compile_tree(dest)
+    return dest
+
+
 def run_kernel_lab(a: argparse.Namespace, argv: list[str]) -> int:
     out = Path(tempfile.mkdtemp(prefix="startup-kl-", dir=str(ROOT / "results") if (ROOT / "results").is_dir()
                                 else None))
-    # The lab's root is read-only: without .pyc files each start would compile the package.
-    subprocess.run([PY, "-m", "compileall", "-q", str(ROOT / "hadirector"), str(ROOT / "tests" / "netns")],
-                   check=True)
+    compile_tree(ROOT)  # the lab's root is read-only: no .pyc could be written there
     js = out / "startup.json"
+    # Baseline trees are exported here: the lab has no git.
+    trees = [f"--baseline-tree={c}:{export(c, out)}" for c in a.baseline]
     inner = [PY, str(ROOT / "bench" / "startup.py"), "--inside", "--json", str(js), "--commit", commit(),
-             *[x for x in argv if x != "--kernel-lab"]]
+             *trees, *strip(argv, "--kernel-lab", "--baseline")]
     timeout = 300 + a.runs * len(a.impls) * (120 + a.idle)
     rc = subprocess.run([PY, "-m", "hadirector.cli", "kernel-lab", "--timeout", str(int(timeout)),
                          "--mem", "1024", "--rw", str(out), "--", *inner], cwd=ROOT).returncode
@@ -257,6 +291,21 @@ def run_kernel_lab(a: argparse.Namespace, argv: list[str]) -> int:
         print()
         print(table(json.loads(js.read_text())))
     return rc
+
+
+def strip(argv: list[str], flag: str, valued: str) -> list[str]:
+    """``argv`` without ``flag`` and without ``valued`` and its value."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == flag or x.startswith(valued + "="):
+            continue
+        elif x == valued:
+            skip = True
+        else:
+            out.append(x)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -268,13 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument("--kernel-lab", action="store_true", help="run the bench inside the QEMU kernel lab")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--baseline", action="append", default=[], metavar="COMMIT",
+                   help="also run this commit's hadirector (before/after in one run; repeatable)")
+    p.add_argument("--baseline-tree", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--json", help="write the records here too")
     p.add_argument("--commit", help=argparse.SUPPRESS)
     p.add_argument("--table", metavar="JSON", help="only print the table of a --json file")
     a = p.parse_args(argv)
     a.impls = [i for i in a.impls.split(",") if i]
     for i in a.impls:
-        if i not in IMPLS:
+        if i.partition("@")[0] not in IMPLS:
             p.error(f"unknown implementation {i}")
     if not 1 <= a.runs <= 50:
         p.error("--runs must be 1..50")
