@@ -1,0 +1,58 @@
+"""What a VRRP-only ``hadirector run`` imports: neither aiohttp nor pyroute2.
+
+aiohttp (~12 MB, ~0.15 s) is for HTTP checks and the HTTP API, pyroute2 (~10 MB, ~0.1 s,
+its package imports all of itself) for IPVS; an agent whose config has neither pays for
+neither (bench/startup.py measures it). Checked in a fresh interpreter that imports the
+run path's modules and builds its components for such a config.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROGRAM = """
+    import sys, tempfile, pathlib
+    from hadirector.agent import cli, lock, preflight, vip_record           # noqa: F401
+    from hadirector.config.loader import load
+    from hadirector.logging import configure_logging
+    from hadirector.agent.agent import Agent
+    from hadirector.agent.lvs import LvsController
+    from hadirector.agent.status import ApiComponent
+    from hadirector.api import control, limits, listener                     # noqa: F401
+    from hadirector.net import addresses, garp, vrrp_socket                  # noqa: F401
+    d = pathlib.Path(tempfile.mkdtemp())
+    (d / "c.yaml").write_text(
+        "node: {router_id: n1, state_dir: %s}\\n"
+        "API\\n"
+        "vrrp_instances:\\n"
+        "  - {name: vi_1, interface: eth0, vrid: 51, priority: 100, virtual_ips: [10.0.0.100/32]}\\n" % d)
+    config = load(str(d / "c.yaml")).config
+    configure_logging("json", level="info")
+    agent = Agent(config)
+    lvs = LvsController(config)
+    ApiComponent(lvs)
+    print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"aiohttp", "pyroute2", "yarl", "multidict"})))
+"""
+
+
+def run_path_imports(api: str) -> str:
+    code = textwrap.dedent(PROGRAM).replace("API", api)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_a_vrrp_only_agent_imports_neither_aiohttp_nor_pyroute2():
+    assert run_path_imports("api: {enabled: false}") == ""
+
+
+def test_building_the_api_component_leaves_the_http_server_unimported():
+    # The server module is imported by ApiComponent.start when api.enabled; building the
+    # component imports nothing of it.
+    assert run_path_imports("api: {enabled: true}") == ""
