@@ -1,4 +1,5 @@
-"""What a VRRP-only ``hadirector run`` imports: neither aiohttp nor pyroute2.
+"""What ``hadirector run`` imports: a VRRP-only agent neither aiohttp nor pyroute2; an
+IPVS one only the netlink part of pyroute2.
 
 aiohttp (~12 MB, ~0.15 s) is for HTTP checks and the HTTP API, pyroute2 (~10 MB, ~0.1 s,
 its package imports all of itself) for IPVS; an agent whose config has neither pays for
@@ -56,3 +57,32 @@ def test_building_the_api_component_leaves_the_http_server_unimported():
     # The server module is imported by ApiComponent.start when api.enabled; building the
     # component imports nothing of it.
     assert run_path_imports("api: {enabled: true}") == ""
+
+
+IPVS_PROGRAM = """
+    import sys
+    import hadirector.ipvs.netlink
+    print(sorted(m for m in ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.iproute", "pyroute2.conntrack")
+                 if m in sys.modules))
+    from pyroute2 import IPRoute, NetNS                   # the whole package, on demand
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401
+    import pyroute2
+    from importlib import metadata
+    print(IPRoute.__name__, NetNS.__name__, pyroute2.__version__ == metadata.version("pyroute2"))
+    try:
+        pyroute2.no_such_name
+    except AttributeError as e:
+        print("AttributeError", e)
+"""
+
+
+def test_ipvs_netlink_imports_pyroute2s_netlink_modules_not_the_whole_package():
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(IPVS_PROGRAM)], capture_output=True,
+                         text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "[]",
+        "IPRoute NetNS True",
+        "AttributeError module 'pyroute2' has no attribute 'no_such_name'",
+    ]
