@@ -250,7 +250,13 @@ class ApiComponent:
         settings = agent.config.api
         if not settings.enabled:
             return
-        from hadirector.api.server import MAX_CONNECTIONS, ApiServer   # aiohttp: only when served
+        # aiohttp, only when served: ~130 modules, imported on a worker thread so the
+        # loop keeps running the VRRP machines meanwhile (seconds under emulation).
+        import asyncio
+        import importlib
+
+        await asyncio.to_thread(importlib.import_module, "hadirector.api.server")
+        from hadirector.api.server import MAX_CONNECTIONS, ApiServer
 
         self.server = ApiServer.from_settings(
             settings, lambda: self.snapshot(agent),
