@@ -86,3 +86,15 @@ def test_ipvs_netlink_imports_pyroute2s_netlink_modules_not_the_whole_package():
         "IPRoute NetNS True",
         "AttributeError module 'pyroute2' has no attribute 'no_such_name'",
     ]
+
+
+def test_the_version_is_the_installed_metadatas_without_importing_importlib_metadata():
+    code = ("import sys, hadirector; v = hadirector.__version__; "
+            "print(v, 'importlib.metadata' in sys.modules); "
+            "from importlib import metadata; print(v == metadata.version('hadirector'))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    version, loaded = res.stdout.splitlines()[0].split()
+    assert loaded == "False" and version[0].isdigit()
+    assert res.stdout.splitlines()[1] == "True"
