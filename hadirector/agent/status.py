@@ -219,7 +219,6 @@ class ApiComponent:
         from hadirector.api.control import ControlError, ControlServer, socket_path
         from hadirector.api.limits import connection_budget
         from hadirector.api.listener import raise_nofile_limit
-        from hadirector.api.server import MAX_CONNECTIONS, ApiServer
 
         old, soft, hard, why = raise_nofile_limit()
         if why:
@@ -244,6 +243,14 @@ class ApiComponent:
         settings = agent.config.api
         if not settings.enabled:
             return
+        # aiohttp, only when served: ~130 modules, imported on a worker thread so the
+        # loop keeps running the VRRP machines meanwhile (seconds under emulation).
+        import asyncio
+        import importlib
+
+        await asyncio.to_thread(importlib.import_module, "hadirector.api.server")
+        from hadirector.api.server import MAX_CONNECTIONS, ApiServer
+
         self.server = ApiServer.from_settings(
             settings, lambda: self.snapshot(agent),
             max_connections=connection_budget(soft, MAX_CONNECTIONS),

@@ -11,7 +11,8 @@ HTTP uses aiohttp with one ``ClientSession`` per source address (``HttpClients``
 ten thousand checks a second do not build ten thousand connectors or SSL contexts.
 The connector closes each connection after its request (``force_close``): a check must
 open a new connection each time, or a server whose listener died would keep passing on
-an old keep-alive connection.
+an old keep-alive connection. aiohttp is imported by the first HTTP check, not with
+this module: an agent without HTTP checks does not pay its ~12 MB and start-up time.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ import socket
 import ssl
 from collections.abc import Sequence
 
-import aiohttp
-
 from hadirector.health.policy import ProbeResult
 from hadirector.model import HealthCheck, HttpProbe, IPAddress, ScriptProbe, TcpProbe
+
+TYPE_CHECKING = False   # typing.TYPE_CHECKING; aiohttp for annotations only (see above)
+if TYPE_CHECKING:
+    import aiohttp
 
 MAX_BODY = 4 * 1024 * 1024     # bytes read for a body regex or digest
 USER_AGENT = "hadirector-healthcheck"
@@ -113,6 +116,8 @@ class HttpClients:
         key = None if bind_to is None else str(bind_to)
         s = self._sessions.get(key)
         if s is None or s.closed:
+            import aiohttp
+
             connector = aiohttp.TCPConnector(
                 limit=0,                   # the runner bounds concurrency
                 force_close=True,          # a new connection per check (see module doc)
@@ -151,6 +156,8 @@ class HttpClients:
 
 
 def _http_reason(exc: BaseException) -> str:
+    import aiohttp
+
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"tls: {getattr(exc.certificate_error, 'verify_message', None) or 'certificate verify failed'}"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):

@@ -35,7 +35,46 @@ import socket
 import struct
 from collections.abc import Iterable
 
-from pyroute2.netlink import (
+
+def _skip_pyroute2_package_init() -> None:
+    """Import pyroute2's netlink modules without running ``pyroute2/__init__.py``.
+
+    That file imports all of pyroute2 (IPRoute, NDB, IPDB, conntrack, ethtool, nftables,
+    plan9 ...): ~175 modules and ~8 MB that IPVS netlink never uses, and seconds of an
+    agent's start-up under emulation. So the package is registered unexecuted; its
+    submodules import as usual (also ``from pyroute2 import config``, as pyroute2's own
+    modules write it), and the first other attribute asked of the package
+    (``from pyroute2 import IPRoute`` elsewhere in the process) runs the real
+    ``__init__`` then, so nobody else sees a difference."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None:
+        return                  # not installed: the import below says so
+    pkg = importlib.util.module_from_spec(spec)
+    loaded = False
+
+    def __getattr__(name: str):
+        nonlocal loaded
+        if not loaded and importlib.util.find_spec(f"pyroute2.{name}") is not None:
+            return importlib.import_module(f"pyroute2.{name}")   # ``from pyroute2 import config``
+        if loaded:
+            raise AttributeError(f"module 'pyroute2' has no attribute {name!r}")
+        loaded = True
+        spec.loader.exec_module(pkg)
+        return getattr(pkg, name)
+
+    pkg.__getattr__ = __getattr__
+    sys.modules["pyroute2"] = pkg
+
+
+_skip_pyroute2_package_init()
+
+from pyroute2.netlink import (  # noqa: E402 - after the package is registered
     CTRL_CMD_GETFAMILY,
     GENL_ID_CTRL,
     NLM_F_ACK,
@@ -45,7 +84,7 @@ from pyroute2.netlink import (
     genlmsg,
     nla,
 )
-from pyroute2.netlink.generic import ipvs as _pr
+from pyroute2.netlink.generic import ipvs as _pr  # noqa: E402
 
 from hadirector import model
 from hadirector.ipvs import planner

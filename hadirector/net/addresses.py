@@ -1,5 +1,5 @@
-"""Virtual IP addresses and link state over rtnetlink: pyroute2's AsyncIPRoute for
-dumps, removal and link events; the VIP add is one blocking request (``net/rtnl.py``).
+"""Virtual IP addresses and link state over rtnetlink, on the kernel's own messages
+(``net/rtnl.py`` and the link messages below): no pyroute2 on the VRRP path.
 
 Theory of operation: ``AddressManager`` is the only code that adds or removes
 addresses. Every call is idempotent — adding a VIP that is already there, or removing
@@ -13,7 +13,7 @@ ours; IPv6 with IFA_F_NODAD so the address is usable at once (a VIP that sits in
 
 ``LinkWatcher`` turns RTM_NEWLINK broadcasts into ``LinkState`` values for
 track_interface, over a raw netlink socket it reads for the agent's whole life (see
-"link state" below). pyroute2 is imported here and in ``hadirector.ipvs`` only.
+"link state" below). pyroute2 is imported in ``hadirector.ipvs`` only.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ import socket
 import struct
 from dataclasses import dataclass
 from typing import AsyncIterator
-
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from hadirector.logging import get_logger
 from hadirector.model import IPAddress, IPInterface
@@ -74,23 +71,16 @@ def normalise_vip(vip: IPInterface | IPAddress | str) -> IPInterface:
 
 
 class AddressManager:
-    """Async rtnetlink client for the addresses of this namespace."""
+    """Async rtnetlink client for the addresses of this namespace.
 
-    def __init__(self) -> None:
-        self._ipr: AsyncIPRoute | None = None
-        # One request at a time on the socket: pyroute2 matches replies by sequence
-        # number, but interleaved dumps on one socket have bitten people before.
-        self._lock = asyncio.Lock()
+    Each dump runs on a fresh NETLINK_ROUTE socket read through the event loop (a host
+    with many addresses answers in several datagrams; the loop keeps running); the VIP
+    add and remove are one blocking request each (``rtnl``, microseconds)."""
 
-    async def _get(self) -> AsyncIPRoute:
-        if self._ipr is None:
-            self._ipr = AsyncIPRoute()
-        return self._ipr
+    DUMP_TIMEOUT = 5.0      # the kernel answers a dump at once; this only bounds a bug
 
     def close(self) -> None:
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        """Nothing to release: every request has its own socket (kept for callers)."""
 
     async def ifindex(self, interface: str) -> int:
         # if_nametoindex is one ioctl; link_lookup would dump every link.
@@ -99,53 +89,62 @@ class AddressManager:
         except OSError:
             raise NetError(f"no such interface: {interface}") from None
 
+    async def _netlink_dump(self, request: bytes, seq: int) -> list[bytes]:
+        """The datagrams answering one dump request, up to its NLMSG_DONE."""
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE) as s:
+            s.setblocking(False)
+            s.bind((0, 0))
+            await loop.sock_sendall(s, request)
+            out = []
+            async with asyncio.timeout(self.DUMP_TIMEOUT):
+                while True:
+                    data = await loop.sock_recv(s, LinkWatcher.RECV_SIZE)
+                    out.append(data)
+                    if rtnl.dump_ended(data, seq):
+                        return out
+
     async def link_state(self, interface: str) -> LinkState:
-        async with self._lock:
-            ipr = await self._get()
-            found = await ipr.link_lookup(ifname=interface)
-            if not found:
-                return LinkState(interface, 0, up=False, exists=False)
-            msgs = [m async for m in await ipr.link("dump")]
-        for m in msgs:
-            if m["index"] == found[0]:
-                return LinkState(interface, m["index"], up=link_is_up(m["flags"]))
+        try:
+            index = socket.if_nametoindex(interface)
+        except OSError:
+            return LinkState(interface, 0, up=False, exists=False)
+        seq = _next_seq()
+        for data in await self._netlink_dump(getlink_dump_request(seq), seq):
+            for m in parse_link_messages(data):
+                if m.kind == RTM_NEWLINK and m.index == index:
+                    return LinkState(interface, index, up=link_is_up(m.flags))
         return LinkState(interface, 0, up=False, exists=False)
 
     async def list_addresses(self, interface: str, family: int | None = None) -> list[IPInterface]:
         """Addresses on the interface in kernel order (primary first)."""
         return [a for a, _flags, _scope in await self._dump(interface, family)]
 
+    async def _addresses(self, family: int | None) -> list[tuple[int, IPInterface, int, int]]:
+        """(ifindex, address, flags, scope) of every address of ``family``, kernel order."""
+        af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
+        seq = _next_seq()
+        out = []
+        for data in await self._netlink_dump(rtnl.getaddr_dump_request(seq, af), seq):
+            for index, fam, packed, prefixlen, flags, scope in rtnl.parse_addresses(data):
+                if af != socket.AF_UNSPEC and fam != af:
+                    continue
+                ip = ipaddress.ip_address(packed)
+                out.append((index, ipaddress.ip_interface(f"{ip}/{prefixlen}"), flags, scope))
+        return out
+
     async def _dump(self, interface: str, family: int | None) -> list[tuple[IPInterface, int, int]]:
         index = await self.ifindex(interface)
-        af = {None: socket.AF_UNSPEC, 4: socket.AF_INET, 6: socket.AF_INET6}[family]
-        async with self._lock:
-            ipr = await self._get()
-            msgs = [m async for m in await ipr.addr("dump", family=af)]
-        out = []
-        for m in msgs:
-            if m["index"] != index:
-                continue
-            addr = m.get("IFA_ADDRESS") or m.get("IFA_LOCAL")
-            if addr is None:
-                continue
-            flags = m.get("IFA_FLAGS") or m["flags"]
-            out.append((ipaddress.ip_interface(f"{addr}/{m['prefixlen']}"), flags, m["scope"]))
-        return out
+        return [(a, flags, scope) for i, a, flags, scope in await self._addresses(family) if i == index]
 
     async def host_addresses(self) -> dict[str, list[tuple[IPInterface, int]]]:
         """Every interface of this namespace with its (address, IFA flags), in one dump
         (``hadirector check --host``)."""
         names = dict(socket.if_nameindex())
-        async with self._lock:
-            ipr = await self._get()
-            msgs = [m async for m in await ipr.addr("dump", family=socket.AF_UNSPEC)]
         out: dict[str, list[tuple[IPInterface, int]]] = {name: [] for name in names.values()}
-        for m in msgs:
-            addr = m.get("IFA_ADDRESS") or m.get("IFA_LOCAL")
-            if addr is None or m["index"] not in names:
-                continue
-            out[names[m["index"]]].append((ipaddress.ip_interface(f"{addr}/{m['prefixlen']}"),
-                                           m.get("IFA_FLAGS") or m["flags"]))
+        for index, addr, flags, _scope in await self._addresses(None):
+            if index in names:
+                out[names[index]].append((addr, flags))
         return out
 
     async def primary_address(
@@ -175,25 +174,25 @@ class AddressManager:
             raise NetError(f"adding {vip} to {interface}: {e.strerror or e}") from e
 
     async def remove_vip(self, interface: str, vip: IPInterface) -> bool:
-        """Remove the VIP; True if it was there, False if it was already gone."""
+        """Remove the VIP; True if it was there, False if it was already gone (one
+        blocking request, like the add)."""
         vip = normalise_vip(vip)
         try:
             index = await self.ifindex(interface)
         except NetError:
             return False    # interface gone: so is the address
         try:
-            async with self._lock:
-                ipr = await self._get()
-                await ipr.addr("del", index=index, address=str(vip.ip), prefixlen=vip.network.prefixlen)
-        except NetlinkError as e:
-            if e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
-                return False
-            raise NetError(f"removing {vip} from {interface}: {e}") from e
-        return True
+            return rtnl.remove_address(index, vip)
+        except OSError as e:
+            raise NetError(f"removing {vip} from {interface}: {e.strerror or e}") from e
 
     async def has_vip(self, interface: str, vip: IPInterface) -> bool:
         vip = normalise_vip(vip)
         return any(a.ip == vip.ip for a in await self.list_addresses(interface, vip.version))
+
+
+def _next_seq() -> int:
+    return int.from_bytes(os.urandom(4), "little") or 1
 
 
 # --- link state: a sans-IO table and the netlink shell that feeds it ------------------

@@ -6,6 +6,7 @@ net layer acts on the namespace of the process that calls it.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -178,3 +179,40 @@ def test_gratuitous_arp_and_na_move_a_neighbours_cache_entry(lan):  # RFC 5798 6
         time.sleep(0.05)
     assert mac[1] in neigh(vip4), neigh(vip4)
     assert mac[1] in neigh(vip6), neigh(vip6)
+
+
+LINKS_AND_HOST = """
+    import asyncio, ipaddress, json, subprocess
+    from hadirector.net.addresses import AddressManager
+    async def main():
+        m = AddressManager()
+        print(await m.link_state("eth0"))
+        subprocess.run(["ip", "link", "set", "eth0", "down"], check=True)
+        print(await m.link_state("eth0"))
+        subprocess.run(["ip", "link", "set", "eth0", "up"], check=True)
+        print(await m.link_state("nosuch0"))
+        host = await m.host_addresses()
+        print(json.dumps({k: sorted(str(a) for a, _f in v) for k, v in host.items()}, sort_keys=True))
+        for i in range(300):            # a dump longer than one datagram
+            subprocess.run(["ip", "addr", "add", f"10.99.{i // 250}.{i % 250 + 1}/32", "dev", "lo"], check=True)
+        print(len(await m.list_addresses("lo", 4)))
+        print("pyroute2" in sys.modules)
+    asyncio.run(main())
+"""
+
+
+def test_link_state_and_address_dumps_read_the_kernel_without_pyroute2(lan):
+    res = run_in(lan.ns(1), LINKS_AND_HOST, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("LinkState(name='eth0', index=") and "up=True, exists=True" in lines[0]
+    assert lines[1].startswith("LinkState(name='eth0', index=") and "up=False, exists=True" in lines[1]
+    assert lines[2] == "LinkState(name='nosuch0', index=0, up=False, exists=False)"
+    # As ``ip addr`` has them (the link flap above took the v6 global address).
+    ip_j = json.loads(sh("ip", "-j", "addr", "show", "dev", "eth0", ns=lan.ns(1)).stdout)
+    expected = sorted(f"{a['local']}/{a['prefixlen']}" for a in ip_j[0]["addr_info"])
+    got = json.loads(lines[3])
+    assert got["eth0"] == expected and "10.234.3.1/24" in expected
+    assert got["lo"] == ["127.0.0.1/8", "::1/128"]
+    assert lines[4] == "301"            # 127.0.0.1 and the 300 added
+    assert lines[5] == "False"          # the VRRP path's rtnetlink needs no pyroute2

@@ -94,3 +94,82 @@ def test_a_damaged_recorded_prefix_is_a_value_error(text):
 
     with pytest.raises(ValueError):
         parse_prefix(text)
+
+
+# --- the address dump (AddressManager reads it without pyroute2) -----------------------
+
+
+def _newaddr(seq, family, prefixlen, flags, scope, index, attrs, kind=RTM_NEWADDR) -> bytes:
+    msg = ifaddrmsg()
+    msg["family"], msg["prefixlen"], msg["flags"], msg["scope"], msg["index"] = family, prefixlen, flags, scope, index
+    msg["attrs"] = attrs
+    msg["header"]["type"] = kind
+    msg["header"]["flags"] = 0x2          # NLM_F_MULTI, as in a dump
+    msg["header"]["sequence_number"] = seq
+    msg["header"]["pid"] = 0
+    msg.encode()
+    return bytes(msg.data)
+
+
+def _done(seq: int) -> bytes:
+    return struct.pack("=IHHII", 20, 3, 0x2, seq, 0) + struct.pack("=i", 0)
+
+
+def test_the_dump_request_matches_pyroute2s_getaddr_dump():
+    from pyroute2.netlink import NLM_F_DUMP
+    from pyroute2.netlink.rtnl import RTM_GETADDR
+
+    from hadirector.net.rtnl import getaddr_dump_request
+
+    msg = ifaddrmsg()
+    msg["family"] = 10
+    msg["header"]["type"] = RTM_GETADDR
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = 12
+    msg["header"]["pid"] = 0
+    msg.encode()
+    assert getaddr_dump_request(12, 10) == bytes(msg.data)
+
+
+def test_dumped_addresses_keep_kernel_order_and_prefer_the_32_bit_flags():
+    from hadirector.net.rtnl import parse_addresses
+
+    data = (_newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1"), ("IFA_LOCAL", "10.250.0.1"),
+                                         ("IFA_LABEL", "eth0")])
+            # a secondary: flags in the 8-bit field only
+            + _newaddr(5, 2, 32, 0x01, 0, 3, [("IFA_LOCAL", "10.250.0.100"), ("IFA_LABEL", "eth0:v1")])
+            # IFA_FLAGS carries bits above 8 (0x200 noprefixroute) and wins over the header
+            + _newaddr(5, 10, 64, 0x80, 253, 3, [("IFA_ADDRESS", "fe80::1"), ("IFA_FLAGS", 0x280)])
+            + _done(5))
+    got = parse_addresses(data)
+    assert got == [
+        (3, 2, ipaddress.ip_address("10.250.0.1").packed, 24, 0, 0),
+        (3, 2, ipaddress.ip_address("10.250.0.100").packed, 32, 0x01, 0),
+        (3, 10, ipaddress.ip_address("fe80::1").packed, 64, 0x280, 253),
+    ]
+
+
+def test_a_point_to_point_address_is_its_peer_as_ip_addr_shows_it():
+    from hadirector.net.rtnl import parse_addresses
+
+    data = _newaddr(5, 2, 32, 0, 0, 4, [("IFA_LOCAL", "10.0.0.1"), ("IFA_ADDRESS", "10.0.0.2")])
+    assert parse_addresses(data)[0][2] == ipaddress.ip_address("10.0.0.2").packed
+
+
+def test_a_cut_dump_datagram_keeps_the_whole_messages_before_the_cut():
+    from hadirector.net.rtnl import parse_addresses
+
+    one = _newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1")])
+    two = _newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.2")])
+    assert [a[2] for a in parse_addresses(one + two[:-6])] == [ipaddress.ip_address("10.250.0.1").packed]
+
+
+def test_the_dump_ends_at_our_done_and_a_refusal_is_its_errno():
+    from hadirector.net.rtnl import dump_ended
+
+    assert not dump_ended(_newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1")]), 5)
+    assert not dump_ended(_done(4), 5)
+    assert dump_ended(_newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1")]) + _done(5), 5)
+    with pytest.raises(OSError) as e:
+        dump_ended(_error(5, errno.EBUSY), 5)
+    assert e.value.errno == errno.EBUSY

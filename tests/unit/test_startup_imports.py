@@ -1,0 +1,100 @@
+"""What ``hadirector run`` imports: a VRRP-only agent neither aiohttp nor pyroute2; an
+IPVS one only the netlink part of pyroute2.
+
+aiohttp (~12 MB, ~0.15 s) is for HTTP checks and the HTTP API, pyroute2 (~10 MB, ~0.1 s,
+its package imports all of itself) for IPVS; an agent whose config has neither pays for
+neither (bench/startup.py measures it). Checked in a fresh interpreter that imports the
+run path's modules and builds its components for such a config.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PROGRAM = """
+    import sys, tempfile, pathlib
+    from hadirector.agent import cli, lock, preflight, vip_record           # noqa: F401
+    from hadirector.config.loader import load
+    from hadirector.logging import configure_logging
+    from hadirector.agent.agent import Agent
+    from hadirector.agent.lvs import LvsController
+    from hadirector.agent.status import ApiComponent
+    from hadirector.api import control, limits, listener                     # noqa: F401
+    from hadirector.net import addresses, garp, vrrp_socket                  # noqa: F401
+    d = pathlib.Path(tempfile.mkdtemp())
+    (d / "c.yaml").write_text(
+        "node: {router_id: n1, state_dir: %s}\\n"
+        "API\\n"
+        "vrrp_instances:\\n"
+        "  - {name: vi_1, interface: eth0, vrid: 51, priority: 100, virtual_ips: [10.0.0.100/32]}\\n" % d)
+    config = load(str(d / "c.yaml")).config
+    configure_logging("json", level="info")
+    agent = Agent(config)
+    lvs = LvsController(config)
+    ApiComponent(lvs)
+    print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"aiohttp", "pyroute2", "yarl", "multidict"})))
+"""
+
+
+def run_path_imports(api: str) -> str:
+    code = textwrap.dedent(PROGRAM).replace("API", api)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_a_vrrp_only_agent_imports_neither_aiohttp_nor_pyroute2():
+    assert run_path_imports("api: {enabled: false}") == ""
+
+
+def test_building_the_api_component_leaves_the_http_server_unimported():
+    # The server module is imported by ApiComponent.start when api.enabled; building the
+    # component imports nothing of it.
+    assert run_path_imports("api: {enabled: true}") == ""
+
+
+IPVS_PROGRAM = """
+    import sys
+    import hadirector.ipvs.netlink
+    print(sorted(m for m in ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.iproute", "pyroute2.conntrack")
+                 if m in sys.modules))
+    from pyroute2 import IPRoute, NetNS                   # the whole package, on demand
+    from pyroute2.netlink.exceptions import NetlinkError  # noqa: F401
+    import pyroute2
+    from importlib import metadata
+    print(IPRoute.__name__, NetNS.__name__, pyroute2.__version__ == metadata.version("pyroute2"))
+    try:
+        pyroute2.no_such_name
+    except AttributeError as e:
+        print("AttributeError", e)
+"""
+
+
+def test_ipvs_netlink_imports_pyroute2s_netlink_modules_not_the_whole_package():
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(IPVS_PROGRAM)], capture_output=True,
+                         text=True, cwd=ROOT, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [
+        "[]",
+        "IPRoute NetNS True",
+        "AttributeError module 'pyroute2' has no attribute 'no_such_name'",
+    ]
+
+
+def test_the_version_is_the_installed_metadatas_without_importing_importlib_metadata():
+    code = ("import sys, hadirector; v = hadirector.__version__; "
+            "print(v, 'importlib.metadata' in sys.modules); "
+            "from importlib import metadata; print(v == metadata.version('hadirector'))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    version, loaded = res.stdout.splitlines()[0].split()
+    assert loaded == "False" and version[0].isdigit()
+    assert res.stdout.splitlines()[1] == "True"
