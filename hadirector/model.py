@@ -286,6 +286,7 @@ DNS_QUERY_TYPES: tuple[str, ...] = (
     "A", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "AAAA", "SRV", "RRSIG", "DNSKEY", "ANY",
 )
 DNS_RCODES: tuple[str, ...] = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+DNS_TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,7 @@ class DnsProbe:
     query_type: str = "SOA"
     rcode: str = "NOERROR"
     answer_regex: str | None = None
+    transport: str = "udp"             # "udp" (a truncated answer is asked again over TCP) or "tcp"
 
 
 @dataclass(frozen=True)

@@ -400,7 +400,8 @@ class HealthRunner:
         self._schedule.finished(slot.id, now, retry=retry)
         if transition is not None:
             self._report(slot.spec, transition)
-        elif result.ok and self._policy.weight(*slot.target) != weight_before:
+        elif (result.ok and self._policy.weight(*slot.target) != weight_before
+              and self._policy.state(*slot.target) is HealthState.UP):
             self._report_weight(slot, weight_before, result)
         if self._running:
             self._arm()
@@ -408,14 +409,13 @@ class HealthRunner:
     def _report_weight(self, slot: _Slot, before: int | None, result: ProbeResult) -> None:
         """A dynamic check changed an UP server's weight: handed on like a transition to
         the same state, so the IPVS layer edits that one destination."""
-        spec, state = slot.spec, self._policy.state(*slot.target)
-        configured = spec.server.weight
+        spec, configured = slot.spec, slot.spec.server.weight
         log.info("health.weight_changed", service=spec.service.name, server=spec.endpoint,
                  old=configured if before is None else before,
                  new=configured if result.weight is None else result.weight, reason=result.detail)
-        if self._on_transition is not None and state is HealthState.UP:
+        if self._on_transition is not None:
             try:
-                self._on_transition(slot.target[0], slot.target[1], state)
+                self._on_transition(slot.target[0], slot.target[1], HealthState.UP)
             except Exception as exc:
                 log.exception("health.callback_failed", service=spec.service.name,
                               server=spec.endpoint, reason=f"{type(exc).__name__}: {exc}")

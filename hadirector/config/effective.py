@@ -79,7 +79,8 @@ def _check(c: m.HealthCheck | None) -> Any:
     elif isinstance(p, m.ScriptProbe):
         out.update(command=list(p.command), dynamic=p.dynamic)
     elif isinstance(p, m.DnsProbe):
-        out.update(name=p.name, query_type=p.query_type, rcode=p.rcode, answer_regex=p.answer_regex)
+        out.update(name=p.name, query_type=p.query_type, rcode=p.rcode, answer_regex=p.answer_regex,
+                   transport=p.transport)
     elif isinstance(p, m.UdpProbe):
         out.update(payload_hex=p.payload.hex(), require_reply=p.require_reply, reply_regex=p.reply_regex)
     elif isinstance(p, m.SmtpProbe):

@@ -346,7 +346,7 @@ _HTTP_KEYS = ("path", "status_codes", "body_regex", "digest", "host")
 _PROBE_KEYS: dict[str, tuple[str, ...]] = {
     **{k: ("http", "https") for k in _HTTP_KEYS},
     "verify_tls": ("https",), "ca_file": ("https",), "command": ("script",), "dynamic": ("script",),
-    "name": ("dns",), "query_type": ("dns",), "rcode": ("dns",), "answer_regex": ("dns",),
+    "name": ("dns",), "query_type": ("dns",), "rcode": ("dns",), "answer_regex": ("dns",), "transport": ("dns",),
     "payload": ("udp",), "payload_hex": ("udp",), "require_reply": ("udp",), "reply_regex": ("udp",),
     "helo_name": ("smtp",),
 }
@@ -443,6 +443,9 @@ CHECK = Record(m.HealthCheck, (
     F("answer_regex", optional(regex()),
       doc=K("dns: an answer record's text (an address, a name, TXT strings, an SOA) must match.",
             None, default="null: any answer, or none")),
+    F("transport", choice(m.DNS_TRANSPORTS, "DNS transport"),
+      doc=K("dns: udp (a truncated answer is asked again over TCP, RFC 7766 5) or tcp.",
+            "none: UDP only")),
     F("payload", string(what="a string"),
       doc=K("udp: the datagram sent, as text (UTF-8).", "none", default="empty")),
     F("payload_hex", hex_bytes(),

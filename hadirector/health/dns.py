@@ -9,7 +9,8 @@ one ("short header", "bad name", ...) -- it never raises, whatever the bytes. Th
 asyncio half (``dns_probe``) sends the query on a connected UDP socket through
 ``udp.exchange`` and takes the first datagram that carries our id and the QR bit; other
 datagrams are ignored, as keepalived ignores them (a late answer to an earlier query,
-a stray packet). Healthy: the reply's rcode is the expected one (default NOERROR) and,
+a stray packet). With ``transport: tcp`` (or when a UDP answer came truncated and the
+answer regex found nothing in it) the query goes over TCP instead. Healthy: the reply's rcode is the expected one (default NOERROR) and,
 with ``answer_regex``, some answer record's text matches it.
 
 An ICMP port unreachable (nothing listens on 53) is "refused", as for TCP.
@@ -17,6 +18,7 @@ An ICMP port unreachable (nothing listens on 53) is "refused", as for TCP.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import random
@@ -217,17 +219,62 @@ def judge(reply: Reply, probe: DnsProbe) -> tuple[bool, str]:
     return True, f"rcode {reply.rcode_name}"
 
 
+async def tcp_exchange(addr: IPAddress | str, port: int, query: bytes, timeout: float,
+                       bind_to: IPAddress | str | None) -> tuple[bytes | None, str | None, float]:
+    """One query over TCP, each message behind its two-byte length (RFC 1035 4.2.2);
+    ``(reply, None, elapsed)`` or ``(None, reason, elapsed)`` as ``udp.exchange``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                str(addr), port, local_addr=None if bind_to is None else (str(bind_to), 0))
+            writer.write(struct.pack("!H", len(query)) + query)
+            (length,) = struct.unpack("!H", await reader.readexactly(2))
+            return await reader.readexactly(length), None, loop.time() - start
+    except TimeoutError:
+        return None, "timeout", loop.time() - start
+    except asyncio.IncompleteReadError:
+        return None, "closed", loop.time() - start
+    except OSError as exc:
+        from hadirector.health.probes import _os_reason
+        return None, _os_reason(exc), loop.time() - start
+    except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
+        return None, f"error: {type(exc).__name__}: {exc}", loop.time() - start
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 async def dns_probe(addr: IPAddress | str, port: int, probe: DnsProbe, timeout: float,
                     bind_to: IPAddress | str | None = None) -> ProbeResult:
-    """Query ``probe.name`` / ``probe.query_type`` at ``addr:port`` over UDP."""
+    """Query ``probe.name`` / ``probe.query_type`` at ``addr:port`` over UDP (or TCP).
+
+    Over UDP, an answer the server had to truncate (TC) that does not match
+    ``answer_regex`` is asked again over TCP in the time left (RFC 7766 5): the record
+    sought may be in the part that did not fit."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     qid = random.getrandbits(16)
     query = encode_query(qid, probe.name, TYPES[probe.query_type])
-    data, reason, elapsed = await exchange(addr, port, query, timeout, bind_to,
-                                           accept=lambda data: reply_id(data) == qid)
-    if data is None:
-        return ProbeResult(False, reason or "no reply", elapsed)
-    reply = decode_reply(data)
-    if isinstance(reply, str):
-        return ProbeResult(False, f"bad reply: {reply}", elapsed)
-    ok, detail = judge(reply, probe)
-    return ProbeResult(ok, detail, elapsed)
+    tcp = probe.transport == "tcp"
+    if tcp:
+        data, reason, _ = await tcp_exchange(addr, port, query, timeout, bind_to)
+    else:
+        data, reason, _ = await exchange(addr, port, query, timeout, bind_to,
+                                         accept=lambda data: reply_id(data) == qid)
+    while True:
+        if data is None:
+            return ProbeResult(False, reason or "no reply", loop.time() - start)
+        reply = decode_reply(data)
+        if isinstance(reply, str):
+            return ProbeResult(False, f"bad reply: {reply}", loop.time() - start)
+        if reply.qid != qid:
+            return ProbeResult(False, "bad reply: id mismatch", loop.time() - start)
+        ok, detail = judge(reply, probe)
+        left = timeout - (loop.time() - start)
+        if ok or tcp or not reply.truncated or left <= 0:
+            return ProbeResult(ok, detail, loop.time() - start)
+        tcp = True
+        data, reason, _ = await tcp_exchange(addr, port, query, left, bind_to)

@@ -20,7 +20,9 @@ import time
 
 import pytest
 
+from hadirector.health.dns import TYPES, decode_reply, encode_query
 from hadirector.health.probes import run_check
+from hadirector.health.udp import exchange
 from hadirector.model import DnsProbe, HealthCheck, PingProbe, SmtpProbe, UdpProbe
 from lab.netns import inside, sh, terminate
 
@@ -126,8 +128,14 @@ def dnsmasq(lab):
                 "--user=root", "--pid-file=", "--bind-interfaces", f"--listen-address={S4}",
                 f"--listen-address={S6}", "--port=53", f"--auth-server=ns.lab.test,{S4}",
                 "--auth-zone=lab.test", f"--host-record=www.lab.test,{WWW4},{WWW6}",
-                ready=listening("u", 53)) as proc:
+                *BIG_TXT, ready=listening("u", 53)) as proc:
         yield proc
+
+
+# More TXT records than fit in 512 bytes of UDP: dnsmasq sets TC, and the "needle" is
+# only in the full answer over TCP (dnsmasq answers its records last given first).
+BIG_TXT = ["--txt-record=big.lab.test,needle"] + \
+          [f"--txt-record=big.lab.test,{'hay%d-' % i + 'x' * 180}" for i in range(4)]
 
 
 def test_dns_probe_is_up_on_the_expected_answer_from_dnsmasq(dnsmasq):
@@ -136,6 +144,25 @@ def test_dns_probe_is_up_on_the_expected_answer_from_dnsmasq(dnsmasq):
     r, _ = probe(DnsProbe(name="www.lab.test", query_type="AAAA", answer_regex="^fd13::50$"), S6, 53)
     assert (r.ok, r.detail) == (True, "rcode NOERROR")
     r, _ = probe(DnsProbe(name="lab.test"), S4, 53)            # keepalived's SOA query, for the zone
+    assert (r.ok, r.detail) == (True, "rcode NOERROR")
+
+
+def test_dns_probe_over_tcp_is_up_on_the_expected_answer(dnsmasq):
+    r, _ = probe(DnsProbe(name="www.lab.test", query_type="A", answer_regex=r"^10\.213\.0\.50$",
+                          transport="tcp"), S4, 53)
+    assert (r.ok, r.detail) == (True, "rcode NOERROR")
+
+
+def test_dns_probe_asks_again_over_tcp_when_the_udp_answer_was_truncated(dnsmasq):
+    needle = DnsProbe(name="big.lab.test", query_type="TXT", answer_regex="^needle$")
+    # Over UDP alone the answer is truncated and the needle is not in it ...
+    query = encode_query(7, "big.lab.test", TYPES["TXT"])
+    with inside(D):
+        data, _, _ = asyncio.run(exchange(ipaddress.ip_address(S4), 53, query, TIMEOUT, None))
+    udp = decode_reply(data)
+    assert udp.truncated and not any(a.text == "needle" for a in udp.answers)
+    # ... so the probe asks over TCP, where it is.
+    r, _ = probe(needle, S4, 53)
     assert (r.ok, r.detail) == (True, "rcode NOERROR")
 
 
@@ -154,14 +181,18 @@ def test_dns_probe_is_down_on_a_wrong_answer_or_rcode(dnsmasq):
 
 
 def test_dns_probe_is_down_at_its_timeout_when_dnsmasq_hangs(dnsmasq):
-    with stopped(dnsmasq):
-        r, took = probe(WWW_A, S4, 53)
-    assert (r.ok, r.detail) == (False, "timeout")
-    assert TIMEOUT <= took < TIMEOUT + SLACK
+    for p in (WWW_A, DnsProbe(transport="tcp")):
+        with stopped(dnsmasq):
+            r, took = probe(p, S4, 53)
+        assert (r.ok, r.detail) == (False, "timeout"), p
+        assert TIMEOUT <= took < TIMEOUT + SLACK
 
 
 def test_dns_probe_is_refused_at_once_when_dnsmasq_is_gone(lab):
     r, took = probe(WWW_A, S4, 53)                              # ICMP port unreachable
+    assert (r.ok, r.detail) == (False, "refused")
+    assert took < TIMEOUT
+    r, took = probe(DnsProbe(transport="tcp"), S4, 53)         # TCP reset
     assert (r.ok, r.detail) == (False, "refused")
     assert took < TIMEOUT
 

@@ -44,6 +44,12 @@ def test_dns_check_takes_name_type_rcode_and_answer_regex():
     assert p == m.DnsProbe("www.example.com.", "AAAA", "NXDOMAIN", "^2001:")
 
 
+def test_dns_check_goes_over_udp_unless_tcp_is_asked_for():
+    assert probe("{type: dns}").transport == "udp"
+    assert probe("{type: dns, transport: tcp}").transport == "tcp"
+    assert any("unknown DNS transport 'quic'" in e for e in errors("{type: dns, transport: quic}"))
+
+
 @pytest.mark.parametrize("name", ["a..b", "-a.b", "a b", "x" * 64 + ".com", ".a"])
 def test_dns_check_refuses_a_name_no_dns_server_would_accept(name):
     assert any("check.name: expected a DNS name" in e for e in errors(f"{{type: dns, name: '{name}'}}"))
@@ -92,6 +98,7 @@ def test_a_probe_key_on_another_check_type_is_an_error_naming_its_type(key):
 
 @pytest.mark.parametrize("check", [
     "{type: dns, name: example.com, query_type: MX, rcode: SERVFAIL, answer_regex: mail}",
+    "{type: dns, transport: tcp}",
     "{type: udp, payload_hex: '0001', require_reply: true, reply_regex: '^\\x00'}",
     "{type: udp}",
     "{type: ping}",
