@@ -101,6 +101,8 @@ def server(*argv: str, ready=None):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGCONT)
         terminate(proc, timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)         # forked children (socat, smtpd) too
 
 
 @contextlib.contextmanager
