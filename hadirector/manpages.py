@@ -30,7 +30,7 @@ from hadirector.exitcodes import DESCRIPTIONS, FINAL, ExitCode
 
 DEFAULT_CONFIG = "/etc/hadirector/hadirector.yaml"
 # Probe keys live on the probe classes, not on HealthCheck itself.
-_MORE_DEFAULTS: dict[type, tuple[type, ...]] = {m.HealthCheck: (m.HttpProbe, m.ScriptProbe)}
+_MORE_DEFAULTS: dict[type, tuple[type, ...]] = {m.HealthCheck: (m.HttpProbe, m.ScriptProbe, m.DnsProbe, m.UdpProbe, m.SmtpProbe)}
 
 
 def version() -> str:

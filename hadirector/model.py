@@ -275,9 +275,62 @@ class HttpProbe:
 @dataclass(frozen=True)
 class ScriptProbe:
     command: tuple[str, ...]           # argv; exit 0 = healthy
+    # keepalived's misc_dynamic: exit 0 up at the configured weight, 1 down, 2-255 up
+    # with weight = code - 2.
+    dynamic: bool = False
 
 
-Probe = TcpProbe | HttpProbe | ScriptProbe
+# DNS query types and response codes by their RFC 1035 / IANA names (the numbers are
+# the codec's business: hadirector/health/dns.py).
+DNS_QUERY_TYPES: tuple[str, ...] = (
+    "A", "NS", "CNAME", "SOA", "PTR", "MX", "TXT", "AAAA", "SRV", "RRSIG", "DNSKEY", "ANY",
+)
+DNS_RCODES: tuple[str, ...] = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+DNS_TRANSPORTS: tuple[str, ...] = ("udp", "tcp")
+
+
+@dataclass(frozen=True)
+class DnsProbe:
+    """keepalived's DNS_CHECK: one query over UDP; healthy on the expected rcode (and,
+    with ``answer_regex``, an answer record whose text matches it)."""
+
+    name: str = "."                    # the root, as keepalived's default
+    query_type: str = "SOA"
+    rcode: str = "NOERROR"
+    answer_regex: str | None = None
+    transport: str = "udp"             # "udp" (a truncated answer is asked again over TCP) or "tcp"
+
+
+@dataclass(frozen=True)
+class UdpProbe:
+    """keepalived's UDP_CHECK: send ``payload``; an ICMP port unreachable is down. Without
+    ``require_reply`` silence until the timeout is up; with it a reply (matching
+    ``reply_regex``, if given) must come within the timeout."""
+
+    payload: bytes = b""
+    require_reply: bool = False
+    reply_regex: str | None = None     # searched in the reply's bytes
+
+
+@dataclass(frozen=True)
+class PingProbe:
+    """keepalived's PING_CHECK: one ICMP / ICMPv6 echo, answered within the timeout."""
+
+
+SMTP_DEFAULT_HELO = "smtpchecker.keepalived.org"   # keepalived's SMTP_DEFAULT_HELO
+
+
+@dataclass(frozen=True)
+class SmtpProbe:
+    """keepalived's SMTP_CHECK: banner 220, ``EHLO helo_name`` (``HELO`` if refused)
+    answered 250, then QUIT."""
+
+    helo_name: str = SMTP_DEFAULT_HELO
+
+
+Probe = TcpProbe | HttpProbe | ScriptProbe | DnsProbe | UdpProbe | PingProbe | SmtpProbe
+# Probes that go to no port (a check without a port is fine for them).
+PORTLESS_PROBES = (ScriptProbe, PingProbe)
 
 
 @dataclass(frozen=True)

@@ -209,6 +209,10 @@ class HealthRunner:
         """``ipvs.table.HealthView``: pass ``runner.ipvs_health`` to ``desired_table``."""
         return self._policy.state(vs.key, rs.key)
 
+    def ipvs_weight(self, vs: VirtualService, rs: RealServer) -> int | None:
+        """``ipvs.table.WeightView``: a dynamic script check's weight, else None."""
+        return self._policy.weight(vs.key, rs.key)
+
     # --- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
@@ -387,6 +391,7 @@ class HealthRunner:
         now = self._clock()
         self._kinds[_result_kind(result)] += 1
         self._latency.observe(result.elapsed)
+        weight_before = self._policy.weight(*slot.target)
         transition = self._policy.record(slot.target, result, now)
         retry = False
         if not result.ok:
@@ -395,8 +400,25 @@ class HealthRunner:
         self._schedule.finished(slot.id, now, retry=retry)
         if transition is not None:
             self._report(slot.spec, transition)
+        elif (result.ok and self._policy.weight(*slot.target) != weight_before
+              and self._policy.state(*slot.target) is HealthState.UP):
+            self._report_weight(slot, weight_before, result)
         if self._running:
             self._arm()
+
+    def _report_weight(self, slot: _Slot, before: int | None, result: ProbeResult) -> None:
+        """A dynamic check changed an UP server's weight: handed on like a transition to
+        the same state, so the IPVS layer edits that one destination."""
+        spec, configured = slot.spec, slot.spec.server.weight
+        log.info("health.weight_changed", service=spec.service.name, server=spec.endpoint,
+                 old=configured if before is None else before,
+                 new=configured if result.weight is None else result.weight, reason=result.detail)
+        if self._on_transition is not None:
+            try:
+                self._on_transition(slot.target[0], slot.target[1], HealthState.UP)
+            except Exception as exc:
+                log.exception("health.callback_failed", service=spec.service.name,
+                              server=spec.endpoint, reason=f"{type(exc).__name__}: {exc}")
 
     def _report(self, spec: _Spec, t: Transition) -> None:
         event = "health.server_up" if t.new is HealthState.UP else "health.server_down"

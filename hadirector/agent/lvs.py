@@ -283,7 +283,7 @@ class LvsController:
     def desired(self) -> Table:
         if not self.programming:
             return Table()
-        table = desired_table(self.config, self.health.ipvs_health, self.quorum)
+        table = desired_table(self.config, self.health.ipvs_health, self.quorum, self.health.ipvs_weight)
         self.quorum.update(table.quorum)
         return table
 
@@ -316,7 +316,8 @@ class LvsController:
         if vs is None or self.reconciler is None or not self.programming:
             return
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, self.health.ipvs_health, self.quorum.get(key))
+        svc, dests, quorum = desired_service(vs, self.health.ipvs_health, self.quorum.get(key),
+                                             self.health.ipvs_weight)
         before = self.quorum.get(key)
         if quorum is not None:
             self.quorum[key] = quorum

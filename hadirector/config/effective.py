@@ -67,7 +67,7 @@ def _check(c: m.HealthCheck | None) -> Any:
         return False
     p = c.probe
     out: dict[str, Any] = {"type": ("https" if p.tls else "http") if isinstance(p, m.HttpProbe)
-                           else "script" if isinstance(p, m.ScriptProbe) else "tcp"}
+                           else _PROBE_TYPES.get(type(p), "tcp")}
     out.update(interval=c.interval, timeout=c.timeout, rise=c.rise, fall=c.fall, initial=c.initial.value,
                jitter=c.jitter, retry_delay=c.retry_delay, bind_to=_value(c.bind_to),
                address=_value(c.address), port=c.port)
@@ -77,8 +77,19 @@ def _check(c: m.HealthCheck | None) -> Any:
         if p.tls:
             out.update(verify_tls=p.verify_tls, ca_file=p.ca_file)
     elif isinstance(p, m.ScriptProbe):
-        out["command"] = list(p.command)
+        out.update(command=list(p.command), dynamic=p.dynamic)
+    elif isinstance(p, m.DnsProbe):
+        out.update(name=p.name, query_type=p.query_type, rcode=p.rcode, answer_regex=p.answer_regex,
+                   transport=p.transport)
+    elif isinstance(p, m.UdpProbe):
+        out.update(payload_hex=p.payload.hex(), require_reply=p.require_reply, reply_regex=p.reply_regex)
+    elif isinstance(p, m.SmtpProbe):
+        out["helo_name"] = p.helo_name
     return out
+
+
+_PROBE_TYPES: dict[type, str] = {m.ScriptProbe: "script", m.DnsProbe: "dns", m.UdpProbe: "udp",
+                                 m.PingProbe: "ping", m.SmtpProbe: "smtp"}
 
 
 def _real_server(rs: m.RealServer, with_check: bool) -> dict:

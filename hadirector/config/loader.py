@@ -52,6 +52,22 @@ from .lint import lint
 U16 = 65535
 
 
+def hex_bytes() -> Conv:
+    """Hex digits (blanks allowed between bytes) -> bytes, as keepalived's UDP payload."""
+    what = "hex digits (an even number of 0-9a-f, blanks allowed)"
+
+    def conv(ctx: Ctx, node: Node, path: str) -> bytes:
+        if isinstance(node, ScalarNode) and node.tag == "tag:yaml.org,2002:str" and node.value == "":
+            return b""                      # the default, as ``config --effective`` writes it
+        text = string(what=what)(ctx, node, path)
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            ctx.fail(node, path, f"expected {what}, got {shown(text)}")
+
+    return described(conv, what)
+
+
 def status_range() -> Conv:
     """An HTTP status code (``204``) or an inclusive range of them (``"200-299"``, as
     keepalived's ``status_code``), each 100 to 599."""
@@ -72,7 +88,7 @@ def status_range() -> Conv:
 
     return described(conv, what)
 U32 = 2**32 - 1
-CHECK_TYPES = ("tcp", "http", "https", "script")
+CHECK_TYPES = ("tcp", "http", "https", "script", "dns", "udp", "ping", "smtp")
 
 
 def _default(cls: type, attr: str) -> Any:
@@ -329,8 +345,15 @@ _HTTP_KEYS = ("path", "status_codes", "body_regex", "digest", "host")
 # Probe keys and the check types that use them.
 _PROBE_KEYS: dict[str, tuple[str, ...]] = {
     **{k: ("http", "https") for k in _HTTP_KEYS},
-    "verify_tls": ("https",), "ca_file": ("https",), "command": ("script",),
+    "verify_tls": ("https",), "ca_file": ("https",), "command": ("script",), "dynamic": ("script",),
+    "name": ("dns",), "query_type": ("dns",), "rcode": ("dns",), "answer_regex": ("dns",), "transport": ("dns",),
+    "payload": ("udp",), "payload_hex": ("udp",), "require_reply": ("udp",), "reply_regex": ("udp",),
+    "helo_name": ("smtp",),
 }
+# A DNS name: labels of 1-63 letters, digits, '-', '_' or '*', dot-separated, at most
+# 253 characters, an optional final dot; "." is the root.
+_DNS_NAME = r"\.|(?=.{1,254}$)(?:[A-Za-z0-9_*](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*" \
+            r"[A-Za-z0-9_*](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?"
 
 
 def _finish_check(ctx: Ctx, v: View, kw: dict) -> None:
@@ -344,15 +367,30 @@ def _finish_check(ctx: Ctx, v: View, kw: dict) -> None:
     if kind == "tcp":
         kw["probe"] = m.TcpProbe()
     elif kind == "script":
-        kw["probe"] = m.ScriptProbe(command=probe_kw.get("command", ()))
+        kw["probe"] = m.ScriptProbe(command=probe_kw.get("command", ()),
+                                    dynamic=probe_kw.get("dynamic", False))
+    elif kind == "dns":
+        kw["probe"] = m.DnsProbe(**probe_kw)
+    elif kind == "udp":
+        if "payload" in probe_kw and "payload_hex" in probe_kw:
+            v.error("payload_hex", "give payload or payload_hex, not both")
+        payload = probe_kw.pop("payload", "").encode() + probe_kw.pop("payload_hex", b"")
+        if probe_kw.get("reply_regex") is not None and not probe_kw.get("require_reply"):
+            v.error("reply_regex", "a reply regex needs require_reply: true")
+        kw["probe"] = m.UdpProbe(payload=payload, **probe_kw)
+    elif kind == "ping":
+        kw["probe"] = m.PingProbe()
+    elif kind == "smtp":
+        kw["probe"] = m.SmtpProbe(**probe_kw)
     else:
         kw["probe"] = m.HttpProbe(tls=kind == "https", **probe_kw)
 
 
 CHECK = Record(m.HealthCheck, (
     F("type", choice(CHECK_TYPES, "check type"), required=True,
-      doc=K("tcp: a connect; http, https: a GET; script: a command.",
-            "TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK")),
+      doc=K("tcp: a connect; http, https: a GET; script: a command; dns: a query over UDP; "
+            "udp: a datagram; ping: an ICMP echo; smtp: banner, EHLO, QUIT.",
+            "TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, DNS_CHECK, UDP_CHECK, PING_CHECK, SMTP_CHECK")),
     F("interval", duration(gt=0),
       doc=K("Seconds between checks.", "delay_loop")),
     F("timeout", duration(gt=0),
@@ -393,6 +431,33 @@ CHECK = Record(m.HealthCheck, (
     F("command", command(),
       doc=K("script: the command; exit status 0 is healthy.", "misc_path",
             default="required with type: script")),
+    F("dynamic", boolean(),
+      doc=K("script: exit 0 is up at the configured weight, 1 down, 2-255 up with weight "
+            "code - 2.", "misc_dynamic")),
+    F("name", string(_DNS_NAME, "a DNS name (labels of 1-63 characters, or . for the root)"),
+      doc=K("dns: the name queried.", "name")),
+    F("query_type", choice(m.DNS_QUERY_TYPES, "DNS query type"),
+      doc=K("dns: the query type.", "type")),
+    F("rcode", choice(m.DNS_RCODES, "DNS response code"),
+      doc=K("dns: the response code that counts as healthy.", "none: NOERROR")),
+    F("answer_regex", optional(regex()),
+      doc=K("dns: an answer record's text (an address, a name, TXT strings, an SOA) must match.",
+            None, default="null: any answer, or none")),
+    F("transport", choice(m.DNS_TRANSPORTS, "DNS transport"),
+      doc=K("dns: udp (a truncated answer is asked again over TCP, RFC 7766 5) or tcp.",
+            "none: UDP only")),
+    F("payload", string(what="a string"),
+      doc=K("udp: the datagram sent, as text (UTF-8).", "none", default="empty")),
+    F("payload_hex", hex_bytes(),
+      doc=K("udp: the datagram sent, as hex digits.", "payload", default="empty")),
+    F("require_reply", boolean(),
+      doc=K("udp: no reply within the timeout is down (without it, silence is up).",
+            "require_reply")),
+    F("reply_regex", optional(regex()),
+      doc=K("udp: the reply must match (bytes; \\xNN for any byte).",
+            "require_reply HEX, min_reply_length, max_reply_length")),
+    F("helo_name", string(r"[^\s]+", "a host name without blanks"),
+      doc=K("smtp: the name sent with EHLO (or HELO).", "helo_name")),
 ), _finish_check, hints={
     "delay_loop": "keepalived's delay_loop; here: interval",
     "connect_timeout": "keepalived's connect_timeout; here: timeout",
@@ -623,7 +688,7 @@ def _check_real_servers(ctx: Ctx, v: View, kw: dict, servers: tuple[m.RealServer
             ctx.error(rv.node, v.key_path("real_servers", i),
                       f"real server {rs.address} port {key[1]} is already real_servers[{seen[key]}]")
         seen.setdefault(key, i)
-        if rs.check is not None and not isinstance(rs.check.probe, m.ScriptProbe) \
+        if rs.check is not None and not isinstance(rs.check.probe, m.PORTLESS_PROBES) \
                 and rs.check.port is None and not rs.port and not vs_port:
             ctx.error(rv.node, v.key_path("real_servers", i),
                       "the health check needs a port: give the real server a port or set check.port "

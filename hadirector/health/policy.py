@@ -51,6 +51,9 @@ class ProbeResult:
     ok: bool
     detail: str
     elapsed: float
+    # A dynamic script check's weight for an ok result (keepalived's misc_dynamic: exit
+    # code - 2); None: the configured weight.
+    weight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +90,14 @@ class ServerHealth:
     last_at: float | None = None
     changed_at: float | None = None
     checked: bool = True        # False: no health check configured, always UP
+    weight: int | None = None   # from the last ok result (dynamic script); None: configured
 
     def apply(self, target: Target, result: ProbeResult, now: float) -> Transition | None:
         self.checks += 1
         self.last = result
         self.last_at = now
         if result.ok:
+            self.weight = result.weight
             self.successes += 1
             self.failures = 0
             if self.state is HealthState.UP:
@@ -156,6 +161,7 @@ class HealthPolicy:
         h.rise, h.fall = max(1, check.rise), max(1, check.fall)
         if reset or not h.checked:
             h.successes = h.failures = 0
+            h.weight = None
         h.checked = True
         return None
 
@@ -188,6 +194,11 @@ class HealthPolicy:
     def state(self, service_key: ServiceKey, rs_key: ServerKey) -> HealthState:
         h = self._servers.get((service_key, rs_key))
         return HealthState.UNKNOWN if h is None else h.state
+
+    def weight(self, service_key: ServiceKey, rs_key: ServerKey) -> int | None:
+        """The weight a dynamic check last reported; None: the configured one."""
+        h = self._servers.get((service_key, rs_key))
+        return None if h is None else h.weight
 
     def get(self, target: Target) -> ServerHealth | None:
         return self._servers.get(target)

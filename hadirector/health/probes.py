@@ -30,7 +30,9 @@ import ssl
 from collections.abc import Sequence
 
 from hadirector.health.policy import ProbeResult
-from hadirector.model import HealthCheck, HttpProbe, IPAddress, ScriptProbe, TcpProbe
+from hadirector.model import (
+    DnsProbe, HealthCheck, HttpProbe, IPAddress, PingProbe, ScriptProbe, SmtpProbe, TcpProbe, UdpProbe,
+)
 
 TYPE_CHECKING = False   # typing.TYPE_CHECKING; aiohttp for annotations only (see above)
 if TYPE_CHECKING:
@@ -242,8 +244,9 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-async def script_probe(argv: Sequence[str], timeout: float) -> ProbeResult:
-    """Run ``argv`` (no shell); healthy on exit 0.
+async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = False) -> ProbeResult:
+    """Run ``argv`` (no shell); healthy on exit 0. ``dynamic`` (keepalived's
+    misc_dynamic): exit 2-255 is healthy too, with weight code - 2 (``result.weight``).
 
     The script runs in its own session (process group), so on timeout or cancellation
     the whole group is killed -- a shell script's children too -- and reaped.
@@ -278,6 +281,8 @@ async def script_probe(argv: Sequence[str], timeout: float) -> ProbeResult:
     elapsed = loop.time() - start
     if code == 0:
         return ProbeResult(True, "exit 0", elapsed)
+    if dynamic and 2 <= code <= 255:
+        return ProbeResult(True, f"exit {code}", elapsed, weight=code - 2)
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -299,5 +304,18 @@ async def run_check(check: HealthCheck, addr: IPAddress, port: int,
     if isinstance(probe, HttpProbe):
         return await http_probe(addr, port, probe, check.timeout, check.bind_to, clients)
     if isinstance(probe, ScriptProbe):
-        return await script_probe(probe.command, check.timeout)
+        return await script_probe(probe.command, check.timeout, probe.dynamic)
+    # The other probes' modules import this one (its errno vocabulary): imported here.
+    if isinstance(probe, DnsProbe):
+        from hadirector.health.dns import dns_probe
+        return await dns_probe(addr, port, probe, check.timeout, check.bind_to)
+    if isinstance(probe, UdpProbe):
+        from hadirector.health.udp import udp_probe
+        return await udp_probe(addr, port, probe, check.timeout, check.bind_to)
+    if isinstance(probe, PingProbe):
+        from hadirector.health.ping import ping_probe
+        return await ping_probe(addr, check.timeout, check.bind_to)
+    if isinstance(probe, SmtpProbe):
+        from hadirector.health.smtp import smtp_probe
+        return await smtp_probe(addr, port, probe, check.timeout, check.bind_to)
     return ProbeResult(False, f"unsupported probe {type(probe).__name__}", 0.0)

@@ -26,6 +26,7 @@ local 1, tunnel 2, route 3; tunnel type ipip 0, gue 1, gre 2; service flags belo
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -250,6 +251,9 @@ class Table:
 
 # health(vs, rs) -> HealthState. The health runner's policy provides the real one.
 HealthView = Callable[[model.VirtualService, model.RealServer], HealthState]
+# weight(vs, rs) -> the weight a dynamic check set (keepalived's misc_dynamic), or None
+# for the configured one.
+WeightView = Callable[[model.VirtualService, model.RealServer], "int | None"]
 
 
 # --- config -> entries ----------------------------------------------------------------
@@ -323,9 +327,18 @@ def quorum_state(vs: model.VirtualService, healthy_weight: int, pending: bool,
 
 
 def desired_service(vs: model.VirtualService, health: HealthView,
-                    quorum_before: bool | None = None) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
+                    quorum_before: bool | None = None, weight: WeightView | None = None,
+                    ) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
     """The entry, destinations and quorum state for one virtual service."""
     svc = service_entry(vs)
+    if weight is not None:
+        # A dynamic weight replaces the configured one everywhere below, quorum included
+        # (keepalived's update_svr_wgt counts the effective weight).
+        weights = [weight(vs, rs) for rs in vs.real_servers]
+        if any(w is not None for w in weights):
+            vs = dataclasses.replace(vs, real_servers=tuple(
+                rs if w is None else dataclasses.replace(rs, weight=w)
+                for rs, w in zip(vs.real_servers, weights)))
     healthy: list[model.RealServer] = []
     inhibited: list[model.RealServer] = []
     pending = False
@@ -362,7 +375,8 @@ def desired_service(vs: model.VirtualService, health: HealthView,
 
 
 def desired_table(config: model.Config, health: HealthView,
-                  quorum_before: Mapping[ServiceKey, bool] | None = None) -> Table:
+                  quorum_before: Mapping[ServiceKey, bool] | None = None,
+                  weight: WeightView | None = None) -> Table:
     """The whole table the kernel should hold for ``config`` given ``health``.
 
     ``quorum_before`` is the ``quorum`` of the previous desired table (hysteresis).
@@ -371,7 +385,7 @@ def desired_table(config: model.Config, health: HealthView,
     table = Table()
     for vs in config.virtual_services:
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, health, before.get(key))
+        svc, dests, quorum = desired_service(vs, health, before.get(key), weight)
         table.add(svc, dests)
         if quorum is not None:
             table.quorum[key] = quorum

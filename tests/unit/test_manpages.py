@@ -28,11 +28,13 @@ DERIVED = {
     ("ApiSettings", "listen_port"): "listen",
     ("HealthCheck", "probe"): "type",            # type + the probe keys build the probe
     ("HttpProbe", "tls"): "type",                # type: https
+    ("UdpProbe", "payload"): "payload",          # payload (text) or payload_hex
     ("StatusRange", "low"): "status_codes",      # an item of status_codes: 204 or "200-299"
     ("StatusRange", "high"): "status_codes",
 }
 # The probe dataclasses are set through the check mapping's keys.
-PROBE_CLASSES = {"TcpProbe", "HttpProbe", "ScriptProbe", "StatusRange"}
+PROBE_CLASSES = {"TcpProbe", "HttpProbe", "ScriptProbe", "StatusRange", "DnsProbe", "UdpProbe",
+                 "PingProbe", "SmtpProbe"}
 
 
 def model_classes() -> dict[str, type]:

@@ -23,11 +23,12 @@ from .values import Bad, Handler, address, arg, command, floating, integer, num,
 if TYPE_CHECKING:
     from .convert import Converter
 
-# keepalived checkers hadirector has no probe for (yet: the health issue, 13, adds
-# them) -> what the note calls the missing probe.
-UNSUPPORTED_CHECKERS = {
-    "SMTP_CHECK": "SMTP", "DNS_CHECK": "DNS", "UDP_CHECK": "UDP", "PING_CHECK": "ICMP ping",
-    "BFD_CHECK": "BFD", "FILE_CHECK": "file",
+# keepalived checkers hadirector has no probe for -> what the note calls the missing probe.
+UNSUPPORTED_CHECKERS = {"BFD_CHECK": "BFD", "FILE_CHECK": "file"}
+# keepalived checker -> hadirector check type.
+_CHECK_TYPE = {
+    "TCP_CHECK": "tcp", "HTTP_GET": "http", "SSL_GET": "https", "MISC_CHECK": "script",
+    "DNS_CHECK": "dns", "UDP_CHECK": "udp", "PING_CHECK": "ping", "SMTP_CHECK": "smtp",
 }
 _FORWARD = {"NAT": "nat", "DR": "dr", "TUN": "tun"}
 _PROTOCOLS = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
@@ -515,8 +516,7 @@ REAL_SERVER: dict[str, Handler] = {
     "alpha": _alpha,
     **_CHECK_DEFAULTS,
     "virtualhost": _VIRTUALHOST,
-    **{c: _checker_stmt for c in ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK",
-                                  *UNSUPPORTED_CHECKERS)},
+    **{c: _checker_stmt for c in (*_CHECK_TYPE, *UNSUPPORTED_CHECKERS)},
 }
 
 
@@ -544,14 +544,14 @@ def real_server(cv: Converter, r: Stmt, vs_defaults: CheckDefaults, vs_forward: 
     for c in b.checkers:
         if c.keyword in UNSUPPORTED_CHECKERS:
             cv.skip(c, f"{c.keyword} of {ctx} in {vs_ctx} is not converted: hadirector "
-                       f"has no {UNSUPPORTED_CHECKERS[c.keyword]} probe yet (issue 13)")
+                       f"has no {UNSUPPORTED_CHECKERS[c.keyword]} probe")
             continue
         if check is not None:
             cv.skip(c, f"{c.keyword}: hadirector runs one check per real server; "
                        f"this second checker is skipped")
             continue
         try:
-            check = checker(cv, c, b.defaults)
+            check = checker(cv, c, b.defaults, target=(str(addr), port))
         except Bad as e:
             cv.skip(c, f"{c.keyword}: {e}; checker skipped")
     if check is not None:
@@ -570,6 +570,7 @@ class _Checker:
     defaults: CheckDefaults
     st: dict[str, Any] = field(default_factory=dict)
     urls: list[Stmt] = field(default_factory=list)
+    hosts: list[Stmt] = field(default_factory=list)        # SMTP_CHECK's deprecated host blocks
 
 
 def _checker_alpha(cv: Converter, b: _Checker, x: Stmt) -> None:
@@ -586,8 +587,56 @@ def _misc_path(cv: Converter, b: _Checker, x: Stmt) -> None:
 
 
 def _misc_dynamic(cv: Converter, b: _Checker, x: Stmt) -> None:
-    cv.skip(x, "misc_dynamic: setting the weight from the exit code is not supported; "
-               "exit 0 = up, anything else = down")
+    b.st["dynamic"] = True
+
+
+def hex_octets(text: str, what: str, wildcard: bool = False) -> list[int | str]:
+    """keepalived's read_hex_str: blank-separated groups of one or two hex digits, one
+    octet each; with ``wildcard`` an ``X`` digit matches any nibble. An octet with a
+    wildcard comes back as its two-character text ("4X"), others as ints."""
+    out: list[int | str] = []
+    for group in text.split():
+        for i in range(0, len(group), 2):
+            pair = group[i:i + 2].upper()
+            if any(ch not in "0123456789ABCDEF" + ("X" if wildcard else "") for ch in pair):
+                raise Bad(f"{what} '{text}' is not a hex string")
+            out.append(pair if "X" in pair else int(pair, 16))
+    if not out:
+        raise Bad(f"{what} needs hex digits")
+    return out
+
+
+def _octet_regex(octet: int | str) -> str:
+    if isinstance(octet, int):
+        return f"\\x{octet:02x}"
+    hi, lo = octet if len(octet) == 2 else ("0", octet)
+    if hi == "X" and lo == "X":
+        return "."
+    his = range(16) if hi == "X" else [int(hi, 16)]
+    los = range(16) if lo == "X" else [int(lo, 16)]
+    return "[" + "".join(f"\\x{h << 4 | l_:02x}" for h in his for l_ in los) + "]"
+
+
+def _payload(cv: Converter, b: _Checker, x: Stmt) -> None:
+    b.st["payload_hex"] = "".join(f"{o:02x}" for o in hex_octets(" ".join(x.args), "payload"))
+
+
+def _require_reply(cv: Converter, b: _Checker, x: Stmt) -> None:
+    b.st["require_reply"] = True
+    if x.args:
+        b.st["reply_octets"] = hex_octets(" ".join(x.args), "require_reply", wildcard=True)
+
+
+def udp_reply_regex(octets: list[int | str], min_len: int, max_len: int) -> str:
+    """keepalived's check_udp_reply as a regex over the reply: its length within
+    [min_len, max_len], and its first octets equal to the given ones (``X`` nibbles
+    match anything). keepalived compares only as many octets as the reply has; the
+    regex wants them all."""
+    return f"(?s)^(?=.{{{min_len},{max_len}}}\\Z)" + "".join(_octet_regex(o) for o in octets)
+
+
+def _smtp_host(cv: Converter, b: _Checker, x: Stmt) -> None:
+    b.hosts.append(x)
 
 
 _CONNECT: dict[str, Handler] = {
@@ -609,34 +658,67 @@ MISC_CHECK: dict[str, Handler] = {
     "misc_timeout": put("misc_timeout", lambda x: floating(arg(x), "misc_timeout")),
     "misc_dynamic": _misc_dynamic,
 }
+DNS_CHECK: dict[str, Handler] = {
+    **TCP_CHECK,
+    "type": put("query_type", lambda x: _dns_type(arg(x))),
+    "name": put("name", lambda x: arg(x)),
+}
+UDP_CHECK: dict[str, Handler] = {
+    **TCP_CHECK,
+    "payload": _payload,
+    "require_reply": _require_reply,
+    "min_reply_length": put("min_reply_length", lambda x: integer(arg(x), "min_reply_length", 0, 65535)),
+    "max_reply_length": put("max_reply_length", lambda x: integer(arg(x), "max_reply_length", 0, 65535)),
+}
+SMTP_CHECK: dict[str, Handler] = {
+    **TCP_CHECK,
+    "helo_name": put("helo_name", lambda x: arg(x)),
+    "host": _smtp_host,
+}
+PING_CHECK: dict[str, Handler] = {k: h for k, h in TCP_CHECK.items() if k != "connect_port"}
 CHECKERS: dict[str, dict[str, Handler]] = {
     "TCP_CHECK": TCP_CHECK, "HTTP_GET": HTTP_GET, "SSL_GET": HTTP_GET, "MISC_CHECK": MISC_CHECK,
+    "DNS_CHECK": DNS_CHECK, "UDP_CHECK": UDP_CHECK, "SMTP_CHECK": SMTP_CHECK, "PING_CHECK": PING_CHECK,
 }
+_DNS_TYPES = ("A", "NS", "CNAME", "SOA", "MX", "TXT", "AAAA", "RRSIG", "DNSKEY")   # check_dns.c DNS_TYPE
 
 
-def checker(cv: Converter, c: Stmt, rs_defaults: CheckDefaults) -> dict[str, Any]:
+def _dns_type(text: str) -> str:
+    if text.upper() not in _DNS_TYPES:
+        raise Bad(f"DNS check type '{text}' is not one of {', '.join(_DNS_TYPES)}")
+    return text.upper()
+
+
+def checker(cv: Converter, c: Stmt, rs_defaults: CheckDefaults,
+            target: tuple[str, int] | None = None) -> dict[str, Any]:
     kind = c.keyword
     b = _Checker(rs_defaults.child())
     cv.each(c.block or [], CHECKERS[kind], b, kind)
     st, dfl = b.st, b.defaults
 
-    # keepalived defaults (check_data.c, check_http.c, check_misc.c)
+    # keepalived defaults (check_api.c, check_data.c, check_http.c, check_misc.c, check_dns.c)
     delay_loop = dfl.delay_loop if dfl.delay_loop is not None else _KA_DEFAULT_DELAY_LOOP
-    retry = dfl.retry if dfl.retry is not None else (0 if kind == "MISC_CHECK" else 1)
+    retry = dfl.retry if dfl.retry is not None else {"MISC_CHECK": 0, "DNS_CHECK": 3}.get(kind, 1)
     dbr = dfl.delay_before_retry
     if dbr is None:
-        dbr = 3.0 if kind in ("HTTP_GET", "SSL_GET") else 1.0
+        # DNS_CHECK's default 0 "will default to delay_loop" (check_dns.c).
+        dbr = {"HTTP_GET": 3.0, "SSL_GET": 3.0, "DNS_CHECK": delay_loop}.get(kind, 1.0)
 
-    out: dict[str, Any] = {}
-    if kind == "TCP_CHECK":
-        out["type"] = "tcp"
-    elif kind in ("HTTP_GET", "SSL_GET"):
-        out["type"] = "https" if kind == "SSL_GET" else "http"
-    else:
-        out["type"] = "script"
+    out: dict[str, Any] = {"type": _CHECK_TYPE[kind]}
+    if kind == "MISC_CHECK":
         if "command" not in st:
             raise Bad("no misc_path")
         out["command"] = st["command"]
+        if st.get("dynamic"):
+            out["dynamic"] = True
+    elif kind == "DNS_CHECK":
+        out["name"] = st.get("name") or "."           # DNS_DEFAULT_NAME "": the root
+        out["query_type"] = st.get("query_type", "SOA")
+    elif kind == "UDP_CHECK":
+        _udp(st, out)
+    elif kind == "SMTP_CHECK":
+        out["helo_name"] = st.get("helo_name", "smtpchecker.keepalived.org")
+        _smtp_hosts(cv, b, st, target)
 
     if kind == "MISC_CHECK":
         # misc_timeout defaults to delay_loop (check_misc.c).
@@ -663,6 +745,39 @@ def checker(cv: Converter, c: Stmt, rs_defaults: CheckDefaults) -> dict[str, Any
         if kind == "SSL_GET":
             out["verify_tls"] = False
     return out
+
+
+def _udp(st: dict[str, Any], out: dict[str, Any]) -> None:
+    if "payload_hex" in st:
+        out["payload_hex"] = st["payload_hex"]
+    if st.get("require_reply"):
+        out["require_reply"] = True
+        if "reply_octets" in st:     # keepalived checks lengths only along with reply data
+            out["reply_regex"] = udp_reply_regex(st["reply_octets"], st.get("min_reply_length", 0),
+                                                 st.get("max_reply_length", 255))
+
+
+def _smtp_hosts(cv: Converter, b: _Checker, st: dict[str, Any], target: tuple[str, int] | None) -> None:
+    """SMTP_CHECK's deprecated ``host`` blocks are more checkers. Without connection
+    settings of its own the check goes to the first host, as keepalived's does
+    (check_smtp.c smtp_check_end_handler); a host that is the check's own target adds
+    nothing; any other is not checked (one check per real server)."""
+    hosts = []
+    for h in b.hosts:
+        one = _Checker(b.defaults.child())
+        cv.each(h.block or [], _CONNECT, one, "host")
+        hosts.append((h, {k: v for k, v in one.st.items() if k in ("address", "port", "bind_to")}))
+    own = any(k in st for k in ("address", "port", "bind_to")) or b.defaults.connect_timeout is not None
+    if hosts and not own:
+        st.update(hosts.pop(0)[1])
+    addr, port = target or (None, None)
+    main = (st.get("address", addr), st.get("port", port), st.get("bind_to"))
+    for h, co in hosts:
+        if (co.get("address", addr), co.get("port", port), co.get("bind_to")) == main:
+            cv.info(h.where, f"SMTP_CHECK host {co.get('address', addr)}: the same as the check itself")
+            continue
+        cv.skip(h, f"SMTP_CHECK host {co.get('address', 'with no connect_ip')}: hadirector runs one "
+                   f"check per real server; this host is not checked")
 
 
 def _http_urls(cv: Converter, b: _Checker, out: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ EXAMPLES = [ROOT / "etc" / "primary.yaml", ROOT / "etc" / "backup.yaml"]
 def test_example_configs_pass_check(path, capsys):
     assert main(["check", "-c", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert out == "config OK: 2 vrrp instances, 2 virtual services, 5 real servers\n"
+    assert out == "config OK: 2 vrrp instances, 4 virtual services, 10 real servers\n"
     assert err == ""
 
 

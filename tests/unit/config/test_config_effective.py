@@ -135,7 +135,7 @@ def test_config_effective_prints_yaml_that_hadirector_check_accepts(tmp_path):
     out.write_text(res.stdout)
     check = run_cli("check", "-c", str(out), "--strict")
     assert (check.returncode, check.stderr) == (0, "")
-    assert check.stdout == "config OK: 2 vrrp instances, 2 virtual services, 5 real servers\n"
+    assert check.stdout == "config OK: 2 vrrp instances, 4 virtual services, 10 real servers\n"
     # And it is a fixed point: the effective config of the effective config is itself.
     again = run_cli("config", "-c", str(out), "--effective")
     assert again.stdout.split("\n", 1)[1] == res.stdout.split("\n", 1)[1]

@@ -25,7 +25,7 @@ vrrp_instance VI_1 {
 virtual_server 192.0.2.10 25 {
     lb_algo rr
     real_server 10.0.0.1 25 {
-        SMTP_CHECK {
+        BFD_CHECK {
         }
     }
 }
@@ -41,15 +41,15 @@ def test_writes_yaml_to_the_output_file_and_lists_every_note_with_its_severity(t
     assert captured.out == ""
     err = captured.err.splitlines()
     assert f"lost: {src}:3: notification_email: e-mail alerts not supported, skipped" in err
-    assert (f"lost: {src}:17: SMTP_CHECK of real_server 10.0.0.1 25 in virtual_server 192.0.2.10 "
-            f"25 is not converted: hadirector has no SMTP probe yet (issue 13)") in err
+    assert (f"lost: {src}:17: BFD_CHECK of real_server 10.0.0.1 25 in virtual_server 192.0.2.10 "
+            f"25 is not converted: hadirector has no BFD probe") in err
     assert err[-1] == (f"hadirector import-keepalived: 0 info, 0 changed, 3 lost; written to {out} "
                        f"for review, but 3 setting(s) not converted (--allow-loss accepts that)")
     # Written anyway, for the operator to look at; the notes are in its header too.
     config = load_config(out)
     assert config.node.router_id == "lb1"
     assert [vs.name for vs in config.virtual_services] == ["tcp/192.0.2.10:25"]
-    assert f"#   lost: {src}:17: SMTP_CHECK" in out.read_text()
+    assert f"#   lost: {src}:17: BFD_CHECK" in out.read_text()
 
 
 def test_allow_loss_accepts_what_was_lost(tmp_path, capsys):

@@ -357,15 +357,15 @@ def test_unsupported_checker_is_listed_with_its_line_and_the_server_has_no_check
         virtual_server 192.0.2.10 25 {
             lb_algo rr
             real_server 10.0.0.1 25 {
-                SMTP_CHECK {
-                    helo_name foo.example
+                BFD_CHECK {
+                    name bfd_1
                 }
             }
         }
         """)
     assert notes(conv) == [
-        "lost: keepalived.conf:5: SMTP_CHECK of real_server 10.0.0.1 25 in virtual_server "
-        "192.0.2.10 25 is not converted: hadirector has no SMTP probe yet (issue 13)",
+        "lost: keepalived.conf:5: BFD_CHECK of real_server 10.0.0.1 25 in virtual_server "
+        "192.0.2.10 25 is not converted: hadirector has no BFD probe",
         "lost: keepalived.conf:4: real_server 10.0.0.1 25 in virtual_server 192.0.2.10 25: no "
         "convertible checker, so it has no health check: always considered up"]
     assert vs.real_servers[0].check is None
@@ -576,9 +576,7 @@ def test_status_code_ranges_stay_ranges_and_accept_the_same_codes():
     assert notes(conv) == []
 
 
-@pytest.mark.parametrize("checker,probe", [
-    ("PING_CHECK", "ICMP ping"), ("UDP_CHECK", "UDP"), ("DNS_CHECK", "DNS"), ("SMTP_CHECK", "SMTP"),
-])
+@pytest.mark.parametrize("checker,probe", [("BFD_CHECK", "BFD"), ("FILE_CHECK", "file")])
 def test_checkers_without_a_probe_are_lost_loudly_with_their_server_and_line(checker, probe):
     conv, vs = service(f"""
         virtual_server 192.0.2.10 53 {{
@@ -597,4 +595,4 @@ def test_checkers_without_a_probe_are_lost_loudly_with_their_server_and_line(che
     assert vs.real_servers[0].check.port == 22
     assert notes(conv) == [
         f"lost: keepalived.conf:5: {checker} of real_server 10.0.0.7 53 in virtual_server "
-        f"192.0.2.10 53 is not converted: hadirector has no {probe} probe yet (issue 13)"]
+        f"192.0.2.10 53 is not converted: hadirector has no {probe} probe"]
