@@ -48,6 +48,10 @@ KEY_MIN, KEY_MAX = 32, 64           # bytes; keepalived's bounds
 WINDOW_MIN, WINDOW_MAX, WINDOW_FLOOR = 1, 300, 5   # seconds
 MCAST_SENDERS = 4                   # replay slots per multicast instance (keepalived's)
 
+# Every outcome verify() can reject with, in keepalived's receive order (status, metrics).
+REJECTS = (Reject.AUTH_MISSING, Reject.AUTH_MALFORMED, Reject.AUTH_STALE, Reject.AUTH_UNKNOWN_KEY,
+           Reject.AUTH_BAD_HMAC, Reject.AUTH_REPLAY)
+
 _HEAD = struct.Struct("!BBHIHH")    # ext_type, key_id, reserved, sec, subsec, ctr
 _CSUM = slice(6, 8)                 # the VRRP checksum field, read as zero by the HMAC
 _ZERO_MAC = bytes(HMAC_LEN)
