@@ -326,3 +326,33 @@ def test_reconfigured_state_keeps_the_send_sequence_and_the_replay_marks():
 
 def test_secret_never_appears_in_the_settings_repr():
     assert KEY.hex() not in repr(settings()) and repr(KEY) not in repr(settings())
+
+
+def test_decode_and_verify_never_raise_and_accept_nothing_but_the_genuine_advert():
+    import random
+
+    rng = random.Random(1982)
+    sender = auth()
+    seeds = []
+    for prio in (0, 100, 254):
+        pdu, trailer = signed4(sender, NOW, priority=prio)
+        seeds.append(encode(advert4(prio), SRC4, MCAST_V4, trailer))
+    for i in range(3000):
+        data = bytearray(rng.choice(seeds))
+        for _ in range(rng.randrange(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if i % 3 == 0:
+            data = data[: rng.randrange(len(data) + 1)]
+        out = decode(bytes(data), src=SRC4, dst=MCAST_V4, ttl=255, family=4, trailer_len=TRAILER_LEN)
+        assert isinstance(out, (Advert, Reject))
+        if isinstance(out, Advert):
+            pdu = bytes(data[: len(data) - len(out.trailer)])
+            verdict = auth().verify(pdu, out.trailer or None, SRC4, wall=NOW)
+            assert verdict is None or isinstance(verdict, Reject)
+            if verdict is None:
+                # Only an untouched PDU and signature pass (the checksum field aside).
+                assert any(bytes(data[:6]) + bytes(data[8:]) == s[:6] + s[8:] for s in seeds)
+    # Trailers of any length straight into verify: malformed, never an exception.
+    for n in (0, 1, 27, 29, 100):
+        assert auth().verify(b"\x31" * 12, b"\x01" * n, SRC4, wall=NOW) in (Reject.AUTH_MALFORMED,
+                                                                            Reject.AUTH_MISSING)
