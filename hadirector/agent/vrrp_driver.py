@@ -402,7 +402,10 @@ class VrrpDriver:
             trailer = self.auth.sign(pdu, self.primary_address, self.wall_clock())
         for dst in dsts:
             try:
-                payload = encode(adv, self.primary_address, dst, trailer)
+                if trailer and dst is dsts[0] and adv.family == 4:
+                    payload = pdu + trailer      # the IPv4 checksum does not cover the trailer
+                else:
+                    payload = encode(adv, self.primary_address, dst, trailer)
                 self.transport.send_to(payload, dst, self.primary_address)
             except OSError as e:
                 # ENETDOWN / ENOBUFS while the link is down: the link tracker turns

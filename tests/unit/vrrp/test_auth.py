@@ -356,3 +356,15 @@ def test_decode_and_verify_never_raise_and_accept_nothing_but_the_genuine_advert
     for n in (0, 1, 27, 29, 100):
         assert auth().verify(b"\x31" * 12, b"\x01" * n, SRC4, wall=NOW) in (Reject.AUTH_MALFORMED,
                                                                             Reject.AUTH_MISSING)
+
+
+def test_vrrpv2_signed_advert_round_trips_with_the_trailer_after_the_auth_data():
+    adv = Advert(version=2, vrid=51, priority=200, max_advert_int=1.0, addresses=(ip("192.0.2.100"),), family=4)
+    a = AdvertAuth(settings(), family=4, version=2, vrid=51, advert_interval=1.0)
+    pdu = encode(adv, SRC4, MCAST_V4)
+    wire = encode(adv, SRC4, MCAST_V4, a.sign(pdu, SRC4, NOW))
+    assert len(wire) == 8 + 4 + 8 + TRAILER_LEN and wire[:20] == pdu     # v2 checksum: the PDU only
+    out = decode(wire, src=SRC4, dst=MCAST_V4, ttl=255, family=4, trailer_len=TRAILER_LEN)
+    assert out == adv and len(out.trailer) == TRAILER_LEN
+    receiver = AdvertAuth(settings(), family=4, version=2, vrid=51, advert_interval=1.0)
+    assert receiver.verify(wire[:20], out.trailer, SRC4, wall=NOW) is None
