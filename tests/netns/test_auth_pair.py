@@ -20,7 +20,7 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 
-from lab.agents import ROOT, agent_factory, auth_config, holders, ts, wait_for, wait_holder
+from lab.agents import ROOT, agent_factory, auth_config, holders, instance_config, ts, wait_for, wait_holder
 from lab.agents import elect as ve_elect
 from lab.lan import Lan
 
@@ -263,3 +263,53 @@ def test_rollout_and_key_rotation_over_reloads_change_no_role(lan, agents, tmp_p
     # Still a working pair, on key 2 only.
     a1.kill()               # (kill -9 leaves node 1's VIP behind: only node 2's is checked)
     wait_for(lambda: lan.has_ip(2, lan.vip4()), master_down_interval(LOW, ADVERT) + 2, what="VIP on node 2")
+
+
+def test_multicast_peers_allow_list_drops_a_third_host_and_counts_it(lan, agents):
+    # Without signatures, peers: stops a third source address (not a spoof of the peer's).
+    a1 = agents(lan, 1, priority=HIGH, extra={"peers": [str(lan.ip4(2))]})
+    a2 = agents(lan, 2, priority=LOW, extra={"peers": [str(lan.ip4(1))]})
+    ve_elect(lan, a1, a2, START_TIMEOUT)
+    before = [len(a.events("vrrp.role_changed")) for a in (a1, a2)]
+    prog = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(INTRUDER)
+    # The intruder's spoofed-master packets still pass an allow-list: send only its own.
+    prog = prog.replace("for src in (me, master):", "for src in (me,):")
+    res = subprocess.run(["ip", "netns", "exec", lan.ns(3), sys.executable, "-c", prog,
+                          str(lan.ip4(3)), str(lan.ip4(1)), str(lan.vip4()), "1.0"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    time.sleep(1.0)
+    assert [len(a.events("vrrp.role_changed")) for a in (a1, a2)] == before
+    assert holders(lan, lan.vip4(), (1, 2)) == [1]
+    assert a1.state()["instances"]["vi_1"]["rejected"].get("unknown_peer", 0) > 0
+    [logged] = [e for e in a1.events("vrrp.advert_rejected") if e["reason"] == "unknown_peer"]
+    assert logged["src"] == str(lan.ip4(3))
+
+
+def test_receive_only_pairs_with_keepalived_2_2_7_which_has_no_auth_hmac(lan, tmp_path):
+    # The first rollout step is safe beside a keepalived without auth_hmac: nothing is
+    # signed. (From permissive on, keepalived 2.2.7 refuses our adverts as too long, as
+    # any keepalived before 2.4.2 does: roll out only once both nodes run hadirector or
+    # keepalived >= 2.4.2.)
+    from lab.agents import AgentProc, KeepalivedProc, keepalived_conf
+
+    agent = AgentProc(lan, 1, tmp_path, [instance_config(
+        lan, priority=HIGH, advert=ADVERT, extra={"auth": auth_config(tmp_path, mode="receive_only")})])
+    ka = KeepalivedProc(lan, 2, tmp_path, keepalived_conf(
+        router_id="ka2", vrid=51, priority=LOW, advert=ADVERT, vip=str(lan.vip4())))
+    try:
+        agent.start()
+        wait_for(lambda: agent.role() == "MASTER", START_TIMEOUT, what="hadirector MASTER")
+        ka.start()
+        time.sleep(4 * ADVERT + 1.0)
+        assert holders(lan, lan.vip4(), (1, 2)) == [1], ka.log_text()[-2000:]
+        agent.signal(signal.SIGTERM)
+        wait_holder(lan, lan.vip4(), (1, 2), expect=2, timeout=3)
+        agent.start()        # accepts keepalived's unsigned adverts, then preempts
+        wait_for(lambda: agent.role() == "MASTER", START_TIMEOUT, what="hadirector MASTER again")
+        wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=3)
+        assert auth_rejects(agent) == {}
+        assert agent.state()["instances"]["vi_1"]["rejected"].get("bad_length", 0) == 0
+    finally:
+        agent.stop()
+        ka.stop()
