@@ -260,6 +260,20 @@ def test_rollout_and_key_rotation_over_reloads_change_no_role(lan, agents, tmp_p
     last = a2.events("vrrp.auth_reconfigured")[-1]
     assert (last["mode"], last["active_key"], last["key_ids"]) == ("enforce", 2, [2])
     assert "secret" not in a2.log_text()
+    # A reload naming a key file that is too short is refused, and the running keys stay.
+    short = tmp_path / "short-key"
+    short.write_text("hex:" + "ab" * 8)
+    short.chmod(0o600)
+    before_fail = len(a2.events("agent.reload_failed"))
+    a2.instances[0]["auth"] = {"mode": "enforce", "keys": [{"id": 3, "secret_file": str(short)}]}
+    a2.write_config()
+    a2.signal(signal.SIGHUP)
+    wait_for(lambda: len(a2.events("agent.reload_failed")) > before_fail, 15.0, interval=0.05,
+             what="node 2 refusing the reload")
+    failed = a2.events("agent.reload_failed")[-1]
+    assert "holds a 8-byte key" in str(failed) and "abab" not in a2.log_text()
+    time.sleep(max(1.5, 3 * master_down_interval(LOW, ADVERT)))
+    assert (a1.role(), a2.role()) == ("MASTER", "BACKUP") and auth_rejects(a2) == {}
     # Still a working pair, on key 2 only.
     a1.kill()               # (kill -9 leaves node 1's VIP behind: only node 2's is checked)
     wait_for(lambda: lan.has_ip(2, lan.vip4()), master_down_interval(LOW, ADVERT) + 2, what="VIP on node 2")
