@@ -146,3 +146,31 @@ async def test_reload_swaps_keys_and_mode_without_a_role_change():
     last = t.sent[-1][0]
     assert len(last) == 12 + TRAILER_LEN and last[12 + 1] == 2          # signed with key 2
     d.close()
+
+
+async def test_a_peer_clock_past_half_the_window_is_warned_about_once_and_still_accepted():
+    changes = []
+    t = FakeTransport()
+    d = VrrpDriver(inst(), transport=t, primary_address=ME, wall_clock=lambda: time.time() + 3.0,
+                   on_role_changed=lambda drv, ch: changes.append(ch))
+    d.start()
+    peer = Peer(auth())
+    with capture_logs() as logs:
+        for _ in range(3):
+            t.deliver_v4(peer.payload(200, t.group), PEER)
+            await asyncio.sleep(0.01)
+    assert d.auth_verified == 3 and d.rejected == {}
+    [warned] = [e for e in logs if e["event"] == "vrrp.auth_clock_skewed"]
+    # Whole seconds, as on the wire: 3, or 4 when a second boundary fell in between.
+    assert (warned["src"], warned["time_window"]) == (str(PEER), 5) and warned["skew"] in (3, 4)
+    d.close()
+
+
+async def test_a_peer_clock_beyond_the_window_is_refused_as_stale():
+    t = FakeTransport()
+    d = VrrpDriver(inst(), transport=t, primary_address=ME, wall_clock=lambda: time.time() + 60)
+    d.start()
+    t.deliver_v4(Peer(auth()).payload(200, t.group), PEER)
+    await asyncio.sleep(0.02)
+    assert d.rejected == {"stale": 1} and d.machine.master_address is None
+    d.close()
