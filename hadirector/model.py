@@ -191,6 +191,49 @@ class GarpSettings:
     refresh: float = 0.0    # periodic burst while master; 0 = never
 
 
+class AuthMode(enum.Enum):
+    """How an instance treats the HMAC trailer of keepalived's ``auth_hmac`` (2.4.2+).
+
+    RECEIVE_ONLY verifies a trailer when one comes but sends none; PERMISSIVE signs and
+    still accepts adverts without one; ENFORCE signs and requires one. A pair moves
+    receive_only -> permissive -> enforce one reload at a time, every step hitless."""
+
+    ENFORCE = "enforce"
+    PERMISSIVE = "permissive"
+    RECEIVE_ONLY = "receive_only"
+
+
+class AntiReplay(enum.Enum):
+    """TIME: the trailer's UTC timestamp must be within ``time_window`` of our clock
+    (replays are rejected after it, also across a restart); MONOTONIC: only strict
+    growth per sender, for hosts without a synchronised clock."""
+
+    TIME = "time"
+    MONOTONIC = "monotonic"
+
+
+@dataclass(frozen=True)
+class AuthKey:
+    """One HMAC key: its id on the wire and the file it was read from. ``secret`` is the
+    key itself (32-64 bytes); it takes part in ``==`` (a reload sees a changed file)
+    but never in ``repr``, logs, status or ``config --effective``."""
+
+    id: int                                  # 1..255
+    secret_file: str
+    secret: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True)
+class VrrpAuth:
+    """Authenticated adverts: keepalived's ``auth_hmac`` trailer (HMAC-SHA256/128)."""
+
+    keys: tuple[AuthKey, ...]
+    active_key: int                          # the id that signs; every listed id verifies
+    mode: AuthMode = AuthMode.ENFORCE
+    anti_replay: AntiReplay = AntiReplay.TIME
+    time_window: float | None = None         # seconds 1..300; None: max(3 x advert interval, 5)
+
+
 # A field a running VRRP machine adopts on reload (VrrpMachine.reconfigure); a change of
 # any other VrrpInstance field restarts the instance (agent/reload.py reads this mark).
 LIVE = {"reload": "live"}
@@ -214,6 +257,10 @@ class VrrpInstance:
     track_scripts: tuple[str, ...] = field(default=(), metadata=LIVE)   # names of TrackScript entries
     notify: NotifyScripts = field(default_factory=NotifyScripts, metadata=LIVE)
     garp: GarpSettings = field(default_factory=GarpSettings, metadata=LIVE)
+    # Signed adverts (None: plain VRRP); keys, mode and window change on reload in place.
+    auth: VrrpAuth | None = field(default=None, metadata=LIVE)
+    # Multicast: accept adverts only from these sources (unicast: unicast_peers are).
+    peers: tuple[IPAddress, ...] = field(default=(), metadata=LIVE)
 
     @property
     def family(self) -> int:

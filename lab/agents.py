@@ -66,6 +66,21 @@ def instance_config(
     return inst
 
 
+def auth_config(workdir: Path, *, mode: str = "enforce", keys=(1,), active: int | None = None,
+                **extra) -> dict:
+    """An instance's ``auth`` mapping; key ``i`` is a fixed 32-byte secret written (once,
+    mode 0600, keepalived's hex: format) to ``workdir/vrrp-key-i``."""
+    out = []
+    for i in keys:
+        path = workdir / f"vrrp-key-{i}"
+        if not path.exists():
+            workdir.mkdir(parents=True, exist_ok=True)
+            path.write_text("hex:" + bytes((i * 37 + j) % 256 for j in range(32)).hex() + "\n")
+            path.chmod(0o600)
+        out.append({"id": i, "secret_file": str(path)})
+    return {"mode": mode, "keys": out, "active_key": active if active is not None else keys[0], **extra}
+
+
 @dataclass
 class AgentProc:
     lan: Lan

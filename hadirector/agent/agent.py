@@ -893,6 +893,7 @@ class Agent:
                 "adverts_sent": m.counters.adverts_sent,
                 "adverts_received": m.counters.adverts_received,
                 "rejected": dict(rt.driver.rejected),
+                "auth_verified": rt.driver.auth_verified,
             }
         return {"pid": os.getpid(), "router_id": self.config.node.router_id,
                 "running": self.started, "instances": out, "groups": self.director.group_states(),

@@ -17,6 +17,7 @@ from hadirector.api import snapshot as s
 from hadirector.ipvs.backend import IpvsError
 from hadirector.ipvs.table import DestKey, ServiceKey, Stats, Table
 from hadirector.model import HealthState, SyncRole, VrrpState
+from hadirector.vrrp.auth import REJECTS as AUTH_REJECTS
 
 
 def _version() -> str:
@@ -65,8 +66,21 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             preempt_held_until=held_until,
             faults=tuple(sorted(m.faults)),
             held_vips=tuple(str(v) for v in rt.instance.virtual_ips) if rt.held_vips else (),
+            auth=auth_status(rt.driver),
         ))
     return tuple(out)
+
+
+def auth_status(driver) -> s.VrrpAuthStatus | None:
+    auth = driver.auth
+    if auth is None:
+        return None
+    cfg = auth.config
+    return s.VrrpAuthStatus(
+        mode=cfg.mode.value, active_key=cfg.active_key, key_ids=tuple(k.id for k in cfg.keys),
+        anti_replay=cfg.anti_replay.value, time_window=auth.window, verified=driver.auth_verified,
+        unsigned_accepted=driver.auth_unsigned_accepted,
+        rejected={r.value: driver.rejected[r.value] for r in AUTH_REJECTS if r.value in driver.rejected})
 
 
 def agent_loop_time() -> float | None:

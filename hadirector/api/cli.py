@@ -406,6 +406,12 @@ def render_status(snap: Snapshot) -> str:
             if v.preempt_held_until is not None and v.preempt_held_until > now:
                 out.append(f"  {v.name}: not preempting for {v.preempt_held_until - now:.0f}s more "
                            "(backup sync daemon catching up)")
+            if v.auth is not None:
+                a = v.auth
+                refused = ", ".join(f"{r} {n}" for r, n in sorted(a.rejected.items())) or "none"
+                out.append(f"  {v.name}: auth {a.mode}, signing key {a.active_key} (keys "
+                           f"{', '.join(map(str, a.key_ids))}), {a.anti_replay} window {a.time_window}s; "
+                           f"verified {a.verified}, refused: {refused}")
     else:
         out.append("  (none)")
 

@@ -192,8 +192,20 @@ def _vrrp(ex: _Exposition, snap: Snapshot) -> None:
     held = ex.family("vrrp_vip_held", "gauge",
                      "1 while this director holds the virtual IP on its interface (added as "
                      "master), else 0; summed over the directors it must be 1.")
+    auth_ok = ex.family("vrrp_auth_verified_total", "counter",
+                        "Signed VRRP advertisements whose signature verified (auth).")
+    auth_unsigned = ex.family("vrrp_auth_unsigned_accepted_total", "counter",
+                              "Unsigned adverts accepted in auth mode permissive or receive_only.")
+    auth_bad = ex.family("vrrp_auth_rejected_total", "counter",
+                         "Adverts dropped by the auth checks, by reason (auth_missing, "
+                         "auth_malformed, stale, unknown_key, bad_hmac, replay).")
     for v in snap.vrrp_instances:
         ids = {"vrrp_instance": v.name, "vrid": v.vrid, "interface": v.interface}
+        if v.auth is not None:
+            auth_ok.add(v.auth.verified, **ids)
+            auth_unsigned.add(v.auth.unsigned_accepted, **ids)
+            for reason, n in sorted(v.auth.rejected.items()):
+                auth_bad.add(n, **ids, reason=reason)
         for s in VrrpState:
             state.add(s is v.state, **ids, state=s.value)
         prio.add(v.priority, **ids)

@@ -61,6 +61,22 @@ class NodeStatus:
 
 
 @dataclass(frozen=True)
+class VrrpAuthStatus:
+    """Signed adverts of one instance (model.VrrpAuth): its settings, never a secret."""
+
+    mode: str                           # "enforce" | "permissive" | "receive_only"
+    active_key: int
+    key_ids: tuple[int, ...]
+    anti_replay: str                    # "time" | "monotonic"
+    time_window: int                    # seconds in force (the default resolved)
+    verified: int = 0                   # adverts whose signature verified
+    unsigned_accepted: int = 0          # permissive / receive_only: accepted without one
+    # dropped by the auth checks, by reason (auth_missing, auth_malformed, stale,
+    # unknown_key, bad_hmac, replay); also counted in adverts_invalid
+    rejected: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class VrrpInstanceStatus:
     name: str
     vrid: int
@@ -87,6 +103,7 @@ class VrrpInstanceStatus:
     # the virtual_ips this node holds on its interface now (added as master, not yet
     # removed): across two directors' scrapes, a VIP must be held exactly once
     held_vips: tuple[str, ...] = ()
+    auth: VrrpAuthStatus | None = None  # None: plain adverts
 
 
 # --- IPVS -----------------------------------------------------------------------

@@ -25,6 +25,8 @@ from .compose import CoreResolver
 
 
 def _value(x: Any) -> Any:
+    if isinstance(x, m.AuthKey):
+        return {"id": x.id, "secret_file": x.secret_file}     # the secret stays in its file
     if isinstance(x, enum.Enum):
         return x.value
     if isinstance(x, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Interface,

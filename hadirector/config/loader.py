@@ -228,6 +228,102 @@ GARP = Record(m.GarpSettings, (
 ))
 
 
+# --- VRRP: authenticated adverts (keepalived's auth_hmac, vrrp/auth.py) ------------------
+
+_KEY_MIN, _KEY_MAX = 32, 64            # bytes, as keepalived (VRRP_AUTH_HMAC_KEY_MIN/MAX)
+_KEY_FILE_MAX = 4 + 2 * _KEY_MAX + 8   # "hex:" + digits + a line end and some slack
+
+
+def read_key_file(path: str) -> tuple[bytes, str | None]:
+    """(secret, warning) of an auth key file, in keepalived's format so one file serves
+    both: a trailing line end is dropped; ``hex:`` followed by hex digits is those
+    bytes, anything else the bytes as written. Raises ValueError with what is wrong; the
+    message never contains the secret."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(_KEY_FILE_MAX + 1)
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    if st.st_uid not in (0, os.geteuid()):
+        raise ValueError(f"{path} is owned by uid {st.st_uid}; a key file must be root's")
+    if len(data) > _KEY_FILE_MAX:
+        raise ValueError(f"{path} is too large for a key ({_KEY_MIN}-{_KEY_MAX} bytes, or hex: and "
+                         f"{2 * _KEY_MIN}-{2 * _KEY_MAX} hex digits)")
+    data = data.rstrip(b"\r\n")
+    if data.startswith(b"hex:"):
+        try:
+            secret = bytes.fromhex(data[4:].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"{path}: after hex: expected hex digits only") from None
+    else:
+        secret = data
+    if not _KEY_MIN <= len(secret) <= _KEY_MAX:
+        raise ValueError(f"{path} holds a {len(secret)}-byte key; expected {_KEY_MIN}-{_KEY_MAX} bytes "
+                         f"(raw, or hex: and {2 * _KEY_MIN}-{2 * _KEY_MAX} hex digits)")
+    warning = None
+    if st.st_mode & 0o077:
+        warning = (f"key file {path} is readable by group or others (mode {st.st_mode & 0o777:04o}); "
+                   f"chmod 600 {path}")
+    return secret, warning
+
+
+def _finish_auth_key(ctx: Ctx, v: View, kw: dict) -> None:
+    try:
+        kw["secret"], warning = read_key_file(kw["secret_file"])
+    except ValueError as e:
+        v.fail("secret_file", str(e))
+    if warning:
+        v.warn("secret_file", warning)
+
+
+AUTH_KEY = Record(m.AuthKey, (
+    F("id", integer(1, 255), required=True,
+      doc=K("The key id carried in each signed advert.", "key ID")),
+    F("secret_file", string(r"/.*", "an absolute path"), required=True,
+      doc=K("The file holding the key, root's and mode 0600: 32-64 bytes as written, or hex: and "
+            "64-128 hex digits (keepalived's format; a trailing line end is ignored). Never logged, "
+            "never in status or config --effective.", "key ID file:PATH")),
+), _finish_auth_key)
+
+
+def _finish_auth(ctx: Ctx, v: View, kw: dict) -> None:
+    ids: dict[int, int] = {}
+    for i, key in enumerate(kw.get("keys", ())):
+        if key.id in ids:
+            v.error("keys", f"key id {key.id} is listed twice (first as keys[{ids[key.id]}])", i)
+        ids.setdefault(key.id, i)
+    if "active_key" not in kw and len(ids) == 1:
+        kw["active_key"] = next(iter(ids))
+    elif "active_key" not in kw:
+        ctx.error(v.node, v.key_path("active_key"), "missing required key (which of the keys signs)")
+    elif kw["active_key"] not in ids:
+        v.error("active_key", f"no key with id {kw['active_key']} "
+                f"(keys: {', '.join(str(i) for i in sorted(ids))})")
+
+
+AUTH = Record(m.VrrpAuth, (
+    F("mode", enum_of(m.AuthMode, aliases={"receive-only": m.AuthMode.RECEIVE_ONLY}, what="auth mode"),
+      doc=K("enforce: sign, and drop adverts without a valid signature; permissive: sign, and also "
+            "accept unsigned adverts; receive_only: send unsigned, check signatures that come. "
+            "Roll out receive_only -> permissive -> enforce, one reload at a time.", "mode")),
+    F("active_key", integer(1, 255),
+      doc=K("The id of the key that signs; every listed key verifies.", "active_key",
+            default="the only key, when there is one")),
+    F("keys", seq(record(AUTH_KEY), min_len=1, what="key"), required=True,
+      doc=K("The keys, each {id, secret_file}.", "key ID VALUE")),
+    F("anti_replay", enum_of(m.AntiReplay, what="anti-replay mode"),
+      doc=K("time: a signature older or newer than time_window is refused (clocks in sync, NTP); "
+            "monotonic: only a growing sequence per sender.", "anti_replay")),
+    F("time_window", optional(whole_seconds(1, 300)),
+      doc=K("How far a signature's UTC timestamp may be from this host's clock.", "time_window",
+            default="max(3 x advert_interval, 5s)")),
+), _finish_auth, hints={
+    "key": "keepalived's key ID VALUE; here: keys: [{id: 1, secret_file: /etc/hadirector/vrrp-key-1}]",
+    "window": "here: time_window",
+})
+
+
 def _finish_vrrp(ctx: Ctx, v: View, kw: dict) -> None:
     vips: tuple = kw["virtual_ips"]
     family = vips[0].version
@@ -265,6 +361,11 @@ def _finish_vrrp(ctx: Ctx, v: View, kw: dict) -> None:
     for i, peer in enumerate(kw.get("unicast_peers", ())):
         if peer.version != family:
             v.error("unicast_peers", f"expected an {family_name(family)} address like the virtual_ips, got {peer}", i)
+    for i, peer in enumerate(kw.get("peers", ())):
+        if peer.version != family:
+            v.error("peers", f"expected an {family_name(family)} address like the virtual_ips, got {peer}", i)
+    if kw.get("peers") and kw.get("unicast_peers"):
+        v.error("peers", "peers is the multicast allow-list; with unicast_peers those already are")
     names: set[str] = set()
     for i, name in enumerate(kw.get("track_scripts", ())):
         if name in names:
@@ -312,6 +413,12 @@ VRRP_INSTANCE = Record(m.VrrpInstance, (
     F("garp", record(GARP, nullable=True),
       doc=K("Gratuitous ARP / unsolicited NA sent when becoming master.",
             "garp_master_* and vrrp_garp_* in global_defs")),
+    F("auth", optional(record(AUTH)),
+      doc=K("Signed adverts (keepalived's auth_hmac trailer, wire-compatible with keepalived 2.4.2+); "
+            "null: none.", "auth_hmac { }", default="the top-level auth, or none")),
+    F("peers", seq(ip_address(multicast=False)),
+      doc=K("Multicast: accept adverts only from these addresses (others are dropped and counted as "
+            "unknown_peer); empty: from anyone.", None)),
 ), _finish_vrrp, hints={
     "virtual_router_id": "keepalived's virtual_router_id; here: vrid",
     "advert_int": "keepalived's advert_int; here: advert_interval",
@@ -322,7 +429,8 @@ VRRP_INSTANCE = Record(m.VrrpInstance, (
     "unicast_peer": "keepalived's unicast_peer; here: unicast_peers",
     "nopreempt": "keepalived's nopreempt; here: preempt: false",
     "state": "keepalived's state is not used: the priority decides who becomes master",
-    "authentication": "VRRP authentication was removed by RFC 5798 and is not supported",
+    "authentication": "the RFC 2338 password is not supported (RFC 5798 removed it); signed adverts: auth",
+    "auth_hmac": "keepalived's auth_hmac; here: auth",
     "notify_master": "keepalived's notify_master; here: notify: {master: ...}",
     "notify_backup": "keepalived's notify_backup; here: notify: {backup: ...}",
     "notify_fault": "keepalived's notify_fault; here: notify: {fault: ...}",
@@ -840,6 +948,16 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
             listed[id(names)] = _names(names)
         return listed[id(names)]
 
+    default_auth = kw.pop("auth", None)
+    if default_auth is not None and kw.get("vrrp_instances"):
+        # The top-level auth is the default of every instance without an auth key.
+        resolved = []
+        for inst in kw["vrrp_instances"]:
+            if not ctx.view(inst).has("auth"):
+                view, inst = ctx.view(inst), dataclasses.replace(inst, auth=default_auth)
+                ctx.remember(inst, view)
+            resolved.append(inst)
+        kw["vrrp_instances"] = tuple(resolved)
     instances, scripts = section("vrrp_instances"), section("track_scripts")
     groups, services, lvs = section("sync_groups"), section("virtual_services"), section("lvs")
     if not v.has("node"):
@@ -914,6 +1032,9 @@ CONFIG = Record(None, (
       doc=K("The local read-only HTTP API (/status, /metrics, /healthz).", None)),
     F("vrrp_instances", seq(record(VRRP_INSTANCE)),
       doc=K("The VRRP virtual routers this node takes part in.", "vrrp_instance NAME { }")),
+    F("auth", optional(record(AUTH)),
+      doc=K("The default auth of every vrrp instance without an auth key of its own (keys as an "
+            "instance's auth).", "auth_hmac { } in each vrrp_instance", default="none")),
     F("sync_groups", seq(record(SYNC_GROUP)),
       doc=K("Instances that fail over together.", "vrrp_sync_group NAME { }")),
     F("track_scripts", seq(record(TRACK_SCRIPT)),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -68,6 +68,15 @@ class Reject(enum.Enum):
     INTERVAL_MISMATCH = "interval_mismatch"  # v2 only: RFC 3768 7.1 requires equal intervals
     OWN_ADVERT = "own_advert"           # looped back from our own primary address
     NOT_LISTENING = "not_listening"     # INITIALIZE or FAULT: adverts are not acted upon
+    # The driver: a source that is no configured peer (unicast_peers, or peers: in multicast)
+    UNKNOWN_PEER = "unknown_peer"
+    # vrrp/auth.py: the auth_hmac trailer, in keepalived's receive order
+    AUTH_MISSING = "auth_missing"       # mode enforce, and the advert carries no trailer
+    AUTH_MALFORMED = "auth_malformed"   # unknown ext_type or nonzero reserved field
+    AUTH_STALE = "stale"                # timestamp outside the time window (before the HMAC)
+    AUTH_UNKNOWN_KEY = "unknown_key"    # key id not configured
+    AUTH_BAD_HMAC = "bad_hmac"          # forged, tampered, or signed with another key
+    AUTH_REPLAY = "replay"              # sequence not after the sender's high-water mark
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,8 @@ class Advert:
     family: int = 4                 # 4 or 6
     auth_type: int = AUTH_NONE
     auth_data: bytes = b""          # v2 simple text, up to 8 bytes (NUL padded on the wire)
+    # The auth_hmac trailer as received (vrrp/auth.py verifies it): not the advert's meaning.
+    trailer: bytes = field(default=b"", repr=False, compare=False)
 
 
 class IpPacket(NamedTuple):
@@ -114,12 +125,17 @@ def _pseudo_header(src: IPAddress, dst: IPAddress, length: int) -> bytes:
     return src.packed + dst.packed + struct.pack("!I3xB", length, PROTO_VRRP)
 
 
-def encode(adv: Advert, src: IPAddress | None = None, dst: IPAddress | None = None) -> bytes:
+def encode(adv: Advert, src: IPAddress | None = None, dst: IPAddress | None = None,
+           trailer: bytes = b"") -> bytes:
     """Build the VRRP payload of ``adv`` (what goes after the IP header), checksum included.
 
     v3 needs ``src`` (our primary address) and ``dst`` (224.0.0.18, ff02::12 or a unicast
     peer) for the pseudo-header; v2 ignores them. Raises ``ValueError`` for an Advert no
     wire format can carry (a programming error, unlike decode's inputs).
+
+    ``trailer`` (vrrp/auth.py) is appended after the PDU. As keepalived does, the IPv4
+    checksum covers the PDU only, the IPv6 one the whole payload (what the kernel's
+    IPV6_CHECKSUM computes there).
     """
     if not 0 <= adv.priority <= 255 or not 1 <= adv.vrid <= 255:
         raise ValueError(f"priority {adv.priority} / vrid {adv.vrid} out of range")
@@ -137,7 +153,8 @@ def encode(adv: Advert, src: IPAddress | None = None, dst: IPAddress | None = No
             raise ValueError(f"v3 advert interval {adv.max_advert_int}s not in 0.01..40.95")
         head = _HEADER.pack(0x31, adv.vrid, adv.priority, len(adv.addresses), cs, 0)
         body = head + addrs
-        csum = checksum(_pseudo_header(src, dst, len(body)) + body)
+        covered = body + trailer if adv.family == 6 else body
+        csum = checksum(_pseudo_header(src, dst, len(covered)) + covered)
     elif adv.version == 2:
         if adv.family != 4:
             raise ValueError("VRRPv2 is IPv4 only (RFC 3768)")
@@ -154,7 +171,7 @@ def encode(adv: Advert, src: IPAddress | None = None, dst: IPAddress | None = No
         csum = checksum(body)
     else:
         raise ValueError(f"VRRP version {adv.version} not supported")
-    return body[:6] + struct.pack("!H", csum) + body[8:]
+    return body[:6] + struct.pack("!H", csum) + body[8:] + trailer
 
 
 def decode(
@@ -165,20 +182,24 @@ def decode(
     ttl: int | None,
     family: int,
     auth: bytes | None = None,
+    trailer_len: int = 0,
 ) -> Advert | Reject:
     """Validate and parse one VRRP payload (RFC 5798 7.1, RFC 3768 7.1). Never raises.
 
     ``ttl`` is the IPv4 TTL or IPv6 hop limit; ``None`` skips that check (only for
     callers that cannot learn it). ``auth``: for v2, an expected simple-text password;
-    ``None`` accepts auth types 0 and 1 without comparing.
+    ``None`` accepts auth types 0 and 1 without comparing. ``trailer_len``: an instance
+    with auth_hmac accepts a payload exactly this much longer than its address count
+    says (detection by exact length, as keepalived) and returns those bytes in
+    ``Advert.trailer``, unverified.
     """
     try:
-        return _decode(payload, src, dst, ttl, family, auth)
+        return _decode(payload, src, dst, ttl, family, auth, trailer_len)
     except Exception:  # noqa: BLE001 - belt and braces: the contract is "never raises"
         return Reject.TRUNCATED
 
 
-def _decode(payload, src, dst, ttl, family, auth) -> Advert | Reject:
+def _decode(payload, src, dst, ttl, family, auth, trailer_len=0) -> Advert | Reject:
     if not isinstance(payload, (bytes, bytearray, memoryview)) or len(payload) < _HEADER.size:
         return Reject.TRUNCATED
     payload = bytes(payload)
@@ -195,16 +216,21 @@ def _decode(payload, src, dst, ttl, family, auth) -> Advert | Reject:
     expected = _HEADER.size + count * alen + (_V2_AUTH_LEN if version == 2 else 0)
     if len(payload) < expected:
         return Reject.TRUNCATED
+    trailer = b""
+    if trailer_len and len(payload) == expected + trailer_len:
+        payload, trailer = payload[:expected], payload[expected:]
     if len(payload) > expected:
         return Reject.BAD_LENGTH
     if version == 3:
+        # IPv6: the checksum covers the trailer too (see encode).
+        covered = payload + trailer if family == 6 else payload
         try:
-            pseudo = _pseudo_header(src, dst, len(payload))
+            pseudo = _pseudo_header(src, dst, len(covered))
         except (AttributeError, struct.error):
             return Reject.BAD_VERSION
         if src.version != family or dst.version != family:
             return Reject.BAD_VERSION
-        if checksum(pseudo + payload) != 0:
+        if checksum(pseudo + covered) != 0:
             return Reject.BAD_CHECKSUM
         interval = (word & _V3_MAX_INT_CS) / 100
         auth_type, auth_data = AUTH_NONE, b""
@@ -229,7 +255,8 @@ def _decode(payload, src, dst, ttl, family, auth) -> Advert | Reject:
         ip(payload[_HEADER.size + i * alen: _HEADER.size + (i + 1) * alen]) for i in range(count)
     )
     return Advert(version=version, vrid=vrid, priority=priority, max_advert_int=interval,
-                  addresses=addresses, family=family, auth_type=auth_type, auth_data=auth_data)
+                  addresses=addresses, family=family, auth_type=auth_type, auth_data=auth_data,
+                  trailer=trailer)
 
 
 def parse_ip_packet(data: bytes) -> IpPacket | Reject:

@@ -4,7 +4,8 @@ A third namespace sends, with its own raw IP_HDRINCL socket, adverts that would 
 the backup take over (priority 255, or priority 0 "master leaving") if they were
 accepted — but each has one thing wrong — plus truncated packets, random bytes and a
 bounded flood. The pair must keep its roles, the agents must keep running, and each
-decode rejection must be logged at a bounded rate.
+decode rejection must be logged at a bounded rate. The same runs with signed adverts
+(``auth: enforce``): malformed packets are refused by the codec before any digest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from lab.agents import AgentProc, ROOT, holders, instance_config, wait_for
+from lab.agents import AgentProc, ROOT, auth_config, holders, instance_config, wait_for
 from lab.lan import Lan
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -98,9 +99,11 @@ def lan():
         lab.down()
 
 
-def test_hostile_adverts_change_no_state_and_are_logged_at_a_bounded_rate(lan, tmp_path):
-    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT)])
-    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT)])
+@pytest.mark.parametrize("signed", [False, True], ids=["plain", "auth_enforce"])
+def test_hostile_adverts_change_no_state_and_are_logged_at_a_bounded_rate(lan, tmp_path, signed):
+    extra = {"auth": auth_config(tmp_path)} if signed else None
+    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT, extra=extra)])
+    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT, extra=extra)])
     try:
         a1.start()
         wait_for(lambda: a1.role() == "MASTER", 15, what="node 1 MASTER")

@@ -23,7 +23,7 @@ import pytest
 
 from hadirector.vrrp.timers import INTERVAL_BOUND_FACTOR, master_down_interval
 
-from lab.agents import AgentProc, holders, instance_config, wait_for
+from lab.agents import AgentProc, auth_config, holders, instance_config, wait_for
 from lab.lan import Lan
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -120,6 +120,35 @@ def test_one_spoofed_huge_interval_advert_costs_one_bounded_master_down_interval
         assert (a1.role(), a2.role()) == ("MASTER", "BACKUP")
         assert a2.state()["instances"]["vi_1"]["master"] == str(lan.ip4(1))
         assert a2.stop() == 0 and a1.stop() == 0
+    finally:
+        a1.stop()
+        a2.stop()
+
+
+def test_with_auth_enforce_the_spoofed_interval_advert_is_dropped_before_the_machine(lan, tmp_path):
+    # Issue 12: with signed adverts only a signed peer can change the interval; the same
+    # spoofed advert is refused unsigned (auth_missing) and changes nothing at all.
+    extra = {"auth": auth_config(tmp_path)}
+    a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT, extra=extra)])
+    a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT, extra=extra)])
+    try:
+        a1.start()
+        wait_for(lambda: a1.role() == "MASTER", 15, what="node 1 MASTER")
+        a2.start()
+        wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
+                 15, what="node 2 BACKUP following node 1")
+        before = [len(a.events("vrrp.role_changed")) for a in (a1, a2)]
+        res = subprocess.run(
+            ["ip", "netns", "exec", lan.ns(3), sys.executable, "-c", textwrap.dedent(SENDER),
+             str(lan.ip4(3)), str(lan.vip4()), str(SPOOF_PRIORITY), str(round(SPOOF_INTERVAL * 100))],
+            capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        time.sleep(BOUND + 1.0)          # past anything the advert could have caused
+        assert [len(a.events("vrrp.role_changed")) for a in (a1, a2)] == before
+        assert holders(lan, lan.vip4(), (1, 2)) == [1]
+        for agent in (a1, a2):
+            assert agent.events("vrrp.advert_interval_bounded") == []
+            assert agent.state()["instances"]["vi_1"]["rejected"].get("auth_missing") == 1
     finally:
         a1.stop()
         a2.stop()

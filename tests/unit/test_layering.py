@@ -19,7 +19,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[2] / "hadirector"
 
 CORES = [
-    "model.py", "vrrp/codec.py", "vrrp/machine.py", "vrrp/timers.py", "vrrp/group.py",
+    "model.py", "vrrp/codec.py", "vrrp/machine.py", "vrrp/timers.py", "vrrp/group.py", "vrrp/auth.py",
     "health/policy.py", "health/schedule.py", "ipvs/table.py", "ipvs/planner.py",
     "ipvs/syncd.py", "agent/reload.py", "director/node.py", "director/effects.py", "director/lvs.py",
     "vrrp/__init__.py", "director/__init__.py",

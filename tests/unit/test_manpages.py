@@ -29,6 +29,7 @@ DERIVED = {
     ("HealthCheck", "probe"): "type",            # type + the probe keys build the probe
     ("HttpProbe", "tls"): "type",                # type: https
     ("UdpProbe", "payload"): "payload",          # payload (text) or payload_hex
+    ("AuthKey", "secret"): "secret_file",        # read from that file, never written
     ("StatusRange", "low"): "status_codes",      # an item of status_codes: 204 or "200-299"
     ("StatusRange", "high"): "status_codes",
 }

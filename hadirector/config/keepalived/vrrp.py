@@ -220,6 +220,7 @@ class _Instance:
     tifs: list[dict[str, Any]] = field(default_factory=list)
     tscripts: list[str] = field(default_factory=list)
     notify: dict[str, list[str]] = field(default_factory=dict)
+    auth: dict[str, Any] | None = None
 
 
 def _state(cv: Converter, b: _Instance, x: Stmt) -> None:
@@ -283,7 +284,57 @@ def _track_script(cv: Converter, b: _Instance, x: Stmt) -> None:
 
 def _authentication(cv: Converter, b: _Instance, x: Stmt) -> None:
     cv.skip(x, "authentication not supported (RFC 5798 removed it), skipped; a "
-               "keepalived peer with auth_type set will ignore our adverts")
+               "keepalived peer with auth_type set will ignore our adverts. Signed adverts: "
+               "auth (keepalived 2.4.2+'s auth_hmac) on both nodes")
+
+
+_AUTH_MODES = {"enforce": "enforce", "permissive": "permissive", "receive-only": "receive_only"}
+
+
+def _auth_hmac(cv: Converter, b: _Instance, x: Stmt) -> None:
+    """keepalived 2.4.2+'s auth_hmac block -> auth. Keys are converted only from
+    ``file:`` (hadirector reads secrets only from files, in keepalived's format); an
+    inline key is lost, and never echoed."""
+    auth: dict[str, Any] = {}
+    keys: list[dict[str, Any]] = []
+    for item in x.block or []:
+        k = item.keyword
+        try:
+            if k == "key":
+                if len(item.args) < 2:
+                    raise Bad("auth_hmac key needs an id and a value")
+                key_id = integer(item.args[0], "auth_hmac key id", 1, 255)
+                if not item.args[1].startswith("file:"):
+                    cv.skip(item, f"auth_hmac key {key_id}: an inline key is not converted "
+                                  "(hadirector reads keys only from files): write it to a file only "
+                                  "root can read, as keepalived's file: format (hex:... or the text), "
+                                  f"and list {{id: {key_id}, secret_file: PATH}} in auth.keys")
+                    continue
+                keys.append({"id": key_id, "secret_file": item.args[1].removeprefix("file:")})
+            elif k == "active_key":
+                auth["active_key"] = integer(arg(item), "active_key", 1, 255)
+            elif k == "time_window":
+                auth["time_window"] = integer(arg(item), "time_window", 1, 300)
+            elif k == "anti_replay":
+                if arg(item) not in ("time", "monotonic"):
+                    raise Bad(f"anti_replay '{arg(item)}' must be time or monotonic")
+                auth["anti_replay"] = arg(item)
+            elif k == "mode":
+                if arg(item) not in _AUTH_MODES:
+                    raise Bad(f"mode '{arg(item)}' must be enforce, permissive or receive-only")
+                auth["mode"] = _AUTH_MODES[arg(item)]
+            else:
+                cv.skip(item, f"auth_hmac {k} not supported, skipped")
+        except Bad as e:
+            cv.skip(item, f"{e}; skipped")
+    ids = {key["id"] for key in keys}
+    active = auth.get("active_key")
+    if not keys or (active is not None and active not in ids) or (active is None and len(ids) > 1):
+        cv.skip(x, "auth_hmac not converted: its active key is not among the keys read from "
+                   "files (see the notes above); the instance's adverts stay unsigned")
+        return
+    b.auth = {"mode": auth.get("mode", "enforce"), "keys": keys,
+              **{k: v for k, v in auth.items() if k != "mode"}}
 
 
 def _lvs_sync_daemon_interface(cv: Converter, b: _Instance, x: Stmt) -> None:
@@ -320,6 +371,7 @@ VRRP_INSTANCE: dict[str, Handler] = {
     **_NOTIFY,
     **{k.removeprefix("vrrp_"): h for k, h in _GARP_GLOBALS.items()},
     "authentication": _authentication,
+    "auth_hmac": _auth_hmac,
     "lvs_sync_daemon_interface": _lvs_sync_daemon_interface,
 }
 
@@ -385,6 +437,12 @@ def instance(cv: Converter, s: Stmt) -> dict[str, Any]:
     if b.notify:
         d["notify"] = b.notify
     d["garp"] = _garp_settings(cv, b.garp, family, name, s.where)
+    if b.auth is not None:
+        if strict and b.auth["mode"] != "enforce":
+            cv.info(s.where, f"vrrp_instance {name}: strict_mode requires auth_hmac mode enforce; "
+                             "using enforce (as keepalived does)")
+            b.auth["mode"] = "enforce"
+        d["auth"] = b.auth
     return d
 
 

@@ -118,3 +118,22 @@ def test_fields_the_model_marks_live_change_in_place_and_identity_fields_do_not(
     # What adverts say and peers check (RFC 5798 7.1), and where they go, needs a restart.
     assert not {"name", "interface", "vrid", "version", "virtual_ips", "unicast_src",
                 "unicast_peers"} & IN_PLACE_FIELDS
+
+
+def test_auth_and_peers_changes_are_applied_in_place_even_a_changed_key_file(tmp_path):
+    key = tmp_path / "k1"
+    key.write_text("hex:" + "11" * 32)
+    key.chmod(0o600)
+    old_line = "{name: vi_2, interface: eth0, vrid: 52, priority: 100, virtual_ips: [10.236.0.101/24]}"
+    signed = BASE.replace(old_line, old_line[:-1] + f", auth: {{keys: [{{id: 1, secret_file: {key}}}]}}}}")
+    plain = cfg()
+    before = cfg(signed)
+    plan = plan_reload(plain, before)
+    assert [c.describe() for c in plan.updated] == ["vrrp_instance vi_2: updated in place (auth)"]
+    assert plan.restarted == ()
+    key.write_text("hex:" + "22" * 32)          # the same path, another key: a rotation
+    plan = plan_reload(before, cfg(signed))
+    assert [c.describe() for c in plan.updated] == ["vrrp_instance vi_2: updated in place (auth)"]
+    assert "22" * 8 not in " ".join(plan.changes) and "11" * 8 not in repr(plan)
+    peers = BASE.replace(old_line, old_line[:-1] + ", peers: [10.236.0.2]}")
+    assert [c.name for c in plan_reload(plain, cfg(peers)).updated] == ["vi_2"]

@@ -339,3 +339,15 @@ def test_status_shows_the_faults_the_link_watch_and_the_api_absorbed(snapshot):
         "accept failures EMFILE 1, 1 pause(s)",
         "  control socket: 9 accepted; dropped none; refused rate_limited 7",
     ]
+
+
+def test_status_shows_an_instances_auth_settings_and_refusals_never_a_secret(snapshot):
+    from hadirector.api.snapshot import VrrpAuthStatus
+
+    auth = VrrpAuthStatus(mode="enforce", active_key=2, key_ids=(1, 2), anti_replay="time", time_window=5,
+                          verified=40, rejected={"bad_hmac": 3, "auth_missing": 7})
+    snap = dataclasses.replace(snapshot, vrrp_instances=(
+        dataclasses.replace(snapshot.vrrp_instances[0], auth=auth),) + snapshot.vrrp_instances[1:])
+    assert ("  VI_1: auth enforce, signing key 2 (keys 1, 2), time window 5s; verified 40, "
+            "refused: auth_missing 7, bad_hmac 3") in render_status(snap).splitlines()
+    assert "auth" not in render_status(snapshot)

@@ -243,3 +243,23 @@ def test_a_listener_that_is_not_serving_exports_no_api_series(snapshot):
     s = parse(render(snapshot))
     assert value(s, "hadirector_link_watch_overruns_total") == 0
     assert not any(name.startswith("hadirector_api_") for name in s if s[name])
+
+
+def test_auth_outcomes_have_stable_names_and_no_secret(snapshot):
+    from hadirector.api.snapshot import VrrpAuthStatus, to_jsonable
+
+    auth = VrrpAuthStatus(mode="enforce", active_key=2, key_ids=(1, 2), anti_replay="time", time_window=5,
+                          verified=40, unsigned_accepted=0, rejected={"bad_hmac": 3, "auth_missing": 7})
+    vrrp = (dataclasses.replace(snapshot.vrrp_instances[0], auth=auth),) + snapshot.vrrp_instances[1:]
+    snap = dataclasses.replace(snapshot, vrrp_instances=vrrp)
+    samples = parse(render(snap))
+    vi1 = dict(vrrp_instance="VI_1", vrid=51, interface="eth0")
+    assert value(samples, "hadirector_vrrp_auth_verified_total", **vi1) == 40
+    assert value(samples, "hadirector_vrrp_auth_unsigned_accepted_total", **vi1) == 0
+    assert value(samples, "hadirector_vrrp_auth_rejected_total", **vi1, reason="bad_hmac") == 3
+    assert value(samples, "hadirector_vrrp_auth_rejected_total", **vi1, reason="auth_missing") == 7
+    # An instance without auth exports no auth series.
+    assert all(dict(k)["vrrp_instance"] == "VI_1" for k in samples["hadirector_vrrp_auth_verified_total"])
+    assert to_jsonable(auth) == {"mode": "enforce", "active_key": 2, "key_ids": [1, 2], "anti_replay": "time",
+                                 "time_window": 5, "verified": 40, "unsigned_accepted": 0,
+                                 "rejected": {"bad_hmac": 3, "auth_missing": 7}}

@@ -370,3 +370,49 @@ def test_unquoted_words_after_a_script_are_ignored_as_keepalived_does():
     assert notes(conv, "info") == [
         "info: keepalived.conf:2: script: '--port 80' after the command is ignored (as by keepalived); "
         "quote the whole command line"]
+
+
+def _key_file(tmp_path, name="k1") -> str:
+    path = tmp_path / name
+    path.write_text("hex:" + bytes(range(32)).hex() + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
+def test_auth_hmac_with_file_keys_converts_to_auth(tmp_path):
+    k1, k2 = _key_file(tmp_path, "k1"), _key_file(tmp_path, "k2")
+    conv, inst = instance(BASE + f"auth_hmac {{\n key 1 file:{k1}\n key 2 file:{k2}\n active_key 2\n"
+                                 " mode receive-only\n anti_replay monotonic\n time_window 30\n}\n")
+    assert inst.auth == m.VrrpAuth(keys=(m.AuthKey(1, k1, bytes(range(32))), m.AuthKey(2, k2, bytes(range(32)))),
+                                   active_key=2, mode=m.AuthMode.RECEIVE_ONLY,
+                                   anti_replay=m.AntiReplay.MONOTONIC, time_window=30)
+    assert notes(conv, "lost") == []
+
+
+def test_auth_hmac_inline_key_is_lost_and_never_echoed(tmp_path):
+    k1 = _key_file(tmp_path)
+    conv, inst = instance(BASE + f"auth_hmac {{\n key 1 file:{k1}\n key 2 hex:{'ab' * 32}\n active_key 1\n}}\n")
+    assert inst.auth.keys == (m.AuthKey(1, k1, bytes(range(32))),) and inst.auth.mode is m.AuthMode.ENFORCE
+    [note] = notes(conv, "lost")
+    assert note.startswith("lost: keepalived.conf:") and "auth_hmac key 2: an inline key is not converted" in note
+    assert "abab" not in conv.to_yaml() and "abab" not in note
+
+
+def test_auth_hmac_whose_active_key_is_inline_is_not_converted():
+    conv, inst = instance(BASE + "auth_hmac {\n key 1 supersecretsupersecretsupersecret12\n active_key 1\n}\n")
+    assert inst.auth is None
+    lost = notes(conv, "lost")
+    assert len(lost) == 2 and "auth_hmac not converted" in lost[1]
+    assert all("supersecret" not in n for n in lost) and "supersecret" not in conv.to_yaml()
+
+
+def test_strict_mode_makes_auth_hmac_enforce_as_keepalived_does(tmp_path):
+    k1 = _key_file(tmp_path)
+    conv, inst = instance(BASE + f"strict_mode on\nauth_hmac {{\n key 1 file:{k1}\n mode permissive\n}}\n")
+    assert inst.auth.mode is m.AuthMode.ENFORCE
+    assert any("strict_mode requires auth_hmac mode enforce" in n for n in notes(conv, "info"))
+
+
+def test_legacy_authentication_points_to_auth():
+    conv, _ = instance(BASE + "authentication {\n auth_type PASS\n auth_pass secret\n}\n")
+    assert "Signed adverts: auth" in only(notes(conv, "lost"))
