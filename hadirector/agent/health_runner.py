@@ -15,6 +15,13 @@ the probes in ``health.probes`` do the I/O. This shell only wires them:
   which VRRP shares, from being saturated by a large or misconfigured fleet: checks
   then run late (``snapshot().queued`` grows) instead of adverts. The schedule bounds
   each target (at most once per interval, never two at a time);
+* a probe that could not run for a local reason (``ProbeResult.inconclusive``: out of
+  descriptors, buffers or memory, a fork failure, a missing script) goes to the policy,
+  which counts it toward neither rise nor fall; it is counted per reason for metrics and
+  logged as ``health.check_inconclusive`` at most once per ``INCONCLUSIVE_LOG_EVERY``
+  seconds per reason (a director out of descriptors would otherwise log thousands of
+  lines a second, which needs descriptors too), and the check runs again after its
+  normal interval;
 * when a probe returns, its result goes to the policy; a transition is logged once
   (``health.server_up`` / ``health.server_down``) and handed synchronously to
   ``on_transition(service_key, rs_key, new_state)`` so the IPVS layer can apply it in
@@ -66,6 +73,9 @@ DEFAULT_MAX_CONCURRENCY = 512
 # Checks started per second. A TCP probe costs ~0.25 ms of CPU and an HTTP one ~0.9 ms
 # (bench/health_checks.py), so this keeps checks to roughly half a core at most.
 DEFAULT_MAX_RATE = 2000.0
+# health.check_inconclusive: at most one line per reason this often, with a count of the
+# ones not logged.
+INCONCLUSIVE_LOG_EVERY = 10.0
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
@@ -123,6 +133,7 @@ class ServerStatus:
     transitions: int
     last: CheckResult | None
     next_check_in: float | None  # seconds; None while running or unchecked
+    inconclusive: int = 0       # probes that could not run here (not in ``checks``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +146,8 @@ class HealthSnapshot:
 
 
 def _result_kind(result: ProbeResult) -> str:
+    if result.inconclusive:
+        return "inconclusive"
     if result.ok:
         return "ok"
     if result.detail == "timeout":
@@ -191,6 +204,9 @@ class HealthRunner:
         self._clients: HttpClients | None = None
         self._running = False
         self._kinds: collections.Counter[str] = collections.Counter()
+        self._inconclusive: collections.Counter[str] = collections.Counter()
+        # reason -> (when it was last logged, inconclusive results not logged since)
+        self._inconclusive_log: dict[str, tuple[float, int]] = {}
         self._latency = Histogram()
         self._warmup = warmup        # spread first checks of new targets over this long
         self.config = config
@@ -386,10 +402,13 @@ class HealthRunner:
             return                           # removed or re-probed while it ran
         now = self._clock()
         self._kinds[_result_kind(result)] += 1
-        self._latency.observe(result.elapsed)
+        if not result.inconclusive:         # how long the server took; this did not reach it
+            self._latency.observe(result.elapsed)
         transition = self._policy.record(slot.target, result, now)
         retry = False
-        if not result.ok:
+        if result.inconclusive:
+            self._note_inconclusive(slot, result, now)
+        elif not result.ok:
             health = self._policy.get(slot.target)
             retry = health is not None and health.state is not HealthState.DOWN
         self._schedule.finished(slot.id, now, retry=retry)
@@ -397,6 +416,18 @@ class HealthRunner:
             self._report(slot.spec, transition)
         if self._running:
             self._arm()
+
+    def _note_inconclusive(self, slot: _Slot, result: ProbeResult, now: float) -> None:
+        spec, reason = slot.spec, result.detail
+        self._inconclusive[reason] += 1
+        logged_at, suppressed = self._inconclusive_log.get(reason, (None, 0))
+        if logged_at is not None and now - logged_at < INCONCLUSIVE_LOG_EVERY:
+            self._inconclusive_log[reason] = (logged_at, suppressed + 1)
+            return
+        self._inconclusive_log[reason] = (now, 0)
+        log.warning("health.check_inconclusive", service=spec.service.name, server=spec.endpoint,
+                    reason=reason, suppressed=suppressed, total=self._inconclusive[reason],
+                    state=self._policy.state(*slot.target).value)
 
     def _report(self, spec: _Spec, t: Transition) -> None:
         event = "health.server_up" if t.new is HealthState.UP else "health.server_down"
@@ -425,7 +456,8 @@ class HealthRunner:
                 continue
             last = None
             if h.last is not None:
-                last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at))
+                last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at),
+                                   h.last.inconclusive)
             deadline = self._schedule.deadline(slot.id)
             rows.append(ServerStatus(
                 service=spec.service.name, service_key=target[0], rs_key=target[1],
@@ -433,8 +465,10 @@ class HealthRunner:
                 since=to_wall(h.changed_at), rise=h.rise, fall=h.fall, successes=h.successes,
                 failures=h.failures, checks=h.checks, transitions=h.transitions, last=last,
                 next_check_in=None if deadline is None else max(0.0, deadline - now),
+                inconclusive=h.inconclusive,
             ))
-        totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot())
+        totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot(),
+                              inconclusive=dict(self._inconclusive))
         return HealthSnapshot(tuple(rows), totals, len(self._tasks), len(self._queue),
                               len(self._schedule))
 

@@ -243,3 +243,12 @@ def test_a_listener_that_is_not_serving_exports_no_api_series(snapshot):
     s = parse(render(snapshot))
     assert value(s, "hadirector_link_watch_overruns_total") == 0
     assert not any(name.startswith("hadirector_api_") for name in s if s[name])
+
+
+def test_inconclusive_health_checks_are_counted_by_reason(snapshot):
+    health = dataclasses.replace(snapshot.health, checks={"ok": 4, "inconclusive": 3},
+                                 inconclusive={"emfile": 2, "enobufs": 1})
+    samples = parse(render(dataclasses.replace(snapshot, health=health)))
+    assert value(samples, "hadirector_health_checks_total", result="inconclusive") == 3
+    assert value(samples, "hadirector_health_checks_inconclusive_total", reason="emfile") == 2
+    assert value(samples, "hadirector_health_checks_inconclusive_total", reason="enobufs") == 1
