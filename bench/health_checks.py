@@ -39,6 +39,11 @@ import structlog
 
 from hadirector.agent.health_runner import HealthRunner
 from hadirector.health.probes import run_check
+
+try:                                   # the callback path (issue 13); absent before it
+    from hadirector.health.probes import start_probe
+except ImportError:
+    start_probe = None
 from hadirector.model import (
     Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
 )
@@ -170,9 +175,7 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
     counts = {"ok": 0, "fail": 0}
     reasons: dict[str, int] = {}
 
-    async def probe(check, addr, port, clients):
-        start = loop.time()
-        r = await run_check(check, addr, port, clients)
+    def record(start, addr, port, r):
         key = (addr, port)
         prev = last_start.get(key)
         last_start[key] = start
@@ -183,10 +186,24 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
                 lateness.append(max(0.0, start - prev - interval))
             if not r.ok:
                 reasons[r.detail] = reasons.get(r.detail, 0) + 1
+
+    async def probe(check, addr, port, clients):        # the task path (old runner, HTTPS)
+        start = loop.time()
+        r = await run_check(check, addr, port, clients)
+        record(start, addr, port, r)
         return r
 
+    def start(check, addr, port, done, clients):         # the callback path
+        t = loop.time()
+
+        def finished(r):
+            record(t, addr, port, r)
+            done(r)
+        return start_probe(check, addr, port, finished, clients)
+
+    kw = {"start": start} if start_probe is not None else {}
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
-                          seed=1, warmup=interval)
+                          seed=1, warmup=interval, **kw)
     gc.collect()
     await runner.start()
     try:

@@ -7,8 +7,11 @@ target's next check is due, ``HealthPolicy`` turns results into transitions (ris
 the probes in ``health.probes`` do the I/O. This shell only wires them:
 
 * one timer (``loop.call_later``) armed for the schedule's earliest deadline; when it
-  fires, every due check starts as its own task, so a hanging server ties up only its
-  own task, never the timer or the other checks;
+  fires, every due check starts at once. TCP and plain-HTTP checks start through
+  ``probes.start_probe``: a callback object on a non-blocking socket, no task (a task,
+  its coroutine and its future were half the CPU of a check -- issue 13); the other
+  probes (HTTPS, scripts, a ``probe=`` given by a test) run as a task each. Either way a
+  hanging server ties up only its own check, never the timer or the other checks;
 * at most ``max_concurrency`` probes run at once (sockets, processes) and at most
   ``max_rate`` start per second (a token bucket): due checks beyond that wait in a FIFO
   -- no task exists for a check that is not running. The rate cap keeps the event loop,
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -59,13 +63,16 @@ from hadirector.health.policy import (
     Target,
     Transition,
 )
-from hadirector.health.probes import HttpClients, run_check
+from hadirector.health.probes import Done, HttpClients, Probe, run_check, start_probe
 from hadirector.health.schedule import CheckSchedule
 from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
 
 OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
 # probe(check, address as text, port, shared HTTP clients) -> result
 ProbeFn = Callable[[HealthCheck, str, int, HttpClients | None], Awaitable[ProbeResult]]
+# start(check, address as text, port, done, shared HTTP clients) -> a running check, or
+# None when that probe has no callback form (then ``probe`` runs it in a task)
+StartFn = Callable[[HealthCheck, str, int, Done, HttpClients | None], Probe | None]
 
 log = structlog.get_logger("hadirector.health")
 
@@ -179,11 +186,17 @@ class HealthRunner:
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  max_rate: float | None = DEFAULT_MAX_RATE, seed: int | None = None,
                  probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
-                 warmup: float = 0.0) -> None:
+                 warmup: float = 0.0, start: StartFn | None = None) -> None:
         self._on_transition = on_transition
         self._clock = clock or time.monotonic
         self._wall = wall_clock
         self._probe = probe
+        # The callback path runs the real probes; a test's fake ``probe`` is awaited.
+        self._start = start if start is not None else (start_probe if probe is run_check else None)
+        self._runs = itertools.count()
+        # callback checks in flight: run number -> (slot, spec, check); None while starting
+        self._inflight: dict[int, tuple[_Slot, _Spec, Probe] | None] = {}
+        self._pumping = False
         self._policy = HealthPolicy()
         self._schedule = CheckSchedule(seed)
         self._slots: dict[Target, _Slot] = {}
@@ -248,6 +261,14 @@ class HealthRunner:
         if self._pump_timer is not None:
             self._pump_timer.cancel()
             self._pump_timer = None
+        inflight, self._inflight = list(self._inflight.values()), {}
+        for entry in inflight:
+            if entry is None:
+                continue
+            slot, spec, check = entry
+            check.cancel()
+            if slot.spec.gen == spec.gen and self._by_id.get(slot.id) is slot:
+                self._schedule.finished(slot.id, now)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -348,8 +369,17 @@ class HealthRunner:
     def _pump(self) -> None:
         """Start queued checks while fewer than ``max_concurrency`` run and the rate
         allows; if only the rate holds them back, come back when a token is due."""
-        queue, loop = self._queue, None
-        while queue and len(self._tasks) < self._max_running:
+        if self._pumping:
+            return                           # a check that finished while starting
+        self._pumping = True
+        try:
+            self._pump_queue()
+        finally:
+            self._pumping = False
+
+    def _pump_queue(self) -> None:
+        queue, loop, start, inflight = self._queue, None, self._start, self._inflight
+        while queue and len(self._tasks) + len(inflight) < self._max_running:
             slot, spec = queue[0]
             if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
                 queue.popleft()              # removed or re-probed while queued
@@ -360,10 +390,27 @@ class HealthRunner:
                     self._pump_timer = asyncio.get_running_loop().call_later(wait, self._pump_later)
                 return
             queue.popleft()
+            if start is not None:
+                run = next(self._runs)
+                inflight[run] = None         # counts toward max_concurrency from now
+                check = start(spec.check, spec.host, spec.port,  # type: ignore[arg-type]
+                              functools.partial(self._done, run, slot, spec), self._clients)
+                if check is not None:
+                    if run in inflight:      # not finished already (refused at once, EMFILE)
+                        inflight[run] = (slot, spec, check)
+                    continue
+                del inflight[run]
             loop = loop or asyncio.get_running_loop()
             task = loop.create_task(self._run(slot, spec))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _done(self, run: int, slot: _Slot, spec: _Spec, result: ProbeResult) -> None:
+        if self._inflight.pop(run, False) is False:
+            return                           # stopped meanwhile
+        self._complete(slot, spec, result)
+        if self._running:
+            self._pump()
 
     def _take_token(self) -> bool:
         now = self._clock()
@@ -469,7 +516,7 @@ class HealthRunner:
             ))
         totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot(),
                               inconclusive=dict(self._inconclusive))
-        return HealthSnapshot(tuple(rows), totals, len(self._tasks), len(self._queue),
+        return HealthSnapshot(tuple(rows), totals, len(self._tasks) + len(self._inflight), len(self._queue),
                               len(self._schedule))
 
 

@@ -8,6 +8,7 @@ import os
 import ssl
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import trustme
@@ -363,3 +364,83 @@ async def test_http_probe_asks_for_an_unencoded_body_so_digests_match_genhash(cl
         await server.wait_closed()
     assert (r.ok, r.detail) == (True, "status 200")
     assert "accept-encoding" not in seen[0]
+
+
+# --- the lean HTTP client against raw servers (issue 13) --------------------------------
+
+
+async def _raw_server(reply: bytes, close: bool = True):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await reader.read()
+
+    server = await asyncio.start_server(handle, LOCAL, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("reply, probe, expected", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nall \r\n4\r\ngood\r\n0\r\n\r\n",
+     HttpProbe(body_regex="all good"), (True, "status 200")),
+    (b"HTTP/1.0 200 OK\r\n\r\nno length, ends at close", HttpProbe(body_regex="at close$"), (True, "status 200")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\ncut short", HttpProbe(body_regex="x"), (False, "bad body")),
+    (b"", HttpProbe(), (False, "disconnected")),
+    (b"220 smtp.example ESMTP\r\n\r\n", HttpProbe(), (False, "bad response")),
+])
+async def test_http_probe_reads_real_responses_of_every_framing(reply, probe, expected):
+    server, port = await _raw_server(reply)
+    try:
+        r = await http_probe(LOCAL, port, probe, 2.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (r.ok, r.detail) == expected and not r.inconclusive
+
+
+async def test_http_probe_decides_on_the_status_without_waiting_for_the_server_to_close():
+    server, port = await _raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstart", close=False)
+    try:
+        r = await http_probe(LOCAL, port, HttpProbe(), 2.0)
+    finally:
+        server.close()
+    assert (r.ok, r.detail) == (True, "status 200") and r.elapsed < 1.0
+
+
+async def test_probes_that_cannot_get_a_socket_are_inconclusive():
+    """RLIMIT_NOFILE lowered in a child process until socket() fails with EMFILE."""
+    code = (
+        "import asyncio, os, resource\n"
+        "from hadirector.health.probes import tcp_probe, http_probe, script_probe\n"
+        "from hadirector.model import HttpProbe\n"
+        "async def main():\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "    await tcp_probe('127.0.0.1', 9, 1.0)   # the poller's epoll, made while fds remain\n"
+        "    hog = []\n"
+        "    try:\n"
+        "        while True: hog.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "    except OSError: pass\n"
+        "    for r in (await tcp_probe('127.0.0.1', 9, 1.0), await http_probe('127.0.0.1', 9, HttpProbe(), 1.0),\n"
+        "              await script_probe(['/bin/true'], 1.0)):\n"
+        "        print(r.ok, r.detail, r.inconclusive)\n"
+        "asyncio.run(main())\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])))
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["False emfile True"] * 3
+
+
+async def test_a_missing_or_non_executable_script_is_inconclusive(tmp_path):
+    missing = await script_probe([str(tmp_path / "nope")], 1.0)
+    plain = tmp_path / "not-executable"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    denied = await script_probe([str(plain)], 1.0)
+    assert (missing.ok, missing.detail, missing.inconclusive) == (False, "not found", True)
+    assert (denied.ok, denied.detail, denied.inconclusive) == (False, "permission denied", True)
+    failed = await script_probe([sys.executable, "-c", "raise SystemExit(1)"], 5.0)
+    assert not failed.inconclusive         # the script ran and said no: a real failure
