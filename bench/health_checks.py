@@ -165,7 +165,7 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0) -> dict:
+async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0, tick=None) -> dict:
     cfg = config_for(eps, kind, interval, timeout)
     loop = asyncio.get_running_loop()
     window = {"on": False}
@@ -202,6 +202,8 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         return start_probe(check, addr, port, finished, clients)
 
     kw = {"start": start} if start_probe is not None else {}
+    if tick is not None:
+        kw["tick"] = tick
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
                           seed=1, warmup=interval, **kw)
     gc.collect()
@@ -243,6 +245,7 @@ def main(argv=None) -> int:
                     help="HealthRunner max_rate (checks started per second); 0 = no cap, to"
                          " measure capacity (the runner's default is 2000)")
     ap.add_argument("--server-procs", type=int, default=2)
+    ap.add_argument("--tick", type=float, default=None, help="HealthRunner tick (s); default: the runner's")
     args = ap.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -267,7 +270,7 @@ def main(argv=None) -> int:
             try:
                 srv0 = sum(proc_cpu(p.pid) for p in procs)
                 res = asyncio.run(measure(eps, kind, args.duration, args.interval, args.timeout,
-                                          args.concurrency, args.max_rate))
+                                          args.concurrency, args.max_rate, args.tick))
                 srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
             finally:
                 stop.set()

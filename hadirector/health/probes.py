@@ -185,10 +185,20 @@ class Poller:
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
 
 
+_last_poller: tuple[asyncio.AbstractEventLoop | None, Poller | None] = (None, None)
+
+
 def poller(loop: asyncio.AbstractEventLoop) -> Poller:
+    """The loop's poller, made on first use (the last one is cached: a weak mapping's
+    lookup costs as much as a probe's bookkeeping)."""
+    global _last_poller
+    last_loop, p = _last_poller
+    if last_loop is loop and p is not None:
+        return p
     p = _pollers.get(loop)
     if p is None:
         p = _pollers[loop] = Poller(loop)
+    _last_poller = (loop, p)
     return p
 
 
