@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import sys
 import time
@@ -444,3 +445,19 @@ async def test_a_missing_or_non_executable_script_is_inconclusive(tmp_path):
     assert (denied.ok, denied.detail, denied.inconclusive) == (False, "permission denied", True)
     failed = await script_probe([sys.executable, "-c", "raise SystemExit(1)"], 5.0)
     assert not failed.inconclusive         # the script ran and said no: a real failure
+
+
+async def test_tcp_and_http_probes_reach_ipv6_servers():
+    server = await asyncio.start_server(
+        lambda r, w: (w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), w.close()), "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        tcp = await tcp_probe("::1", port, 1.0)
+        http = await http_probe("::1", port, HttpProbe(), 1.0)
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            free = s.getsockname()[1]
+        refused = await tcp_probe("::1", free, 1.0)
+    finally:
+        server.close()
+    assert (tcp.ok, http.ok, http.detail, refused.detail) == (True, True, "status 200", "refused")
