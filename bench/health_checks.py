@@ -259,6 +259,7 @@ def run_one(kind: str, n: int, args) -> dict:
             p.join(5)
             if p.is_alive():
                 p.kill()
+                p.join()             # its listeners must be gone before the next run binds them
     w = res["wall"]
     return {"kind": kind, "n": n, "want": n / args.interval, "got": res["rate"], "fail": res["fail"],
             "p50": res["p50"], "p99": res["p99"], "late_p50": res["late_p50"],

@@ -142,6 +142,7 @@ def main(argv=None) -> int:
                     p.join(5)
                     if p.is_alive():
                         p.kill()
+                        p.join()             # its listeners must be gone before the next run binds them
             for name, r in rows:
                 notes = ""
                 if "p50" in r:
