@@ -339,3 +339,16 @@ def test_status_shows_the_faults_the_link_watch_and_the_api_absorbed(snapshot):
         "accept failures EMFILE 1, 1 pause(s)",
         "  control socket: 9 accepted; dropped none; refused rate_limited 7",
     ]
+
+
+def test_status_marks_an_inconclusive_last_check_and_counts_them_by_reason(snapshot):
+    web = snapshot.virtual_services[0]
+    up = dataclasses.replace(web.real_servers[0], last_check=dataclasses.replace(
+        web.real_servers[0].last_check, ok=False, detail="emfile", latency=0.0001, inconclusive=True))
+    web = dataclasses.replace(web, real_servers=(up,) + web.real_servers[1:])
+    health = dataclasses.replace(snapshot.health, checks={"ok": 4, "inconclusive": 3},
+                                 inconclusive={"emfile": 2, "enobufs": 1})
+    text = render_status(dataclasses.replace(snapshot, health=health,
+                                             virtual_services=(web,) + snapshot.virtual_services[1:]))
+    assert "up 5m12s (emfile, inconclusive, 0.1ms)" in text
+    assert "  inconclusive (not counted): emfile 2, enobufs 1" in text
