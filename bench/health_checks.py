@@ -250,8 +250,13 @@ def run_one(kind: str, n: int, args) -> dict:
     load = os.getloadavg()[0]
     try:
         srv0 = sum(proc_cpu(p.pid) for p in procs)
-        res = asyncio.run(measure(eps, kind, args.duration, args.interval, args.timeout,
-                                  args.concurrency, args.max_rate, args.tick))
+        factory = None
+        if args.loop == "uvloop":
+            import uvloop
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
+                                     args.concurrency, args.max_rate, args.tick))
         srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
     finally:
         stop.set()
@@ -337,6 +342,8 @@ def main(argv=None) -> int:
                          " measure capacity (the runner's default is 5000)")
     ap.add_argument("--server-procs", type=int, default=2)
     ap.add_argument("--tick", type=float, default=None, help="HealthRunner tick (s); default: the runner's")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="event loop of this tree's runs (uvloop: if importable)")
     ap.add_argument("--before", metavar="REV",
                     help="also run the code of git revision REV, right before each run of this"
                          " tree's code (same servers, sizes and machine state)")
