@@ -405,8 +405,13 @@ class HealthRunner:
             if start is not None:
                 run = next(self._runs)
                 inflight[run] = None         # counts toward max_concurrency from now
-                check = start(spec.check, spec.host, spec.port,  # type: ignore[arg-type]
-                              functools.partial(self._done, run, slot, spec), self._clients)
+                try:
+                    check = start(spec.check, spec.host, spec.port,  # type: ignore[arg-type]
+                                  functools.partial(self._done, run, slot, spec), self._clients)
+                except Exception as exc:     # a probe must not raise; if one does, it failed
+                    self._done(run, slot, spec,
+                               ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
+                    continue
                 if check is not None:
                     if run in inflight:      # not finished already (refused at once, EMFILE)
                         inflight[run] = (slot, spec, check)

@@ -105,7 +105,7 @@ class Poller:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._ep = select.epoll()
+        self._ep = select.epoll()          # OSError (EMFILE) before anything else is held
         self._checks: dict[int, _Check] = {}
         self._expiry: dict[float, collections.deque[tuple[float, _Check]]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -414,7 +414,8 @@ class HttpResponse:
 
     def feed(self, data: bytes) -> tuple[bool, str] | None:
         self._buf += data
-        if self._status is None:
+        interim = 0
+        while self._status is None:
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 return (False, "bad response") if len(self._buf) > MAX_HEAD else None
@@ -422,6 +423,9 @@ class HttpResponse:
             verdict = self._head(head)
             if verdict is not None:
                 return verdict
+            interim += 1                     # a 1xx interim response: the real one follows
+            if interim > 8:
+                return (False, "bad response")
         return self._body(eof=False)
 
     def eof(self) -> tuple[bool, str]:
@@ -435,12 +439,15 @@ class HttpResponse:
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 \
                 or not parts[1].isdigit():
             return (False, "bad response")
-        status = self._status = int(parts[1])
+        status = int(parts[1])
+        if 100 <= status < 200 and status != 101:
+            return None                      # interim (100 Continue, 103 Early Hints)
+        self._status = status
         if not self._probe.accepts(status):
             return (False, f"status {status}")
         if not self._body_needed:
             return (True, f"status {status}")
-        if status < 200 or status in (204, 304):
+        if status == 101 or status in (204, 304):
             self._length = 0
             return None
         for line in lines[1:]:
@@ -714,9 +721,20 @@ def start_probe(check: HealthCheck, addr: str, port: int, done: Done,
     (maybe before this returns) unless ``cancel()`` is called first. None: this probe
     has no callback form (HTTPS, scripts, ...); await ``run_check`` instead."""
     probe = check.probe
-    if isinstance(probe, TcpProbe):
-        return TcpCheck(poller(asyncio.get_running_loop()), addr, port, check.timeout, check.bind_to, done)
-    if isinstance(probe, HttpProbe) and not probe.tls:
-        return HttpCheck(poller(asyncio.get_running_loop()), addr, port, probe, check.timeout,
-                         check.bind_to, done)
+    if isinstance(probe, TcpProbe) or isinstance(probe, HttpProbe) and not probe.tls:
+        try:
+            p = poller(asyncio.get_running_loop())
+        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
+            done(_os_result(exc, 0.0))
+            return _Finished()
+        if isinstance(probe, TcpProbe):
+            return TcpCheck(p, addr, port, check.timeout, check.bind_to, done)
+        return HttpCheck(p, addr, port, probe, check.timeout, check.bind_to, done)
     return None
+
+
+class _Finished:
+    """A check that ended before it started."""
+
+    def cancel(self) -> None:
+        pass

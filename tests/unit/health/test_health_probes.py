@@ -461,3 +461,16 @@ async def test_tcp_and_http_probes_reach_ipv6_servers():
     finally:
         server.close()
     assert (tcp.ok, http.ok, http.detail, refused.detail) == (True, True, "status 200", "refused")
+
+
+async def test_a_probe_started_without_a_descriptor_for_the_poller_is_inconclusive(monkeypatch):
+    from hadirector.health import probes
+
+    def no_fds(loop):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(probes, "poller", no_fds)
+    got = []
+    check = probes.start_probe(HealthCheck(HttpProbe()), LOCAL, 9, got.append)
+    check.cancel()
+    assert [(r.ok, r.detail, r.inconclusive) for r in got] == [(False, "emfile", True)]

@@ -453,3 +453,18 @@ def test_inconclusive_log_lines_carry_how_many_were_not_logged():
         runner._note_inconclusive(slot, emfile, clock[0])
     got = [(e["reason"], e["suppressed"], e["total"]) for e in logs]
     assert got == [("emfile", 0, 1), ("enobufs", 0, 1), ("emfile", 4, 6)]
+
+
+async def test_a_start_that_raises_counts_as_a_failure_and_the_check_runs_again():
+    a = rs(1001, interval=0.02, fall=1)
+    calls = []
+
+    def broken_start(check, addr, port, done, clients):
+        calls.append(port)
+        raise ValueError("bug")
+
+    rec = Recorder()
+    async with HealthRunner(config(service([a])), rec, start=broken_start) as runner:
+        await wait_for(lambda: len(calls) >= 3, 5)
+        assert runner.snapshot().in_flight == 0
+    assert rec.calls == [(a.key, DOWN)]

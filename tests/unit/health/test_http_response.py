@@ -110,3 +110,9 @@ def test_the_request_closes_the_connection_and_names_the_host_with_its_port():
     assert b"accept-encoding" not in req.lower() and req.endswith(b"\r\n\r\n")
     assert b"\r\nHost: [2001:db8::1]\r\n" in request_bytes("2001:db8::1", 80, HttpProbe())
     assert b"\r\nHost: www.example.test\r\n" in request_bytes("10.0.0.1", 80, HttpProbe(host="www.example.test"))
+
+
+def test_interim_1xx_responses_are_skipped_for_the_final_one():
+    assert feed(HttpProbe(), b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\n\r\n") == (True, "status 200")
+    assert feed(HttpProbe(), b"HTTP/1.1 100 Continue\r\n\r\n" * 100) == (False, "bad response")
