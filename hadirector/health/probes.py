@@ -233,6 +233,15 @@ class _Check:
         self._fail_errno(code)
         return None
 
+    def _watch(self, events: int, timeout: float) -> None:
+        self._fd = fd = self._sock.fileno()
+        try:
+            self._poller.watch(fd, events, self, self._start + timeout, timeout)
+        except OSError as exc:
+            # Our epoll is full (max_user_watches) or out of memory: this director's
+            # problem, whatever the errno.
+            self._finish(ProbeResult(False, _os_reason(exc), self.elapsed, True))
+
     @property
     def elapsed(self) -> float:
         return self._poller._loop.time() - self._start
@@ -282,8 +291,7 @@ class TcpCheck(_Check):
         if code == 0:
             self._finish(ProbeResult(True, "connected", self.elapsed))
         elif code is not None:
-            self._fd = fd = self._sock.fileno()
-            poller.watch(fd, select.EPOLLOUT, self, self._start + timeout, timeout)
+            self._watch(select.EPOLLOUT, timeout)
 
     def on_event(self, events: int) -> None:
         code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -513,9 +521,8 @@ class HttpCheck(_Check):
         self._resp = HttpResponse(probe)
         self._out = request_bytes(addr, port, probe)
         if self._connect(addr, port, bind_to) is not None:
-            self._fd = fd = self._sock.fileno()
             # Writable once connected (or failed); the request then goes out at once.
-            poller.watch(fd, select.EPOLLOUT, self, self._start + timeout, timeout)
+            self._watch(select.EPOLLOUT, timeout)
 
     def on_event(self, events: int) -> None:
         sock = self._sock

@@ -474,3 +474,17 @@ async def test_a_probe_started_without_a_descriptor_for_the_poller_is_inconclusi
     check = probes.start_probe(HealthCheck(HttpProbe()), LOCAL, 9, got.append)
     check.cancel()
     assert [(r.ok, r.detail, r.inconclusive) for r in got] == [(False, "emfile", True)]
+
+
+async def test_a_full_epoll_makes_the_check_inconclusive_and_closes_its_socket(monkeypatch):
+    from hadirector.health import probes
+
+    p = probes.poller(asyncio.get_running_loop())
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(p, "watch", full)
+    with blackhole_listener() as port:      # the connect stays in progress: it must be watched
+        r = await tcp_probe(LOCAL, port, 1.0)
+    assert (r.ok, r.detail, r.inconclusive) == (False, "enospc", True)
