@@ -488,3 +488,19 @@ async def test_a_full_epoll_makes_the_check_inconclusive_and_closes_its_socket(m
     with blackhole_listener() as port:      # the connect stays in progress: it must be watched
         r = await tcp_probe(LOCAL, port, 1.0)
     assert (r.ok, r.detail, r.inconclusive) == (False, "enospc", True)
+
+
+async def test_batched_timeouts_keep_each_checks_own_timeout_whatever_the_order_they_started():
+    loop = asyncio.get_running_loop()
+    with blackhole_listener() as port:
+        t0 = loop.time()
+        long = asyncio.ensure_future(tcp_probe(LOCAL, port, 1.5))
+        await asyncio.sleep(0.05)
+        short = asyncio.ensure_future(tcp_probe(LOCAL, port, 0.3))
+        done_short = await short
+        t_short = loop.time() - t0
+        assert not long.done()              # the later, shorter one expired first
+        done_long = await long
+        t_long = loop.time() - t0
+    assert (done_short.detail, done_long.detail) == ("timeout", "timeout")
+    assert 0.3 <= t_short < 0.3 + SLACK and 1.5 <= t_long < 1.5 + SLACK
