@@ -78,7 +78,7 @@ def _errno_reason(code: int | None, exc: object = None) -> str:
 
 
 def _os_result(exc: OSError, elapsed: float) -> ProbeResult:
-    return ProbeResult(False, _os_reason(exc), elapsed, exc.errno in LOCAL_ERRNOS)
+    return ProbeResult(False, _os_reason(exc), elapsed, inconclusive=exc.errno in LOCAL_ERRNOS)
 
 
 def _family(addr: IPAddress | str) -> int:
@@ -240,7 +240,7 @@ class _Check:
         except OSError as exc:
             # Our epoll is full (max_user_watches) or out of memory: this director's
             # problem, whatever the errno.
-            self._finish(ProbeResult(False, _os_reason(exc), self.elapsed, True))
+            self._finish(ProbeResult(False, _os_reason(exc), self.elapsed, inconclusive=True))
 
     @property
     def elapsed(self) -> float:
@@ -251,7 +251,8 @@ class _Check:
         return self._done is None
 
     def _fail_errno(self, code: int) -> None:
-        self._finish(ProbeResult(False, _errno_reason(code), self.elapsed, code in LOCAL_ERRNOS))
+        self._finish(ProbeResult(False, _errno_reason(code), self.elapsed,
+                                 inconclusive=code in LOCAL_ERRNOS))
 
     def fail(self, detail: str) -> None:
         self._finish(ProbeResult(False, detail, self.elapsed))
@@ -676,12 +677,12 @@ async def script_probe(argv: Sequence[str], timeout: float) -> ProbeResult:
     # The script did not run: this director's problem (a missing or non-executable
     # script, no process or descriptor to spare), not the server's -- inconclusive.
     except FileNotFoundError:
-        return ProbeResult(False, "not found", loop.time() - start, True)
+        return ProbeResult(False, "not found", loop.time() - start, inconclusive=True)
     except PermissionError:
-        return ProbeResult(False, "permission denied", loop.time() - start, True)
+        return ProbeResult(False, "permission denied", loop.time() - start, inconclusive=True)
     except OSError as exc:
         detail = "fork failed" if exc.errno == errno.EAGAIN else _os_reason(exc)
-        return ProbeResult(False, detail, loop.time() - start, True)
+        return ProbeResult(False, detail, loop.time() - start, inconclusive=True)
     except Exception as exc:
         return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
     finally:
