@@ -16,8 +16,14 @@ Targets are spread over 127.1.0.0/16 addresses x 50 ports each, so no single
 destination sees enough connections to exhaust ephemeral ports; the fd limit is raised
 to its hard limit. All traffic stays on loopback; each run is bounded in time.
 
-Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,5000,10000] [--kinds tcp,http]
-[--duration 10]``.
+``--before REV`` also runs the code of git revision REV (exported to a temporary
+directory, run as a child process) right before each run of this tree, so old and new
+code meet the same machine state; the last table (markdown, for bench/README.md) gives
+per kind and size: checks/s sustained, CPU us per check (user + sys), checks per
+core-second, lateness p50/p99.
+
+Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,3000,10000] [--kinds tcp,http]
+[--duration 10] [--before 6103bbd]``.
 """
 
 from __future__ import annotations
@@ -30,15 +36,24 @@ import multiprocessing
 import os
 import resource
 import select
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import structlog
 
 from hadirector.agent.health_runner import HealthRunner
 from hadirector.health.probes import run_check
+
+try:                                   # the callback path (issue 13); absent before it
+    from hadirector.health.probes import start_probe
+except ImportError:
+    start_probe = None
 from hadirector.model import (
     Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
 )
@@ -160,7 +175,7 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0) -> dict:
+async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0, tick=None) -> dict:
     cfg = config_for(eps, kind, interval, timeout)
     loop = asyncio.get_running_loop()
     window = {"on": False}
@@ -170,9 +185,7 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
     counts = {"ok": 0, "fail": 0}
     reasons: dict[str, int] = {}
 
-    async def probe(check, addr, port, clients):
-        start = loop.time()
-        r = await run_check(check, addr, port, clients)
+    def record(start, addr, port, r):
         key = (addr, port)
         prev = last_start.get(key)
         last_start[key] = start
@@ -183,10 +196,26 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
                 lateness.append(max(0.0, start - prev - interval))
             if not r.ok:
                 reasons[r.detail] = reasons.get(r.detail, 0) + 1
+
+    async def probe(check, addr, port, clients):        # the task path (old runner, HTTPS)
+        start = loop.time()
+        r = await run_check(check, addr, port, clients)
+        record(start, addr, port, r)
         return r
 
+    def start(check, addr, port, done, clients):         # the callback path
+        t = loop.time()
+
+        def finished(r):
+            record(t, addr, port, r)
+            done(r)
+        return start_probe(check, addr, port, finished, clients)
+
+    kw = {"start": start} if start_probe is not None else {}
+    if tick is not None:
+        kw["tick"] = tick
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
-                          seed=1, warmup=interval)
+                          seed=1, warmup=interval, **kw)
     gc.collect()
     await runner.start()
     try:
@@ -214,9 +243,95 @@ def ms(seconds: float) -> str:
     return "-" if seconds != seconds else f"{seconds * 1e3:.1f}ms"
 
 
+def run_one(kind: str, n: int, args) -> dict:
+    """One measured run of this tree's runner: servers up, measure, servers down."""
+    eps = endpoints(n)
+    procs, stop = start_servers(eps, kind, args.server_procs)
+    load = os.getloadavg()[0]
+    try:
+        srv0 = sum(proc_cpu(p.pid) for p in procs)
+        factory = None
+        if args.loop == "uvloop":
+            import uvloop
+            factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=factory) as runner:
+            res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
+                                     args.concurrency, args.max_rate, args.tick))
+        srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+                p.join()             # its listeners must be gone before the next run binds them
+    w = res["wall"]
+    return {"kind": kind, "n": n, "want": n / args.interval, "got": res["rate"], "fail": res["fail"],
+            "p50": res["p50"], "p99": res["p99"], "late_p50": res["late_p50"],
+            "late_p99": res["late_p99"], "cpu_s": res["cpu"] / w, "user_s": res["user"] / w,
+            "sys_s": res["sys"] / w, "us_chk": res["cpu"] / max(1, res["done"]) * 1e6,
+            "srv": srv, "load": load, "reasons": res["reasons"]}
+
+
+def _ms_value(text: str) -> float:
+    return float("nan") if text == "-" else float(text.removesuffix("ms")) / 1e3
+
+
+def run_before(tree: str, kind: str, n: int, args) -> dict | None:
+    """The same run with the code of ``--before`` (exported to ``tree``), in a child
+    process; its row is parsed back (every version of this file prints the same
+    columns after the kind)."""
+    cmd = [sys.executable, "-m", "bench.health_checks", "--sizes", str(n), "--kinds", kind,
+           "--duration", str(args.duration), "--interval", str(args.interval),
+           "--timeout", str(args.timeout), "--concurrency", str(args.concurrency),
+           "--max-rate", str(args.max_rate), "--server-procs", str(args.server_procs)]
+    out = subprocess.run(cmd, cwd=tree, env=dict(os.environ, PYTHONPATH=tree), capture_output=True,
+                         text=True, timeout=args.duration * 4 + 120)
+    for line in out.stdout.splitlines():
+        f = line.split()
+        if f[:1] == ["after"]:
+            f = f[1:]
+        if len(f) >= 15 and f[0] == kind and f[1] == str(n):
+            return {"kind": kind, "n": n, "want": float(f[2]), "got": float(f[3]), "fail": int(f[4]),
+                    "p50": float(f[5]) / 1e3, "p99": float(f[6]) / 1e3, "late_p50": _ms_value(f[7]),
+                    "late_p99": _ms_value(f[8]), "cpu_s": float(f[9]), "user_s": float(f[10]),
+                    "sys_s": float(f[11]), "us_chk": float(f[12]), "srv": float(f[13]),
+                    "load": float(f[14]), "reasons": {}}
+    print(f"# before: no row for {kind} {n}: {out.stderr.strip()[-500:]}", file=sys.stderr)
+    return None
+
+
+def export_tree(rev: str) -> str:
+    root = Path(__file__).resolve().parents[1]
+    tree = tempfile.mkdtemp(prefix="hc-before-")
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "hadirector", "bench"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    return tree
+
+
+def row_text(impl: str, r: dict) -> str:
+    return (f"{impl:6} {r['kind']:5} {r['n']:>7} {r['want']:>7.0f} {r['got']:>7.0f} {r['fail']:>5} "
+            f"{r['p50'] * 1e3:>7.2f} {r['p99'] * 1e3:>7.2f} {ms(r['late_p50']):>8} {ms(r['late_p99']):>8} "
+            f"{r['cpu_s']:>7.2f} {r['user_s']:>6.2f} {r['sys_s']:>6.2f} {r['us_chk']:>6.0f} "
+            f"{r['srv']:>7.2f} {r['load']:>5.1f}")
+
+
+def summary(rows: list[tuple[str, dict]]) -> str:
+    """The table for bench/README.md: what one core sustains, and how late."""
+    out = ["| kind | servers | code | checks/s (asked) | CPU us/check (user + sys) | checks per core-second"
+           " | lateness p50 / p99 |", "|---|---|---|---|---|---|---|"]
+    for impl, r in rows:
+        done = max(r["got"], 1e-9)
+        out.append(f"| {r['kind']} | {r['n']:,} | {impl} | {r['got']:,.0f} ({r['want']:,.0f}) | "
+                   f"{r['us_chk']:.0f} ({r['user_s'] / done * 1e6:.0f} + {r['sys_s'] / done * 1e6:.0f}) | "
+                   f"{1e6 / max(r['us_chk'], 1e-9):,.0f} | {ms(r['late_p50'])} / {ms(r['late_p99'])} |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1000,5000,10000")
+    ap.add_argument("--sizes", default="1000,3000,10000")
     ap.add_argument("--kinds", default="tcp,http")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=1.0)
@@ -224,8 +339,14 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", type=int, default=512)
     ap.add_argument("--max-rate", type=float, default=0.0,
                     help="HealthRunner max_rate (checks started per second); 0 = no cap, to"
-                         " measure capacity (the runner's default is 2000)")
+                         " measure capacity (the runner's default is 5000)")
     ap.add_argument("--server-procs", type=int, default=2)
+    ap.add_argument("--tick", type=float, default=None, help="HealthRunner tick (s); default: the runner's")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                    help="event loop of this tree's runs (uvloop: if importable)")
+    ap.add_argument("--before", metavar="REV",
+                    help="also run the code of git revision REV, right before each run of this"
+                         " tree's code (same servers, sizes and machine state)")
     args = ap.parse_args(argv)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -234,44 +355,40 @@ def main(argv=None) -> int:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
+    tree = export_tree(args.before) if args.before else None
     print(f"# health runner benchmark: interval {args.interval}s, timeout {args.timeout}s, "
           f"concurrency {args.concurrency}, max_rate {args.max_rate or 'none'}, {args.duration:.0f}s per run, "
-          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}", flush=True)
-    header = (f"{'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
+          f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+          + (f"; before = {args.before}" if args.before else ""), flush=True)
+    header = (f"{'code':6} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
               f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'us/chk':>6} {'srv cpu':>7} {'load':>5}")
     print(header)
     print("-" * len(header), flush=True)
-    for kind in kinds:
-        for n in sizes:
-            eps = endpoints(n)
-            procs, stop = start_servers(eps, kind, args.server_procs)
-            load = os.getloadavg()[0]
-            try:
-                srv0 = sum(proc_cpu(p.pid) for p in procs)
-                res = asyncio.run(measure(eps, kind, args.duration, args.interval, args.timeout,
-                                          args.concurrency, args.max_rate))
-                srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
-            finally:
-                stop.set()
-                for p in procs:
-                    p.join(5)
-                    if p.is_alive():
-                        p.kill()
-            w = res["wall"]
-            print(f"{kind:5} {n:>7} {n / args.interval:>7.0f} {res['rate']:>7.0f} {res['fail']:>5} "
-                  f"{res['p50'] * 1e3:>7.2f} {res['p99'] * 1e3:>7.2f} "
-                  f"{ms(res['late_p50']):>8} {ms(res['late_p99']):>8} "
-                  f"{res['cpu'] / w:>7.2f} {res['user'] / w:>6.2f} {res['sys'] / w:>6.2f} "
-                  f"{res['cpu'] / max(1, res['done']) * 1e6:>6.0f} {srv:>7.2f} {load:>5.1f}",
-                  flush=True)
-            if res["reasons"]:
-                top = sorted(res["reasons"].items(), key=lambda kv: -kv[1])[:3]
-                print(f"      failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+    rows: list[tuple[str, dict]] = []
+    try:
+        for kind in kinds:
+            for n in sizes:
+                if tree is not None:
+                    r = run_before(tree, kind, n, args)
+                    if r is not None:
+                        rows.append(("before", r))
+                        print(row_text("before", r), flush=True)
+                r = run_one(kind, n, args)
+                rows.append(("after", r))
+                print(row_text("after", r), flush=True)
+                if r["reasons"]:
+                    top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
+                    print(f"       failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+    finally:
+        if tree is not None:
+            shutil.rmtree(tree, ignore_errors=True)
     print("# cpu s/s = CPU seconds of the checker process per wall second (1.00 = one core);"
           " us/chk = its CPU microseconds per check; srv cpu = CPU s/s of the loopback servers;"
           " late = check start beyond interval after the previous one; load = 1-min load"
           " average when the run started (other work on the machine)", flush=True)
+    print()
+    print(summary(rows), flush=True)
     return 0
 
 

@@ -5,12 +5,15 @@ so this runs where IPVS exists -- on this project's machines, inside the kernel 
 
     .venv/bin/python -m lab.kernel --timeout 900 -- .venv/bin/python -m bench.health_keepalived
 
-For each N it starts N loopback TCP listeners (epoll server processes that count the
-connections they accept), then runs, one after the other for ``--duration`` seconds:
+For each kind (``--kinds tcp,http``) and N it starts N loopback listeners (epoll server
+processes that count the connections they accept; for http they answer ``200 OK``),
+then runs, one after the other for ``--duration`` seconds:
 
-* keepalived 2.x ``-C`` with one ``TCP_CHECK`` per real server, ``delay_loop 1``,
-  ``connect_timeout 2`` (warmup spreads first checks over the delay loop by default);
-* ``HealthRunner`` with ``TcpProbe``, ``interval 1``, ``timeout 2``, ``warmup 1``.
+* keepalived 2.x ``-C`` with one ``TCP_CHECK`` (or ``HTTP_GET`` of ``/health``, status
+  200) per real server, ``delay_loop 1``, ``connect_timeout 2`` (warmup spreads first
+  checks over the delay loop by default);
+* ``HealthRunner`` with ``TcpProbe`` (or ``HttpProbe(path="/health")``), ``interval 1``,
+  ``timeout 2``, ``warmup 1``.
 
 It reports checks per second (counted by the servers, so the same yardstick for both)
 and CPU seconds per wall second of the checker processes (/proc/<pid>/stat). Under the
@@ -37,15 +40,20 @@ from bench import health_checks as hc
 WORK = Path("/run/hc-bench")
 
 
-def keepalived_conf(eps, interval: float, timeout: float) -> str:
+def keepalived_conf(eps, interval: float, timeout: float, kind: str = "tcp") -> str:
     out = ["global_defs {\n    router_id hcbench\n}\n"]
     per_service = 1000
     for s in range(0, len(eps), per_service):
         out.append(f"virtual_server 10.200.0.1 {8000 + s // per_service} {{\n"
                    f"    delay_loop {interval:g}\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n")
         for host, port in eps[s:s + per_service]:
-            out.append(f"    real_server {host} {port} {{\n        weight 1\n"
-                       f"        TCP_CHECK {{\n            connect_timeout {timeout:g}\n        }}\n    }}\n")
+            if kind == "http":
+                check = (f"        HTTP_GET {{\n            url {{\n                path /health\n"
+                         f"                status_code 200\n            }}\n"
+                         f"            connect_timeout {timeout:g}\n        }}\n")
+            else:
+                check = f"        TCP_CHECK {{\n            connect_timeout {timeout:g}\n        }}\n"
+            out.append(f"    real_server {host} {port} {{\n        weight 1\n{check}    }}\n")
         out.append("}\n")
     return "".join(out)
 
@@ -60,12 +68,12 @@ def read_pid(path: Path, wait: float) -> int:
     raise RuntimeError(f"no pid in {path} after {wait}s")
 
 
-def run_keepalived(eps, accepted, duration, interval, timeout) -> dict:
+def run_keepalived(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
     WORK.mkdir(parents=True, exist_ok=True)
     conf, pidf, cpidf = WORK / "keepalived.conf", WORK / "ka.pid", WORK / "ka-check.pid"
     for f in (pidf, cpidf):
         f.unlink(missing_ok=True)
-    conf.write_text(keepalived_conf(eps, interval, timeout))
+    conf.write_text(keepalived_conf(eps, interval, timeout, kind))
     with open(WORK / "keepalived.log", "w") as log:
         proc = subprocess.Popen(["keepalived", "-n", "-C", "-G", "-f", str(conf), "-p", str(pidf),
                                  "-c", str(cpidf)], stdout=log, stderr=subprocess.STDOUT)
@@ -86,9 +94,9 @@ def run_keepalived(eps, accepted, duration, interval, timeout) -> dict:
     return {"rate": (a1 - a0) / wall, "cpu": (c1 - c0) / wall}
 
 
-def run_ours(eps, accepted, duration, interval, timeout) -> dict:
+def run_ours(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
     a0 = accepted.value
-    res = asyncio.run(hc.measure(eps, "tcp", duration, interval, timeout, 512))
+    res = asyncio.run(hc.measure(eps, kind, duration, interval, timeout, 512))
     return {"rate": res["rate"], "cpu": res["cpu"] / res["wall"], "p50": res["p50"], "p99": res["p99"],
             "late_p99": res["late_p99"], "fail": res["fail"], "accepted": accepted.value - a0}
 
@@ -96,6 +104,7 @@ def run_ours(eps, accepted, duration, interval, timeout) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000")
+    ap.add_argument("--kinds", default="tcp,http")
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=2.0)
@@ -111,32 +120,36 @@ def main(argv=None) -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False)
     ver = subprocess.run(["keepalived", "--version"], capture_output=True, text=True)
     kv = (ver.stdout + ver.stderr).splitlines()[0] if (ver.stdout + ver.stderr) else "keepalived"
-    print(f"# TCP checks, interval {args.interval:g}s, timeout {args.timeout:g}s, {args.duration:g}s per run,"
+    print(f"# {args.kinds} checks, interval {args.interval:g}s, timeout {args.timeout:g}s, {args.duration:g}s per run,"
           f" {os.cpu_count()} CPUs, kernel {os.uname().release}, {kv}", flush=True)
-    header = f"{'checker':12} {'servers':>7} {'want/s':>7} {'got/s':>7} {'cpu s/s':>7} {'us/chk':>7}  notes"
+    header = f"{'checker':12} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'cpu s/s':>7} {'us/chk':>7}  notes"
     print(header)
     print("-" * (len(header) + 20), flush=True)
     import multiprocessing
-    for n in [int(s) for s in args.sizes.split(",")]:
-        eps = hc.endpoints(n)
-        accepted = multiprocessing.get_context("fork").Value("q", 0)
-        procs, stop = hc.start_servers(eps, "tcp", 2, accepted)
-        try:
-            rows = [("keepalived", run_keepalived(eps, accepted, args.duration, args.interval, args.timeout)),
-                    ("hadirector", run_ours(eps, accepted, args.duration, args.interval, args.timeout))]
-        finally:
-            stop.set()
-            for p in procs:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
-        for name, r in rows:
-            notes = ""
-            if "p50" in r:
-                notes = (f"probe p50 {r['p50'] * 1e3:.1f} ms, p99 {r['p99'] * 1e3:.1f} ms,"
-                         f" late p99 {r['late_p99'] * 1e3:.0f} ms, failed {r['fail']}")
-            print(f"{name:12} {n:>7} {n / args.interval:>7.0f} {r['rate']:>7.0f} {r['cpu']:>7.2f} "
-                  f"{r['cpu'] / max(r['rate'], 1e-9) * 1e6:>7.0f}  {notes}", flush=True)
+    for kind in args.kinds.split(","):
+        for n in [int(s) for s in args.sizes.split(",")]:
+            eps = hc.endpoints(n)
+            accepted = multiprocessing.get_context("fork").Value("q", 0)
+            procs, stop = hc.start_servers(eps, kind, 2, accepted)
+            try:
+                rows = [("keepalived", run_keepalived(eps, accepted, args.duration, args.interval,
+                                                      args.timeout, kind)),
+                        ("hadirector", run_ours(eps, accepted, args.duration, args.interval,
+                                                args.timeout, kind))]
+            finally:
+                stop.set()
+                for p in procs:
+                    p.join(5)
+                    if p.is_alive():
+                        p.kill()
+                        p.join()             # its listeners must be gone before the next run binds them
+            for name, r in rows:
+                notes = ""
+                if "p50" in r:
+                    notes = (f"probe p50 {r['p50'] * 1e3:.1f} ms, p99 {r['p99'] * 1e3:.1f} ms,"
+                             f" late p99 {r['late_p99'] * 1e3:.0f} ms, failed {r['fail']}")
+                print(f"{name:12} {kind:5} {n:>7} {n / args.interval:>7.0f} {r['rate']:>7.0f} {r['cpu']:>7.2f} "
+                      f"{r['cpu'] / max(r['rate'], 1e-9) * 1e6:>7.0f}  {notes}", flush=True)
     return 0
 
 

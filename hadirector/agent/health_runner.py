@@ -7,14 +7,24 @@ target's next check is due, ``HealthPolicy`` turns results into transitions (ris
 the probes in ``health.probes`` do the I/O. This shell only wires them:
 
 * one timer (``loop.call_later``) armed for the schedule's earliest deadline; when it
-  fires, every due check starts as its own task, so a hanging server ties up only its
-  own task, never the timer or the other checks;
+  fires, every due check starts at once. TCP and plain-HTTP checks start through
+  ``probes.start_probe``: a callback object on a non-blocking socket, no task (a task,
+  its coroutine and its future were half the CPU of a check -- issue 13); the other
+  probes (HTTPS, scripts, a ``probe=`` given by a test) run as a task each. Either way a
+  hanging server ties up only its own check, never the timer or the other checks;
 * at most ``max_concurrency`` probes run at once (sockets, processes) and at most
   ``max_rate`` start per second (a token bucket): due checks beyond that wait in a FIFO
   -- no task exists for a check that is not running. The rate cap keeps the event loop,
   which VRRP shares, from being saturated by a large or misconfigured fleet: checks
   then run late (``snapshot().queued`` grows) instead of adverts. The schedule bounds
   each target (at most once per interval, never two at a time);
+* a probe that could not run for a local reason (``ProbeResult.inconclusive``: out of
+  descriptors, buffers or memory, a fork failure, a missing script) goes to the policy,
+  which counts it toward neither rise nor fall; it is counted per reason for metrics and
+  logged as ``health.check_inconclusive`` at most once per ``INCONCLUSIVE_LOG_EVERY``
+  seconds per reason (a director out of descriptors would otherwise log thousands of
+  lines a second, which needs descriptors too), and the check runs again after its
+  normal interval;
 * when a probe returns, its result goes to the policy; a transition is logged once
   (``health.server_up`` / ``health.server_down``) and handed synchronously to
   ``on_transition(service_key, rs_key, new_state)`` so the IPVS layer can apply it in
@@ -34,7 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -47,25 +59,37 @@ from hadirector.health.policy import (
     HealthPolicy,
     HealthState,
     ProbeResult,
+    ServerHealth,
     ServerKey,
     ServiceKey,
     Target,
     Transition,
 )
-from hadirector.health.probes import HttpClients, run_check
+from hadirector.health.probes import Done, HttpClients, Probe, run_check, start_probe
 from hadirector.health.schedule import CheckSchedule
 from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
 
 OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
 # probe(check, address as text, port, shared HTTP clients) -> result
 ProbeFn = Callable[[HealthCheck, str, int, HttpClients | None], Awaitable[ProbeResult]]
+# start(check, address as text, port, done, shared HTTP clients) -> a running check, or
+# None when that probe has no callback form (then ``probe`` runs it in a task)
+StartFn = Callable[[HealthCheck, str, int, Done, HttpClients | None], Probe | None]
 
 log = structlog.get_logger("hadirector.health")
 
 DEFAULT_MAX_CONCURRENCY = 512
-# Checks started per second. A TCP probe costs ~0.25 ms of CPU and an HTTP one ~0.9 ms
-# (bench/health_checks.py), so this keeps checks to roughly half a core at most.
-DEFAULT_MAX_RATE = 2000.0
+# Checks started per second. A TCP check costs ~60 us of CPU and a plain-HTTP one ~100 us
+# on a loopback bench that bills the server's kernel half to the checker too
+# (bench/health_checks.py, issue 13), so this keeps checks to half a core at most.
+DEFAULT_MAX_RATE = 5000.0
+# The runner's timer fires on a grid of this step: checks due within one tick start
+# together, so 10,000 checks a second cost 500 timer calls, not 10,000; a check starts
+# at most this much late on its own account.
+TICK = 0.002
+# health.check_inconclusive: at most one line per reason this often, with a count of the
+# ones not logged.
+INCONCLUSIVE_LOG_EVERY = 10.0
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
@@ -101,6 +125,7 @@ class _Slot:
     id: int
     target: Target
     spec: _Spec
+    health: ServerHealth | None = None   # the policy's record of it, kept from track()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +148,7 @@ class ServerStatus:
     transitions: int
     last: CheckResult | None
     next_check_in: float | None  # seconds; None while running or unchecked
+    inconclusive: int = 0       # probes that could not run here (not in ``checks``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +161,8 @@ class HealthSnapshot:
 
 
 def _result_kind(result: ProbeResult) -> str:
+    if result.inconclusive:
+        return "inconclusive"
     if result.ok:
         return "ok"
     if result.detail == "timeout":
@@ -166,11 +194,18 @@ class HealthRunner:
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  max_rate: float | None = DEFAULT_MAX_RATE, seed: int | None = None,
                  probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
-                 warmup: float = 0.0) -> None:
+                 warmup: float = 0.0, start: StartFn | None = None, tick: float = TICK) -> None:
         self._on_transition = on_transition
         self._clock = clock or time.monotonic
         self._wall = wall_clock
         self._probe = probe
+        # The callback path runs the real probes; a test's fake ``probe`` is awaited.
+        self._start = start if start is not None else (start_probe if probe is run_check else None)
+        self._runs = itertools.count()
+        # callback checks in flight: run number -> (slot, spec, check); None while starting
+        self._inflight: dict[int, tuple[_Slot, _Spec, Probe] | None] = {}
+        self._pumping = False
+        self._tick = max(0.0, tick)
         self._policy = HealthPolicy()
         self._schedule = CheckSchedule(seed)
         self._slots: dict[Target, _Slot] = {}
@@ -191,6 +226,9 @@ class HealthRunner:
         self._clients: HttpClients | None = None
         self._running = False
         self._kinds: collections.Counter[str] = collections.Counter()
+        self._inconclusive: collections.Counter[str] = collections.Counter()
+        # reason -> (when it was last logged, inconclusive results not logged since)
+        self._inconclusive_log: dict[str, tuple[float, int]] = {}
         self._latency = Histogram()
         self._warmup = warmup        # spread first checks of new targets over this long
         self.config = config
@@ -236,6 +274,14 @@ class HealthRunner:
         if self._pump_timer is not None:
             self._pump_timer.cancel()
             self._pump_timer = None
+        inflight, self._inflight = list(self._inflight.values()), {}
+        for entry in inflight:
+            if entry is None:
+                continue
+            slot, spec, check = entry
+            check.cancel()
+            if slot.spec.gen == spec.gen and self._by_id.get(slot.id) is slot:
+                self._schedule.finished(slot.id, now)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -279,7 +325,7 @@ class HealthRunner:
             if slot is None:
                 slot = _Slot(next(self._ids), target, _replace_gen(spec, next(self._gen)))
                 self._slots[target] = self._by_id[slot.id] = slot
-                self._policy.track(target, spec.check, now)
+                slot.health = self._policy.track(target, spec.check, now)
                 if spec.check is not None:
                     self._schedule.add(slot.id, spec.check, now, self._warmup)
                 continue
@@ -310,6 +356,9 @@ class HealthRunner:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
             return
+        if self._tick:
+            # Up to the next tick: every check due in one tick starts in one timer call.
+            deadline = max(deadline, math.ceil(deadline / self._tick) * self._tick)
         if self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
             return                       # fires earlier; it re-arms then
         if self._timer is not None:
@@ -336,8 +385,17 @@ class HealthRunner:
     def _pump(self) -> None:
         """Start queued checks while fewer than ``max_concurrency`` run and the rate
         allows; if only the rate holds them back, come back when a token is due."""
-        queue, loop = self._queue, None
-        while queue and len(self._tasks) < self._max_running:
+        if self._pumping:
+            return                           # a check that finished while starting
+        self._pumping = True
+        try:
+            self._pump_queue()
+        finally:
+            self._pumping = False
+
+    def _pump_queue(self) -> None:
+        queue, loop, start, inflight = self._queue, None, self._start, self._inflight
+        while queue and len(self._tasks) + len(inflight) < self._max_running:
             slot, spec = queue[0]
             if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
                 queue.popleft()              # removed or re-probed while queued
@@ -348,10 +406,32 @@ class HealthRunner:
                     self._pump_timer = asyncio.get_running_loop().call_later(wait, self._pump_later)
                 return
             queue.popleft()
+            if start is not None:
+                run = next(self._runs)
+                inflight[run] = None         # counts toward max_concurrency from now
+                try:
+                    check = start(spec.check, spec.host, spec.port,  # type: ignore[arg-type]
+                                  functools.partial(self._done, run, slot, spec), self._clients)
+                except Exception as exc:     # a probe must not raise; if one does, it failed
+                    self._done(run, slot, spec,
+                               ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
+                    continue
+                if check is not None:
+                    if run in inflight:      # not finished already (refused at once, EMFILE)
+                        inflight[run] = (slot, spec, check)
+                    continue
+                del inflight[run]
             loop = loop or asyncio.get_running_loop()
             task = loop.create_task(self._run(slot, spec))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _done(self, run: int, slot: _Slot, spec: _Spec, result: ProbeResult) -> None:
+        if self._inflight.pop(run, False) is False:
+            return                           # stopped meanwhile
+        self._complete(slot, spec, result)
+        if self._queue and self._running:
+            self._pump()
 
     def _take_token(self) -> bool:
         now = self._clock()
@@ -390,20 +470,25 @@ class HealthRunner:
             return                           # removed or re-probed while it ran
         now = self._clock()
         self._kinds[_result_kind(result)] += 1
-        self._latency.observe(result.elapsed)
-        weight_before = self._policy.weight(*slot.target)
-        transition = self._policy.record(slot.target, result, now)
+        if not result.inconclusive:         # how long the server took; this did not reach it
+            self._latency.observe(result.elapsed)
+        # ``HealthPolicy.record`` without its lookup: hashing the target's ipaddress
+        # objects cost more than the rise/fall step itself.
+        health = slot.health
+        weight_before = health.weight if health is not None else None
+        transition = health.apply(slot.target, result, now) if health is not None and health.checked else None
         retry = False
-        if not result.ok:
-            health = self._policy.get(slot.target)
+        if result.inconclusive:
+            self._note_inconclusive(slot, result, now)
+        elif not result.ok:
             retry = health is not None and health.state is not HealthState.DOWN
-        self._schedule.finished(slot.id, now, retry=retry)
+        deadline = self._schedule.finished(slot.id, now, retry=retry)
         if transition is not None:
             self._report(slot.spec, transition)
-        elif (result.ok and self._policy.weight(*slot.target) != weight_before
-              and self._policy.state(*slot.target) is HealthState.UP):
+        elif (result.ok and health is not None and health.weight != weight_before
+              and health.state is HealthState.UP):
             self._report_weight(slot, weight_before, result)
-        if self._running:
+        if self._running and (self._timer_at is None or deadline is None or deadline < self._timer_at):
             self._arm()
 
     def _report_weight(self, slot: _Slot, before: int | None, result: ProbeResult) -> None:
@@ -419,6 +504,18 @@ class HealthRunner:
             except Exception as exc:
                 log.exception("health.callback_failed", service=spec.service.name,
                               server=spec.endpoint, reason=f"{type(exc).__name__}: {exc}")
+
+    def _note_inconclusive(self, slot: _Slot, result: ProbeResult, now: float) -> None:
+        spec, reason = slot.spec, result.detail
+        self._inconclusive[reason] += 1
+        logged_at, suppressed = self._inconclusive_log.get(reason, (None, 0))
+        if logged_at is not None and now - logged_at < INCONCLUSIVE_LOG_EVERY:
+            self._inconclusive_log[reason] = (logged_at, suppressed + 1)
+            return
+        self._inconclusive_log[reason] = (now, 0)
+        log.warning("health.check_inconclusive", service=spec.service.name, server=spec.endpoint,
+                    reason=reason, suppressed=suppressed, total=self._inconclusive[reason],
+                    state=self._policy.state(*slot.target).value)
 
     def _report(self, spec: _Spec, t: Transition) -> None:
         event = "health.server_up" if t.new is HealthState.UP else "health.server_down"
@@ -447,7 +544,8 @@ class HealthRunner:
                 continue
             last = None
             if h.last is not None:
-                last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at))
+                last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at),
+                                   h.last.inconclusive)
             deadline = self._schedule.deadline(slot.id)
             rows.append(ServerStatus(
                 service=spec.service.name, service_key=target[0], rs_key=target[1],
@@ -455,9 +553,11 @@ class HealthRunner:
                 since=to_wall(h.changed_at), rise=h.rise, fall=h.fall, successes=h.successes,
                 failures=h.failures, checks=h.checks, transitions=h.transitions, last=last,
                 next_check_in=None if deadline is None else max(0.0, deadline - now),
+                inconclusive=h.inconclusive,
             ))
-        totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot())
-        return HealthSnapshot(tuple(rows), totals, len(self._tasks), len(self._queue),
+        totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot(),
+                              inconclusive=dict(self._inconclusive))
+        return HealthSnapshot(tuple(rows), totals, len(self._tasks) + len(self._inflight), len(self._queue),
                               len(self._schedule))
 
 

@@ -376,7 +376,8 @@ def _health_text(rs: RealServerStatus, now: float) -> str:
     if rs.last_check is not None:
         c = rs.last_check
         latency = f"{c.latency * 1000:.1f}ms"
-        text += f" ({c.detail}, {latency})" if c.detail else f" ({latency})"
+        detail = f"{c.detail}, inconclusive" if c.inconclusive else c.detail
+        text += f" ({detail}, {latency})" if detail else f" ({latency})"
     return text
 
 
@@ -433,6 +434,9 @@ def render_status(snap: Snapshot) -> str:
         if h.latency.count:
             line += f"; mean latency {h.latency.sum / h.latency.count * 1000:.1f}ms"
         out.append(line)
+        if h.inconclusive:
+            out.append("  inconclusive (not counted): "
+                       + ", ".join(f"{k} {v}" for k, v in sorted(h.inconclusive.items())))
     out += _faults_absorbed(snap)
     return "\n".join(out) + "\n"
 

@@ -302,6 +302,11 @@ def _health(ex: _Exposition, snap: Snapshot) -> None:
     checks = ex.family("health_checks_total", "counter", "Health probes run, by result.")
     for result, n in sorted(snap.health.checks.items()):
         checks.add(n, result=result)
+    inconclusive = ex.family("health_checks_inconclusive_total", "counter",
+                             "Health probes that could not run here (counted toward neither"
+                             " rise nor fall), by reason.")
+    for reason, n in sorted(snap.health.inconclusive.items()):
+        inconclusive.add(n, reason=reason)
     _histogram(ex.family("health_check_duration_seconds", "histogram",
                          "Health probe latency."), snap.health.latency)
 

@@ -117,6 +117,7 @@ class CheckResult:
     detail: str                         # "connected", "HTTP 503", "timeout after 3.0s"
     latency: float                      # seconds the probe took
     at: float                           # Unix seconds it finished
+    inconclusive: bool = False          # could not run here ("emfile"): not counted
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,10 @@ class HistogramSnapshot:
 
 @dataclass(frozen=True)
 class HealthTotals:
-    # probes run since start, by result: "ok", "fail", "timeout", "error"
+    # probes run since start, by result: "ok", "fail", "timeout", "error", "inconclusive"
     checks: Mapping[str, int] = field(default_factory=dict)
+    # inconclusive probes (a local reason, not the server's) by reason: "emfile", ...
+    inconclusive: Mapping[str, int] = field(default_factory=dict)
     latency: HistogramSnapshot = field(default_factory=HistogramSnapshot)
 
 

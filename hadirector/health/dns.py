@@ -26,6 +26,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from hadirector.health.errors import LOCAL_REASONS, os_reason
 from hadirector.health.policy import ProbeResult
 from hadirector.health.udp import exchange
 from hadirector.model import DnsProbe, IPAddress
@@ -238,8 +239,7 @@ async def tcp_exchange(addr: IPAddress | str, port: int, query: bytes, timeout: 
     except asyncio.IncompleteReadError:
         return None, "closed", loop.time() - start
     except OSError as exc:
-        from hadirector.health.probes import _os_reason
-        return None, _os_reason(exc), loop.time() - start
+        return None, os_reason(exc), loop.time() - start
     except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
         return None, f"error: {type(exc).__name__}: {exc}", loop.time() - start
     finally:
@@ -266,7 +266,8 @@ async def dns_probe(addr: IPAddress | str, port: int, probe: DnsProbe, timeout: 
                                          accept=lambda data: reply_id(data) == qid)
     while True:
         if data is None:
-            return ProbeResult(False, reason or "no reply", loop.time() - start)
+            return ProbeResult(False, reason or "no reply", loop.time() - start,
+                               inconclusive=reason in LOCAL_REASONS)
         reply = decode_reply(data)
         if isinstance(reply, str):
             return ProbeResult(False, f"bad reply: {reply}", loop.time() - start)

@@ -9,6 +9,7 @@ import itertools
 import os
 import socket
 
+from hadirector.health.errors import os_result
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress
 from hadirector.net.icmp import echo_request, open_echo_socket, parse_echo_reply
@@ -45,8 +46,7 @@ async def ping_probe(addr: IPAddress | str, timeout: float,
     except TimeoutError:
         return ProbeResult(False, "timeout", loop.time() - start)
     except OSError as exc:
-        from hadirector.health.probes import _os_reason
-        return ProbeResult(False, _os_reason(exc), loop.time() - start)
+        return os_result(exc, loop.time() - start)
     except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
         return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
     finally:

@@ -15,7 +15,11 @@ and only when, the state changes:
 * a failure makes an UP (or UNKNOWN) target DOWN after ``fall`` consecutive failures;
 * a success makes a DOWN (or UNKNOWN) target UP after ``rise`` consecutive successes;
 * an UNKNOWN target (``initial: unknown``) takes the state of its first result at once:
-  nothing is programmed for it before then, so there is nothing to protect by waiting.
+  nothing is programmed for it before then, so there is nothing to protect by waiting;
+* an *inconclusive* result (the probe could not run for a local reason: the agent out of
+  file descriptors or memory, a fork failure, a missing script) says nothing about the
+  server: it is counted, and leaves the state and both streaks as they were -- a
+  director short of descriptors must not take healthy servers out of IPVS.
 
 This is the only place rise/fall is counted (Seesaw's healthcheck/core.go does the same;
 keepalived repeats it in every checker). Probes hold no policy; the runner holds no
@@ -54,6 +58,9 @@ class ProbeResult:
     # A dynamic script check's weight for an ok result (keepalived's misc_dynamic: exit
     # code - 2); None: the configured weight.
     weight: int | None = None
+    # True: the probe could not run for a local reason ("emfile", "enobufs", "fork
+    # failed", "not found" for a script): it counts toward neither rise nor fall.
+    inconclusive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +91,8 @@ class ServerHealth:
     state: HealthState
     successes: int = 0          # consecutive, reset by a failure
     failures: int = 0           # consecutive, reset by a success
-    checks: int = 0             # results recorded since tracking began
+    checks: int = 0             # conclusive results recorded since tracking began
+    inconclusive: int = 0       # inconclusive results (not in ``checks``)
     transitions: int = 0
     last: ProbeResult | None = None
     last_at: float | None = None
@@ -93,9 +101,14 @@ class ServerHealth:
     weight: int | None = None   # from the last ok result (dynamic script); None: configured
 
     def apply(self, target: Target, result: ProbeResult, now: float) -> Transition | None:
-        self.checks += 1
         self.last = result
         self.last_at = now
+        if result.inconclusive:
+            # Neither a success nor a failure: the streaks stand, so "fail, EMFILE, fail,
+            # fail" with fall 3 goes down at the third real failure, not the second.
+            self.inconclusive += 1
+            return None
+        self.checks += 1
         if result.ok:
             self.weight = result.weight
             self.successes += 1

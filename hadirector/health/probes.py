@@ -1,64 +1,65 @@
 """Health probes: TCP connect, HTTP(S) GET, external script.
 
-Each probe is one coroutine that returns ``ProbeResult(ok, detail, elapsed)``. They hold
-no policy (rise/fall lives in ``policy.py``), never raise (every failure becomes a
-result whose ``detail`` is the reason: "refused", "timeout", "status 503",
-"body mismatch", "exit 1", ...), and never outlive their timeout: the whole probe --
-connect, TLS, request, body, process -- runs under one ``asyncio.timeout``.
-Cancellation (the runner stopping) is the one thing that propagates.
+Each probe returns ``ProbeResult(ok, detail, elapsed)``. They hold no policy (rise/fall
+lives in ``policy.py``), never raise (every failure becomes a result whose ``detail`` is
+the reason: "refused", "timeout", "status 503", "body mismatch", "exit 1", ...), and
+never outlive their timeout: the whole probe -- connect, TLS, request, body, process --
+is bounded by one deadline. Cancellation (the runner stopping) is the one thing that
+propagates.
 
-HTTP uses aiohttp with one ``ClientSession`` per source address (``HttpClients``), so
-ten thousand checks a second do not build ten thousand connectors or SSL contexts.
-The connector closes each connection after its request (``force_close``): a check must
-open a new connection each time, or a server whose listener died would keep passing on
-an old keep-alive connection. aiohttp is imported by the first HTTP check, not with
-this module: an agent without HTTP checks does not pay its ~12 MB and start-up time.
+A probe that cannot run for a local reason -- the agent out of file descriptors, socket
+buffers or memory, a fork failure, a missing script -- says nothing about the server:
+its result is ``inconclusive`` (the policy counts it toward neither rise nor fall).
+
+Cost (issue 13): TCP and plain HTTP checks are callback objects (``TcpCheck``,
+``HttpCheck``) on a non-blocking socket registered with the loop's selector: no task,
+no future, no stream or transport, one timer each. ``start_probe`` starts one and calls
+``done(result)`` once, unless cancelled; the runner uses that, and the ``async``
+functions (``tcp_probe``, ``http_probe``, ``run_check``) wrap it for everyone else. The
+HTTP client is a minimal HTTP/1.1 GET with ``Connection: close`` -- a check must open a
+new connection each time, or a server whose listener died would keep passing on an old
+keep-alive connection -- that reads only as much as the verdict needs: the status line
+and headers, the body only for a regex or a digest. HTTPS goes through
+``loop.create_connection(ssl=...)`` and the same response reader.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import functools
 import hashlib
 import ipaddress
 import os
 import re
+import select
 import signal
 import socket
 import ssl
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
+from hadirector.health.dns import dns_probe
+from hadirector.health.errors import LOCAL_ERRNOS, errno_reason, os_reason, os_result
+from hadirector.health.ping import ping_probe
 from hadirector.health.policy import ProbeResult
+from hadirector.health.smtp import smtp_probe
+from hadirector.health.udp import udp_probe
 from hadirector.model import (
     DnsProbe, HealthCheck, HttpProbe, IPAddress, PingProbe, ScriptProbe, SmtpProbe, TcpProbe, UdpProbe,
 )
 
-TYPE_CHECKING = False   # typing.TYPE_CHECKING; aiohttp for annotations only (see above)
-if TYPE_CHECKING:
-    import aiohttp
-
 MAX_BODY = 4 * 1024 * 1024     # bytes read for a body regex or digest
+MAX_HEAD = 64 * 1024           # status line and headers
 USER_AGENT = "hadirector-healthcheck"
 
 # Linux: bind() picks no port until connect(), so a source address shared by many
 # checks does not run out of ports for one destination only.
 _IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
-
-def _os_reason(exc: OSError) -> str:
-    code = exc.errno
-    if code == errno.ECONNREFUSED:
-        return "refused"
-    if code in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-        return "unreachable"
-    if code == errno.ECONNRESET:
-        return "reset"
-    if code == errno.EADDRNOTAVAIL:
-        return "address not available"
-    if code is not None and code in errno.errorcode:
-        return errno.errorcode[code].lower()
-    return f"error: {exc}"
+Done = Callable[[ProbeResult], None]
 
 
 def _family(addr: IPAddress | str) -> int:
@@ -70,30 +71,240 @@ def _family(addr: IPAddress | str) -> int:
 # --- TCP ------------------------------------------------------------------------------
 
 
+class Poller:
+    """Every callback check of one event loop, on one private epoll.
+
+    The loop watches only this epoll's descriptor: when any check's socket is ready the
+    loop makes one call, which handles every ready check (``poll`` of up to 1,024). A
+    check registers its socket once and never unregisters it: closing the socket drops
+    it from the epoll set. Timeouts are batched the same way: checks with one timeout
+    value expire in the order they started, so each value is a FIFO and one
+    ``loop.call_at`` is armed for the earliest head. Compared with ``add_writer`` and a
+    timer per check this saves the selector's bookkeeping, two handles, a heap push and
+    an ``epoll_ctl`` per check (bench/health_checks.py).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ep = select.epoll()          # OSError (EMFILE) before anything else is held
+        self._checks: dict[int, _Check] = {}
+        self._expiry: dict[float, collections.deque[tuple[float, _Check]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        # Descriptors registered while ``_on_ready`` runs: a ready event in the batch
+        # being handled is for an earlier socket that had the same number.
+        self._fresh: set[int] | None = None
+        loop.add_reader(self._ep.fileno(), self._on_ready)
+
+    def watch(self, fd: int, events: int, check: _Check, deadline: float, timeout: float) -> None:
+        self._ep.register(fd, events)
+        self._checks[fd] = check
+        if self._fresh is not None:
+            self._fresh.add(fd)
+        q = self._expiry.get(timeout)
+        if q is None:
+            q = self._expiry[timeout] = collections.deque()
+        q.append((deadline, check))
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(deadline)
+
+    def modify(self, fd: int, events: int) -> None:
+        self._ep.modify(fd, events)
+
+    def forget(self, fd: int) -> None:
+        """The check is done with ``fd`` and closes it next (which unregisters it)."""
+        self._checks.pop(fd, None)
+
+    def _on_ready(self) -> None:
+        checks = self._checks
+        self._fresh = fresh = set()
+        try:
+            for fd, events in self._ep.poll(0):
+                check = checks.get(fd)
+                if check is None or fd in fresh:
+                    continue
+                try:
+                    check.on_event(events)
+                except Exception as exc:   # never let one check break the loop's callback
+                    check.fail(f"error: {type(exc).__name__}: {exc}")
+        finally:
+            self._fresh = None
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        earliest = None
+        for q in self._expiry.values():
+            while q:
+                deadline, check = q[0]
+                if check.finished:
+                    q.popleft()
+                elif deadline <= now:
+                    q.popleft()
+                    check.fail("timeout")
+                else:
+                    break
+            if q and (earliest is None or q[0][0] < earliest):
+                earliest = q[0][0]
+        if earliest is not None:
+            self._arm(earliest)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._loop.remove_reader(self._ep.fileno())
+        self._ep.close()
+
+
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
+
+
+_last_poller: tuple[asyncio.AbstractEventLoop | None, Poller | None] = (None, None)
+
+
+def poller(loop: asyncio.AbstractEventLoop) -> Poller:
+    """The loop's poller, made on first use (the last one is cached: a weak mapping's
+    lookup costs as much as a probe's bookkeeping)."""
+    global _last_poller
+    last_loop, p = _last_poller
+    if last_loop is loop and p is not None:
+        return p
+    p = _pollers.get(loop)
+    if p is None:
+        p = _pollers[loop] = Poller(loop)
+    _last_poller = (loop, p)
+    return p
+
+
+class _Check:
+    """What a ``Poller`` needs of a check; the socket and ``done`` plumbing."""
+
+    __slots__ = ("_poller", "_done", "_sock", "_fd", "_start")
+
+    def __init__(self, poller: Poller, done: Done) -> None:
+        self._poller, self._done = poller, done
+        self._sock: socket.socket | None = None
+        self._fd = -1
+        self._start = poller._loop.time()
+
+    def _connect(self, addr: str, port: int, bind_to: IPAddress | str | None) -> int | None:
+        """Start a non-blocking connect; None when it failed (and the check finished)."""
+        try:
+            self._sock = sock = socket.socket(_family(addr), socket.SOCK_STREAM)
+            sock.setblocking(False)
+            if bind_to is not None:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((str(bind_to), 0))
+            code = sock.connect_ex((addr, port))
+        except OSError as exc:
+            self._finish(os_result(exc, self.elapsed))
+            return None
+        except Exception as exc:   # never raise: a probe bug is a failed check, not a crash
+            self.fail(f"error: {type(exc).__name__}: {exc}")
+            return None
+        if code in (0, errno.EINPROGRESS):
+            return code
+        self._fail_errno(code)
+        return None
+
+    def _watch(self, events: int, timeout: float) -> None:
+        self._fd = fd = self._sock.fileno()
+        try:
+            self._poller.watch(fd, events, self, self._start + timeout, timeout)
+        except OSError as exc:
+            # Our epoll is full (max_user_watches) or out of memory: this director's
+            # problem, whatever the errno.
+            self._finish(ProbeResult(False, os_reason(exc), self.elapsed, inconclusive=True))
+
+    @property
+    def elapsed(self) -> float:
+        return self._poller._loop.time() - self._start
+
+    @property
+    def finished(self) -> bool:
+        return self._done is None
+
+    def _fail_errno(self, code: int) -> None:
+        self._finish(ProbeResult(False, errno_reason(code), self.elapsed,
+                                 inconclusive=code in LOCAL_ERRNOS))
+
+    def fail(self, detail: str) -> None:
+        self._finish(ProbeResult(False, detail, self.elapsed))
+
+    def on_event(self, events: int) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        if self._fd >= 0:
+            self._poller.forget(self._fd)
+            self._fd = -1
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def _finish(self, result: ProbeResult) -> None:
+        self._close()
+        done, self._done = self._done, None
+        if done is not None:
+            done(result)
+
+    def cancel(self) -> None:
+        self._done = None
+        self._close()
+
+
+class TcpCheck(_Check):
+    """Healthy when a non-blocking connect completes within the timeout. The socket is
+    closed as soon as the verdict is known (a connect check sends nothing)."""
+
+    __slots__ = ()
+
+    def __init__(self, poller: Poller, addr: str, port: int, timeout: float,
+                 bind_to: IPAddress | str | None, done: Done) -> None:
+        super().__init__(poller, done)
+        code = self._connect(addr, port, bind_to)
+        if code == 0:
+            self._finish(ProbeResult(True, "connected", self.elapsed))
+        elif code is not None:
+            self._watch(select.EPOLLOUT, timeout)
+
+    def on_event(self, events: int) -> None:
+        code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code:
+            self._fail_errno(code)
+        else:
+            self._finish(ProbeResult(True, "connected", self.elapsed))
+
+
+async def _wait(start: Callable[[Done], object]) -> ProbeResult:
+    """Await a callback probe; cancelling the caller cancels the probe."""
+    fut = asyncio.get_running_loop().create_future()
+
+    def done(result: ProbeResult) -> None:
+        if not fut.done():
+            fut.set_result(result)
+
+    check = start(done)
+    try:
+        return await fut
+    finally:
+        if not fut.done():
+            check.cancel()
+
+
 async def tcp_probe(addr: IPAddress | str, port: int, timeout: float,
                     bind_to: IPAddress | str | None = None) -> ProbeResult:
     """Healthy when a TCP connection to ``addr:port`` completes within ``timeout``."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    sock: socket.socket | None = None
-    try:
-        sock = socket.socket(_family(addr), socket.SOCK_STREAM)
-        sock.setblocking(False)
-        if bind_to is not None:
-            sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-            sock.bind((str(bind_to), 0))
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, (addr if isinstance(addr, str) else str(addr), port))
-        return ProbeResult(True, "connected", loop.time() - start)
-    except TimeoutError:
-        return ProbeResult(False, "timeout", loop.time() - start)
-    except OSError as exc:
-        return ProbeResult(False, _os_reason(exc), loop.time() - start)
-    except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
-        return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
-    finally:
-        if sock is not None:
-            sock.close()
+    p = poller(asyncio.get_running_loop())
+    host = addr if isinstance(addr, str) else str(addr)
+    return await _wait(lambda done: TcpCheck(p, host, port, timeout, bind_to, done))
 
 
 # --- HTTP -----------------------------------------------------------------------------
@@ -105,88 +316,302 @@ def _body_regex(pattern: str) -> re.Pattern[bytes]:
 
 
 class HttpClients:
-    """Shared aiohttp sessions (one per source address) and SSL contexts.
+    """What HTTP checks share: SSL contexts, one per (verify, CA file).
 
-    Create inside the running loop; ``await close()`` when done.
+    Kept as an object the runner owns (create it inside the running loop; ``await
+    close()`` when done) so checks do not build an SSL context each.
     """
 
     def __init__(self) -> None:
-        self._sessions: dict[str | None, aiohttp.ClientSession] = {}
-        self._contexts: dict[tuple[bool, str | None], ssl.SSLContext | bool] = {}
+        self._contexts: dict[tuple[bool, str | None], ssl.SSLContext] = {}
 
-    def session(self, bind_to: IPAddress | str | None = None) -> aiohttp.ClientSession:
-        key = None if bind_to is None else str(bind_to)
-        s = self._sessions.get(key)
-        if s is None or s.closed:
-            import aiohttp
-
-            connector = aiohttp.TCPConnector(
-                limit=0,                   # the runner bounds concurrency
-                force_close=True,          # a new connection per check (see module doc)
-                local_addr=None if key is None else (key, 0),
-                use_dns_cache=False,       # targets are addresses; nothing to resolve
-            )
-            s = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None),   # asyncio.timeout bounds it
-                cookie_jar=aiohttp.DummyCookieJar(),
-                headers={"User-Agent": USER_AGENT},
-                # Ask for the body as is (no Accept-Encoding): a digest must match the
-                # one keepalived's genhash computes over an unencoded response.
-                skip_auto_headers=("Accept-Encoding",),
-                auto_decompress=False,
-                trust_env=False,           # never go through a proxy from the environment
-            )
-            self._sessions[key] = s
-        return s
-
-    def ssl_context(self, verify: bool, ca_file: str | None) -> ssl.SSLContext | bool:
+    def ssl_context(self, verify: bool, ca_file: str | None) -> ssl.SSLContext:
         key = (verify, ca_file)
         ctx = self._contexts.get(key)
         if ctx is None:
-            if not verify:
-                ctx = False                # aiohttp: no certificate verification
-            else:
+            if verify:
                 ctx = ssl.create_default_context(cafile=ca_file)
+            else:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
             self._contexts[key] = ctx
         return ctx
 
     async def close(self) -> None:
-        sessions, self._sessions = list(self._sessions.values()), {}
-        for s in sessions:
-            await s.close()
+        self._contexts = {}
 
 
-def _http_reason(exc: BaseException) -> str:
-    import aiohttp
-
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"tls: {getattr(exc.certificate_error, 'verify_message', None) or 'certificate verify failed'}"
-    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
-        return "tls: handshake failed"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return _os_reason(exc.os_error)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "disconnected"
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return "bad body"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return "bad response"
-    if isinstance(exc, ConnectionResetError):
-        return "reset"
-    if isinstance(exc, OSError):
-        return _os_reason(exc)
-    return f"error: {type(exc).__name__}: {exc}"
+def _host_header(addr: str, port: int, tls: bool) -> str:
+    host = f"[{addr}]" if ":" in addr else addr
+    return host if port == (443 if tls else 80) else f"{host}:{port}"
 
 
-async def _read_body(resp: aiohttp.ClientResponse) -> bytes | None:
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > MAX_BODY:
+def request_bytes(addr: str, port: int, probe: HttpProbe) -> bytes:
+    """The GET a check sends. No Accept-Encoding: the body comes as is, so a digest
+    matches the one keepalived's genhash computes over an unencoded response."""
+    host = probe.host or _host_header(addr, port, probe.tls)
+    return (f"GET {probe.path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
+            f"Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1")
+
+
+class _BadBody(Exception):
+    pass
+
+
+def _dechunk(raw: bytes) -> bytes | None:
+    """The body of a complete chunked encoding, or None while incomplete.
+
+    Raises ``_BadBody`` on a malformed one."""
+    out, pos = [], 0
+    while True:
+        eol = raw.find(b"\r\n", pos)
+        if eol < 0:
             return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        size_text = raw[pos:eol].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise _BadBody from None
+        if size < 0:
+            raise _BadBody
+        if size == 0:
+            # Trailers (rare) end with an empty line; without any it is "0\r\n\r\n".
+            return b"".join(out) if raw.find(b"\r\n\r\n", eol) >= 0 else None
+        start, end = eol + 2, eol + 2 + size
+        if len(raw) < end + 2:
+            return None
+        if raw[end:end + 2] != b"\r\n":
+            raise _BadBody
+        out.append(raw[start:end])
+        pos = end + 2
+
+
+class HttpResponse:
+    """Reads one response as it arrives (sans-IO): ``feed(data)`` and ``eof()`` return a
+    ``(ok, detail)`` verdict once one is known, else None. It reads only what the
+    verdict needs: the status and headers; the body only for a regex or a digest."""
+
+    __slots__ = ("_probe", "_buf", "_status", "_length", "_chunked", "_body_needed")
+
+    def __init__(self, probe: HttpProbe) -> None:
+        self._probe = probe
+        self._buf = b""
+        self._status: int | None = None      # set once the head is complete
+        self._length: int | None = None
+        self._chunked = False
+        self._body_needed = probe.body_regex is not None or probe.digest is not None
+
+    def feed(self, data: bytes) -> tuple[bool, str] | None:
+        self._buf += data
+        interim = 0
+        while self._status is None:
+            end = self._buf.find(b"\r\n\r\n")
+            if end < 0:
+                return (False, "bad response") if len(self._buf) > MAX_HEAD else None
+            head, self._buf = self._buf[:end], self._buf[end + 4:]
+            verdict = self._head(head)
+            if verdict is not None:
+                return verdict
+            interim += 1                     # a 1xx interim response: the real one follows
+            if interim > 8:
+                return (False, "bad response")
+        return self._body(eof=False)
+
+    def eof(self) -> tuple[bool, str]:
+        if self._status is None:
+            return (False, "disconnected")
+        return self._body(eof=True) or (False, "bad body")
+
+    def _head(self, head: bytes) -> tuple[bool, str] | None:
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 \
+                or not parts[1].isdigit():
+            return (False, "bad response")
+        status = int(parts[1])
+        if 100 <= status < 200 and status != 101:
+            return None                      # interim (100 Continue, 103 Early Hints)
+        self._status = status
+        if not self._probe.accepts(status):
+            return (False, f"status {status}")
+        if not self._body_needed:
+            return (True, f"status {status}")
+        if status == 101 or status in (204, 304):
+            self._length = 0
+            return None
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                continue
+            name = name.strip().lower()
+            if name == b"content-length":
+                try:
+                    self._length = int(value.strip())
+                except ValueError:
+                    return (False, "bad response")
+                if self._length < 0:
+                    return (False, "bad response")
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                self._chunked = True
+        if self._chunked:
+            self._length = None
+        if self._length is not None and self._length > MAX_BODY:
+            return (False, "body too large")
+        return None
+
+    def _body(self, eof: bool) -> tuple[bool, str] | None:
+        buf = self._buf
+        if self._chunked:
+            if len(buf) > MAX_BODY + MAX_HEAD:
+                return (False, "body too large")
+            try:
+                body = _dechunk(buf)
+            except _BadBody:
+                return (False, "bad body")
+            if body is None:
+                return (False, "bad body") if eof else None
+        elif self._length is not None:
+            if len(buf) < self._length:
+                return (False, "bad body") if eof else None
+            body = buf[:self._length]
+        else:
+            if len(buf) > MAX_BODY:
+                return (False, "body too large")
+            if not eof:
+                return None
+            body = buf
+        if len(body) > MAX_BODY:
+            return (False, "body too large")
+        probe = self._probe
+        if probe.body_regex is not None and not _body_regex(probe.body_regex).search(body):
+            return (False, "body mismatch")
+        if probe.digest is not None and hashlib.md5(body).hexdigest() != probe.digest.lower():
+            return (False, "digest mismatch")
+        return (True, f"status {self._status}")
+
+
+class HttpCheck(_Check):
+    """One plain-HTTP check: connect, send the GET once writable, read the response
+    through ``HttpResponse``. HTTPS goes through ``_https``."""
+
+    __slots__ = ("_out", "_resp")
+
+    def __init__(self, poller: Poller, addr: str, port: int, probe: HttpProbe, timeout: float,
+                 bind_to: IPAddress | str | None, done: Done) -> None:
+        super().__init__(poller, done)
+        self._resp = HttpResponse(probe)
+        self._out = request_bytes(addr, port, probe)
+        if self._connect(addr, port, bind_to) is not None:
+            # Writable once connected (or failed); the request then goes out at once.
+            self._watch(select.EPOLLOUT, timeout)
+
+    def on_event(self, events: int) -> None:
+        sock = self._sock
+        if self._out:
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                self._fail_errno(code)
+                return
+            try:
+                sent = sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._finish(os_result(exc, self.elapsed))
+                return
+            self._out = self._out[sent:]
+            if not self._out:
+                self._poller.modify(self._fd, select.EPOLLIN)
+            return
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._finish(os_result(exc, self.elapsed))
+            return
+        verdict = self._resp.feed(data) if data else self._resp.eof()
+        if verdict is not None:
+            self._finish(ProbeResult(verdict[0], verdict[1], self.elapsed))
+
+
+class _ResponseProtocol(asyncio.Protocol):
+    """HTTPS: the same reader behind an SSL transport."""
+
+    def __init__(self, resp: HttpResponse, request: bytes) -> None:
+        self.resp, self.request = resp, request
+        self.verdict: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)   # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if not self.verdict.done():
+            v = self.resp.feed(data)
+            if v is not None:
+                self.verdict.set_result(v)
+
+    def eof_received(self) -> bool:
+        if not self.verdict.done():
+            self.verdict.set_result(self.resp.eof())
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.verdict.done():
+            if exc is None:
+                self.verdict.set_result(self.resp.eof())
+            else:
+                self.verdict.set_exception(exc)
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"tls: {exc.verify_message or 'certificate verify failed'}"
+    return "tls: handshake failed"
+
+
+async def _https(addr: str, port: int, probe: HttpProbe, timeout: float,
+                 bind_to: IPAddress | str | None, clients: HttpClients) -> ProbeResult:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    transport: asyncio.BaseTransport | None = None
+    sock: socket.socket | None = None
+    phase = "connect"
+    try:
+        ctx = clients.ssl_context(probe.verify_tls, probe.ca_file)
+        sock = socket.socket(_family(addr), socket.SOCK_STREAM)
+        sock.setblocking(False)
+        if bind_to is not None:
+            sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((str(bind_to), 0))
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, (addr, port))
+            phase = "tls"
+            proto = _ResponseProtocol(HttpResponse(probe), request_bytes(addr, port, probe))
+            # SNI and certificate name follow the virtual host, not the address.
+            transport, _ = await loop.create_connection(
+                lambda: proto, sock=sock, ssl=ctx, server_hostname=probe.host or addr,
+                ssl_handshake_timeout=max(timeout, 0.001))
+            sock = None                   # the transport owns it now
+            phase = "http"
+            ok, detail = await proto.verdict
+        return ProbeResult(ok, detail, loop.time() - start)
+    except TimeoutError:
+        return ProbeResult(False, "timeout", loop.time() - start)
+    except ssl.SSLError as exc:
+        return ProbeResult(False, _tls_reason(exc), loop.time() - start)
+    except OSError as exc:
+        if phase == "tls" and exc.errno not in LOCAL_ERRNOS:
+            return ProbeResult(False, "tls: handshake failed", loop.time() - start)
+        return os_result(exc, loop.time() - start)
+    except Exception as exc:
+        return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
+    finally:
+        if transport is not None:
+            transport.abort()
+        if sock is not None:
+            sock.close()
 
 
 async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout: float,
@@ -194,44 +619,11 @@ async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout
                      clients: HttpClients | None = None) -> ProbeResult:
     """GET ``probe.path``; healthy when the status is in ``probe.status_codes`` and
     the body matches ``body_regex`` and/or ``digest`` (hex MD5, keepalived's HTTP_GET)."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    own = clients is None
-    if clients is None:
-        clients = HttpClients()
-    try:
-        ip = ipaddress.ip_address(addr)
-        host = f"[{ip}]" if ip.version == 6 else str(ip)
-        url = f"{'https' if probe.tls else 'http'}://{host}:{port}{probe.path}"
-        kwargs: dict = {"allow_redirects": False}
-        if probe.host:
-            kwargs["headers"] = {"Host": probe.host}
-        if probe.tls:
-            kwargs["ssl"] = clients.ssl_context(probe.verify_tls, probe.ca_file)
-            if probe.host:
-                # SNI and certificate name follow the virtual host, not the address.
-                kwargs["server_hostname"] = probe.host
-        async with asyncio.timeout(timeout):
-            async with clients.session(bind_to).get(url, **kwargs) as resp:
-                status = resp.status
-                if not probe.accepts(status):
-                    return ProbeResult(False, f"status {status}", loop.time() - start)
-                if probe.body_regex is not None or probe.digest is not None:
-                    body = await _read_body(resp)
-                    if body is None:
-                        return ProbeResult(False, "body too large", loop.time() - start)
-                    if probe.body_regex is not None and not _body_regex(probe.body_regex).search(body):
-                        return ProbeResult(False, "body mismatch", loop.time() - start)
-                    if probe.digest is not None and hashlib.md5(body).hexdigest() != probe.digest.lower():
-                        return ProbeResult(False, "digest mismatch", loop.time() - start)
-        return ProbeResult(True, f"status {status}", loop.time() - start)
-    except TimeoutError:
-        return ProbeResult(False, "timeout", loop.time() - start)
-    except Exception as exc:
-        return ProbeResult(False, _http_reason(exc), loop.time() - start)
-    finally:
-        if own:
-            await clients.close()
+    host = str(ipaddress.ip_address(addr))
+    if probe.tls:
+        return await _https(host, port, probe, timeout, bind_to, clients or HttpClients())
+    p = poller(asyncio.get_running_loop())
+    return await _wait(lambda done: HttpCheck(p, host, port, probe, timeout, bind_to, done))
 
 
 # --- script ---------------------------------------------------------------------------
@@ -264,12 +656,15 @@ async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = Fals
             code = await proc.wait()
     except TimeoutError:
         return ProbeResult(False, "timeout", loop.time() - start)
+    # The script did not run: this director's problem (a missing or non-executable
+    # script, no process or descriptor to spare), not the server's -- inconclusive.
     except FileNotFoundError:
-        return ProbeResult(False, "not found", loop.time() - start)
+        return ProbeResult(False, "not found", loop.time() - start, inconclusive=True)
     except PermissionError:
-        return ProbeResult(False, "permission denied", loop.time() - start)
+        return ProbeResult(False, "permission denied", loop.time() - start, inconclusive=True)
     except OSError as exc:
-        return ProbeResult(False, _os_reason(exc), loop.time() - start)
+        detail = "fork failed" if exc.errno == errno.EAGAIN else os_reason(exc)
+        return ProbeResult(False, detail, loop.time() - start, inconclusive=True)
     except Exception as exc:
         return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
     finally:
@@ -305,17 +700,41 @@ async def run_check(check: HealthCheck, addr: IPAddress, port: int,
         return await http_probe(addr, port, probe, check.timeout, check.bind_to, clients)
     if isinstance(probe, ScriptProbe):
         return await script_probe(probe.command, check.timeout, probe.dynamic)
-    # The other probes' modules import this one (its errno vocabulary): imported here.
     if isinstance(probe, DnsProbe):
-        from hadirector.health.dns import dns_probe
         return await dns_probe(addr, port, probe, check.timeout, check.bind_to)
     if isinstance(probe, UdpProbe):
-        from hadirector.health.udp import udp_probe
         return await udp_probe(addr, port, probe, check.timeout, check.bind_to)
     if isinstance(probe, PingProbe):
-        from hadirector.health.ping import ping_probe
         return await ping_probe(addr, check.timeout, check.bind_to)
     if isinstance(probe, SmtpProbe):
-        from hadirector.health.smtp import smtp_probe
         return await smtp_probe(addr, port, probe, check.timeout, check.bind_to)
     return ProbeResult(False, f"unsupported probe {type(probe).__name__}", 0.0)
+
+
+class Probe(Protocol):
+    def cancel(self) -> None: ...
+
+
+def start_probe(check: HealthCheck, addr: str, port: int, done: Done,
+                clients: HttpClients | None = None) -> Probe | None:
+    """Start the check on the runner's cheap path: ``done(result)`` is called once
+    (maybe before this returns) unless ``cancel()`` is called first. None: this probe
+    has no callback form (HTTPS, scripts, ...); await ``run_check`` instead."""
+    probe = check.probe
+    if isinstance(probe, TcpProbe) or isinstance(probe, HttpProbe) and not probe.tls:
+        try:
+            p = poller(asyncio.get_running_loop())
+        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
+            done(os_result(exc, 0.0))
+            return _Finished()
+        if isinstance(probe, TcpProbe):
+            return TcpCheck(p, addr, port, check.timeout, check.bind_to, done)
+        return HttpCheck(p, addr, port, probe, check.timeout, check.bind_to, done)
+    return None
+
+
+class _Finished:
+    """A check that ended before it started."""
+
+    def cancel(self) -> None:
+        pass

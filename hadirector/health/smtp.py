@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
+from hadirector.health.errors import os_result
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress, SmtpProbe
 
@@ -68,8 +69,7 @@ async def smtp_probe(addr: IPAddress | str, port: int, probe: SmtpProbe, timeout
     except _Bad as exc:
         return ProbeResult(False, str(exc), loop.time() - start)
     except OSError as exc:
-        from hadirector.health.probes import _os_reason
-        return ProbeResult(False, _os_reason(exc), loop.time() - start)
+        return os_result(exc, loop.time() - start)
     except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
         return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
     finally:

@@ -18,15 +18,11 @@ import re
 import socket
 from collections.abc import Callable
 
+from hadirector.health.errors import LOCAL_REASONS, os_reason
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress, UdpProbe
 
 MAX_DATAGRAM = 65535
-
-
-def _os_reason(exc: OSError) -> str:
-    from hadirector.health.probes import _os_reason as reason     # one vocabulary for errnos
-    return reason(exc)
 
 
 async def exchange(addr: IPAddress | str, port: int, payload: bytes, timeout: float,
@@ -55,7 +51,7 @@ async def exchange(addr: IPAddress | str, port: int, payload: bytes, timeout: fl
     except TimeoutError:
         return None, "timeout", loop.time() - start
     except OSError as exc:
-        return None, _os_reason(exc), loop.time() - start
+        return None, os_reason(exc), loop.time() - start
     except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
         return None, f"error: {type(exc).__name__}: {exc}", loop.time() - start
     finally:
@@ -76,7 +72,7 @@ async def udp_probe(addr: IPAddress | str, port: int, probe: UdpProbe, timeout: 
     if reply is None:
         if reason == "timeout" and not probe.require_reply:
             return ProbeResult(True, "no reply", elapsed)
-        return ProbeResult(False, reason or "no reply", elapsed)
+        return ProbeResult(False, reason or "no reply", elapsed, inconclusive=reason in LOCAL_REASONS)
     if probe.reply_regex is not None and not _reply_regex(probe.reply_regex).search(reply):
         return ProbeResult(False, "reply mismatch", elapsed)
     return ProbeResult(True, "reply", elapsed)

@@ -351,3 +351,16 @@ def test_status_shows_an_instances_auth_settings_and_refusals_never_a_secret(sna
     assert ("  VI_1: auth enforce, signing key 2 (keys 1, 2), time window 5s; verified 40, "
             "refused: auth_missing 7, bad_hmac 3") in render_status(snap).splitlines()
     assert "auth" not in render_status(snapshot)
+
+
+def test_status_marks_an_inconclusive_last_check_and_counts_them_by_reason(snapshot):
+    web = snapshot.virtual_services[0]
+    up = dataclasses.replace(web.real_servers[0], last_check=dataclasses.replace(
+        web.real_servers[0].last_check, ok=False, detail="emfile", latency=0.0001, inconclusive=True))
+    web = dataclasses.replace(web, real_servers=(up,) + web.real_servers[1:])
+    health = dataclasses.replace(snapshot.health, checks={"ok": 4, "inconclusive": 3},
+                                 inconclusive={"emfile": 2, "enobufs": 1})
+    text = render_status(dataclasses.replace(snapshot, health=health,
+                                             virtual_services=(web,) + snapshot.virtual_services[1:]))
+    assert "up 5m12s (emfile, inconclusive, 0.1ms)" in text
+    assert "  inconclusive (not counted): emfile 2, enobufs 1" in text

@@ -263,3 +263,12 @@ def test_auth_outcomes_have_stable_names_and_no_secret(snapshot):
     assert to_jsonable(auth) == {"mode": "enforce", "active_key": 2, "key_ids": [1, 2], "anti_replay": "time",
                                  "time_window": 5, "verified": 40, "unsigned_accepted": 0,
                                  "rejected": {"bad_hmac": 3, "auth_missing": 7}}
+
+
+def test_inconclusive_health_checks_are_counted_by_reason(snapshot):
+    health = dataclasses.replace(snapshot.health, checks={"ok": 4, "inconclusive": 3},
+                                 inconclusive={"emfile": 2, "enobufs": 1})
+    samples = parse(render(dataclasses.replace(snapshot, health=health)))
+    assert value(samples, "hadirector_health_checks_total", result="inconclusive") == 3
+    assert value(samples, "hadirector_health_checks_inconclusive_total", reason="emfile") == 2
+    assert value(samples, "hadirector_health_checks_inconclusive_total", reason="enobufs") == 1

@@ -180,3 +180,53 @@ def test_a_seeded_target_starts_up_and_needs_fall_failures_to_go_down():
     assert p.record(t, ProbeResult(False, "timeout", 2.0), now=1.0) is None
     assert p.record(t, ProbeResult(False, "timeout", 2.0), now=2.0).new is HealthState.DOWN
     assert not p.seed(t, HealthState.UP, now=3.0), "only before the first result"
+
+
+# --- inconclusive results (the director could not run the probe) -----------------------
+
+EMFILE = ProbeResult(False, "emfile", 0.0001, inconclusive=True)
+
+
+def test_inconclusive_results_never_take_an_up_server_down():
+    p = policy(fall=1, initial=InitialHealth.UP)
+    assert feed(p, [EMFILE] * 50) == []
+    assert p.state(*T) is UP
+    h = p.get(T)
+    assert (h.inconclusive, h.checks, h.failures, h.last) == (50, 0, 0, EMFILE)
+
+
+def test_inconclusive_results_never_bring_a_down_server_up():
+    p = policy(rise=1, initial=InitialHealth.DOWN)
+    assert feed(p, [EMFILE] * 5) == []
+    assert p.state(*T) is DOWN
+
+
+def test_an_unknown_server_stays_unknown_while_its_results_are_inconclusive():
+    p = policy()
+    assert feed(p, [EMFILE, EMFILE]) == []
+    assert p.state(*T) is UNKNOWN
+    [t] = feed(p, [OK], start=5)
+    assert (t.old, t.new) == (UNKNOWN, UP)
+
+
+def test_an_inconclusive_result_neither_breaks_nor_extends_a_failure_streak():
+    p = policy(fall=3, initial=InitialHealth.UP)
+    assert feed(p, [REFUSED, EMFILE, REFUSED]) == []
+    assert p.get(T).failures == 2
+    [t] = feed(p, [EMFILE, REFUSED], start=10)
+    assert (t.new, t.count, t.reason) == (DOWN, 3, "refused")
+
+
+def test_an_inconclusive_result_neither_breaks_nor_extends_a_success_streak():
+    p = policy(rise=2, initial=InitialHealth.DOWN)
+    assert feed(p, [OK, EMFILE]) == []
+    assert p.get(T).successes == 1
+    [t] = feed(p, [OK], start=10)
+    assert (t.new, t.count) == (UP, 2)
+
+
+def test_a_target_with_only_inconclusive_results_can_still_be_seeded():
+    p = policy()
+    feed(p, [EMFILE])
+    assert p.seed(T, UP, now=2.0)
+    assert p.state(*T) is UP

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import trustme
@@ -363,3 +365,171 @@ async def test_http_probe_asks_for_an_unencoded_body_so_digests_match_genhash(cl
         await server.wait_closed()
     assert (r.ok, r.detail) == (True, "status 200")
     assert "accept-encoding" not in seen[0]
+
+
+# --- the lean HTTP client against raw servers (issue 13) --------------------------------
+
+
+async def _raw_server(reply: bytes, close: bool = True):
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(reply)
+        await writer.drain()
+        if close:
+            writer.close()
+        else:
+            await reader.read()
+
+    server = await asyncio.start_server(handle, LOCAL, 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("reply, probe, expected", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nall \r\n4\r\ngood\r\n0\r\n\r\n",
+     HttpProbe(body_regex="all good"), (True, "status 200")),
+    (b"HTTP/1.0 200 OK\r\n\r\nno length, ends at close", HttpProbe(body_regex="at close$"), (True, "status 200")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\ncut short", HttpProbe(body_regex="x"), (False, "bad body")),
+    (b"", HttpProbe(), (False, "disconnected")),
+    (b"220 smtp.example ESMTP\r\n\r\n", HttpProbe(), (False, "bad response")),
+])
+async def test_http_probe_reads_real_responses_of_every_framing(reply, probe, expected):
+    server, port = await _raw_server(reply)
+    try:
+        r = await http_probe(LOCAL, port, probe, 2.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (r.ok, r.detail) == expected and not r.inconclusive
+
+
+async def test_http_probe_decides_on_the_status_without_waiting_for_the_server_to_close():
+    server, port = await _raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\nstart", close=False)
+    try:
+        r = await http_probe(LOCAL, port, HttpProbe(), 2.0)
+    finally:
+        server.close()
+    assert (r.ok, r.detail) == (True, "status 200") and r.elapsed < 1.0
+
+
+async def test_probes_that_cannot_get_a_socket_are_inconclusive():
+    """RLIMIT_NOFILE lowered in a child process until socket() fails with EMFILE."""
+    code = (
+        "import asyncio, os, resource\n"
+        "from hadirector.health.probes import tcp_probe, http_probe, script_probe\n"
+        "from hadirector.model import HttpProbe\n"
+        "async def main():\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "    await tcp_probe('127.0.0.1', 9, 1.0)   # the poller's epoll, made while fds remain\n"
+        "    hog = []\n"
+        "    try:\n"
+        "        while True: hog.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "    except OSError: pass\n"
+        "    for r in (await tcp_probe('127.0.0.1', 9, 1.0), await http_probe('127.0.0.1', 9, HttpProbe(), 1.0),\n"
+        "              await script_probe(['/bin/true'], 1.0)):\n"
+        "        print(r.ok, r.detail, r.inconclusive)\n"
+        "asyncio.run(main())\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])))
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["False emfile True"] * 3
+
+
+async def test_dns_udp_ping_and_smtp_probes_that_cannot_get_a_socket_are_inconclusive():
+    """The issue-13 probes too: EMFILE is the director's failure, not the server's."""
+    code = (
+        "import asyncio, os, resource\n"
+        "from hadirector.health.dns import dns_probe\n"
+        "from hadirector.health.udp import udp_probe\n"
+        "from hadirector.health.ping import ping_probe\n"
+        "from hadirector.health.smtp import smtp_probe\n"
+        "from hadirector.model import DnsProbe, UdpProbe, SmtpProbe\n"
+        "async def main():\n"
+        "    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "    hog = []\n"
+        "    try:\n"
+        "        while True: hog.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "    except OSError: pass\n"
+        "    for r in (await dns_probe('127.0.0.1', 53, DnsProbe(), 1.0),\n"
+        "              await udp_probe('127.0.0.1', 9, UdpProbe(), 1.0),\n"
+        "              await ping_probe('127.0.0.1', 1.0),\n"
+        "              await smtp_probe('127.0.0.1', 25, SmtpProbe(), 1.0)):\n"
+        "        print(r.ok, r.detail, r.inconclusive)\n"
+        "asyncio.run(main())\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])))
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["False emfile True"] * 4
+
+
+async def test_a_missing_or_non_executable_script_is_inconclusive(tmp_path):
+    missing = await script_probe([str(tmp_path / "nope")], 1.0)
+    plain = tmp_path / "not-executable"
+    plain.write_text("#!/bin/sh\nexit 0\n")
+    denied = await script_probe([str(plain)], 1.0)
+    assert (missing.ok, missing.detail, missing.inconclusive) == (False, "not found", True)
+    assert (denied.ok, denied.detail, denied.inconclusive) == (False, "permission denied", True)
+    failed = await script_probe([sys.executable, "-c", "raise SystemExit(1)"], 5.0)
+    assert not failed.inconclusive         # the script ran and said no: a real failure
+
+
+async def test_tcp_and_http_probes_reach_ipv6_servers():
+    server = await asyncio.start_server(
+        lambda r, w: (w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), w.close()), "::1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        tcp = await tcp_probe("::1", port, 1.0)
+        http = await http_probe("::1", port, HttpProbe(), 1.0)
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            free = s.getsockname()[1]
+        refused = await tcp_probe("::1", free, 1.0)
+    finally:
+        server.close()
+    assert (tcp.ok, http.ok, http.detail, refused.detail) == (True, True, "status 200", "refused")
+
+
+async def test_a_probe_started_without_a_descriptor_for_the_poller_is_inconclusive(monkeypatch):
+    from hadirector.health import probes
+
+    def no_fds(loop):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(probes, "poller", no_fds)
+    got = []
+    check = probes.start_probe(HealthCheck(HttpProbe()), LOCAL, 9, got.append)
+    check.cancel()
+    assert [(r.ok, r.detail, r.inconclusive) for r in got] == [(False, "emfile", True)]
+
+
+async def test_a_full_epoll_makes_the_check_inconclusive_and_closes_its_socket(monkeypatch):
+    from hadirector.health import probes
+
+    p = probes.poller(asyncio.get_running_loop())
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(p, "watch", full)
+    with blackhole_listener() as port:      # the connect stays in progress: it must be watched
+        r = await tcp_probe(LOCAL, port, 1.0)
+    assert (r.ok, r.detail, r.inconclusive) == (False, "enospc", True)
+
+
+async def test_batched_timeouts_keep_each_checks_own_timeout_whatever_the_order_they_started():
+    loop = asyncio.get_running_loop()
+    with blackhole_listener() as port:
+        t0 = loop.time()
+        long = asyncio.ensure_future(tcp_probe(LOCAL, port, 1.5))
+        await asyncio.sleep(0.05)
+        short = asyncio.ensure_future(tcp_probe(LOCAL, port, 0.3))
+        done_short = await short
+        t_short = loop.time() - t0
+        assert not long.done()              # the later, shorter one expired first
+        done_long = await long
+        t_long = loop.time() - t0
+    assert (done_short.detail, done_long.detail) == ("timeout", "timeout")
+    assert 0.3 <= t_short < 0.3 + SLACK and 1.5 <= t_long < 1.5 + SLACK

@@ -395,3 +395,76 @@ async def test_a_stopped_runner_starts_again_with_every_target_scheduled():
         await wait_for(lambda: set(calls) == {4000 + i for i in range(6)}, 2.0 + SLACK)
     finally:
         await runner.stop()
+
+
+# --- inconclusive probes (the director could not run them) -------------------------------
+
+
+async def test_inconclusive_probes_change_no_state_and_are_counted_and_logged_at_a_bounded_rate():
+    up = rs(1001, interval=0.01, fall=1, initial=InitialHealth.UP)
+    unknown = rs(1002, interval=0.01, fall=1)
+    vs = service([up, unknown])
+    cfg = config(vs)
+    verdict = {"emfile": True}
+
+    async def local_trouble(check, addr, port, clients):
+        if verdict["emfile"]:
+            return ProbeResult(False, "emfile", 0.0001, inconclusive=True)
+        return ProbeResult(False, "refused", 0.001)
+
+    rec = Recorder()
+    with capture_logs() as logs:
+        async with HealthRunner(cfg, rec, probe=local_trouble) as runner:
+            before = desired_table(cfg, runner.ipvs_health)
+            await wait_for(lambda: runner.snapshot().totals.inconclusive.get("emfile", 0) >= 40, 5)
+            # Every probe of the service inconclusive: no transition, the same IPVS table.
+            assert rec.calls == []
+            assert desired_table(cfg, runner.ipvs_health) == before
+            assert (runner.state(vs.key, up.key), runner.state(vs.key, unknown.key)) == (UP, UNKNOWN)
+            snap = runner.snapshot()
+            row = next(r for r in snap.servers if r.rs_key == up.key)
+            assert row.inconclusive >= 20 and row.checks == 0 and row.failures == 0
+            assert row.last.inconclusive and row.last.detail == "emfile"
+            assert snap.totals.checks["inconclusive"] == sum(snap.totals.inconclusive.values())
+            assert snap.totals.latency.count == 0
+            verdict["emfile"] = False       # descriptors back: real results count again
+            await wait_for(lambda: len(rec.calls) == 2, 5)
+    assert [new for _, new in rec.calls] == [DOWN, DOWN]
+    lines = [e for e in logs if e["event"] == "health.check_inconclusive"]
+    assert len(lines) == 1          # one reason, well inside INCONCLUSIVE_LOG_EVERY
+    assert (lines[0]["reason"], lines[0]["suppressed"], lines[0]["log_level"]) == ("emfile", 0, "warning")
+    assert lines[0]["service"] == "web" and lines[0]["state"] in ("up", "unknown")
+
+
+def test_inconclusive_log_lines_carry_how_many_were_not_logged():
+    from hadirector.agent import health_runner as hr
+
+    a = rs(1001)
+    clock = [100.0]
+    runner = HealthRunner(config(service([a])), clock=lambda: clock[0])
+    [slot] = runner._slots.values()
+    emfile = ProbeResult(False, "emfile", 0.0, inconclusive=True)
+    with capture_logs() as logs:
+        for _ in range(5):
+            runner._note_inconclusive(slot, emfile, clock[0])
+            clock[0] += 1.0
+        runner._note_inconclusive(slot, ProbeResult(False, "enobufs", 0.0, inconclusive=True), clock[0])
+        clock[0] = 100.0 + hr.INCONCLUSIVE_LOG_EVERY
+        runner._note_inconclusive(slot, emfile, clock[0])
+    got = [(e["reason"], e["suppressed"], e["total"]) for e in logs]
+    assert got == [("emfile", 0, 1), ("enobufs", 0, 1), ("emfile", 4, 6)]
+
+
+async def test_a_start_that_raises_counts_as_a_failure_and_the_check_runs_again():
+    a = rs(1001, interval=0.02, fall=1)
+    calls = []
+
+    def broken_start(check, addr, port, done, clients):
+        calls.append(port)
+        raise ValueError("bug")
+
+    rec = Recorder()
+    async with HealthRunner(config(service([a])), rec, start=broken_start) as runner:
+        await wait_for(lambda: len(calls) >= 3, 5)
+        assert runner.snapshot().in_flight == 0
+    assert rec.calls == [(a.key, DOWN)]
