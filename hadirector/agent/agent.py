@@ -351,13 +351,13 @@ class Agent:
 
     async def _reload(self, trigger: str, t0: float) -> ReloadResult:
         from hadirector.config import ConfigError
-        from hadirector.config.worker import load_config_in_worker
+        from hadirector.config.worker import load_in_worker
 
         source = self.config.source
         try:
             # Off the loop and out of our GIL: reading is bounded (config.compose) but
             # not free, and the VRRP drivers must keep sending adverts meanwhile.
-            loaded = await asyncio.to_thread(load_config_in_worker, source)
+            loaded, warnings = await asyncio.to_thread(load_in_worker, source)
         except ConfigError as e:
             # The loader reports a file it cannot read as an issue at line 0.
             unreadable = all(i.line == 0 and "cannot read" in i.message for i in e.issues)
@@ -365,6 +365,9 @@ class Agent:
                                  tuple(str(i) for i in e.issues), t0)
         except OSError as e:
             return self._refused(trigger, "unreadable", (f"{source}: {e.strerror or e}",), t0)
+        for w in warnings:      # valid, so applied; as at start-up (agent/cli.py)
+            self.log.warning("config.warned", file=w.source, line=w.line, column=w.column, key=w.path,
+                             detail=w.message, reason="config_warning")
         if not self.started or self._stopped:
             return self._refused(trigger, "not_running", ("the agent is not running",), t0)
         old = self.config

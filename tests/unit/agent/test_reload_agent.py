@@ -148,6 +148,21 @@ async def test_an_unchanged_config_keeps_the_machine_its_state_and_the_vips(tmp_
     await rig.agent.stop()
 
 
+async def test_a_reload_logs_the_new_configs_warnings_as_start_up_does(tmp_path):
+    rig = await masters(tmp_path, VI_1)
+    # A VIP without a prefix length: valid (the same /32), and one config.warned.
+    result, logs = await rig.reload(yaml_text(tmp_path, VI_1.replace("10.0.0.100/32", "10.0.0.100")))
+    assert result.ok and result.generation == 2 and result.changes == ()
+    warned = [e for e in logs if e["event"] == "config.warned"]
+    assert len(warned) == 1, warned
+    w = warned[0]
+    assert (w["file"], w["line"], w["key"], w["reason"]) == (
+        str(rig.path), 4, "vrrp_instances[0].virtual_ips[0]", "config_warning")
+    assert w["column"] > 0 and "has no prefix length" in w["detail"]
+    assert rig.state() is State.MASTER and rig.addresses.log == []
+    await rig.agent.stop()
+
+
 async def test_a_changed_priority_is_advertised_at_once_without_a_transition(tmp_path):  # RFC 5798 6.4.3
     rig = await masters(tmp_path, VI_1)
     driver = rig.agent.runtimes["vi_1"].driver
