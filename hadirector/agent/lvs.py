@@ -102,7 +102,14 @@ class LvsController:
         self._faulted: tuple[str, ...] = ()      # instances we put in FAULT
         self._retry: asyncio.TimerHandle | None = None
         self._prepared = False
-        self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
+        self._started = False
+        # No health runner on a VRRP-only node (nothing to check); a reload that adds
+        # the first virtual service builds and starts it.
+        self._health_options = health_options
+        self.health: HealthRunner | None = None
+        self._health_start: asyncio.Task | None = None
+        if config.virtual_services:
+            self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
         self.reconciler: Reconciler | None = None
         # The decisions (leader, sync daemon role, master_only, preemption hold, quorum
         # scripts) are the pure ``LvsRole``'s; this class executes its effects.
@@ -143,7 +150,9 @@ class LvsController:
 
     async def start(self, agent) -> None:
         self.prepare(agent)       # an agent that did not call it before the machines
-        await self.health.start()
+        self._started = True
+        if self.health is not None:
+            await self.health.start()
 
     def _open_ipvs(self, reason: str) -> SyncReport | None:
         """Open the backend and converge: seed health from the kernel, one full sync,
@@ -239,7 +248,12 @@ class LvsController:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        await self.health.stop()
+        self._started = False
+        if self._health_start is not None:
+            await self._health_start        # a stop right after the reload: not left running
+            self._health_start = None
+        if self.health is not None:
+            await self.health.stop()
         if self.reconciler is None:
             return
         if self.config.lvs.on_shutdown is model.ShutdownAction.REMOVE:
@@ -280,10 +294,14 @@ class LvsController:
     def programming(self) -> bool:
         return self.policy.programming
 
+    def _ipvs_health(self, vs: model.VirtualService, rs: model.RealServer) -> HealthState:
+        # No runner: no virtual services, so never asked; UNKNOWN is "not programmed".
+        return self.health.ipvs_health(vs, rs) if self.health is not None else HealthState.UNKNOWN
+
     def desired(self) -> Table:
         if not self.programming:
             return Table()
-        table = desired_table(self.config, self.health.ipvs_health, self.quorum)
+        table = desired_table(self.config, self._ipvs_health, self.quorum)
         self.quorum.update(table.quorum)
         return table
 
@@ -431,7 +449,14 @@ class LvsController:
         old = self.config
         self.config = new
         self._index(new)
-        self.health.update_config(new)
+        if self.health is not None:
+            self.health.update_config(new)
+        elif new.virtual_services:
+            self.health = HealthRunner(new, on_transition=self._on_health, **self._health_options)
+            if self._started:
+                # HealthRunner.start only arms its timer: it runs before any check is due.
+                self._health_start = asyncio.get_running_loop().create_task(
+                    self.health.start(), name="health_start")
         role = self.role
         # Another instance may now decide the LVS role: then take its current state.
         self.policy.reconfigure(new, self._leader_state(self._agent, new))

@@ -84,8 +84,9 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         kernel = lvs.reconciler.backend.dump() if lvs.reconciler is not None else Table()
     except IpvsError:
         kernel = Table()
-    hs = lvs.health.snapshot()
-    rows = {(r.service_key, r.rs_key): r for r in hs.servers}
+    # No health runner on a VRRP-only node (agent/lvs.py): no rows, zero totals.
+    hs = lvs.health.snapshot() if lvs.health is not None else None
+    rows = {(r.service_key, r.rs_key): r for r in hs.servers} if hs is not None else {}
     services = []
     for vs in config.virtual_services:
         key = ServiceKey.of(vs)
@@ -132,7 +133,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         interface=sd.interface if sd else None, syncid=sd.syncid if sd else None,
         follow_instance=sd.follow_instance if sd else None, kernel=daemons,
     )
-    return tuple(services), sync, hs.totals
+    return tuple(services), sync, hs.totals if hs is not None else s.HealthTotals()
 
 
 def ipvs_status(lvs, config: model.Config) -> s.IpvsAvailabilityStatus:

@@ -325,6 +325,7 @@ async def test_an_agent_started_without_lvs_config_stays_idle_until_a_reload_add
     await ctl.start(FakeAgent())
     try:
         assert ctl.reconciler is None and fake.table.services == {} and fake.daemons() == []
+        assert ctl.health is None, "a VRRP-only node runs no health checks"
         report = ctl.update_config(full)
         assert report is not None and report.errors == []
         await settle(ctl)
@@ -333,3 +334,21 @@ async def test_an_agent_started_without_lvs_config_stays_idle_until_a_reload_add
         assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
     finally:
         await ctl.stop(FakeAgent())
+
+
+async def test_a_vrrp_only_node_builds_no_health_runner_and_reports_empty_health(tmp_path):
+    import dataclasses
+
+    from hadirector.agent.status import lvs_status
+    from hadirector.api.snapshot import HealthTotals
+    full = config(tmp_path)
+    bare = dataclasses.replace(full, virtual_services=())
+    ctl = LvsController(bare, backend=FakeIpvs(), probe=Probes())
+    assert ctl.health is None
+    await ctl.start(FakeAgent())
+    try:
+        services, _sync, totals = lvs_status(ctl, bare)
+        assert services == () and totals == HealthTotals()
+    finally:
+        await ctl.stop(FakeAgent())
+    assert ctl.health is None
