@@ -49,6 +49,7 @@ from typing import Any, Callable
 
 from hadirector import model
 from hadirector.agent.health_runner import HealthRunner
+from hadirector.agent.vrrp_side import VrrpSide
 from hadirector.director.lvs import (
     HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon,
     followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
@@ -120,7 +121,9 @@ class LvsController:
         self.errors = 0
         self.last_sync: float | None = None
         self._services: dict[tuple, model.VirtualService] = {}
-        self._agent = None              # set by start(): a reload may change the leader
+        # The VRRP side (vrrp_side.VrrpSide), set by prepare(): roles, preemption holds,
+        # faults; a reload may change the leader.
+        self._agent: VrrpSide | None = None
         self._index(config)
 
     def _index(self, config: model.Config) -> None:
@@ -213,7 +216,7 @@ class LvsController:
     def _faulted_now(self) -> tuple[str, ...]:
         """The instances the ``ipvs_unavailable`` fault applies to now."""
         return unavailable_faulted(self.config, self.availability.fault,
-                                   self._agent.runtimes if self._agent is not None else None)
+                                   self._agent.roles() if self._agent is not None else None)
 
     def _apply_faults(self) -> None:
         want = self._faulted_now()
@@ -384,10 +387,9 @@ class LvsController:
         self._execute(self.policy.sync_daemon(reason))
 
     @staticmethod
-    def _leader_state(agent, config: model.Config) -> State | None:
+    def _leader_state(agent: VrrpSide | None, config: model.Config) -> State | None:
         leader = leader_instance(config)
-        rt = agent.runtimes.get(leader) if (agent is not None and leader) else None
-        return rt.driver.state if rt is not None else None
+        return agent.roles().get(leader) if (agent is not None and leader) else None
 
     def _apply_daemons(self, want: DaemonState | None, reason: str,
                        cfg: model.SyncDaemon | None = None, only_matching: bool = False) -> None:
@@ -420,7 +422,7 @@ class LvsController:
                      syncid=cfg.syncid, reason=reason)
             if action == syncd.StartDaemon(DaemonState.BACKUP):
                 self._execute(self.policy.backup_daemon_started(
-                    self._agent.runtimes if self._agent is not None else None))
+                    self._agent.roles() if self._agent is not None else None))
         self.sync_role = want
 
     def _tune_sync(self, reason: str) -> None:
@@ -437,7 +439,7 @@ class LvsController:
 
     def _hold_preemption(self, effect: HoldPreemption) -> None:
         for name in effect.instances:
-            self._agent.runtimes[name].driver.hold_preemption(effect.seconds)
+            self._agent.hold_preemption(name, effect.seconds)
         log.info("vrrp.preemption_held", instances=list(effect.instances), seconds=effect.seconds,
                  reason=effect.reason)
 

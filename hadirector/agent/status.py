@@ -38,33 +38,34 @@ def wall_clock() -> tuple[Callable[[float | None], float | None], float | None]:
 
 
 def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
+    """``agent``: a ``vrrp_side.VrrpSide`` with a ``config``."""
     to_wall, loop_now = wall_clock()
     groups = {m: g.name for g in agent.config.sync_groups for m in g.instances}
     out = []
-    for name, rt in agent.runtimes.items():
-        m = rt.driver.machine
+    for view in agent.instance_views():
+        name, inst, m = view.instance.name, view.instance, view.machine
         c = m.counters
         state = m.state
         master = m.master_address
         held = m.preemption_held_until
         held_until = to_wall(held) if held is not None and loop_now is not None and held > loop_now else None
         if state is VrrpState.MASTER:
-            master = rt.driver.primary_address
+            master = view.primary_address
         out.append(s.VrrpInstanceStatus(
-            name=name, vrid=rt.instance.vrid, interface=rt.instance.interface,
-            version=rt.instance.version, state=state, priority=rt.instance.priority,
+            name=name, vrid=inst.vrid, interface=inst.interface,
+            version=inst.version, state=state, priority=inst.priority,
             effective_priority=m.effective_priority,
             master_address=str(master) if master else None,
             since=to_wall(m.since) if loop_now is not None else time.time(),
             reason=m.last_reason or "",
             transitions=c.became_master + c.became_backup + c.became_fault,
             adverts_sent=c.adverts_sent, adverts_received=c.adverts_received,
-            adverts_invalid=dict(rt.driver.rejected),
-            virtual_ips=tuple(str(v) for v in rt.instance.virtual_ips),
+            adverts_invalid=dict(view.rejected),
+            virtual_ips=tuple(str(v) for v in inst.virtual_ips),
             sync_group=groups.get(name),
             preempt_held_until=held_until,
             faults=tuple(sorted(m.faults)),
-            held_vips=tuple(str(v) for v in rt.instance.virtual_ips) if rt.held_vips else (),
+            held_vips=tuple(str(v) for v in inst.virtual_ips) if view.holds_vips else (),
         ))
     return tuple(out)
 

@@ -69,8 +69,17 @@ class Probes:
 
 @dataclass
 class FakeAgent:
+    """A ``vrrp_side.VrrpSide`` stand-in: role events on demand; ``drivers`` (by instance
+    name) have a ``state`` and record preemption holds."""
+
     on_role_changed: list = field(default_factory=list)
-    runtimes: dict = field(default_factory=dict)
+    drivers: dict = field(default_factory=dict)
+
+    def roles(self) -> dict:
+        return {name: d.state for name, d in self.drivers.items()}
+
+    def hold_preemption(self, instance: str, seconds: float) -> None:
+        self.drivers[instance].hold_preemption(seconds)
 
     def role(self, cfg, new: State, old: State = State.BACKUP) -> None:
         inst = cfg.vrrp_instances[0]
@@ -269,11 +278,10 @@ def sysctl_tree(tmp_path):
 
 
 async def test_refresh_period_tunes_the_kernel_and_a_fresh_backup_daemon_holds_preemption(tmp_path):
-    from types import SimpleNamespace
     fake, probes, root = FakeIpvs(), Probes(), sysctl_tree(tmp_path)
     cfg = tuned_config(tmp_path)
     driver = HoldRecorder()
-    agent = FakeAgent(runtimes={"VI_1": SimpleNamespace(driver=driver)})
+    agent = FakeAgent(drivers={"VI_1": driver})
     ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=root)
     await ctl.start(agent)
     try:
@@ -289,12 +297,11 @@ async def test_refresh_period_tunes_the_kernel_and_a_fresh_backup_daemon_holds_p
 
 
 async def test_a_backup_daemon_already_running_at_restart_holds_nothing(tmp_path):
-    from types import SimpleNamespace
     fake, probes, root = FakeIpvs(), Probes(), sysctl_tree(tmp_path)
     cfg = tuned_config(tmp_path)
     fake.start_daemon(DaemonState.BACKUP, cfg.lvs.sync_daemon)   # it has been listening all along
     driver = HoldRecorder()
-    agent = FakeAgent(runtimes={"VI_1": SimpleNamespace(driver=driver)})
+    agent = FakeAgent(drivers={"VI_1": driver})
     ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=root)
     await ctl.start(agent)
     try:
