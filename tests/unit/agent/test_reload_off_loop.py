@@ -31,11 +31,7 @@ async def test_the_master_keeps_advertising_while_a_reload_loads_the_config(tmp_
     await asyncio.wait_for(asyncio.to_thread(loading.wait, 10), 10)
     sent = len(rig.adverts())
 
-    async def adverts_meanwhile(n: int) -> None:
-        while len(rig.adverts()) < sent + n:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(adverts_meanwhile(3), 5)
+    await rig.until(lambda: len(rig.adverts()) >= sent + 3, "three adverts while the config loads")
     assert not reload.done()
     release.set()
     result = await reload
