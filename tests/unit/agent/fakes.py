@@ -65,6 +65,7 @@ class FakeTransport:
         self.fail_with: OSError | None = None
         self.closed = False
         self.on_change: Callable[[], None] | None = None    # Pulse.fire: a packet sent or read
+        self.pulse = Pulse()                                 # the same, for this socket alone
 
     def fileno(self) -> int:
         return self._r.fileno()
@@ -88,14 +89,27 @@ class FakeTransport:
             self._r.recv(1)
         except BlockingIOError:
             pass
-        _fire(self.on_change)
+        self._changed()
         return self.inbox.pop(0) if self.inbox else None
+
+    def _changed(self) -> None:
+        self.pulse.fire()
+        _fire(self.on_change)
+
+    async def until(self, pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+        """Until ``pred()`` holds, re-checked whenever this socket sends or is read."""
+        await self.pulse.until(pred, timeout, what)
+
+    async def read_all(self, timeout: float = 5.0) -> None:
+        """Until the driver has read (and handled) every packet delivered so far."""
+        await self.until(lambda: not self.inbox, timeout, "the delivered packets read")
 
     def send_to(self, payload: bytes, dst, src=None) -> None:
         if self.fail_with is not None:
+            self._changed()
             raise self.fail_with
         self.sent.append((payload, dst, src))
-        _fire(self.on_change)
+        self._changed()
 
     def sent_adverts(self) -> list[Advert]:
         out = []

@@ -16,10 +16,12 @@ from structlog.testing import capture_logs
 from hadirector.agent.agent import Agent, RoleEvent
 from hadirector.config import load_config
 from hadirector.vrrp.machine import State
+from hadirector.vrrp.timers import master_down_interval
 
 from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport, Pulse
 
 ADV = 0.05
+TAKEOVER = master_down_interval(100, ADV) + 0.1      # RFC 5798 6.4.2, and a margin
 
 VI_1 = ("  - {name: vi_1, interface: eth0, vrid: 51, priority: 100, advert_interval: 0.05,\n"
         "     virtual_ips: [10.0.0.100/32], garp: {count: 2, repeat_delay: 0}}\n")
@@ -98,7 +100,7 @@ class Rig:
         garps = 2 * len(names)             # garp count 2, one VIP each
         await self.until(lambda: all(self.state(n) is State.MASTER for n in names)
                          and "eth0" in self.announcers and len(self.announcers["eth0"].announced) >= garps,
-                         f"{names} MASTER with their GARP bursts")
+                         f"{names} MASTER with their GARP bursts", TAKEOVER)
 
     async def reload(self, text: str):
         self.path.write_text(text)
@@ -202,7 +204,7 @@ async def test_an_added_instance_starts_and_the_running_one_is_untouched(tmp_pat
     result, _ = await rig.reload(yaml_text(tmp_path, VI_1, VI_2))
     assert result.ok and "vrrp_instance vi_2: added" in result.changes
     await rig.until(lambda: rig.state("vi_2") is State.MASTER and rig.addresses.has("eth0", "10.0.0.101"),
-                    "the added vi_2 MASTER with its VIP")
+                    "the added vi_2 MASTER with its VIP", TAKEOVER)
     assert rig.state("vi_2") is State.MASTER and rig.addresses.has("eth0", "10.0.0.101")
     assert rig.agent.runtimes["vi_1"].driver is driver
     assert [(e.instance.name, e.new) for e in rig.events] == [("vi_2", State.BACKUP), ("vi_2", State.MASTER)]
@@ -230,7 +232,7 @@ async def test_a_changed_vip_restarts_only_that_instance(tmp_path):
     assert rig.adverts("vi_2") == [], "the new machine starts in BACKUP"
     assert rig.transports["vi_2"][0].sent_adverts()[-1].priority == 0
     await rig.until(lambda: rig.state("vi_2") is State.MASTER and len(rig.addresses.log) == 2,
-                    "the new vi_2 MASTER with its VIP")
+                    "the new vi_2 MASTER with its VIP", TAKEOVER)
     assert rig.state("vi_2") is State.MASTER
     assert rig.addresses.log == [("del", "10.0.0.101/32"), ("add", "10.0.0.102/32")]
     assert rig.agent.runtimes["vi_1"].driver is keep and rig.state("vi_1") is State.MASTER
@@ -268,7 +270,7 @@ async def test_joining_a_sync_group_keeps_both_masters_in_place(tmp_path):
     assert all(d.machine.sync_group for d in drivers.values())
     # The group works: one member's fault takes the other down.
     rig.agent.set_fault("vi_1", True, "track_script:chk")
-    await rig.until(lambda: rig.state("vi_2") is State.FAULT, "vi_2 FAULT with its group")
+    await rig.until(lambda: rig.state("vi_2") is State.FAULT, "vi_2 FAULT with its group", ADV)
     assert (rig.state("vi_1"), rig.state("vi_2")) == (State.FAULT, State.FAULT)
     await rig.agent.stop()
 
@@ -279,12 +281,12 @@ async def test_leaving_a_faulted_sync_group_clears_the_group_fault(tmp_path):
     await rig.agent.start()
     await rig.masters("vi_1", "vi_2")
     rig.agent.set_fault("vi_1", True, "track_script:chk")
-    await rig.until(lambda: rig.state("vi_2") is State.FAULT, "vi_2 FAULT with its group")
+    await rig.until(lambda: rig.state("vi_2") is State.FAULT, "vi_2 FAULT with its group", ADV)
     assert rig.state("vi_2") is State.FAULT
     result, _ = await rig.reload(yaml_text(tmp_path, VI_1, VI_2))
     assert result.ok
     assert rig.state("vi_1") is State.FAULT, "its own fault stays"
-    await rig.until(lambda: rig.state("vi_2") is State.MASTER, "vi_2 MASTER on its own")
+    await rig.until(lambda: rig.state("vi_2") is State.MASTER, "vi_2 MASTER on its own", TAKEOVER)
     assert rig.state("vi_2") is State.MASTER
     await rig.agent.stop()
 
