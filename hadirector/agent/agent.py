@@ -147,10 +147,6 @@ class Agent:
     def vip_record(self, record) -> None:
         self.vips.vip_record = record
 
-    @property
-    def director(self):
-        return self.executor.director
-
     # --- vrrp_side.VrrpSide: what components may ask -----------------------------------
 
     def roles(self) -> dict[str, State]:
