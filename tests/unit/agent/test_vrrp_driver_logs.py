@@ -3,7 +3,6 @@ fake socket): the peer of an advert-caused transition, and a bounded interval.""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
 from structlog.testing import capture_logs
