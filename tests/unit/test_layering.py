@@ -169,3 +169,23 @@ def test_only_the_vrrp_shell_reaches_into_the_instance_runtimes():
 def test_the_runtime_scan_sees_a_reach_into_the_runtimes():
     source = "def f(agent):\n    rt = agent.runtimes['vi_1']\n    return rt.driver.state\n"
     assert runtime_reaches(source) == [2, 3]
+
+
+# The runtime's classes stay readable in one sitting (issue 11: no class over ~300 lines).
+# Known exception, to be split next: LvsController (agent/lvs.py), which the review
+# dissolves into the director core and the executor.
+CLASS_LINES = 300
+CLASS_LINES_EXCEPTIONS = {"agent/lvs.py:LvsController"}
+
+
+def test_no_runtime_class_is_over_three_hundred_lines():
+    long = []
+    for p in modules():
+        if not rel(p).startswith("agent/"):
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ClassDef) and f"{rel(p)}:{node.name}" not in CLASS_LINES_EXCEPTIONS:
+                lines = node.end_lineno - node.lineno + 1
+                if lines > CLASS_LINES:
+                    long.append(f"{rel(p)}:{node.name} ({lines} lines)")
+    assert long == []
