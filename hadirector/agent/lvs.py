@@ -49,6 +49,7 @@ from typing import Any, Callable
 
 from hadirector import model
 from hadirector.agent.health_runner import HealthRunner
+from hadirector.agent.vrrp_side import VrrpSide
 from hadirector.director.lvs import (
     HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon,
     followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
@@ -102,7 +103,14 @@ class LvsController:
         self._faulted: tuple[str, ...] = ()      # instances we put in FAULT
         self._retry: asyncio.TimerHandle | None = None
         self._prepared = False
-        self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
+        self._started = False
+        # No health runner on a VRRP-only node (nothing to check); a reload that adds
+        # the first virtual service builds and starts it.
+        self._health_options = health_options
+        self.health: HealthRunner | None = None
+        self._health_start: asyncio.Task | None = None
+        if config.virtual_services:
+            self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
         self.reconciler: Reconciler | None = None
         # The decisions (leader, sync daemon role, master_only, preemption hold, quorum
         # scripts) are the pure ``LvsRole``'s; this class executes its effects.
@@ -113,7 +121,9 @@ class LvsController:
         self.errors = 0
         self.last_sync: float | None = None
         self._services: dict[tuple, model.VirtualService] = {}
-        self._agent = None              # set by start(): a reload may change the leader
+        # The VRRP side (vrrp_side.VrrpSide), set by prepare(): roles, preemption holds,
+        # faults; a reload may change the leader.
+        self._agent: VrrpSide | None = None
         self._index(config)
 
     def _index(self, config: model.Config) -> None:
@@ -143,7 +153,9 @@ class LvsController:
 
     async def start(self, agent) -> None:
         self.prepare(agent)       # an agent that did not call it before the machines
-        await self.health.start()
+        self._started = True
+        if self.health is not None:
+            await self.health.start()
 
     def _open_ipvs(self, reason: str) -> SyncReport | None:
         """Open the backend and converge: seed health from the kernel, one full sync,
@@ -204,7 +216,7 @@ class LvsController:
     def _faulted_now(self) -> tuple[str, ...]:
         """The instances the ``ipvs_unavailable`` fault applies to now."""
         return unavailable_faulted(self.config, self.availability.fault,
-                                   self._agent.runtimes if self._agent is not None else None)
+                                   self._agent.roles() if self._agent is not None else None)
 
     def _apply_faults(self) -> None:
         want = self._faulted_now()
@@ -239,7 +251,12 @@ class LvsController:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
-        await self.health.stop()
+        self._started = False
+        if self._health_start is not None:
+            await self._health_start        # a stop right after the reload: not left running
+            self._health_start = None
+        if self.health is not None:
+            await self.health.stop()
         if self.reconciler is None:
             return
         if self.config.lvs.on_shutdown is model.ShutdownAction.REMOVE:
@@ -280,10 +297,17 @@ class LvsController:
     def programming(self) -> bool:
         return self.policy.programming
 
+    def _ipvs_health(self, vs: model.VirtualService, rs: model.RealServer) -> HealthState:
+        # No runner: no virtual services, so never asked; UNKNOWN is "not programmed".
+        return self.health.ipvs_health(vs, rs) if self.health is not None else HealthState.UNKNOWN
+
+    def _ipvs_weight(self, vs: model.VirtualService, rs: model.RealServer) -> int | None:
+        return self.health.ipvs_weight(vs, rs) if self.health is not None else None
+
     def desired(self) -> Table:
         if not self.programming:
             return Table()
-        table = desired_table(self.config, self.health.ipvs_health, self.quorum, self.health.ipvs_weight)
+        table = desired_table(self.config, self._ipvs_health, self.quorum, self._ipvs_weight)
         self.quorum.update(table.quorum)
         return table
 
@@ -316,8 +340,8 @@ class LvsController:
         if vs is None or self.reconciler is None or not self.programming:
             return
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, self.health.ipvs_health, self.quorum.get(key),
-                                             self.health.ipvs_weight)
+        svc, dests, quorum = desired_service(vs, self._ipvs_health, self.quorum.get(key),
+                                             self._ipvs_weight)
         before = self.quorum.get(key)
         if quorum is not None:
             self.quorum[key] = quorum
@@ -367,10 +391,9 @@ class LvsController:
         self._execute(self.policy.sync_daemon(reason))
 
     @staticmethod
-    def _leader_state(agent, config: model.Config) -> State | None:
+    def _leader_state(agent: VrrpSide | None, config: model.Config) -> State | None:
         leader = leader_instance(config)
-        rt = agent.runtimes.get(leader) if (agent is not None and leader) else None
-        return rt.driver.state if rt is not None else None
+        return agent.roles().get(leader) if (agent is not None and leader) else None
 
     def _apply_daemons(self, want: DaemonState | None, reason: str,
                        cfg: model.SyncDaemon | None = None, only_matching: bool = False) -> None:
@@ -403,7 +426,7 @@ class LvsController:
                      syncid=cfg.syncid, reason=reason)
             if action == syncd.StartDaemon(DaemonState.BACKUP):
                 self._execute(self.policy.backup_daemon_started(
-                    self._agent.runtimes if self._agent is not None else None))
+                    self._agent.roles() if self._agent is not None else None))
         self.sync_role = want
 
     def _tune_sync(self, reason: str) -> None:
@@ -420,7 +443,7 @@ class LvsController:
 
     def _hold_preemption(self, effect: HoldPreemption) -> None:
         for name in effect.instances:
-            self._agent.runtimes[name].driver.hold_preemption(effect.seconds)
+            self._agent.hold_preemption(name, effect.seconds)
         log.info("vrrp.preemption_held", instances=list(effect.instances), seconds=effect.seconds,
                  reason=effect.reason)
 
@@ -432,7 +455,14 @@ class LvsController:
         old = self.config
         self.config = new
         self._index(new)
-        self.health.update_config(new)
+        if self.health is not None:
+            self.health.update_config(new)
+        elif new.virtual_services:
+            self.health = HealthRunner(new, on_transition=self._on_health, **self._health_options)
+            if self._started:
+                # HealthRunner.start only arms its timer: it runs before any check is due.
+                self._health_start = asyncio.get_running_loop().create_task(
+                    self.health.start(), name="health_start")
         role = self.role
         # Another instance may now decide the LVS role: then take its current state.
         self.policy.reconfigure(new, self._leader_state(self._agent, new))

@@ -39,48 +39,49 @@ def wall_clock() -> tuple[Callable[[float | None], float | None], float | None]:
 
 
 def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
+    """``agent``: a ``vrrp_side.VrrpSide`` with a ``config``."""
     to_wall, loop_now = wall_clock()
     groups = {m: g.name for g in agent.config.sync_groups for m in g.instances}
     out = []
-    for name, rt in agent.runtimes.items():
-        m = rt.driver.machine
+    for view in agent.instance_views():
+        name, inst, m = view.instance.name, view.instance, view.machine
         c = m.counters
         state = m.state
         master = m.master_address
         held = m.preemption_held_until
         held_until = to_wall(held) if held is not None and loop_now is not None and held > loop_now else None
         if state is VrrpState.MASTER:
-            master = rt.driver.primary_address
+            master = view.primary_address
         out.append(s.VrrpInstanceStatus(
-            name=name, vrid=rt.instance.vrid, interface=rt.instance.interface,
-            version=rt.instance.version, state=state, priority=rt.instance.priority,
+            name=name, vrid=inst.vrid, interface=inst.interface,
+            version=inst.version, state=state, priority=inst.priority,
             effective_priority=m.effective_priority,
             master_address=str(master) if master else None,
             since=to_wall(m.since) if loop_now is not None else time.time(),
             reason=m.last_reason or "",
             transitions=c.became_master + c.became_backup + c.became_fault,
             adverts_sent=c.adverts_sent, adverts_received=c.adverts_received,
-            adverts_invalid=dict(rt.driver.rejected),
-            virtual_ips=tuple(str(v) for v in rt.instance.virtual_ips),
+            adverts_invalid=dict(view.rejected),
+            virtual_ips=tuple(str(v) for v in inst.virtual_ips),
             sync_group=groups.get(name),
             preempt_held_until=held_until,
             faults=tuple(sorted(m.faults)),
-            held_vips=tuple(str(v) for v in rt.instance.virtual_ips) if rt.held_vips else (),
-            auth=auth_status(rt.driver),
+            auth=auth_status(view),
+            held_vips=tuple(str(v) for v in inst.virtual_ips) if view.holds_vips else (),
         ))
     return tuple(out)
 
 
-def auth_status(driver) -> s.VrrpAuthStatus | None:
-    auth = driver.auth
+def auth_status(view) -> s.VrrpAuthStatus | None:
+    auth = view.auth
     if auth is None:
         return None
     cfg = auth.config
     return s.VrrpAuthStatus(
         mode=cfg.mode.value, active_key=cfg.active_key, key_ids=tuple(k.id for k in cfg.keys),
-        anti_replay=cfg.anti_replay.value, time_window=auth.window, verified=driver.auth_verified,
-        unsigned_accepted=driver.auth_unsigned_accepted,
-        rejected={r.value: driver.rejected[r.value] for r in AUTH_REJECTS if r.value in driver.rejected})
+        anti_replay=cfg.anti_replay.value, time_window=auth.window, verified=view.auth_verified,
+        unsigned_accepted=view.auth_unsigned_accepted,
+        rejected={r.value: view.rejected[r.value] for r in AUTH_REJECTS if r.value in view.rejected})
 
 
 def agent_loop_time() -> float | None:
@@ -98,8 +99,9 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         kernel = lvs.reconciler.backend.dump() if lvs.reconciler is not None else Table()
     except IpvsError:
         kernel = Table()
-    hs = lvs.health.snapshot()
-    rows = {(r.service_key, r.rs_key): r for r in hs.servers}
+    # No health runner on a VRRP-only node (agent/lvs.py): no rows, zero totals.
+    hs = lvs.health.snapshot() if lvs.health is not None else None
+    rows = {(r.service_key, r.rs_key): r for r in hs.servers} if hs is not None else {}
     services = []
     for vs in config.virtual_services:
         key = ServiceKey.of(vs)
@@ -146,7 +148,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         interface=sd.interface if sd else None, syncid=sd.syncid if sd else None,
         follow_instance=sd.follow_instance if sd else None, kernel=daemons,
     )
-    return tuple(services), sync, hs.totals
+    return tuple(services), sync, hs.totals if hs is not None else s.HealthTotals()
 
 
 def ipvs_status(lvs, config: model.Config) -> s.IpvsAvailabilityStatus:

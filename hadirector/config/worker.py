@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import model as m
 from .errors import ConfigError, ConfigIssue, clip
-from .loader import load_config
+from .loader import load
 
 TIMEOUT = 30.0       # seconds; a file under the limits takes ~2 s of CPU at most
 NICE = 10            # the child yields the CPU to the agent (and its VRRP adverts)
@@ -27,6 +27,12 @@ _CODE_ROOT = str(Path(__file__).resolve().parents[2])    # the child runs this s
 
 def load_config_in_worker(path: str | Path, timeout: float = TIMEOUT) -> m.Config:
     """``load_config(path)`` in a child process: the same Config, or the same ConfigError."""
+    return load_in_worker(path, timeout)[0]
+
+
+def load_in_worker(path: str | Path, timeout: float = TIMEOUT) -> tuple[m.Config, tuple[ConfigIssue, ...]]:
+    """``load(path)`` in a child process: the Config and its warnings (a reload logs
+    them as start-up does), or the same ConfigError."""
     source = str(path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_CODE_ROOT, os.environ.get("PYTHONPATH")])))
     try:
@@ -44,7 +50,7 @@ def load_config_in_worker(path: str | Path, timeout: float = TIMEOUT) -> m.Confi
                                                          + (f": {clip(last)}" if last else ""))])
     result = pickle.loads(r.stdout)
     if result[0] == "ok":
-        return result[1]
+        return result[1], result[2]
     raise ConfigError(list(result[1]), unlisted=result[2])
 
 
@@ -54,7 +60,8 @@ def main(argv: list[str]) -> int:
     except OSError:
         pass
     try:
-        result: tuple = ("ok", load_config(argv[0]))
+        loaded = load(argv[0])
+        result: tuple = ("ok", loaded.config, loaded.warnings)
     except ConfigError as e:
         result = ("invalid", tuple(e.issues), e.unlisted)
     sys.stdout.buffer.write(pickle.dumps(result))

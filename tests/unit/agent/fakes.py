@@ -6,6 +6,7 @@ import ipaddress
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Callable
 
 from hadirector.net.vrrp_socket import VRRP_GROUP_V4, VRRP_GROUP_V6, ReceivedPacket
 from hadirector.vrrp.codec import Advert, decode, encode
@@ -15,6 +16,39 @@ def ipv4_packet(payload: bytes, src, dst, ttl: int = 255) -> bytes:
     head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, ttl, 112, 0,
                        ipaddress.IPv4Address(src).packed, ipaddress.IPv4Address(dst).packed)
     return head + payload
+
+
+class Pulse:
+    """Deterministic waits for shell tests: the fakes (and a role subscriber) ``fire()``
+    on every change they see, and ``until(pred)`` re-checks ``pred`` then, and only
+    then: no fixed sleep, no polling. Time still passes for the agent's own timers (the
+    VRRP machine's Master_Down_Interval), but the test waits exactly as long as needed."""
+
+    def __init__(self) -> None:
+        self._waiters: list = []
+
+    def fire(self, *_ignored) -> None:
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def until(self, pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+        import asyncio
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while not pred():
+            f = loop.create_future()
+            self._waiters.append(f)
+            try:
+                await asyncio.wait_for(f, max(0.0, end - loop.time()))
+            except TimeoutError:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what or pred}") from None
+
+
+def _fire(on_change: Callable[[], None] | None) -> None:
+    if on_change is not None:
+        on_change()
 
 
 class FakeTransport:
@@ -30,6 +64,8 @@ class FakeTransport:
         self.sent: list[tuple[bytes, object, object]] = []
         self.fail_with: OSError | None = None
         self.closed = False
+        self.on_change: Callable[[], None] | None = None    # Pulse.fire: a packet sent or read
+        self.pulse = Pulse()                                 # the same, for this socket alone
 
     def fileno(self) -> int:
         return self._r.fileno()
@@ -53,12 +89,27 @@ class FakeTransport:
             self._r.recv(1)
         except BlockingIOError:
             pass
+        self._changed()
         return self.inbox.pop(0) if self.inbox else None
+
+    def _changed(self) -> None:
+        self.pulse.fire()
+        _fire(self.on_change)
+
+    async def until(self, pred: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+        """Until ``pred()`` holds, re-checked whenever this socket sends or is read."""
+        await self.pulse.until(pred, timeout, what)
+
+    async def read_all(self, timeout: float = 5.0) -> None:
+        """Until the driver has read (and handled) every packet delivered so far."""
+        await self.until(lambda: not self.inbox, timeout, "the delivered packets read")
 
     def send_to(self, payload: bytes, dst, src=None) -> None:
         if self.fail_with is not None:
+            self._changed()
             raise self.fail_with
         self.sent.append((payload, dst, src))
+        self._changed()
 
     def sent_adverts(self) -> list[Advert]:
         out = []
@@ -81,6 +132,7 @@ class FakeAddresses:
     addrs: dict[str, list] = field(default_factory=lambda: {"eth0": [ipaddress.ip_interface("10.0.0.1/24")]})
     log: list[tuple[str, str]] = field(default_factory=list)
     fail_adds: int = 0                  # the next N add_vip calls raise
+    on_change: Callable[[], None] | None = None     # Pulse.fire: an address added or removed
 
     async def primary_address(self, interface, family, exclude=()):
         for a in self.addrs.get(interface, []):
@@ -97,6 +149,7 @@ class FakeAddresses:
             return False
         have.append(vip)
         self.log.append(("add", str(vip)))
+        _fire(self.on_change)
         return True
 
     async def remove_vip(self, interface, vip):
@@ -105,6 +158,7 @@ class FakeAddresses:
             if a.ip == vip.ip:
                 have.remove(a)
                 self.log.append(("del", str(vip)))
+                _fire(self.on_change)
                 return True
         return False
 
@@ -123,9 +177,11 @@ class FakeAnnouncer:
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self.announced: list = []
+        self.on_change: Callable[[], None] | None = None    # Pulse.fire: a round sent
 
     def announce(self, ips) -> int:
         self.announced.extend(ips)
+        _fire(self.on_change)
         return len(ips)
 
     def close(self) -> None:

@@ -22,6 +22,8 @@ from hadirector.ipvs.backend import DaemonState
 from hadirector.ipvs.fake import FakeIpvs
 from hadirector.vrrp.machine import State
 
+from .fakes import Pulse
+
 CONFIG = """
 node: {{router_id: t, state_dir: {state_dir}}}
 vrrp_instances:
@@ -56,21 +58,32 @@ def config(tmp_path, program="always", on_shutdown="keep"):
 
 
 class Probes:
-    """Fake probe: every target is up unless listed in ``down``."""
+    """Fake probe: every target is up unless listed in ``down``; pulses on each result."""
 
     def __init__(self) -> None:
         self.down: set[str] = set()
+        self.pulse = Pulse()
 
     async def __call__(self, check, address, port, clients):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)          # a probe yields to the loop, as a real one does
         ok = str(address) not in self.down
+        self.pulse.fire()
         return ProbeResult(ok, "connected" if ok else "refused", 0.001)
 
 
 @dataclass
 class FakeAgent:
+    """A ``vrrp_side.VrrpSide`` stand-in: role events on demand; ``drivers`` (by instance
+    name) have a ``state`` and record preemption holds."""
+
     on_role_changed: list = field(default_factory=list)
-    runtimes: dict = field(default_factory=dict)
+    drivers: dict = field(default_factory=dict)
+
+    def roles(self) -> dict:
+        return {name: d.state for name, d in self.drivers.items()}
+
+    def hold_preemption(self, instance: str, seconds: float) -> None:
+        self.drivers[instance].hold_preemption(seconds)
 
     def role(self, cfg, new: State, old: State = State.BACKUP) -> None:
         inst = cfg.vrrp_instances[0]
@@ -79,10 +92,16 @@ class FakeAgent:
             sub(ev)
 
 
-async def settle(ctl: LvsController, rounds: int = 40) -> None:
-    """Let a few check intervals pass (the probes are instant)."""
-    for _ in range(rounds):
-        await asyncio.sleep(0.01)
+async def checked(ctl: LvsController, probes: Probes, times: int = 1, within: float = 0.4) -> None:
+    """Until every checked real server of ``ctl`` has had ``times`` more results (and the
+    controller applied them: the check interval is 0.05 s), within the 0.4 s these
+    tests used to sleep for "a few check intervals"."""
+    def counts() -> dict:
+        return {(r.service_key, r.rs_key): r.checks for r in ctl.health.snapshot().servers if r.checked}
+
+    start = counts()
+    await probes.pulse.until(lambda: all(n >= start.get(k, 0) + times for k, n in counts().items()),
+                             within, f"{times} more result(s) for every checked server")
 
 
 def dests(fake: FakeIpvs) -> dict[str, set[str]]:
@@ -100,7 +119,7 @@ async def test_checked_real_servers_are_programmed_only_after_their_first_result
         first = dests(fake)
         assert first["tcp 10.9.0.100:80"] == set()
         assert first["udp 10.9.0.100:53"] == {"10.9.1.11:53"}
-        await settle(ctl)
+        await checked(ctl, probes)
         assert dests(fake)["tcp 10.9.0.100:80"] == {"10.9.0.11:80", "10.9.0.12:80"}
     finally:
         await ctl.stop(agent)
@@ -112,17 +131,17 @@ async def test_a_failed_server_is_removed_with_one_write_to_its_own_service_only
     agent = FakeAgent()
     await ctl.start(agent)
     try:
-        await settle(ctl)
+        await checked(ctl, probes)
         before = len(fake.writes)
         dumps_before = fake.dumps
         probes.down.add("10.9.0.12")
-        await settle(ctl)
+        await checked(ctl, probes, times=2)     # 2: one result surely probed after the change
         new = fake.writes[before:]
         assert [type(op) for op in new] == [planner.DelDest]
         assert str(new[0].service) == "tcp 10.9.0.100:80"
         assert fake.dumps == dumps_before, "a health change must not dump the whole table"
         probes.down.clear()
-        await settle(ctl)
+        await checked(ctl, probes, times=2)
         assert [type(op) for op in fake.writes[before + 1:]] == [planner.AddDest]
     finally:
         await ctl.stop(agent)
@@ -133,14 +152,14 @@ async def test_restart_with_unchanged_config_makes_zero_writes(tmp_path):
     cfg = config(tmp_path)
     first = LvsController(cfg, backend=fake, probe=probes)
     await first.start(FakeAgent())
-    await settle(first)
+    await checked(first, probes)
     await first.stop(FakeAgent())
     writes = len(fake.writes)
     # The real servers keep their kernel entries while the new agent waits for its
     # first results: unknown health is "not programmed" only for entries we would add.
     second = LvsController(cfg, backend=fake, probe=probes)
     await second.start(FakeAgent())
-    await settle(second)
+    await checked(second, probes)
     await second.stop(FakeAgent())
     assert fake.writes[writes:] == []
 
@@ -153,7 +172,7 @@ async def test_entries_made_by_hand_survive_start_and_stop(tmp_path):
     fake.apply(planner.AddDest(foreign, DestEntry(DestKey.of("10.9.0.50", 443), 4, 0, 1, 0, 0, 0, 0, 0)))
     ctl = LvsController(config(tmp_path, on_shutdown="remove"), backend=fake, probe=probes)
     await ctl.start(FakeAgent())
-    await settle(ctl)
+    await checked(ctl, probes)
     await ctl.stop(FakeAgent())
     assert set(map(str, fake.table.services)) == {"tcp 10.9.0.200:443"}, "on_shutdown remove deletes only ours"
 
@@ -194,10 +213,10 @@ async def test_master_only_programs_while_master_and_removes_on_backup(tmp_path)
     agent = FakeAgent()
     await ctl.start(agent)
     try:
-        await settle(ctl)
+        await checked(ctl, probes)
         assert fake.table.services == {}
         agent.role(cfg, State.MASTER)
-        await settle(ctl)
+        await checked(ctl, probes)
         assert len(fake.table.services) == 2
         assert dests(fake)["tcp 10.9.0.100:80"] == {"10.9.0.11:80", "10.9.0.12:80"}
         agent.role(cfg, State.BACKUP, old=State.MASTER)
@@ -231,13 +250,13 @@ async def test_after_a_restart_one_failed_first_check_does_not_remove_a_server(t
                        .replace("rise: 1, fall: 1", "rise: 1, fall: 3"))
     first = LvsController(cfg, backend=fake, probe=probes)
     await first.start(FakeAgent())
-    await settle(first)
+    await checked(first, probes)
     await first.stop(FakeAgent())
     writes = len(fake.writes)
     probes.down.add("10.9.0.12")          # a slow first check after the restart
     second = LvsController(cfg, backend=fake, probe=probes)
     await second.start(FakeAgent())
-    await asyncio.sleep(0.07)              # about one check interval: one failure
+    await checked(second, probes)          # one check interval: one failure
     await second.stop(FakeAgent())
     assert fake.writes[writes:] == []
 
@@ -269,11 +288,10 @@ def sysctl_tree(tmp_path):
 
 
 async def test_refresh_period_tunes_the_kernel_and_a_fresh_backup_daemon_holds_preemption(tmp_path):
-    from types import SimpleNamespace
     fake, probes, root = FakeIpvs(), Probes(), sysctl_tree(tmp_path)
     cfg = tuned_config(tmp_path)
     driver = HoldRecorder()
-    agent = FakeAgent(runtimes={"VI_1": SimpleNamespace(driver=driver)})
+    agent = FakeAgent(drivers={"VI_1": driver})
     ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=root)
     await ctl.start(agent)
     try:
@@ -289,12 +307,11 @@ async def test_refresh_period_tunes_the_kernel_and_a_fresh_backup_daemon_holds_p
 
 
 async def test_a_backup_daemon_already_running_at_restart_holds_nothing(tmp_path):
-    from types import SimpleNamespace
     fake, probes, root = FakeIpvs(), Probes(), sysctl_tree(tmp_path)
     cfg = tuned_config(tmp_path)
     fake.start_daemon(DaemonState.BACKUP, cfg.lvs.sync_daemon)   # it has been listening all along
     driver = HoldRecorder()
-    agent = FakeAgent(runtimes={"VI_1": SimpleNamespace(driver=driver)})
+    agent = FakeAgent(drivers={"VI_1": driver})
     ctl = LvsController(cfg, backend=fake, probe=probes, sysctl_root=root)
     await ctl.start(agent)
     try:
@@ -325,11 +342,30 @@ async def test_an_agent_started_without_lvs_config_stays_idle_until_a_reload_add
     await ctl.start(FakeAgent())
     try:
         assert ctl.reconciler is None and fake.table.services == {} and fake.daemons() == []
+        assert ctl.health is None, "a VRRP-only node runs no health checks"
         report = ctl.update_config(full)
         assert report is not None and report.errors == []
-        await settle(ctl)
+        await checked(ctl, probes)
         assert len(fake.table.services) == 2
         assert dests(fake)["tcp 10.9.0.100:80"] == {"10.9.0.11:80", "10.9.0.12:80"}
         assert [d.state for d in fake.daemons()] == [DaemonState.BACKUP]
     finally:
         await ctl.stop(FakeAgent())
+
+
+async def test_a_vrrp_only_node_builds_no_health_runner_and_reports_empty_health(tmp_path):
+    import dataclasses
+
+    from hadirector.agent.status import lvs_status
+    from hadirector.api.snapshot import HealthTotals
+    full = config(tmp_path)
+    bare = dataclasses.replace(full, virtual_services=())
+    ctl = LvsController(bare, backend=FakeIpvs(), probe=Probes())
+    assert ctl.health is None
+    await ctl.start(FakeAgent())
+    try:
+        services, _sync, totals = lvs_status(ctl, bare)
+        assert services == () and totals == HealthTotals()
+    finally:
+        await ctl.stop(FakeAgent())
+    assert ctl.health is None

@@ -14,7 +14,8 @@ from hadirector.ipvs.fake import FakeIpvs
 from hadirector.ipvs.table import desired_service
 from hadirector.model import HealthState
 
-from .test_lvs_controller import FakeAgent, settle
+from .fakes import Pulse
+from .test_lvs_controller import FakeAgent, checked
 
 CONFIG = """
 node: {{router_id: t, state_dir: {state_dir}}}
@@ -38,10 +39,12 @@ class ExitCodes:
 
     def __init__(self) -> None:
         self.code: dict[str, int] = {}
+        self.pulse = Pulse()
 
     async def __call__(self, check, address, port, clients):
         await asyncio.sleep(0)
         code = self.code.get(str(address), 0)
+        self.pulse.fire()
         ok = code == 0 or 2 <= code <= 255
         return ProbeResult(ok, f"exit {code}", 0.001, weight=code - 2 if code >= 2 else None)
 
@@ -56,21 +59,21 @@ async def test_exit_code_sets_the_weight_with_one_edit_of_that_destination(tmp_p
     agent = FakeAgent()
     await ctl.start(agent)
     try:
-        await settle(ctl)
+        await checked(ctl, probes, times=3)
         assert weights(fake) == {"10.9.0.11:80": 10, "10.9.0.12:80": 10}
         before, dumps = len(fake.writes), fake.dumps
         probes.code["10.9.0.12"] = 7                        # weight 5
-        await settle(ctl)
+        await checked(ctl, probes, times=3)
         new = fake.writes[before:]
         assert [type(op) for op in new] == [planner.EditDest]
         assert weights(fake) == {"10.9.0.11:80": 10, "10.9.0.12:80": 5}
         assert fake.dumps == dumps, "a weight change must not dump the whole table"
         probes.code["10.9.0.12"] = 0                        # back to the configured weight
-        await settle(ctl)
+        await checked(ctl, probes, times=3)
         assert [type(op) for op in fake.writes[before + 1:]] == [planner.EditDest]
         assert weights(fake)["10.9.0.12:80"] == 10
         probes.code["10.9.0.12"] = 1                        # down: removed
-        await settle(ctl)
+        await checked(ctl, probes, times=3)
         assert "10.9.0.12:80" not in weights(fake)
     finally:
         await ctl.stop(agent)

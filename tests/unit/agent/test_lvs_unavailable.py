@@ -113,7 +113,15 @@ def events(logs, name: str) -> list[dict]:
     return [e for e in logs if e["event"] == name]
 
 
+def masters(rig: Rig, *names: str):
+    """A condition: ``names`` MASTER. The instances the LVS side does not follow elect
+    on their own timers, so once they are MASTER a takeover's time has passed."""
+    return lambda: all(rig.state(n) is State.MASTER for n in names)
+
+
 async def wait_until(pred, timeout: float = 3.0) -> None:
+    """Until ``pred()`` holds (checked every 10 ms): the tests wait on conditions, not
+    for fixed times (IPVS retries and log events have no fake to pulse)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while not pred():
@@ -125,7 +133,7 @@ async def test_without_ipvs_the_followed_instance_starts_in_fault_and_never_hold
     rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
     with capture_logs() as logs:
         await rig.agent.start()
-        await asyncio.sleep(TAKEOVER)
+        await wait_until(masters(rig, "vi_2", "vi_3"), timeout=TAKEOVER + 3)
         await wait_until(lambda: len(events(logs, "ipvs.retry_scheduled")) >= 4)
     try:
         # Straight to FAULT (the fault is recorded before the machine starts): no
@@ -152,7 +160,7 @@ async def test_the_director_recovers_by_itself_when_ipvs_appears(tmp_path):
     rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
     await rig.agent.start()
     try:
-        await asyncio.sleep(0.3)
+        await wait_until(masters(rig, "vi_2", "vi_3"), timeout=TAKEOVER + 3)
         assert rig.state("vi_1") is State.FAULT
         with capture_logs() as logs:
             rig.fake.unavailable = None       # modprobe ip_vs
@@ -177,7 +185,7 @@ async def test_status_shows_ipvs_unavailable_with_its_reason_and_the_fault(tmp_p
     rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
     await rig.agent.start()
     try:
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: rig.state("vi_1") is State.FAULT, timeout=0.1)
         snap = Snapshot.from_dict(rig.snapshot().to_dict())    # as the API serves it
         assert snap.ipvs.needed and snap.ipvs.available is False
         assert "ENOENT" in snap.ipvs.reason and snap.ipvs.failures >= 1
@@ -203,7 +211,7 @@ async def test_a_sync_group_followed_by_the_lvs_side_goes_to_fault_as_a_whole(tm
     rig = Rig(tmp_path, yaml_text(tmp_path, follow="G", groups=groups), no_ipvs())
     await rig.agent.start()
     try:
-        await asyncio.sleep(TAKEOVER + 0.1)
+        await wait_until(masters(rig, "vi_3"), timeout=TAKEOVER + 0.1)
         assert rig.state("vi_1") is State.FAULT and rig.state("vi_2") is State.FAULT
         assert "ipvs_unavailable" in rig.faults("vi_1") and "ipvs_unavailable" in rig.faults("vi_2")
         assert rig.state("vi_3") is State.MASTER
@@ -227,7 +235,8 @@ async def test_ipvs_lost_while_running_faults_the_master_and_comes_back(tmp_path
             assert result.ok
             assert rig.state("vi_1") is State.FAULT
             await wait_until(lambda: not rig.addresses.has("eth0", "10.0.0.100"))
-            await asyncio.sleep(0.2)
+            # Two retries later (0.05 + 0.1 s) the others still run as before.
+            await wait_until(lambda: len(events(logs, "ipvs.retry_scheduled")) >= 2)
             assert rig.state("vi_2") is State.MASTER and rig.agent.started
         assert len(events(logs, "ipvs.unavailable")) == 1
         rig.fake.unavailable = None
@@ -256,7 +265,7 @@ async def test_a_reload_that_moves_the_lvs_role_moves_the_fault(tmp_path):
     rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
     await rig.agent.start()
     try:
-        await asyncio.sleep(TAKEOVER)
+        await wait_until(masters(rig, "vi_3"), timeout=TAKEOVER)
         assert rig.state("vi_1") is State.FAULT and rig.state("vi_3") is State.MASTER
         result = await rig.reload(yaml_text(tmp_path, follow="vi_3"))
         assert result.ok, result
@@ -271,7 +280,7 @@ async def test_a_reload_without_virtual_services_clears_the_fault_and_stops_retr
     rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
     await rig.agent.start()
     try:
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: rig.state("vi_1") is State.FAULT, timeout=0.1)
         assert rig.state("vi_1") is State.FAULT
         result = await rig.reload(yaml_text(tmp_path, lvs=False))
         assert result.ok, result

@@ -18,19 +18,19 @@ from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
 from .fakes import FakeAddresses
-from .test_agent import ADV, VIP, Rig, inst, settle
+from .test_agent import ADV, VIP, Rig, inst
 from .test_vrrp_driver import ME, PEER, advert, make
 
 
 async def test_an_advert_from_our_own_address_is_dropped_logged_once_and_counted():  # RFC 5798 6.4.3
     d, t, changes = make()
     d.start()
-    await asyncio.sleep(master_down_interval(100, 0.05) + 0.03)
+    await t.until(lambda: d.state is State.MASTER, master_down_interval(100, 0.05) + 0.03, "the takeover")
     assert d.state is State.MASTER
     with capture_logs() as logs:
         for _ in range(5):
             t.deliver_advert(advert(255), ME)       # would make a master step down
-            await asyncio.sleep(0.005)
+            await t.read_all(0.005)
     assert d.state is State.MASTER and changes[-1].new is State.MASTER
     seen = [e for e in logs if e["event"] == "vrrp.own_address_advert_received"]
     assert len(seen) == 1
@@ -58,7 +58,7 @@ async def test_other_vrids_from_our_address_are_not_ours_to_report():
     with capture_logs() as logs:
         t.deliver_advert(advert(200, vrid=52), ME)
         t.deliver_advert(advert(200), PEER)
-        await asyncio.sleep(0.01)
+        await t.read_all(0.01)
     assert not [e for e in logs if e["event"] == "vrrp.own_address_advert_received"]
     assert d.machine.master_address == PEER
     d.close()
@@ -69,7 +69,7 @@ async def test_a_vip_that_was_already_there_is_left_in_place(tmp_path):
     await rig.agent.start()                 # releases a dead predecessor's VIPs (none)
     rig.addresses.addrs["eth0"].append(VIP)  # then someone else adds it
     with capture_logs() as logs:
-        await settle(master_down_interval(100, ADV) + 0.05)
+        await rig.master()
         assert rig.state() is State.MASTER
         await rig.agent.stop()
     assert rig.addresses.has("eth0", VIP.ip), "not ours: never removed"
@@ -83,13 +83,14 @@ async def test_a_vip_that_was_already_there_is_left_in_place(tmp_path):
 async def test_the_vip_the_agent_added_goes_on_every_release(tmp_path):
     rig = Rig(tmp_path, inst())
     await rig.agent.start()
-    await settle(master_down_interval(100, ADV) + 0.05)
+    await rig.master(garps=2)
     assert rig.addresses.log == [("add", str(VIP))]
     rig.agent.set_fault("vi_1", True, "test")          # MASTER -> FAULT releases it
-    await settle(0.05)
+    await rig.until(lambda: not rig.addresses.has("eth0", VIP.ip), "the VIP released", 0.05)
     assert not rig.addresses.has("eth0", VIP.ip)
     rig.agent.set_fault("vi_1", False, "test")
-    await settle(master_down_interval(100, ADV) + 0.05)
+    await rig.until(lambda: rig.state() is State.MASTER and rig.addresses.has("eth0", VIP.ip),
+                    "MASTER again with the VIP", master_down_interval(100, ADV) + 0.05)
     assert rig.state() is State.MASTER and rig.addresses.has("eth0", VIP.ip)
     await rig.agent.stop()
     assert rig.addresses.log == [("add", str(VIP)), ("del", str(VIP))] * 2
@@ -102,7 +103,7 @@ async def test_an_address_owner_never_removes_its_own_address(tmp_path):  # RFC 
     rig = Rig(tmp_path, dataclasses.replace(inst(), priority=255), addresses=addrs)
     with capture_logs() as logs:
         await rig.agent.start()
-        await settle(0.05)
+        await rig.master(garps=2, within=0.05)       # an owner is MASTER at once (RFC 5798 6.4.1)
         assert rig.state() is State.MASTER
         await rig.agent.stop()
     assert rig.addresses.has("eth0", VIP.ip) and rig.addresses.log == []

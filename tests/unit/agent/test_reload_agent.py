@@ -18,10 +18,10 @@ from hadirector.config import load_config
 from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
-from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport
+from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport, Pulse
 
 ADV = 0.05
-TAKEOVER = master_down_interval(100, ADV) + 0.1
+TAKEOVER = master_down_interval(100, ADV) + 0.1      # RFC 5798 6.4.2, and a margin
 
 VI_1 = ("  - {name: vi_1, interface: eth0, vrid: 51, priority: 100, advert_interval: 0.05,\n"
         "     virtual_ips: [10.0.0.100/32], garp: {count: 2, repeat_delay: 0}}\n")
@@ -58,18 +58,21 @@ class Rig:
     def __init__(self, tmp_path: Path, text: str) -> None:
         self.path = tmp_path / "hadirector.yaml"
         self.path.write_text(text)
-        self.addresses = FakeAddresses()
+        self.pulse = Pulse()      # the fakes and a role subscriber fire it: Rig.until
+        self.addresses = FakeAddresses(on_change=self.pulse.fire)
         self.transports: dict[str, list[FakeTransport]] = {}
         self.announcers: dict[str, FakeAnnouncer] = {}
         FakeLinkWatcher.instances.clear()
 
         def transport(i):
             t = FakeTransport()
+            t.on_change = self.pulse.fire
             self.transports.setdefault(i.name, []).append(t)
             return t
 
         def announcer(ifname):
             self.announcers[ifname] = FakeAnnouncer(ifname)
+            self.announcers[ifname].on_change = self.pulse.fire
             return self.announcers[ifname]
 
         self.agent = Agent(load_config(self.path), addresses=self.addresses,
@@ -79,12 +82,25 @@ class Rig:
         self.agent.components.append(self.recorder)
         self.events: list[RoleEvent] = []
         self.agent.on_role_changed.append(self.events.append)
+        self.agent.on_role_changed.append(self.pulse.fire)
 
     def state(self, name: str = "vi_1") -> State:
         return self.agent.runtimes[name].driver.state
 
     def adverts(self, name: str = "vi_1") -> list[int]:
         return [a.priority for a in self.transports[name][-1].sent_adverts()]
+
+    async def until(self, pred, what: str = "", timeout: float = 5.0) -> None:
+        """Until ``pred()`` holds, re-checked on every change the fakes see (no sleep)."""
+        await self.pulse.until(pred, timeout, what)
+
+    async def masters(self, *names: str) -> None:
+        """Until ``names`` are MASTER (Master_Down_Interval on their own timers) and
+        their takeover GARP bursts went out."""
+        garps = 2 * len(names)             # garp count 2, one VIP each
+        await self.until(lambda: all(self.state(n) is State.MASTER for n in names)
+                         and "eth0" in self.announcers and len(self.announcers["eth0"].announced) >= garps,
+                         f"{names} MASTER with their GARP bursts", TAKEOVER)
 
     async def reload(self, text: str):
         self.path.write_text(text)
@@ -96,7 +112,7 @@ class Rig:
 async def masters(tmp_path, *instances: str) -> Rig:
     rig = Rig(tmp_path, yaml_text(tmp_path, *instances))
     await rig.agent.start()
-    await asyncio.sleep(TAKEOVER)
+    await rig.masters(*rig.agent.runtimes)
     for rt in rig.agent.runtimes.values():
         assert rt.driver.state is State.MASTER
     rig.events.clear()
@@ -134,7 +150,8 @@ async def test_an_unchanged_config_keeps_the_machine_its_state_and_the_vips(tmp_
     since = driver.machine.since
     garps = len(rig.announcers["eth0"].announced)
     result, logs = await rig.reload(yaml_text(tmp_path, VI_1))
-    await asyncio.sleep(4 * ADV)
+    sent = len(rig.adverts())
+    await rig.until(lambda: len(rig.adverts()) >= sent + 4, "four more adverts")   # time for a change to show
     assert result.ok and result.generation == 2 and result.changes == ()
     assert rig.agent.runtimes["vi_1"].driver is driver and driver.machine.since == since
     assert rig.state() is State.MASTER and rig.events == []
@@ -145,6 +162,21 @@ async def test_an_unchanged_config_keeps_the_machine_its_state_and_the_vips(tmp_
     assert reloaded and reloaded[0]["unchanged"] == ["vi_1"] and reloaded[0]["generation"] == 2
     assert rig.recorder.results == [result] and len(rig.recorder.configs) == 1
     assert json.loads((tmp_path / "state.json").read_text())["config_generation"] == 2
+    await rig.agent.stop()
+
+
+async def test_a_reload_logs_the_new_configs_warnings_as_start_up_does(tmp_path):
+    rig = await masters(tmp_path, VI_1)
+    # A VIP without a prefix length: valid (the same /32), and one config.warned.
+    result, logs = await rig.reload(yaml_text(tmp_path, VI_1.replace("10.0.0.100/32", "10.0.0.100")))
+    assert result.ok and result.generation == 2 and result.changes == ()
+    warned = [e for e in logs if e["event"] == "config.warned"]
+    assert len(warned) == 1, warned
+    w = warned[0]
+    assert (w["file"], w["line"], w["key"], w["reason"]) == (
+        str(rig.path), 4, "vrrp_instances[0].virtual_ips[0]", "config_warning")
+    assert w["column"] > 0 and "has no prefix length" in w["detail"]
+    assert rig.state() is State.MASTER and rig.addresses.log == []
     await rig.agent.stop()
 
 
@@ -171,7 +203,8 @@ async def test_an_added_instance_starts_and_the_running_one_is_untouched(tmp_pat
     driver = rig.agent.runtimes["vi_1"].driver
     result, _ = await rig.reload(yaml_text(tmp_path, VI_1, VI_2))
     assert result.ok and "vrrp_instance vi_2: added" in result.changes
-    await asyncio.sleep(TAKEOVER)
+    await rig.until(lambda: rig.state("vi_2") is State.MASTER and rig.addresses.has("eth0", "10.0.0.101"),
+                    "the added vi_2 MASTER with its VIP", TAKEOVER)
     assert rig.state("vi_2") is State.MASTER and rig.addresses.has("eth0", "10.0.0.101")
     assert rig.agent.runtimes["vi_1"].driver is driver
     assert [(e.instance.name, e.new) for e in rig.events] == [("vi_2", State.BACKUP), ("vi_2", State.MASTER)]
@@ -198,7 +231,8 @@ async def test_a_changed_vip_restarts_only_that_instance(tmp_path):
     assert result.ok and result.changes == ("vrrp_instance vi_2: restarted (virtual_ips)",)
     assert rig.adverts("vi_2") == [], "the new machine starts in BACKUP"
     assert rig.transports["vi_2"][0].sent_adverts()[-1].priority == 0
-    await asyncio.sleep(TAKEOVER)
+    await rig.until(lambda: rig.state("vi_2") is State.MASTER and len(rig.addresses.log) == 2,
+                    "the new vi_2 MASTER with its VIP", TAKEOVER)
     assert rig.state("vi_2") is State.MASTER
     assert rig.addresses.log == [("del", "10.0.0.101/32"), ("add", "10.0.0.102/32")]
     assert rig.agent.runtimes["vi_1"].driver is keep and rig.state("vi_1") is State.MASTER
@@ -236,7 +270,7 @@ async def test_joining_a_sync_group_keeps_both_masters_in_place(tmp_path):
     assert all(d.machine.sync_group for d in drivers.values())
     # The group works: one member's fault takes the other down.
     rig.agent.set_fault("vi_1", True, "track_script:chk")
-    await asyncio.sleep(ADV)
+    await rig.until(lambda: rig.state("vi_2") is State.FAULT, "vi_2 FAULT with its group", ADV)
     assert (rig.state("vi_1"), rig.state("vi_2")) == (State.FAULT, State.FAULT)
     await rig.agent.stop()
 
@@ -245,14 +279,14 @@ async def test_leaving_a_faulted_sync_group_clears_the_group_fault(tmp_path):
     group = "sync_groups:\n  - {name: g, instances: [vi_1, vi_2]}\n"
     rig = Rig(tmp_path, yaml_text(tmp_path, VI_1, VI_2, extra=group))
     await rig.agent.start()
-    await asyncio.sleep(TAKEOVER)
+    await rig.masters("vi_1", "vi_2")
     rig.agent.set_fault("vi_1", True, "track_script:chk")
-    await asyncio.sleep(ADV)
+    await rig.until(lambda: rig.state("vi_2") is State.FAULT, "vi_2 FAULT with its group", ADV)
     assert rig.state("vi_2") is State.FAULT
     result, _ = await rig.reload(yaml_text(tmp_path, VI_1, VI_2))
     assert result.ok
     assert rig.state("vi_1") is State.FAULT, "its own fault stays"
-    await asyncio.sleep(TAKEOVER)
+    await rig.until(lambda: rig.state("vi_2") is State.MASTER, "vi_2 MASTER on its own", TAKEOVER)
     assert rig.state("vi_2") is State.MASTER
     await rig.agent.stop()
 

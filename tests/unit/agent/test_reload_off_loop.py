@@ -14,7 +14,7 @@ from .test_reload_agent import VI_1, masters, yaml_text
 
 async def test_the_master_keeps_advertising_while_a_reload_loads_the_config(tmp_path, monkeypatch):
     rig = await masters(tmp_path, VI_1)
-    real_load = hadirector.config.worker.load_config_in_worker
+    real_load = hadirector.config.worker.load_in_worker
     loading, release = threading.Event(), threading.Event()
     loaded_on = []
 
@@ -25,17 +25,13 @@ async def test_the_master_keeps_advertising_while_a_reload_loads_the_config(tmp_
         assert release.wait(10), "the loop never saw adverts while the config loaded"
         return real_load(path)
 
-    monkeypatch.setattr(hadirector.config.worker, "load_config_in_worker", slow_load)
+    monkeypatch.setattr(hadirector.config.worker, "load_in_worker", slow_load)
     rig.path.write_text(yaml_text(tmp_path, VI_1))
     reload = asyncio.create_task(rig.agent.reload_async())
     await asyncio.wait_for(asyncio.to_thread(loading.wait, 10), 10)
     sent = len(rig.adverts())
 
-    async def adverts_meanwhile(n: int) -> None:
-        while len(rig.adverts()) < sent + n:
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(adverts_meanwhile(3), 5)
+    await rig.until(lambda: len(rig.adverts()) >= sent + 3, "three adverts while the config loads")
     assert not reload.done()
     release.set()
     result = await reload

@@ -3,13 +3,11 @@ everything that role change does (VIPs, notify, subscribers such as the sync dae
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from hadirector.vrrp.machine import State
-from hadirector.vrrp.timers import master_down_interval
 
-from .test_agent import ADV, Rig, inst
+from .test_agent import Rig, inst
 
 
 async def test_state_json_is_written_once_per_role_change_after_the_subscribers_ran(tmp_path):
@@ -25,7 +23,7 @@ async def test_state_json_is_written_once_per_role_change_after_the_subscribers_
 
     rig.agent.write_state = recording_write
     await rig.agent.start()
-    await asyncio.sleep(master_down_interval(100, ADV) + 0.05)
+    await rig.master()          # Master_Down_Interval on the machine's own timer
     assert rig.agent.runtimes["vi_1"].driver.state is State.MASTER
     # Start-up writes its own (INIT, then running); the takeover is one write, after
     # the subscribers (the LVS side switches the sync daemon there).

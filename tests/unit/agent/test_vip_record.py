@@ -10,9 +10,8 @@ import os
 
 from hadirector.agent.vip_record import RecordedVip, VipRecord, decode, encode, record_path
 from hadirector.vrrp.machine import State
-from hadirector.vrrp.timers import master_down_interval
 
-from .test_agent import ADV, VIP, Rig, inst, settle
+from .test_agent import VIP, Rig, inst
 
 A = RecordedVip("eth0", 2, "10.0.0.100/32", "vi_1", 51)
 B = RecordedVip("eth1", 3, "2001:db8::1/128", "vi_6", 52)
@@ -62,13 +61,13 @@ async def test_the_agent_records_a_vip_before_adding_it_and_forgets_it_once_remo
 
     rig.addresses.add_vip = add_vip
     await rig.agent.start()
-    await settle(master_down_interval(100, ADV) + 0.05)
+    await rig.master(garps=2)
     assert rig.state() is State.MASTER
     assert seen_on_add == [[str(VIP)]], "recorded before the kernel had it"
     [r] = rec.read()
     assert (r.interface, r.vip, r.instance, r.vrid) == ("eth0", str(VIP), "vi_1", inst().vrid)
     rig.agent.set_fault("vi_1", True, "test")          # MASTER -> FAULT releases it
-    await settle(0.05)
+    await rig.until(lambda: not rig.addresses.has("eth0", VIP.ip), "the VIP released", 0.05)
     assert rec.read() == [] and not os.path.exists(rec.path)
     await rig.agent.stop()
 
@@ -79,7 +78,7 @@ async def test_a_vip_that_was_already_there_is_not_recorded_as_ours(tmp_path):
     rig.agent.vip_record = rec
     await rig.agent.start()
     rig.addresses.addrs["eth0"].append(VIP)            # someone else's
-    await settle(master_down_interval(100, ADV) + 0.05)
+    await rig.master(garps=2)
     assert rig.state() is State.MASTER
     assert rec.read() == []
     await rig.agent.stop()
@@ -100,7 +99,7 @@ async def test_an_address_owner_never_records_its_own_address(tmp_path):  # RFC 
     rig = Rig(tmp_path, dataclasses.replace(inst(), priority=255), addresses=addrs)
     rig.agent.vip_record = rec
     await rig.agent.start()
-    await settle(0.05)
+    await rig.master(garps=2, within=0.05)       # an owner is MASTER at once (RFC 5798 6.4.1)
     assert rig.state() is State.MASTER
     assert rec.read() == [] and all(w == [] for w in writes), writes
     await rig.agent.stop()

@@ -47,13 +47,13 @@ async def test_backup_becomes_master_after_master_down_interval_and_advertises()
     d, t, changes = make()
     d.start()
     assert d.state is State.BACKUP
-    await asyncio.sleep(master_down_interval(100, ADV) + 0.03)
+    await t.until(lambda: d.state is State.MASTER, master_down_interval(100, ADV) + 0.03, "the takeover")
     assert d.state is State.MASTER
     assert [(c.old, c.new, c.reason) for c in changes] == [
         (State.INITIALIZE, State.BACKUP, "startup"),
         (State.BACKUP, State.MASTER, "master_down_timer"),
     ]
-    await asyncio.sleep(3 * ADV)
+    await t.until(lambda: len(t.sent) >= 3, 3 * ADV, "three adverts")
     sent = t.sent_adverts()
     assert len(sent) >= 3 and all(a.priority == 100 and a.vrid == 51 for a in sent)
     # The checksum was computed for the destination it went to (decode verified it).
@@ -66,7 +66,7 @@ async def test_one_timer_rearmed_from_get_timer_after_each_input():
     d.start()
     for _ in range(5):
         t.deliver_advert(advert(200), PEER)
-        await asyncio.sleep(0.01)
+        await t.read_all(0.01)
         assert d._timer is not None and d._timer.when() == d.machine.get_timer()
     assert d.state is State.BACKUP
     assert d.machine.master_address == PEER
@@ -92,7 +92,7 @@ async def test_rejects_are_counted_and_logged_once_per_reason_per_interval():
             t.deliver_advert(advert(255), PEER, ttl=64)          # BAD_TTL
             t.deliver_v4(b"\x31\x33", PEER)                       # TRUNCATED
             t.deliver_advert(advert(255, vrid=52), PEER)          # VRID_MISMATCH (machine)
-        await asyncio.sleep(0.05)
+        await t.read_all(0.05)
     assert d.rejected == {"bad_ttl": 20, "truncated": 20, "vrid_mismatch": 20}
     rejected = [e for e in logs if e["event"] == "vrrp.advert_rejected"]
     assert sorted(e["reason"] for e in rejected) == ["bad_ttl", "truncated", "vrid_mismatch"]
@@ -116,11 +116,11 @@ async def test_unicast_mode_ignores_senders_that_are_not_peers():
     d, t, _ = make(inst(unicast_peers=(PEER,)), t)
     d.start()
     t.deliver_advert(advert(200), "10.0.0.9", dst=ME)
-    await asyncio.sleep(0.01)
+    await t.read_all(0.01)
     assert d.rejected == {UNKNOWN_PEER: 1}
     assert d.machine.master_address is None
     t.deliver_advert(advert(200), PEER, dst=ME)
-    await asyncio.sleep(0.01)
+    await t.read_all(0.01)
     assert d.machine.master_address == PEER
     d.close()
 
@@ -142,7 +142,7 @@ async def test_send_errors_are_counted_not_raised():
     d, t, _ = make(inst(priority=255), t)
     with capture_logs() as logs:
         d.start()
-        await asyncio.sleep(3 * ADV)
+        await t.until(lambda: d.send_errors >= 2, 3 * ADV, "two failed sends")
     assert d.state is State.MASTER
     assert d.send_errors >= 2
     assert [e["reason"] for e in logs if e["event"] == "vrrp.advert_send_failed"] == ["ENETDOWN"]

@@ -3,7 +3,6 @@ fake socket): the peer of an advert-caused transition, and a bounded interval.""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 
 from structlog.testing import capture_logs
@@ -42,11 +41,11 @@ def events(logs, name):
 async def test_stepping_down_logs_the_peer_address_and_priority():  # RFC 5798 6.4.3
     d, t = make()
     d.start()
-    await asyncio.sleep(master_down_interval(100, ADV) + 0.03)
+    await t.until(lambda: d.state is State.MASTER, master_down_interval(100, ADV) + 0.03, "the takeover")
     assert d.state is State.MASTER
     with capture_logs() as logs:
         t.deliver_advert(advert(200), PEER)
-        await asyncio.sleep(0.01)
+        await t.read_all(0.01)
     [e] = events(logs, "vrrp.role_changed")
     assert (e["old"], e["new"], e["reason"]) == ("MASTER", "BACKUP", "higher_priority_received")
     assert (e["peer"], e["peer_priority"]) == (str(PEER), 200)
@@ -57,10 +56,10 @@ async def test_takeover_on_priority_zero_logs_the_leaving_master():  # RFC 5798 
     d, t = make()
     d.start()
     t.deliver_advert(advert(200), PEER)
-    await asyncio.sleep(0.01)
+    await t.read_all(0.01)
     with capture_logs() as logs:
         t.deliver_advert(advert(0), PEER)
-        await asyncio.sleep(ADV + 0.03)           # Skew_Time < ADV
+        await t.until(lambda: d.state is State.MASTER, ADV + 0.03, "the takeover after Skew_Time")   # Skew_Time < ADV
     assert d.state is State.MASTER
     [e] = events(logs, "vrrp.role_changed")
     assert (e["reason"], e["peer"], e["peer_priority"]) == ("priority_zero_received", str(PEER), 0)
@@ -68,10 +67,10 @@ async def test_takeover_on_priority_zero_logs_the_leaving_master():  # RFC 5798 
 
 
 async def test_a_timer_transition_logs_no_peer():  # RFC 5798 6.4.2
-    d, _ = make()
+    d, t = make()
     with capture_logs() as logs:
         d.start()
-        await asyncio.sleep(master_down_interval(100, ADV) + 0.03)
+        await t.until(lambda: d.state is State.MASTER, master_down_interval(100, ADV) + 0.03, "the takeover")
     takeover = [e for e in events(logs, "vrrp.role_changed") if e["new"] == "MASTER"]
     assert [(e["reason"], e["peer"], e["peer_priority"]) for e in takeover] == [
         ("master_down_timer", None, None)]
@@ -84,7 +83,7 @@ async def test_a_bounded_interval_is_logged_with_source_and_values_once_per_inte
     with capture_logs() as logs:
         for _ in range(5):
             t.deliver_advert(advert(200, interval=40.95), SPOOFER)
-        await asyncio.sleep(0.02)
+        await t.read_all(0.02)
     assert d.machine.master_adver_interval == 4 * ADV
     [e] = events(logs, "vrrp.advert_interval_bounded")
     assert e["log_level"] == "warning"
