@@ -67,7 +67,7 @@ from hadirector.ipvs.availability import (
 from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
-from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
+from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table, scale_out_names
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
@@ -261,10 +261,13 @@ class LvsController:
         check does not take a server out.
         """
         seeded = 0
+        scaled = scale_out_names(self.config)
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
             for rs in vs.real_servers:
                 d = in_kernel.get(DestKey.of(rs.address, vs.port_of(rs)))
+                if d is not None and d.weight == 0 and vs.name in scaled:
+                    continue      # scale-out: weight 0 is down or not yet checked; the check decides
                 if d is not None:
                     down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
                     seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)
@@ -316,7 +319,8 @@ class LvsController:
         if vs is None or self.reconciler is None or not self.programming:
             return
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, self.health.ipvs_health, self.quorum.get(key))
+        svc, dests, quorum = desired_service(vs, self.health.ipvs_health, self.quorum.get(key),
+                                             scale_out=vs.name in scale_out_names(self.config))
         before = self.quorum.get(key)
         if quorum is not None:
             self.quorum[key] = quorum

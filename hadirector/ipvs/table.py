@@ -26,8 +26,10 @@ local 1, tunnel 2, route 3; tunnel type ipip 0, gue 1, gre 2; service flags belo
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hadirector import model
@@ -178,6 +180,9 @@ class ServiceEntry:
     netmask: int = 32                 # persistence granularity as a prefix length
     pe_name: str = ""                 # persistence engine ("sip"); "" = none
     stats: Stats = field(default_factory=Stats, compare=False)
+    # Scale-out (not a kernel field): the destinations must be in the kernel in one
+    # canonical insertion order, the same on every director (see ``canonical_order``).
+    ordered: bool = field(default=False, compare=False)
 
     # Fields SET_SERVICE can change in place (everything but the key).
     EDITABLE = ("scheduler", "flags", "timeout", "netmask", "pe_name")
@@ -304,6 +309,23 @@ def dest_entry(vs: model.VirtualService, rs: model.RealServer, weight: int | Non
     )
 
 
+def canonical_order(keys: Iterable[DestKey]) -> list[DestKey]:
+    """The one insertion order of a scale-out service's destinations on every director:
+    by family, numeric address, port. ``mh`` fills its lookup table walking the
+    destinations in list order, so the same set inserted in another order can give
+    another table (Julian Anastasov on lkml, 2023: "it is enough to add the dests in the
+    same order to duplicate the lookup table")."""
+    return sorted(keys, key=lambda k: (k.ip.version, int(k.ip), k.port))
+
+
+def dest_digest(dests: Iterable[DestEntry]) -> str:
+    """A short digest of destinations and weights *in the order given* (the kernel's list
+    order when ``dests`` is a dump): N directors whose digests agree pick the same real
+    server for a flow; ``hadirector status`` shows it per service."""
+    text = ";".join(f"{d.key}={d.weight}" for d in dests)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def quorum_state(vs: model.VirtualService, healthy_weight: int, pending: bool,
                  before: bool | None) -> bool | None:
     """keepalived's update_quorum_state(): gain at quorum+hysteresis, lose below
@@ -323,8 +345,17 @@ def quorum_state(vs: model.VirtualService, healthy_weight: int, pending: bool,
 
 
 def desired_service(vs: model.VirtualService, health: HealthView,
-                    quorum_before: bool | None = None) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
-    """The entry, destinations and quorum state for one virtual service."""
+                    quorum_before: bool | None = None,
+                    scale_out: bool = False) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
+    """The entry, destinations and quorum state for one virtual service.
+
+    ``scale_out``: every real server is programmed, in canonical order, from the start;
+    one that is not UP (down, or no result yet) has weight 0 instead of being left out,
+    so the ``mh`` lookup table stays the same on every director whatever their health
+    results (weight 0 keeps its slots through ``last_weight``; ``mh-fallback`` re-hashes
+    its flows deterministically)."""
+    if scale_out:
+        return _scale_out_service(vs, health, quorum_before)
     svc = service_entry(vs)
     healthy: list[model.RealServer] = []
     inhibited: list[model.RealServer] = []
@@ -361,6 +392,26 @@ def desired_service(vs: model.VirtualService, health: HealthView,
     return svc, list(dests.values()), quorum
 
 
+def _scale_out_service(vs: model.VirtualService, health: HealthView,
+                       quorum_before: bool | None) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
+    svc = dataclasses.replace(service_entry(vs), ordered=True)
+    dests: dict[DestKey, DestEntry] = {}
+    weight, pending = 0, False
+    for rs in vs.real_servers:
+        state = HealthState.UP if rs.check is None else health(vs, rs)
+        up = state is HealthState.UP
+        weight += rs.weight if up else 0
+        pending = pending or state is HealthState.UNKNOWN
+        d = dest_entry(vs, rs, weight=None if up else 0)
+        dests[d.key] = d
+    ordered = [dests[k] for k in canonical_order(dests)]
+    return svc, ordered, quorum_state(vs, weight, pending, quorum_before)
+
+
+def scale_out_names(config: model.Config) -> frozenset[str]:
+    return frozenset(config.scale_out.services) if config.scale_out is not None else frozenset()
+
+
 def desired_table(config: model.Config, health: HealthView,
                   quorum_before: Mapping[ServiceKey, bool] | None = None) -> Table:
     """The whole table the kernel should hold for ``config`` given ``health``.
@@ -369,9 +420,10 @@ def desired_table(config: model.Config, health: HealthView,
     """
     before = quorum_before or {}
     table = Table()
+    scaled = scale_out_names(config)
     for vs in config.virtual_services:
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, health, before.get(key))
+        svc, dests, quorum = desired_service(vs, health, before.get(key), scale_out=vs.name in scaled)
         table.add(svc, dests)
         if quorum is not None:
             table.quorum[key] = quorum
