@@ -114,6 +114,9 @@ class LvsController:
         self.last_sync: float | None = None
         self._services: dict[tuple, model.VirtualService] = {}
         self._agent = None              # set by start(): a reload may change the leader
+        # Called (no arguments) after a health change was applied and when IPVS became
+        # available or unavailable: the scale-out announce gate follows both.
+        self.listeners: list[Callable[[], None]] = []
         self._index(config)
 
     def _index(self, config: model.Config) -> None:
@@ -171,6 +174,7 @@ class LvsController:
         self.availability.succeeded(now=_now())
         self._log_availability(trigger=reason)
         self._apply_faults()
+        self._tell_listeners()
         return report
 
     def _unavailable(self, e: IpvsError) -> None:
@@ -187,6 +191,7 @@ class LvsController:
         self._log_availability(errno=errno_mod.errorcode.get(e.errno, str(e.errno)))
         self._apply_faults()
         self._arm_retry()
+        self._tell_listeners()
 
     def _log_availability(self, trigger: str = "", errno: str = "") -> None:
         for ev in self.availability.events():
@@ -338,6 +343,11 @@ class LvsController:
             self.errors += 1
             return
         self._record(report, reason=f"health:{state.value}")
+        self._tell_listeners()
+
+    def _tell_listeners(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     def _run_command(self, effect: RunCommand) -> None:
         async def run() -> None:
