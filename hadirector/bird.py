@@ -113,9 +113,13 @@ def _reply_lines(text: str) -> list[str]:
 def parse_protocols(text: str) -> list[ProtocolState]:
     """``birdc show protocols``: Name Proto Table State Since Info."""
     out = []
+    header = False          # rows only after the header: an error line is not a protocol
     for line in _reply_lines(text):
         parts = line.split()
-        if len(parts) < 5 or parts[0] == "Name":
+        if parts[:2] == ["Name", "Proto"]:
+            header = True
+            continue
+        if not header or len(parts) < 5:
             continue
         name, proto, _table, state = parts[:4]
         # Since is one token (time) or two (date and time); Info is the rest.

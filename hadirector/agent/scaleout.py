@@ -249,10 +249,10 @@ async def _birdc(socket_path: str, *command: str) -> str:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), BIRDC_TIMEOUT)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
+    finally:
+        if proc.returncode is None:     # timed out, or the agent stops meanwhile
+            proc.kill()
+            await proc.wait()
     text = out.decode(errors="replace")
     if proc.returncode != 0 or "Unable to connect" in text:
         raise RuntimeError(text.strip().splitlines()[-1] if text.strip() else f"birdc exit {proc.returncode}")
