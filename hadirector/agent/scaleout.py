@@ -28,6 +28,7 @@ import shutil
 from typing import Any
 
 from hadirector import bird, model
+from hadirector.api import snapshot as s
 from hadirector.director.gate import Announce, AnnounceGate, ServiceView, TearDown, Withdraw
 from hadirector.health.policy import HealthState
 from hadirector.ipvs import sysctl
@@ -214,6 +215,23 @@ class ScaleOutComponent:
         self.bfd = bird.parse_bfd_sessions(sessions)
 
     # --- status -------------------------------------------------------------------------
+
+    def scale_out_status(self) -> s.ScaleOutStatus | None:
+        """The typed status for /status, /metrics and ``hadirector status``."""
+        raw = self.status()
+        if not raw:
+            return None
+        want = dict(sysctl.SCALE_OUT_SYSCTLS)
+        return s.ScaleOutStatus(
+            table=raw["table"], drained=raw["drained"],
+            vips=tuple(s.ScaleOutVip(vip, v["announced"], v["reason"]) for vip, v in raw["vips"].items()),
+            digests={k: v or "" for k, v in raw["digests"].items()},
+            sysctls={k: v or "" for k, v in raw["sysctls"].items()},
+            sysctl_drift=tuple(k for k, v in raw["sysctls"].items() if v != want[k]),
+            bgp=tuple(s.BgpSessionStatus(**b) for b in raw["bgp"]),
+            bfd=tuple(s.BfdSessionStatus(address=f["address"], interface=f["interface"], state=f["state"],
+                                         up=f["state"] == "Up") for f in raw["bfd"]),
+            bird_error=raw["bird_error"], gate_changes=raw["gate_changes"])
 
     def status(self) -> dict[str, Any]:
         if self.gate is None:

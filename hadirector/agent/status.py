@@ -172,6 +172,8 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
         ipvs=ipvs_status(lvs, config),
         link_watch=s.LinkWatchStatus(**getattr(agent, "link_watch_counts", dict)()),
         api=api or s.ApiStatus(),
+        scale_out=next((c.scale_out_status() for c in getattr(agent, "components", ())
+                        if hasattr(c, "scale_out_status")), None),
     )
 
 

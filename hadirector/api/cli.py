@@ -418,6 +418,8 @@ def render_status(snap: Snapshot) -> str:
 
     out += ["", "Sync daemon"]
     out += _sync(snap)
+    if snap.scale_out is not None:
+        out += ["", "Scale-out"] + _scale_out(snap.scale_out)
 
     h = snap.health
     if h.checks or h.latency.count:
@@ -429,6 +431,25 @@ def render_status(snap: Snapshot) -> str:
         out.append(line)
     out += _faults_absorbed(snap)
     return "\n".join(out) + "\n"
+
+
+def _scale_out(so) -> list[str]:
+    out = [f"  gate table {so.table}" + (", DRAINED by the operator" if so.drained else "")
+           + f", {so.gate_changes} change(s)"]
+    for v in so.vips:
+        out.append(f"  {v.vip}: " + ("announced" if v.announced else f"not announced ({v.reason})"))
+    for service, digest in sorted(so.digests.items()):
+        out.append(f"  {service}: destinations digest {digest or '?'} (equal on every director = same backends)")
+    if so.sysctl_drift:
+        drift = ", ".join(f"net.ipv4.vs.{n}={so.sysctls.get(n) or '?'}" for n in so.sysctl_drift)
+        out.append(f"  SYSCTL DRIFT: {drift} (scale-out needs 1)")
+    if so.bird_error is not None:
+        out.append(f"  BIRD: {so.bird_error}")
+    for b in so.bgp:
+        out.append(f"  BGP {b.name}: {b.state} {b.info}".rstrip())
+    for f in so.bfd:
+        out.append(f"  BFD {f.address} on {f.interface}: {f.state}")
+    return out
 
 
 def _counts(counts) -> str:

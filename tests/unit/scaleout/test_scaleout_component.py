@@ -226,3 +226,41 @@ def test_an_unreachable_bird_is_reported(sysctl_dir):
         await comp.stop(None)
 
     asyncio.run(run())
+
+
+def test_status_metrics_and_the_status_text_show_the_gate_digest_and_sysctl_drift(sysctl_dir):
+    from hadirector.agent.status import build_snapshot
+    from hadirector.api import metrics
+    from hadirector.api.cli import render_status
+    from hadirector.api.snapshot import ReloadStatus, Snapshot
+
+    class Agent:
+        def __init__(self, cfg, comps):
+            self.config, self.components, self.runtimes = cfg, comps, {}
+
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        (sysctl_dir / "sloppy_tcp").write_text("0\n")        # someone turned it off
+        from hadirector.agent.lvs import LvsController
+
+        real_lvs = LvsController(lvs.config, backend=FakeIpvs())
+        snap = build_snapshot(Agent(lvs.config, [comp]), real_lvs, started_at=0.0, loaded_at=0.0,
+                              generation=1, reloads=ReloadStatus())
+        await comp.stop(None)
+        return snap
+
+    snap = asyncio.run(run())
+    so = snap.scale_out
+    assert so.vips[0].announced and so.sysctl_drift == ("sloppy_tcp",)
+    assert Snapshot.from_dict(snap.to_dict()) == snap
+    text = metrics.render(snap)
+    assert 'hadirector_scale_out_vip_announced{vip="10.100.0.1"} 1' in text
+    assert 'hadirector_scale_out_sysctl_drift{sysctl="sloppy_tcp"} 1' in text
+    assert f'hadirector_scale_out_service_digest_info{{service="web",digest="{so.digests["web"]}"}} 1' in text
+    assert "hadirector_scale_out_bird_reachable 0" in text
+    status = render_status(snap)
+    assert "10.100.0.1: announced" in status and "SYSCTL DRIFT: net.ipv4.vs.sloppy_tcp=0" in status
