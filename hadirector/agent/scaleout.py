@@ -112,6 +112,16 @@ class ScaleOutComponent:
             self.routes.close()
         log.info("scaleout.stopped", reason="agent_stopping")
 
+    def control_commands(self) -> dict:
+        """``hadirector drain`` / ``drain --undo`` over the agent's control socket."""
+        def command(drained: bool):
+            def run() -> dict:
+                self.drain(drained)
+                vips = {str(v): st.reason or "announced" for v, st in self.gate.vips.items()} if self.gate else {}
+                return {"ok": True, "drained": drained, "vips": vips}
+            return run
+        return {"drain": command(True), "undrain": command(False)}
+
     def drain(self, drained: bool) -> None:
         """The operator takes this director out of the ECMP set (or puts it back)."""
         if self.gate is not None:

@@ -233,7 +233,10 @@ class ApiComponent:
             return await agent.reload_async(trigger="control")
 
         path = socket_path(agent.config.node.state_dir)
-        self.control = ControlServer(path, reload)
+        commands = {}
+        for comp in getattr(agent, "components", ()):
+            commands.update(getattr(comp, "control_commands", dict)())
+        self.control = ControlServer(path, reload, commands=commands)
         try:
             await self.control.start()
         except (ControlError, OSError) as e:

@@ -95,6 +95,31 @@ def add_arguments_reload(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the reload (default: as long as it takes)")
 
 
+def add_arguments_drain(parser: argparse.ArgumentParser) -> None:
+    add_arguments_reload(parser)
+    parser.add_argument("--undo", action="store_true",
+                        help="put the director back (its VIPs are announced again after the hold-down)")
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """A scale-out director: withdraw its VIPs from the routers now (``--undo``: back)."""
+    try:
+        path = control_socket_path(args.config, args.socket)
+        data = control_request(path, "undrain" if args.undo else "drain", timeout=args.timeout)
+        if not data.get("ok"):
+            code = EXIT_NOPERM if data.get("reason") == "not_root" else EXIT_FAILED
+            raise CliError(f"hadirector at {path}: {data.get('error', data)}", code)
+    except CliError as e:
+        print(f"hadirector drain: {e}", file=sys.stderr)
+        return e.code
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        state = "drained" if data["drained"] else "back in service"
+        print(f"{state}: " + ", ".join(f"{vip} {why}" for vip, why in data["vips"].items()))
+    return EXIT_OK
+
+
 # --- locating the agent ------------------------------------------------------------------
 
 

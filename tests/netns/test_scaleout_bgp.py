@@ -151,6 +151,13 @@ def test_three_healthy_directors_become_three_next_hops_and_a_failed_health_chec
     lab.wait_next_hops(VIP, everyone, GATE_TO_FIB + HOLD_DOWN)
     assert time.monotonic() - t0 >= HOLD_DOWN * 0.9, "re-announced inside the hold-down"
     print(f"health failure -> router FIB: {took * 1000:.0f} ms")
+    # The operator drains d1 (hadirector drain, over the root-only control socket).
+    out = sh(sys.executable, "-m", "hadirector.cli", "drain", "-c", str(d1.config), ns=d1.ns).stdout
+    assert out.strip() == f"drained: {VIP} drained"
+    took = lab.wait_next_hops(VIP, {d2.ip, d3.ip}, GATE_TO_FIB)
+    print(f"drain -> router FIB: {took * 1000:.0f} ms")
+    sh(sys.executable, "-m", "hadirector.cli", "drain", "--undo", "-c", str(d1.config), ns=d1.ns)
+    lab.wait_next_hops(VIP, everyone, GATE_TO_FIB + HOLD_DOWN)
 
 
 def test_kill_9_of_the_agent_is_withdrawn_by_execstoppost_and_kill_9_of_bird_by_the_session_loss(lab):

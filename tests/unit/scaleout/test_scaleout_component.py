@@ -264,3 +264,18 @@ def test_status_metrics_and_the_status_text_show_the_gate_digest_and_sysctl_drif
     assert "hadirector_scale_out_bird_reachable 0" in text
     status = render_status(snap)
     assert "10.100.0.1: announced" in status and "SYSCTL DRIFT: net.ipv4.vs.sloppy_tcp=0" in status
+
+
+def test_the_control_socket_commands_drain_and_undrain_answer_with_each_vips_state(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        commands = comp.control_commands()
+        assert commands["drain"]() == {"ok": True, "drained": True, "vips": {str(VIP): "drained"}}
+        assert commands["undrain"]() == {"ok": True, "drained": False, "vips": {str(VIP): "announced"}}
+        await comp.stop(None)
+
+    asyncio.run(run())
