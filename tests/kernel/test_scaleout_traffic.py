@@ -102,7 +102,9 @@ for line in sys.stdin:
             except OSError as e:
                 out.append([port, f"broken: {type(e).__name__}: {e}"])
     elif cmd[0] == "ping":
-        for port, s in sorted(conns.items()):
+        # Newest first: not the order they were opened in, so a scheduler with state of
+        # its own (rr) on another director does not replay the first one's choices.
+        for port, s in sorted(conns.items(), reverse=True):
             try:
                 s.sendall(b"ping\n")
                 out.append([port, read_name(s)])
@@ -348,8 +350,10 @@ def test_the_real_agent_announces_once_ipvs_is_programmed_and_withdraws_on_stop(
                                  "-c", str(path), "--log-format", "json"], stdout=log, stderr=subprocess.STDOUT,
                                 env=env)
         try:
-            assert wait_until(lambda: "10.244.9.1 dev lo proto 201" in ns.run("ip", "route", "show", "table",
-                                                                                "201").stdout, AGENT_START), \
+            def gate_routes() -> str:       # an empty table 201 is "does not exist" (exit 2)
+                return ns.run("ip", "route", "show", "table", "201", check=False).stdout
+
+            assert wait_until(lambda: "10.244.9.1 dev lo proto 201" in gate_routes(), AGENT_START), \
                 (tmp_path / "agent.log").read_text()[-3000:]
             table = ns.ipvsadm("-Ln")
             assert "10.244.0.11:80" in table and "10.244.0.12:80" in table and "mh-fallback" in table, table
@@ -358,7 +362,7 @@ def test_the_real_agent_announces_once_ipvs_is_programmed_and_withdraws_on_stop(
             assert "10.244.9.1" in ns.run("ip", "addr", "show", "lo").stdout
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            assert wait_until(lambda: ns.run("ip", "route", "show", "table", "201").stdout.strip() == "", 30)
+            assert wait_until(lambda: gate_routes().strip() == "", 30)
             withdrawn = time.monotonic() - t0
             assert proc.wait(timeout=120) == 0
             print(f"real agent: announced with IPVS programmed; withdrawn {withdrawn:.2f} s after SIGTERM")
