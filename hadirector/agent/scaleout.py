@@ -112,6 +112,42 @@ class ScaleOutComponent:
             self.routes.close()
         log.info("scaleout.stopped", reason="agent_stopping")
 
+    def update_config(self, new: model.Config) -> None:
+        """A reload: the gate follows the new services; a VIP announced before and still
+        listed keeps its state (no withdrawal, no new hold-down), one no longer listed is
+        withdrawn now. The table, protocol and BGP settings take a restart (BIRD's
+        config is rendered from them); a removed ``scale_out`` withdraws everything."""
+        old, self.config = self.config, new
+        if self.gate is None:
+            if new.scale_out is not None:
+                log.warning("scaleout.restart_needed", reason="scale_out_added_by_reload")
+            return
+        so = new.scale_out
+        if so is None or (so.table, so.route_protocol) != (old.scale_out.table, old.scale_out.route_protocol):
+            log.warning("scaleout.restart_needed", reason="scale_out_removed" if so is None
+                        else "gate_table_changed", withdrawn=sorted(map(str, self.gate.announced())))
+            self.gate.drain(True, now=_now())       # withdraw all until a restart
+            self._drain_effects()
+            return
+        gate = AnnounceGate(so, new.virtual_services)
+        gate.drained, gate.stopping = self.gate.drained, self.gate.stopping
+        for vip, state in self.gate.vips.items():
+            if vip in gate.vips:
+                gate.vips[vip].announced = state.announced
+                gate.vips[vip].ready_since = state.ready_since
+                gate.vips[vip].reason = state.reason
+            elif state.announced:
+                self._gate_route(self.routes.delete, vip, "scaleout.withdrawn", "not_in_config")
+        for vip in gate.vips:
+            if vip not in self.gate.vips:
+                try:
+                    self.routes.bind_vip(vip)
+                except Exception as e:  # noqa: BLE001
+                    self.errors += 1
+                    log.error("scaleout.vip_bind_failed", vip=str(vip), reason=str(e))
+        self.gate = gate
+        self._changed()
+
     def control_commands(self) -> dict:
         """``hadirector drain`` / ``drain --undo`` over the agent's control socket."""
         def command(drained: bool):

@@ -279,3 +279,31 @@ def test_the_control_socket_commands_drain_and_undrain_answer_with_each_vips_sta
         await comp.stop(None)
 
     asyncio.run(run())
+
+
+def test_a_reload_keeps_an_announced_vip_and_withdraws_one_no_longer_listed(sysctl_dir):
+    vip2 = ipaddress.ip_address("10.100.0.2")
+    api = m.VirtualService("api", address=vip2, port=80, scheduler="mh", scheduler_flags=("mh-fallback",),
+                           real_servers=WEB.real_servers)
+
+    def with_services(services, names):
+        base = config()
+        so = m.ScaleOut(**{**base.scale_out.__dict__, "services": names})
+        return m.Config(node=base.node, virtual_services=services, scale_out=so)
+
+    async def run():
+        lvs = FakeLvs(with_services((WEB, api), ("web", "api")))
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        assert comp.routes.announced() == {VIP, vip2}
+        changes = comp.gate_changes
+        new = with_services((WEB, api), ("web",))
+        lvs.config = new
+        comp.update_config(new)
+        assert comp.routes.announced() == {VIP}
+        assert comp.gate_changes == changes + 1, "only the withdrawal: web stayed announced"
+        await comp.stop(None)
+
+    asyncio.run(run())
