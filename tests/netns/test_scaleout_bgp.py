@@ -12,103 +12,21 @@ below what the BGP hold time (9 s) alone would give.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
-from lab import ROOT
-from lab.netns import sh, terminate
-from lab.scaleout import ScaleOutLab
+from lab.netns import sh
+from lab.scaleout import HOLD_DOWN, VIP, Director, ScaleOutLab
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
-VIP = "10.100.0.1"
 START = 30.0            # agent + BIRD up, BGP established, hold-down passed
 GATE_TO_FIB = 3.0       # a health check fails (interval 0.2 s, fall 1) -> router FIB
 BFD_BOUND = 1.5         # silent director -> router FIB; the hold time alone: 9 s
-HOLD_DOWN = 1.0
-
-
-class Director:
-    def __init__(self, lab: ScaleOutLab, i: int, real_agent: bool = False) -> None:
-        self.lab, self.i, self.real_agent = lab, i, real_agent
-        self.dir = lab.workdir / f"d{i}"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.healthy = self.dir / "healthy"
-        self.healthy.touch()
-        self.config = self.dir / "agent.yaml"
-        self.log = self.dir / "agent.log"
-        self.proc: subprocess.Popen | None = None
-        self.config.write_text(yaml.safe_dump(self.config_data(), sort_keys=False))
-
-    @property
-    def ns(self) -> str:
-        return self.lab.ns(self.i)
-
-    @property
-    def ip(self) -> str:
-        return str(self.lab.director_ip(self.i))
-
-    def config_data(self) -> dict:
-        check = {"type": "script", "command": ["test", "-e", str(self.healthy)], "interval": 0.2,
-                 "timeout": 1, "rise": 1, "fall": 1}
-        return {
-            "node": {"router_id": f"d{self.i}", "state_dir": str(self.dir / "state"), "log_format": "json"},
-            "api": {"enabled": False},
-            "virtual_services": [{
-                "name": "web", "address": VIP, "port": 80, "scheduler": "mh",
-                "scheduler_flags": ["mh-fallback", "mh-port"], "forward": "dr", "check": check,
-                "real_servers": [{"address": "10.2.0.11"}, {"address": "10.2.0.12"}],
-            }],
-            "scale_out": {
-                "services": ["web"], "local_as": self.lab.director_as(self.i),
-                "peers": [{"address": str(self.lab.router_ip), "asn": 65000}],
-                "router_id": self.ip, "hold_down": HOLD_DOWN, "drain_grace": 1.0,
-                "bird_socket": str(self.lab.socket(f"d{self.i}")),
-            },
-        }
-
-    def start_bird(self) -> None:
-        rendered = sh(sys.executable, "-m", "hadirector.cli", "bird-config", "-c", str(self.config)).stdout
-        self.lab.start_bird(self.ns, f"d{self.i}", rendered)
-
-    def start_agent(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        argv = ["-m", "hadirector.cli", "run", "-c", str(self.config), "--log-format", "json"] if self.real_agent \
-            else ["-m", "tests.netns.scaleout_agent", "-c", str(self.config)]
-        log = open(self.log, "ab")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, *argv],
-                                     stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
-        log.close()
-
-    def stop_agent(self, sig: int = signal.SIGTERM) -> int | None:
-        if self.proc is None:
-            return None
-        code = terminate(self.proc, timeout=15, sig=sig)
-        self.proc = None
-        return code
-
-    def gate_routes(self) -> str:
-        return sh("ip", "route", "show", "table", "201", ns=self.ns, check=False).stdout.strip()
-
-    def events(self, name: str) -> list[dict]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines() if self.log.exists() else ():
-            if line.startswith("{"):
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    continue
-                if e.get("event") == name:
-                    out.append(e)
-        return out
 
 
 @pytest.fixture
