@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from hadirector.api.cli import control_request
 from lab.netns import sh
 from lab.scaleout import VIP, Director, ScaleOutLab
 
@@ -67,8 +68,10 @@ def run(runs: int) -> dict[str, list[float]]:
             for _ in range(runs):
                 measure("health check fails (interval 0.2 s, fall 1)", lambda: d.healthy.unlink(),
                         lambda: d.healthy.touch())
-                measure("hadirector drain", lambda: hadirector(d, "drain"),
-                        lambda: hadirector(d, "drain", "--undo"))
+                # The drain command as the agent gets it (without the CLI's start-up).
+                sock = str(d.dir / "state" / "control.sock")
+                measure("drain (control socket)", lambda: control_request(sock, "drain", timeout=10),
+                        lambda: control_request(sock, "undrain", timeout=10))
                 measure("agent SIGTERM (withdraw first)", lambda: d.proc.send_signal(signal.SIGTERM),
                         lambda: (d.proc.wait(timeout=15), d.start_agent()))
                 measure("agent kill -9, then ExecStopPost withdraw",
