@@ -203,7 +203,7 @@ class Director:
                  "timeout": 1, "rise": 1, "fall": 1}
         return {
             "node": {"router_id": f"d{self.i}", "state_dir": str(self.dir / "state"), "log_format": "json"},
-            "api": {"enabled": False},
+            "api": {"listen": "127.0.0.1:9141"},       # in the director's own namespace
             "virtual_services": [{
                 "name": "web", "address": VIP, "port": 80, "scheduler": "mh",
                 "scheduler_flags": ["mh-fallback", "mh-port"], "forward": "dr", "check": check,
@@ -236,6 +236,11 @@ class Director:
         code = terminate(self.proc, timeout=15, sig=sig)
         self.proc = None
         return code
+
+    def status(self) -> str:
+        """``hadirector status`` in the director's namespace (its API)."""
+        return sh(sys.executable, "-m", "hadirector.cli", "status", "-c", str(self.config), ns=self.ns,
+                  check=False, timeout=30).stdout
 
     def gate_routes(self) -> str:
         return sh("ip", "route", "show", "table", "201", ns=self.ns, check=False).stdout.strip()

@@ -58,6 +58,17 @@ def test_three_healthy_directors_become_three_next_hops_and_a_failed_health_chec
     everyone = {d1.ip, d2.ip, d3.ip}
     lab.wait_next_hops(VIP, everyone, START)
     assert "10.100.0.1 dev lo proto 201" in d2.gate_routes()
+    # hadirector status reads BIRD (birdc, every 2 s): the session and BFD as BIRD sees them.
+    peer = "peer_" + str(lab.router_ip).replace(".", "_")
+    want = (f"{VIP}: announced", f"BGP {peer}: up Established", f"BFD {lab.router_ip} on eth0: Up")
+    deadline = time.monotonic() + 15
+    while not all(w in (text := d1.status()) for w in want):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.5)
+    # The same destination list and weights on every director, at a glance.
+    digests = {line.split()[3] for d in (d1, d2, d3) for line in d.status().splitlines()
+               if line.strip().startswith("web: destinations digest")}
+    assert len(digests) == 1, digests
     # Every real server of d2's checks fails: below min_healthy -> withdrawn.
     d2.healthy.unlink()
     took = lab.wait_next_hops(VIP, {d1.ip, d3.ip}, GATE_TO_FIB)
