@@ -125,6 +125,10 @@ def check_services(ctx: Ctx, so: m.ScaleOut, services: tuple[m.VirtualService, .
         v = ctx.view(vs)
         if vs.address is None:
             v.error("fwmark", "a scale_out service needs an address to announce, not a fwmark")
+        elif vs.address.version not in {p.address.version for p in so.peers}:
+            # BIRD exports an IPv6 route on an IPv6 session (its ipv6 channel), and IPv4 on IPv4.
+            v.error("address", f"no IPv{vs.address.version} peer in scale_out.peers to announce "
+                    f"{vs.address} to")
         if vs.scheduler != "mh":
             v.error("scheduler", f"scale_out needs scheduler mh (the same real server for a flow on every "
                     f"director), got {shown(vs.scheduler)}")

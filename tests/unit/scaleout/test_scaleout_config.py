@@ -128,3 +128,10 @@ def test_the_effective_config_of_a_scale_out_node_loads_to_the_same_model():
     cfg = parse_config(config(scale_out=SCALE_OUT + "  router_id: 10.1.0.11\n  hold_down: 500ms\n"))
     again = parse_config(effective_yaml(cfg))
     assert again.scale_out == cfg.scale_out
+
+
+def test_a_vip_of_a_family_no_peer_speaks_is_an_error_at_the_address():
+    text = config().replace("address: 10.100.0.1", 'address: "2001:db8::10"').replace(
+        "{address: 10.2.0.11}, {address: 10.2.0.12}", '{address: "2001:db8::11"}')
+    assert issues(text) == ["so.yaml:3:14: virtual_services[0].address: no IPv6 peer in scale_out.peers "
+                            "to announce 2001:db8::10 to"]
