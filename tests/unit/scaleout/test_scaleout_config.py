@@ -133,5 +133,5 @@ def test_the_effective_config_of_a_scale_out_node_loads_to_the_same_model():
 def test_a_vip_of_a_family_no_peer_speaks_is_an_error_at_the_address():
     text = config().replace("address: 10.100.0.1", 'address: "2001:db8::10"').replace(
         "{address: 10.2.0.11}, {address: 10.2.0.12}", '{address: "2001:db8::11"}')
-    assert issues(text) == ["so.yaml:3:14: virtual_services[0].address: no IPv6 peer in scale_out.peers "
+    assert issues(text) == ["so.yaml:4:14: virtual_services[0].address: no IPv6 peer in scale_out.peers "
                             "to announce 2001:db8::10 to"]
