@@ -362,22 +362,24 @@ def _api(ex: _Exposition, snap: Snapshot) -> None:
 
 
 def _scale_out(ex: _Exposition, snap: Snapshot) -> None:
-    so = snap.scale_out
-    if so is None:
-        return
+    # The families are always declared (no samples on a VRRP director), so the fleet's
+    # alerting rules find them in every scrape.
     announced = ex.family("scale_out_vip_announced", "gauge",
                           "1 while this scale-out director announces the VIP (its route is in the "
                           "gate table BIRD exports), else 0.")
-    for v in so.vips:
-        announced.add(v.announced, vip=v.vip)
-    ex.family("scale_out_drained", "gauge", "1 while the operator has drained this director.").add(so.drained)
-    ex.family("scale_out_gate_changes_total", "counter",
-              "VIP announcements and withdrawals since the agent started.").add(so.gate_changes)
     digest = ex.family("scale_out_service_digest_info", "gauge",
                        "Always 1; the digest label is the kernel's destination order and weights: "
                        "equal on every director = the same real server for a flow.")
+    so = snap.scale_out
+    if so is None:
+        return
+    for v in so.vips:
+        announced.add(v.announced, vip=v.vip)
     for service, value in sorted(so.digests.items()):
         digest.add(1, service=service, digest=value)
+    ex.family("scale_out_drained", "gauge", "1 while the operator has drained this director.").add(so.drained)
+    ex.family("scale_out_gate_changes_total", "counter",
+              "VIP announcements and withdrawals since the agent started.").add(so.gate_changes)
     drift = ex.family("scale_out_sysctl_drift", "gauge",
                       "1 when a net.ipv4.vs sysctl scale-out needs (sloppy_tcp, sloppy_sctp, "
                       "schedule_icmp) is not 1.")
