@@ -24,6 +24,7 @@ reported as such and changes nothing else.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from typing import Any
 
@@ -38,6 +39,9 @@ from hadirector.logging import get_logger
 log = get_logger("hadirector.scaleout")
 
 BIRD_POLL = 2.0          # seconds between birdc reads (status only)
+# In node.state_dir while the operator has the director drained: a restart (an upgrade,
+# a crash) keeps it out of the ECMP set until ``hadirector drain --undo``.
+DRAINED_FILE = "scale-out-drained"
 BIRDC_TIMEOUT = 2.0
 
 
@@ -76,6 +80,9 @@ class ScaleOutComponent:
             log.warning("scaleout.gate_flushed", vips=sorted(map(str, gone)), table=so.table,
                         reason="left_by_a_previous_agent")
         self.gate = AnnounceGate(so, self.config.virtual_services)
+        if os.path.exists(self._drained_path()):
+            self.gate.drained = True
+            log.warning("scaleout.still_drained", file=self._drained_path(), reason="drained_before_restart")
         for vip in self.gate.vips:
             try:
                 if self.routes.bind_vip(vip):
@@ -158,8 +165,22 @@ class ScaleOutComponent:
             return run
         return {"drain": command(True), "undrain": command(False)}
 
+    def _drained_path(self) -> str:
+        return os.path.join(self.config.node.state_dir, DRAINED_FILE)
+
     def drain(self, drained: bool) -> None:
-        """The operator takes this director out of the ECMP set (or puts it back)."""
+        """The operator takes this director out of the ECMP set (or puts it back); kept
+        across restarts in the state directory."""
+        try:
+            if drained:
+                os.makedirs(self.config.node.state_dir, exist_ok=True)
+                with open(self._drained_path(), "w") as f:
+                    f.write("drained by the operator (hadirector drain); hadirector drain --undo to end\n")
+            elif os.path.exists(self._drained_path()):
+                os.unlink(self._drained_path())
+        except OSError as e:
+            self.errors += 1
+            log.error("scaleout.drain_not_kept", file=self._drained_path(), reason=str(e))
         if self.gate is not None:
             log.info("scaleout.drain_changed", drained=drained, reason="operator")
             self.gate.drain(drained, now=_now())

@@ -93,7 +93,17 @@ class FakeLvs:
 def config(hold_down=0.0, drain_grace=0.2) -> m.Config:
     so = m.ScaleOut(services=("web",), local_as=65001, hold_down=hold_down, drain_grace=drain_grace,
                     peers=(m.BgpPeer(ipaddress.ip_address("10.1.0.1"), 65000),), bird_socket="/nonexistent")
-    return m.Config(node=m.NodeSettings("d1"), virtual_services=(WEB,), scale_out=so)
+    return m.Config(node=m.NodeSettings("d1", state_dir=STATE["dir"]), virtual_services=(WEB,), scale_out=so)
+
+
+STATE = {"dir": "/nonexistent"}
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path):
+    STATE["dir"] = str(tmp_path / "state")
+    yield STATE["dir"]
+    STATE["dir"] = "/nonexistent"
 
 
 @pytest.fixture
@@ -307,3 +317,24 @@ def test_a_reload_keeps_an_announced_vip_and_withdraws_one_no_longer_listed(sysc
         await comp.stop(None)
 
     asyncio.run(run())
+
+
+def test_a_drain_outlives_a_restart_until_undone(sysctl_dir, state_dir):
+    async def run(undo: bool = False):
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        announced = comp.routes.announced()
+        if undo:
+            comp.drain(False)
+        else:
+            comp.drain(True)
+        after = comp.routes.announced()
+        await comp.stop(None)
+        return announced, after
+
+    assert asyncio.run(run()) == ({VIP}, set())
+    assert asyncio.run(run(undo=True)) == (set(), {VIP}), "still drained after the restart, until undone"
+    assert asyncio.run(run(undo=True))[0] == {VIP}
