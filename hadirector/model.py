@@ -16,6 +16,7 @@ The YAML shape (see etc/primary.yaml for a commented example)::
     track_scripts:   [TrackScript ...]
     lvs:             {program, on_shutdown, sync_daemon: SyncDaemon}
     virtual_services: [VirtualService ...]
+    scale_out:       ScaleOut (N active directors behind an ECMP router, BGP via BIRD)
 """
 
 from __future__ import annotations
@@ -488,6 +489,48 @@ class LvsSettings:
     sync_daemon: SyncDaemon | None = None
 
 
+# --- scale-out: N active directors behind an ECMP router ------------------------------
+
+
+@dataclass(frozen=True)
+class BgpPeer:
+    """A router this director announces its VIPs to (eBGP or iBGP)."""
+
+    address: IPAddress
+    asn: int
+
+
+@dataclass(frozen=True)
+class ScaleOut:
+    """This director is one of N active ones for ``services``: each announces their VIPs
+    with BGP (BIRD beside the agent) while it can carry them, and every director picks
+    the same real server for a flow (``mh`` in one canonical destination order, weight
+    0 instead of deletion, ``sloppy_tcp``), so the router may send any packet of any
+    flow to any of them. The agent's hand-off to BIRD is a kernel routing table: it
+    keeps ``VIP/32 dev lo table <table> proto <route_protocol>`` there exactly while the
+    VIP should be announced; BIRD's kernel protocol learns that table."""
+
+    services: tuple[str, ...]          # names of virtual services (scheduler mh, DR/TUN)
+    local_as: int
+    peers: tuple[BgpPeer, ...]
+    router_id: IPAddress | None = None  # BIRD's router id; None: BIRD picks an address
+    table: int = 201                   # the kernel table the agent owns
+    route_protocol: int = 201          # rtm_protocol of the gate routes
+    min_healthy: int = 1               # UP real servers a service needs to be announced
+    hold_down: float = 3.0             # eligible this long (continuously) before announcing
+    drain_grace: float = 2.0           # on stop: withdraw, wait this long, then tear down
+    bird_socket: str = "/run/bird/bird.ctl"   # birdc -s (read-only status)
+    # The BGP timers rendered into BIRD's config (BIRD's defaults suit the Internet: a
+    # 240 s hold time, 120 s connect retry, 60..300 s error wait).
+    hold_time: int = 9
+    connect_retry: int = 2
+    error_wait_min: int = 2
+    error_wait_max: int = 20
+    bfd: bool = True
+    bfd_interval: float = 0.1
+    bfd_multiplier: int = 3
+
+
 # --- the whole file -----------------------------------------------------------------
 
 
@@ -501,3 +544,4 @@ class Config:
     track_scripts: tuple[TrackScript, ...] = ()
     lvs: LvsSettings = field(default_factory=LvsSettings)
     virtual_services: tuple[VirtualService, ...] = ()
+    scale_out: ScaleOut | None = None

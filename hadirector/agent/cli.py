@@ -195,6 +195,11 @@ def _run_agent(config, log, lock, record=None) -> int:
         lvs = LvsController(config)
         agent.components.append(lvs)
         agent.components.append(ApiComponent(lvs))
+        if config.scale_out is not None:
+            # Last: started after the LVS side, stopped before it (withdraw, then tear down).
+            from hadirector.agent.scaleout import ScaleOutComponent
+
+            agent.components.append(ScaleOutComponent(lvs))
         try:
             return await agent.run()
         finally:

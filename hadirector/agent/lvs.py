@@ -68,7 +68,7 @@ from hadirector.ipvs.availability import (
 from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
-from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
+from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table, scale_out_names
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
@@ -124,6 +124,9 @@ class LvsController:
         # The VRRP side (vrrp_side.VrrpSide), set by prepare(): roles, preemption holds,
         # faults; a reload may change the leader.
         self._agent: VrrpSide | None = None
+        # Called (no arguments) after a health change was applied and when IPVS became
+        # available or unavailable: the scale-out announce gate follows both.
+        self.listeners: list[Callable[[], None]] = []
         self._index(config)
 
     def _index(self, config: model.Config) -> None:
@@ -183,6 +186,7 @@ class LvsController:
         self.availability.succeeded(now=_now())
         self._log_availability(trigger=reason)
         self._apply_faults()
+        self._tell_listeners()
         return report
 
     def _unavailable(self, e: IpvsError) -> None:
@@ -199,6 +203,7 @@ class LvsController:
         self._log_availability(errno=errno_mod.errorcode.get(e.errno, str(e.errno)))
         self._apply_faults()
         self._arm_retry()
+        self._tell_listeners()
 
     def _log_availability(self, trigger: str = "", errno: str = "") -> None:
         for ev in self.availability.events():
@@ -278,10 +283,13 @@ class LvsController:
         check does not take a server out.
         """
         seeded = 0
+        scaled = scale_out_names(self.config)
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
             for rs in vs.real_servers:
                 d = in_kernel.get(DestKey.of(rs.address, vs.port_of(rs)))
+                if d is not None and d.weight == 0 and vs.name in scaled:
+                    continue      # scale-out: weight 0 is down or not yet checked; the check decides
                 if d is not None:
                     down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
                     seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)
@@ -341,7 +349,8 @@ class LvsController:
             return
         key = ServiceKey.of(vs)
         svc, dests, quorum = desired_service(vs, self._ipvs_health, self.quorum.get(key),
-                                             self._ipvs_weight)
+                                             self._ipvs_weight,
+                                             scale_out=vs.name in scale_out_names(self.config))
         before = self.quorum.get(key)
         if quorum is not None:
             self.quorum[key] = quorum
@@ -359,6 +368,11 @@ class LvsController:
             self.errors += 1
             return
         self._record(report, reason=f"health:{state.value}")
+        self._tell_listeners()
+
+    def _tell_listeners(self) -> None:
+        for listener in list(self.listeners):
+            listener()
 
     def _run_command(self, effect: RunCommand) -> None:
         async def run() -> None:

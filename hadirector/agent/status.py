@@ -188,6 +188,8 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
         ipvs=ipvs_status(lvs, config),
         link_watch=s.LinkWatchStatus(**getattr(agent, "link_watch_counts", dict)()),
         api=api or s.ApiStatus(),
+        scale_out=next((c.scale_out_status() for c in getattr(agent, "components", ())
+                        if hasattr(c, "scale_out_status")), None),
     )
 
 
@@ -247,7 +249,10 @@ class ApiComponent:
             return await agent.reload_async(trigger="control")
 
         path = socket_path(agent.config.node.state_dir)
-        self.control = ControlServer(path, reload)
+        commands = {}
+        for comp in getattr(agent, "components", ()):
+            commands.update(getattr(comp, "control_commands", dict)())
+        self.control = ControlServer(path, reload, commands=commands)
         try:
             await self.control.start()
         except (ControlError, OSError) as e:

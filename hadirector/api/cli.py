@@ -95,6 +95,31 @@ def add_arguments_reload(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the reload (default: as long as it takes)")
 
 
+def add_arguments_drain(parser: argparse.ArgumentParser) -> None:
+    add_arguments_reload(parser)
+    parser.add_argument("--undo", action="store_true",
+                        help="put the director back (its VIPs are announced again after the hold-down)")
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """A scale-out director: withdraw its VIPs from the routers now (``--undo``: back)."""
+    try:
+        path = control_socket_path(args.config, args.socket)
+        data = control_request(path, "undrain" if args.undo else "drain", timeout=args.timeout)
+        if not data.get("ok"):
+            code = EXIT_NOPERM if data.get("reason") == "not_root" else EXIT_FAILED
+            raise CliError(f"hadirector at {path}: {data.get('error', data)}", code)
+    except CliError as e:
+        print(f"hadirector drain: {e}", file=sys.stderr)
+        return e.code
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        state = "drained" if data["drained"] else "back in service"
+        print(f"{state}: " + ", ".join(f"{vip} {why}" for vip, why in data["vips"].items()))
+    return EXIT_OK
+
+
 # --- locating the agent ------------------------------------------------------------------
 
 
@@ -425,6 +450,8 @@ def render_status(snap: Snapshot) -> str:
 
     out += ["", "Sync daemon"]
     out += _sync(snap)
+    if snap.scale_out is not None:
+        out += ["", "Scale-out"] + _scale_out(snap.scale_out)
 
     h = snap.health
     if h.checks or h.latency.count:
@@ -439,6 +466,25 @@ def render_status(snap: Snapshot) -> str:
                        + ", ".join(f"{k} {v}" for k, v in sorted(h.inconclusive.items())))
     out += _faults_absorbed(snap)
     return "\n".join(out) + "\n"
+
+
+def _scale_out(so) -> list[str]:
+    out = [f"  gate table {so.table}" + (", DRAINED by the operator" if so.drained else "")
+           + f", {so.gate_changes} change(s)"]
+    for v in so.vips:
+        out.append(f"  {v.vip}: " + ("announced" if v.announced else f"not announced ({v.reason})"))
+    for service, digest in sorted(so.digests.items()):
+        out.append(f"  {service}: destinations digest {digest or '?'} (equal on every director = same backends)")
+    if so.sysctl_drift:
+        drift = ", ".join(f"net.ipv4.vs.{n}={so.sysctls.get(n) or '?'}" for n in so.sysctl_drift)
+        out.append(f"  SYSCTL DRIFT: {drift} (scale-out needs 1)")
+    if so.bird_error is not None:
+        out.append(f"  BIRD: {so.bird_error}")
+    for b in so.bgp:
+        out.append(f"  BGP {b.name}: {b.state} {b.info}".rstrip())
+    for f in so.bfd:
+        out.append(f"  BFD {f.address} on {f.interface}: {f.state}")
+    return out
 
 
 def _counts(counts) -> str:

@@ -131,9 +131,13 @@ class ControlServer:
     def __init__(self, path: str, reload: ReloadFn, *,
                  allowed_uids: frozenset[int] | None = None,
                  limiter: TokenBucket | None = None,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS,
+                 commands: dict[str, Callable[[], dict]] | None = None) -> None:
         self.path = path
         self._reload = reload
+        # Other state-changing commands (a scale-out director's drain / undrain): one
+        # line in, the function's dict out; same root-only socket, same limits.
+        self.commands = dict(commands or {})
         self.allowed_uids = (allowed_uids if allowed_uids is not None
                              else frozenset({0, os.geteuid()}))
         self.limiter = limiter or TokenBucket(rate=RELOAD_RATE, burst=RELOAD_BURST)
@@ -182,9 +186,13 @@ class ControlServer:
 
     async def handle(self, command: str, peer: tuple[int, int, int]) -> dict:
         pid, uid, _ = peer
+        if command in self.commands:
+            log.info("api.command_requested", command=command, via="control", peer_pid=pid, peer_uid=uid)
+            return self.commands[command]()
         if command != "reload":
             self.refuse("unknown_command", peer_pid=pid, peer_uid=uid)
-            return {"error": f"unknown command {command[:40]!r} (known: reload)",
+            known = ", ".join(["reload", *self.commands])
+            return {"error": f"unknown command {command[:40]!r} (known: {known})",
                     "reason": "unknown_command"}
         wait = self.limiter.take(asyncio.get_running_loop().time())
         if wait > 0:

@@ -159,6 +159,7 @@ def render(snap: Snapshot) -> str:
     _reloads(ex, snap)
     _link_watch(ex, snap)
     _api(ex, snap)
+    _scale_out(ex, snap)
     return ex.text()
 
 
@@ -375,3 +376,37 @@ def _api(ex: _Exposition, snap: Snapshot) -> None:
         pauses.add(lst.accept_pauses, listener=name)
         for reason in sorted(set(REFUSALS[name]) | set(lst.refused)):
             refused.add(lst.refused.get(reason, 0), listener=name, reason=reason)
+
+
+def _scale_out(ex: _Exposition, snap: Snapshot) -> None:
+    # The families are always declared (no samples on a VRRP director), so the fleet's
+    # alerting rules find them in every scrape.
+    announced = ex.family("scale_out_vip_announced", "gauge",
+                          "1 while this scale-out director announces the VIP (its route is in the "
+                          "gate table BIRD exports), else 0.")
+    digest = ex.family("scale_out_service_digest_info", "gauge",
+                       "Always 1; the digest label is the kernel's destination order and weights: "
+                       "equal on every director = the same real server for a flow.")
+    so = snap.scale_out
+    if so is None:
+        return
+    for v in so.vips:
+        announced.add(v.announced, vip=v.vip)
+    for service, value in sorted(so.digests.items()):
+        digest.add(1, service=service, digest=value)
+    ex.family("scale_out_drained", "gauge", "1 while the operator has drained this director.").add(so.drained)
+    ex.family("scale_out_gate_changes_total", "counter",
+              "VIP announcements and withdrawals since the agent started.").add(so.gate_changes)
+    drift = ex.family("scale_out_sysctl_drift", "gauge",
+                      "1 when a net.ipv4.vs sysctl scale-out needs (sloppy_tcp, sloppy_sctp, "
+                      "schedule_icmp) is not 1.")
+    for name in sorted(so.sysctls):
+        drift.add(name in so.sysctl_drift, sysctl=name)
+    ex.family("scale_out_bird_reachable", "gauge",
+              "1 when birdc answered the last read, else 0.").add(so.bird_error is None)
+    bgp = ex.family("scale_out_bgp_session_up", "gauge", "1 while the BGP session is Established.")
+    for b in so.bgp:
+        bgp.add(b.established, peer=b.name)
+    bfd = ex.family("scale_out_bfd_session_up", "gauge", "1 while the BFD session is Up.")
+    for f in so.bfd:
+        bfd.add(f.up, address=f.address, interface=f.interface)

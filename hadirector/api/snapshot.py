@@ -273,6 +273,48 @@ class ApiStatus:
     control: ListenerStatus | None = None   # None: the control socket is not serving
 
 
+# --- scale-out (scale_out:) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScaleOutVip:
+    vip: str
+    announced: bool                     # its route is in the gate table (BIRD exports it)
+    reason: str = ""                    # why not announced ("" when it is)
+
+
+@dataclass(frozen=True)
+class BgpSessionStatus:
+    name: str                           # BIRD protocol name, e.g. peer_10_1_0_1
+    state: str                          # BIRD's: up, start, down ...
+    info: str = ""                      # Established, Active, Idle ... and an error
+    established: bool = False
+
+
+@dataclass(frozen=True)
+class BfdSessionStatus:
+    address: str
+    interface: str
+    state: str                          # Up, Down, Init, AdminDown
+    up: bool = False
+
+
+@dataclass(frozen=True)
+class ScaleOutStatus:
+    table: int
+    drained: bool = False
+    vips: tuple[ScaleOutVip, ...] = ()
+    # Per service: digest of the kernel's destination list and weights, in list order;
+    # equal on N directors = the same real server for a flow on each ("" unknown).
+    digests: Mapping[str, str] = field(default_factory=dict)
+    sysctls: Mapping[str, str] = field(default_factory=dict)      # net.ipv4.vs.*, "" unreadable
+    sysctl_drift: tuple[str, ...] = ()  # the ones not at the value scale-out needs
+    bgp: tuple[BgpSessionStatus, ...] = ()
+    bfd: tuple[BfdSessionStatus, ...] = ()
+    bird_error: str | None = None       # birdc missing or BIRD not answering
+    gate_changes: int = 0               # announces and withdrawals since start
+
+
 # --- the whole snapshot -------------------------------------------------------------
 
 
@@ -289,6 +331,7 @@ class Snapshot:
     ipvs: IpvsAvailabilityStatus = field(default_factory=IpvsAvailabilityStatus)
     link_watch: LinkWatchStatus = field(default_factory=LinkWatchStatus)
     api: ApiStatus = field(default_factory=ApiStatus)
+    scale_out: ScaleOutStatus | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)

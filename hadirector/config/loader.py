@@ -48,6 +48,7 @@ from .fields import (
     one_of_shapes, optional, record, regex, seq, string, whole_seconds,
 )
 from .lint import lint
+from .scaleout import SCALE_OUT, check_services as _check_scale_out
 
 U16 = 65535
 
@@ -1015,6 +1016,9 @@ def _finish_config(ctx: Ctx, v: View, kw: dict) -> None:
                           f"{ctx.view(keys[vs.key]).path} {shown(keys[vs.key].name)}")
             keys.setdefault(vs.key, vs)
 
+    if kw.get("scale_out") is not None and services is not None:
+        _check_scale_out(ctx, kw["scale_out"], services)
+
     daemon = lvs.sync_daemon if lvs is not None else None
     if daemon is not None and daemon.follow_instance is not None \
             and inst_names is not None and group_names is not None:
@@ -1044,6 +1048,9 @@ CONFIG = Record(None, (
       doc=K("How the IPVS table is programmed, and the connection sync daemon.", None)),
     F("virtual_services", seq(record(VIRTUAL_SERVICE)),
       doc=K("The IPVS virtual services and their real servers.", "virtual_server IP PORT { }")),
+    F("scale_out", record(SCALE_OUT),
+      doc=K("This director is one of N active ones behind an ECMP router for the services listed, "
+            "announcing their VIPs with BGP (BIRD) while it can carry them.", None, default="none")),
 ), _finish_config, ignore_prefix="x-", hints={
     "global_defs": "keepalived's global_defs; here: node",
     "vrrp_instance": "keepalived's vrrp_instance; here: vrrp_instances (a list)",

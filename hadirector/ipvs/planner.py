@@ -12,7 +12,13 @@ Theory of operation (kube-proxy's level-triggered sync, pkg/proxy/ipvs/proxier.g
 * within a service we own, every destination is ours (a hand-added real server in a
   service our config declares is drift, as in kube-proxy);
 * the result is ordered deterministically (by key), deletes of stale services first, and
-  applying it makes ``plan`` return ``[]``.
+  applying it makes ``plan`` return ``[]``;
+* a scale-out service (``ServiceEntry.ordered``) gets its destinations in the desired
+  list's (canonical) order, and is never given a destination at the end of a list
+  that others on other directors hold elsewhere: when its set of destinations changes
+  (a reload added or removed a real server), all of them are deleted and re-added in
+  that order in one batch (a re-added destination comes back from the kernel's trash
+  with its connections). Health never changes the set, only weights.
 """
 
 from __future__ import annotations
@@ -118,6 +124,8 @@ def plan_service(actual: Table, desired: Table, key: ServiceKey) -> list[Op]:
             ops.append(EditService(want, changed))
     have_dests = actual.dests_of(key) if have is not None else {}
     want_dests = desired.dests_of(key)
+    if want.ordered:
+        return ops + _plan_ordered(key, have_dests, want_dests)
     for dkey in sorted(have_dests):
         if dkey not in want_dests:
             ops.append(DelDest(key, dkey, have_dests[dkey].family))
@@ -130,6 +138,22 @@ def plan_service(actual: Table, desired: Table, key: ServiceKey) -> list[Op]:
             changed = hd.diff(wd)
             if changed:
                 ops.append(EditDest(key, wd, changed))
+    return ops
+
+
+def _plan_ordered(key: ServiceKey, have: dict[DestKey, DestEntry],
+                  want: dict[DestKey, DestEntry]) -> list[Op]:
+    """Destinations of a scale-out service: ``want`` is in canonical order."""
+    if have and set(have) != set(want):
+        return [*(DelDest(key, k, have[k].family) for k in sorted(have)),
+                *(AddDest(key, d) for d in want.values())]
+    ops: list[Op] = []
+    for dkey, wd in want.items():
+        hd = have.get(dkey)
+        if hd is None:
+            ops.append(AddDest(key, wd))
+        elif hd.diff(wd):
+            ops.append(EditDest(key, wd, hd.diff(wd)))
     return ops
 
 

@@ -79,3 +79,38 @@ def apply_sync_tuning(cfg: model.SyncDaemon | None, root: Path = VS_SYSCTL) -> l
         except OSError as e:
             raise SysctlError(f"cannot write {change.new!r} to {path}: {e.strerror or e}") from None
     return changes
+
+
+# A scale-out director picks up flows mid-stream that another director started
+# (shared/scale-out.md 1b.4): sloppy_tcp schedules any non-RST TCP packet, not only a
+# SYN (else the local stack answers it with a reset); sloppy_sctp is the SCTP analogue;
+# schedule_icmp schedules an ICMP error with no connection, so PMTU "frag needed"
+# reaches the backend mh picks for the inner header.
+SCALE_OUT_SYSCTLS: tuple[tuple[str, str], ...] = (("sloppy_tcp", "1"), ("sloppy_sctp", "1"), ("schedule_icmp", "1"))
+
+
+def read_values(names, root: Path = VS_SYSCTL) -> dict[str, str | None]:
+    """Each net.ipv4.vs.NAME's value, or None when it cannot be read."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = (root / name).read_text().strip()
+        except OSError:
+            out[name] = None
+    return out
+
+
+def apply_values(values: tuple[tuple[str, str], ...], root: Path = VS_SYSCTL) -> list[SysctlChange]:
+    """Write each value that differs; returns what changed. Raises SysctlError."""
+    changes = []
+    for name, want in values:
+        path = root / name
+        try:
+            have = path.read_text().strip()
+            if have != want:
+                path.write_text(want)
+                changes.append(SysctlChange(name, have, want))
+        except OSError as e:
+            raise SysctlError(f"cannot set {path} to {want}: {e.strerror or e} "
+                              "(is the ip_vs module loaded in this network namespace?)") from None
+    return changes

@@ -27,8 +27,9 @@ local 1, tunnel 2, route 3; tunnel type ipip 0, gue 1, gre 2; service flags belo
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hadirector import model
@@ -179,6 +180,9 @@ class ServiceEntry:
     netmask: int = 32                 # persistence granularity as a prefix length
     pe_name: str = ""                 # persistence engine ("sip"); "" = none
     stats: Stats = field(default_factory=Stats, compare=False)
+    # Scale-out (not a kernel field): the destinations must be in the kernel in one
+    # canonical insertion order, the same on every director (see ``canonical_order``).
+    ordered: bool = field(default=False, compare=False)
 
     # Fields SET_SERVICE can change in place (everything but the key).
     EDITABLE = ("scheduler", "flags", "timeout", "netmask", "pe_name")
@@ -308,6 +312,23 @@ def dest_entry(vs: model.VirtualService, rs: model.RealServer, weight: int | Non
     )
 
 
+def canonical_order(keys: Iterable[DestKey]) -> list[DestKey]:
+    """The one insertion order of a scale-out service's destinations on every director:
+    by family, numeric address, port. ``mh`` fills its lookup table walking the
+    destinations in list order, so the same set inserted in another order can give
+    another table (Julian Anastasov on lkml, 2023: "it is enough to add the dests in the
+    same order to duplicate the lookup table")."""
+    return sorted(keys, key=lambda k: (k.ip.version, int(k.ip), k.port))
+
+
+def dest_digest(dests: Iterable[DestEntry]) -> str:
+    """A short digest of destinations and weights *in the order given* (the kernel's list
+    order when ``dests`` is a dump): N directors whose digests agree pick the same real
+    server for a flow; ``hadirector status`` shows it per service."""
+    text = ";".join(f"{d.key}={d.weight}" for d in dests)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def quorum_state(vs: model.VirtualService, healthy_weight: int, pending: bool,
                  before: bool | None) -> bool | None:
     """keepalived's update_quorum_state(): gain at quorum+hysteresis, lose below
@@ -328,9 +349,16 @@ def quorum_state(vs: model.VirtualService, healthy_weight: int, pending: bool,
 
 def desired_service(vs: model.VirtualService, health: HealthView,
                     quorum_before: bool | None = None, weight: WeightView | None = None,
-                    ) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
-    """The entry, destinations and quorum state for one virtual service."""
-    svc = service_entry(vs)
+                    scale_out: bool = False) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
+    """The entry, destinations and quorum state for one virtual service.
+
+    ``weight``: a dynamic weight (a ``dynamic`` script check) per real server, or None for
+    the configured one.
+    ``scale_out``: every real server is programmed, in canonical order, from the start;
+    one that is not UP (down, or no result yet) has weight 0 instead of being left out,
+    so the ``mh`` lookup table stays the same on every director whatever their health
+    results (weight 0 keeps its slots through ``last_weight``; ``mh-fallback`` re-hashes
+    its flows deterministically)."""
     if weight is not None:
         # A dynamic weight replaces the configured one everywhere below, quorum included
         # (keepalived's update_svr_wgt counts the effective weight).
@@ -339,6 +367,9 @@ def desired_service(vs: model.VirtualService, health: HealthView,
             vs = dataclasses.replace(vs, real_servers=tuple(
                 rs if w is None else dataclasses.replace(rs, weight=w)
                 for rs, w in zip(vs.real_servers, weights)))
+    if scale_out:
+        return _scale_out_service(vs, health, quorum_before)
+    svc = service_entry(vs)
     healthy: list[model.RealServer] = []
     inhibited: list[model.RealServer] = []
     pending = False
@@ -374,6 +405,26 @@ def desired_service(vs: model.VirtualService, health: HealthView,
     return svc, list(dests.values()), quorum
 
 
+def _scale_out_service(vs: model.VirtualService, health: HealthView,
+                       quorum_before: bool | None) -> tuple[ServiceEntry, list[DestEntry], bool | None]:
+    svc = dataclasses.replace(service_entry(vs), ordered=True)
+    dests: dict[DestKey, DestEntry] = {}
+    weight, pending = 0, False
+    for rs in vs.real_servers:
+        state = HealthState.UP if rs.check is None else health(vs, rs)
+        up = state is HealthState.UP
+        weight += rs.weight if up else 0
+        pending = pending or state is HealthState.UNKNOWN
+        d = dest_entry(vs, rs, weight=None if up else 0)
+        dests[d.key] = d
+    ordered = [dests[k] for k in canonical_order(dests)]
+    return svc, ordered, quorum_state(vs, weight, pending, quorum_before)
+
+
+def scale_out_names(config: model.Config) -> frozenset[str]:
+    return frozenset(config.scale_out.services) if config.scale_out is not None else frozenset()
+
+
 def desired_table(config: model.Config, health: HealthView,
                   quorum_before: Mapping[ServiceKey, bool] | None = None,
                   weight: WeightView | None = None) -> Table:
@@ -383,9 +434,10 @@ def desired_table(config: model.Config, health: HealthView,
     """
     before = quorum_before or {}
     table = Table()
+    scaled = scale_out_names(config)
     for vs in config.virtual_services:
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, health, before.get(key), weight)
+        svc, dests, quorum = desired_service(vs, health, before.get(key), weight, scale_out=vs.name in scaled)
         table.add(svc, dests)
         if quorum is not None:
             table.quorum[key] = quorum

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from hadirector.api.metrics import render
-from hadirector.api.snapshot import IpvsAvailabilityStatus
+from hadirector.api.snapshot import IpvsAvailabilityStatus, ScaleOutStatus, ScaleOutVip
 from tests.monitoring_queries import (
     DASHBOARD, ENUM_LABELS, PROMETHEUS_OWN, RULES, RULES_TEST, TARGET_LABELS, dashboard_exprs,
     exported, metric_names, promtool, rule_exprs, selectors,
@@ -29,6 +29,10 @@ def metrics_text(snapshot) -> str:
     # The realistic snapshot, on a director whose config needs IPVS (so the availability
     # gauge is there too).
     snap = dataclasses.replace(snapshot, ipvs=IpvsAvailabilityStatus(needed=True, available=True))
+    # ... and a scale-out section (a scale-out director exports these beside the rest).
+    snap = dataclasses.replace(snap, scale_out=ScaleOutStatus(
+        table=201, vips=(ScaleOutVip("203.0.113.10", True),), digests={"web": "aaaaaaaaaaaa"},
+        sysctls={"sloppy_tcp": "1"}))
     return render(snap)
 
 
@@ -36,7 +40,7 @@ def test_promtool_accepts_the_rules():
     res = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 10 rules found" in res.stdout
+    assert "SUCCESS: 12 rules found" in res.stdout
 
 
 def test_the_rules_raise_the_expected_alerts_on_recorded_series():

@@ -1,0 +1,343 @@
+"""The scale-out shell (agent/scaleout.py) against fakes that keep state like the kernel:
+routes in a table, a fake LVS side whose IPVS and health the test sets. The real
+netlink and BIRD are in tests/netns/test_scaleout_bgp.py."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+
+import pytest
+
+from hadirector import model as m
+from hadirector.agent import scaleout as so_mod
+from hadirector.agent.scaleout import ScaleOutComponent
+from hadirector.ipvs.fake import FakeIpvs
+from hadirector.ipvs.reconciler import Reconciler
+from hadirector.ipvs.sysctl import SCALE_OUT_SYSCTLS
+from hadirector.ipvs.table import desired_table
+
+VIP = ipaddress.ip_address("10.100.0.1")
+CHECK = m.HealthCheck(m.TcpProbe())
+WEB = m.VirtualService("web", address=VIP, port=80, scheduler="mh", scheduler_flags=("mh-fallback",),
+                       real_servers=tuple(m.RealServer(ipaddress.ip_address(a), forward=m.ForwardMethod.DR,
+                                                       check=CHECK) for a in ("10.2.0.12", "10.2.0.11")))
+
+
+class FakeRoutes:
+    tables: dict[int, dict] = {}
+
+    def __init__(self, table: int, proto: int) -> None:
+        self.table, self.proto = table, proto
+        self.routes = FakeRoutes.tables.setdefault(table, {})
+        self.lo: set = set()
+
+    def add(self, vip):
+        self.routes[vip] = self.proto
+
+    def delete(self, vip, scope=0):
+        self.routes.pop(vip, None)
+
+    def announced(self):
+        return {v for v, p in self.routes.items() if p == self.proto}
+
+    def flush(self):
+        gone = self.announced()
+        for v in gone:
+            del self.routes[v]
+        return gone
+
+    def bind_vip(self, vip):
+        new = vip not in self.lo
+        self.lo.add(vip)
+        return new
+
+    def close(self):
+        pass
+
+
+class FakeHealth:
+    def __init__(self) -> None:
+        self.states: dict = {}
+
+    def ipvs_health(self, vs, rs):
+        return self.states.get(str(rs.address), m.HealthState.UNKNOWN)
+
+
+class FakeLvs:
+    def __init__(self, config: m.Config) -> None:
+        self.config = config
+        self.listeners: list = []
+        self.health = FakeHealth()
+        self.ipvs = FakeIpvs()
+        self.reconciler = None
+        self.programming = True
+
+    def program(self) -> None:
+        self.reconciler = Reconciler(self.ipvs)
+        self.reconciler.sync(desired_table(self.config, self.health.ipvs_health))
+        self.changed()
+
+    def set_health(self, **states) -> None:
+        self.health.states.update({k.replace("_", "."): v for k, v in states.items()})
+        if self.reconciler is not None:
+            self.reconciler.sync(desired_table(self.config, self.health.ipvs_health))
+        self.changed()
+
+    def changed(self) -> None:
+        for listener in list(self.listeners):
+            listener()
+
+
+def config(hold_down=0.0, drain_grace=0.2) -> m.Config:
+    so = m.ScaleOut(services=("web",), local_as=65001, hold_down=hold_down, drain_grace=drain_grace,
+                    peers=(m.BgpPeer(ipaddress.ip_address("10.1.0.1"), 65000),), bird_socket="/nonexistent")
+    return m.Config(node=m.NodeSettings("d1", state_dir=STATE["dir"]), virtual_services=(WEB,), scale_out=so)
+
+
+STATE = {"dir": "/nonexistent"}
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path):
+    STATE["dir"] = str(tmp_path / "state")
+    yield STATE["dir"]
+    STATE["dir"] = "/nonexistent"
+
+
+@pytest.fixture
+def sysctl_dir(tmp_path):
+    for name, _ in SCALE_OUT_SYSCTLS:
+        (tmp_path / name).write_text("0\n")
+    return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def fresh_tables():
+    FakeRoutes.tables = {}
+
+
+UP, DOWN = m.HealthState.UP, m.HealthState.DOWN
+
+
+def test_start_flushes_a_predecessors_routes_and_announces_only_once_ipvs_and_health_are_there(sysctl_dir):
+    async def run():
+        FakeRoutes.tables[201] = {ipaddress.ip_address("10.100.0.9"): 201, ipaddress.ip_address("10.9.9.9"): 4}
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        assert comp.routes.announced() == set(), "stale route flushed, nothing announced yet"
+        assert ipaddress.ip_address("10.9.9.9") in comp.routes.routes, "not ours: left alone"
+        assert comp.routes.lo == {VIP}
+        assert comp.status()["vips"] == {str(VIP): {"announced": False, "reason": "web:ipvs_not_programmed"}}
+        lvs.program()
+        assert comp.status()["vips"][str(VIP)]["reason"] == "web:health_pending"
+        assert comp.status()["sysctls"] == {"sloppy_tcp": "1", "sloppy_sctp": "1", "schedule_icmp": "1"}
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": DOWN})
+        assert comp.routes.announced() == {VIP}
+        status = comp.status()
+        assert status["vips"][str(VIP)] == {"announced": True, "reason": ""}
+        assert len(status["digests"]["web"]) == 12 and status["gate_changes"] == 1
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_losing_ipvs_withdraws_at_once(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        assert comp.routes.announced() == {VIP}
+        lvs.reconciler = None
+        lvs.changed()
+        assert comp.routes.announced() == set()
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_the_hold_down_runs_on_the_loops_timer(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config(hold_down=0.3))
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        t0 = time.monotonic()
+        while not comp.routes.announced():
+            assert time.monotonic() - t0 < 3, "never announced"
+            await asyncio.sleep(0.01)
+        assert time.monotonic() - t0 >= 0.25
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_stop_withdraws_first_and_returns_only_after_drain_grace(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config(drain_grace=0.3))
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        routes = comp.routes
+        t0 = time.monotonic()
+        stopping = asyncio.ensure_future(comp.stop(None))
+        await asyncio.sleep(0.05)
+        assert routes.announced() == set() and not stopping.done(), "withdrawn, not yet torn down"
+        await stopping
+        assert time.monotonic() - t0 >= 0.28
+        assert comp.gate.vips[VIP].reason == "stopping"
+
+    asyncio.run(run())
+
+
+def test_drain_withdraws_and_undrain_announces_again(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        comp.drain(True)
+        assert comp.routes.announced() == set() and comp.status()["drained"]
+        comp.drain(False)
+        assert comp.routes.announced() == {VIP}
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_a_missing_birdc_is_reported_and_changes_nothing_else(sysctl_dir, monkeypatch):
+    monkeypatch.setattr(so_mod.shutil, "which", lambda name: None)
+
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        await comp.read_bird()
+        assert comp.status()["bird_error"] == "birdc not installed" and comp.status()["bgp"] == []
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_an_unreachable_bird_is_reported(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        await comp.read_bird()
+        assert "nonexistent" in comp.status()["bird_error"] or "connect" in comp.status()["bird_error"].lower()
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_status_metrics_and_the_status_text_show_the_gate_digest_and_sysctl_drift(sysctl_dir):
+    from hadirector.agent.status import build_snapshot
+    from hadirector.api import metrics
+    from hadirector.api.cli import render_status
+    from hadirector.api.snapshot import ReloadStatus, Snapshot
+
+    class Agent:                       # the supervisor as build_snapshot reads it
+        def __init__(self, cfg, comps):
+            self.config, self.components = cfg, comps
+
+        def instance_views(self):
+            return ()
+
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        (sysctl_dir / "sloppy_tcp").write_text("0\n")        # someone turned it off
+        from hadirector.agent.lvs import LvsController
+
+        real_lvs = LvsController(lvs.config, backend=FakeIpvs())
+        snap = build_snapshot(Agent(lvs.config, [comp]), real_lvs, started_at=0.0, loaded_at=0.0,
+                              generation=1, reloads=ReloadStatus())
+        await comp.stop(None)
+        return snap
+
+    snap = asyncio.run(run())
+    so = snap.scale_out
+    assert so.vips[0].announced and so.sysctl_drift == ("sloppy_tcp",)
+    assert Snapshot.from_dict(snap.to_dict()) == snap
+    text = metrics.render(snap)
+    assert 'hadirector_scale_out_vip_announced{vip="10.100.0.1"} 1' in text
+    assert 'hadirector_scale_out_sysctl_drift{sysctl="sloppy_tcp"} 1' in text
+    assert f'hadirector_scale_out_service_digest_info{{service="web",digest="{so.digests["web"]}"}} 1' in text
+    assert "hadirector_scale_out_bird_reachable 0" in text
+    status = render_status(snap)
+    assert "10.100.0.1: announced" in status and "SYSCTL DRIFT: net.ipv4.vs.sloppy_tcp=0" in status
+
+
+def test_the_control_socket_commands_drain_and_undrain_answer_with_each_vips_state(sysctl_dir):
+    async def run():
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        commands = comp.control_commands()
+        assert commands["drain"]() == {"ok": True, "drained": True, "vips": {str(VIP): "drained"}}
+        assert commands["undrain"]() == {"ok": True, "drained": False, "vips": {str(VIP): "announced"}}
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_a_reload_keeps_an_announced_vip_and_withdraws_one_no_longer_listed(sysctl_dir):
+    vip2 = ipaddress.ip_address("10.100.0.2")
+    api = m.VirtualService("api", address=vip2, port=80, scheduler="mh", scheduler_flags=("mh-fallback",),
+                           real_servers=WEB.real_servers)
+
+    def with_services(services, names):
+        base = config()
+        so = m.ScaleOut(**{**base.scale_out.__dict__, "services": names})
+        return m.Config(node=base.node, virtual_services=services, scale_out=so)
+
+    async def run():
+        lvs = FakeLvs(with_services((WEB, api), ("web", "api")))
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        assert comp.routes.announced() == {VIP, vip2}
+        changes = comp.gate_changes
+        new = with_services((WEB, api), ("web",))
+        lvs.config = new
+        comp.update_config(new)
+        assert comp.routes.announced() == {VIP}
+        assert comp.gate_changes == changes + 1, "only the withdrawal: web stayed announced"
+        await comp.stop(None)
+
+    asyncio.run(run())
+
+
+def test_a_drain_outlives_a_restart_until_undone(sysctl_dir, state_dir):
+    async def run(undo: bool = False):
+        lvs = FakeLvs(config())
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)
+        lvs.program()
+        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        announced = comp.routes.announced()
+        if undo:
+            comp.drain(False)
+        else:
+            comp.drain(True)
+        after = comp.routes.announced()
+        await comp.stop(None)
+        return announced, after
+
+    assert asyncio.run(run()) == ({VIP}, set())
+    assert asyncio.run(run(undo=True)) == (set(), {VIP}), "still drained after the restart, until undone"
+    assert asyncio.run(run(undo=True))[0] == {VIP}
