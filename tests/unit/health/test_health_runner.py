@@ -437,7 +437,7 @@ async def test_inconclusive_probes_change_no_state_and_are_counted_and_logged_at
 
 
 def test_inconclusive_log_lines_carry_how_many_were_not_logged():
-    from hadirector.agent import health_runner as hr
+    from hadirector.agent import health_report as hr
 
     a = rs(1001)
     clock = [100.0]
@@ -446,11 +446,11 @@ def test_inconclusive_log_lines_carry_how_many_were_not_logged():
     emfile = ProbeResult(False, "emfile", 0.0, inconclusive=True)
     with capture_logs() as logs:
         for _ in range(5):
-            runner._note_inconclusive(slot, emfile, clock[0])
+            runner._totals.note_inconclusive(slot, emfile, clock[0])
             clock[0] += 1.0
-        runner._note_inconclusive(slot, ProbeResult(False, "enobufs", 0.0, inconclusive=True), clock[0])
+        runner._totals.note_inconclusive(slot, ProbeResult(False, "enobufs", 0.0, inconclusive=True), clock[0])
         clock[0] = 100.0 + hr.INCONCLUSIVE_LOG_EVERY
-        runner._note_inconclusive(slot, emfile, clock[0])
+        runner._totals.note_inconclusive(slot, emfile, clock[0])
     got = [(e["reason"], e["suppressed"], e["total"]) for e in logs]
     assert got == [("emfile", 0, 1), ("enobufs", 0, 1), ("emfile", 4, 6)]
 
