@@ -133,6 +133,17 @@ def _targets(config: Config) -> Iterator[tuple[Target, VirtualService, RealServe
             yield (vs.key, vs.sorry_server.key), vs, vs.sorry_server, True
 
 
+def _wanted(config: Config) -> dict[Target, _Spec]:
+    """Every target of ``config`` and what to check for it (``gen`` set when tracked)."""
+    wanted: dict[Target, _Spec] = {}
+    for target, vs, rs, sorry in _targets(config):
+        check = rs.check
+        address = (check.address if check and check.address else None) or rs.address
+        port = (check.port if check and check.port else None) or vs.port_of(rs)
+        wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
+    return wanted
+
+
 class HealthRunner:
     """Checks every real server of ``config``; reports transitions.
 
@@ -164,11 +175,7 @@ class HealthRunner:
         self._ids = itertools.count(1)
         self._gen = itertools.count(1)
         self._max_running = max(1, max_concurrency)
-        # Token bucket: ``max_rate`` tokens a second, bursts of a tenth of a second.
-        self._rate = max_rate if max_rate and max_rate > 0 else None
-        self._burst = max(1.0, (self._rate or 0) / 10)
-        self._tokens = self._burst
-        self._tokens_at = self._clock()
+        self._bucket = _Bucket(max_rate, self._clock()) if max_rate and max_rate > 0 else None
         self._pump_timer: asyncio.TimerHandle | None = None
         self._queue: collections.deque[tuple[_Slot, _Spec]] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
@@ -254,13 +261,7 @@ class HealthRunner:
             self._arm()
 
     def _apply(self, config: Config, now: float) -> None:
-        wanted: dict[Target, _Spec] = {}
-        for target, vs, rs, sorry in _targets(config):
-            check = rs.check
-            address = (check.address if check and check.address else None) or rs.address
-            port = (check.port if check and check.port else None) or vs.port_of(rs)
-            wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
-
+        wanted = _wanted(config)
         for target in [t for t in self._slots if t not in wanted]:
             slot = self._slots.pop(target)
             del self._by_id[slot.id]
@@ -347,10 +348,10 @@ class HealthRunner:
             if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
                 queue.popleft()              # removed or re-probed while queued
                 continue
-            if self._rate is not None and not self._take_token():
+            bucket = self._bucket
+            if bucket is not None and not bucket.take(self._clock()):
                 if self._pump_timer is None:
-                    wait = (1.0 - self._tokens) / self._rate
-                    self._pump_timer = asyncio.get_running_loop().call_later(wait, self._pump_later)
+                    self._pump_timer = asyncio.get_running_loop().call_later(bucket.wait(), self._pump_later)
                 return
             queue.popleft()
             if start is not None:
@@ -379,16 +380,6 @@ class HealthRunner:
         self._complete(slot, spec, result)
         if self._queue and self._running:
             self._pump()
-
-    def _take_token(self) -> bool:
-        now = self._clock()
-        assert self._rate is not None
-        self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
-        self._tokens_at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
     def _pump_later(self) -> None:
         self._pump_timer = None
@@ -443,6 +434,30 @@ class HealthRunner:
         rows = server_rows(self._slots.values(), self._policy, self._schedule, now, self._wall())
         return HealthSnapshot(rows, self._totals.totals(), len(self._tasks) + len(self._inflight),
                               len(self._queue), len(self._schedule))
+
+
+class _Bucket:
+    """Token bucket for check starts: ``rate`` tokens a second, bursts of a tenth of a
+    second (at least one)."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = self.tokens = max(1.0, rate / 10)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self) -> float:
+        """Seconds until the next token."""
+        return (1.0 - self.tokens) / self.rate
 
 
 def _replace_gen(spec: _Spec, gen: int) -> _Spec:

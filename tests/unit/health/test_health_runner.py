@@ -376,6 +376,16 @@ async def test_max_rate_spreads_a_burst_of_due_checks_over_time():
     assert max(b - a for a, b in zip(starts[9:], starts[10:])) < 0.1 + SLACK
 
 
+def test_the_start_bucket_allows_a_tenth_of_a_second_at_once_then_rate_per_second():
+    from hadirector.agent.health_runner import _Bucket
+
+    bucket = _Bucket(100.0, now=5.0)
+    assert [bucket.take(5.0) for _ in range(11)] == [True] * 10 + [False]
+    assert bucket.wait() == pytest.approx(0.01)
+    assert not bucket.take(5.009) and bucket.take(5.0101)
+    assert _Bucket(2.0, now=0.0).burst == 1.0        # never less than one start at once
+
+
 async def test_a_stopped_runner_starts_again_with_every_target_scheduled():
     calls = []
 
