@@ -293,8 +293,8 @@ class Executor:
 
     def instance_views(self) -> tuple[InstanceView, ...]:
         return tuple(InstanceView(rt.instance, rt.driver.machine, rt.driver.primary_address,
-                                  dict(rt.driver.rejected), rt.held_vips, rt.driver.auth,
-                                  rt.driver.auth_verified, rt.driver.auth_unsigned_accepted)
+                                  dict(rt.driver.rejected), rt.held_vips, rt.driver.gate.auth,
+                                  rt.driver.gate.verified, rt.driver.gate.unsigned_accepted)
                      for rt in self.runtimes.values())
 
     def reject_counts(self) -> tuple:
@@ -325,7 +325,7 @@ class Executor:
                 "adverts_sent": m.counters.adverts_sent,
                 "adverts_received": m.counters.adverts_received,
                 "rejected": dict(rt.driver.rejected),
-                "auth_verified": rt.driver.auth_verified,
+                "auth_verified": rt.driver.gate.verified,
             }
         return out
 

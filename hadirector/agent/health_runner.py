@@ -23,12 +23,12 @@ the probes in ``health.probes`` do the I/O. This shell only wires them:
   which counts it toward neither rise nor fall; it is counted per reason for metrics and
   logged as ``health.check_inconclusive`` at most once per ``INCONCLUSIVE_LOG_EVERY``
   seconds per reason (a director out of descriptors would otherwise log thousands of
-  lines a second, which needs descriptors too), and the check runs again after its
-  normal interval;
+  lines a second, which needs descriptors too; ``health_report.CheckTotals``), and the
+  check runs again after its normal interval;
 * when a probe returns, its result goes to the policy; a transition is logged once
   (``health.server_up`` / ``health.server_down``) and handed synchronously to
   ``on_transition(service_key, rs_key, new_state)`` so the IPVS layer can apply it in
-  the same loop turn;
+  the same loop turn (``health_report.Reporter``);
 * ``update_config`` diffs old and new targets: unchanged checks keep state, counters and
   deadlines; a changed probe keeps the state but restarts its counts; removed targets
   are forgotten and their in-flight results ignored.
@@ -53,8 +53,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from hadirector.api.metrics import Histogram
-from hadirector.api.snapshot import CheckResult, HealthTotals
 from hadirector.health.policy import (
     HealthPolicy,
     HealthState,
@@ -63,13 +61,13 @@ from hadirector.health.policy import (
     ServerKey,
     ServiceKey,
     Target,
-    Transition,
 )
 from hadirector.health.probes import Done, HttpClients, Probe, run_check, start_probe
 from hadirector.health.schedule import CheckSchedule
 from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
 
-OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
+from .health_report import CheckTotals, HealthSnapshot, OnTransition, Reporter, server_rows
+
 # probe(check, address as text, port, shared HTTP clients) -> result
 ProbeFn = Callable[[HealthCheck, str, int, HttpClients | None], Awaitable[ProbeResult]]
 # start(check, address as text, port, done, shared HTTP clients) -> a running check, or
@@ -87,9 +85,6 @@ DEFAULT_MAX_RATE = 5000.0
 # together, so 10,000 checks a second cost 500 timer calls, not 10,000; a check starts
 # at most this much late on its own account.
 TICK = 0.002
-# health.check_inconclusive: at most one line per reason this often, with a count of the
-# ones not logged.
-INCONCLUSIVE_LOG_EVERY = 10.0
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
@@ -128,50 +123,6 @@ class _Slot:
     health: ServerHealth | None = None   # the policy's record of it, kept from track()
 
 
-@dataclass(frozen=True, slots=True)
-class ServerStatus:
-    """One row of ``HealthRunner.snapshot()``."""
-
-    service: str
-    service_key: ServiceKey
-    rs_key: ServerKey
-    server: str                 # "10.0.0.1:80"
-    sorry: bool
-    checked: bool               # False: no check configured, always UP
-    state: HealthState
-    since: float | None         # Unix seconds of the last state change (or of tracking)
-    rise: int
-    fall: int
-    successes: int              # consecutive
-    failures: int               # consecutive
-    checks: int
-    transitions: int
-    last: CheckResult | None
-    next_check_in: float | None  # seconds; None while running or unchecked
-    inconclusive: int = 0       # probes that could not run here (not in ``checks``)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthSnapshot:
-    servers: tuple[ServerStatus, ...]
-    totals: HealthTotals
-    in_flight: int              # probes running now
-    queued: int                 # due, waiting for a free slot (max_concurrency)
-    scheduled: int
-
-
-def _result_kind(result: ProbeResult) -> str:
-    if result.inconclusive:
-        return "inconclusive"
-    if result.ok:
-        return "ok"
-    if result.detail == "timeout":
-        return "timeout"
-    if result.detail.startswith("error:"):
-        return "error"
-    return "fail"
-
-
 def _targets(config: Config) -> Iterator[tuple[Target, VirtualService, RealServer, bool]]:
     for vs in config.virtual_services:
         seen = set()
@@ -180,6 +131,17 @@ def _targets(config: Config) -> Iterator[tuple[Target, VirtualService, RealServe
             yield (vs.key, rs.key), vs, rs, False
         if vs.sorry_server is not None and vs.sorry_server.key not in seen:
             yield (vs.key, vs.sorry_server.key), vs, vs.sorry_server, True
+
+
+def _wanted(config: Config) -> dict[Target, _Spec]:
+    """Every target of ``config`` and what to check for it (``gen`` set when tracked)."""
+    wanted: dict[Target, _Spec] = {}
+    for target, vs, rs, sorry in _targets(config):
+        check = rs.check
+        address = (check.address if check and check.address else None) or rs.address
+        port = (check.port if check and check.port else None) or vs.port_of(rs)
+        wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
+    return wanted
 
 
 class HealthRunner:
@@ -195,7 +157,7 @@ class HealthRunner:
                  max_rate: float | None = DEFAULT_MAX_RATE, seed: int | None = None,
                  probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
                  warmup: float = 0.0, start: StartFn | None = None, tick: float = TICK) -> None:
-        self._on_transition = on_transition
+        self._report = Reporter(on_transition)
         self._clock = clock or time.monotonic
         self._wall = wall_clock
         self._probe = probe
@@ -213,11 +175,7 @@ class HealthRunner:
         self._ids = itertools.count(1)
         self._gen = itertools.count(1)
         self._max_running = max(1, max_concurrency)
-        # Token bucket: ``max_rate`` tokens a second, bursts of a tenth of a second.
-        self._rate = max_rate if max_rate and max_rate > 0 else None
-        self._burst = max(1.0, (self._rate or 0) / 10)
-        self._tokens = self._burst
-        self._tokens_at = self._clock()
+        self._bucket = _Bucket(max_rate, self._clock()) if max_rate and max_rate > 0 else None
         self._pump_timer: asyncio.TimerHandle | None = None
         self._queue: collections.deque[tuple[_Slot, _Spec]] = collections.deque()
         self._tasks: set[asyncio.Task] = set()
@@ -225,11 +183,7 @@ class HealthRunner:
         self._timer_at: float | None = None
         self._clients: HttpClients | None = None
         self._running = False
-        self._kinds: collections.Counter[str] = collections.Counter()
-        self._inconclusive: collections.Counter[str] = collections.Counter()
-        # reason -> (when it was last logged, inconclusive results not logged since)
-        self._inconclusive_log: dict[str, tuple[float, int]] = {}
-        self._latency = Histogram()
+        self._totals = CheckTotals(self._policy)
         self._warmup = warmup        # spread first checks of new targets over this long
         self.config = config
         self._apply(config, self._clock())
@@ -307,13 +261,7 @@ class HealthRunner:
             self._arm()
 
     def _apply(self, config: Config, now: float) -> None:
-        wanted: dict[Target, _Spec] = {}
-        for target, vs, rs, sorry in _targets(config):
-            check = rs.check
-            address = (check.address if check and check.address else None) or rs.address
-            port = (check.port if check and check.port else None) or vs.port_of(rs)
-            wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
-
+        wanted = _wanted(config)
         for target in [t for t in self._slots if t not in wanted]:
             slot = self._slots.pop(target)
             del self._by_id[slot.id]
@@ -345,7 +293,7 @@ class HealthRunner:
             log.info("health.check_replaced", service=spec.service.name, server=spec.endpoint,
                      state=self._policy.state(*target).value)
             if transition is not None:
-                self._report(spec, transition)
+                self._report.transition(spec, transition)
 
     # --- the timer and the checks ------------------------------------------------
 
@@ -400,10 +348,10 @@ class HealthRunner:
             if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
                 queue.popleft()              # removed or re-probed while queued
                 continue
-            if self._rate is not None and not self._take_token():
+            bucket = self._bucket
+            if bucket is not None and not bucket.take(self._clock()):
                 if self._pump_timer is None:
-                    wait = (1.0 - self._tokens) / self._rate
-                    self._pump_timer = asyncio.get_running_loop().call_later(wait, self._pump_later)
+                    self._pump_timer = asyncio.get_running_loop().call_later(bucket.wait(), self._pump_later)
                 return
             queue.popleft()
             if start is not None:
@@ -433,16 +381,6 @@ class HealthRunner:
         if self._queue and self._running:
             self._pump()
 
-    def _take_token(self) -> bool:
-        now = self._clock()
-        assert self._rate is not None
-        self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
-        self._tokens_at = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
     def _pump_later(self) -> None:
         self._pump_timer = None
         if self._running:
@@ -469,9 +407,7 @@ class HealthRunner:
         if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
             return                           # removed or re-probed while it ran
         now = self._clock()
-        self._kinds[_result_kind(result)] += 1
-        if not result.inconclusive:         # how long the server took; this did not reach it
-            self._latency.observe(result.elapsed)
+        self._totals.count(result)
         # ``HealthPolicy.record`` without its lookup: hashing the target's ipaddress
         # objects cost more than the rise/fall step itself.
         health = slot.health
@@ -479,86 +415,49 @@ class HealthRunner:
         transition = health.apply(slot.target, result, now) if health is not None and health.checked else None
         retry = False
         if result.inconclusive:
-            self._note_inconclusive(slot, result, now)
+            self._totals.note_inconclusive(slot, result, now)
         elif not result.ok:
             retry = health is not None and health.state is not HealthState.DOWN
         deadline = self._schedule.finished(slot.id, now, retry=retry)
         if transition is not None:
-            self._report(slot.spec, transition)
+            self._report.transition(slot.spec, transition)
         elif (result.ok and health is not None and health.weight != weight_before
               and health.state is HealthState.UP):
-            self._report_weight(slot, weight_before, result)
+            self._report.weight(slot, weight_before, result)
         if self._running and (self._timer_at is None or deadline is None or deadline < self._timer_at):
             self._arm()
-
-    def _report_weight(self, slot: _Slot, before: int | None, result: ProbeResult) -> None:
-        """A dynamic check changed an UP server's weight: handed on like a transition to
-        the same state, so the IPVS layer edits that one destination."""
-        spec, configured = slot.spec, slot.spec.server.weight
-        log.info("health.weight_changed", service=spec.service.name, server=spec.endpoint,
-                 old=configured if before is None else before,
-                 new=configured if result.weight is None else result.weight, reason=result.detail)
-        if self._on_transition is not None:
-            try:
-                self._on_transition(slot.target[0], slot.target[1], HealthState.UP)
-            except Exception as exc:
-                log.exception("health.callback_failed", service=spec.service.name,
-                              server=spec.endpoint, reason=f"{type(exc).__name__}: {exc}")
-
-    def _note_inconclusive(self, slot: _Slot, result: ProbeResult, now: float) -> None:
-        spec, reason = slot.spec, result.detail
-        self._inconclusive[reason] += 1
-        logged_at, suppressed = self._inconclusive_log.get(reason, (None, 0))
-        if logged_at is not None and now - logged_at < INCONCLUSIVE_LOG_EVERY:
-            self._inconclusive_log[reason] = (logged_at, suppressed + 1)
-            return
-        self._inconclusive_log[reason] = (now, 0)
-        log.warning("health.check_inconclusive", service=spec.service.name, server=spec.endpoint,
-                    reason=reason, suppressed=suppressed, total=self._inconclusive[reason],
-                    state=self._policy.state(*slot.target).value)
-
-    def _report(self, spec: _Spec, t: Transition) -> None:
-        event = "health.server_up" if t.new is HealthState.UP else "health.server_down"
-        log.info(event, service=spec.service.name, server=spec.endpoint, old=t.old.value,
-                 new=t.new.value, reason=t.reason, latency=round(t.latency, 6), count=t.count)
-        if self._on_transition is not None:
-            try:
-                self._on_transition(t.service_key, t.rs_key, t.new)
-            except Exception as exc:
-                log.exception("health.callback_failed", service=spec.service.name,
-                              server=spec.endpoint, reason=f"{type(exc).__name__}: {exc}")
 
     # --- status ------------------------------------------------------------------
 
     def snapshot(self) -> HealthSnapshot:
-        now, wall = self._clock(), self._wall()
+        now = self._clock()
+        rows = server_rows(self._slots.values(), self._policy, self._schedule, now, self._wall())
+        return HealthSnapshot(rows, self._totals.totals(), len(self._tasks) + len(self._inflight),
+                              len(self._queue), len(self._schedule))
 
-        def to_wall(t: float | None) -> float | None:
-            return None if t is None else wall - (now - t)
 
-        rows = []
-        for target, slot in self._slots.items():
-            spec = slot.spec
-            h = self._policy.get(target)
-            if h is None:
-                continue
-            last = None
-            if h.last is not None:
-                last = CheckResult(h.last.ok, h.last.detail, h.last.elapsed, to_wall(h.last_at),
-                                   h.last.inconclusive)
-            deadline = self._schedule.deadline(slot.id)
-            rows.append(ServerStatus(
-                service=spec.service.name, service_key=target[0], rs_key=target[1],
-                server=spec.endpoint, sorry=spec.sorry, checked=h.checked, state=h.state,
-                since=to_wall(h.changed_at), rise=h.rise, fall=h.fall, successes=h.successes,
-                failures=h.failures, checks=h.checks, transitions=h.transitions, last=last,
-                next_check_in=None if deadline is None else max(0.0, deadline - now),
-                inconclusive=h.inconclusive,
-            ))
-        totals = HealthTotals(checks=dict(self._kinds), latency=self._latency.snapshot(),
-                              inconclusive=dict(self._inconclusive))
-        return HealthSnapshot(tuple(rows), totals, len(self._tasks) + len(self._inflight), len(self._queue),
-                              len(self._schedule))
+class _Bucket:
+    """Token bucket for check starts: ``rate`` tokens a second, bursts of a tenth of a
+    second (at least one)."""
+
+    __slots__ = ("rate", "burst", "tokens", "at")
+
+    def __init__(self, rate: float, now: float) -> None:
+        self.rate = rate
+        self.burst = self.tokens = max(1.0, rate / 10)
+        self.at = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+    def wait(self) -> float:
+        """Seconds until the next token."""
+        return (1.0 - self.tokens) / self.rate
 
 
 def _replace_gen(spec: _Spec, gen: int) -> _Spec:

@@ -21,10 +21,10 @@ Theory of operation (aioquic's protocol.py shape):
 
 Signed adverts (``instance.auth``, vrrp/auth.py): an advert for our VRID and version is
 verified before the machine sees any field of it, and every advert we send is signed
-once and copied to each destination. The trailer carries UTC time, so the driver
-passes ``wall_clock()`` (``time.time``) to ``AdvertAuth``; the machine keeps running on
-the loop's monotonic clock. A reload that changes only ``auth`` or ``peers`` swaps the
-``AdvertAuth`` (send sequence and replay marks carried over) and keeps the machine.
+once and copied to each destination; both go through ``self.gate``
+(agent/advert_auth.py ``AdvertGate``), which reads the wall clock for the trailer while
+the machine keeps running on the loop's monotonic clock. A reload that changes only
+``auth`` or ``peers`` swaps the gate's ``AdvertAuth`` and keeps the machine.
 
 The driver is synchronous apart from the loop callbacks, so a role change is handed
 to the agent in the same loop iteration as the packet or timer that caused it.
@@ -38,8 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from hadirector.model import AntiReplay, IPAddress, VrrpInstance
-from hadirector.vrrp.auth import TRAILER_LEN, AdvertAuth
+from hadirector.model import IPAddress, VrrpInstance
 from hadirector.vrrp.codec import Advert, IpPacket, Reject, decode, encode, parse_ip_packet
 from hadirector.vrrp.machine import (
     IntervalBounded, MasterWish, PeerMisconfigured, Reannounce, RoleChanged, SendAdvert, State,
@@ -48,6 +47,7 @@ from hadirector.vrrp.machine import (
 
 from hadirector.logging import get_logger
 
+from .advert_auth import AdvertGate
 from .rearm import rearm
 
 # How many datagrams one readable event may consume before yielding to the loop:
@@ -126,12 +126,10 @@ class VrrpDriver:
         self.on_master_wish = on_master_wish
         self.log = (log or get_logger("hadirector.vrrp")).bind(instance=instance.name, vrid=instance.vrid)
         self.rejected: dict[str, int] = {}       # reason -> count (decode + machine + peers + auth)
-        self.wall_clock = wall_clock
-        self.auth: AdvertAuth | None = self._new_auth(instance)
-        self.auth_verified = 0                   # adverts whose trailer verified
-        self.auth_unsigned_accepted = 0          # permissive / receive_only: accepted unsigned
         self.send_errors = 0
         self._drops = DropLog(drop_log_interval)
+        # Signing, verifying and their counters (status reads ``gate.auth``/``gate.verified``).
+        self.gate = AdvertGate(instance, wall_clock=wall_clock, drops=self._drops, log=self.log)
         self._timer: asyncio.TimerHandle | None = None
         self._reading = False
         self._started = False
@@ -191,29 +189,10 @@ class VrrpDriver:
         the signing/verifying state, never the machine."""
         if not self.machine.reconfigure(instance, self.loop.time()):
             return False
-        old = self.instance
-        self.instance = instance
-        if instance.auth != old.auth or instance.advert_interval != old.advert_interval:
-            self.auth = self._new_auth(instance, self.auth)
-            auth = instance.auth
-            self.log.info("vrrp.auth_reconfigured", reason="reload",
-                          mode=auth.mode.value if auth else None,
-                          active_key=auth.active_key if auth else None,
-                          key_ids=[k.id for k in auth.keys] if auth else [],
-                          time_window=self.auth.window if self.auth else None)
+        old, self.instance = self.instance, instance
+        self.gate.reconfigure(old, instance)
         self._drain()
         return True
-
-    def _new_auth(self, instance: VrrpInstance, old: AdvertAuth | None = None) -> AdvertAuth | None:
-        if instance.auth is None:
-            return None
-        peers = tuple(instance.unicast_peers)
-        if old is not None:
-            return old.reconfigured(instance.auth, advert_interval=instance.advert_interval,
-                                    unicast_peers=peers)
-        return AdvertAuth(instance.auth, family=instance.family, version=instance.version,
-                          vrid=instance.vrid, advert_interval=instance.advert_interval,
-                          unicast_peers=peers)
 
     def hold_preemption(self, seconds: float) -> None:
         """``VrrpMachine.hold_preemption`` for ``seconds`` from now."""
@@ -244,8 +223,7 @@ class VrrpDriver:
         """
         now = self.loop.time()
         src = pkt.src
-        auth = self.auth
-        trailer_len = TRAILER_LEN if auth is not None else 0
+        trailer_len = self.gate.trailer_len
         if self.transport.family == 4:
             ip = parse_ip_packet(pkt.ip_packet if pkt.ip_packet is not None else b"")
             if isinstance(ip, Reject):
@@ -268,33 +246,15 @@ class VrrpDriver:
         if ours and self.instance.peers and src not in self.instance.peers:
             # Multicast allow-list (peers:): anyone else's advert for our VRID is dropped.
             return self._drop(UNKNOWN_PEER, src)
-        if auth is not None and ours and result.version == self.instance.version:
-            # Before any field of the advert reaches the machine (keepalived's order).
-            pdu = payload[:len(payload) - len(result.trailer)]
-            wall = self.wall_clock()
-            verdict = auth.verify(pdu, result.trailer or None, src, wall)
+        if ours and result.version == self.instance.version:
+            verdict = self.gate.admit(payload, result, src, now)
             if verdict is not None:
                 return self._drop(verdict, src)
-            if result.trailer:
-                self.auth_verified += 1
-                self._check_skew(auth, src)
-            else:
-                self.auth_unsigned_accepted += 1
         reject = self.machine.receive_advert(result, src, now)
         if reject is not None:
             self._drop(reject, src, quiet=True)
         self._drain()
         return reject
-
-    def _check_skew(self, auth: AdvertAuth, src: IPAddress) -> None:
-        """keepalived's early warning: a peer's clock past half the window from ours."""
-        skew = auth.last_skew
-        if auth.config.anti_replay is AntiReplay.TIME and skew is not None and abs(skew) > auth.window / 2:
-            suppressed = self._drops.admit(f"skew:{src}", self.loop.time())
-            if suppressed is not None:
-                self.log.warning("vrrp.auth_clock_skewed", reason="approaching_time_window",
-                                 src=str(src), skew=skew, time_window=auth.window,
-                                 suppressed=suppressed)
 
     def _own_address_advert(self, adv: Advert, src: IPAddress) -> Reject:
         """An advert for our VRID from the address we send from. Our own never come
@@ -393,13 +353,9 @@ class VrrpDriver:
         adv: Advert | None = action.advert
         if adv is None:
             return
-        trailer = b""
         dsts = self.transport.destinations()
-        if self.auth is not None and self.auth.signs and dsts:
-            # One signature per advert, copied to every destination (the HMAC does not
-            # cover the destination, nor the checksum field that depends on it).
-            pdu = encode(adv, self.primary_address, dsts[0])
-            trailer = self.auth.sign(pdu, self.primary_address, self.wall_clock())
+        # One signature per advert (AdvertGate.sign), copied to every destination.
+        pdu, trailer = self.gate.sign(adv, self.primary_address, dsts[0]) if dsts else (b"", b"")
         for dst in dsts:
             try:
                 if trailer and dst is dsts[0] and adv.family == 4:

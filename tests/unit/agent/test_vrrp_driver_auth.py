@@ -87,7 +87,7 @@ async def test_a_signed_peer_advert_reaches_the_machine_and_a_replay_does_not():
     t.deliver_v4(payload, PEER)
     await asyncio.sleep(0.02)
     assert d.machine.counters.adverts_received == 1 and d.machine.master_address == PEER
-    assert d.auth_verified == 1 and d.rejected == {"replay": 1}
+    assert d.gate.verified == 1 and d.rejected == {"replay": 1}
     d.close()
 
 
@@ -110,7 +110,7 @@ async def test_receive_only_sends_unsigned_and_accepts_unsigned():
     d.start()
     t.deliver_advert(advert(200), PEER)
     await asyncio.sleep(0.02)
-    assert d.machine.master_address == PEER and d.auth_unsigned_accepted == 1
+    assert d.machine.master_address == PEER and d.gate.unsigned_accepted == 1
     d.close()
     d2, t2, _ = make(inst(auth=auth(AuthMode.RECEIVE_ONLY)))
     d2.start()
@@ -159,7 +159,7 @@ async def test_a_peer_clock_past_half_the_window_is_warned_about_once_and_still_
         for _ in range(3):
             t.deliver_v4(peer.payload(200, t.group), PEER)
             await asyncio.sleep(0.01)
-    assert d.auth_verified == 3 and d.rejected == {}
+    assert d.gate.verified == 3 and d.rejected == {}
     [warned] = [e for e in logs if e["event"] == "vrrp.auth_clock_skewed"]
     # Whole seconds, as on the wire: 3, or 4 when a second boundary fell in between.
     assert (warned["src"], warned["time_window"]) == (str(PEER), 5) and warned["skew"] in (3, 4)

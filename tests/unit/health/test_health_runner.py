@@ -376,6 +376,16 @@ async def test_max_rate_spreads_a_burst_of_due_checks_over_time():
     assert max(b - a for a, b in zip(starts[9:], starts[10:])) < 0.1 + SLACK
 
 
+def test_the_start_bucket_allows_a_tenth_of_a_second_at_once_then_rate_per_second():
+    from hadirector.agent.health_runner import _Bucket
+
+    bucket = _Bucket(100.0, now=5.0)
+    assert [bucket.take(5.0) for _ in range(11)] == [True] * 10 + [False]
+    assert bucket.wait() == pytest.approx(0.01)
+    assert not bucket.take(5.009) and bucket.take(5.0101)
+    assert _Bucket(2.0, now=0.0).burst == 1.0        # never less than one start at once
+
+
 async def test_a_stopped_runner_starts_again_with_every_target_scheduled():
     calls = []
 
@@ -437,7 +447,7 @@ async def test_inconclusive_probes_change_no_state_and_are_counted_and_logged_at
 
 
 def test_inconclusive_log_lines_carry_how_many_were_not_logged():
-    from hadirector.agent import health_runner as hr
+    from hadirector.agent import health_report as hr
 
     a = rs(1001)
     clock = [100.0]
@@ -446,11 +456,11 @@ def test_inconclusive_log_lines_carry_how_many_were_not_logged():
     emfile = ProbeResult(False, "emfile", 0.0, inconclusive=True)
     with capture_logs() as logs:
         for _ in range(5):
-            runner._note_inconclusive(slot, emfile, clock[0])
+            runner._totals.note_inconclusive(slot, emfile, clock[0])
             clock[0] += 1.0
-        runner._note_inconclusive(slot, ProbeResult(False, "enobufs", 0.0, inconclusive=True), clock[0])
+        runner._totals.note_inconclusive(slot, ProbeResult(False, "enobufs", 0.0, inconclusive=True), clock[0])
         clock[0] = 100.0 + hr.INCONCLUSIVE_LOG_EVERY
-        runner._note_inconclusive(slot, emfile, clock[0])
+        runner._totals.note_inconclusive(slot, emfile, clock[0])
     got = [(e["reason"], e["suppressed"], e["total"]) for e in logs]
     assert got == [("emfile", 0, 1), ("enobufs", 0, 1), ("emfile", 4, 6)]
 
