@@ -243,3 +243,16 @@ def test_a_listener_that_is_not_serving_exports_no_api_series(snapshot):
     s = parse(render(snapshot))
     assert value(s, "hadirector_link_watch_overruns_total") == 0
     assert not any(name.startswith("hadirector_api_") for name in s if s[name])
+
+
+def test_the_sliced_render_is_the_whole_render_and_each_service_is_a_slice(big_snapshot):
+    from hadirector.api.metrics import Renderer
+
+    snap = big_snapshot(5, 3)
+    r = Renderer(snap)
+    steps = 1
+    while not r.step():
+        steps += 1
+    assert steps > 5
+    assert r.step() is True                 # done stays done
+    assert r.body().decode() == render(snap)
