@@ -870,33 +870,11 @@ class Agent:
     # --- state ---------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """A JSON-able view of every instance (status API, state file)."""
-        loop_now = _loop_time()
-        wall_now = time.time()
-        out = {}
-        for name, rt in self.runtimes.items():
-            m = rt.driver.machine
-            out[name] = {
-                "vrid": rt.instance.vrid,
-                "interface": rt.instance.interface,
-                "version": rt.instance.version,
-                "state": m.state.value,
-                "priority": m.effective_priority,
-                "configured_priority": rt.instance.priority,
-                "since": round(wall_now - (loop_now - m.since), 3) if loop_now is not None else None,
-                "reason": m.last_reason,
-                "master": str(m.master_address) if m.master_address else None,
-                "faults": sorted(m.faults),
-                "priority_deltas": m.priority_deltas,
-                "vips": [str(v) for v in rt.instance.virtual_ips],
-                "holds_vips": rt.held_vips,
-                "adverts_sent": m.counters.adverts_sent,
-                "adverts_received": m.counters.adverts_received,
-                "rejected": dict(rt.driver.rejected),
-            }
-        return {"pid": os.getpid(), "router_id": self.config.node.router_id,
-                "running": self.started, "instances": out, "groups": self.director.group_states(),
-                "config_generation": self.generation}
+        """state.json: a view of the status snapshot's VRRP part (api.snapshot.state_file)."""
+        from hadirector.agent.status import vrrp_snapshot
+        from hadirector.api.snapshot import state_file
+
+        return state_file(vrrp_snapshot(self))
 
     def link_watch_counts(self) -> dict[str, int]:
         """Link watcher overruns, resyncs, resubscribes and restarts since start."""

@@ -65,8 +65,26 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             preempt_held_until=held_until,
             faults=tuple(sorted(m.faults)),
             held_vips=tuple(str(v) for v in rt.instance.virtual_ips) if rt.held_vips else (),
+            priority_deltas=dict(m.priority_deltas),
         ))
     return tuple(out)
+
+
+def vrrp_snapshot(agent) -> s.Snapshot:
+    """The agent's own part of the snapshot: node, VRRP instances and sync groups; no
+    kernel read, so it is cheap enough for every role change (``state.json`` is
+    ``snapshot.state_file`` of it). The node's clocks are the API component's and stay 0
+    here."""
+    config = agent.config
+    return s.Snapshot(
+        node=s.NodeStatus(router_id=config.node.router_id, config_path=config.source,
+                          pid=os.getpid(), started_at=0.0, config_loaded_at=0.0,
+                          config_generation=agent.generation, version=_version(),
+                          running=agent.started),
+        generated_at=time.time(),
+        vrrp_instances=vrrp_status(agent),
+        sync_groups=agent.director.group_states(),
+    )
 
 
 def agent_loop_time() -> float | None:
@@ -162,9 +180,11 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
     return s.Snapshot(
         node=s.NodeStatus(router_id=config.node.router_id, config_path=config.source,
                           pid=os.getpid(), started_at=started_at, config_loaded_at=loaded_at,
-                          config_generation=generation, version=_version()),
+                          config_generation=generation, version=_version(),
+                          running=agent.started),
         generated_at=time.time(),
         vrrp_instances=vrrp_status(agent),
+        sync_groups=agent.director.group_states(),
         virtual_services=services,
         sync_daemon=sync,
         health=totals,
