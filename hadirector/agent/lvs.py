@@ -264,7 +264,7 @@ class LvsController:
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
             for rs in vs.real_servers:
-                d = in_kernel.get(DestKey.of(rs.address, vs.port_of(rs)))
+                d = in_kernel.get(DestKey.of(rs.address, rs.port))
                 if d is not None:
                     down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
                     seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)

@@ -112,7 +112,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         rss = []
         for rs, sorry in [(r, False) for r in vs.real_servers] + (
                 [(vs.sorry_server, True)] if vs.sorry_server is not None else []):
-            port = vs.port_of(rs)
+            port = rs.port
             d = in_kernel.get(DestKey.of(rs.address, port))
             row = rows.get((vs.key, rs.key))
             health = row.state if row else HealthState.UP
