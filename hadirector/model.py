@@ -110,7 +110,7 @@ class VrrpState(enum.Enum):
 
 class SyncRole(enum.Enum):
     """Role of the IPVS connection-sync daemon. The kernel encodes MASTER and BACKUP as
-    IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP (ipvs/netlink.py); NONE: no daemon wanted
+    IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP (kernel/ipvs.py); NONE: no daemon wanted
     (e.g. FAULT, stopped), which the kernel has no code for."""
 
     MASTER = "master"

@@ -144,7 +144,7 @@ def _default_transport(inst: VrrpInstance):
 
 
 def _default_addresses():
-    from hadirector.net.addresses import AddressManager
+    from hadirector.kernel.addresses import AddressManager
     return AddressManager()
 
 
@@ -905,7 +905,7 @@ class Agent:
 
 
 def _label(inst: VrrpInstance, index: int) -> str | None:
-    from hadirector.net.addresses import vip_label
+    from hadirector.kernel.addresses import vip_label
     return vip_label(inst.interface, f"v{inst.vrid}") if inst.virtual_ips[index].version == 4 else None
 
 

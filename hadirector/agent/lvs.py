@@ -18,7 +18,7 @@ the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
   master_only`` the table is programmed only while MASTER and removed otherwise;
   with ``always`` (default) both nodes keep it, so a takeover needs only the VIP.
 * sync catch-up: with ``sync_daemon.refresh_period`` the kernel re-sends active
-  connections by time (``ipvs/sysctl.py``); each time a *backup* daemon starts, the
+  connections by time (``kernel/sysctl.py``); each time a *backup* daemon starts, the
   followed instances hold off preempting a live master for ``catch_up`` seconds, so a
   returning primary takes the VIP back only once it knows the connections opened while
   it was away.
@@ -54,7 +54,8 @@ from hadirector.director.lvs import (
     followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
 )
 from hadirector.health.policy import HealthState
-from hadirector.ipvs import syncd, sysctl
+from hadirector.ipvs import syncd
+from hadirector.kernel import sysctl
 from hadirector.ipvs.availability import (
     FAULT_REASON,
     Backoff,
@@ -75,7 +76,7 @@ log = get_logger("hadirector.lvs")
 
 
 def _default_backend():
-    from hadirector.ipvs.netlink import IpvsNetlink
+    from hadirector.kernel.ipvs import IpvsNetlink
     return IpvsNetlink()
 
 
@@ -407,7 +408,7 @@ class LvsController:
 
     def _tune_sync(self, reason: str) -> None:
         """net.ipv4.vs.sync_refresh_period and sync_threshold from the config (see
-        ipvs/sysctl.py). A failure is logged and changes nothing else."""
+        kernel/sysctl.py). A failure is logged and changes nothing else."""
         cfg = self.config.lvs.sync_daemon
         try:
             changes = sysctl.apply_sync_tuning(cfg, self._sysctl_root)

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from hadirector.net.addresses import LinkState, LinkWatcher
+from hadirector.kernel.addresses import LinkState, LinkWatcher
 
 from lab.netns import inside
 
