@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lab import ROOT, faults, pairlab, topology
+from lab import ROOT, faults, lan, pairlab
 from lab import invariants as inv
 
 LAB_DIR = ROOT / "lab"
@@ -145,7 +145,7 @@ class Ctx:
         if conv.ok:
             if self.ipvs:
                 if inv.client_reaches_vip(lab) is None and inv.client_reaches_vip(lab) is None:
-                    v.append(inv.Violation("client_unreached", f"no answer from {topology.VIP}"))
+                    v.append(inv.Violation("client_unreached", f"no answer from {lan.VIP}"))
             else:
                 v += inv.client_check(lab, expect)
             v += inv.arp_follows(lab, self.adv + self.slack)
@@ -158,7 +158,7 @@ class Ctx:
 
 def _link_up(lab: pairlab.Lab, name: str) -> bool:
     """Its front link is up with a carrier (LOWER_UP), as the agent's tracker sees it."""
-    out = topology.sh("ip", "-o", "link", "show", "eth0", ns=lab.ns(name), check=False).stdout
+    out = lan.sh("ip", "-o", "link", "show", "eth0", ns=lab.ns(name), check=False).stdout
     flags = out.split("<", 1)[1].split(">", 1)[0].split(",") if "<" in out else []
     return "UP" in flags and "LOWER_UP" in flags
 
@@ -312,7 +312,7 @@ def k_api_flood(c: Ctx) -> list:
     d1 = c.lab.director_named("dir1")
     flood = faults.api_flood(c.lab, "dir1", n=1100, hold=6.0, posts=20)
     time.sleep(3.0)
-    health = topology.sh("curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
+    health = lan.sh("curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
                          "http://127.0.0.1:9110/healthz", ns=d1.ns, check=False).stdout
     samples = inv.watch(c.lab, 2.0)
     seen = flood.result()
@@ -382,7 +382,7 @@ class Client:
         with open(self._f("log"), "a") as log:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.lab.ns("client"), PY, str(LAB_DIR / "client.py"),
-                 "--vip", topology.VIP, "--rate", str(self.rate), "--long", str(self.longs),
+                 "--vip", lan.VIP, "--rate", str(self.rate), "--long", str(self.longs),
                  "--timeout", "2", "--ping", "0.5", "--duration", "900",
                  "--stop-file", str(self._f("stop")), "--ready-file", str(self._f("ready")),
                  "--out", str(self._f("json"))], stdout=log, stderr=subprocess.STDOUT)
@@ -455,7 +455,7 @@ def baseline(c: Ctx) -> bool:
         # Each fault starts with the client's ARP right: stale entries are the
         # previous fault's violation (arp_stale), not this one's outage.
         if inv.arp_follows(lab, 0.0):
-            topology.sh("ip", "neigh", "del", topology.VIP, "dev", "eth0", ns=lab.ns("client"), check=False)
+            lan.sh("ip", "neigh", "del", lan.VIP, "dev", "eth0", ns=lab.ns("client"), check=False)
 
     if ready():
         clean_arp()

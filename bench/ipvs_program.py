@@ -118,7 +118,7 @@ def main() -> int:
             assert proc.returncode == 0, proc.stderr[-500:]
             assert backend.dump() == desired
             rows.append(("ipvsadm-restore: program from empty", t_restore, entries))
-            port = vs0.port_of(rs0)
+            port = rs0.port
             t_edit, proc = timed(lambda: subprocess.run(
                 ["ip", "netns", "exec", ns.name, "ipvsadm", "-e", "-t", f"{vs0.address}:{vs0.port}",
                  "-r", f"{rs0.address}:{port}", "-m", "-w", str(rs0.weight + 7)], capture_output=True, text=True))

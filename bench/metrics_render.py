@@ -1,13 +1,13 @@
-"""Render /metrics for a big snapshot: the hand-written renderer (hadirector.api.metrics)
-against prometheus_client's custom-collector API on a registry instance, and what
-importing prometheus_client costs the agent.
+"""Render /metrics for a big snapshot with the agent's renderer (hadirector.api.metrics):
+the whole body, the longest slice the event loop is held for (``Renderer.step``), and
+what importing prometheus_client would cost the agent.
 
-    .venv/bin/python bench/metrics_render.py [--services 100] [--servers 100]
+    .venv/bin/python -m bench.metrics_render [--services 100] [--servers 100]
 
-The collector side converts the same families, sample for sample, into prometheus_client
-``Metric`` objects in ``collect()`` and renders them with ``generate_latest(registry)``;
-so it measures what the library adds (objects per sample, its formatting), not a
-different set of metrics.
+The prometheus_client custom-collector comparison (the same families converted sample
+for sample into ``Metric`` objects, rendered by ``generate_latest(registry)``) ran
+against the earlier renderer: ``git show 6103bbd:bench/metrics_render.py``; its numbers
+are in bench/README.md.
 """
 
 from __future__ import annotations
@@ -52,34 +52,6 @@ def big_snapshot(services: int, servers: int) -> Snapshot:
                     generated_at=NOW, vrrp_instances=vrrp, virtual_services=tuple(vss))
 
 
-def build_families(snap: Snapshot) -> metrics._Exposition:
-    """The part both renderers share: walking the snapshot into families of samples."""
-    ex = metrics._Exposition()
-    for part in (metrics._node, metrics._vrrp, metrics._ipvs, metrics._sync_daemon,
-                 metrics._health, metrics._reloads, metrics._link_watch, metrics._api):
-        part(ex, snap)
-    return ex
-
-
-def collector_render(snap: Snapshot) -> bytes:
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.metrics_core import Metric
-
-    class SnapshotCollector:
-        def collect(self):
-            ex = build_families(snap)
-            for fam in ex._families.values():
-                name = fam.name[:-len("_total")] if fam.type == "counter" else fam.name
-                m = Metric(name, fam.help, fam.type)
-                for sample_name, labels, value in fam.samples:
-                    m.add_sample(sample_name, dict(labels), float(value))
-                yield m
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector())
-    return generate_latest(registry)
-
-
 def timed(fn, snap, repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):
@@ -109,6 +81,22 @@ def rss_delta_kb(module: str, after: str) -> int:
                               check=True).stdout)
 
 
+def longest_slice(snap: Snapshot) -> tuple[float, float, int]:
+    """The longest ``Renderer.step()`` (what one turn of the event loop waits for), in
+    wall time and in this thread's CPU time (wall includes being preempted by other
+    processes on a loaded machine), and the number of slices."""
+    r = metrics.Renderer(snap)
+    wall = cpu = 0.0
+    n, done = 0, False
+    while not done:
+        t, c = time.perf_counter(), time.thread_time()
+        done = r.step()
+        wall = max(wall, time.perf_counter() - t)
+        cpu = max(cpu, time.thread_time() - c)
+        n += 1
+    return wall, cpu, n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--services", type=int, default=100)
@@ -116,18 +104,15 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     a = ap.parse_args()
     snap = big_snapshot(a.services, a.servers)
-    build = statistics.median(timed(build_families, snap, a.repeat))
-    hand = timed(metrics.render, snap, a.repeat)
-    lib = timed(collector_render, snap, a.repeat)
-    size_hand = len(metrics.render(snap).encode())
-    size_lib = len(collector_render(snap))
+    whole = statistics.median(timed(metrics.render, snap, a.repeat)) * 1000
+    slices = [longest_slice(snap) for _ in range(a.repeat)]
+    wall = statistics.median(w for w, _, _ in slices) * 1000
+    cpu = statistics.median(c for _, c, _ in slices) * 1000
+    size = len(metrics.render(snap).encode())
     print(f"snapshot: {a.services} services x {a.servers} real servers")
-    hand_ms, lib_ms, build_ms = statistics.median(hand) * 1000, statistics.median(lib) * 1000, build * 1000
-    print(f"walk the snapshot into families (shared):   {build_ms:8.1f} ms")
-    print(f"render, hand-written:          median {hand_ms:8.1f} ms, of which text {hand_ms - build_ms:8.1f} ms"
-          f"  ({size_hand} bytes)")
-    print(f"render, prometheus_client:     median {lib_ms:8.1f} ms, of which text {lib_ms - build_ms:8.1f} ms"
-          f"  ({size_lib} bytes)")
+    print(f"render, whole body:               median {whole:8.1f} ms  ({size} bytes)")
+    print(f"render, longest slice (loop held): median {wall:7.2f} ms wall, {cpu:.2f} ms CPU"
+          f"  ({slices[0][2]} slices)")
     base = "aiohttp, hadirector.api.server"
     print(f"import prometheus_client alone:                 {import_ms('prometheus_client'):6.1f} ms")
     print(f"import prometheus_client after the API server:  {import_ms('prometheus_client', after=base):6.1f} ms,"

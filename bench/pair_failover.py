@@ -46,14 +46,14 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from lab import ROOT, pairlab, progress, topology
+from lab import ROOT, lan, pairlab, progress
 
 LAB_DIR = ROOT / "lab"
 
 PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 DEFAULT_OUT = ROOT / "results" / "pair-bench"
 SNAPSHOT_BASE = Path("/var/tmp/hadirector-pair-bench")   # not /tmp: the lab mounts its own
-DIR1_IP, DIR2_IP = f"{topology.FRONT_NET}.2", f"{topology.FRONT_NET}.3"
+DIR1_IP, DIR2_IP = f"{lan.FRONT_NET}.2", f"{lan.FRONT_NET}.3"
 FRONT_VRID = 51
 
 # Bounds. Agent start-up under the lab's TCG emulation takes tens of seconds.
@@ -83,7 +83,7 @@ def dests_up(d: pairlab.Director) -> int:
 def echo_conns(d: pairlab.Director) -> set[str]:
     """Established connections to the echo service (the long-lived ones) in the
     director's IPVS connection table, synced or its own, as "client-ip:port" keys."""
-    out = topology.sh("cat", "/proc/net/ip_vs_conn", ns=d.ns, check=False).stdout
+    out = lan.sh("cat", "/proc/net/ip_vs_conn", ns=d.ns, check=False).stdout
     keys = set()
     for line in out.splitlines():
         f = line.split()   # Pro FromIP FPrt ToIP TPrt DestIP DPrt State Expires ...
@@ -113,8 +113,8 @@ class Client:
             (self.results / name).unlink(missing_ok=True)
         log = open(self.results / "client.log", "a")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", f"{topology.PREFIX}-client", PY, str(LAB_DIR / "client.py"),
-             "--vip", topology.VIP, "--rate", str(self.rate), "--long", str(self.longs),
+            ["ip", "netns", "exec", f"{lan.PREFIX}-client", PY, str(LAB_DIR / "client.py"),
+             "--vip", lan.VIP, "--rate", str(self.rate), "--long", str(self.longs),
              "--timeout", str(self.timeout), "--ping", str(self.ping),
              "--duration", str(CLIENT_MAX_DURATION),
              "--stop-file", str(self.results / "client.stop"),
@@ -156,7 +156,7 @@ class Capture:
         self.path = path
         out = open(path, "w")
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", topology.SWITCH, "tcpdump", "-i", "br-f", "-n", "-tt", "-l", "-p",
+            ["ip", "netns", "exec", lan.SWITCH, "tcpdump", "-i", "br-f", "-n", "-tt", "-l", "-p",
              "-s", "128", "ip proto 112"], stdout=out, stderr=subprocess.DEVNULL)
         out.close()
 

@@ -1,6 +1,6 @@
 """BIRD 2 beside a scale-out director: its config, rendered; its state, parsed (no I/O).
 
-The agent never drives BIRD. It keeps VIP routes in its kernel table (``net/gate_routes``);
+The agent never drives BIRD. It keeps VIP routes in its kernel table (``kernel/gate_routes``);
 BIRD learns that table and exports it over BGP with BFD. ``render`` writes the BIRD
 config a director needs, with timers fit for a load balancer instead of BIRD's Internet
 defaults (hold time 240 s, connect retry 120 s, error wait 60..300 s: after one BFD-down

@@ -21,6 +21,7 @@ The YAML shape (see etc/primary.yaml for a commented example)::
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 from dataclasses import dataclass, field
@@ -110,7 +111,7 @@ class VrrpState(enum.Enum):
 
 class SyncRole(enum.Enum):
     """Role of the IPVS connection-sync daemon. The kernel encodes MASTER and BACKUP as
-    IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP (ipvs/netlink.py); NONE: no daemon wanted
+    IP_VS_STATE_MASTER / IP_VS_STATE_BACKUP (kernel/ipvs.py); NONE: no daemon wanted
     (e.g. FAULT, stopped), which the kernel has no code for."""
 
     MASTER = "master"
@@ -399,7 +400,11 @@ class HealthCheck:
 @dataclass(frozen=True)
 class RealServer:
     address: IPAddress
-    port: int = 0                      # 0 = same as the virtual service (DR/TUN): VirtualService.port_of
+    # The port it is reached on. The config's 0 ("the same as the virtual service", DR
+    # and TUN: they cannot rewrite it; ipvsadm does the same for -g/-i) is resolved
+    # once, at load (VirtualService.with_ports_resolved): here it is the service's port
+    # and port_from_service is True, so ``config --effective`` writes 0 back.
+    port: int = 0
     weight: int = 1
     forward: ForwardMethod = ForwardMethod.NAT
     tunnel_type: TunnelType = TunnelType.IPIP
@@ -408,10 +413,18 @@ class RealServer:
     upper_threshold: int = 0           # 0 = no limit
     lower_threshold: int = 0
     check: HealthCheck | None = None   # None = always healthy
+    port_from_service: bool = False    # the config said port 0 (see port)
 
     @property
     def key(self) -> tuple[IPAddress, int]:
         return (self.address, self.port)
+
+
+def resolve_port(rs: RealServer, service_port: int) -> RealServer:
+    """``rs`` with the config's port 0 made ``service_port`` (see RealServer.port)."""
+    if rs.port or not service_port:
+        return rs
+    return dataclasses.replace(rs, port=service_port, port_from_service=True)
 
 
 @dataclass(frozen=True)
@@ -437,13 +450,15 @@ class VirtualService:
     quorum_up: tuple[str, ...] = ()    # commands run when quorum is gained
     quorum_down: tuple[str, ...] = ()  # ... and lost
 
-    def port_of(self, rs: RealServer) -> int:
-        """The port ``rs`` is reached on: its own, or with port 0 the service's ("the
-        same as the virtual service": DR and TUN cannot rewrite it; ipvsadm does the same
-        for -g/-i). The one place that rule is written; a firewall-mark service has no
-        port, so its real servers keep theirs. (``rs.port`` itself stays as configured:
-        ``config --effective`` writes it back as 0.)"""
-        return rs.port or self.port
+    def with_ports_resolved(self) -> VirtualService:
+        """This service with each real server's port 0 replaced by the service's port
+        (the one place that rule is written; the loader calls it once). A firewall-mark
+        service has no port, so its real servers keep theirs."""
+        if not self.port:
+            return self
+        return dataclasses.replace(
+            self, real_servers=tuple(resolve_port(rs, self.port) for rs in self.real_servers),
+            sorry_server=resolve_port(self.sorry_server, self.port) if self.sorry_server else None)
 
     @property
     def key(self) -> tuple:

@@ -56,7 +56,7 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
     if config.scale_out is None:
         print("withdrawn: nothing (no scale_out section)")     # a VRRP director: nothing to do
         return ExitCode.OK
-    from hadirector.net.gate_routes import GateRoutes
+    from hadirector.kernel.gate_routes import GateRoutes
 
     so = config.scale_out
     try:

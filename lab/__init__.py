@@ -7,12 +7,13 @@ Import it from the repository root (pytest puts the root on ``sys.path``; script
 as ``python -m lab.MODULE`` or ``python -m bench.SCRIPT`` from there):
 
 - ``lab.netns``: ``sh()`` and ``inside()``, the namespace primitives every builder uses;
-- ``lab.lan``: a switched LAN of namespace nodes (VRRP tests, failover bench, election demo);
+- ``lab.lan``: the one namespace LAN builder: ``Lan``, a switched LAN of nodes (VRRP tests,
+  failover bench, election demo), and the director-pair layout (``lan.up(mode)``);
 - ``lab.agents``: real ``hadirector run`` and keepalived processes on such a LAN;
 - ``lab.ipvs_netns``: one namespace with an addressed veth, for the IPVS kernel tests;
 - ``lab.ipvs_scenarios``: IPVS config builders and health views for tests and benches;
-- ``lab.topology``, ``lab.pairlab``: the director-pair lab (client, two directors, real
-  servers) and its orchestrator (``python -m lab.pairlab demo``, run by netns-lab/demo);
+- ``lab.pairlab``: the director-pair lab (client, two directors, real servers on
+  ``lab.lan``'s pair layout) and its orchestrator (``python -m lab.pairlab demo``, run by netns-lab/demo);
 - ``lab.realserver``, ``lab.client``: the pair lab's servers and client traffic;
 - ``lab.faults``, ``lab.invariants``: the fault injector and the outside checks;
 - ``lab.timeline``, ``lab.vipwatch``: the failover timeline picture and its VIP sampler;

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab import pairlab, topology
+from lab import lan, pairlab
 from lab.netns import terminate
 
 VRRP_PROTO = 112
@@ -39,15 +39,15 @@ class FaultError(RuntimeError):
 
 
 def _sh(*argv: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    r = topology.sh(*argv, ns=ns, check=False)
+    r = lan.sh(*argv, ns=ns, check=False)
     if check and r.returncode != 0:
         where = f" in {ns}" if ns else ""
         raise FaultError(f"{' '.join(argv)}{where} failed: {r.stderr.strip() or r.stdout.strip()}")
     return r
 
 
-def _topo(lab: pairlab.Lab) -> topology.Topology:
-    return lab.topo or topology.build(lab.mode, lab.prefix)
+def _topo(lab: pairlab.Lab) -> lan.Topology:
+    return lab.topo or lan.build(lab.mode, lab.prefix)
 
 
 def _director(lab: pairlab.Lab, name: str) -> pairlab.Director:
@@ -90,7 +90,7 @@ def _link(lab: pairlab.Lab, name: str, side: str) -> tuple[str, str | None]:
     bridge port (down there = carrier loss inside, as a pulled cable or a dead switch
     port), "inside" is the director's own eth0 (an admin down on the host)."""
     node = _topo(lab).node(name)
-    outer, inner = topology.links(_topo(lab), node)[0]
+    outer, inner = lan.links(_topo(lab), node)[0]
     if side == "switch":
         return outer, _topo(lab).switch
     if side == "inside":
@@ -141,7 +141,7 @@ def power_off(lab: pairlab.Lab, name: str) -> float:
     _signal_all(pids, signal.SIGSTOP)
     rec = lab.mark(f"fault: {name} powered off ({len(pids)} processes, links removed)",
                    fault="power_off", node=name)
-    for outer, _inner in topology.links(topo, node):
+    for outer, _inner in lan.links(topo, node):
         # Deleting the switch side deletes the pair: eth0 vanishes in the director.
         _sh("ip", "link", "del", outer, ns=topo.switch, check=False)
     _signal_all(pids, signal.SIGKILL)
@@ -152,7 +152,7 @@ def power_off(lab: pairlab.Lab, name: str) -> float:
 
 
 def power_on(lab: pairlab.Lab, name: str, start_agent: bool = True) -> dict:
-    """Boot the director again: its links and addresses as topology.up made them, an
+    """Boot the director again: its links and addresses as lan.up made them, an
     empty IPVS table and no sync daemon (a fresh kernel), the VIP's server (vrrp mode),
     then the agent."""
     d = _director(lab, name)
@@ -160,7 +160,7 @@ def power_on(lab: pairlab.Lab, name: str, start_agent: bool = True) -> dict:
     node = topo.node(name)
     if d.proc is not None and d.proc.poll() is None:
         raise FaultError(f"power_on {name}: its agent (pid {d.proc.pid}) is running; power_off first")
-    topology.attach(topo, node)
+    lan.attach(topo, node)
     if lab.mode != "vrrp":
         _sh("ipvsadm", "-C", ns=node.ns, check=False)
         for state in ("master", "backup"):
@@ -249,7 +249,7 @@ def heal_all(lab: pairlab.Lab) -> None:
     for d in lab.directors:
         node = topo.node(d.name)
         present = _sh("ip", "-o", "link", "show", ns=topo.switch, check=False).stdout
-        for outer, inner in topology.links(topo, node):
+        for outer, inner in lan.links(topo, node):
             if f" {outer}@" in present or f" {outer}:" in present:
                 _sh("ip", "link", "set", outer, "up", ns=topo.switch, check=False)
                 _sh("ip", "link", "set", inner, "up", ns=node.ns, check=False)
@@ -425,7 +425,7 @@ def spoof_advert(lab: pairlab.Lab, priority: int = 254, interval: float = 1.0, c
         raise FaultError(f"spoof interval must be in (0, 40.95] s, got {interval}")
     src = src or _address(lab, "client")
     r = subprocess.run(["ip", "netns", "exec", lab.ns("client"), pairlab.PYTHON, "-c", _SPOOF,
-                        src, topology.VIP, str(vrid), str(priority), str(cs), str(count), str(gap)],
+                        src, lan.VIP, str(vrid), str(priority), str(cs), str(count), str(gap)],
                        capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         raise FaultError(f"spoofed advert from {src} failed: {r.stderr.strip()[-500:]}")
@@ -563,5 +563,5 @@ def api_flood(lab: pairlab.Lab, name: str, n: int = 1100, hold: float = 5.0, pos
 
 def powered(lab: pairlab.Lab, name: str) -> bool:
     """Whether the director has its links (False after power_off until power_on)."""
-    _outer, inner = topology.links(_topo(lab), _topo(lab).node(name))[0]
+    _outer, inner = lan.links(_topo(lab), _topo(lab).node(name))[0]
     return _sh("ip", "link", "show", inner, ns=lab.ns(name), check=False).returncode == 0

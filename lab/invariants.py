@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from lab import pairlab, topology
+from lab import lan, pairlab
 from lab.progress import Pacer, ProgressLine, wait_line
 
 # Transitions an advert causes: the event must name the peer (address and priority).
@@ -114,16 +114,16 @@ def status_agrees(lab: pairlab.Lab) -> list[Violation]:
 def one_holder(lab: pairlab.Lab, expect: str | None = None) -> list[Violation]:
     h = holders(lab)
     if len(h) != 1:
-        return [Violation("one_holder", f"VIP {topology.VIP} held by {h or 'nobody'}")]
+        return [Violation("one_holder", f"VIP {lan.VIP} held by {h or 'nobody'}")]
     if expect is not None and h != [expect]:
-        return [Violation("one_holder", f"VIP {topology.VIP} held by {h[0]}, expected {expect}")]
+        return [Violation("one_holder", f"VIP {lan.VIP} held by {h[0]}, expected {expect}")]
     return []
 
 
 def client_reaches_vip(lab: pairlab.Lab, timeout: float = 2.0) -> str | None:
     """One HTTP request from the client's namespace to the VIP; the name of whoever
     answered, or None."""
-    r = topology.sh("curl", "-s", "-m", f"{timeout:g}", f"http://{topology.VIP}/",
+    r = lan.sh("curl", "-s", "-m", f"{timeout:g}", f"http://{lan.VIP}/",
                     ns=lab.ns("client"), check=False)
     return r.stdout.strip() or None if r.returncode == 0 else None
 
@@ -135,7 +135,7 @@ def client_check(lab: pairlab.Lab, expect: str | None = None, tries: int = 3) ->
         if served is not None and (expect or (h[0] if len(h) == 1 else served)) == served:
             return []
         time.sleep(0.2)
-    return [Violation("client_unreached", f"client got {served!r} from {topology.VIP}; holders {h}")]
+    return [Violation("client_unreached", f"client got {served!r} from {lan.VIP}; holders {h}")]
 
 
 def converge(lab: pairlab.Lab, bound: float, expect: str | None = None, since: float | None = None,
@@ -239,7 +239,7 @@ def connections_survived(report: dict) -> list[Violation]:
 
 
 def _mac(lab: pairlab.Lab, name: str) -> str:
-    return topology.sh("cat", "/sys/class/net/eth0/address", ns=lab.ns(name), check=False).stdout.strip()
+    return lan.sh("cat", "/sys/class/net/eth0/address", ns=lab.ns(name), check=False).stdout.strip()
 
 
 def arp_follows(lab: pairlab.Lab, bound: float) -> list[Violation]:
@@ -251,13 +251,13 @@ def arp_follows(lab: pairlab.Lab, bound: float) -> list[Violation]:
     deadline = time.monotonic() + bound
     while True:
         h = holders(lab)
-        out = topology.sh("ip", "neigh", "show", topology.VIP, ns=lab.ns("client"), check=False).stdout.split()
+        out = lan.sh("ip", "neigh", "show", lan.VIP, ns=lab.ns("client"), check=False).stdout.split()
         mac = out[out.index("lladdr") + 1] if "lladdr" in out else None
         if len(h) != 1 or mac is None or mac == _mac(lab, h[0]):
             return []
         if time.monotonic() >= deadline:
             owner = next((d.name for d in lab.directors if _mac(lab, d.name) == mac), mac)
-            return [Violation("arp_stale", f"client's ARP entry for {topology.VIP} points at {owner}, "
+            return [Violation("arp_stale", f"client's ARP entry for {lan.VIP} points at {owner}, "
                                                f"{h[0]} holds it ({bound:.1f}s after convergence)")]
         time.sleep(0.1)
 

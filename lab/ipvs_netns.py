@@ -51,7 +51,7 @@ class IpvsNetns:
         self.up = False
 
     def ipvs(self):
-        from hadirector.ipvs.netlink import IpvsNetlink
+        from hadirector.kernel.ipvs import IpvsNetlink
         with inside(self.name):
             return IpvsNetlink()
 

@@ -29,7 +29,9 @@ def vs(name: str = "web", address: str | None = str(VIP4), port: int = 80,
     addr = ipaddress.ip_address(address) if address is not None else None
     if addr is not None and "family" not in kw:
         kw["family"] = addr.version
-    return model.VirtualService(name=name, address=addr, port=port, real_servers=tuple(real_servers), **kw)
+    # Port 0 resolved as the loader does.
+    return model.VirtualService(name=name, address=addr, port=port, real_servers=tuple(real_servers),
+                                **kw).with_ports_resolved()
 
 
 def config(*services: model.VirtualService) -> model.Config:

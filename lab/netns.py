@@ -2,9 +2,9 @@
 command on the host or inside a namespace, and ``inside()`` that moves the calling
 thread into one for a block.
 
-The builders on top: ``lab.lan`` (a switched LAN of nodes for the VRRP tests, bench
-and demo), ``lab.topology`` (the director-pair lab), ``lab.ipvs_netns`` (one namespace
-with an addressed veth for the IPVS kernel tests).
+The builders on top: ``lab.lan`` (the LANs: a switched LAN of nodes for the VRRP tests,
+bench and demo, and the director-pair layout), ``lab.ipvs_netns`` (one namespace with an
+addressed veth for the IPVS kernel tests).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lab import ROOT, timeline, topology, vipwatch
+from lab import ROOT, lan, timeline, vipwatch
 from lab.netns import terminate
 from lab.progress import ProgressLine
 from lab.progress import wait_for as _wait_for
@@ -50,7 +50,7 @@ class Director:
     kind: str = "hadirector"
     proc: subprocess.Popen | None = None
     starts: int = 0
-    prefix: str = topology.PREFIX
+    prefix: str = lan.PREFIX
     run_dir: Path = Path("/run/hadirector-lab")   # keepalived's pid files go under it
     service: subprocess.Popen | None = None        # vrrp mode: the VIP's HTTP/echo server
     nofile: int | None = None   # the agent's soft RLIMIT_NOFILE (systemd's default is 1024)
@@ -87,9 +87,9 @@ class Director:
             # sync_daemon.refresh_period), as "! sysctl NAME=VALUE" lines in its config.
             tuning = re.findall(r"(?m)^\s*! sysctl (\S+=.*?)\s*$", self.config.read_text())
             if tuning:
-                topology.sh("modprobe", "ip_vs", check=False)   # net.ipv4.vs.* exists only then
+                lan.sh("modprobe", "ip_vs", check=False)   # net.ipv4.vs.* exists only then
             for setting in tuning:
-                topology.sh("sysctl", "-qw", setting, ns=self.ns)
+                lan.sh("sysctl", "-qw", setting, ns=self.ns)
             # --dont-release-ipvs is the YAML's `lvs.on_shutdown: keep`; keepalived
             # only has it as a command-line option.
             # --no-syslog: with no syslog daemon in the lab, keepalived's syslog lines
@@ -115,7 +115,7 @@ class Director:
         crash). SIGSTOP all first, so no child reacts to its parent's death (keepalived's
         children get SIGTERM then and would send a priority-0 advert). The pids are
         listed before the clock is read, so the returned wall time is the kill itself."""
-        pids = topology.sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
+        pids = lan.sh("ip", "netns", "pids", self.ns, check=False).stdout.split()
         t = time.time()
         for sig in (signal.SIGSTOP, signal.SIGKILL):
             for pid in pids:
@@ -136,14 +136,14 @@ class Director:
         self.proc = None
 
     def holds_vip(self) -> bool:
-        out = topology.sh("ip", "-o", "addr", "show", ns=self.ns, check=False).stdout
-        return f" {topology.VIP}/" in out
+        out = lan.sh("ip", "-o", "addr", "show", ns=self.ns, check=False).stdout
+        return f" {lan.VIP}/" in out
 
     def ipvs_table(self) -> str:
-        return topology.sh("cat", "/proc/net/ip_vs", ns=self.ns, check=False).stdout
+        return lan.sh("cat", "/proc/net/ip_vs", ns=self.ns, check=False).stdout
 
     def sync_conns(self) -> int:
-        out = topology.sh("ipvsadm", "-Lnc", ns=self.ns, check=False).stdout
+        out = lan.sh("ipvsadm", "-Lnc", ns=self.ns, check=False).stdout
         return sum(1 for line in out.splitlines() if "ESTABLISHED" in line)
 
 
@@ -158,8 +158,8 @@ class Lab:
     events: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0
     advert_interval: float | None = None   # override the configs' advert interval
-    prefix: str = topology.PREFIX          # namespace names; a test run passes its own
-    topo: topology.Topology | None = None
+    prefix: str = lan.PREFIX          # namespace names; a test run passes its own
+    topo: lan.Topology | None = None
     marks: list[dict] = field(default_factory=list)   # every mark with both clocks
     watch: vipwatch.VipWatch | None = None           # run_failover's VIP sampler
 
@@ -181,7 +181,7 @@ class Lab:
             path = ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
         else:
             path = ROOT / "etc" / "lab" / "keepalived" / self.mode / f"{name}.conf"
-        own_dirs = self.prefix != topology.PREFIX
+        own_dirs = self.prefix != lan.PREFIX
         if self.advert_interval is None and not own_dirs:
             return path
         # The same node config with another advert interval, or (a run with its own
@@ -206,7 +206,7 @@ class Lab:
                 f.unlink()
         self.t0 = time.monotonic()
         (Path("/run/hadirector-lab")).mkdir(parents=True, exist_ok=True)
-        self.topo = topology.up(self.mode, self.prefix)
+        self.topo = lan.up(self.mode, self.prefix)
         rss = [n.name for n in self.topo.real_servers]
         say(f"topology up ({self.mode.upper()}): client, dir1, dir2"
             + (f", {rss[0]}-{rss[-1]}" if rss else ", no real servers (VRRP only)"))
@@ -219,7 +219,7 @@ class Lab:
         self.directors = [
             Director(n, self.config_for(n), self.results / f"{n}.log", kind=self.director,
                      prefix=self.prefix,
-                     run_dir=self.results if self.prefix != topology.PREFIX else Path("/run/hadirector-lab"))
+                     run_dir=self.results if self.prefix != lan.PREFIX else Path("/run/hadirector-lab"))
             for n in ("dir1", "dir2")
         ]
         if self.mode == "vrrp":
@@ -240,7 +240,7 @@ class Lab:
             with contextlib.suppress(Exception):
                 p.kill()
                 p.wait(timeout=5)
-        topology.down(quiet=True, prefix=self.prefix)
+        lan.down(quiet=True, prefix=self.prefix)
 
     def master(self) -> str | None:
         holders = [d.name for d in self.directors if d.holds_vip()]
@@ -259,7 +259,7 @@ class Lab:
         # for two emulated CPUs, and a starved client would report its own slowness.
         self.clients[name] = subprocess.Popen(
             ["ip", "netns", "exec", self.ns("client"), sys.executable, str(LAB / "client.py"),
-             "--vip", topology.VIP, "--rate", str(rate), "--long", str(longs),
+             "--vip", lan.VIP, "--rate", str(rate), "--long", str(longs),
              "--timeout", "2", "--ping", "0.5",
              "--duration", str(duration), "--stop-file", str(self.results / f"{name}.stop"),
              "--ready-file", str(self.results / f"{name}.ready"),
@@ -308,7 +308,7 @@ def run_failover(lab: Lab, *, stop: str, settle: float = 3.0, takeback: bool = T
                  and all(d.ipvs_table().count("->") >= 6 for d in lab.directors), 600)
     lab.mark(f"dir1 is master, both directors programmed ({lab.director})")
     # Who has the VIP, every 50 ms, for the timeline picture.
-    watch = lab.watch = vipwatch.VipWatch({d.name: d.ns for d in lab.directors}, topology.VIP).start()
+    watch = lab.watch = vipwatch.VipWatch({d.name: d.ns for d in lab.directors}, lan.VIP).start()
     lab.start_client(duration=900, rate=rate, longs=longs)
     lab.mark(f"client running: {rate:g} requests/s, {longs} long-lived connections")
     time.sleep(settle)
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     lab = Lab(mode=a.mode, director=a.director, results=Path(a.results))
     if a.action == "down":
-        topology.down()
+        lan.down()
         return 0
     if a.action == "up":
         lab.up()

@@ -308,11 +308,15 @@ class Agent:
     # --- state ---------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        """A JSON-able view of every instance (the state file)."""
-        return {"pid": os.getpid(), "router_id": self.config.node.router_id,
-                "running": self.started, "instances": self.executor.state_instances(),
-                "groups": self.executor.director.group_states(),
-                "config_generation": self.generation}
+        """state.json: a view of the status snapshot's VRRP part (api.snapshot.state_file)."""
+        from hadirector.agent.status import vrrp_snapshot
+        from hadirector.api.snapshot import state_file
+
+        return state_file(vrrp_snapshot(self))
+
+    def group_states(self) -> dict[str, str]:
+        """Each sync group's last reported state, by name (for the status snapshot)."""
+        return self.executor.director.group_states()
 
     def link_watch_counts(self) -> dict[str, int]:
         """Link watcher overruns, resyncs, resubscribes and restarts since start."""

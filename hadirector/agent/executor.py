@@ -301,34 +301,6 @@ class Executor:
         return tuple((name, tuple(sorted(rt.driver.rejected.items())))
                      for name, rt in self.runtimes.items())
 
-    def state_instances(self) -> dict:
-        """The instances part of ``state.json``."""
-        loop_now = _loop_time()
-        wall_now = time.time()
-        out = {}
-        for name, rt in self.runtimes.items():
-            m = rt.driver.machine
-            out[name] = {
-                "vrid": rt.instance.vrid,
-                "interface": rt.instance.interface,
-                "version": rt.instance.version,
-                "state": m.state.value,
-                "priority": m.effective_priority,
-                "configured_priority": rt.instance.priority,
-                "since": round(wall_now - (loop_now - m.since), 3) if loop_now is not None else None,
-                "reason": m.last_reason,
-                "master": str(m.master_address) if m.master_address else None,
-                "faults": sorted(m.faults),
-                "priority_deltas": m.priority_deltas,
-                "vips": [str(v) for v in rt.instance.virtual_ips],
-                "holds_vips": rt.held_vips,
-                "adverts_sent": m.counters.adverts_sent,
-                "adverts_received": m.counters.adverts_received,
-                "rejected": dict(rt.driver.rejected),
-                "auth_verified": rt.driver.gate.verified,
-            }
-        return out
-
 
 def _loop_time() -> float | None:
     try:

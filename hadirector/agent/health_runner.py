@@ -108,7 +108,7 @@ class _Spec:
 
     @property
     def endpoint(self) -> str:
-        return format_endpoint(self.server.address, self.service.port_of(self.server))
+        return format_endpoint(self.server.address, self.server.port)
 
 
 @dataclass(slots=True, eq=False)
@@ -139,7 +139,7 @@ def _wanted(config: Config) -> dict[Target, _Spec]:
     for target, vs, rs, sorry in _targets(config):
         check = rs.check
         address = (check.address if check and check.address else None) or rs.address
-        port = (check.port if check and check.port else None) or vs.port_of(rs)
+        port = (check.port if check and check.port else None) or rs.port
         wanted[target] = _Spec(vs, rs, check, address, port, sorry, 0, str(address))
     return wanted
 

@@ -26,7 +26,7 @@ def read_host_facts(config: Config) -> HostFacts:
     import asyncio
 
     from hadirector.ipvs.availability import probe
-    from hadirector.net.addresses import AddressManager
+    from hadirector.kernel.addresses import AddressManager
 
     async def dump() -> dict:
         manager = AddressManager()
@@ -40,7 +40,7 @@ def read_host_facts(config: Config) -> HostFacts:
     return HostFacts(interfaces, probe() if needs_ipvs else None)
 
 
-IFA_F_SECONDARY = 0x01      # net.addresses'; not imported (pyroute2)
+IFA_F_SECONDARY = 0x01      # kernel.addresses'; not imported (its asyncio and logging)
 IFA_F_TENTATIVE = 0x40
 
 

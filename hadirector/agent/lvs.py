@@ -18,7 +18,7 @@ the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
   master_only`` the table is programmed only while MASTER and removed otherwise;
   with ``always`` (default) both nodes keep it, so a takeover needs only the VIP.
 * sync catch-up: with ``sync_daemon.refresh_period`` the kernel re-sends active
-  connections by time (``ipvs/sysctl.py``); each time a *backup* daemon starts, the
+  connections by time (``kernel/sysctl.py``); each time a *backup* daemon starts, the
   followed instances hold off preempting a live master for ``catch_up`` seconds, so a
   returning primary takes the VIP back only once it knows the connections opened while
   it was away.
@@ -55,7 +55,8 @@ from hadirector.director.lvs import (
     followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
 )
 from hadirector.health.policy import HealthState
-from hadirector.ipvs import syncd, sysctl
+from hadirector.ipvs import syncd
+from hadirector.kernel import sysctl
 from hadirector.ipvs.availability import (
     FAULT_REASON,
     Backoff,
@@ -76,7 +77,7 @@ log = get_logger("hadirector.lvs")
 
 
 def _default_backend():
-    from hadirector.ipvs.netlink import IpvsNetlink
+    from hadirector.kernel.ipvs import IpvsNetlink
     return IpvsNetlink()
 
 
@@ -287,7 +288,7 @@ class LvsController:
         for vs in self.config.virtual_services:
             in_kernel = actual.dests_of(ServiceKey.of(vs))
             for rs in vs.real_servers:
-                d = in_kernel.get(DestKey.of(rs.address, vs.port_of(rs)))
+                d = in_kernel.get(DestKey.of(rs.address, rs.port))
                 if d is not None and d.weight == 0 and vs.name in scaled:
                     continue      # scale-out: weight 0 is down or not yet checked; the check decides
                 if d is not None:
@@ -445,7 +446,7 @@ class LvsController:
 
     def _tune_sync(self, reason: str) -> None:
         """net.ipv4.vs.sync_refresh_period and sync_threshold from the config (see
-        ipvs/sysctl.py). A failure is logged and changes nothing else."""
+        kernel/sysctl.py). A failure is logged and changes nothing else."""
         cfg = self.config.lvs.sync_daemon
         try:
             changes = sysctl.apply_sync_tuning(cfg, self._sysctl_root)

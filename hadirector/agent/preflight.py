@@ -8,7 +8,7 @@
   interfaces, and while the peer has taken over, two nodes answer for them. They go
   first, before the config is read and before the slow imports (keepalived removes
   them ~0.02 s after it starts), with one blocking netlink request each
-  (``net.rtnl``). Only the VIPs the predecessor recorded as added by itself
+  (``kernel.rtnl``). Only the VIPs the predecessor recorded as added by itself
   (``vip_record``), and only after the lock is held: then no other agent in this
   namespace can have added them. (The agent's own start-up then releases any
   configured VIP still present, e.g. one added by hand, as keepalived does.)
@@ -63,7 +63,7 @@ def release_recorded_vips(record: VipRecord) -> list[StaleVip]:
     if not recorded:
         record.write([])       # none, or another (dead) namespace's: not ours to apply
         return []
-    from hadirector.net import rtnl
+    from hadirector.kernel import rtnl
 
     found = []
     for r in recorded:

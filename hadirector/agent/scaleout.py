@@ -32,7 +32,7 @@ from hadirector import bird, model
 from hadirector.api import snapshot as s
 from hadirector.director.gate import Announce, AnnounceGate, ServiceView, TearDown, Withdraw
 from hadirector.health.policy import HealthState
-from hadirector.ipvs import sysctl
+from hadirector.kernel import sysctl
 from hadirector.ipvs.table import ServiceKey, dest_digest
 from hadirector.logging import get_logger
 
@@ -70,7 +70,7 @@ class ScaleOutComponent:
         if so is None:
             return
         if self._routes_factory is None:
-            from hadirector.net.gate_routes import GateRoutes
+            from hadirector.kernel.gate_routes import GateRoutes
 
             self.routes = GateRoutes(so.table, so.route_protocol)
         else:

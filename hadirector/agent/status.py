@@ -68,6 +68,7 @@ def vrrp_status(agent) -> tuple[s.VrrpInstanceStatus, ...]:
             faults=tuple(sorted(m.faults)),
             auth=auth_status(view),
             held_vips=tuple(str(v) for v in inst.virtual_ips) if view.holds_vips else (),
+            priority_deltas=dict(m.priority_deltas),
         ))
     return tuple(out)
 
@@ -82,6 +83,23 @@ def auth_status(view) -> s.VrrpAuthStatus | None:
         anti_replay=cfg.anti_replay.value, time_window=auth.window, verified=view.auth_verified,
         unsigned_accepted=view.auth_unsigned_accepted,
         rejected={r.value: view.rejected[r.value] for r in AUTH_REJECTS if r.value in view.rejected})
+
+
+def vrrp_snapshot(agent) -> s.Snapshot:
+    """The agent's own part of the snapshot: node, VRRP instances and sync groups; no
+    kernel read, so it is cheap enough for every role change (``state.json`` is
+    ``snapshot.state_file`` of it). The node's clocks are the API component's and stay 0
+    here."""
+    config = agent.config
+    return s.Snapshot(
+        node=s.NodeStatus(router_id=config.node.router_id, config_path=config.source,
+                          pid=os.getpid(), started_at=0.0, config_loaded_at=0.0,
+                          config_generation=agent.generation, version=_version(),
+                          running=agent.started),
+        generated_at=time.time(),
+        vrrp_instances=vrrp_status(agent),
+        sync_groups=agent.group_states(),
+    )
 
 
 def agent_loop_time() -> float | None:
@@ -110,7 +128,7 @@ def lvs_status(lvs, config: model.Config) -> tuple[tuple[s.VirtualServiceStatus,
         rss = []
         for rs, sorry in [(r, False) for r in vs.real_servers] + (
                 [(vs.sorry_server, True)] if vs.sorry_server is not None else []):
-            port = vs.port_of(rs)
+            port = rs.port
             d = in_kernel.get(DestKey.of(rs.address, port))
             row = rows.get((vs.key, rs.key))
             health = row.state if row else HealthState.UP
@@ -178,9 +196,11 @@ def build_snapshot(agent, lvs, *, started_at: float, loaded_at: float, generatio
     return s.Snapshot(
         node=s.NodeStatus(router_id=config.node.router_id, config_path=config.source,
                           pid=os.getpid(), started_at=started_at, config_loaded_at=loaded_at,
-                          config_generation=generation, version=_version()),
+                          config_generation=generation, version=_version(),
+                          running=agent.started),
         generated_at=time.time(),
         vrrp_instances=vrrp_status(agent),
+        sync_groups=agent.group_states(),
         virtual_services=services,
         sync_daemon=sync,
         health=totals,

@@ -130,7 +130,7 @@ class InterfaceTracker:
         if not self.bindings:
             return
         if self._watcher_factory is None or self._addresses is None:
-            from hadirector.net.addresses import AddressManager, LinkWatcher
+            from hadirector.kernel.addresses import AddressManager, LinkWatcher
             self._watcher_factory = self._watcher_factory or LinkWatcher
             self._addresses = self._addresses or AddressManager()
         # Subscribe first, then read the current state: a change in between is then

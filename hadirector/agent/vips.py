@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def _default_addresses():
-    from hadirector.net.addresses import AddressManager
+    from hadirector.kernel.addresses import AddressManager
     return AddressManager()
 
 
@@ -190,5 +190,5 @@ class VipPath:
 
 
 def _label(inst: VrrpInstance, index: int) -> str | None:
-    from hadirector.net.addresses import vip_label
+    from hadirector.kernel.addresses import vip_label
     return vip_label(inst.interface, f"v{inst.vrid}") if inst.virtual_ips[index].version == 4 else None

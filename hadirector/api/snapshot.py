@@ -55,6 +55,7 @@ class NodeStatus:
     config_loaded_at: float             # when the current config was applied
     config_generation: int = 1          # 1 at start, +1 on every applied reload
     version: str = ""                   # hadirector package version
+    running: bool = True                # False while starting and after stopping
 
 
 # --- VRRP -----------------------------------------------------------------------
@@ -104,6 +105,9 @@ class VrrpInstanceStatus:
     # removed): across two directors' scrapes, a VIP must be held exactly once
     held_vips: tuple[str, ...] = ()
     auth: VrrpAuthStatus | None = None  # None: plain adverts
+    # priority changes in force, by source ("track_interface:eth0" ...): the
+    # effective_priority is priority plus these
+    priority_deltas: Mapping[str, int] = field(default_factory=dict)
 
 
 # --- IPVS -----------------------------------------------------------------------
@@ -332,6 +336,8 @@ class Snapshot:
     link_watch: LinkWatchStatus = field(default_factory=LinkWatchStatus)
     api: ApiStatus = field(default_factory=ApiStatus)
     scale_out: ScaleOutStatus | None = None
+    # each sync group's last reported state ("MASTER" ...), by group name
+    sync_groups: Mapping[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -339,6 +345,39 @@ class Snapshot:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Snapshot:
         return from_jsonable(cls, data)
+
+
+# --- state.json ---------------------------------------------------------------------------
+
+
+def state_file(snap: Snapshot) -> dict[str, Any]:
+    """``<state_dir>/state.json``: the VRRP part of a snapshot under the file's own keys
+    (lab/, tests and benches read ``instances.<name>.state``, ``master``, ``faults``,
+    ``holds_vips``, ``rejected``, ``groups`` and ``config_generation``)."""
+    instances = {}
+    for v in snap.vrrp_instances:
+        instances[v.name] = {
+            "vrid": v.vrid,
+            "interface": v.interface,
+            "version": v.version,
+            "state": v.state.value,
+            "priority": v.effective_priority,
+            "configured_priority": v.priority,
+            "since": round(v.since, 3),
+            "reason": v.reason,
+            "master": v.master_address,
+            "faults": list(v.faults),
+            "priority_deltas": dict(v.priority_deltas),
+            "vips": list(v.virtual_ips),
+            "holds_vips": bool(v.held_vips),
+            "adverts_sent": v.adverts_sent,
+            "adverts_received": v.adverts_received,
+            "rejected": dict(v.adverts_invalid),
+            "auth_verified": v.auth.verified if v.auth is not None else 0,
+        }
+    return {"pid": snap.node.pid, "router_id": snap.node.router_id, "running": snap.node.running,
+            "instances": instances, "groups": dict(snap.sync_groups),
+            "config_generation": snap.node.config_generation}
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -95,7 +95,9 @@ _PROBE_TYPES: dict[type, str] = {m.ScriptProbe: "script", m.DnsProbe: "dns", m.U
 
 
 def _real_server(rs: m.RealServer, with_check: bool) -> dict:
-    out: dict[str, Any] = {"address": str(rs.address), "port": rs.port, "weight": rs.weight,
+    # What the operator wrote: 0 for "the service's port" (resolved in the model).
+    out: dict[str, Any] = {"address": str(rs.address), "port": 0 if rs.port_from_service else rs.port,
+                           "weight": rs.weight,
                            "forward": rs.forward.value}
     if rs.forward is m.ForwardMethod.TUN:
         out["tunnel_type"] = rs.tunnel_type.value

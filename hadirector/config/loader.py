@@ -1171,6 +1171,10 @@ def parse(text: str, source: str = "<memory>") -> Loaded:
         raise ConfigError(sorted(ctx.issues, key=lambda i: (i.line, i.column)), unlisted=ctx.unlisted)
     config = m.Config(source=source, **kw)
     lint(ctx, config)
+    # A real server's port 0 is the service's: resolved once, here (after the checks and
+    # warnings, which point at the objects as written), for every user of the model.
+    config = dataclasses.replace(config, virtual_services=tuple(
+        vs.with_ports_resolved() for vs in config.virtual_services))
     return Loaded(config, tuple(sorted(ctx.warnings, key=lambda i: (i.line, i.column))), ctx)
 
 

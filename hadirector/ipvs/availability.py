@@ -141,7 +141,7 @@ def probe(open_backend: Callable[[], Any] | None = None) -> str | None:
     from hadirector.ipvs.backend import IpvsError
 
     if open_backend is None:
-        from hadirector.ipvs.netlink import IpvsNetlink as open_backend
+        from hadirector.kernel.ipvs import IpvsNetlink as open_backend
     backend = None
     try:
         backend = open_backend()

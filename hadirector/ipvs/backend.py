@@ -29,7 +29,7 @@ from hadirector.ipvs.table import Table
 
 
 # The sync daemon's role: the one enum (model.SyncRole), by the kernel's name for it.
-# Its kernel encoding (IP_VS_STATE_*) lives in ipvs/netlink.py.
+# Its kernel encoding (IP_VS_STATE_*) lives in kernel/ipvs.py.
 DaemonState = model.SyncRole
 
 

@@ -44,7 +44,7 @@ def add_arguments_ipvs(parser: argparse.ArgumentParser) -> None:
 
 def cmd_ipvs(args: argparse.Namespace) -> int:
     from hadirector.ipvs.backend import IpvsError
-    from hadirector.ipvs.netlink import IpvsNetlink
+    from hadirector.kernel.ipvs import IpvsNetlink
     try:
         backend = IpvsNetlink()
     except (OSError, IpvsError) as e:

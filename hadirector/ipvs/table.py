@@ -300,7 +300,7 @@ def service_entry(vs: model.VirtualService) -> ServiceEntry:
 def dest_entry(vs: model.VirtualService, rs: model.RealServer, weight: int | None = None) -> DestEntry:
     tunnel = rs.forward is model.ForwardMethod.TUN
     return DestEntry(
-        key=DestKey.of(rs.address, vs.port_of(rs)),
+        key=DestKey.of(rs.address, rs.port),
         family=rs.address.version,
         fwd=FWD_BY_METHOD[rs.forward],
         weight=rs.weight if weight is None else weight,

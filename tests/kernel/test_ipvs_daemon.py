@@ -11,7 +11,7 @@ import pytest
 from hadirector import model
 from hadirector.ipvs.backend import DaemonEntry, DaemonState, IpvsError
 from hadirector.ipvs.cli import render_daemons
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.planner import AddDest, AddService
 from hadirector.ipvs.table import FWD_TUNNEL, DestEntry, DestKey, ServiceEntry, ServiceKey
 

@@ -12,7 +12,7 @@ import errno
 import pytest
 
 from hadirector import model
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.planner import AddService, DelDest, EditDest
 from hadirector.ipvs.reconciler import Reconciler

@@ -182,7 +182,7 @@ def lab(request):
     try:
         topo.up()
         with inside(topo.director):
-            from hadirector.ipvs.netlink import IpvsNetlink
+            from hadirector.kernel.ipvs import IpvsNetlink
             backend = IpvsNetlink()
         topo.reconciler = Reconciler(backend)
         yield topo

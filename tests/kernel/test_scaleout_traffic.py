@@ -170,7 +170,7 @@ class ScaleOutLab:
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self.procs.append(proc)
             assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        from hadirector.ipvs.netlink import IpvsNetlink
+        from hadirector.kernel.ipvs import IpvsNetlink
 
         for d in self.dirs:
             with inside(d):

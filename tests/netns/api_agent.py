@@ -16,7 +16,7 @@ from hadirector.agent.agent import Agent
 from hadirector.agent.lvs import LvsController
 from hadirector.agent.status import ApiComponent
 from hadirector.config import load_config
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.logging import configure_logging, get_logger
 
 

@@ -20,8 +20,8 @@ from hadirector.agent.lvs import LvsController
 from hadirector.agent.scaleout import ScaleOutComponent
 from hadirector.agent.status import ApiComponent
 from hadirector.config import load_config
-from hadirector.ipvs.fake import FakeIpvs
-from hadirector.ipvs.sysctl import SCALE_OUT_SYSCTLS
+from hadirector.kernel.fake import FakeIpvs
+from hadirector.kernel.sysctl import SCALE_OUT_SYSCTLS
 from hadirector.logging import configure_logging, get_logger
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from hadirector.vrrp.timers import INTERVAL_BOUND_FACTOR
 
-from lab import faults, pairlab, topology
+from lab import faults, lan, pairlab
 from lab import invariants as inv
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -343,7 +343,7 @@ def test_api_flood_from_nobody_neither_stalls_the_agent_nor_reloads_it(pair):
     log_from = d1.log.stat().st_size
     flood = faults.api_flood(pair, "dir1", n=1100, hold=6.0, posts=20)
     time.sleep(3.0)              # the flood is open by now
-    health = topology.sh("curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
+    health = lan.sh("curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
                          "http://127.0.0.1:9110/healthz", ns=d1.ns, check=False).stdout
     samples = inv.watch(pair, 2.0)
     seen = flood.result()

@@ -20,7 +20,7 @@ import subprocess
 
 import pytest
 
-from hadirector.net.addresses import LinkState, LinkWatcher
+from hadirector.kernel.addresses import LinkState, LinkWatcher
 
 from lab.netns import inside
 
@@ -217,6 +217,16 @@ def scrape(lan: Lan, path: str) -> str:
     return sh("curl", "-s", "-m", "5", f"http://127.0.0.1:9110{path}", ns=lan.ns(1)).stdout
 
 
+def api_answers(lan: Lan) -> bool:
+    """/healthz says ok; False while nothing listens yet (curl exits 7)."""
+    try:
+        return scrape(lan, "/healthz") == "ok\n"
+    except subprocess.CalledProcessError as e:
+        if e.returncode == 7:
+            return False
+        raise
+
+
 def link_watch_metrics(lan: Lan) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -239,7 +249,8 @@ def test_a_real_agents_overrun_and_resync_are_counted_in_its_status_and_metrics(
     try:
         agent.start()
         wait_for(lambda: agent.role() == "MASTER", 15, what="MASTER")
-        wait_for(lambda: scrape(lan, "/healthz") == "ok\n", 15, what="the API up")
+        # The API's aiohttp loads on a worker thread: it may listen after MASTER.
+        wait_for(lambda: api_answers(lan), 15, what="the API up")
         assert link_watch_metrics(lan) == {
             "hadirector_link_watch_overruns_total": 0, "hadirector_link_watch_resyncs_total": 0,
             "hadirector_link_watch_resubscribes_total": 0, "hadirector_link_watch_restarts_total": 0}

@@ -107,7 +107,7 @@ def test_unicast_peers_get_the_advert_and_nobody_else(lan):
 
 ADDRS = """
     import asyncio, ipaddress, subprocess
-    from hadirector.net.addresses import AddressManager
+    from hadirector.kernel.addresses import AddressManager
     async def main():
         m = AddressManager()
         v4 = ipaddress.ip_interface("10.234.3.100")
@@ -183,7 +183,7 @@ def test_gratuitous_arp_and_na_move_a_neighbours_cache_entry(lan):  # RFC 5798 6
 
 LINKS_AND_HOST = """
     import asyncio, ipaddress, json, subprocess
-    from hadirector.net.addresses import AddressManager
+    from hadirector.kernel.addresses import AddressManager
     async def main():
         m = AddressManager()
         print(await m.link_state("eth0"))

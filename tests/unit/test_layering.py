@@ -1,7 +1,8 @@
 """Each import has one home (style.md item 7), checked by walking every module's imports.
 
-- pyroute2 only in the kernel-facing layers: ``hadirector/net/`` and ``hadirector/ipvs/netlink.py``;
-- raw sockets only in ``hadirector/net/`` (and the probes, which open ordinary TCP);
+- pyroute2 only in the kernel layer, ``hadirector/kernel/``;
+- raw IP and packet sockets only in ``hadirector/net/`` (netlink ones in ``kernel/``; the probes
+  open ordinary TCP);
 - the sans-IO cores (VRRP, health policy and schedule, IPVS table and planner, sync
   daemon plan, config model, reload plan, the director) import no asyncio, no socket, no
   clock, no randomness, no logging, and no hadirector module that is not a core;
@@ -111,8 +112,8 @@ def test_the_core_contract_resolves_relative_and_package_imports():
         "hadirector.director.effects", "hadirector.model", "hadirector.agent"}
 
 
-def test_pyroute2_lives_only_in_the_kernel_facing_layers():
-    allowed = lambda r: r.startswith("net/") or r == "ipvs/netlink.py"  # noqa: E731
+def test_pyroute2_lives_only_in_the_kernel_layer():
+    allowed = lambda r: r.startswith("kernel/")  # noqa: E731
     offenders = [rel(p) for p in modules()
                  if any(m.split(".")[0] == "pyroute2" for m in imports_of(p)) and not allowed(rel(p))]
     assert offenders == []

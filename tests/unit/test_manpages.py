@@ -32,6 +32,7 @@ DERIVED = {
     ("AuthKey", "secret"): "secret_file",        # read from that file, never written
     ("StatusRange", "low"): "status_codes",      # an item of status_codes: 204 or "200-299"
     ("StatusRange", "high"): "status_codes",
+    ("RealServer", "port_from_service"): "port",  # port: 0, resolved to the service's at load
 }
 # The probe dataclasses are set through the check mapping's keys.
 PROBE_CLASSES = {"TcpProbe", "HttpProbe", "ScriptProbe", "StatusRange", "DnsProbe", "UdpProbe",

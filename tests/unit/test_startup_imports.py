@@ -25,7 +25,8 @@ PROGRAM = """
     from hadirector.agent.lvs import LvsController
     from hadirector.agent.status import ApiComponent
     from hadirector.api import control, limits, listener                     # noqa: F401
-    from hadirector.net import addresses, garp, vrrp_socket                  # noqa: F401
+    from hadirector.kernel import addresses                                # noqa: F401
+    from hadirector.net import garp, vrrp_socket                            # noqa: F401
     d = pathlib.Path(tempfile.mkdtemp())
     (d / "c.yaml").write_text(
         "node: {router_id: n1, state_dir: %s}\\n"
@@ -61,7 +62,7 @@ def test_building_the_api_component_leaves_the_http_server_unimported():
 
 IPVS_PROGRAM = """
     import sys
-    import hadirector.ipvs.netlink
+    import hadirector.kernel.ipvs
     print(sorted(m for m in ("pyroute2.ndb", "pyroute2.ipdb", "pyroute2.iproute", "pyroute2.conntrack")
                  if m in sys.modules))
     from pyroute2 import IPRoute, NetNS                   # the whole package, on demand

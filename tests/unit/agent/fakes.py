@@ -1,11 +1,12 @@
-"""Fakes for the agent's I/O edges that keep state and fail like the real thing."""
+"""Fakes for the agent's socket edges (the VRRP socket, the GARP announcer) that keep
+state and fail like the real thing. The kernel fakes (addresses, links, IPVS) are
+``hadirector.kernel.fake``, beside what they stand in for."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass, field
 from typing import Callable
 
 from hadirector.net.vrrp_socket import VRRP_GROUP_V4, VRRP_GROUP_V6, ReceivedPacket
@@ -125,54 +126,6 @@ class FakeTransport:
         self._w.close()
 
 
-@dataclass
-class FakeAddresses:
-    """AddressManager stand-in: keeps per-interface address sets, idempotent like it."""
-
-    addrs: dict[str, list] = field(default_factory=lambda: {"eth0": [ipaddress.ip_interface("10.0.0.1/24")]})
-    log: list[tuple[str, str]] = field(default_factory=list)
-    fail_adds: int = 0                  # the next N add_vip calls raise
-    on_change: Callable[[], None] | None = None     # Pulse.fire: an address added or removed
-
-    async def primary_address(self, interface, family, exclude=()):
-        for a in self.addrs.get(interface, []):
-            if a.version == family and a.ip not in exclude:
-                return a.ip
-        return None
-
-    def add_vip(self, interface, vip, label=None):
-        if self.fail_adds:
-            self.fail_adds -= 1
-            raise OSError(1, "Operation not permitted")
-        have = self.addrs.setdefault(interface, [])
-        if any(a.ip == vip.ip for a in have):
-            return False
-        have.append(vip)
-        self.log.append(("add", str(vip)))
-        _fire(self.on_change)
-        return True
-
-    async def remove_vip(self, interface, vip):
-        have = self.addrs.get(interface, [])
-        for a in have:
-            if a.ip == vip.ip:
-                have.remove(a)
-                self.log.append(("del", str(vip)))
-                _fire(self.on_change)
-                return True
-        return False
-
-    async def link_state(self, interface):
-        from hadirector.net.addresses import LinkState
-        return LinkState(interface, 2, up=True)
-
-    def has(self, interface, ip) -> bool:
-        return any(str(a.ip) == str(ip) for a in self.addrs.get(interface, []))
-
-    def close(self):
-        pass
-
-
 class FakeAnnouncer:
     def __init__(self, interface: str) -> None:
         self.interface = interface
@@ -186,29 +139,3 @@ class FakeAnnouncer:
 
     def close(self) -> None:
         pass
-
-
-class FakeLinkWatcher:
-    """LinkWatcher stand-in: the test pushes LinkState events."""
-
-    instances: list["FakeLinkWatcher"] = []
-
-    def __init__(self, names) -> None:
-        import asyncio
-        self.names = frozenset(names)
-        self.queue: asyncio.Queue = asyncio.Queue()
-        FakeLinkWatcher.instances.append(self)
-
-    async def __aenter__(self):
-        return self
-
-    def close(self) -> None:
-        pass
-
-    def push(self, name: str, up: bool) -> None:
-        from hadirector.net.addresses import LinkState
-        self.queue.put_nowait(LinkState(name, 2, up=up))
-
-    async def events(self):
-        while True:
-            yield await self.queue.get()

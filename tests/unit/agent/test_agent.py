@@ -14,11 +14,12 @@ import time
 import pytest
 
 from hadirector.agent.agent import Agent, AgentError, RoleEvent
+from hadirector.kernel.fake import FakeAddresses, FakeLinkWatcher
 from hadirector.model import Config, GarpSettings, NodeSettings, SyncGroup, VrrpInstance
 from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
-from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport, Pulse
+from .fakes import FakeAnnouncer, FakeTransport, Pulse
 
 ADV = 0.05
 VIP = ipaddress.ip_interface("10.0.0.100/32")

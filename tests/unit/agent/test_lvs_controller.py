@@ -19,7 +19,7 @@ from hadirector.config import parse_config
 from hadirector.health.policy import ProbeResult
 from hadirector.ipvs import planner
 from hadirector.ipvs.backend import DaemonState
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.vrrp.machine import State
 
 from .fakes import Pulse

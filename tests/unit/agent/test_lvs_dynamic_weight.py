@@ -10,7 +10,7 @@ from hadirector.agent.lvs import LvsController
 from hadirector.config import parse_config
 from hadirector.health.policy import ProbeResult
 from hadirector.ipvs import planner
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.table import desired_service
 from hadirector.model import HealthState
 

@@ -28,11 +28,11 @@ from hadirector.health.policy import ProbeResult
 from hadirector.ipvs import planner
 from hadirector.ipvs.availability import Backoff
 from hadirector.ipvs.backend import DaemonState
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeAddresses, FakeIpvs, FakeLinkWatcher
 from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
-from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport
+from .fakes import FakeAnnouncer, FakeTransport
 
 ADV = 0.05
 TAKEOVER = master_down_interval(100, ADV) + 0.1

@@ -13,11 +13,11 @@ import dataclasses
 
 from structlog.testing import capture_logs
 
+from hadirector.kernel.fake import FakeAddresses
 from hadirector.vrrp.codec import Reject
 from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
-from .fakes import FakeAddresses
 from .test_agent import ADV, VIP, Rig, inst
 from .test_vrrp_driver import ME, PEER, advert, make
 

@@ -1,8 +1,8 @@
 """Agent.reload_async with fakes at every I/O edge: what a reload keeps and what it changes.
 
 The agent is built from a YAML file (as in production), then the file is rewritten and
-reloaded. Fakes (tests/unit/agent/fakes.py) keep addresses, adverts and GARPs, so
-"nothing changed" is checked on what the network would have seen.
+reloaded. Fakes (tests/unit/agent/fakes.py, hadirector/kernel/fake.py) keep addresses,
+adverts and GARPs, so "nothing changed" is checked on what the network would have seen.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from structlog.testing import capture_logs
 
 from hadirector.agent.agent import Agent, RoleEvent
 from hadirector.config import load_config
+from hadirector.kernel.fake import FakeAddresses, FakeLinkWatcher
 from hadirector.vrrp.machine import State
 from hadirector.vrrp.timers import master_down_interval
 
-from .fakes import FakeAddresses, FakeAnnouncer, FakeLinkWatcher, FakeTransport, Pulse
+from .fakes import FakeAnnouncer, FakeTransport, Pulse
 
 ADV = 0.05
 TAKEOVER = master_down_interval(100, ADV) + 0.1      # RFC 5798 6.4.2, and a margin
@@ -326,7 +327,7 @@ async def test_the_lvs_controller_gets_the_new_config_and_writes_only_the_differ
     from hadirector.agent.lvs import LvsController
     from hadirector.agent.status import ApiComponent
     from hadirector.ipvs import planner
-    from hadirector.ipvs.fake import FakeIpvs
+    from hadirector.kernel.fake import FakeIpvs
 
     rig = Rig(tmp_path, yaml_text(tmp_path, VI_1, extra=LVS))
     fake = FakeIpvs()

@@ -31,3 +31,27 @@ async def test_state_json_is_written_once_per_role_change_after_the_subscribers_
     takeover = [e for e in takeover if e != ("state.json", "BACKUP")]
     assert takeover == [("subscriber", "MASTER"), ("state.json", "MASTER")]
     await rig.agent.stop()
+
+
+async def test_state_json_is_the_vrrp_part_of_the_status_snapshot_the_api_serves(tmp_path):
+    from hadirector.agent.status import ApiComponent
+    from hadirector.api.snapshot import Snapshot, state_file
+
+    rig = Rig(tmp_path, inst())
+    await rig.agent.start()
+    await rig.master()          # Master_Down_Interval on the machine's own timer
+    try:
+        rig.agent.write_state()             # now: the counters have moved since the takeover
+        saved = json.loads((tmp_path / "state.json").read_text())
+        served = Snapshot.from_dict(ApiComponent().snapshot(rig.agent).to_dict())   # as /status
+        view = state_file(served)
+        # Both are one model: equal but for the instant each read the clocks at.
+        for d in (saved, view):
+            for i in d["instances"].values():
+                assert abs(i.pop("since") - served.vrrp_instances[0].since) < 1.0
+        assert saved == view
+        v = saved["instances"]["vi_1"]
+        assert (v["state"], v["holds_vips"], v["master"], saved["running"]) == (
+            "MASTER", True, served.vrrp_instances[0].master_address, True)
+    finally:
+        await rig.agent.stop()

@@ -97,7 +97,7 @@ class Links:
         self.up = dict(up)
 
     async def link_state(self, name):
-        from hadirector.net.addresses import LinkState
+        from hadirector.kernel.addresses import LinkState
         return LinkState(name, 2, up=self.up[name])
 
 
@@ -162,7 +162,7 @@ def tracker_with(scripts, links, log, sink):
 
 
 async def test_a_watcher_that_raises_is_logged_and_replaced_and_links_are_read_again():
-    from hadirector.net.addresses import LinkState
+    from hadirector.kernel.addresses import LinkState
     sink, log, links = Sink(), Log(), Links(eth0=True)
     tr = tracker_with([[LinkState("eth0", 2, up=False), RuntimeError("socket gone")]], links, log, sink)
     await tr.start()

@@ -88,7 +88,7 @@ async def test_a_vip_that_was_already_there_is_not_recorded_as_ours(tmp_path):
 async def test_an_address_owner_never_records_its_own_address(tmp_path):  # RFC 5798 6.1
     import dataclasses
 
-    from .fakes import FakeAddresses
+    from hadirector.kernel.fake import FakeAddresses
 
     addrs = FakeAddresses()
     addrs.addrs["eth0"].append(VIP)                    # its real address, there before we start

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import structlog.testing
 
@@ -99,6 +101,23 @@ def make_snapshot() -> Snapshot:
         health=HealthTotals(checks={"ok": 4, "fail": 1}, latency=hist.snapshot()),
         reloads=ReloadStatus(count=3, failures=1, last_ok=True, last_at=NOW - 600),
     )
+
+
+def make_big_snapshot(services: int, servers: int) -> Snapshot:
+    """make_snapshot() with ``services`` copies of its "web" service, ``servers`` real
+    servers each."""
+    base = make_snapshot()
+    web = base.virtual_services[0]
+    rs = web.real_servers[0]
+    return dataclasses.replace(base, virtual_services=tuple(
+        dataclasses.replace(web, name=f"svc{i}", real_servers=tuple(
+            dataclasses.replace(rs, address=f"10.1.{i}.{j}") for j in range(servers)))
+        for i in range(services)))
+
+
+@pytest.fixture
+def big_snapshot():
+    return make_big_snapshot
 
 
 @pytest.fixture

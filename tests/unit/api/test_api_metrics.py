@@ -272,3 +272,16 @@ def test_inconclusive_health_checks_are_counted_by_reason(snapshot):
     assert value(samples, "hadirector_health_checks_total", result="inconclusive") == 3
     assert value(samples, "hadirector_health_checks_inconclusive_total", reason="emfile") == 2
     assert value(samples, "hadirector_health_checks_inconclusive_total", reason="enobufs") == 1
+
+
+def test_the_sliced_render_is_the_whole_render_and_each_service_is_a_slice(big_snapshot):
+    from hadirector.api.metrics import Renderer
+
+    snap = big_snapshot(5, 3)
+    r = Renderer(snap)
+    steps = 1
+    while not r.step():
+        steps += 1
+    assert steps > 5
+    assert r.step() is True                 # done stays done
+    assert r.body().decode() == render(snap)

@@ -241,3 +241,36 @@ async def test_many_servers_connection_limit_is_a_share_of_the_descriptor_limit(
     assert connection_budget(256, 64) == 16
     assert connection_budget(65536, 64) == 64
     assert connection_budget(20, 64) == 4
+
+
+async def test_a_big_metrics_render_lets_the_event_loop_turn_between_slices(agent, http,
+                                                                           big_snapshot):
+    # 30 services x 50 real servers: the loop must turn at least once per slice of
+    # the render (one per virtual service at least), not wait for the whole body.
+    from hadirector.api import metrics
+
+    agent.snap = big_snapshot(30, 50)
+    srv = ApiServer("127.0.0.1", 0, snapshot=agent.snapshot)
+    await srv.start()
+    turns = 0
+    stop = False
+
+    async def spin() -> None:
+        nonlocal turns
+        while not stop:
+            turns += 1
+            await asyncio.sleep(0)
+
+    try:
+        spinner = asyncio.get_running_loop().create_task(spin())
+        await asyncio.sleep(0)
+        before = turns
+        async with http.get(srv.url + "/metrics") as r:
+            body = await r.read()
+        during = turns - before
+        stop = True
+        await spinner
+    finally:
+        await srv.stop()
+    assert body == metrics.render(agent.snap).encode()
+    assert during >= 30

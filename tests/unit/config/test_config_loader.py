@@ -174,12 +174,15 @@ def test_full_config_loads_to_exactly_the_expected_model():
                 persistence_netmask="255.255.255.0", inhibit_on_failure=True, quorum=2, quorum_hysteresis=1,
                 quorum_up=("/usr/local/sbin/quorum", "up"), quorum_down=("/usr/local/sbin/quorum", "down"),
                 real_servers=(
-                    m.RealServer(address=ip("192.0.2.11"), weight=100, forward=m.ForwardMethod.DR,
-                                 upper_threshold=1000, lower_threshold=800, check=https),
+                    # port 0 in the file: the service's, resolved at load
+                    m.RealServer(address=ip("192.0.2.11"), port=80, port_from_service=True, weight=100,
+                                 forward=m.ForwardMethod.DR, upper_threshold=1000, lower_threshold=800,
+                                 check=https),
                     m.RealServer(address=ip("192.0.2.12"), port=80, forward=m.ForwardMethod.DR,
                                  check=m.HealthCheck(**{**vars(https), "port": 8443,
                                                         "address": ip("192.0.2.112")})),
-                    m.RealServer(address=ip("192.0.2.13"), forward=m.ForwardMethod.DR, check=None),
+                    m.RealServer(address=ip("192.0.2.13"), port=80, port_from_service=True,
+                                 forward=m.ForwardMethod.DR, check=None),
                 ),
                 sorry_server=m.RealServer(address=ip("192.0.2.20"), port=8080, forward=m.ForwardMethod.NAT)),
             m.VirtualService(
@@ -443,3 +446,25 @@ def test_http_status_codes_are_codes_or_inclusive_ranges_like_keepalived():
 def test_a_status_code_range_that_is_empty_or_out_of_range_is_refused(value):
     found = issues(VS_HEAD + f"      - {{address: 192.0.2.11, check: {{status_codes: [{value}]}}}}\n")
     assert len(found) == 1 and "status_codes[0]" in found[0], found
+
+
+def test_a_real_server_port_zero_is_the_service_port_once_loaded_and_written_back_as_zero():
+    from hadirector.config.effective import to_data
+
+    config = parse("""
+        virtual_services:
+          - address: 192.0.2.1
+            port: 443
+            forward: dr
+            real_servers: [{address: 192.0.2.10}, {address: 192.0.2.11, port: 8443}]
+            sorry_server: {address: 192.0.2.99}
+          - fwmark: 7
+            real_servers: [{address: 192.0.2.20}]
+    """)
+    web, fw = config.virtual_services
+    assert [(rs.port, rs.port_from_service) for rs in web.real_servers] == [(443, True), (8443, False)]
+    assert (web.sorry_server.port, web.sorry_server.port_from_service) == (443, True)
+    assert [(rs.port, rs.port_from_service) for rs in fw.real_servers] == [(0, False)]   # a mark has no port
+    written = to_data(config)["virtual_services"][0]
+    assert [rs["port"] for rs in written["real_servers"]] == [0, 8443]
+    assert written["sorry_server"]["port"] == 0

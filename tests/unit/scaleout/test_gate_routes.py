@@ -1,4 +1,4 @@
-"""The gate route messages (net/gate_routes.py) byte for byte as iproute2 would build
+"""The gate route messages (kernel/gate_routes.py) byte for byte as iproute2 would build
 them, and the dump parser on a message built the same way."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import ipaddress
 import socket
 import struct
 
-from hadirector.net import rtnl
-from hadirector.net.gate_routes import (
+from hadirector.kernel import rtnl
+from hadirector.kernel.gate_routes import (
     RT_SCOPE_LINK, RTM_DELROUTE, RTM_NEWROUTE, getroute_dump_request, parse_routes, route_message,
 )
 

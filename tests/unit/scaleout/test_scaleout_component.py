@@ -13,9 +13,9 @@ import pytest
 from hadirector import model as m
 from hadirector.agent import scaleout as so_mod
 from hadirector.agent.scaleout import ScaleOutComponent
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.reconciler import Reconciler
-from hadirector.ipvs.sysctl import SCALE_OUT_SYSCTLS
+from hadirector.kernel.sysctl import SCALE_OUT_SYSCTLS
 from hadirector.ipvs.table import desired_table
 
 VIP = ipaddress.ip_address("10.100.0.1")
@@ -248,8 +248,13 @@ def test_status_metrics_and_the_status_text_show_the_gate_digest_and_sysctl_drif
         def __init__(self, cfg, comps):
             self.config, self.components = cfg, comps
 
+        started = True
+
         def instance_views(self):
             return ()
+
+        def group_states(self):
+            return {}
 
     async def run():
         lvs = FakeLvs(config())

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ipaddress
 
 from hadirector import model as m
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.planner import AddDest, AddService, DelDest, EditDest, apply_to_table, plan
 from hadirector.ipvs.reconciler import Reconciler
 from hadirector.ipvs.table import DestKey, Table, canonical_order, desired_service, desired_table, dest_digest
@@ -23,12 +23,13 @@ def rs(addr: str, weight: int = 1) -> m.RealServer:
 # Config order is not address order, and string order is not numeric order.
 SERVERS = (rs("10.2.0.12"), rs("10.2.0.9"), rs("10.2.0.100"), rs("10.2.0.11", weight=3))
 WEB = m.VirtualService("web", address=ipaddress.ip_address("10.100.0.1"), port=80, scheduler="mh",
-                       scheduler_flags=("mh-fallback", "mh-port"), real_servers=SERVERS)
+                       scheduler_flags=("mh-fallback", "mh-port"), real_servers=SERVERS).with_ports_resolved()
 PEER = m.BgpPeer(ipaddress.ip_address("10.1.0.1"), 65000)
 
 
 def config(servers=SERVERS, scale_out=True) -> m.Config:
-    vs = m.VirtualService(**{**WEB.__dict__, "real_servers": servers})
+    # Ports resolved as the loader does (port 0 -> the service's, once at load).
+    vs = m.VirtualService(**{**WEB.__dict__, "real_servers": servers}).with_ports_resolved()
     so = m.ScaleOut(services=("web",), local_as=65001, peers=(PEER,)) if scale_out else None
     return m.Config(node=m.NodeSettings("d1"), virtual_services=(vs,), scale_out=so)
 

@@ -1,4 +1,8 @@
-"""A stateful stand-in for the kernel's IPVS, failing the way the kernel does.
+"""Stateful stand-ins for the kernel, failing the way the kernel does: IPVS
+(``FakeIpvs``, for ``kernel/ipvs.py``), addresses and links (``FakeAddresses`` and
+``FakeLinkWatcher``, for ``kernel/addresses.py``).
+
+IPVS:
 
 Not a no-op dummy (kube-proxy's util/ipvs/testing/fake.go is the model): it keeps the
 table, refuses what ip_vs_ctl.c refuses with the same errno, and counts writes, so the
@@ -24,8 +28,10 @@ from __future__ import annotations
 import errno
 import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from hadirector import model
+from hadirector.kernel.addresses import LinkState
 from hadirector.ipvs import planner
 from hadirector.ipvs.backend import (
     DaemonEntry, DaemonOp, DaemonState, IpvsError, IpvsUnavailable, errname, parse_daemon_state,
@@ -188,3 +194,82 @@ class FakeIpvs:
 
     def close(self) -> None:
         pass
+
+
+# --- addresses and links (kernel/addresses.py) -------------------------------------------
+
+
+@dataclass
+class FakeAddresses:
+    """AddressManager stand-in: keeps per-interface address sets, idempotent like it."""
+
+    addrs: dict[str, list] = field(default_factory=lambda: {"eth0": [ipaddress.ip_interface("10.0.0.1/24")]})
+    log: list[tuple[str, str]] = field(default_factory=list)
+    fail_adds: int = 0                  # the next N add_vip calls raise
+    on_change: Callable[[], None] | None = None     # called after an address is added or removed
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def primary_address(self, interface, family, exclude=()):
+        for a in self.addrs.get(interface, []):
+            if a.version == family and a.ip not in exclude:
+                return a.ip
+        return None
+
+    def add_vip(self, interface, vip, label=None):
+        if self.fail_adds:
+            self.fail_adds -= 1
+            raise OSError(1, "Operation not permitted")
+        have = self.addrs.setdefault(interface, [])
+        if any(a.ip == vip.ip for a in have):
+            return False
+        have.append(vip)
+        self.log.append(("add", str(vip)))
+        self._changed()
+        return True
+
+    async def remove_vip(self, interface, vip):
+        have = self.addrs.get(interface, [])
+        for a in have:
+            if a.ip == vip.ip:
+                have.remove(a)
+                self.log.append(("del", str(vip)))
+                self._changed()
+                return True
+        return False
+
+    async def link_state(self, interface):
+        return LinkState(interface, 2, up=True)
+
+    def has(self, interface, ip) -> bool:
+        return any(str(a.ip) == str(ip) for a in self.addrs.get(interface, []))
+
+    def close(self):
+        pass
+
+
+class FakeLinkWatcher:
+    """LinkWatcher stand-in: the test pushes LinkState events."""
+
+    instances: list["FakeLinkWatcher"] = []
+
+    def __init__(self, names) -> None:
+        import asyncio
+        self.names = frozenset(names)
+        self.queue: asyncio.Queue = asyncio.Queue()
+        FakeLinkWatcher.instances.append(self)
+
+    async def __aenter__(self):
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def push(self, name: str, up: bool) -> None:
+        self.queue.put_nowait(LinkState(name, 2, up=up))
+
+    async def events(self):
+        while True:
+            yield await self.queue.get()

@@ -25,7 +25,7 @@ import socket
 import struct
 
 from hadirector.model import IPAddress
-from hadirector.net import rtnl
+from hadirector.kernel import rtnl
 
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15

@@ -7,7 +7,7 @@ import pytest
 
 from hadirector import model
 from hadirector.ipvs.backend import DaemonState, IpvsError
-from hadirector.ipvs.fake import FakeIpvs
+from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.planner import AddDest, AddService, DelDest, DelService, EditDest, EditService
 from hadirector.ipvs.table import FWD_MASQ, FWD_TUNNEL, TUN_GUE, DestEntry, DestKey, ServiceEntry, ServiceKey
 

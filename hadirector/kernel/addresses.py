@@ -1,5 +1,5 @@
 """Virtual IP addresses and link state over rtnetlink, on the kernel's own messages
-(``net/rtnl.py`` and the link messages below): no pyroute2 on the VRRP path.
+(``kernel/rtnl.py`` and the link messages below): no pyroute2 on the VRRP path.
 
 Theory of operation: ``AddressManager`` is the only code that adds or removes
 addresses. Every call is idempotent — adding a VIP that is already there, or removing
@@ -13,7 +13,7 @@ ours; IPv6 with IFA_F_NODAD so the address is usable at once (a VIP that sits in
 
 ``LinkWatcher`` turns RTM_NEWLINK broadcasts into ``LinkState`` values for
 track_interface, over a raw netlink socket it reads for the agent's whole life (see
-"link state" below). pyroute2 is imported in ``hadirector.ipvs`` only.
+"link state" below). pyroute2 is imported in ``kernel/ipvs.py`` only.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import AsyncIterator
 
 from hadirector.logging import get_logger
 from hadirector.model import IPAddress, IPInterface
-from hadirector.net import rtnl
+from hadirector.kernel import rtnl
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40     # the kernel's "operationally up": carrier present
@@ -427,8 +427,8 @@ class LinkWatcher:
             self._sock = None
 
     def _subscribe(self) -> None:
-        s = socket.socket(socket.AF_NETLINK,
-                          socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+        flags = socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | flags, NETLINK_ROUTE)
         try:
             if self.rcvbuf:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)

@@ -10,7 +10,7 @@ import socket
 from pyroute2.netlink import NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from hadirector.net.addresses import (
+from hadirector.kernel.addresses import (
     IFF_RUNNING, IFF_UP, NLM_F_DUMP_INTR, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN, RTM_DELLINK, RTM_GETLINK,
     RTM_NEWLINK, DumpFailed, LinkMessage, LinkState, LinkTable, Resynced,
     getlink_dump_request, parse_link_messages,

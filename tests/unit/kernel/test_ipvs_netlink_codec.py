@@ -8,7 +8,7 @@ import struct
 import pytest
 from hadirector.ipvs import planner
 from hadirector.ipvs.backend import IpvsUnavailable
-from hadirector.ipvs.netlink import (
+from hadirector.kernel.ipvs import (
     IPVS_SCHEMA, GenlSocket, IpvsMsg, IpvsNetlink, decode_dest, decode_reply, decode_service, encode_request,
     op_request,
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hadirector import model
-from hadirector.ipvs.sysctl import SysctlChange, SysctlError, apply_sync_tuning, sync_tuning
+from hadirector.kernel.sysctl import SysctlChange, SysctlError, apply_sync_tuning, sync_tuning
 
 KERNEL_DEFAULTS = {"sync_refresh_period": "0\n", "sync_threshold": "3\t50\n"}
 

@@ -13,7 +13,7 @@ from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
 import pytest
 
-from hadirector.net.rtnl import NLMSG_ERROR, ack_errno, addr_add_message
+from hadirector.kernel.rtnl import NLMSG_ERROR, ack_errno, addr_add_message
 
 
 def pyroute2_message(seq, family, prefixlen, flags, index, attrs) -> bytes:
@@ -62,7 +62,7 @@ def test_a_reply_without_our_acknowledgement_is_a_protocol_error():
 def test_the_start_up_vip_removal_matches_pyroute2s_delete():
     from pyroute2.netlink.rtnl import RTM_DELADDR
 
-    from hadirector.net.rtnl import addr_del_message
+    from hadirector.kernel.rtnl import addr_del_message
 
     for vip, family in ((ipaddress.ip_interface("10.250.0.100/32"), 2),
                         (ipaddress.ip_interface("fd00::64/128"), 10)):
@@ -82,7 +82,7 @@ def test_the_start_up_vip_removal_matches_pyroute2s_delete():
                                   "fd00::64/128", "fd00::64/64", "fe80::1"])
 def test_the_recorded_prefix_text_builds_the_same_delete_as_the_address_object(text):
     # The start-up release parses the record with inet_pton, before ipaddress is imported.
-    from hadirector.net.rtnl import addr_del_message, parse_prefix, prefix_del_message
+    from hadirector.kernel.rtnl import addr_del_message, parse_prefix, prefix_del_message
 
     assert prefix_del_message(11, 3, *parse_prefix(text)) == \
         addr_del_message(11, 3, ipaddress.ip_interface(text))
@@ -90,7 +90,7 @@ def test_the_recorded_prefix_text_builds_the_same_delete_as_the_address_object(t
 
 @pytest.mark.parametrize("text", ["10.0.0.1/33", "fd00::1/129", "10.0.0/32", "nope", "10.0.0.1/x"])
 def test_a_damaged_recorded_prefix_is_a_value_error(text):
-    from hadirector.net.rtnl import parse_prefix
+    from hadirector.kernel.rtnl import parse_prefix
 
     with pytest.raises(ValueError):
         parse_prefix(text)
@@ -119,7 +119,7 @@ def test_the_dump_request_matches_pyroute2s_getaddr_dump():
     from pyroute2.netlink import NLM_F_DUMP
     from pyroute2.netlink.rtnl import RTM_GETADDR
 
-    from hadirector.net.rtnl import getaddr_dump_request
+    from hadirector.kernel.rtnl import getaddr_dump_request
 
     msg = ifaddrmsg()
     msg["family"] = 10
@@ -132,7 +132,7 @@ def test_the_dump_request_matches_pyroute2s_getaddr_dump():
 
 
 def test_dumped_addresses_keep_kernel_order_and_prefer_the_32_bit_flags():
-    from hadirector.net.rtnl import parse_addresses
+    from hadirector.kernel.rtnl import parse_addresses
 
     data = (_newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1"), ("IFA_LOCAL", "10.250.0.1"),
                                          ("IFA_LABEL", "eth0")])
@@ -150,14 +150,14 @@ def test_dumped_addresses_keep_kernel_order_and_prefer_the_32_bit_flags():
 
 
 def test_a_point_to_point_address_is_its_peer_as_ip_addr_shows_it():
-    from hadirector.net.rtnl import parse_addresses
+    from hadirector.kernel.rtnl import parse_addresses
 
     data = _newaddr(5, 2, 32, 0, 0, 4, [("IFA_LOCAL", "10.0.0.1"), ("IFA_ADDRESS", "10.0.0.2")])
     assert parse_addresses(data)[0][2] == ipaddress.ip_address("10.0.0.2").packed
 
 
 def test_a_cut_dump_datagram_keeps_the_whole_messages_before_the_cut():
-    from hadirector.net.rtnl import parse_addresses
+    from hadirector.kernel.rtnl import parse_addresses
 
     one = _newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1")])
     two = _newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.2")])
@@ -165,7 +165,7 @@ def test_a_cut_dump_datagram_keeps_the_whole_messages_before_the_cut():
 
 
 def test_the_dump_ends_at_our_done_and_a_refusal_is_its_errno():
-    from hadirector.net.rtnl import dump_ended
+    from hadirector.kernel.rtnl import dump_ended
 
     assert not dump_ended(_newaddr(5, 2, 24, 0, 0, 3, [("IFA_ADDRESS", "10.250.0.1")]), 5)
     assert not dump_ended(_done(4), 5)
