@@ -52,6 +52,7 @@ class Ctx:
         self.warnings: list[ConfigIssue] = []
         self._seen: set[tuple[int, int, str]] = set()
         self._views: dict[int, View] = {}
+        self._carried: list[object] = []
         self.error_count = 0       # every error() call, including deduplicated ones
         self.unlisted = 0          # distinct issues past MAX_ISSUES, counted only
 
@@ -96,6 +97,14 @@ class Ctx:
     def view(self, obj: object) -> View:
         """The View (nodes and path) a record object was built from."""
         return self._views[id(obj)]
+
+    def carry(self, old: object, new: object) -> None:
+        """``new`` (a copy of ``old`` made after parsing, e.g. with ports resolved) was
+        written where ``old`` was. ``old`` is kept alive: views are keyed by id(), and a
+        freed object's id can be reused by another."""
+        if new is not old and id(old) in self._views:
+            self._views[id(new)] = self._views[id(old)]
+            self._carried.append(old)
 
 
 def described(conv: Conv, doc: str, **parts: Any) -> Conv:

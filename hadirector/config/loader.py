@@ -1174,8 +1174,20 @@ def parse(text: str, source: str = "<memory>") -> Loaded:
     # A real server's port 0 is the service's: resolved once, here (after the checks and
     # warnings, which point at the objects as written), for every user of the model.
     config = dataclasses.replace(config, virtual_services=tuple(
-        vs.with_ports_resolved() for vs in config.virtual_services))
+        _ports_resolved(ctx, vs) for vs in config.virtual_services))
     return Loaded(config, tuple(sorted(ctx.warnings, key=lambda i: (i.line, i.column))), ctx)
+
+
+def _ports_resolved(ctx: Ctx, vs: m.VirtualService) -> m.VirtualService:
+    """``vs.with_ports_resolved()``, still pointing at the lines it was read from
+    (``hadirector check --host`` reports against the resolved objects)."""
+    new = vs.with_ports_resolved()
+    ctx.carry(vs, new)
+    for old_rs, new_rs in zip(vs.real_servers, new.real_servers):
+        ctx.carry(old_rs, new_rs)
+    if vs.sorry_server is not None and new.sorry_server is not None:
+        ctx.carry(vs.sorry_server, new.sorry_server)
+    return new
 
 
 def load_config(path: str | Path) -> m.Config:

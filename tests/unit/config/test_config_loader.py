@@ -468,3 +468,24 @@ def test_a_real_server_port_zero_is_the_service_port_once_loaded_and_written_bac
     written = to_data(config)["virtual_services"][0]
     assert [rs["port"] for rs in written["real_servers"]] == [0, 8443]
     assert written["sorry_server"]["port"] == 0
+
+
+def test_a_service_whose_ports_were_resolved_still_points_at_its_lines(tmp_path):
+    # `hadirector check --host` reports IPVS problems against the loaded (port-resolved)
+    # objects; they must map back to where the operator wrote them.
+    from hadirector.config import loader
+
+    path = tmp_path / "n.yaml"
+    path.write_text(textwrap.dedent("""\
+        node: {router_id: n1}
+        virtual_services:
+          - address: 10.0.0.100
+            port: 80
+            forward: dr
+            real_servers: [{address: 10.0.0.2}]
+        """))
+    loaded = loader.load(path)
+    vs = loaded.config.virtual_services[0]
+    assert vs.real_servers[0].port == 80
+    assert (loaded.issue(vs, None, "x").line, loaded.issue(vs, None, "x").column) == (3, 5)
+    assert loaded.issue(vs.real_servers[0], "address", "x").line == 6
