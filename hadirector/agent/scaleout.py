@@ -28,13 +28,14 @@ import os
 import shutil
 from typing import Any
 
-from hadirector import bird, model
+from hadirector import model
 from hadirector.api import snapshot as s
 from hadirector.director.gate import Announce, AnnounceGate, ServiceView, TearDown, Withdraw
 from hadirector.health.policy import HealthState
 from hadirector.kernel import sysctl
 from hadirector.ipvs.table import ServiceKey, dest_digest
 from hadirector.logging import get_logger
+from hadirector.scaleout import bird
 
 log = get_logger("hadirector.scaleout")
 
