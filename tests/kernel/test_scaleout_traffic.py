@@ -18,7 +18,10 @@ on a connection with its name, replying straight to the client through the route
 A connection is *broken* when a line sent on it gets no answer with the name it started
 with (a reset, EOF, a timeout or another server's name). The negative controls show
 that each ingredient is needed: ``rr`` instead of ``mh`` and ``sloppy_tcp=0`` break most
-moved connections.
+moved connections; the same destinations added in another order on one director break
+some; a failed real server deleted instead of set to weight 0 moves flows of live real
+servers (broken when a director change moves them), where weight 0 moves none. Each
+prints its counts (``pytest -rP`` shows them for passing tests).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import sys
 import pytest
 
 from hadirector import model
+from hadirector.health.policy import HealthState
+from hadirector.ipvs.planner import AddDest, DelDest
 from hadirector.ipvs.reconciler import Reconciler
 from hadirector.ipvs.table import ServiceKey, Table, dest_digest, desired_table
 from lab.ipvs_netns import inside, sh
@@ -45,6 +50,18 @@ DIRECTORS = ["10.245.2.11", "10.245.2.12", "10.245.2.13"]
 # Listed out of order on purpose: the kernel must see them in one canonical order.
 REAL_SERVERS = ["10.245.2.23", "10.245.2.21", "10.245.2.22"]
 CONNECTIONS = 30
+# The controls whose effect is a fraction of flows (another lookup table on one
+# director) use more connections, so that "some break" is not left to chance.
+CONTROL_CONNECTIONS = 120
+KEY = ServiceKey.inet("tcp", VIP, 80)
+# The real server that fails in the tests that need one, and each real server's name
+# (the servers answer with "rs1".."rs3" in address order).
+FAILED = "10.245.2.23"
+NAMES = {a: f"rs{i + 1}" for i, a in enumerate(sorted(REAL_SERVERS, key=ipaddress.ip_address))}
+
+
+def failed_down(vs: model.VirtualService, rs: model.RealServer) -> HealthState:
+    return HealthState.DOWN if str(rs.address) == FAILED else HealthState.UP
 
 SERVER = r"""
 import socket, sys, threading
@@ -129,6 +146,7 @@ class ScaleOutLab:
         self.ports = 0
         self.reconcilers: list[Reconciler] = []
         self.backends = []
+        self.config: model.Config | None = None
 
     def ns(self, name: str) -> None:
         sh("ip", "netns", "add", name)
@@ -194,22 +212,47 @@ class ScaleOutLab:
         """Every director gets the same config (its real servers in config order) through
         our reconciler; returns each director's digest of the kernel's list."""
         flags = ("mh-fallback", "mh-port") if scheduler == "mh" else ()
+        check = model.HealthCheck(model.TcpProbe())     # never probed: health() below decides
         vs = model.VirtualService(
             "web", address=ipaddress.ip_address(VIP), port=80, scheduler=scheduler, scheduler_flags=flags,
-            real_servers=tuple(model.RealServer(ipaddress.ip_address(a), forward=model.ForwardMethod.DR)
-                               for a in REAL_SERVERS))
+            real_servers=tuple(model.RealServer(ipaddress.ip_address(a), forward=model.ForwardMethod.DR,
+                                                check=check) for a in REAL_SERVERS))
         so = model.ScaleOut(services=("web",), local_as=65001,
                             peers=(model.BgpPeer(ipaddress.ip_address("10.245.2.1"), 65000),))
-        config = model.Config(node=model.NodeSettings("sx"), virtual_services=(vs,), scale_out=so)
-        digests = []
+        self.config = model.Config(node=model.NodeSettings("sx"), virtual_services=(vs,), scale_out=so)
         for d, rec in zip(self.dirs, self.reconcilers):
             rec.sync(Table())          # start clean: each test programs the service anew
-            report = rec.sync(desired_table(config, all_healthy))
+            report = rec.sync(desired_table(self.config, all_healthy))
             assert report.errors == [], report.errors
             sh("sysctl", "-qw", f"net.ipv4.vs.sloppy_tcp={int(sloppy)}", ns=d)
-            key = ServiceKey.of(vs)
-            digests.append(dest_digest(rec.backend.dump_service(key).dests_of(key).values()))
-        return digests
+        return [self.digest(i) for i in range(len(self.dirs))]
+
+    def digest(self, i: int) -> str:
+        """Director i's digest of the kernel's destination list, in the kernel's order."""
+        return dest_digest(self.backends[i].dump_service(KEY).dests_of(KEY).values())
+
+    def fail(self) -> None:
+        """Health says FAILED is down: every director programs it as our agent does
+        (scale-out: weight 0, never deleted)."""
+        for rec in self.reconcilers:
+            report = rec.sync(desired_table(self.config, failed_down))
+            assert report.errors == [], report.errors
+
+    def delete(self, i: int, address: str) -> None:
+        """Negative control: director i deletes ``address`` (what a director without
+        scale-out does with a failed real server) instead of weighting it 0."""
+        [dkey] = [k for k in self.backends[i].dump_service(KEY).dests_of(KEY) if str(k.ip) == address]
+        self.backends[i].apply(DelDest(KEY, dkey, dkey.ip.version))
+
+    def readd(self, i: int, order: list[str]) -> None:
+        """Negative control: director i's destinations deleted and added again in ``order``
+        (what a director that does not sort them would hold)."""
+        want = desired_table(self.config, all_healthy).dests_of(KEY)
+        for dkey in list(self.backends[i].dump_service(KEY).dests_of(KEY)):
+            self.backends[i].apply(DelDest(KEY, dkey, dkey.ip.version))
+        by_address = {str(k.ip): entry for k, entry in want.items()}
+        for address in order:
+            self.backends[i].apply(AddDest(KEY, by_address[address]))
 
     def route_via(self, *directors: str) -> None:
         hops = [w for d in directors for w in ("nexthop", "via", d)]
@@ -241,13 +284,16 @@ def lab():
         lab.down()
 
 
-def move_through_every_director(lab: ScaleOutLab, port0: int) -> tuple[dict[int, str], list[dict[int, str]]]:
-    """Open CONNECTIONS through d1 alone, then carry them through d2 alone, then d3:
-    the names each round answers with."""
+def move_through_every_director(lab: ScaleOutLab, port0: int, n: int = CONNECTIONS,
+                                between=None) -> tuple[dict[int, str], list[dict[int, str]]]:
+    """Open ``n`` connections through d1 alone, then (after ``between()``, if given)
+    carry them through d2 alone, then d3: the names each round answers with."""
     client = Client(lab)
     try:
         lab.route_via(DIRECTORS[0])
-        opened = client.ask(f"open {CONNECTIONS} {port0}")
+        opened = client.ask(f"open {n} {port0}")
+        if between is not None:
+            between()
         rounds = []
         for d in DIRECTORS[1:]:
             lab.route_via(d)
@@ -312,6 +358,73 @@ def test_negative_control_sloppy_tcp_off_breaks_moved_connections(lab):
     print(f"mh without sloppy_tcp: {len(lost)} of {CONNECTIONS} broken on the first move")
     assert len(lost) >= CONNECTIONS * 3 // 4, (opened, rounds[0])
     lab.program("mh")
+
+
+def carried_after(lab: ScaleOutLab, port0: int, change) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Open CONTROL_CONNECTIONS through d1, ``change()``, then carry them through d2: the
+    flows of live real servers and those of them broken, the flows of FAILED and those
+    of them broken."""
+    opened, rounds = move_through_every_director(lab, port0, CONTROL_CONNECTIONS, between=change)
+    assert all(not name.startswith("broken") for name in opened.values()), opened
+    lost = set(broken(opened, rounds[0]))
+    live = sorted(p for p, name in opened.items() if name != NAMES[FAILED])
+    dead = sorted(p for p, name in opened.items() if name == NAMES[FAILED])
+    return live, sorted(lost & set(live)), dead, sorted(lost & set(dead))
+
+
+def test_negative_control_another_insertion_order_on_one_director_breaks_moved_connections(lab):
+    digests = lab.program("mh")
+    canonical = sorted(REAL_SERVERS, key=ipaddress.ip_address)
+    lab.readd(1, canonical[::-1])
+    d2 = [str(k.ip) for k in lab.backends[1].dump_service(KEY).dests_of(KEY)]
+    assert sorted(d2, key=ipaddress.ip_address) == canonical and lab.digest(1) != digests[0], \
+        f"d2 holds the same destinations in another order: {d2}"
+    opened, rounds = move_through_every_director(lab, 45000, CONTROL_CONNECTIONS)
+    assert all(not name.startswith("broken") for name in opened.values()), opened
+    lost = broken(opened, rounds[0])
+    print(f"mh, d2's destinations added in reverse canonical order: {len(lost)} of {CONTROL_CONNECTIONS} "
+          f"broken on the move d1 -> d2 (same order everywhere: 0)")
+    assert len(lost) >= 1, f"0 of {CONTROL_CONNECTIONS} broken: another order gave the same mh table"
+    lab.program("mh")
+
+
+def test_a_failed_real_server_at_weight_0_breaks_no_moved_flow_of_a_live_one(lab):
+    lab.program("mh")
+    live, live_lost, dead, dead_lost = carried_after(lab, 46000, lab.fail)
+    print(f"{NAMES[FAILED]} failed, weight 0 on every director, then d1 -> d2: {len(live_lost)} of {len(live)} "
+          f"flows of live real servers broken ({len(dead_lost)} of {len(dead)} of {NAMES[FAILED]}'s)")
+    assert len({lab.digest(i) for i in range(3)}) == 1
+    assert live and live_lost == [], f"{len(live_lost)} of {len(live)} flows of live real servers broken"
+
+
+def test_negative_control_deleting_a_failed_real_server_breaks_moved_flows_of_live_ones(lab):
+    lab.program("mh")
+    live, live_lost, dead, dead_lost = carried_after(
+        lab, 47000, lambda: [lab.delete(i, FAILED) for i in range(len(lab.dirs))])
+    print(f"{NAMES[FAILED]} failed, deleted on every director, then d1 -> d2: {len(live_lost)} of {len(live)} "
+          f"flows of live real servers broken ({len(dead_lost)} of {len(dead)} of {NAMES[FAILED]}'s; "
+          f"weight 0 instead: 0 of the live ones)")
+    assert len(live_lost) >= 1, f"0 of {len(live)} flows of live real servers broken: the delete moved none"
+    lab.program("mh")
+
+
+def test_a_director_started_while_a_real_server_is_down_breaks_no_moved_flow_of_a_live_one(lab):
+    """IPVS remembers a destination's last non-zero weight (``last_weight``), and ``mh``
+    gives slots by it: one *added* at weight 0 gets none. A director that starts while a
+    real server is down must still hold the table of the directors that saw it up."""
+    lab.program("mh")
+
+    def fail_then_restart_d2():
+        lab.fail()                          # d1, d3: up before, now weight 0
+        rec = lab.reconcilers[1]            # d2 starts again: nothing, no result yet, then down
+        rec.sync(Table())
+        for health in (lambda vs, rs: HealthState.UNKNOWN, failed_down):
+            assert rec.sync(desired_table(lab.config, health)).errors == []
+
+    live, live_lost, dead, dead_lost = carried_after(lab, 48000, fail_then_restart_d2)
+    print(f"d2 started while {NAMES[FAILED]} was down, then d1 -> d2: {len(live_lost)} of {len(live)} flows of "
+          f"live real servers broken ({len(dead_lost)} of {len(dead)} of {NAMES[FAILED]}'s)")
+    assert live and live_lost == [], f"{len(live_lost)} of {len(live)} flows of live real servers broken"
 
 
 AGENT_START = 180.0        # the whole agent under TCG
