@@ -14,14 +14,26 @@ own Python start-up, as an operator or systemd would see it), then the director 
 
 Goals from issue 14: graceful drain <= 50 ms to the router, silent failure <= 400 ms
 with BFD.
+
+Then, in the same run, the naive anchor (shared/scale-out.md 3a): the same router and
+BGP, but the directors terminate TCP themselves (a server on each, as MetalLB or
+kube-proxy nodes do); long-lived connections are opened through the ECMP route, one
+director is drained, and every connection is asked for a line: a flow the router moved
+to another director finds no socket there and is reset. hadirector's side of that row
+(IPVS mh + sloppy_tcp: 0 broken) needs IPVS: tests/kernel/test_scaleout_traffic.py.
+
+    .venv/bin/python -m bench.scale_out --anchor-only        # the anchor alone, ~1 min
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +100,157 @@ def run(runs: int) -> dict[str, list[float]]:
     return results
 
 
+SERVER = r"""
+import socket, sys, threading
+name = sys.argv[1].encode()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 80))
+s.listen(512)
+print("ready", flush=True)
+def serve(c):
+    try:
+        c.sendall(name + b"\n")
+        for line in c.makefile("rb"):
+            c.sendall(name + b"\n")
+    except OSError:
+        pass
+    finally:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+# stdin "open N PORT0" / "ping" / "close"; one JSON line back: {port: name or "broken: ..."}
+CLIENT = r"""
+import json, socket, sys
+vip, me = sys.argv[1], sys.argv[2]
+conns = {}
+def name_of(s):
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(64)
+        if not chunk:
+            raise ConnectionError("EOF")
+        buf += chunk
+    return buf.decode().strip()
+for line in sys.stdin:
+    cmd, out = line.split(), {}
+    if cmd[0] == "open":
+        for port in range(int(cmd[2]), int(cmd[2]) + int(cmd[1])):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.settimeout(5)
+            try:
+                s.bind((me, port))
+                s.connect((vip, 80))
+                conns[port] = s
+                out[port] = name_of(s)
+            except OSError as e:
+                out[port] = f"broken: {type(e).__name__}"
+    elif cmd[0] == "ping":
+        for port, s in conns.items():
+            try:
+                s.sendall(b"ping\n")
+                out[port] = name_of(s)
+            except OSError as e:
+                out[port] = f"broken: {type(e).__name__}"
+    elif cmd[0] == "close":
+        for s in conns.values():
+            s.close()
+        conns.clear()
+    print(json.dumps(out), flush=True)
+"""
+
+
+def route_order(lab: ScaleOutLab) -> list[str]:
+    """The router's next hops for the VIP in the order of its multipath route (the
+    order hash-threshold splits the hash space in)."""
+    words = sh("ip", "-4", "route", "show", f"{VIP}/32", ns=lab.router).stdout.split()
+    return [words[i + 1] for i, w in enumerate(words) if w == "via"]
+
+
+def anchor(connections: int) -> list[dict]:
+    """Directors that terminate TCP themselves behind the same ECMP router: per drained
+    director (an edge next hop, then the middle one), the connections broken."""
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="bench-scaleout-anchor-") as tmp:
+        lab = ScaleOutLab(f"ba{os.getpid() % 10000}", Path(tmp), directors=3, net=63)
+        cl, me, gw = f"{lab.tag}cl", f"10.{lab.net}.9.2", f"10.{lab.net}.9.1"
+        ds: list[Director] = []
+        procs: list[subprocess.Popen] = []
+        try:
+            lab.up()
+            sh("ip", "netns", "add", cl)
+            sh("ip", "link", "set", "lo", "up", ns=cl)
+            sh("ip", "link", "add", "cl0", "netns", lab.router, "type", "veth", "peer", "name", "eth0", "netns", cl)
+            sh("ip", "addr", "add", f"{gw}/24", "dev", "cl0", ns=lab.router)
+            sh("ip", "link", "set", "cl0", "up", ns=lab.router)
+            sh("ip", "addr", "add", f"{me}/24", "dev", "eth0", ns=cl)
+            sh("ip", "link", "set", "eth0", "up", ns=cl)
+            sh("ip", "route", "add", "default", "via", gw, ns=cl)
+            lab.start_router_bird()
+            ds = [Director(lab, i) for i in (1, 2, 3)]
+            for d in ds:
+                sh("ip", "route", "add", "default", "via", str(lab.router_ip), ns=d.ns)
+                server = subprocess.Popen(["ip", "netns", "exec", d.ns, sys.executable, "-c", SERVER, d.ip],
+                                          stdout=subprocess.PIPE, text=True)
+                procs.append(server)
+                assert server.stdout.readline().strip() == "ready"
+                d.start_bird()
+                d.start_agent()
+            everyone = {d.ip for d in ds}
+            lab.wait_next_hops(VIP, everyone, START)
+            order = route_order(lab)
+            client = subprocess.Popen(["ip", "netns", "exec", cl, sys.executable, "-c", CLIENT, VIP, me],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            procs.append(client)
+
+            def ask(line: str) -> dict[str, str]:
+                client.stdin.write(line + "\n")
+                client.stdin.flush()
+                return json.loads(client.stdout.readline())
+
+            for place, ip, port0 in (("edge", order[-1], 40000), ("middle", order[1], 41000)):
+                d = next(x for x in ds if x.ip == ip)
+                opened = ask(f"open {connections} {port0}")
+                sock = str(d.dir / "state" / "control.sock")
+                control_request(sock, "drain", timeout=10)
+                lab.wait_next_hops(VIP, everyone - {ip}, 30.0)
+                after = ask("ping")
+                lost = [p for p, name in after.items() if name != opened[p]]
+                rows.append({
+                    "event": f"{place} director of 3 drained (next hop {order.index(ip) + 1} of 3)",
+                    "connections": connections,
+                    "broken": len(lost),
+                    "on_it": sum(opened[p] == ip for p in opened),
+                    "broken_survivors": sum(opened[p] != ip for p in lost),
+                    "spread": sorted(collections.Counter(opened.values()).values()),
+                })
+                ask("close")
+                control_request(sock, "undrain", timeout=10)
+                lab.wait_next_hops(VIP, everyone, START)
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait(timeout=10)
+            for x in ds:
+                x.stop_agent(signal.SIGKILL)
+            lab.down()
+            sh("ip", "netns", "del", cl, check=False)
+    return rows
+
+
+def anchor_table(rows: list[dict]) -> str:
+    lines = ["| event | directors terminate TCP (anchor): broken | of them on the drained one | "
+             "moved between survivors | new-flow spread |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['event']} | {r['broken']} of {r['connections']} | {r['on_it']} | "
+                     f"{r['broken_survivors']} | {' / '.join(map(str, r['spread']))} |")
+    return "\n".join(lines)
+
+
 def table(results: dict[str, list[float]]) -> str:
     lines = ["| event (on 1 of 3 directors) | runs | min ms | median ms | max ms |", "|---|---|---|---|---|"]
     for name, values in results.items():
@@ -99,8 +262,13 @@ def table(results: dict[str, list[float]]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--connections", type=int, default=150, help="long-lived connections of the anchor")
+    p.add_argument("--anchor-only", action="store_true", help="only the naive anchor, not the timings")
     args = p.parse_args()
-    print(table(run(args.runs)))
+    if not args.anchor_only:
+        print(table(run(args.runs)))
+        print()
+    print(anchor_table(anchor(args.connections)))
     return 0
 
 

@@ -24,9 +24,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("hadirector.api.cli", "cmd_status", "print the running agent's status"),
     "reload": ("hadirector.api.cli", "cmd_reload", "ask the running agent to reload its config"),
     "import-keepalived": ("hadirector.config.keepalived", "cmd_import", "convert a keepalived.conf to hadirector YAML"),
-    "bird-config": ("hadirector.scaleout_cli", "cmd_bird_config", "print the BIRD 2 config of a scale-out director"),
+    "bird-config": ("hadirector.scaleout.cli", "cmd_bird_config", "print the BIRD 2 config of a scale-out director"),
     "drain": ("hadirector.api.cli", "cmd_drain", "take a scale-out director out of the routers' ECMP set (--undo: back)"),
-    "withdraw": ("hadirector.scaleout_cli", "cmd_withdraw", "withdraw every VIP a scale-out director announces (systemd ExecStopPost)"),
+    "withdraw": ("hadirector.scaleout.cli", "cmd_withdraw", "withdraw every VIP a scale-out director announces (systemd ExecStopPost)"),
 }
 
 

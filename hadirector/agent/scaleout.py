@@ -26,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 from typing import Any
 
-from hadirector import bird, model
+from hadirector import model
 from hadirector.api import snapshot as s
 from hadirector.director.gate import Announce, AnnounceGate, ServiceView, TearDown, Withdraw
 from hadirector.health.policy import HealthState
 from hadirector.kernel import sysctl
 from hadirector.ipvs.table import ServiceKey, dest_digest
 from hadirector.logging import get_logger
+from hadirector.scaleout import bird
 
 log = get_logger("hadirector.scaleout")
 
@@ -329,18 +331,24 @@ class ScaleOutComponent:
 
 
 async def _birdc(socket_path: str, *command: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        "birdc", "-s", socket_path, *command, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    """One ``birdc`` read, in a worker thread rather than an asyncio subprocess: a task
+    cancelled while asyncio spawns a child (CPython 3.11, pipes not yet connected) makes
+    the transport wait forever for pipes that never connect, so an agent failing just
+    after start hung in ``asyncio.run``'s clean-up. A cancelled thread read is let go;
+    it ends by itself within ``BIRDC_TIMEOUT`` (birdc killed), which bounds the wait of
+    ``asyncio.run`` for the default executor."""
+    return await asyncio.to_thread(_birdc_blocking, socket_path, *command)
+
+
+def _birdc_blocking(socket_path: str, *command: str) -> str:
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), BIRDC_TIMEOUT)
-    finally:
-        if proc.returncode is None:     # timed out, or the agent stops meanwhile
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace")
-    if proc.returncode != 0 or "Unable to connect" in text:
-        raise RuntimeError(text.strip().splitlines()[-1] if text.strip() else f"birdc exit {proc.returncode}")
+        r = subprocess.run(["birdc", "-s", socket_path, *command], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BIRDC_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"birdc -s {socket_path}: no answer within {BIRDC_TIMEOUT:g} s") from None
+    text = r.stdout.decode(errors="replace")
+    if r.returncode != 0 or "Unable to connect" in text:
+        raise RuntimeError(text.strip().splitlines()[-1] if text.strip() else f"birdc exit {r.returncode}")
     return text
 
 

@@ -18,13 +18,18 @@ Theory of operation (kube-proxy's level-triggered sync, pkg/proxy/ipvs/proxier.g
   that others on other directors hold elsewhere: when its set of destinations changes
   (a reload added or removed a real server), all of them are deleted and re-added in
   that order in one batch (a re-added destination comes back from the kernel's trash
-  with its connections). Health never changes the set, only weights.
+  with its connections). Health never changes the set, only weights. A destination
+  added while it is at weight 0 (no health result yet, or down) is added at its
+  configured weight and set to 0 right after: IPVS keeps the last non-zero weight
+  (``last_weight``) and ``mh`` gives slots by it, so one *added* at 0 would get no
+  slots, and a director started while a real server is down would hold another
+  lookup table than the directors that saw it up.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hadirector.ipvs.table import DestEntry, DestKey, ServiceEntry, ServiceKey, Table
 
@@ -146,15 +151,22 @@ def _plan_ordered(key: ServiceKey, have: dict[DestKey, DestEntry],
     """Destinations of a scale-out service: ``want`` is in canonical order."""
     if have and set(have) != set(want):
         return [*(DelDest(key, k, have[k].family) for k in sorted(have)),
-                *(AddDest(key, d) for d in want.values())]
+                *(op for d in want.values() for op in _add_ordered(key, d))]
     ops: list[Op] = []
     for dkey, wd in want.items():
         hd = have.get(dkey)
         if hd is None:
-            ops.append(AddDest(key, wd))
+            ops += _add_ordered(key, wd)
         elif hd.diff(wd):
             ops.append(EditDest(key, wd, hd.diff(wd)))
     return ops
+
+
+def _add_ordered(key: ServiceKey, d: DestEntry) -> list[Op]:
+    # Added at 0, a destination's last_weight would be 0 and mh would give it no slots.
+    if d.weight == 0 and d.last_weight > 0:
+        return [AddDest(key, replace(d, weight=d.last_weight)), EditDest(key, d, ("weight",))]
+    return [AddDest(key, d)]
 
 
 def apply_to_table(table: Table, op: Op) -> None:

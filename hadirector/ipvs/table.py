@@ -202,6 +202,10 @@ class DestEntry:
     tun_type: int = TUN_IPIP
     tun_port: int = 0
     tun_flags: int = TUN_FLAG_NOCSUM
+    # Desired only (the kernel does not report it): the weight IPVS is to keep as the
+    # destination's last_weight, by which mh gives it lookup-table slots. A scale-out
+    # destination at weight 0 carries its configured weight here (see planner._add_ordered).
+    last_weight: int = field(default=0, compare=False)
     active_conns: int = field(default=0, compare=False)
     inact_conns: int = field(default=0, compare=False)
     persist_conns: int = field(default=0, compare=False)
@@ -416,7 +420,7 @@ def _scale_out_service(vs: model.VirtualService, health: HealthView,
         weight += rs.weight if up else 0
         pending = pending or state is HealthState.UNKNOWN
         d = dest_entry(vs, rs, weight=None if up else 0)
-        dests[d.key] = d
+        dests[d.key] = dataclasses.replace(d, last_weight=rs.weight)
     ordered = [dests[k] for k in canonical_order(dests)]
     return svc, ordered, quorum_state(vs, weight, pending, quorum_before)
 

@@ -25,7 +25,7 @@ CORES = [
     "model.py", "vrrp/codec.py", "vrrp/machine.py", "vrrp/timers.py", "vrrp/group.py", "vrrp/auth.py",
     "health/policy.py", "health/schedule.py", "ipvs/table.py", "ipvs/planner.py",
     "ipvs/syncd.py", "agent/reload.py", "director/node.py", "director/effects.py", "director/lvs.py",
-    "director/gate.py",
+    "director/gate.py", "scaleout/bird.py",
     "vrrp/__init__.py", "director/__init__.py",
 ]
 CORE_PACKAGES = ("vrrp", "director")     # every module in these is a core

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from hadirector import bird
+from hadirector.scaleout import bird
 from hadirector.config.loader import parse_config
 
 CONFIG = """\

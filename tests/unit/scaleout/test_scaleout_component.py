@@ -346,3 +346,94 @@ def test_a_drain_outlives_a_restart_until_undone(sysctl_dir, state_dir):
     assert asyncio.run(run()) == ({VIP}, set())
     assert asyncio.run(run(undo=True)) == (set(), {VIP}), "still drained after the restart, until undone"
     assert asyncio.run(run(undo=True))[0] == {VIP}
+
+
+# An error right after start: asyncio.run cancels every task, the BIRD poll among them,
+# possibly while it spawns birdc. On CPython 3.11 a task cancelled inside
+# asyncio.create_subprocess_exec waited forever for pipes that never connected, and
+# asyncio.run never returned. Run in a child process against a real spawned "birdc" (a
+# script that answers after 1 s), so a hang is a timeout here, not a stuck test run.
+AFTER_START = """
+import asyncio, sys
+from pathlib import Path
+from tests.unit.scaleout import test_scaleout_component as t
+from hadirector.agent.scaleout import ScaleOutComponent
+
+t.STATE["dir"] = sys.argv[1] + "/state"
+sysctls, mark, when = Path(sys.argv[1]) / "sysctl", Path(sys.argv[1]) / "birdc-started", sys.argv[2]
+
+async def run():
+    comp = ScaleOutComponent(t.FakeLvs(t.config()), routes_factory=t.FakeRoutes, sysctl_root=sysctls)
+    await comp.start(None)
+    while when == "birdc_running" and not mark.exists():
+        await asyncio.sleep(0.01)
+    raise RuntimeError("failed right after start")
+
+asyncio.run(run())
+"""
+
+
+@pytest.mark.parametrize("when", ["at_once", "birdc_running"])
+def test_an_error_right_after_start_ends_the_event_loop_while_birdc_is_read(tmp_path, when):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    (tmp_path / "sysctl").mkdir()
+    for name, _ in SCALE_OUT_SYSCTLS:
+        (tmp_path / "sysctl" / name).write_text("0\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    birdc = bin_dir / "birdc"
+    birdc.write_text(f"#!/bin/sh\ntouch {tmp_path}/birdc-started\nsleep 1\necho 'BIRD 2.0.12 ready.'\n")
+    birdc.chmod(0o755)
+    env = {**os.environ, "PYTHONPATH": str(root), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run([sys.executable, "-c", AFTER_START, str(tmp_path), when], env=env, cwd=root,
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"asyncio.run did not return within 60 s of an error after start ({when}): {e.stderr or ''}")
+    took = time.monotonic() - t0
+    assert r.returncode == 1 and "RuntimeError: failed right after start" in r.stderr, r.stderr
+    assert (tmp_path / "birdc-started").exists(), "the poll never ran birdc: the test proves nothing"
+    print(f"{when}: asyncio.run returned after {took:.1f} s")
+
+
+def test_a_birdc_that_never_answers_is_killed_and_reported_and_stop_does_not_wait_for_it(
+        tmp_path, sysctl_dir, monkeypatch):
+    import os
+
+    birdc = tmp_path / "birdc"
+    birdc.write_text(f"#!/bin/sh\necho $$ >> {tmp_path}/birdc.pids\nexec sleep 30\n")
+    birdc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+    def pids() -> list[int]:
+        path = tmp_path / "birdc.pids"
+        return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+    async def run():
+        lvs = FakeLvs(config(drain_grace=0.0))
+        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+        await comp.start(None)             # its poll reads BIRD too, beside the read below
+        t0 = time.monotonic()
+        await comp.read_bird()
+        took = time.monotonic() - t0
+        assert comp.status()["bird_error"] == "birdc -s /nonexistent: no answer within 2 s", comp.status()
+        assert so_mod.BIRDC_TIMEOUT <= took < so_mod.BIRDC_TIMEOUT + 3, took
+        started = pids()
+        deadline = time.monotonic() + 1.0
+        while any(os.path.exists(f"/proc/{p}") for p in started):
+            assert time.monotonic() < deadline, f"birdc not killed after its timeout: {started}"
+            await asyncio.sleep(0.01)
+        while len(pids()) == len(started):  # the poll's next read is in flight now
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await comp.stop(None)
+        return time.monotonic() - t0
+
+    took = asyncio.run(run())
+    assert took < 1.0, f"stop waited {took:.2f} s for an in-flight birdc"

@@ -106,7 +106,39 @@ def test_a_real_server_added_by_reload_rebuilds_the_list_in_canonical_order():
 def test_a_new_scale_out_service_is_added_with_its_destinations_in_canonical_order():
     ops = plan(Table(), desired_table(config(), health({})))
     assert isinstance(ops[0], AddService)
-    assert [op.entry.key.address for op in ops[1:]] == CANONICAL
+    assert [op.entry.key.address for op in ops[1:] if isinstance(op, AddDest)] == CANONICAL
+
+
+def test_a_real_server_at_weight_0_is_added_at_its_weight_then_set_to_0_so_mh_gives_it_slots():
+    # IPVS keeps the last non-zero weight (last_weight; set on add even when 0) and mh
+    # gives slots by it: added at 0, a real server that is down when this director starts
+    # would have no slots here but keep its slots on the directors that saw it up.
+    states = {"10.2.0.9": H.UP, "10.2.0.11": H.DOWN}           # the other two: no result yet
+    desired = desired_table(config(), health(states))
+    ops = plan(Table(), desired)
+    key = next(iter(desired.services))
+    want = desired.dests_of(key)
+
+    def at(address: str, weight: int):
+        d = want[DestKey(address, 80)]
+        return d.__class__(**{**d.__dict__, "weight": weight})
+
+    assert ops[1:] == [
+        AddDest(key, at("10.2.0.9", 1)),
+        AddDest(key, at("10.2.0.11", 3)), EditDest(key, at("10.2.0.11", 0), ("weight",)),
+        AddDest(key, at("10.2.0.12", 1)), EditDest(key, at("10.2.0.12", 0), ("weight",)),
+        AddDest(key, at("10.2.0.100", 1)), EditDest(key, at("10.2.0.100", 0), ("weight",))]
+    ipvs = FakeIpvs()
+    rec = Reconciler(ipvs)
+    assert rec.sync(desired).errors == []
+    assert [(d.key.address, d.weight) for d in ipvs.dump().dests_of(key).values()] == [
+        ("10.2.0.9", 1), ("10.2.0.11", 0), ("10.2.0.12", 0), ("10.2.0.100", 0)]
+    assert rec.sync(desired).applied == [], "converged"
+    # A reload that changes the set re-adds every one the same way.
+    grown = desired_table(config(servers=SERVERS + (rs("10.2.0.10"),)), health(states))
+    readded = [op for op in plan(ipvs.dump(), grown) if not isinstance(op, DelDest)]
+    assert [(type(op).__name__, op.entry.key.address, op.entry.weight) for op in readded[:3]] == [
+        ("AddDest", "10.2.0.9", 1), ("AddDest", "10.2.0.10", 1), ("EditDest", "10.2.0.10", 0)]
 
 
 def test_the_digest_follows_order_and_weights():

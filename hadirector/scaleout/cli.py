@@ -37,7 +37,7 @@ def _load(path: str):
 
 
 def cmd_bird_config(args: argparse.Namespace) -> int:
-    from hadirector import bird
+    from hadirector.scaleout import bird
 
     config = _load(args.config)
     if config is None:
