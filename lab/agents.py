@@ -211,6 +211,16 @@ def elect(lan: Lan, a1: "AgentProc", a2: "AgentProc", timeout: float) -> None:
     wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=2)
 
 
+def start_following(a1: "AgentProc", a2: "AgentProc", timeout: float) -> None:
+    """Node 1 first until MASTER, then node 2 until BACKUP and following a master (its
+    state names one); unlike ``elect``, VIP ownership is left to the caller."""
+    a1.start()
+    wait_for(lambda: a1.role() == "MASTER", timeout, what="node 1 MASTER")
+    a2.start()
+    wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
+             timeout, what="node 2 BACKUP following node 1")
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
     """``predicate()``'s first true value; a wait past a few seconds says what it waits
     for (the labs' shared helper); AssertionError after ``timeout``."""
