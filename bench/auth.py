@@ -20,7 +20,6 @@ import argparse
 import ipaddress
 import json
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,10 @@ from hadirector.model import AuthKey, VrrpAuth
 from hadirector.vrrp.auth import TRAILER_LEN, AdvertAuth
 from hadirector.vrrp.codec import MCAST_V4, Advert, decode, encode
 from hadirector.vrrp.timers import master_down_interval, skew_time
-from lab.agents import AgentProc, Capture, auth_config, gap, instance_config, wait_for
+from lab.agents import (
+    AgentProc, auth_config, failover_packets, gap, gap_runs, instance_config, remove_vip_leftovers,
+    wait_for,
+)
 from lab.lan import Lan, sh
 
 HIGH, LOW = 150, 100
@@ -141,21 +143,12 @@ def gap_run(lan: Lan, workdir: Path, adv: float, signed: bool, mode: str) -> flo
     try:
         elect(lan, n1, n2)
         time.sleep(3 * adv)
-        cap = Capture(lan)
-        time.sleep(2.5 * adv)
-        if mode == "kill":
-            n1.kill()
-        else:
-            n1.signal(signal.SIGTERM)
-        wait_for(lambda: lan.has_ip(2, lan.vip4()), 10 + 5 * adv, interval=0.01, what="node 2 master")
-        time.sleep(2.5 * adv)
-        return gap(cap.stop(), str(lan.ip4(1)), str(lan.ip4(2)))
+        return gap(failover_packets(lan, n1, adv, mode), str(lan.ip4(1)), str(lan.ip4(2)))
     finally:
         n1.stop()
         n2.stop()
         n1.kill()
-        for i in (1, 2):   # a killed node leaves its VIP: clean up between runs
-            sh("ip", "addr", "del", f"{lan.vip4()}/32", "dev", "eth0", ns=lan.ns(i), check=False)
+        remove_vip_leftovers(lan)
 
 
 def main() -> int:
@@ -185,14 +178,9 @@ def main() -> int:
             print(f"  cpu {'auth' if signed else 'plain'}: {cpu[signed]}", file=sys.stderr, flush=True)
         for mode in ("kill", "graceful"):
             for signed in (False, True):
-                key = (signed, mode)
-                gaps[key] = []
-                for r in range(runs):
-                    g = gap_run(lan, workdir, args.advert, signed, mode)
-                    gaps[key].append(g)
-                    shown = f"{g * 1000:.1f} ms" if g is not None else "n/a"
-                    print(f"  {'auth' if signed else 'plain'} {mode} run {r + 1}: {shown}",
-                          file=sys.stderr, flush=True)
+                gaps[(signed, mode)] = gap_runs(
+                    f"{'auth' if signed else 'plain'} {mode}", runs,
+                    lambda: gap_run(lan, workdir, args.advert, signed, mode))
     finally:
         lan.down()
         shutil.rmtree(workdir, ignore_errors=True)

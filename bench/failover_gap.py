@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,9 +28,10 @@ from pathlib import Path
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 from lab.agents import (
-    AgentProc, Capture, KeepalivedProc, gap, instance_config, keepalived_conf, wait_for,
+    AgentProc, KeepalivedProc, failover_packets, gap, gap_runs, instance_config, keepalived_conf,
+    remove_vip_leftovers, wait_for,
 )
-from lab.lan import Lan, sh
+from lab.lan import Lan
 
 HIGH, LOW = 150, 100
 MAX_RUNS = 10
@@ -68,15 +68,7 @@ def one_run(impl: str, lan: Lan, workdir: Path, adv: float, mode: str) -> float 
         time.sleep(3 * adv)
         if lan.has_ip(2, lan.vip4()):
             raise RuntimeError("node 2 took the VIP while node 1 was master")
-        cap = Capture(lan)
-        time.sleep(2.5 * adv)
-        if mode == "kill":
-            n1.kill()
-        else:
-            n1.signal(signal.SIGTERM)
-        wait_for(lambda: lan.has_ip(2, lan.vip4()), 10 + 5 * adv, interval=0.01, what="node 2 master")
-        time.sleep(2.5 * adv)
-        packets = cap.stop()
+        packets = failover_packets(lan, n1, adv, mode)
         if VERBOSE:
             t0 = packets[0][0] if packets else 0
             for p in packets:
@@ -87,9 +79,7 @@ def one_run(impl: str, lan: Lan, workdir: Path, adv: float, mode: str) -> float 
         n2.stop()
         if mode == "kill":
             n1.kill()
-        # A killed node leaves its VIP (that is what kill -9 means): clean up between runs.
-        for i in (1, 2):
-            sh("ip", "addr", "del", f"{lan.vip4()}/32", "dev", "eth0", ns=lan.ns(i), check=False)
+        remove_vip_leftovers(lan)
 
 
 def main() -> int:
@@ -121,14 +111,9 @@ def main() -> int:
         for adv in adverts:
             for mode in modes:
                 for impl in impls:
-                    key = (impl, adv, mode)
-                    results[key] = []
-                    for r in range(runs):
-                        g = one_run(impl, lan, workdir, adv, mode)
-                        results[key].append(g)
-                        shown = f"{g * 1000:.1f} ms" if g is not None else "n/a"
-                        print(f"  {impl:<11} advert {adv:g}s {mode:<8} run {r + 1}: {shown}",
-                              file=sys.stderr, flush=True)
+                    results[(impl, adv, mode)] = gap_runs(
+                        f"{impl:<11} advert {adv:g}s {mode:<8}", runs,
+                        lambda: one_run(impl, lan, workdir, adv, mode))
     finally:
         lan.down()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -153,6 +153,15 @@ def start_servers(eps, kind, nproc, accepted=None):
     return procs, stop
 
 
+def stop_servers(procs, stop) -> None:
+    stop.set()
+    for p in procs:
+        p.join(5)
+        if p.is_alive():
+            p.kill()
+            p.join()             # its listeners must be gone before the next run binds them
+
+
 # --- one measured run ----------------------------------------------------------------------
 
 
@@ -259,12 +268,7 @@ def run_one(kind: str, n: int, args) -> dict:
                                      args.concurrency, args.max_rate, args.tick))
         srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
     finally:
-        stop.set()
-        for p in procs:
-            p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join()             # its listeners must be gone before the next run binds them
+        stop_servers(procs, stop)
     w = res["wall"]
     return {"kind": kind, "n": n, "want": n / args.interval, "got": res["rate"], "fail": res["fail"],
             "p50": res["p50"], "p99": res["p99"], "late_p50": res["late_p50"],

@@ -137,12 +137,7 @@ def main(argv=None) -> int:
                         ("hadirector", run_ours(eps, accepted, args.duration, args.interval,
                                                 args.timeout, kind))]
             finally:
-                stop.set()
-                for p in procs:
-                    p.join(5)
-                    if p.is_alive():
-                        p.kill()
-                        p.join()             # its listeners must be gone before the next run binds them
+                hc.stop_servers(procs, stop)
             for name, r in rows:
                 notes = ""
                 if "p50" in r:

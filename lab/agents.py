@@ -211,6 +211,16 @@ def elect(lan: Lan, a1: "AgentProc", a2: "AgentProc", timeout: float) -> None:
     wait_holder(lan, lan.vip4(), (1, 2), expect=1, timeout=2)
 
 
+def start_following(a1: "AgentProc", a2: "AgentProc", timeout: float) -> None:
+    """Node 1 first until MASTER, then node 2 until BACKUP and following a master (its
+    state names one); unlike ``elect``, VIP ownership is left to the caller."""
+    a1.start()
+    wait_for(lambda: a1.role() == "MASTER", timeout, what="node 1 MASTER")
+    a2.start()
+    wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
+             timeout, what="node 2 BACKUP following node 1")
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
     """``predicate()``'s first true value; a wait past a few seconds says what it waits
     for (the labs' shared helper); AssertionError after ``timeout``."""
@@ -405,3 +415,36 @@ def gap(packets, old: str, new: str) -> float | None:
     if not olds:
         return None
     return packets[first_new][0] - olds[-1][0]
+
+
+def gap_runs(label: str, runs: int, one_run) -> list[float | None]:
+    """``one_run()`` (a failover gap in seconds, or None) ``runs`` times, each shown on
+    stderr as it comes: the benchmarks' progress."""
+    gaps = []
+    for r in range(runs):
+        g = one_run()
+        gaps.append(g)
+        shown = f"{g * 1000:.1f} ms" if g is not None else "n/a"
+        print(f"  {label} run {r + 1}: {shown}", file=sys.stderr, flush=True)
+    return gaps
+
+
+def failover_packets(lan: Lan, master, adv: float, mode: str) -> list[tuple[float, str, int]]:
+    """The adverts on the bridge around a failover: node 1 (``master``, node 2 following
+    it) is stopped by ``mode`` ("kill": kill -9, else SIGTERM) 2.5 advert intervals
+    into the capture, which runs on until 2.5 intervals after node 2 holds the VIP."""
+    cap = Capture(lan)
+    time.sleep(2.5 * adv)
+    if mode == "kill":
+        master.kill()
+    else:
+        master.signal(signal.SIGTERM)
+    wait_for(lambda: lan.has_ip(2, lan.vip4()), 10 + 5 * adv, interval=0.01, what="node 2 master")
+    time.sleep(2.5 * adv)
+    return cap.stop()
+
+
+def remove_vip_leftovers(lan: Lan, nodes=(1, 2)) -> None:
+    """A killed node leaves its VIP (that is what kill -9 means): clean up between runs."""
+    for i in nodes:
+        sh("ip", "addr", "del", f"{lan.vip4()}/32", "dev", "eth0", ns=lan.ns(i), check=False)

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from lab.netns import sh
 from lab.progress import ProgressLine, wait_for
 
-__all__ = ["Lan", "sh", "Topology", "Node", "up", "down", "build", "attach", "links"]
+__all__ = ["Lan", "sh", "Topology", "Node", "up", "down", "build", "attach", "links",
+           "dr_real_server"]
 
 
 # --- the builder both layouts use ----------------------------------------------------
@@ -265,6 +266,15 @@ def attach(topo: Topology, node: Node) -> None:
         sh("ip", "link", "set", inner, "up", ns=node.ns)
 
 
+def dr_real_server(ns: str, vip) -> None:
+    """LVS-DR: the VIP on lo of real server ``ns`` (its eth0), never announced or
+    answered by it (arp_ignore 1, arp_announce 2), so only the director owns it on the LAN."""
+    sh("ip", "addr", "add", f"{vip}/32", "dev", "lo", ns=ns)
+    for dev in ("all", "eth0"):
+        sysctl(ns, f"net.ipv4.conf.{dev}.arp_ignore", 1)
+        sysctl(ns, f"net.ipv4.conf.{dev}.arp_announce", 2)
+
+
 def _role_setup(topo: Topology, node: Node) -> None:
     if node.name.startswith("dir"):
         sysctl(node.ns, "net.ipv4.ip_forward", 1)
@@ -272,11 +282,7 @@ def _role_setup(topo: Topology, node: Node) -> None:
         sysctl(node.ns, "net.ipv4.conf.all.arp_ignore", 1)
     elif node.name.startswith("rs"):
         if topo.mode == "dr":
-            # LVS-DR: the VIP on lo, never announced or answered by a real server.
-            sh("ip", "addr", "add", f"{VIP}/32", "dev", "lo", ns=node.ns)
-            for dev in ("all", "eth0"):
-                sysctl(node.ns, f"net.ipv4.conf.{dev}.arp_ignore", 1)
-                sysctl(node.ns, f"net.ipv4.conf.{dev}.arp_announce", 2)
+            dr_real_server(node.ns, VIP)
         else:
             sh("ip", "route", "add", "default", "via", BACK_GW, ns=node.ns)
 

@@ -175,7 +175,7 @@ class ScaleOutLab:
 class Director:
     """One scale-out director of the lab: its config, its BIRD (config from
     ``hadirector bird-config``) and its agent: the real ``hadirector run``
-    (``real_agent``, which has no IPVS on this host) or ``tests.netns.scaleout_agent``
+    (``real_agent``, which has no IPVS on this host) or ``tests.netns.fake_ipvs_agent``
     (the real agent with a stateful fake IPVS). Health: a script check per real server
     that passes while the file ``healthy`` exists."""
 
@@ -224,7 +224,7 @@ class Director:
     def start_agent(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         argv = ["-m", "hadirector.cli", "run", "-c", str(self.config), "--log-format", "json"] if self.real_agent \
-            else ["-m", "tests.netns.scaleout_agent", "-c", str(self.config)]
+            else ["-m", "tests.netns.fake_ipvs_agent", "-c", str(self.config), "--scale-out"]
         log = open(self.log, "ab")
         self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, sys.executable, *argv],
                                      stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))

@@ -4,9 +4,10 @@ resolved (``hadirector config --effective``, like ``keepalived -d``).
 Theory of operation: ``to_data`` maps the model back to the file's keys, writing every
 key the model has a value for (defaults included: the router_id from the host name,
 the listen address, each real server's forward method and health check, the
-``catch_up`` a ``refresh_period`` implies). The YAML-only conveniences are already
-expanded: a service's ``forward``, ``tunnel_*`` and ``check`` appear on each real
-server. The text is emitted with the loader's own resolver, so a string that the loader
+``catch_up`` a ``refresh_period`` implies). An auth ``time_window`` left to its default
+is left out: that default moves with ``advert_interval``. The YAML-only conveniences
+are already expanded: a service's ``forward``, ``tunnel_*`` and ``check`` appear on
+each real server. The text is emitted with the loader's own resolver, so a string that the loader
 would read as something else (``"yes"``, ``"1:30"``, ``"010"``) is quoted, and loading
 the output gives the same ``Config`` (tests hold this for every shipped config).
 """
@@ -60,8 +61,19 @@ def _notify(n: m.NotifyScripts) -> dict:
     return out
 
 
+def _auth(a: m.VrrpAuth | None) -> dict | None:
+    if a is None:
+        return None
+    out = _fields(a)
+    if a.time_window is None:
+        # The default follows advert_interval (max(3 x interval, 5 s)): writing today's
+        # value would freeze it, and ``null`` reads as if it were a setting.
+        del out["time_window"]
+    return out
+
+
 def _instance(i: m.VrrpInstance) -> dict:
-    return _fields(i, notify=_notify(i.notify))
+    return _fields(i, notify=_notify(i.notify), auth=_auth(i.auth))
 
 
 def _check(c: m.HealthCheck | None) -> Any:

@@ -26,7 +26,7 @@ import re
 import struct
 from dataclasses import dataclass
 
-from hadirector.health.errors import LOCAL_REASONS, os_reason
+from hadirector.health.errors import LOCAL_REASONS, failure_reason
 from hadirector.health.policy import ProbeResult
 from hadirector.health.udp import exchange
 from hadirector.model import DnsProbe, IPAddress
@@ -234,14 +234,10 @@ async def tcp_exchange(addr: IPAddress | str, port: int, query: bytes, timeout: 
             writer.write(struct.pack("!H", len(query)) + query)
             (length,) = struct.unpack("!H", await reader.readexactly(2))
             return await reader.readexactly(length), None, loop.time() - start
-    except TimeoutError:
-        return None, "timeout", loop.time() - start
     except asyncio.IncompleteReadError:
         return None, "closed", loop.time() - start
-    except OSError as exc:
-        return None, os_reason(exc), loop.time() - start
-    except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
-        return None, f"error: {type(exc).__name__}: {exc}", loop.time() - start
+    except Exception as exc:    # timeout, OSError, or a probe bug: a reason, never raised
+        return None, failure_reason(exc), loop.time() - start
     finally:
         if writer is not None:
             writer.close()

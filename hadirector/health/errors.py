@@ -41,3 +41,20 @@ def errno_reason(code: int | None, exc: object = None) -> str:
 
 def os_result(exc: OSError, elapsed: float) -> ProbeResult:
     return ProbeResult(False, os_reason(exc), elapsed, inconclusive=exc.errno in LOCAL_ERRNOS)
+
+
+def failure_reason(exc: Exception) -> str:
+    """Why a probe's exchange ended early, as its detail: "timeout", an errno's reason,
+    or "error: Type: message" for anything else -- a probe never raises (but for
+    cancellation): a bug in it is a failed check, not a crash."""
+    if isinstance(exc, TimeoutError):        # first: it is an OSError, without an errno
+        return "timeout"
+    if isinstance(exc, OSError):
+        return os_reason(exc)
+    return f"error: {type(exc).__name__}: {exc}"
+
+
+def failed(exc: Exception, elapsed: float) -> ProbeResult:
+    """``failure_reason`` as a failed result, inconclusive for the director's own errnos."""
+    return ProbeResult(False, failure_reason(exc), elapsed,
+                       inconclusive=isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS)

@@ -9,7 +9,7 @@ import itertools
 import os
 import socket
 
-from hadirector.health.errors import os_result
+from hadirector.health.errors import failed
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress
 from hadirector.net.icmp import echo_request, open_echo_socket, parse_echo_reply
@@ -43,12 +43,8 @@ async def ping_probe(addr: IPAddress | str, timeout: float,
                 # A ping socket's identifier is the kernel's; a raw one sees everyone's.
                 if rseq == seq and rpayload == payload and (not raw or ident == _IDENT):
                     return ProbeResult(True, "echo reply", loop.time() - start)
-    except TimeoutError:
-        return ProbeResult(False, "timeout", loop.time() - start)
-    except OSError as exc:
-        return os_result(exc, loop.time() - start)
-    except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
-        return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
+    except Exception as exc:    # timeout, OSError, or a probe bug: a failed check, never raised
+        return failed(exc, loop.time() - start)
     finally:
         if sock is not None:
             sock.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hadirector.health.errors import os_result
+from hadirector.health.errors import failed
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress, SmtpProbe
 
@@ -64,14 +64,10 @@ async def smtp_probe(addr: IPAddress | str, port: int, probe: SmtpProbe, timeout
             writer.write(b"QUIT\r\n")
             await writer.drain()
         return ProbeResult(True, f"{greeting} 250", loop.time() - start)
-    except TimeoutError:
-        return ProbeResult(False, "timeout", loop.time() - start)
     except _Bad as exc:
         return ProbeResult(False, str(exc), loop.time() - start)
-    except OSError as exc:
-        return os_result(exc, loop.time() - start)
-    except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
-        return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
+    except Exception as exc:    # timeout, OSError, or a probe bug: a failed check, never raised
+        return failed(exc, loop.time() - start)
     finally:
         if writer is not None:
             writer.close()

@@ -18,7 +18,7 @@ import re
 import socket
 from collections.abc import Callable
 
-from hadirector.health.errors import LOCAL_REASONS, os_reason
+from hadirector.health.errors import LOCAL_REASONS, failure_reason
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress, UdpProbe
 
@@ -48,12 +48,8 @@ async def exchange(addr: IPAddress | str, port: int, payload: bytes, timeout: fl
                 data = await loop.sock_recv(sock, MAX_DATAGRAM)
                 if accept(data):
                     return data, None, loop.time() - start
-    except TimeoutError:
-        return None, "timeout", loop.time() - start
-    except OSError as exc:
-        return None, os_reason(exc), loop.time() - start
-    except Exception as exc:    # never raise: a probe bug is a failed check, not a crash
-        return None, f"error: {type(exc).__name__}: {exc}", loop.time() - start
+    except Exception as exc:    # timeout, OSError, or a probe bug: a reason, never raised
+        return None, failure_reason(exc), loop.time() - start
     finally:
         if sock is not None:
             sock.close()

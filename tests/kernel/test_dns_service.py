@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from lab.agents import AgentProc, instance_config, ts, wait_for
-from lab.lan import Lan, sh
+from lab.lan import Lan, dr_real_server, sh
 from lab.netns import terminate
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
@@ -81,11 +81,7 @@ class Lab:
     def up(self) -> "Lab":
         lan = self.lan.up()
         for n in RS:
-            ns = lan.ns(n)
-            sh("ip", "addr", "add", f"{lan.vip4()}/32", "dev", "lo", ns=ns)
-            for dev in ("all", "eth0"):
-                sh("sysctl", "-qw", f"net.ipv4.conf.{dev}.arp_ignore=1", ns=ns)
-                sh("sysctl", "-qw", f"net.ipv4.conf.{dev}.arp_announce=2", ns=ns)
+            dr_real_server(lan.ns(n), lan.vip4())
             self.start_dns(n)
             (self.tmp / f"code-{n}").write_text("0\n")
         return self

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from lab.agents import AgentProc, instance_config, wait_for
-from lab.lan import Lan, sh
+from lab.lan import Lan, dr_real_server, sh
 
 pytestmark = [pytest.mark.kernel, pytest.mark.netns, pytest.mark.slow]
 
@@ -71,10 +71,7 @@ class Lab:
         lan = self.lan.up()
         for n in RS:
             ns = lan.ns(n)
-            sh("ip", "addr", "add", f"{lan.vip4()}/32", "dev", "lo", ns=ns)
-            for dev in ("all", "eth0"):
-                sh("sysctl", "-qw", f"net.ipv4.conf.{dev}.arp_ignore=1", ns=ns)
-                sh("sysctl", "-qw", f"net.ipv4.conf.{dev}.arp_announce=2", ns=ns)
+            dr_real_server(ns, lan.vip4())
             log = open(self.tmp / f"rs{n}.log", "ab")
             self.servers.append(subprocess.Popen(
                 ["ip", "netns", "exec", ns, sys.executable, str(LAB / "realserver.py"), f"rs{n - 1}",

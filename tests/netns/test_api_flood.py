@@ -1,6 +1,6 @@
 """A local user floods the agent's API: the director keeps working (issue 9, fault 4).
 
-A real agent (``tests/netns/api_agent.py``: the real agent with a fake IPVS table, so
+A real agent (``tests/netns/fake_ipvs_agent.py``: the real agent with a fake IPVS table, so
 its TCP health checks run on a host without ip_vs) runs in namespace n1 with a
 descriptor limit of 1024 *soft and hard* (``prlimit``), as on a host without the unit's
 ``LimitNOFILE``: raising the soft limit cannot help, only the API's own bounds can. Its
@@ -60,7 +60,7 @@ class FloodedAgent(AgentProc):
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "prlimit", f"--nofile={NOFILE}:{NOFILE}",
-             sys.executable, "-m", "tests.netns.api_agent", "-c", str(self.config_path)],
+             sys.executable, "-m", "tests.netns.fake_ipvs_agent", "-c", str(self.config_path)],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         log.close()
         return self

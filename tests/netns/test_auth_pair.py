@@ -20,32 +20,16 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 
-from lab.agents import ROOT, agent_factory, auth_config, holders, instance_config, ts, wait_for, wait_holder
+from lab.agents import ROOT, auth_config, holders, instance_config, ts, wait_for, wait_holder
 from lab.agents import elect as ve_elect
-from lab.lan import Lan
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("au", nodes=3, net=32)]
 
 ADVERT = 0.1
 HIGH, LOW = 150, 100
 MARGIN = 0.4                 # scheduling slack on a shared 2-core machine
 START_TIMEOUT = 15.0
 AUTH_REASONS = {"auth_missing", "auth_malformed", "stale", "unknown_key", "bad_hmac", "replay"}
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("au", nodes=3, net=32)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-
-
-@pytest.fixture
-def agents(tmp_path):
-    with agent_factory(tmp_path, ADVERT) as make:
-        yield make
 
 
 def signed_pair(lan, agents, tmp_path, mode="enforce", **kw):

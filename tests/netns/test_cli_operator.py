@@ -25,9 +25,9 @@ from hadirector.exitcodes import ExitCode, epilog
 from hadirector.ipvs.availability import probe
 
 from lab.agents import HADIRECTOR, ROOT, agent_factory, wait_for
-from lab.lan import Lan, sh
+from lab.lan import sh
 
-pytestmark = [pytest.mark.netns]
+pytestmark = [pytest.mark.netns, pytest.mark.lan("op", nodes=2, net=50)]
 
 START_TIMEOUT = 15.0
 
@@ -37,15 +37,6 @@ def cli(*argv: str, ns: str | None = None, env: dict | None = None, prefix: tupl
     cmd = [*(("ip", "netns", "exec", ns) if ns else ()), *prefix, *HADIRECTOR, *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=str(ROOT),
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}, **kw)
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("op", nodes=2, net=50)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
 
 
 # --- version and help -------------------------------------------------------------------

@@ -15,32 +15,17 @@ import pytest
 
 from hadirector.vrrp.timers import master_down_interval, skew_time
 
-from lab.agents import agent_factory, holders, ts, wait_for, wait_holder
+from lab.agents import holders, ts, wait_for, wait_holder
 from lab.agents import elect as ve_elect
 from lab.lan import Lan, sh
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("el", nodes=3, net=10)]
 
 ADVERT = 0.1
 HIGH, LOW = 150, 100
 # Scheduling slack on a shared 2-core machine: process wake-up, netlink, log write.
 MARGIN = 0.4
 START_TIMEOUT = 15.0
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("el", nodes=3, net=10)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-
-
-@pytest.fixture
-def agents(tmp_path):
-    with agent_factory(tmp_path, ADVERT) as make:
-        yield make
 
 
 def elect(lan, a1, a2) -> None:

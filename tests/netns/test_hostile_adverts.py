@@ -17,10 +17,9 @@ import time
 
 import pytest
 
-from lab.agents import AgentProc, ROOT, auth_config, holders, instance_config, wait_for
-from lab.lan import Lan
+from lab.agents import AgentProc, ROOT, auth_config, holders, instance_config, start_following
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("ho", nodes=3, net=30)]
 
 ADVERT = 0.1
 
@@ -90,26 +89,13 @@ print("flood", sent, flush=True)
 """
 
 
-@pytest.fixture
-def lan():
-    lab = Lan("ho", nodes=3, net=30)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-
-
 @pytest.mark.parametrize("signed", [False, True], ids=["plain", "auth_enforce"])
 def test_hostile_adverts_change_no_state_and_are_logged_at_a_bounded_rate(lan, tmp_path, signed):
     extra = {"auth": auth_config(tmp_path)} if signed else None
     a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT, extra=extra)])
     a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT, extra=extra)])
     try:
-        a1.start()
-        wait_for(lambda: a1.role() == "MASTER", 15, what="node 1 MASTER")
-        a2.start()
-        wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
-                 15, what="node 2 BACKUP following node 1")
+        start_following(a1, a2, 15)
         before = [len(a.events("vrrp.role_changed")) for a in (a1, a2)]
 
         prog = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(SENDER)

@@ -20,9 +20,8 @@ from lab.agents import (
     AgentProc, Capture, KeepalivedProc, gap, holders, instance_config, keepalived_conf, wait_for,
     wait_holder,
 )
-from lab.lan import Lan
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("ka", nodes=2, net=20)]
 
 HIGH, LOW = 150, 100
 MARGIN = 0.25
@@ -32,15 +31,6 @@ START_TIMEOUT = 15.0
 def advert_for(version: int) -> float:
     # VRRPv2 carries whole seconds (RFC 3768 5.3.7); v3 centiseconds.
     return 1.0 if version == 2 else 0.1
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("ka", nodes=2, net=20)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
 
 
 @pytest.fixture

@@ -23,13 +23,13 @@ import pytest
 from hadirector.vrrp.timers import master_down_interval
 
 from lab.agents import (
-    AgentProc, KeepalivedProc, agent_factory, holders, instance_config, keepalived_conf, ts,
+    AgentProc, KeepalivedProc, holders, instance_config, keepalived_conf, ts,
     wait_for, wait_holder,
 )
 from lab.agents import elect as ve_elect
 from lab.lan import Lan, sh
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("lf", nodes=2, net=41)]
 
 ADVERT = 0.1
 HIGH, LOW = 200, 100
@@ -37,21 +37,6 @@ HIGH, LOW = 200, 100
 MARGIN = 1.0
 START_TIMEOUT = 15.0
 STABLE = 1.5            # seconds the end state must hold: many Master_Down_Intervals
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("lf", nodes=2, net=41)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-
-
-@pytest.fixture
-def agents(tmp_path):
-    with agent_factory(tmp_path, ADVERT) as make:
-        yield make
 
 
 def elect(lan, a1, a2) -> None:

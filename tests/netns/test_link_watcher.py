@@ -26,7 +26,7 @@ from lab.netns import inside
 
 from lab.lan import Lan, sh
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.lan("lw", nodes=1, net=40)]
 
 WAIT = 5.0      # seconds for one event to arrive; they take milliseconds
 
@@ -86,15 +86,6 @@ class Follower:
 def kernel_says_up(lan: Lan, ifname: str = "eth0") -> bool:
     flags = sh("ip", "-o", "link", "show", "dev", ifname, ns=lan.ns(1)).stdout.split("<", 1)[1].split(">")[0]
     return "UP" in flags.split(",") and "NO-CARRIER" not in flags.split(",")
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("lw", nodes=1, net=40)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
 
 
 async def test_watcher_reports_every_one_of_fifty_carrier_flaps_in_a_row(lan):

@@ -33,21 +33,12 @@ from tests.monitoring_queries import (
 
 from .test_ipvs_unavailable import API_PORT, HIGH, LOW, director_config
 from lab.agents import AgentProc, holders, wait_for
-from lab.lan import Lan, sh
+from lab.lan import sh
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("mo", nodes=2, net=47)]
 
 START_TIMEOUT = 20.0
 JOB = "hadirector"
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("mo", nodes=2, net=47)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
 
 
 def scrape(agent: AgentProc, path: str = "/metrics") -> str | None:

@@ -16,7 +16,7 @@ import pytest
 
 from lab.lan import Lan, sh
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.lan("np", nodes=3, net=3)]
 PY = sys.executable
 ROOT = __file__.rsplit("/tests/", 1)[0]
 
@@ -57,15 +57,6 @@ SENDER = """
         a = Advert(version=3, vrid=7, priority=150, max_advert_int=0.5, addresses=(vip,), family=fam)
         s.send_to(encode(a, src, dst), dst, src)
 """
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("np", nodes=3, net=3)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
 
 
 def link_local(lan: Lan, i: int) -> str:

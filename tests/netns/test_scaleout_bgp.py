@@ -1,7 +1,7 @@
 """Scale-out directors behind a real ECMP router, on this host (no IPVS): real BIRD 2 on
 the router and on each director (the director's config from ``hadirector bird-config``),
 real agents with the announce gate, real routes in table 201 over netlink; only the
-IPVS table is the stateful fake (``scaleout_agent``), and one test runs the real
+IPVS table is the stateful fake (``fake_ipvs_agent --scale-out``), and one test runs the real
 ``hadirector run``, which has no IPVS here and therefore must announce nothing.
 
 Checked from outside: the router's FIB (``ip route show VIP``), as the kernel forwards.

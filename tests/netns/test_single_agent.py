@@ -25,31 +25,16 @@ import pytest
 
 from hadirector.exitcodes import ExitCode
 
-from lab.agents import HADIRECTOR, ROOT, agent_factory, holders, wait_for
+from lab.agents import HADIRECTOR, ROOT, holders, wait_for
 from lab.lan import Lan, sh
 from lab.users import NOBODY, NOBODY_RUNNING_OUR_CODE
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("sa", nodes=3, net=60)]
 
 ADVERT = 0.1
 START_TIMEOUT = 15.0
 # Python start-up and the config load on a loaded 2-core machine, not a protocol bound.
 EXIT_TIMEOUT = 10.0
-
-
-@pytest.fixture
-def lan():
-    lab = Lan("sa", nodes=3, net=60)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-
-
-@pytest.fixture
-def agents(tmp_path):
-    with agent_factory(tmp_path, ADVERT) as make:
-        yield lambda lan, node, workdir="a", **kw: make(lan, node, workdir_name=workdir, **kw)
 
 
 def run_agent(ns: str | None, config: str, *extra: str, env: dict | None = None,
@@ -80,7 +65,7 @@ def test_a_second_agent_in_the_same_namespace_exits_at_once_and_touches_nothing(
              what="first agent MASTER with the VIP")
     # The same instance, another state dir, the API on: what an operator's stray
     # `hadirector run` (or a second unit) would bring up.
-    second = agents(lan, 1, workdir="b", priority=100)
+    second = agents(lan, 1, workdir_name="b", priority=100)
     second.extra_config = {"api": {"enabled": True, "listen_port": 19110}}
     t0 = time.monotonic()
     second.start()
@@ -159,7 +144,7 @@ def test_a_squatter_as_nobody_cannot_keep_the_agent_from_starting(lan, agents):
             assert f.read().strip() == str(first.proc.pid)
 
         # The lock itself still refuses a second agent, and names the first.
-        second = agents(lan, 1, workdir="b", priority=100)
+        second = agents(lan, 1, workdir_name="b", priority=100)
         second.start()
         assert second.proc.wait(EXIT_TIMEOUT) == ExitCode.ALREADY_RUNNING
         [failed] = second.events("agent.start_failed")
@@ -180,7 +165,7 @@ def test_an_agent_whose_lock_file_was_removed_still_refuses_a_second_one(lan, ag
     first.start()
     wait_for(lambda: first.role() == "MASTER", START_TIMEOUT, what="first agent MASTER")
     os.unlink(f"{LOCK_DIR}/net-{netns_inode(lan, 1)}.lock")
-    second = agents(lan, 1, workdir="b", priority=100)
+    second = agents(lan, 1, workdir_name="b", priority=100)
     second.start()
     assert second.proc.wait(EXIT_TIMEOUT) == ExitCode.ALREADY_RUNNING
     [failed] = second.events("agent.start_failed")

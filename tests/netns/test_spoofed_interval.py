@@ -23,10 +23,9 @@ import pytest
 
 from hadirector.vrrp.timers import INTERVAL_BOUND_FACTOR, master_down_interval
 
-from lab.agents import AgentProc, auth_config, holders, instance_config, wait_for
-from lab.lan import Lan
+from lab.agents import AgentProc, auth_config, holders, instance_config, start_following, wait_for
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("si", nodes=3, net=31)]
 
 ADVERT = 0.1
 SPOOF_PRIORITY = 254
@@ -54,25 +53,12 @@ print("sent", time.monotonic(), flush=True)
 """
 
 
-@pytest.fixture
-def lan():
-    lab = Lan("si", nodes=3, net=31)
-    try:
-        yield lab.up()
-    finally:
-        lab.down()
-
-
 def test_one_spoofed_huge_interval_advert_costs_one_bounded_master_down_interval(lan, tmp_path):
     a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT)])
     a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT)])
     spoofer = str(lan.ip4(3))
     try:
-        a1.start()
-        wait_for(lambda: a1.role() == "MASTER", 15, what="node 1 MASTER")
-        a2.start()
-        wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
-                 15, what="node 2 BACKUP following node 1")
+        start_following(a1, a2, 15)
         assert holders(lan, lan.vip4(), (1, 2)) == [1]
 
         res = subprocess.run(
@@ -132,11 +118,7 @@ def test_with_auth_enforce_the_spoofed_interval_advert_is_dropped_before_the_mac
     a1 = AgentProc(lan, 1, tmp_path, [instance_config(lan, priority=150, advert=ADVERT, extra=extra)])
     a2 = AgentProc(lan, 2, tmp_path, [instance_config(lan, priority=100, advert=ADVERT, extra=extra)])
     try:
-        a1.start()
-        wait_for(lambda: a1.role() == "MASTER", 15, what="node 1 MASTER")
-        a2.start()
-        wait_for(lambda: a2.role() == "BACKUP" and a2.state()["instances"]["vi_1"]["master"],
-                 15, what="node 2 BACKUP following node 1")
+        start_following(a1, a2, 15)
         before = [len(a.events("vrrp.role_changed")) for a in (a1, a2)]
         res = subprocess.run(
             ["ip", "netns", "exec", lan.ns(3), sys.executable, "-c", textwrap.dedent(SENDER),

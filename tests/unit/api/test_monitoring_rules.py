@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 
 import pytest
 import yaml
 
 from hadirector.api.metrics import render
-from hadirector.api.snapshot import IpvsAvailabilityStatus, ScaleOutStatus, ScaleOutVip
+from hadirector.api.snapshot import IpvsAvailabilityStatus, ScaleOutStatus, ScaleOutVip, VrrpAuthStatus
 from tests.monitoring_queries import (
     DASHBOARD, ENUM_LABELS, PROMETHEUS_OWN, RULES, RULES_TEST, TARGET_LABELS, dashboard_exprs,
     exported, metric_names, promtool, rule_exprs, selectors,
@@ -33,6 +34,12 @@ def metrics_text(snapshot) -> str:
     snap = dataclasses.replace(snap, scale_out=ScaleOutStatus(
         table=201, vips=(ScaleOutVip("203.0.113.10", True),), digests={"web": "aaaaaaaaaaaa"},
         sysctls={"sloppy_tcp": "1"}))
+    # ... and signed adverts on one instance, and inconclusive probes (issues 12, 13).
+    auth = VrrpAuthStatus(mode="enforce", active_key=1, key_ids=(1,), anti_replay="time", time_window=5,
+                          verified=10, rejected={"bad_hmac": 1})
+    snap = dataclasses.replace(snap, vrrp_instances=(
+        dataclasses.replace(snap.vrrp_instances[0], auth=auth), *snap.vrrp_instances[1:]),
+        health=dataclasses.replace(snap.health, inconclusive={"emfile": 2}))
     return render(snap)
 
 
@@ -109,3 +116,18 @@ def test_the_dashboard_covers_every_alerting_metric():
     in_rules = set().union(*(metric_names(e) for e in rule_exprs())) - PROMETHEUS_OWN
     in_dashboard = set().union(*(metric_names(e) for e in dashboard_exprs()))
     assert in_rules <= in_dashboard, sorted(in_rules - in_dashboard)
+
+
+def test_the_dashboard_charts_signed_adverts_and_inconclusive_probes_by_labels_they_carry(metrics_text):
+    names = exported(metrics_text)
+    charted = {"hadirector_vrrp_auth_verified_total", "hadirector_vrrp_auth_unsigned_accepted_total",
+               "hadirector_vrrp_auth_rejected_total", "hadirector_health_checks_inconclusive_total"}
+    exprs = [e for e in dashboard_exprs() if metric_names(e) & charted]
+    assert set().union(*(metric_names(e) for e in exprs)) >= charted
+    for expr in exprs:
+        for grouping in re.findall(r"\bby \(([^)]*)\)", expr):
+            for metric in metric_names(expr) & charted:
+                labels = {label.strip() for label in grouping.split(",")}
+                assert labels <= names[metric] | TARGET_LABELS, (metric, labels, expr)
+    assert any('reason' in e for e in exprs if "auth_rejected" in e)
+    assert any('reason' in e for e in exprs if "inconclusive" in e)

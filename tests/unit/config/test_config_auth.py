@@ -8,6 +8,7 @@ import ipaddress
 import os
 
 import pytest
+import yaml
 
 from hadirector import model as m
 from hadirector.config import ConfigError
@@ -134,6 +135,20 @@ def test_the_effective_config_names_the_key_file_never_the_secret(tmp_path):
     assert path in out and "ssss" not in out and "secret:" not in out
     assert parse(out, "a.yaml").config == cfg
     assert "ssss" not in repr(cfg)
+
+
+def test_the_effective_config_leaves_a_default_time_window_out_and_writes_a_set_one(tmp_path):
+    # The default (max(3 x advert interval, 5 s)) follows advert_interval: written out it
+    # would freeze; ``null`` would read as a setting. Either way the file reloads the same.
+    path = key_file(tmp_path)
+    for auth, written in ((f"{{keys: [{{id: 1, secret_file: {path}}}]}}", None),
+                          (f"{{keys: [{{id: 1, secret_file: {path}}}], time_window: 30}}", 30)):
+        cfg = parse(config(f"    auth: {auth}\n"), "a.yaml").config
+        out = effective_yaml(cfg)
+        [inst] = yaml.safe_load(out)["vrrp_instances"]
+        assert inst["auth"].get("time_window", "left out") == (written or "left out")
+        assert parse(out, "a.yaml").config == cfg
+        assert effective_yaml(parse(out, "a.yaml").config) == out
 
 
 def test_peers_is_the_multicast_allow_list_and_excludes_unicast_peers():

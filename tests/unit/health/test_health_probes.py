@@ -4,6 +4,7 @@ and no probe outlives its timeout."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import ssl
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from hadirector.health.errors import failed, failure_reason
+from hadirector.health.policy import ProbeResult
 from hadirector.health.probes import HttpClients, http_probe, run_check, script_probe, tcp_probe
 from hadirector.model import HealthCheck, HttpProbe, ScriptProbe, StatusRange
 
@@ -411,58 +414,65 @@ async def test_http_probe_decides_on_the_status_without_waiting_for_the_server_t
     assert (r.ok, r.detail) == (True, "status 200") and r.elapsed < 1.0
 
 
-async def test_probes_that_cannot_get_a_socket_are_inconclusive():
-    """RLIMIT_NOFILE lowered in a child process until socket() fails with EMFILE."""
-    code = (
-        "import asyncio, os, resource\n"
-        "from hadirector.health.probes import tcp_probe, http_probe, script_probe\n"
-        "from hadirector.model import HttpProbe\n"
-        "async def main():\n"
-        "    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
-        "    await tcp_probe('127.0.0.1', 9, 1.0)   # the poller's epoll, made while fds remain\n"
-        "    hog = []\n"
-        "    try:\n"
-        "        while True: hog.append(os.open('/dev/null', os.O_RDONLY))\n"
-        "    except OSError: pass\n"
-        "    for r in (await tcp_probe('127.0.0.1', 9, 1.0), await http_probe('127.0.0.1', 9, HttpProbe(), 1.0),\n"
-        "              await script_probe(['/bin/true'], 1.0)):\n"
-        "        print(r.ok, r.detail, r.inconclusive)\n"
-        "asyncio.run(main())\n")
+def test_an_exchange_that_ends_early_fails_with_its_reason_and_only_local_errnos_are_inconclusive():
+    assert failed(TimeoutError(), 1.0) == ProbeResult(False, "timeout", 1.0)
+    assert failed(ConnectionRefusedError(errno.ECONNREFUSED, "x"), 0.1) == ProbeResult(False, "refused", 0.1)
+    assert failed(OSError(errno.EMFILE, "x"), 0.0) == ProbeResult(False, "emfile", 0.0, inconclusive=True)
+    assert failed(OSError(errno.ENOBUFS, "x"), 0.0).inconclusive
+    # A bug in a probe is a failed check naming it, never an exception in the runner.
+    assert failed(ValueError("bad"), 0.2) == ProbeResult(False, "error: ValueError: bad", 0.2)
+    assert failure_reason(OSError(errno.EHOSTUNREACH, "x")) == "unreachable"
+
+
+# A child process lowers RLIMIT_NOFILE and opens files until EMFILE, then runs the probes
+# ({probes}: awaited calls) and prints each result as "ok detail inconclusive".
+OUT_OF_DESCRIPTORS = """\
+import asyncio, os, resource
+{imports}
+async def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+{warm_up}    hog = []
+    try:
+        while True: hog.append(os.open('/dev/null', os.O_RDONLY))
+    except OSError: pass
+    for r in ({probes}):
+        print(r.ok, r.detail, r.inconclusive)
+asyncio.run(main())
+"""
+
+
+async def results_out_of_descriptors(imports: str, probes: str, warm_up: str = "") -> list[str]:
+    code = OUT_OF_DESCRIPTORS.format(imports=imports, probes=probes, warm_up=warm_up)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])))
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
-    assert out.decode().splitlines() == ["False emfile True"] * 3
+    return out.decode().splitlines()
+
+
+async def test_probes_that_cannot_get_a_socket_are_inconclusive():
+    """RLIMIT_NOFILE lowered in a child process until socket() fails with EMFILE."""
+    lines = await results_out_of_descriptors(
+        "from hadirector.health.probes import tcp_probe, http_probe, script_probe\n"
+        "from hadirector.model import HttpProbe",
+        "await tcp_probe('127.0.0.1', 9, 1.0), await http_probe('127.0.0.1', 9, HttpProbe(), 1.0), "
+        "await script_probe(['/bin/true'], 1.0)",
+        warm_up="    await tcp_probe('127.0.0.1', 9, 1.0)   # the poller's epoll, made while fds remain\n")
+    assert lines == ["False emfile True"] * 3
 
 
 async def test_dns_udp_ping_and_smtp_probes_that_cannot_get_a_socket_are_inconclusive():
     """The issue-13 probes too: EMFILE is the director's failure, not the server's."""
-    code = (
-        "import asyncio, os, resource\n"
+    lines = await results_out_of_descriptors(
         "from hadirector.health.dns import dns_probe\n"
         "from hadirector.health.udp import udp_probe\n"
         "from hadirector.health.ping import ping_probe\n"
         "from hadirector.health.smtp import smtp_probe\n"
-        "from hadirector.model import DnsProbe, UdpProbe, SmtpProbe\n"
-        "async def main():\n"
-        "    resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
-        "    hog = []\n"
-        "    try:\n"
-        "        while True: hog.append(os.open('/dev/null', os.O_RDONLY))\n"
-        "    except OSError: pass\n"
-        "    for r in (await dns_probe('127.0.0.1', 53, DnsProbe(), 1.0),\n"
-        "              await udp_probe('127.0.0.1', 9, UdpProbe(), 1.0),\n"
-        "              await ping_probe('127.0.0.1', 1.0),\n"
-        "              await smtp_probe('127.0.0.1', 25, SmtpProbe(), 1.0)):\n"
-        "        print(r.ok, r.detail, r.inconclusive)\n"
-        "asyncio.run(main())\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])))
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 0, err.decode()
-    assert out.decode().splitlines() == ["False emfile True"] * 4
+        "from hadirector.model import DnsProbe, UdpProbe, SmtpProbe",
+        "await dns_probe('127.0.0.1', 53, DnsProbe(), 1.0), await udp_probe('127.0.0.1', 9, UdpProbe(), 1.0), "
+        "await ping_probe('127.0.0.1', 1.0), await smtp_probe('127.0.0.1', 25, SmtpProbe(), 1.0)")
+    assert lines == ["False emfile True"] * 4
 
 
 async def test_a_missing_or_non_executable_script_is_inconclusive(tmp_path):

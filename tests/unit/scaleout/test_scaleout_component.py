@@ -121,12 +121,24 @@ def fresh_tables():
 UP, DOWN = m.HealthState.UP, m.HealthState.DOWN
 
 
+async def started(sysctl_dir, cfg: m.Config | None = None) -> tuple[FakeLvs, ScaleOutComponent]:
+    """The component started over a fake LVS (nothing programmed, health unknown)."""
+    lvs = FakeLvs(cfg or config())
+    comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
+    await comp.start(None)
+    return lvs, comp
+
+
+def serve(lvs: FakeLvs) -> None:
+    """IPVS programmed and both real servers up: all the gate waits for."""
+    lvs.program()
+    lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+
+
 def test_start_flushes_a_predecessors_routes_and_announces_only_once_ipvs_and_health_are_there(sysctl_dir):
     async def run():
         FakeRoutes.tables[201] = {ipaddress.ip_address("10.100.0.9"): 201, ipaddress.ip_address("10.9.9.9"): 4}
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
+        lvs, comp = await started(sysctl_dir)
         assert comp.routes.announced() == set(), "stale route flushed, nothing announced yet"
         assert ipaddress.ip_address("10.9.9.9") in comp.routes.routes, "not ours: left alone"
         assert comp.routes.lo == {VIP}
@@ -146,11 +158,8 @@ def test_start_flushes_a_predecessors_routes_and_announces_only_once_ipvs_and_he
 
 def test_losing_ipvs_withdraws_at_once(sysctl_dir):
     async def run():
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir)
+        serve(lvs)
         assert comp.routes.announced() == {VIP}
         lvs.reconciler = None
         lvs.changed()
@@ -162,11 +171,8 @@ def test_losing_ipvs_withdraws_at_once(sysctl_dir):
 
 def test_the_hold_down_runs_on_the_loops_timer(sysctl_dir):
     async def run():
-        lvs = FakeLvs(config(hold_down=0.3))
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir, config(hold_down=0.3))
+        serve(lvs)
         t0 = time.monotonic()
         while not comp.routes.announced():
             assert time.monotonic() - t0 < 3, "never announced"
@@ -179,11 +185,8 @@ def test_the_hold_down_runs_on_the_loops_timer(sysctl_dir):
 
 def test_stop_withdraws_first_and_returns_only_after_drain_grace(sysctl_dir):
     async def run():
-        lvs = FakeLvs(config(drain_grace=0.3))
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir, config(drain_grace=0.3))
+        serve(lvs)
         routes = comp.routes
         t0 = time.monotonic()
         stopping = asyncio.ensure_future(comp.stop(None))
@@ -198,11 +201,8 @@ def test_stop_withdraws_first_and_returns_only_after_drain_grace(sysctl_dir):
 
 def test_drain_withdraws_and_undrain_announces_again(sysctl_dir):
     async def run():
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir)
+        serve(lvs)
         comp.drain(True)
         assert comp.routes.announced() == set() and comp.status()["drained"]
         comp.drain(False)
@@ -216,9 +216,7 @@ def test_a_missing_birdc_is_reported_and_changes_nothing_else(sysctl_dir, monkey
     monkeypatch.setattr(so_mod.shutil, "which", lambda name: None)
 
     async def run():
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
+        lvs, comp = await started(sysctl_dir)
         await comp.read_bird()
         assert comp.status()["bird_error"] == "birdc not installed" and comp.status()["bgp"] == []
         await comp.stop(None)
@@ -228,9 +226,7 @@ def test_a_missing_birdc_is_reported_and_changes_nothing_else(sysctl_dir, monkey
 
 def test_an_unreachable_bird_is_reported(sysctl_dir):
     async def run():
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
+        lvs, comp = await started(sysctl_dir)
         await comp.read_bird()
         assert "nonexistent" in comp.status()["bird_error"] or "connect" in comp.status()["bird_error"].lower()
         await comp.stop(None)
@@ -257,11 +253,8 @@ def test_status_metrics_and_the_status_text_show_the_gate_digest_and_sysctl_drif
             return {}
 
     async def run():
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir)
+        serve(lvs)
         (sysctl_dir / "sloppy_tcp").write_text("0\n")        # someone turned it off
         from hadirector.agent.lvs import LvsController
 
@@ -286,11 +279,8 @@ def test_status_metrics_and_the_status_text_show_the_gate_digest_and_sysctl_drif
 
 def test_the_control_socket_commands_drain_and_undrain_answer_with_each_vips_state(sysctl_dir):
     async def run():
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir)
+        serve(lvs)
         commands = comp.control_commands()
         assert commands["drain"]() == {"ok": True, "drained": True, "vips": {str(VIP): "drained"}}
         assert commands["undrain"]() == {"ok": True, "drained": False, "vips": {str(VIP): "announced"}}
@@ -310,11 +300,8 @@ def test_a_reload_keeps_an_announced_vip_and_withdraws_one_no_longer_listed(sysc
         return m.Config(node=base.node, virtual_services=services, scale_out=so)
 
     async def run():
-        lvs = FakeLvs(with_services((WEB, api), ("web", "api")))
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir, with_services((WEB, api), ("web", "api")))
+        serve(lvs)
         assert comp.routes.announced() == {VIP, vip2}
         changes = comp.gate_changes
         new = with_services((WEB, api), ("web",))
@@ -329,11 +316,8 @@ def test_a_reload_keeps_an_announced_vip_and_withdraws_one_no_longer_listed(sysc
 
 def test_a_drain_outlives_a_restart_until_undone(sysctl_dir, state_dir):
     async def run(undo: bool = False):
-        lvs = FakeLvs(config())
-        comp = ScaleOutComponent(lvs, routes_factory=FakeRoutes, sysctl_root=sysctl_dir)
-        await comp.start(None)
-        lvs.program()
-        lvs.set_health(**{"10_2_0_11": UP, "10_2_0_12": UP})
+        lvs, comp = await started(sysctl_dir)
+        serve(lvs)
         announced = comp.routes.announced()
         if undo:
             comp.drain(False)
