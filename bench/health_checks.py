@@ -48,12 +48,7 @@ from pathlib import Path
 import structlog
 
 from hadirector.agent.health_runner import HealthRunner
-from hadirector.health.probes import run_check
-
-try:                                   # the callback path (issue 13); absent before it
-    from hadirector.health.probes import start_probe
-except ImportError:
-    start_probe = None
+from hadirector.health.probes import prepare_probe, run_check
 from hadirector.model import (
     Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
 )
@@ -203,15 +198,25 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         record(start, addr, port, r)
         return r
 
-    def start(check, addr, port, done, clients):         # the callback path
-        t = loop.time()
+    class Timed:                                         # the callback path
+        """The target's real starter; each check's start and result recorded."""
 
-        def finished(r):
-            record(t, addr, port, r)
-            done(r)
-        return start_probe(check, addr, port, finished, clients)
+        def __init__(self, starter, addr, port):
+            self.starter, self.addr, self.port = starter, addr, port
 
-    kw = {"start": start} if start_probe is not None else {}
+        def start(self, done):
+            t = loop.time()
+
+            def finished(r):
+                record(t, self.addr, self.port, r)
+                done(r)
+            return self.starter.start(finished)
+
+    def prepare(check, addr, port):
+        starter = prepare_probe(check, addr, port)
+        return None if starter is None else Timed(starter, addr, port)
+
+    kw = {"prepare": prepare}
     if tick is not None:
         kw["tick"] = tick
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,

@@ -469,12 +469,17 @@ async def test_a_start_that_raises_counts_as_a_failure_and_the_check_runs_again(
     a = rs(1001, interval=0.02, fall=1)
     calls = []
 
-    def broken_start(check, addr, port, done, clients):
-        calls.append(port)
-        raise ValueError("bug")
+    class BrokenStarter:
+        def __init__(self, port):
+            self.port = port
+
+        def start(self, done):
+            calls.append(self.port)
+            raise ValueError("bug")
 
     rec = Recorder()
-    async with HealthRunner(config(service([a])), rec, start=broken_start) as runner:
+    async with HealthRunner(config(service([a])), rec,
+                            prepare=lambda check, addr, port: BrokenStarter(port)) as runner:
         await wait_for(lambda: len(calls) >= 3, 5)
         assert runner.snapshot().in_flight == 0
     assert rec.calls == [(a.key, DOWN)]
