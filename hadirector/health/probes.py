@@ -131,7 +131,7 @@ class Poller:
         self._fresh = fresh = set()
         # One clock read for the batch: every event in it was ready when poll returned,
         # so that is when each check ended (not after the ones handled before it).
-        self.now = now = self._loop.time()
+        now = self._loop.time()
         try:
             for fd, events in self._ep.poll(0):
                 check = checks.get(fd)
