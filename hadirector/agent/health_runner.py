@@ -358,8 +358,9 @@ class HealthRunner:
 
     def _on_timer(self) -> None:
         due_at = self._timer_at
-        self._timer = self._timer_at = None
+        self._timer = None
         if not self._running:
+            self._timer_at = None
             return
         # The loop may fire a hair early (its clock resolution): the armed deadline is
         # due by definition.
@@ -368,7 +369,11 @@ class HealthRunner:
         for sid in self._schedule.pop_due(now):
             slot = by_id[sid]
             self._queue.append((slot, slot.spec))
+        # ``_timer_at`` keeps saying ``due_at`` while the checks start, so one that ends
+        # at once (refused, EMFILE) does not re-arm, and scan the schedule, per check:
+        # this re-arms once, after all of them.
         self._pump()
+        self._timer_at = None
         self._arm()
 
     def _pump(self) -> None:

@@ -131,10 +131,12 @@ class CheckSchedule:
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a target not being checked, or None."""
-        keys, buckets = self._keys, self._buckets
+        keys, buckets, entries = self._keys, self._buckets, self._entries
         while keys:
             k = keys[0]
-            live = [row for row in buckets[k] if self._valid(row)]
+            # ``_valid``, inlined: a bucket holds a tick's worth of checks.
+            live = [row for row in buckets[k]
+                    if (e := entries.get(row[3])) is not None and not e.running and e.gen == row[2]]
             if live:
                 buckets[k] = live           # stale rows (removed, re-filed, running) go
                 return min(live)[0]
