@@ -23,7 +23,8 @@ per kind and size: checks/s sustained, CPU us per check (user + sys), checks per
 core-second, lateness p50/p99.
 
 Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,3000,10000] [--kinds tcp,http]
-[--duration 10] [--before 6103bbd]``.
+[--duration 10] [--before 6103bbd] [--floor]``. ``--floor`` adds, after each run, the same checks
+as bare system calls in a tight loop (``floor_loop``): the cost no checker goes below.
 """
 
 from __future__ import annotations
@@ -48,12 +49,7 @@ from pathlib import Path
 import structlog
 
 from hadirector.agent.health_runner import HealthRunner
-from hadirector.health.probes import run_check
-
-try:                                   # the callback path (issue 13); absent before it
-    from hadirector.health.probes import start_probe
-except ImportError:
-    start_probe = None
+from hadirector.health.probes import prepare_probe, run_check
 from hadirector.model import (
     Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
 )
@@ -212,15 +208,25 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         record(start, addr, port, r)
         return r
 
-    def start(check, addr, port, done, clients):         # the callback path
-        t = loop.time()
+    class Timed:                                         # the callback path
+        """The target's real starter; each check's start and result recorded."""
 
-        def finished(r):
-            record(t, addr, port, r)
-            done(r)
-        return start_probe(check, addr, port, finished, clients)
+        def __init__(self, starter, addr, port):
+            self.starter, self.addr, self.port = starter, addr, port
 
-    kw = {"start": start} if start_probe is not None else {}
+        def start(self, done):
+            t = loop.time()
+
+            def finished(r):
+                record(t, self.addr, self.port, r)
+                done(r)
+            return self.starter.start(finished)
+
+    def prepare(check, addr, port):
+        starter = prepare_probe(check, addr, port)
+        return None if starter is None else Timed(starter, addr, port)
+
+    kw = {"prepare": prepare}
     if tick is not None:
         kw["tick"] = tick
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
@@ -247,13 +253,63 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
     }
 
 
+def floor_loop(eps, kind: str, duration: float, interval: float) -> dict:
+    """The floor: the same checks as bare system calls in a tight loop (no runner, no
+    asyncio, no result objects) at the same rate -- socket, connect, epoll, close, and
+    for HTTP send and recv. On loopback it includes the servers' kernel half too."""
+    ep = select.epoll()
+    socks: dict[int, list] = {}
+    rate, step = len(eps) / interval, 0.002
+    stream = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    done = i = 0
+    carry = 0.0
+    t0 = nxt = time.monotonic()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    while (now := time.monotonic()) - t0 < duration:
+        if now >= nxt:
+            carry += rate * step
+            for _ in range(int(carry)):
+                s = socket.socket(socket.AF_INET, stream)
+                s.connect_ex(eps[i % len(eps)])
+                i += 1
+                socks[s.fileno()] = [s, False]
+                ep.register(s.fileno(), select.EPOLLOUT)
+            carry -= int(carry)
+            nxt += step
+        for fd, ev in ep.poll(max(0.0, nxt - time.monotonic())):
+            entry = socks[fd]
+            s = entry[0]
+            if kind == "http" and not ev & (select.EPOLLERR | select.EPOLLHUP):
+                if not entry[1]:
+                    s.send(request)
+                    entry[1] = True
+                    ep.modify(fd, select.EPOLLIN)
+                    continue
+                if b"\r\n\r\n" not in s.recv(65536):
+                    continue
+            del socks[fd]
+            s.close()
+            done += 1
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.monotonic() - t0
+    for entry in socks.values():
+        entry[0].close()
+    ep.close()
+    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    return {"wall": wall, "cpu": user + sys_, "user": user, "sys": sys_, "rate": done / wall,
+            "done": done, "fail": 0, "reasons": {}, "p50": float("nan"), "p99": float("nan"),
+            "late_p50": float("nan"), "late_p99": float("nan")}
+
+
 def ms(seconds: float) -> str:
     # nan: no target was checked twice inside the window (the runner fell behind).
     return "-" if seconds != seconds else f"{seconds * 1e3:.1f}ms"
 
 
-def run_one(kind: str, n: int, args) -> dict:
-    """One measured run of this tree's runner: servers up, measure, servers down."""
+def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
+    """One measured run of this tree's runner (or of ``floor_loop``): servers up,
+    measure, servers down."""
     eps = endpoints(n)
     procs, stop = start_servers(eps, kind, args.server_procs)
     load = os.getloadavg()[0]
@@ -263,10 +319,13 @@ def run_one(kind: str, n: int, args) -> dict:
         if args.loop == "uvloop":
             import uvloop
             factory = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=factory) as runner:
-            res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
-                                     args.concurrency, args.max_rate, args.tick))
-        srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + args.interval * 1.5)
+        if floor:
+            res = floor_loop(eps, kind, args.duration, args.interval)
+        else:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
+                                         args.concurrency, args.max_rate, args.tick))
+        srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + (0 if floor else args.interval * 1.5))
     finally:
         stop_servers(procs, stop)
     w = res["wall"]
@@ -348,6 +407,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tick", type=float, default=None, help="HealthRunner tick (s); default: the runner's")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                     help="event loop of this tree's runs (uvloop: if importable)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run the bare system calls of the same checks in a tight loop"
+                         " (floor_loop) after each run: what no checker in Python goes below")
     ap.add_argument("--before", metavar="REV",
                     help="also run the code of git revision REV, right before each run of this"
                          " tree's code (same servers, sizes and machine state)")
@@ -384,6 +446,10 @@ def main(argv=None) -> int:
                 if r["reasons"]:
                     top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
                     print(f"       failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+                if args.floor:
+                    r = run_one(kind, n, args, floor=True)
+                    rows.append(("floor", r))
+                    print(row_text("floor", r), flush=True)
     finally:
         if tree is not None:
             shutil.rmtree(tree, ignore_errors=True)

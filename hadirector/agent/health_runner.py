@@ -7,11 +7,14 @@ target's next check is due, ``HealthPolicy`` turns results into transitions (ris
 the probes in ``health.probes`` do the I/O. This shell only wires them:
 
 * one timer (``loop.call_later``) armed for the schedule's earliest deadline; when it
-  fires, every due check starts at once. TCP and plain-HTTP checks start through
-  ``probes.start_probe``: a callback object on a non-blocking socket, no task (a task,
-  its coroutine and its future were half the CPU of a check -- issue 13); the other
-  probes (HTTPS, scripts, a ``probe=`` given by a test) run as a task each. Either way a
-  hanging server ties up only its own check, never the timer or the other checks;
+  fires, every due check starts at once. TCP and plain-HTTP checks start through the
+  target's starter (``probes.prepare_probe``, made once per target with its socket
+  address and request): a callback object on a non-blocking socket, no task (a task,
+  its coroutine and its future were half the CPU of a check -- issue 13), reporting to
+  the target's ``_Run`` (one per target and probe generation, not one closure per
+  check); the other probes (HTTPS, scripts, a ``probe=`` given by a test) run as a task
+  each. Either way a hanging server ties up only its own check, never the timer or the
+  other checks;
 * at most ``max_concurrency`` probes run at once (sockets, processes) and at most
   ``max_rate`` start per second (a token bucket): due checks beyond that wait in a FIFO
   -- no task exists for a check that is not running. The rate cap keeps the event loop,
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import itertools
 import math
 import time
@@ -62,7 +64,7 @@ from hadirector.health.policy import (
     ServiceKey,
     Target,
 )
-from hadirector.health.probes import Done, HttpClients, Probe, run_check, start_probe
+from hadirector.health.probes import HttpClients, Probe, Starter, prepare_probe, run_check
 from hadirector.health.schedule import CheckSchedule
 from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
 
@@ -70,9 +72,10 @@ from .health_report import CheckTotals, HealthSnapshot, OnTransition, Reporter, 
 
 # probe(check, address as text, port, shared HTTP clients) -> result
 ProbeFn = Callable[[HealthCheck, str, int, HttpClients | None], Awaitable[ProbeResult]]
-# start(check, address as text, port, done, shared HTTP clients) -> a running check, or
-# None when that probe has no callback form (then ``probe`` runs it in a task)
-StartFn = Callable[[HealthCheck, str, int, Done, HttpClients | None], Probe | None]
+# prepare(check, address as text, port) -> what starts that target's checks
+# (``starter.start(done)``), made once per target and probe; None when that probe has
+# no callback form (then ``probe`` runs it in a task)
+PrepareFn = Callable[[HealthCheck, str, int], Starter | None]
 
 log = structlog.get_logger("hadirector.health")
 
@@ -121,6 +124,31 @@ class _Slot:
     target: Target
     spec: _Spec
     health: ServerHealth | None = None   # the policy's record of it, kept from track()
+    run: _Run | None = None              # starts and reports its callback checks
+
+
+class _Run:
+    """One target's callback checks under one probe generation: the starter made once
+    for them, and the ``done`` every one of them reports to (this object: no closure per
+    check). A reload that changes the probe makes a new one, so a result of the old
+    probe still in flight is told apart; ``check`` is the one running, if any."""
+
+    __slots__ = ("runner", "slot", "spec", "starter", "check")
+
+    def __init__(self, runner: HealthRunner, slot: _Slot, spec: _Spec, starter: Starter) -> None:
+        self.runner, self.slot, self.spec, self.starter = runner, slot, spec, starter
+        self.check: Probe | None = None
+
+    def __call__(self, result: ProbeResult) -> None:
+        runner = self.runner
+        inflight = runner._inflight
+        if self not in inflight:
+            return                           # stopped meanwhile
+        inflight.remove(self)
+        self.check = None
+        runner._complete(self.slot, self.spec, result)
+        if runner._queue and runner._running:
+            runner._pump()
 
 
 def _targets(config: Config) -> Iterator[tuple[Target, VirtualService, RealServer, bool]]:
@@ -156,16 +184,15 @@ class HealthRunner:
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  max_rate: float | None = DEFAULT_MAX_RATE, seed: int | None = None,
                  probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
-                 warmup: float = 0.0, start: StartFn | None = None, tick: float = TICK) -> None:
+                 warmup: float = 0.0, prepare: PrepareFn | None = None, tick: float = TICK) -> None:
         self._report = Reporter(on_transition)
         self._clock = clock or time.monotonic
         self._wall = wall_clock
         self._probe = probe
         # The callback path runs the real probes; a test's fake ``probe`` is awaited.
-        self._start = start if start is not None else (start_probe if probe is run_check else None)
-        self._runs = itertools.count()
-        # callback checks in flight: run number -> (slot, spec, check); None while starting
-        self._inflight: dict[int, tuple[_Slot, _Spec, Probe] | None] = {}
+        self._prepare = prepare if prepare is not None else (prepare_probe if probe is run_check else None)
+        # callback checks in flight (from just before their start)
+        self._inflight: set[_Run] = set()
         self._pumping = False
         self._tick = max(0.0, tick)
         self._policy = HealthPolicy()
@@ -228,13 +255,13 @@ class HealthRunner:
         if self._pump_timer is not None:
             self._pump_timer.cancel()
             self._pump_timer = None
-        inflight, self._inflight = list(self._inflight.values()), {}
-        for entry in inflight:
-            if entry is None:
-                continue
-            slot, spec, check = entry
-            check.cancel()
-            if slot.spec.gen == spec.gen and self._by_id.get(slot.id) is slot:
+        inflight, self._inflight = list(self._inflight), set()
+        for run in inflight:
+            check, run.check = run.check, None
+            if check is not None:
+                check.cancel()
+            slot = run.slot
+            if slot.spec.gen == run.spec.gen and self._by_id.get(slot.id) is slot:
                 self._schedule.finished(slot.id, now)
         tasks = list(self._tasks)
         for t in tasks:
@@ -274,6 +301,7 @@ class HealthRunner:
                 slot = _Slot(next(self._ids), target, _replace_gen(spec, next(self._gen)))
                 self._slots[target] = self._by_id[slot.id] = slot
                 slot.health = self._policy.track(target, spec.check, now)
+                self._prepare_run(slot)
                 if spec.check is not None:
                     self._schedule.add(slot.id, spec.check, now, self._warmup)
                 continue
@@ -286,6 +314,7 @@ class HealthRunner:
                 continue
             # The probe changed: results of the old one (maybe in flight) are stale.
             slot.spec = spec = _replace_gen(spec, next(self._gen))
+            self._prepare_run(slot)
             self._schedule.remove(slot.id)
             transition = self._policy.retune(target, spec.check, now, reset=True)
             if spec.check is not None:
@@ -294,6 +323,18 @@ class HealthRunner:
                      state=self._policy.state(*target).value)
             if transition is not None:
                 self._report.transition(spec, transition)
+
+    def _prepare_run(self, slot: _Slot) -> None:
+        """The callback path of ``slot``'s current probe, if it has one."""
+        spec, slot.run = slot.spec, None
+        if spec.check is None or self._prepare is None:
+            return
+        try:
+            starter = self._prepare(spec.check, spec.host, spec.port)
+        except Exception as exc:         # a bad target is a failed check, not a failed load
+            starter = _Broken(f"error: {type(exc).__name__}: {exc}")
+        if starter is not None:
+            slot.run = _Run(self, slot, spec, starter)
 
     # --- the timer and the checks ------------------------------------------------
 
@@ -317,8 +358,9 @@ class HealthRunner:
 
     def _on_timer(self) -> None:
         due_at = self._timer_at
-        self._timer = self._timer_at = None
+        self._timer = None
         if not self._running:
+            self._timer_at = None
             return
         # The loop may fire a hair early (its clock resolution): the armed deadline is
         # due by definition.
@@ -327,7 +369,11 @@ class HealthRunner:
         for sid in self._schedule.pop_due(now):
             slot = by_id[sid]
             self._queue.append((slot, slot.spec))
+        # ``_timer_at`` keeps saying ``due_at`` while the checks start, so one that ends
+        # at once (refused, EMFILE) does not re-arm, and scan the schedule, per check:
+        # this re-arms once, after all of them.
         self._pump()
+        self._timer_at = None
         self._arm()
 
     def _pump(self) -> None:
@@ -342,44 +388,33 @@ class HealthRunner:
             self._pumping = False
 
     def _pump_queue(self) -> None:
-        queue, loop, start, inflight = self._queue, None, self._start, self._inflight
-        while queue and len(self._tasks) + len(inflight) < self._max_running:
+        queue, loop, inflight, tasks, by_id = self._queue, None, self._inflight, self._tasks, self._by_id
+        max_running, bucket = self._max_running, self._bucket
+        while queue and len(tasks) + len(inflight) < max_running:
             slot, spec = queue[0]
-            if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
+            if slot.spec.gen != spec.gen or by_id.get(slot.id) is not slot:
                 queue.popleft()              # removed or re-probed while queued
                 continue
-            bucket = self._bucket
             if bucket is not None and not bucket.take(self._clock()):
                 if self._pump_timer is None:
                     self._pump_timer = asyncio.get_running_loop().call_later(bucket.wait(), self._pump_later)
                 return
             queue.popleft()
-            if start is not None:
-                run = next(self._runs)
-                inflight[run] = None         # counts toward max_concurrency from now
+            run = slot.run
+            if run is not None:
+                inflight.add(run)            # counts toward max_concurrency from now
                 try:
-                    check = start(spec.check, spec.host, spec.port,  # type: ignore[arg-type]
-                                  functools.partial(self._done, run, slot, spec), self._clients)
+                    check = run.starter.start(run)
                 except Exception as exc:     # a probe must not raise; if one does, it failed
-                    self._done(run, slot, spec,
-                               ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
+                    run(ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
                     continue
-                if check is not None:
-                    if run in inflight:      # not finished already (refused at once, EMFILE)
-                        inflight[run] = (slot, spec, check)
-                    continue
-                del inflight[run]
+                if run in inflight:          # not finished already (refused at once, EMFILE)
+                    run.check = check
+                continue
             loop = loop or asyncio.get_running_loop()
             task = loop.create_task(self._run(slot, spec))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
-
-    def _done(self, run: int, slot: _Slot, spec: _Spec, result: ProbeResult) -> None:
-        if self._inflight.pop(run, False) is False:
-            return                           # stopped meanwhile
-        self._complete(slot, spec, result)
-        if self._queue and self._running:
-            self._pump()
 
     def _pump_later(self) -> None:
         self._pump_timer = None
@@ -458,6 +493,20 @@ class _Bucket:
     def wait(self) -> float:
         """Seconds until the next token."""
         return (1.0 - self.tokens) / self.rate
+
+
+class _Broken:
+    """A target whose starter could not be made: each check fails with that reason."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+    def start(self, done: Callable[[ProbeResult], None]) -> _Broken:
+        done(ProbeResult(False, self.detail, 0.0))
+        return self
+
+    def cancel(self) -> None:
+        pass
 
 
 def _replace_gen(spec: _Spec, gen: int) -> _Spec:

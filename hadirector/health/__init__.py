@@ -2,7 +2,7 @@
 
 * ``policy``   -- rise/fall, written once: ``HealthPolicy.record(target, result, now)``
   returns a ``Transition`` only when a state changes (sans-IO).
-* ``schedule`` -- ``CheckSchedule``: when each check is due (one heap, one timer).
+* ``schedule`` -- ``CheckSchedule``: when each check is due (one calendar queue, one timer).
 * ``probes``   -- ``tcp_probe``, ``http_probe``, ``script_probe`` and ``run_check``, which
   dispatches to them and to ``dns``, ``udp``, ``ping`` and ``smtp`` (issue 13): I/O
   only, no policy; each returns ``ProbeResult(ok, detail, elapsed)`` and never raises.

@@ -12,10 +12,15 @@ buffers or memory, a fork failure, a missing script -- says nothing about the se
 its result is ``inconclusive`` (the policy counts it toward neither rise nor fall).
 
 Cost (issue 13): TCP and plain HTTP checks are callback objects (``TcpCheck``,
-``HttpCheck``) on a non-blocking socket registered with the loop's selector: no task,
-no future, no stream or transport, one timer each. ``start_probe`` starts one and calls
-``done(result)`` once, unless cancelled; the runner uses that, and the ``async``
-functions (``tcp_probe``, ``http_probe``, ``run_check``) wrap it for everyone else. The
+``HttpCheck``) on a non-blocking socket watched by one private epoll per loop
+(``Poller``): no task, no future, no stream or transport. What every check of a target
+shares -- address family, socket address, source, the encoded GET -- is worked out once
+(``prepare_probe`` -> ``TcpTarget`` / ``HttpTarget``); ``target.start(done)`` starts one
+check and calls ``done(result)`` once, unless cancelled. The runner keeps one target per
+real server; the ``async`` functions (``tcp_probe``, ``http_probe``, ``run_check``) and
+``start_probe`` wrap it for everyone else. Per check that leaves the system calls
+keepalived makes too (socket, connect, epoll_ctl, close; SO_ERROR only when epoll flags
+an error) and a few Python calls. The
 HTTP client is a minimal HTTP/1.1 GET with ``Connection: close`` -- a check must open a
 new connection each time, or a server whose listener died would keep passing on an old
 keep-alive connection -- that reads only as much as the verdict needs: the status line
@@ -25,6 +30,7 @@ and headers, the body only for a regex or a digest. HTTPS goes through
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import collections
 import errno
@@ -81,14 +87,18 @@ class Poller:
     value expire in the order they started, so each value is a FIFO and one
     ``loop.call_at`` is armed for the earliest head. Compared with ``add_writer`` and a
     timer per check this saves the selector's bookkeeping, two handles, a heap push and
-    an ``epoll_ctl`` per check (bench/health_checks.py).
+    an ``epoll_ctl`` per check (bench/health_checks.py). A FIFO row is ``(deadline,
+    fd)``, not the check: a finished check is freed at once instead of living on in the
+    FIFO for its whole timeout (and into the garbage collector's oldest generation,
+    whose full passes then took 15-35 ms at 6,000 targets); a row whose descriptor is
+    gone or now belongs to a later check (another deadline) is stale and dropped.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._ep = select.epoll()          # OSError (EMFILE) before anything else is held
         self._checks: dict[int, _Check] = {}
-        self._expiry: dict[float, collections.deque[tuple[float, _Check]]] = {}
+        self._expiry: dict[float, collections.deque[tuple[float, int]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         # Descriptors registered while ``_on_ready`` runs: a ready event in the batch
@@ -104,7 +114,8 @@ class Poller:
         q = self._expiry.get(timeout)
         if q is None:
             q = self._expiry[timeout] = collections.deque()
-        q.append((deadline, check))
+        check._deadline = deadline
+        q.append((deadline, fd))
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
 
@@ -118,13 +129,16 @@ class Poller:
     def _on_ready(self) -> None:
         checks = self._checks
         self._fresh = fresh = set()
+        # One clock read for the batch: every event in it was ready when poll returned,
+        # so that is when each check ended (not after the ones handled before it).
+        now = self._loop.time()
         try:
             for fd, events in self._ep.poll(0):
                 check = checks.get(fd)
                 if check is None or fd in fresh:
                     continue
                 try:
-                    check.on_event(events)
+                    check.on_event(events, now)
                 except Exception as exc:   # never let one check break the loop's callback
                     check.fail(f"error: {type(exc).__name__}: {exc}")
         finally:
@@ -140,11 +154,13 @@ class Poller:
         self._timer = None
         now = self._loop.time()
         earliest = None
+        checks = self._checks
         for q in self._expiry.values():
             while q:
-                deadline, check = q[0]
-                if check.finished:
-                    q.popleft()
+                deadline, fd = q[0]
+                check = checks.get(fd)
+                if check is None or check._deadline != deadline:
+                    q.popleft()            # finished (its descriptor maybe reused since)
                 elif deadline <= now:
                     q.popleft()
                     check.fail("timeout")
@@ -183,33 +199,55 @@ def poller(loop: asyncio.AbstractEventLoop) -> Poller:
     return p
 
 
+# A socket of the C type, non-blocking from socket(2) on: no Python wrapper object to
+# build and close, and no fcntl() to clear O_NONBLOCK's opposite (issue 13: per check).
+_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+_FAILED = select.EPOLLERR | select.EPOLLHUP
+_EPOLLOUT = select.EPOLLOUT
+
+
+class TcpTarget:
+    """What every TCP check of one target shares, worked out once (the runner keeps one
+    per target, ``prepare_probe``): address family, socket address, timeout, source."""
+
+    __slots__ = ("family", "sockaddr", "timeout", "bind_to")
+
+    def __init__(self, addr: str, port: int, timeout: float, bind_to: IPAddress | str | None) -> None:
+        self.family = _family(addr)
+        self.sockaddr = (addr, port)
+        self.timeout = timeout
+        self.bind_to = None if bind_to is None else (str(bind_to), 0)
+
+    def start(self, done: Done) -> Probe:
+        """Start one check; ``done(result)`` is called once unless it is cancelled."""
+        try:
+            p = poller(asyncio.get_running_loop())
+        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
+            done(os_result(exc, 0.0))
+            return _FINISHED
+        return TcpCheck(p, self, done)
+
+
 class _Check:
     """What a ``Poller`` needs of a check; the socket and ``done`` plumbing."""
 
-    __slots__ = ("_poller", "_done", "_sock", "_fd", "_start")
+    __slots__ = ("_poller", "_done", "_sock", "_fd", "_start", "_deadline")
 
-    def __init__(self, poller: Poller, done: Done) -> None:
-        self._poller, self._done = poller, done
-        self._sock: socket.socket | None = None
-        self._fd = -1
-        self._start = poller._loop.time()
-
-    def _connect(self, addr: str, port: int, bind_to: IPAddress | str | None) -> int | None:
+    def _connect(self, target: TcpTarget) -> int | None:
         """Start a non-blocking connect; None when it failed (and the check finished)."""
         try:
-            self._sock = sock = socket.socket(_family(addr), socket.SOCK_STREAM)
-            sock.setblocking(False)
-            if bind_to is not None:
+            self._sock = sock = _socket.socket(target.family, _STREAM)
+            if target.bind_to is not None:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_BIND_ADDRESS_NO_PORT, 1)
-                sock.bind((str(bind_to), 0))
-            code = sock.connect_ex((addr, port))
+                sock.bind(target.bind_to)
+            code = sock.connect_ex(target.sockaddr)
         except OSError as exc:
             self._finish(os_result(exc, self.elapsed))
             return None
         except Exception as exc:   # never raise: a probe bug is a failed check, not a crash
             self.fail(f"error: {type(exc).__name__}: {exc}")
             return None
-        if code in (0, errno.EINPROGRESS):
+        if code == 0 or code == errno.EINPROGRESS:
             return code
         self._fail_errno(code)
         return None
@@ -222,6 +260,10 @@ class _Check:
             # Our epoll is full (max_user_watches) or out of memory: this director's
             # problem, whatever the errno.
             self._finish(ProbeResult(False, os_reason(exc), self.elapsed, inconclusive=True))
+
+    def _error(self) -> int:
+        """The socket's pending error (0: none); only asked when epoll flagged one."""
+        return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
     @property
     def elapsed(self) -> float:
@@ -238,12 +280,12 @@ class _Check:
     def fail(self, detail: str) -> None:
         self._finish(ProbeResult(False, detail, self.elapsed))
 
-    def on_event(self, events: int) -> None:
+    def on_event(self, events: int, now: float) -> None:
         raise NotImplementedError
 
     def _close(self) -> None:
         if self._fd >= 0:
-            self._poller.forget(self._fd)
+            self._poller._checks.pop(self._fd, None)    # Poller.forget, inlined
             self._fd = -1
         if self._sock is not None:
             self._sock.close()
@@ -262,25 +304,28 @@ class _Check:
 
 class TcpCheck(_Check):
     """Healthy when a non-blocking connect completes within the timeout. The socket is
-    closed as soon as the verdict is known (a connect check sends nothing)."""
+    closed as soon as the verdict is known (a connect check sends nothing); the close is
+    an orderly one (FIN), as keepalived's TCP_CHECK does: no SO_LINGER 0 reset."""
 
     __slots__ = ()
 
-    def __init__(self, poller: Poller, addr: str, port: int, timeout: float,
-                 bind_to: IPAddress | str | None, done: Done) -> None:
-        super().__init__(poller, done)
-        code = self._connect(addr, port, bind_to)
+    def __init__(self, poller: Poller, target: TcpTarget, done: Done) -> None:
+        self._poller, self._done, self._sock, self._fd = poller, done, None, -1
+        self._start = poller._loop.time()
+        code = self._connect(target)
         if code == 0:
             self._finish(ProbeResult(True, "connected", self.elapsed))
         elif code is not None:
-            self._watch(select.EPOLLOUT, timeout)
+            self._watch(_EPOLLOUT, target.timeout)
 
-    def on_event(self, events: int) -> None:
-        code = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            self._fail_errno(code)
-        else:
-            self._finish(ProbeResult(True, "connected", self.elapsed))
+    def on_event(self, events: int, now: float) -> None:
+        # Writable and no error flagged is a completed connect: no SO_ERROR to fetch.
+        if events & _FAILED:
+            code = self._error()
+            if code:
+                self._fail_errno(code)
+                return
+        self._finish(ProbeResult(True, "connected", now - self._start))
 
 
 async def _wait(start: Callable[[Done], object]) -> ProbeResult:
@@ -302,9 +347,8 @@ async def _wait(start: Callable[[Done], object]) -> ProbeResult:
 async def tcp_probe(addr: IPAddress | str, port: int, timeout: float,
                     bind_to: IPAddress | str | None = None) -> ProbeResult:
     """Healthy when a TCP connection to ``addr:port`` completes within ``timeout``."""
-    p = poller(asyncio.get_running_loop())
     host = addr if isinstance(addr, str) else str(addr)
-    return await _wait(lambda done: TcpCheck(p, host, port, timeout, bind_to, done))
+    return await _wait(TcpTarget(host, port, timeout, bind_to).start)
 
 
 # --- HTTP -----------------------------------------------------------------------------
@@ -491,34 +535,55 @@ class HttpResponse:
         return (True, f"status {self._status}")
 
 
+class HttpTarget(TcpTarget):
+    """A plain-HTTP target: the TCP part plus the probe and its GET, encoded once."""
+
+    __slots__ = ("probe", "request")
+
+    def __init__(self, addr: str, port: int, probe: HttpProbe, timeout: float,
+                 bind_to: IPAddress | str | None) -> None:
+        super().__init__(addr, port, timeout, bind_to)
+        self.probe = probe
+        self.request = request_bytes(addr, port, probe)
+
+    def start(self, done: Done) -> Probe:
+        try:
+            p = poller(asyncio.get_running_loop())
+        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
+            done(os_result(exc, 0.0))
+            return _FINISHED
+        return HttpCheck(p, self, done)
+
+
 class HttpCheck(_Check):
     """One plain-HTTP check: connect, send the GET once writable, read the response
     through ``HttpResponse``. HTTPS goes through ``_https``."""
 
     __slots__ = ("_out", "_resp")
 
-    def __init__(self, poller: Poller, addr: str, port: int, probe: HttpProbe, timeout: float,
-                 bind_to: IPAddress | str | None, done: Done) -> None:
-        super().__init__(poller, done)
-        self._resp = HttpResponse(probe)
-        self._out = request_bytes(addr, port, probe)
-        if self._connect(addr, port, bind_to) is not None:
+    def __init__(self, poller: Poller, target: HttpTarget, done: Done) -> None:
+        self._poller, self._done, self._sock, self._fd = poller, done, None, -1
+        self._start = poller._loop.time()
+        self._resp = HttpResponse(target.probe)
+        self._out = target.request
+        if self._connect(target) is not None:
             # Writable once connected (or failed); the request then goes out at once.
-            self._watch(select.EPOLLOUT, timeout)
+            self._watch(_EPOLLOUT, target.timeout)
 
-    def on_event(self, events: int) -> None:
+    def on_event(self, events: int, now: float) -> None:
         sock = self._sock
         if self._out:
-            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code:
-                self._fail_errno(code)
-                return
+            if events & _FAILED:
+                code = self._error()
+                if code:
+                    self._fail_errno(code)
+                    return
             try:
                 sent = sock.send(self._out)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                self._finish(os_result(exc, self.elapsed))
+                self._finish(os_result(exc, now - self._start))
                 return
             self._out = self._out[sent:]
             if not self._out:
@@ -529,11 +594,11 @@ class HttpCheck(_Check):
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            self._finish(os_result(exc, self.elapsed))
+            self._finish(os_result(exc, now - self._start))
             return
         verdict = self._resp.feed(data) if data else self._resp.eof()
         if verdict is not None:
-            self._finish(ProbeResult(verdict[0], verdict[1], self.elapsed))
+            self._finish(ProbeResult(verdict[0], verdict[1], now - self._start))
 
 
 class _ResponseProtocol(asyncio.Protocol):
@@ -622,8 +687,7 @@ async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout
     host = str(ipaddress.ip_address(addr))
     if probe.tls:
         return await _https(host, port, probe, timeout, bind_to, clients or HttpClients())
-    p = poller(asyncio.get_running_loop())
-    return await _wait(lambda done: HttpCheck(p, host, port, probe, timeout, bind_to, done))
+    return await _wait(HttpTarget(host, port, probe, timeout, bind_to).start)
 
 
 # --- script ---------------------------------------------------------------------------
@@ -715,22 +779,29 @@ class Probe(Protocol):
     def cancel(self) -> None: ...
 
 
+class Starter(Protocol):
+    def start(self, done: Done) -> Probe: ...
+
+
+def prepare_probe(check: HealthCheck, addr: str, port: int) -> Starter | None:
+    """What the runner keeps per target to start its check on the cheap path, worked out
+    once: ``starter.start(done)`` starts one check, which calls ``done(result)`` once
+    (maybe before ``start`` returns) unless ``cancel()`` is called first. None: this
+    probe has no callback form (HTTPS, scripts, ...); await ``run_check`` instead."""
+    probe = check.probe
+    if isinstance(probe, TcpProbe):
+        return TcpTarget(addr, port, check.timeout, check.bind_to)
+    if isinstance(probe, HttpProbe) and not probe.tls:
+        return HttpTarget(addr, port, probe, check.timeout, check.bind_to)
+    return None
+
+
 def start_probe(check: HealthCheck, addr: str, port: int, done: Done,
                 clients: HttpClients | None = None) -> Probe | None:
-    """Start the check on the runner's cheap path: ``done(result)`` is called once
-    (maybe before this returns) unless ``cancel()`` is called first. None: this probe
-    has no callback form (HTTPS, scripts, ...); await ``run_check`` instead."""
-    probe = check.probe
-    if isinstance(probe, TcpProbe) or isinstance(probe, HttpProbe) and not probe.tls:
-        try:
-            p = poller(asyncio.get_running_loop())
-        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
-            done(os_result(exc, 0.0))
-            return _Finished()
-        if isinstance(probe, TcpProbe):
-            return TcpCheck(p, addr, port, check.timeout, check.bind_to, done)
-        return HttpCheck(p, addr, port, probe, check.timeout, check.bind_to, done)
-    return None
+    """``prepare_probe(check, addr, port).start(done)``, or None when the probe has no
+    callback form (await ``run_check`` instead)."""
+    target = prepare_probe(check, addr, port)
+    return None if target is None else target.start(done)
 
 
 class _Finished:
@@ -738,3 +809,6 @@ class _Finished:
 
     def cancel(self) -> None:
         pass
+
+
+_FINISHED = _Finished()

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-``CheckSchedule`` keeps one deadline per target in a heap. The shell asks for
+``CheckSchedule`` keeps one deadline per target in a calendar queue (below). The shell asks for
 ``next_deadline()``, arms a single timer for it, and when the timer fires takes
 ``pop_due(now)`` -- the targets whose checks start now. When a check completes the
 shell calls ``finished(target, now, retry=...)`` and re-arms its timer. There is no
@@ -24,6 +24,13 @@ Timing rules (``HealthCheck`` fields):
 * ``jitter``: every deadline (the first one too) gets a uniform random delay in
   ``[0, jitter]`` from a seeded RNG, so tests are reproducible and a fleet configured
   with one interval does not probe in lock-step.
+
+Deadlines are filed in buckets ``BUCKET`` seconds wide (a calendar queue): filing one is
+a dict lookup and a list append, and ``pop_due`` sorts only the few rows of each bucket
+it takes, where a heap of every target cost a push and a pop of ~15 tuple comparisons
+each (2.7 us per check at 20,000 targets, issue 13). The buckets themselves are in a
+small heap. Deadlines stay exact and ``pop_due`` keeps deadline order; a row later than
+``now`` stays filed.
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ from hadirector.model import HealthCheck
 
 # Any hashable names a target here; the runner uses small ints (cheap to hash).
 Target = Hashable
+# Width of a calendar bucket, seconds: the health runner's timer grid, so a tick takes
+# about one bucket.
+BUCKET = 0.002
+
+Row = tuple[float, int, int, Target]       # deadline, seq, gen, target
 
 
 @dataclass(slots=True)
@@ -52,9 +64,11 @@ class _Entry:
 
 
 class CheckSchedule:
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, bucket: float = BUCKET) -> None:
         self._rng = random.Random(seed)
-        self._heap: list[tuple[float, int, int, Target]] = []   # deadline, seq, gen, target
+        self._width = bucket
+        self._buckets: dict[int, list[Row]] = {}     # bucket number -> rows, unsorted
+        self._keys: list[int] = []                   # heap of the bucket numbers filed
         self._seq = itertools.count()
         self._entries: dict[Target, _Entry] = {}
 
@@ -64,8 +78,17 @@ class CheckSchedule:
     def _push(self, target: Target, e: _Entry, deadline: float) -> float:
         e.gen += 1
         e.deadline = deadline
-        heapq.heappush(self._heap, (deadline, next(self._seq), e.gen, target))
+        self._file((deadline, next(self._seq), e.gen, target))
         return deadline
+
+    def _file(self, row: Row) -> None:
+        k = int(row[0] // self._width)
+        rows = self._buckets.get(k)
+        if rows is None:
+            self._buckets[k] = [row]
+            heapq.heappush(self._keys, k)
+        else:
+            rows.append(row)
 
     # --- membership --------------------------------------------------------------
 
@@ -102,28 +125,52 @@ class CheckSchedule:
 
     # --- the timer ---------------------------------------------------------------
 
-    def _valid(self, row: tuple[float, int, int, Target]) -> bool:
+    def _valid(self, row: Row) -> bool:
         e = self._entries.get(row[3])
         return e is not None and not e.running and e.gen == row[2]
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a target not being checked, or None."""
-        heap = self._heap
-        while heap and not self._valid(heap[0]):
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        keys, buckets, entries = self._keys, self._buckets, self._entries
+        while keys:
+            k = keys[0]
+            # ``_valid``, inlined: a bucket holds a tick's worth of checks.
+            live = [row for row in buckets[k]
+                    if (e := entries.get(row[3])) is not None and not e.running and e.gen == row[2]]
+            if live:
+                buckets[k] = live           # stale rows (removed, re-filed, running) go
+                return min(live)[0]
+            heapq.heappop(keys)
+            del buckets[k]
+        return None
 
     def pop_due(self, now: float) -> list[Target]:
         """Targets whose checks start now, earliest first; they count as running."""
         due: list[Target] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            row = heapq.heappop(heap)
-            if not self._valid(row):
+        keys, buckets, entries = self._keys, self._buckets, self._entries
+        last = int(now // self._width)
+        taken: list[Row] = []
+        later: list[tuple[int, list[Row]]] = []
+        while keys and keys[0] <= last:
+            k = heapq.heappop(keys)
+            rows = buckets.pop(k)
+            rows.sort()
+            i = len(rows)
+            while i and rows[i - 1][0] > now:   # only in the bucket that holds ``now``
+                i -= 1
+            if i < len(rows):
+                later.append((k, rows[i:]))
+                del rows[i:]
+            taken += rows
+        for k, rows in later:
+            buckets[k] = rows
+            heapq.heappush(keys, k)
+        for _deadline, _seq, gen, target in taken:
+            e = entries.get(target)             # ``_valid``, inlined: once per check
+            if e is None or e.running or e.gen != gen:
                 continue
-            e = self._entries[row[3]]
             e.running, e.started = True, now
-            due.append(row[3])
+            due.append(target)
         return due
 
     def finished(self, target: Target, now: float, retry: bool = False) -> float | None:
@@ -140,7 +187,12 @@ class CheckSchedule:
         else:
             started = e.started if e.started is not None else now
             base = max(now, started + e.interval)
-        return self._push(target, e, base + self._jitter(e))
+        if e.jitter > 0:                        # ``_jitter`` and ``_push``, inlined: once per check
+            base += self._rng.uniform(0.0, e.jitter)
+        e.gen += 1
+        e.deadline = base
+        self._file((base, next(self._seq), e.gen, target))
+        return base
 
     def deadline(self, target: Target) -> float | None:
         e = self._entries.get(target)

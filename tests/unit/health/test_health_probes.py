@@ -543,3 +543,33 @@ async def test_batched_timeouts_keep_each_checks_own_timeout_whatever_the_order_
         t_long = loop.time() - t0
     assert (done_short.detail, done_long.detail) == ("timeout", "timeout")
     assert 0.3 <= t_short < 0.3 + SLACK and 1.5 <= t_long < 1.5 + SLACK
+
+
+async def test_a_check_on_the_descriptor_of_a_finished_one_keeps_its_own_timeout():
+    """The timeout FIFO keeps (deadline, descriptor) rows, not checks: the row of a check
+    that finished early must not time out a later check that got the same descriptor."""
+    from hadirector.health import probes
+
+    got = []
+    with socket.socket() as live, blackhole_listener() as hole:
+        live.bind((LOCAL, 0))
+        live.listen(16)
+        first = probes.TcpTarget(LOCAL, live.getsockname()[1], 0.6, None).start(got.append)
+        fd = first._fd
+        assert fd >= 0                       # watched: its row is in the FIFO
+        await wait_until(lambda: len(got) == 1)
+        await asyncio.sleep(0.3)
+        t0 = time.monotonic()
+        second = probes.TcpTarget(LOCAL, hole, 0.6, None).start(got.append)
+        assert second._fd == fd             # the same descriptor, a later deadline
+        await wait_until(lambda: len(got) == 2, timeout=0.6 + SLACK)
+        took = time.monotonic() - t0
+    assert [(r.ok, r.detail) for r in got] == [(True, "connected"), (False, "timeout")]
+    assert 0.6 <= took < 0.6 + SLACK
+
+
+async def wait_until(cond, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import socket
 import time
 
 import pytest
@@ -274,6 +275,27 @@ async def test_reload_with_a_changed_probe_keeps_the_state_and_ignores_the_old_p
         assert rec.calls == [(server.key, UP)]
 
 
+async def test_a_result_of_the_old_probe_still_in_flight_after_a_reload_is_ignored():
+    # The callback path: the old probe's check hangs (its SYNs unanswered) when the
+    # reload points the check at a live port; its timeout arrives after the new probe
+    # brought the server up, and must not take it down (fall 1).
+    with blackhole_listener() as hole, socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen(64)
+        server = rs(hole, interval=0.05, timeout=0.6, fall=1, rise=1)
+        vs = service([server])
+        rec = Recorder()
+        async with HealthRunner(config(vs), rec) as runner:
+            await asyncio.sleep(0.1)
+            assert runner.snapshot().in_flight == 1             # the old probe, hanging
+            moved = dataclasses.replace(server, check=dataclasses.replace(server.check, port=live.getsockname()[1]))
+            runner.update_config(config(service([moved])))
+            await wait_for(lambda: runner.state(vs.key, server.key) is UP, 1.0 + SLACK)
+            await asyncio.sleep(0.8)                             # past the old probe's timeout
+            assert runner.state(vs.key, server.key) is UP
+    assert rec.calls == [(server.key, UP)]
+
+
 async def test_stop_cancels_hanging_checks_promptly():
     with blackhole_listener() as port:
         server = rs(port, timeout=30.0)
@@ -469,12 +491,17 @@ async def test_a_start_that_raises_counts_as_a_failure_and_the_check_runs_again(
     a = rs(1001, interval=0.02, fall=1)
     calls = []
 
-    def broken_start(check, addr, port, done, clients):
-        calls.append(port)
-        raise ValueError("bug")
+    class BrokenStarter:
+        def __init__(self, port):
+            self.port = port
+
+        def start(self, done):
+            calls.append(self.port)
+            raise ValueError("bug")
 
     rec = Recorder()
-    async with HealthRunner(config(service([a])), rec, start=broken_start) as runner:
+    async with HealthRunner(config(service([a])), rec,
+                            prepare=lambda check, addr, port: BrokenStarter(port)) as runner:
         await wait_for(lambda: len(calls) >= 3, 5)
         assert runner.snapshot().in_flight == 0
     assert rec.calls == [(a.key, DOWN)]

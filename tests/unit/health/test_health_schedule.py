@@ -1,6 +1,8 @@
-"""When checks are due: interval, jitter, retry delay -- one heap, ``now`` by hand."""
+"""When checks are due: interval, jitter, retry delay -- one calendar queue, ``now`` by hand."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
@@ -139,3 +141,25 @@ def test_warmup_spreads_first_checks_and_later_ones_stay_spread():
         for target in s.pop_due(t):
             nexts.append(s.finished(target, now=t + 0.001))
     assert sorted(nexts) == pytest.approx([f + 1.0 for f in sorted(firsts)])
+
+
+def test_pop_due_takes_exactly_the_deadlines_up_to_now_in_order_whatever_the_buckets():
+    # The calendar queue files deadlines in BUCKET-wide buckets: a bucket that holds
+    # ``now`` gives only its rows up to ``now``, the rest stay due later.
+    rng = random.Random(7)
+    s = CheckSchedule(seed=1)
+    deadlines = {}
+    for i in range(2000):
+        when = rng.choice([rng.uniform(0.0, 0.05), round(rng.uniform(0.0, 0.05), 3)])
+        deadlines[i] = s.add(i, check(interval=1), now=when)
+    taken = []
+    now = 0.0
+    while now < 0.06:
+        now += rng.uniform(0.0, 0.003)
+        due = s.pop_due(now)
+        assert all(deadlines[t] <= now for t in due)
+        assert [deadlines[t] for t in due] == sorted(deadlines[t] for t in due)
+        nxt = s.next_deadline()
+        assert nxt is None or nxt > now
+        taken += due
+    assert sorted(taken) == list(range(2000))
