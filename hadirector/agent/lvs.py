@@ -52,7 +52,7 @@ from hadirector.agent.health_runner import HealthRunner
 from hadirector.agent.vrrp_side import VrrpSide
 from hadirector.director.lvs import (
     HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon,
-    followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
+    followed_instances, kernel_health, leader_instance, needs_ipvs, unavailable_faulted,
 )
 from hadirector.health.policy import HealthState
 from hadirector.ipvs import syncd
@@ -69,7 +69,7 @@ from hadirector.ipvs.availability import (
 from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
-from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table, scale_out_names
+from hadirector.ipvs.table import ServiceKey, Table, desired_service, desired_table, scale_out_names
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
@@ -274,26 +274,10 @@ class LvsController:
     # --- the table ---------------------------------------------------------------------
 
     def _seed_from_kernel(self, actual: Table) -> None:
-        """Take the kernel's table as the last known health of each real server.
-
-        A real server with no check result yet is not *added*; but one that a previous
-        agent (a restart, a crash) already programmed must not be *removed* either, or
-        a restart would drop its connections. Such a server starts UP in the health
-        policy (or DOWN, at weight 0 with inhibit_on_failure), so rise/fall apply from
-        there: a restart with an unchanged config writes nothing, and one slow first
-        check does not take a server out.
-        """
-        seeded = 0
-        scaled = scale_out_names(self.config)
-        for vs in self.config.virtual_services:
-            in_kernel = actual.dests_of(ServiceKey.of(vs))
-            for rs in vs.real_servers:
-                d = in_kernel.get(DestKey.of(rs.address, rs.port))
-                if d is not None and d.weight == 0 and vs.name in scaled:
-                    continue      # scale-out: weight 0 is down or not yet checked; the check decides
-                if d is not None:
-                    down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
-                    seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)
+        """Take the kernel's table as the last known health of each real server
+        (``director.lvs.kernel_health``: a restart must not drop what is programmed)."""
+        seeded = sum(self.health.seed(vs_key, rs_key, state)
+                     for vs_key, rs_key, state in kernel_health(self.config, actual))
         if seeded:
             log.info("ipvs.health_seeded", servers=seeded, reason="found_in_kernel")
 
