@@ -52,7 +52,8 @@ from hadirector.agent.ipvs_access import IpvsAccess
 from hadirector.agent.sync_daemon import SyncDaemonSwitch
 from hadirector.agent.vrrp_side import VrrpSide
 from hadirector.director.lvs import (
-    HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon,
+    HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, StopSyncDaemons,
+    TuneSync,
     followed_instances, kernel_health, leader_instance, needs_ipvs,
 )
 from hadirector.health.policy import HealthState
@@ -323,6 +324,10 @@ class LvsController:
                 self._hold_preemption(effect)
             elif isinstance(effect, RunCommand):
                 self._run_command(effect)
+            elif isinstance(effect, TuneSync):
+                self.syncd.tune(self.config.lvs.sync_daemon, reason=effect.reason)
+            elif isinstance(effect, StopSyncDaemons):
+                self._apply_daemons(None, effect.reason, cfg=effect.cfg, only_matching=True)
 
     def _switch_daemon(self, reason: str) -> None:
         self._execute(self.policy.sync_daemon(reason))
@@ -382,13 +387,6 @@ class LvsController:
             # new config follows; a success clears it.
             return self._open_ipvs(reason="reload")
         report = self.sync_table(reason="reload")
-        if new.lvs.sync_daemon is not None and (
-                old.lvs.sync_daemon is None or old.lvs.sync_daemon.refresh_period != new.lvs.sync_daemon.refresh_period):
-            self.syncd.tune(new.lvs.sync_daemon, reason="reload")
-        if old.lvs.sync_daemon is not None and new.lvs.sync_daemon is None:
-            # The sync daemon left the config: stop the ones it had us start.
-            self._apply_daemons(None, "reload", cfg=old.lvs.sync_daemon, only_matching=True)
-        elif old.lvs.sync_daemon != new.lvs.sync_daemon or role is not self.role:
-            self._switch_daemon(reason="reload")
+        self._execute(self.policy.reloaded(old, role))
         return report
 

@@ -6,8 +6,8 @@ import dataclasses
 import ipaddress
 
 from hadirector.director.lvs import (
-    HoldPreemption, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, followed_instances,
-    kernel_health, leader_instance, unavailable_faulted,
+    HoldPreemption, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, StopSyncDaemons, TuneSync,
+    followed_instances, kernel_health, leader_instance, unavailable_faulted,
 )
 from hadirector.ipvs.table import DestEntry, DestKey, ServiceEntry, ServiceKey, Table
 from hadirector.model import (
@@ -157,3 +157,34 @@ def test_a_scale_out_server_at_weight_zero_is_left_to_its_check():
     cfg = with_servers(scale_out=True)
     vs = cfg.virtual_services[0]
     assert kernel_health(cfg, kernel_with((RS1, 0), (RS2, 1))) == [(vs.key, RS2.key, HealthState.UP)]
+
+
+def test_a_reload_rewrites_the_sync_sysctls_only_when_refresh_period_changed():
+    old = config(sync_daemon=SyncDaemon("eth0", 7, refresh_period=2))
+    r = LvsRole(old, leader_state=B)
+    r.reconfigure(old, leader_state=B)
+    assert r.reloaded(old, B) == [], "nothing changed: no sysctl, no daemon restart"
+    new = config(sync_daemon=SyncDaemon("eth0", 7, refresh_period=5))
+    r.reconfigure(new, leader_state=B)
+    assert r.reloaded(old, B) == [TuneSync("reload"), SetSyncDaemon(B, "reload")]
+    fresh = LvsRole(config(sync_daemon=None), leader_state=B)
+    fresh.reconfigure(new, leader_state=B)
+    assert fresh.reloaded(config(sync_daemon=None), B) == [TuneSync("reload"), SetSyncDaemon(B, "reload")]
+
+
+def test_a_sync_daemon_that_leaves_the_config_stops_only_the_daemons_it_described():
+    old = config(sync_daemon=SyncDaemon("eth0", 7))
+    r = LvsRole(old, leader_state=M)
+    r.reconfigure(config(sync_daemon=None), leader_state=M)
+    assert r.reloaded(old, M) == [StopSyncDaemons(SyncDaemon("eth0", 7), "reload")]
+
+
+def test_a_reload_switches_the_daemon_again_when_the_leaders_role_moved():
+    old = config()
+    r = LvsRole(old, leader_state=M)
+    moved = config(sync_daemon=SyncDaemon("eth0", 7, follow_instance="VI_2"))
+    r.reconfigure(moved, leader_state=B)
+    assert r.reloaded(old, M) == [SetSyncDaemon(B, "reload")]
+    same = LvsRole(old, leader_state=M)
+    same.reconfigure(config(sync_daemon=SyncDaemon("eth1", 7)), leader_state=M)
+    assert same.reloaded(old, M) == [SetSyncDaemon(M, "reload")], "new settings: restarted"
