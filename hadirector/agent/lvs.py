@@ -3,7 +3,13 @@
 Theory of operation
 -------------------
 ``LvsController`` is an agent component (``start(agent)`` / ``stop(agent)``). It owns
-the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
+the IPVS ``Reconciler`` and connects it to the health checks and the VRRP roles. The
+decisions are sans-IO, in ``director/lvs.py`` (``LvsRole``: the leader, the sync daemon
+role, master_only, the preemption hold, quorum scripts, a reload's daemon changes;
+``kernel_health``: the seed at start); the controller executes their effects with
+three helpers: ``health_checks.HealthChecks`` (the runner's lifecycle),
+``ipvs_access.IpvsAccess`` (open, loss, retry and the ``ipvs_unavailable`` fault) and
+``sync_daemon.SyncDaemonSwitch`` (the kernel's sync daemons and sysctls).
 
 * start: one full ``sync`` of the desired table (a restart with an unchanged config
   reads the kernel and writes nothing; a dead predecessor's leftovers that we own are
@@ -47,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hadirector import model
+from hadirector.agent.health_checks import HealthChecks
 from hadirector.agent.health_runner import HealthRunner
 from hadirector.agent.ipvs_access import IpvsAccess
 from hadirector.agent.sync_daemon import SyncDaemonSwitch
@@ -95,14 +102,9 @@ class LvsController:
                                unusable=self._unavailable)
         self.syncd = SyncDaemonSwitch(sysctl_root)
         self._prepared = False
-        self._started = False
         # No health runner on a VRRP-only node (nothing to check); a reload that adds
         # the first virtual service builds and starts it.
-        self._health_options = health_options
-        self.health: HealthRunner | None = None
-        self._health_start: asyncio.Task | None = None
-        if config.virtual_services:
-            self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
+        self.checks = HealthChecks(config, self._on_health, health_options)
         self.reconciler: Reconciler | None = None
         # The decisions (leader, sync daemon role, master_only, preemption hold, quorum
         # scripts) are the pure ``LvsRole``'s; this class executes its effects.
@@ -122,6 +124,10 @@ class LvsController:
 
     def _index(self, config: model.Config) -> None:
         self._services = {vs.key: vs for vs in config.virtual_services}
+
+    @property
+    def health(self) -> HealthRunner | None:
+        return self.checks.runner
 
     @property
     def availability(self) -> IpvsAvailability:
@@ -156,9 +162,7 @@ class LvsController:
 
     async def start(self, agent) -> None:
         self.prepare(agent)       # an agent that did not call it before the machines
-        self._started = True
-        if self.health is not None:
-            await self.health.start()
+        await self.checks.start()
 
     def _open_ipvs(self, reason: str) -> SyncReport | None:
         """Open the backend and converge: seed health from the kernel, one full sync,
@@ -196,12 +200,7 @@ class LvsController:
         if agent is not None and self._on_role in agent.on_role_changed:
             agent.on_role_changed.remove(self._on_role)
         self.ipvs.cancel_retry()
-        self._started = False
-        if self._health_start is not None:
-            await self._health_start        # a stop right after the reload: not left running
-            self._health_start = None
-        if self.health is not None:
-            await self.health.stop()
+        await self.checks.stop()
         if self.reconciler is None:
             return
         if self.config.lvs.on_shutdown is model.ShutdownAction.REMOVE:
@@ -215,7 +214,7 @@ class LvsController:
     def _seed_from_kernel(self, actual: Table) -> None:
         """Take the kernel's table as the last known health of each real server
         (``director.lvs.kernel_health``: a restart must not drop what is programmed)."""
-        seeded = sum(self.health.seed(vs_key, rs_key, state)
+        seeded = sum(self.checks.seed(vs_key, rs_key, state)
                      for vs_key, rs_key, state in kernel_health(self.config, actual))
         if seeded:
             log.info("ipvs.health_seeded", servers=seeded, reason="found_in_kernel")
@@ -229,17 +228,10 @@ class LvsController:
     def programming(self) -> bool:
         return self.policy.programming
 
-    def _ipvs_health(self, vs: model.VirtualService, rs: model.RealServer) -> HealthState:
-        # No runner: no virtual services, so never asked; UNKNOWN is "not programmed".
-        return self.health.ipvs_health(vs, rs) if self.health is not None else HealthState.UNKNOWN
-
-    def _ipvs_weight(self, vs: model.VirtualService, rs: model.RealServer) -> int | None:
-        return self.health.ipvs_weight(vs, rs) if self.health is not None else None
-
     def desired(self) -> Table:
         if not self.programming:
             return Table()
-        table = desired_table(self.config, self._ipvs_health, self.quorum, self._ipvs_weight)
+        table = desired_table(self.config, self.checks.ipvs_health, self.quorum, self.checks.ipvs_weight)
         self.quorum.update(table.quorum)
         return table
 
@@ -272,8 +264,8 @@ class LvsController:
         if vs is None or self.reconciler is None or not self.programming:
             return
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, self._ipvs_health, self.quorum.get(key),
-                                             self._ipvs_weight,
+        svc, dests, quorum = desired_service(vs, self.checks.ipvs_health, self.quorum.get(key),
+                                             self.checks.ipvs_weight,
                                              scale_out=vs.name in scale_out_names(self.config))
         before = self.quorum.get(key)
         if quorum is not None:
@@ -298,16 +290,6 @@ class LvsController:
         for listener in list(self.listeners):
             listener()
 
-    def _run_command(self, effect: RunCommand) -> None:
-        async def run() -> None:
-            try:
-                proc = await asyncio.create_subprocess_exec(*effect.argv, stdin=asyncio.subprocess.DEVNULL)
-                await asyncio.wait_for(proc.wait(), 30)
-            except (OSError, asyncio.TimeoutError) as e:
-                log.warning("ipvs.quorum_script_failed", service=effect.service, reason=str(e))
-
-        asyncio.get_running_loop().create_task(run())
-
     # --- VRRP roles -------------------------------------------------------------------
 
     def _on_role(self, event) -> None:
@@ -323,7 +305,7 @@ class LvsController:
             elif isinstance(effect, HoldPreemption):
                 self._hold_preemption(effect)
             elif isinstance(effect, RunCommand):
-                self._run_command(effect)
+                _run_quorum_script(effect)
             elif isinstance(effect, TuneSync):
                 self.syncd.tune(self.config.lvs.sync_daemon, reason=effect.reason)
             elif isinstance(effect, StopSyncDaemons):
@@ -367,14 +349,7 @@ class LvsController:
         old = self.config
         self.config = new
         self._index(new)
-        if self.health is not None:
-            self.health.update_config(new)
-        elif new.virtual_services:
-            self.health = HealthRunner(new, on_transition=self._on_health, **self._health_options)
-            if self._started:
-                # HealthRunner.start only arms its timer: it runs before any check is due.
-                self._health_start = asyncio.get_running_loop().create_task(
-                    self.health.start(), name="health_start")
+        self.checks.update_config(new)
         role = self.role
         # Another instance may now decide the LVS role: then take its current state.
         self.policy.reconfigure(new, self._leader_state(self._agent, new))
@@ -390,3 +365,14 @@ class LvsController:
         self._execute(self.policy.reloaded(old, role))
         return report
 
+
+def _run_quorum_script(effect: RunCommand) -> None:
+    """keepalived's quorum_up / quorum_down: in the background, at most 30 s, no shell."""
+    async def run() -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(*effect.argv, stdin=asyncio.subprocess.DEVNULL)
+            await asyncio.wait_for(proc.wait(), 30)
+        except (OSError, asyncio.TimeoutError) as e:
+            log.warning("ipvs.quorum_script_failed", service=effect.service, reason=str(e))
+
+    asyncio.get_running_loop().create_task(run())
