@@ -60,8 +60,7 @@ from hadirector.agent.sync_daemon import SyncDaemonSwitch
 from hadirector.agent.vrrp_side import VrrpSide
 from hadirector.director.lvs import (
     HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, StopSyncDaemons,
-    TuneSync,
-    followed_instances, kernel_health, leader_instance, needs_ipvs,
+    TuneSync, followed_instances, kernel_health, leader_instance, needs_ipvs,
 )
 from hadirector.health.policy import HealthState
 from hadirector.kernel import sysctl
