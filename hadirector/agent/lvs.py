@@ -3,7 +3,13 @@
 Theory of operation
 -------------------
 ``LvsController`` is an agent component (``start(agent)`` / ``stop(agent)``). It owns
-the ``HealthRunner`` and the IPVS ``Reconciler`` and connects them:
+the IPVS ``Reconciler`` and connects it to the health checks and the VRRP roles. The
+decisions are sans-IO, in ``director/lvs.py`` (``LvsRole``: the leader, the sync daemon
+role, master_only, the preemption hold, quorum scripts, a reload's daemon changes;
+``kernel_health``: the seed at start); the controller executes their effects with
+three helpers: ``health_checks.HealthChecks`` (the runner's lifecycle),
+``ipvs_access.IpvsAccess`` (open, loss, retry and the ``ipvs_unavailable`` fault) and
+``sync_daemon.SyncDaemonSwitch`` (the kernel's sync daemons and sysctls).
 
 * start: one full ``sync`` of the desired table (a restart with an unchanged config
   reads the kernel and writes nothing; a dead predecessor's leftovers that we own are
@@ -42,34 +48,27 @@ service, is not "unavailable"); a sync-daemon refusal is logged with its errno.
 from __future__ import annotations
 
 import asyncio
-import errno as errno_mod
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from hadirector import model
+from hadirector.agent.health_checks import HealthChecks
 from hadirector.agent.health_runner import HealthRunner
+from hadirector.agent.ipvs_access import IpvsAccess
+from hadirector.agent.sync_daemon import SyncDaemonSwitch
 from hadirector.agent.vrrp_side import VrrpSide
 from hadirector.director.lvs import (
-    HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon,
-    followed_instances, leader_instance, needs_ipvs, unavailable_faulted,
+    HoldPreemption, LvsEffect, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, StopSyncDaemons,
+    TuneSync, followed_instances, kernel_health, leader_instance, needs_ipvs,
 )
 from hadirector.health.policy import HealthState
-from hadirector.ipvs import syncd
 from hadirector.kernel import sysctl
-from hadirector.ipvs.availability import (
-    FAULT_REASON,
-    Backoff,
-    BecameAvailable,
-    BecameUnavailable,
-    IpvsAvailability,
-    RetryScheduled,
-    fault_changes,
-)
+from hadirector.ipvs.availability import Backoff, IpvsAvailability
 from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
 from hadirector.ipvs.ownership import OwnedStore
 from hadirector.ipvs.reconciler import Reconciler, SyncReport
-from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table, scale_out_names
+from hadirector.ipvs.table import ServiceKey, Table, desired_service, desired_table, scale_out_names
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
@@ -96,28 +95,20 @@ class LvsController:
         self.config = config
         if backend_factory is None:
             backend_factory = (lambda: backend) if backend is not None else _default_backend
-        self._factory = backend_factory
-        self._close_on_loss = backend is None     # close only what we opened
-        self._backend: Any = None                 # open and usable, or None
-        self._sysctl_root = sysctl_root
-        self.availability = IpvsAvailability(backoff)
-        self._faulted: tuple[str, ...] = ()      # instances we put in FAULT
-        self._retry: asyncio.TimerHandle | None = None
+        # Opening, losing and retrying IPVS, and the ipvs_unavailable fault meanwhile.
+        self.ipvs = IpvsAccess(backend_factory, close_on_loss=backend is None, backoff=backoff,
+                               config=lambda: self.config, reopen=self._open_ipvs,
+                               unusable=self._unavailable)
+        self.syncd = SyncDaemonSwitch(sysctl_root)
         self._prepared = False
-        self._started = False
         # No health runner on a VRRP-only node (nothing to check); a reload that adds
         # the first virtual service builds and starts it.
-        self._health_options = health_options
-        self.health: HealthRunner | None = None
-        self._health_start: asyncio.Task | None = None
-        if config.virtual_services:
-            self.health = HealthRunner(config, on_transition=self._on_health, **health_options)
+        self.checks = HealthChecks(config, self._on_health, health_options)
         self.reconciler: Reconciler | None = None
         # The decisions (leader, sync daemon role, master_only, preemption hold, quorum
         # scripts) are the pure ``LvsRole``'s; this class executes its effects.
         self.policy = LvsRole(config)
         self.quorum: dict[ServiceKey, bool] = {}
-        self.sync_role: DaemonState | None = None
         self.writes = 0                 # netlink writes applied (status, tests)
         self.errors = 0
         self.last_sync: float | None = None
@@ -133,6 +124,19 @@ class LvsController:
     def _index(self, config: model.Config) -> None:
         self._services = {vs.key: vs for vs in config.virtual_services}
 
+    @property
+    def health(self) -> HealthRunner | None:
+        return self.checks.runner
+
+    @property
+    def availability(self) -> IpvsAvailability:
+        return self.ipvs.availability
+
+    @property
+    def sync_role(self) -> DaemonState | None:
+        """The sync daemon role we last made the kernel run (None: none)."""
+        return self.syncd.role
+
     # --- component lifecycle -----------------------------------------------------------
 
     def prepare(self, agent) -> None:
@@ -143,7 +147,7 @@ class LvsController:
             return
         self._prepared = True
         if agent is not None:
-            self._agent = agent
+            self._agent = self.ipvs.vrrp = agent
             agent.on_role_changed.append(self._on_role)
             state = self._leader_state(agent, self.config)
             if state is not None:
@@ -157,143 +161,60 @@ class LvsController:
 
     async def start(self, agent) -> None:
         self.prepare(agent)       # an agent that did not call it before the machines
-        self._started = True
-        if self.health is not None:
-            await self.health.start()
+        await self.checks.start()
 
     def _open_ipvs(self, reason: str) -> SyncReport | None:
         """Open the backend and converge: seed health from the kernel, one full sync,
         sync tuning, sync daemon; then clear an ``ipvs_unavailable`` fault. When IPVS
         cannot be opened or read, fault the followed instances and schedule a retry
         (never raises for that)."""
-        backend = None
         try:
-            backend = self._factory()
-            actual = backend.dump()
+            actual = self.ipvs.open()
         except IpvsError as e:
             # Not only IpvsUnavailable: a table that cannot be read cannot be planned.
-            self._backend = backend      # opened but unreadable: closed by _unavailable
             self._unavailable(e)
             return None
-        self._backend = backend
-        self.reconciler = Reconciler(backend, OwnedStore.in_state_dir(self.config.node.state_dir))
+        self.reconciler = Reconciler(self.ipvs.backend, OwnedStore.in_state_dir(self.config.node.state_dir))
         self._seed_from_kernel(actual)
         report = self.sync_table(reason=reason, actual=actual)
-        if self._backend is not None:
-            self._tune_sync(reason=reason)
+        if self.ipvs.backend is not None:
+            self.syncd.tune(self.config.lvs.sync_daemon, reason=reason)
             self._switch_daemon(reason=reason)
-        if self._backend is None:     # lost again while converging: the retry is armed
+        if self.ipvs.backend is None:     # lost again while converging: the retry is armed
             return report
-        self.availability.succeeded(now=_now())
-        self._log_availability(trigger=reason)
-        self._apply_faults()
+        self.ipvs.opened(trigger=reason)
         self._tell_listeners()
         return report
 
     def _unavailable(self, e: IpvsError) -> None:
-        """IPVS cannot be used: drop the backend, fault the followed instances, retry."""
-        if self._backend is not None and self._close_on_loss and hasattr(self._backend, "close"):
-            try:
-                self._backend.close()
-            except OSError:
-                pass
-        self._backend = None
+        """IPVS cannot be used: forget the table and the daemon, fault, retry."""
         self.reconciler = None
-        self.sync_role = None
-        self.availability.failed(str(e), now=_now())
-        self._log_availability(errno=errno_mod.errorcode.get(e.errno, str(e.errno)))
-        self._apply_faults()
-        self._arm_retry()
+        self.syncd.role = None
+        self.ipvs.lost(e)
         self._tell_listeners()
-
-    def _log_availability(self, trigger: str = "", errno: str = "") -> None:
-        for ev in self.availability.events():
-            if isinstance(ev, BecameUnavailable):
-                log.error("ipvs.unavailable", reason=ev.reason, errno=errno,
-                          instances=list(self._faulted_now()), fault=FAULT_REASON)
-            elif isinstance(ev, RetryScheduled):
-                log.warning("ipvs.retry_scheduled", attempt=ev.attempt, delay=ev.delay,
-                            reason=ev.reason)
-            elif isinstance(ev, BecameAvailable) and ev.unavailable_for is not None:
-                log.info("ipvs.available", attempts=ev.attempts,
-                         unavailable_for=round(ev.unavailable_for, 3),
-                         instances=list(self._faulted), reason=trigger)
-
-    def _faulted_now(self) -> tuple[str, ...]:
-        """The instances the ``ipvs_unavailable`` fault applies to now."""
-        return unavailable_faulted(self.config, self.availability.fault,
-                                   self._agent.roles() if self._agent is not None else None)
-
-    def _apply_faults(self) -> None:
-        want = self._faulted_now()
-        if self._agent is not None:
-            for name, fault in fault_changes(self._faulted, want):
-                self._agent.set_fault(name, fault, FAULT_REASON)
-        self._faulted = want
-
-    def _arm_retry(self) -> None:
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        deadline = self.availability.get_timer()
-        if deadline is not None:
-            self._retry = asyncio.get_running_loop().call_at(deadline, self._retry_now)
-
-    def _retry_now(self) -> None:
-        self._retry = None
-        if not needs_ipvs(self.config) or not self.availability.fault:
-            return
-        try:
-            self._open_ipvs(reason="retry")
-        except Exception as e:  # noqa: BLE001 - a bug here must not end the retries
-            log.exception("ipvs.retry_failed", reason=f"{type(e).__name__}: {e}")
-            self._unavailable(IpvsError("open IPVS", 0, f"open IPVS: {type(e).__name__}: {e}"))
 
     async def stop(self, agent) -> None:
         # The agent has already sent priority 0 and released the VIPs, and no longer
         # passes on the role changes of its own shutdown; unsubscribe all the same.
         if agent is not None and self._on_role in agent.on_role_changed:
             agent.on_role_changed.remove(self._on_role)
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
-        self._started = False
-        if self._health_start is not None:
-            await self._health_start        # a stop right after the reload: not left running
-            self._health_start = None
-        if self.health is not None:
-            await self.health.stop()
+        self.ipvs.cancel_retry()
+        await self.checks.stop()
         if self.reconciler is None:
             return
         if self.config.lvs.on_shutdown is model.ShutdownAction.REMOVE:
             self._record(self.reconciler.sync(Table()), reason="shutdown_remove")
         self._apply_daemons(None, reason="shutdown")
-        if hasattr(self._backend, "close"):
-            self._backend.close()
+        if hasattr(self.ipvs.backend, "close"):
+            self.ipvs.backend.close()
 
     # --- the table ---------------------------------------------------------------------
 
     def _seed_from_kernel(self, actual: Table) -> None:
-        """Take the kernel's table as the last known health of each real server.
-
-        A real server with no check result yet is not *added*; but one that a previous
-        agent (a restart, a crash) already programmed must not be *removed* either, or
-        a restart would drop its connections. Such a server starts UP in the health
-        policy (or DOWN, at weight 0 with inhibit_on_failure), so rise/fall apply from
-        there: a restart with an unchanged config writes nothing, and one slow first
-        check does not take a server out.
-        """
-        seeded = 0
-        scaled = scale_out_names(self.config)
-        for vs in self.config.virtual_services:
-            in_kernel = actual.dests_of(ServiceKey.of(vs))
-            for rs in vs.real_servers:
-                d = in_kernel.get(DestKey.of(rs.address, rs.port))
-                if d is not None and d.weight == 0 and vs.name in scaled:
-                    continue      # scale-out: weight 0 is down or not yet checked; the check decides
-                if d is not None:
-                    down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
-                    seeded += self.health.seed(vs.key, rs.key, HealthState.DOWN if down else HealthState.UP)
+        """Take the kernel's table as the last known health of each real server
+        (``director.lvs.kernel_health``: a restart must not drop what is programmed)."""
+        seeded = sum(self.checks.seed(vs_key, rs_key, state)
+                     for vs_key, rs_key, state in kernel_health(self.config, actual))
         if seeded:
             log.info("ipvs.health_seeded", servers=seeded, reason="found_in_kernel")
 
@@ -306,17 +227,10 @@ class LvsController:
     def programming(self) -> bool:
         return self.policy.programming
 
-    def _ipvs_health(self, vs: model.VirtualService, rs: model.RealServer) -> HealthState:
-        # No runner: no virtual services, so never asked; UNKNOWN is "not programmed".
-        return self.health.ipvs_health(vs, rs) if self.health is not None else HealthState.UNKNOWN
-
-    def _ipvs_weight(self, vs: model.VirtualService, rs: model.RealServer) -> int | None:
-        return self.health.ipvs_weight(vs, rs) if self.health is not None else None
-
     def desired(self) -> Table:
         if not self.programming:
             return Table()
-        table = desired_table(self.config, self._ipvs_health, self.quorum, self._ipvs_weight)
+        table = desired_table(self.config, self.checks.ipvs_health, self.quorum, self.checks.ipvs_weight)
         self.quorum.update(table.quorum)
         return table
 
@@ -349,8 +263,8 @@ class LvsController:
         if vs is None or self.reconciler is None or not self.programming:
             return
         key = ServiceKey.of(vs)
-        svc, dests, quorum = desired_service(vs, self._ipvs_health, self.quorum.get(key),
-                                             self._ipvs_weight,
+        svc, dests, quorum = desired_service(vs, self.checks.ipvs_health, self.quorum.get(key),
+                                             self.checks.ipvs_weight,
                                              scale_out=vs.name in scale_out_names(self.config))
         before = self.quorum.get(key)
         if quorum is not None:
@@ -375,16 +289,6 @@ class LvsController:
         for listener in list(self.listeners):
             listener()
 
-    def _run_command(self, effect: RunCommand) -> None:
-        async def run() -> None:
-            try:
-                proc = await asyncio.create_subprocess_exec(*effect.argv, stdin=asyncio.subprocess.DEVNULL)
-                await asyncio.wait_for(proc.wait(), 30)
-            except (OSError, asyncio.TimeoutError) as e:
-                log.warning("ipvs.quorum_script_failed", service=effect.service, reason=str(e))
-
-        asyncio.get_running_loop().create_task(run())
-
     # --- VRRP roles -------------------------------------------------------------------
 
     def _on_role(self, event) -> None:
@@ -400,7 +304,11 @@ class LvsController:
             elif isinstance(effect, HoldPreemption):
                 self._hold_preemption(effect)
             elif isinstance(effect, RunCommand):
-                self._run_command(effect)
+                _run_quorum_script(effect)
+            elif isinstance(effect, TuneSync):
+                self.syncd.tune(self.config.lvs.sync_daemon, reason=effect.reason)
+            elif isinstance(effect, StopSyncDaemons):
+                self._apply_daemons(None, effect.reason, cfg=effect.cfg, only_matching=True)
 
     def _switch_daemon(self, reason: str) -> None:
         self._execute(self.policy.sync_daemon(reason))
@@ -415,46 +323,16 @@ class LvsController:
         """Make the kernel run only ``want`` (None: no daemon) as ``cfg`` (default: the
         config's). ``only_matching``: leave alone daemons that ``cfg`` did not describe."""
         cfg = cfg or self.config.lvs.sync_daemon
-        if cfg is None or self._backend is None:
+        if cfg is None or self.ipvs.backend is None:
             return
         try:
-            actual = self._backend.daemons()
+            started_backup = self.syncd.switch(self.ipvs.backend, want, cfg, reason, only_matching)
         except IpvsUnavailable as e:
             self._unavailable(e)
             return
-        except IpvsError as e:
-            log.error("ipvs.sync_daemon_failed", action="read", reason=str(e))
-            return
-        if only_matching:
-            actual = [d for d in actual if syncd.matches(d, cfg)]
-        for action in syncd.plan_daemons(actual, want, cfg if want else None):
-            try:
-                if isinstance(action, syncd.StartDaemon):
-                    self._backend.start_daemon(action.state, cfg)
-                else:
-                    self._backend.stop_daemon(action.state)
-            except IpvsError as e:
-                log.error("ipvs.sync_daemon_failed", action=str(action), interface=cfg.interface,
-                          syncid=cfg.syncid, reason=str(e))
-                continue
-            log.info("ipvs.sync_daemon_switched", action=str(action), interface=cfg.interface,
-                     syncid=cfg.syncid, reason=reason)
-            if action == syncd.StartDaemon(DaemonState.BACKUP):
-                self._execute(self.policy.backup_daemon_started(
-                    self._agent.roles() if self._agent is not None else None))
-        self.sync_role = want
-
-    def _tune_sync(self, reason: str) -> None:
-        """net.ipv4.vs.sync_refresh_period and sync_threshold from the config (see
-        kernel/sysctl.py). A failure is logged and changes nothing else."""
-        cfg = self.config.lvs.sync_daemon
-        try:
-            changes = sysctl.apply_sync_tuning(cfg, self._sysctl_root)
-        except sysctl.SysctlError as e:
-            log.error("ipvs.sync_tuning_failed", reason=str(e))
-            return
-        for c in changes:
-            log.info("ipvs.sync_tuned", sysctl=f"net.ipv4.vs.{c.name}", old=c.old, new=c.new, reason=reason)
+        if started_backup:
+            self._execute(self.policy.backup_daemon_started(
+                self._agent.roles() if self._agent is not None else None))
 
     def _hold_preemption(self, effect: HoldPreemption) -> None:
         for name in effect.instances:
@@ -470,43 +348,30 @@ class LvsController:
         old = self.config
         self.config = new
         self._index(new)
-        if self.health is not None:
-            self.health.update_config(new)
-        elif new.virtual_services:
-            self.health = HealthRunner(new, on_transition=self._on_health, **self._health_options)
-            if self._started:
-                # HealthRunner.start only arms its timer: it runs before any check is due.
-                self._health_start = asyncio.get_running_loop().create_task(
-                    self.health.start(), name="health_start")
+        self.checks.update_config(new)
         role = self.role
         # Another instance may now decide the LVS role: then take its current state.
         self.policy.reconfigure(new, self._leader_state(self._agent, new))
-        if not needs_ipvs(new):
-            if self.availability.available is not None:
-                # No IPVS needed any more: nothing to retry, no fault to hold.
-                if self._retry is not None:
-                    self._retry.cancel()
-                    self._retry = None
-                self.availability.forget()
-                self._apply_faults()
-            if self.reconciler is None:
-                return None
+        self.ipvs.reconfigure()       # no IPVS needed any more: nothing to retry, no fault to hold
+        if not needs_ipvs(new) and self.reconciler is None:
+            return None
         if self.reconciler is None:
             # Started idle, or IPVS unavailable: the reload tries to open it now. A
             # failure keeps the backoff going and moves the fault to the instances the
             # new config follows; a success clears it.
             return self._open_ipvs(reason="reload")
         report = self.sync_table(reason="reload")
-        if new.lvs.sync_daemon is not None and (
-                old.lvs.sync_daemon is None or old.lvs.sync_daemon.refresh_period != new.lvs.sync_daemon.refresh_period):
-            self._tune_sync(reason="reload")
-        if old.lvs.sync_daemon is not None and new.lvs.sync_daemon is None:
-            # The sync daemon left the config: stop the ones it had us start.
-            self._apply_daemons(None, "reload", cfg=old.lvs.sync_daemon, only_matching=True)
-        elif old.lvs.sync_daemon != new.lvs.sync_daemon or role is not self.role:
-            self._switch_daemon(reason="reload")
+        self._execute(self.policy.reloaded(old, role))
         return report
 
 
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+def _run_quorum_script(effect: RunCommand) -> None:
+    """keepalived's quorum_up / quorum_down: in the background, at most 30 s, no shell."""
+    async def run() -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(*effect.argv, stdin=asyncio.subprocess.DEVNULL)
+            await asyncio.wait_for(proc.wait(), 30)
+        except (OSError, asyncio.TimeoutError) as e:
+            log.warning("ipvs.quorum_script_failed", service=effect.service, reason=str(e))
+
+    asyncio.get_running_loop().create_task(run())

@@ -10,15 +10,19 @@ the kernel (Seesaw's shape: HA says "I am master", the engine acts):
                                              + [SetSyncDaemon(State.MASTER, "vrrp:MASTER")]
     r.backup_daemon_started(running)      -> [HoldPreemption(followed, catch_up)]
     r.quorum_changed(vs, before, now_up)  -> [RunCommand(quorum_up|down)]
+    r.reloaded(old_config, role_before)   -> [TuneSync] + [StopSyncDaemons | SetSyncDaemon]
+
+``kernel_health(config, actual)`` reads the last known health of each real server from
+the kernel's table at start (what a restart must not undo).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hadirector.model import Config, ProgramMode, VirtualService
+from hadirector.ipvs.table import DestKey, ServiceKey, Table, scale_out_names
+from hadirector.model import Config, HealthState, ProgramMode, SyncDaemon, VirtualService
 from hadirector.vrrp.machine import State
-
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,22 @@ class RunCommand:
     reason: str
 
 
-LvsEffect = SetSyncDaemon | ProgramServices | HoldPreemption | RunCommand
+@dataclass(frozen=True)
+class TuneSync:
+    """Write the sync sysctls (``refresh_period``, threshold) from the config."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class StopSyncDaemons:
+    """Stop the kernel's sync daemons that ``cfg`` describes, and only those."""
+
+    cfg: SyncDaemon
+    reason: str
+
+
+LvsEffect = SetSyncDaemon | ProgramServices | HoldPreemption | RunCommand | TuneSync | StopSyncDaemons
 
 
 def followed_instances(config: Config) -> tuple[str, ...]:
@@ -91,6 +110,31 @@ def unavailable_faulted(config: Config, fault: bool, running) -> tuple[str, ...]
     if running is not None:
         names = tuple(n for n in names if n in running)
     return names
+
+
+def kernel_health(config: Config, actual: Table) -> list[tuple[tuple, tuple, HealthState]]:
+    """``(service key, real server key, state)`` for each real server already in the
+    kernel's table ``actual``: its last known health.
+
+    A real server with no check result yet is not *added*; but one that a previous agent
+    (a restart, a crash) already programmed must not be *removed* either, or a restart
+    would drop its connections. Such a server starts UP in the health policy (or DOWN, at
+    weight 0 with inhibit_on_failure), so rise/fall apply from there: a restart with an
+    unchanged config writes nothing, and one slow first check does not take a server out.
+    """
+    out: list[tuple[tuple, tuple, HealthState]] = []
+    scaled = scale_out_names(config)
+    for vs in config.virtual_services:
+        in_kernel = actual.dests_of(ServiceKey.of(vs))
+        for rs in vs.real_servers:
+            d = in_kernel.get(DestKey.of(rs.address, rs.port))
+            if d is None:
+                continue
+            if d.weight == 0 and vs.name in scaled:
+                continue      # scale-out: weight 0 is down or not yet checked; the check decides
+            down = d.weight == 0 and rs.weight > 0 and vs.inhibit_on_failure
+            out.append((vs.key, rs.key, HealthState.DOWN if down else HealthState.UP))
+    return out
 
 
 class LvsRole:
@@ -162,3 +206,18 @@ class LvsRole:
         if leader_instance(new) != leader_instance(old):
             self.role = leader_state if leader_state is not None else (
                 State.MASTER if not new.vrrp_instances else State.INITIALIZE)
+
+    def reloaded(self, old: Config, role_before: State) -> list[LvsEffect]:
+        """After ``reconfigure``, with IPVS open and the table converged: the sysctls are
+        rewritten only when ``refresh_period`` changed; a sync daemon that left the config
+        stops the daemons it had us start (not others'); the daemon is switched again
+        only when its settings or the leader's role changed (``role_before``)."""
+        before, after = old.lvs.sync_daemon, self.config.lvs.sync_daemon
+        out: list[LvsEffect] = []
+        if after is not None and (before is None or before.refresh_period != after.refresh_period):
+            out.append(TuneSync("reload"))
+        if before is not None and after is None:
+            out.append(StopSyncDaemons(before, "reload"))
+        elif before != after or role_before is not self.role:
+            out += self.sync_daemon("reload")
+        return out

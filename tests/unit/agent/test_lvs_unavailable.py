@@ -304,7 +304,7 @@ async def test_the_controller_alone_does_not_raise_without_ipvs(tmp_path):
         assert ctl.sync_table(reason="test") is None
     finally:
         await ctl.stop(None)
-    assert ctl._retry is None
+    assert not ctl.ipvs.retry_armed
 
 
 def load_config_text(tmp_path: Path, text: str):

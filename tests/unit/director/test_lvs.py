@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 from hadirector.director.lvs import (
-    HoldPreemption, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, followed_instances,
-    leader_instance, unavailable_faulted,
+    HoldPreemption, LvsRole, ProgramServices, RunCommand, SetSyncDaemon, StopSyncDaemons, TuneSync,
+    followed_instances, kernel_health, leader_instance, unavailable_faulted,
 )
+from hadirector.ipvs.table import DestEntry, DestKey, ServiceEntry, ServiceKey, Table
 from hadirector.model import (
-    Config, LvsSettings, NodeSettings, ProgramMode, SyncDaemon, SyncGroup, VirtualService,
-    VrrpInstance,
+    Config, HealthState, LvsSettings, NodeSettings, ProgramMode, RealServer, ScaleOut, SyncDaemon,
+    SyncGroup, VirtualService, VrrpInstance,
 )
 from hadirector.vrrp.machine import State
 
@@ -112,3 +114,77 @@ def test_a_reload_that_moves_the_leader_takes_the_new_leaders_state():
     assert r.role is B, "same leader: the role stays"
     r.reconfigure(config(instances=()), leader_state=None)
     assert r.role is M
+
+
+def kernel_with(*dests: tuple[RealServer, int]) -> Table:
+    """The kernel's table holding WEB with these real servers at these weights."""
+    key = ServiceKey.of(WEB)
+    return Table({key: ServiceEntry(key)},
+                 {key: {DestKey.of(rs.address, rs.port): DestEntry(DestKey.of(rs.address, rs.port), weight=w)
+                        for rs, w in dests}})
+
+
+RS1 = RealServer(ipaddress.ip_address("10.9.1.1"), 80, weight=1)
+RS2 = RealServer(ipaddress.ip_address("10.9.1.2"), 80, weight=1)
+
+
+def with_servers(inhibit=False, scale_out=False) -> Config:
+    vs = dataclasses.replace(WEB, real_servers=(RS1, RS2), inhibit_on_failure=inhibit)
+    cfg = config(services=(vs,))
+    if scale_out:
+        cfg = dataclasses.replace(cfg, scale_out=ScaleOut(services=("web",), local_as=65001, peers=()))
+    return cfg
+
+
+def test_a_real_server_already_in_the_kernel_starts_up_and_one_absent_has_no_seed():
+    cfg = with_servers()
+    vs = cfg.virtual_services[0]
+    assert kernel_health(cfg, kernel_with((RS1, 1))) == [(vs.key, RS1.key, HealthState.UP)]
+    assert kernel_health(cfg, Table()) == [], "nothing programmed: every check decides"
+
+
+def test_weight_zero_in_the_kernel_seeds_down_only_with_inhibit_on_failure():
+    inhibit = with_servers(inhibit=True)
+    vs = inhibit.virtual_services[0]
+    assert kernel_health(inhibit, kernel_with((RS1, 0), (RS2, 3))) == [
+        (vs.key, RS1.key, HealthState.DOWN), (vs.key, RS2.key, HealthState.UP)]
+    plain = with_servers()
+    assert kernel_health(plain, kernel_with((RS1, 0))) == [(vs.key, RS1.key, HealthState.UP)], \
+        "without inhibit_on_failure weight 0 is the operator's, not a down mark"
+
+
+def test_a_scale_out_server_at_weight_zero_is_left_to_its_check():
+    cfg = with_servers(scale_out=True)
+    vs = cfg.virtual_services[0]
+    assert kernel_health(cfg, kernel_with((RS1, 0), (RS2, 1))) == [(vs.key, RS2.key, HealthState.UP)]
+
+
+def test_a_reload_rewrites_the_sync_sysctls_only_when_refresh_period_changed():
+    old = config(sync_daemon=SyncDaemon("eth0", 7, refresh_period=2))
+    r = LvsRole(old, leader_state=B)
+    r.reconfigure(old, leader_state=B)
+    assert r.reloaded(old, B) == [], "nothing changed: no sysctl, no daemon restart"
+    new = config(sync_daemon=SyncDaemon("eth0", 7, refresh_period=5))
+    r.reconfigure(new, leader_state=B)
+    assert r.reloaded(old, B) == [TuneSync("reload"), SetSyncDaemon(B, "reload")]
+    fresh = LvsRole(config(sync_daemon=None), leader_state=B)
+    fresh.reconfigure(new, leader_state=B)
+    assert fresh.reloaded(config(sync_daemon=None), B) == [TuneSync("reload"), SetSyncDaemon(B, "reload")]
+
+
+def test_a_sync_daemon_that_leaves_the_config_stops_only_the_daemons_it_described():
+    old = config(sync_daemon=SyncDaemon("eth0", 7))
+    r = LvsRole(old, leader_state=M)
+    r.reconfigure(config(sync_daemon=None), leader_state=M)
+    assert r.reloaded(old, M) == [StopSyncDaemons(SyncDaemon("eth0", 7), "reload")]
+
+
+def test_a_reload_switches_the_daemon_again_when_the_leaders_role_moved():
+    old = config()
+    r = LvsRole(old, leader_state=M)
+    moved = config(sync_daemon=SyncDaemon("eth0", 7, follow_instance="VI_2"))
+    r.reconfigure(moved, leader_state=B)
+    assert r.reloaded(old, M) == [SetSyncDaemon(B, "reload")]
+    same = LvsRole(old, leader_state=M)
+    same.reconfigure(config(sync_daemon=SyncDaemon("eth1", 7)), leader_state=M)
+    assert same.reloaded(old, M) == [SetSyncDaemon(M, "reload")], "new settings: restarted"
