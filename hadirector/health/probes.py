@@ -225,6 +225,9 @@ class TcpTarget:
         except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
             done(os_result(exc, 0.0))
             return _FINISHED
+        return self._check(p, done)
+
+    def _check(self, p: Poller, done: Done) -> Probe:
         return TcpCheck(p, self, done)
 
 
@@ -546,12 +549,7 @@ class HttpTarget(TcpTarget):
         self.probe = probe
         self.request = request_bytes(addr, port, probe)
 
-    def start(self, done: Done) -> Probe:
-        try:
-            p = poller(asyncio.get_running_loop())
-        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
-            done(os_result(exc, 0.0))
-            return _FINISHED
+    def _check(self, p: Poller, done: Done) -> Probe:
         return HttpCheck(p, self, done)
 
 
