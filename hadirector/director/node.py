@@ -24,8 +24,8 @@ and the shell pulls ``effects()`` and executes them in order, and calls
   while MASTER. Leaving MASTER cancels them. If the VIPs could not be added with the
   advert (``vips_deferred``), the shell's retry reports ``vips_added`` and the whole
   takeover burst starts then. A lower-priority master heard (``reannounce``) gets one
-  whole burst of its own, which runs to its end (as the agent's separate burst task
-  did before this core existed);
+  whole burst of its own, which runs to its end, and one more burst an advert interval
+  after it while still MASTER (the peer's takeover GARPs may cross ours);
 * sync groups (``vrrp.group.SyncGroupPolicy``): a member's role change, wish or fault is
   routed through its group's policy and the orders (``ForceState``/``SetFault``) are
   effects; when the members agree on a state (or one is in FAULT) the group's
@@ -185,13 +185,15 @@ class Director:
         """Sending a round failed (the shell logged why): the rest of that burst is
         dropped and what follows it is scheduled from now. A failed inline round is
         sent again as a whole burst."""
+        # A failed re-announce round drops every re-announce round of the instance
+        # (its follow-up too); the follow-up is then rescheduled from now.
         epoch = None if effect.reason == REANNOUNCE else self._epoch.get(effect.instance, 0)
         self._drop(lambda r: r.instance == effect.instance and r.reason == effect.reason
-                   and r.epoch == epoch)
+                   and (r.epoch == epoch or effect.reason == REANNOUNCE))
         if effect.inline:
             self._burst(effect.instance, TAKEOVER, now)
         else:
-            self._after_burst(effect.instance, effect.reason, now)
+            self._after_burst(effect.instance, effect.reason, now, epoch)
 
     def handle_timer(self, now: float) -> None:
         """Emit every GARP round whose deadline has passed; early or twice is harmless."""
@@ -258,26 +260,37 @@ class Director:
 
     # --- decisions ------------------------------------------------------------------
 
-    def _burst(self, instance: str, reason: str, start: float, first: int = 0) -> None:
-        """Schedule rounds ``first``.. of a burst: round n at ``start + n * interval``."""
+    def _burst(self, instance: str, reason: str, start: float, first: int = 0,
+               follow_up: bool = False) -> None:
+        """Schedule rounds ``first``.. of a burst: round n at ``start + n * interval``.
+        A re-announce burst runs to its end (epoch None) unless it is the ``follow_up``,
+        which leaving MASTER cancels like any other."""
         inst = self._instances.get(instance)
         if inst is None or not inst.virtual_ips or inst.garp.count <= 0:
             return
-        epoch = None if reason == REANNOUNCE else self._epoch.get(instance, 0)
+        epoch = self._epoch.get(instance, 0) if (reason != REANNOUNCE or follow_up) else None
         g = inst.garp
         for n in range(first, g.count):
             self._seq += 1
             heapq.heappush(self._rounds, _Round(start + n * g.interval, self._seq, instance,
                                                 reason, n, g.count, epoch))
         if first >= g.count:
-            self._after_burst(instance, reason, start)
+            self._after_burst(instance, reason, start, epoch)
 
-    def _after_burst(self, instance: str, reason: str, now: float) -> None:
+    def _after_burst(self, instance: str, reason: str, now: float, epoch: int | None) -> None:
         """What follows a burst that ended at ``now``: the repeat after the takeover
         burst, then a refresh every ``garp.refresh`` (keepalived garp_master_repeat /
-        garp_master_refresh)."""
+        garp_master_refresh). After a re-announce burst, one follow-up burst an advert
+        interval later: the peer we answered sent its own takeover GARPs with the advert
+        we heard, and under load they can reach the LAN after ours; by the follow-up it
+        has heard our advert and stepped down, so the LAN ends pointing at us
+        (keepalived repeats after garp_lower_prio_delay for the same reason)."""
         inst = self._instances.get(instance)
-        if inst is None or reason == REANNOUNCE:
+        if inst is None:
+            return
+        if reason == REANNOUNCE:
+            if epoch is None and self._states.get(instance) is State.MASTER:
+                self._burst(instance, REANNOUNCE, now + inst.advert_interval, follow_up=True)
             return
         g = inst.garp
         if reason == TAKEOVER and g.repeat_delay > 0:
@@ -292,7 +305,7 @@ class Director:
                 continue
             self._effects.append(Announce(r.instance, r.reason, r.round, r.rounds))
             if r.round == r.rounds - 1:
-                self._after_burst(r.instance, r.reason, r.at)
+                self._after_burst(r.instance, r.reason, r.at, r.epoch)
 
     def _stop_bursts(self, instance: str) -> None:
         self._epoch[instance] = self._epoch.get(instance, 0) + 1

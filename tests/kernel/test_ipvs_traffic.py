@@ -16,7 +16,10 @@ Every case connects from a fresh pair of client addresses. In DR and TUN the dir
 sees only the client's half of each connection, so an entry stays in FIN_WAIT for two
 minutes, and with the default conn_reuse_mode=1 a new SYN that happens to reuse its
 source port goes to the old real server instead of being scheduled. Fresh sources keep
-one case's leftovers from counting in the next.
+one case's leftovers from counting in the next. Within a case each connection has its
+own source port (20000 + its number): a port the kernel picks at random for bind() can
+repeat within 30 connections (~3 % a case), and that SYN would follow the old entry
+instead of being scheduled, so rr or wrr would count one off.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ vip, n, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 out = []
 for i in range(n):
     src = sources[i % len(sources)]
-    s = socket.create_connection((vip, 80), timeout=3, source_address=(src, 0))
+    s = socket.create_connection((vip, 80), timeout=3, source_address=(src, 20000 + i))
     try:
         out.append([src, s.recv(64).decode()])
     finally:

@@ -112,6 +112,32 @@ def test_a_lower_priority_master_heard_gets_a_burst_of_its_own_beside_the_takeov
                             Announce("vi_1", "lower_priority_master_heard", 2, 3)]
 
 
+def test_a_reannounce_burst_is_followed_by_one_more_an_advert_interval_after_it_ends():
+    # The peer's takeover GARPs left with the advert we heard and may reach the LAN
+    # after our answer; one more burst once it has stepped down ends the LAN on us.
+    d = director(GarpSettings(count=2, interval=0.0, repeat_delay=0.0))
+    master(d, 0.0)
+    tick(d, 0.0)                                        # the takeover burst's last round
+    d.reannounce("vi_1", now=3.0)
+    assert d.effects() == [Announce("vi_1", "lower_priority_master_heard", 0, 2),
+                           Announce("vi_1", "lower_priority_master_heard", 1, 2)]
+    assert d.next_deadline() == 4.0                     # advert_interval 1 s
+    assert tick(d, 4.0) == [Announce("vi_1", "lower_priority_master_heard", 0, 2),
+                            Announce("vi_1", "lower_priority_master_heard", 1, 2)]
+    assert d.next_deadline() is None                    # the follow-up has no follow-up
+
+
+def test_the_reannounce_follow_up_is_cancelled_when_the_instance_leaves_master():
+    d = director(GarpSettings(count=2, interval=0.0, repeat_delay=0.0))
+    master(d, 0.0)
+    tick(d, 0.0)                                        # the takeover burst's last round
+    d.reannounce("vi_1", now=3.0)
+    d.effects()
+    d.role_changed("vi_1", RoleChanged(M, B, Reason.HIGHER_PRIORITY_RECEIVED), priority=100, now=3.5)
+    assert not [e for e in d.effects() if isinstance(e, Announce)]
+    assert tick(d, 4.0) == [] and d.next_deadline() is None
+
+
 def test_an_instance_without_vips_or_garp_count_schedules_nothing():
     for garp in (GarpSettings(count=0),):
         d = director(garp)
