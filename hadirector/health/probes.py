@@ -126,6 +126,17 @@ class Poller:
         """The check is done with ``fd`` and closes it next (which unregisters it)."""
         self._checks.pop(fd, None)
 
+    def reap(self) -> None:
+        """Handle now every check whose socket is ready, instead of one loop iteration
+        later. The runner calls it right after starting a batch: checks that ended
+        while it started (a loopback or local server answers inside ``connect``; on a
+        LAN the first checks of a long batch) then cost no wake-up of their own -- at a
+        low rate that is one asyncio iteration per check, about half of the Python a
+        check costs. A no-op inside ``_on_ready`` (a check that finishes there may start
+        the next one)."""
+        if self._fresh is None:
+            self._on_ready()
+
     def _on_ready(self) -> None:
         checks = self._checks
         self._fresh = fresh = set()
@@ -183,6 +194,16 @@ _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref
 
 
 _last_poller: tuple[asyncio.AbstractEventLoop | None, Poller | None] = (None, None)
+
+
+def reap_ready() -> None:
+    """``Poller.reap`` for the running loop's poller, if it has one."""
+    loop = asyncio.get_running_loop()
+    last_loop, p = _last_poller
+    if last_loop is not loop:
+        p = _pollers.get(loop)
+    if p is not None:
+        p.reap()
 
 
 def poller(loop: asyncio.AbstractEventLoop) -> Poller:

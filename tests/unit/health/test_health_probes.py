@@ -573,3 +573,25 @@ async def wait_until(cond, timeout: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
+
+
+# --- fewer wake-ups and system calls per check (issue 13) -------------------------------
+
+
+async def test_checks_that_ended_while_starting_report_when_reaped_without_a_loop_iteration():
+    """A loopback connect completes inside connect(2): ``reap_ready`` right after the
+    start hands the result over in the same callback (no asyncio iteration of its own),
+    and a check still in progress is left to its event."""
+    from hadirector.health import probes
+
+    got = []
+    with socket.socket() as live, blackhole_listener() as hole:
+        live.bind((LOCAL, 0))
+        live.listen(16)
+        probes.TcpTarget(LOCAL, live.getsockname()[1], 1.0, None).start(got.append)
+        pending = probes.TcpTarget(LOCAL, hole, 1.0, None).start(got.append)
+        assert got == []                     # connect in progress: reported by epoll
+        probes.reap_ready()                  # no await: still the same loop callback
+        assert [(r.ok, r.detail) for r in got] == [(True, "connected")]
+        assert not pending.finished
+        pending.cancel()
