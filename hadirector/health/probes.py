@@ -20,8 +20,8 @@ check and calls ``done(result)`` once, unless cancelled. The runner keeps one ta
 real server; the ``async`` functions (``tcp_probe``, ``http_probe``, ``run_check``) and
 ``start_probe`` wrap it for everyone else. Per check that leaves the system calls
 keepalived makes too (socket, connect, epoll_ctl, close; SO_ERROR only when epoll flags
-an error) and a few Python calls. The
-HTTP client is a minimal HTTP/1.1 GET with ``Connection: close`` -- a check must open a
+an error; an HTTP check's socket is edge-triggered, so no second epoll_ctl to switch
+from writing to reading) and a few Python calls. The HTTP client is a minimal HTTP/1.1 GET with ``Connection: close`` -- a check must open a
 new connection each time, or a server whose listener died would keep passing on an old
 keep-alive connection -- that reads only as much as the verdict needs: the status line
 and headers, the body only for a regex or a digest. HTTPS goes through
@@ -118,9 +118,6 @@ class Poller:
         q.append((deadline, fd))
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
-
-    def modify(self, fd: int, events: int) -> None:
-        self._ep.modify(fd, events)
 
     def forget(self, fd: int) -> None:
         """The check is done with ``fd`` and closes it next (which unregisters it)."""
@@ -225,6 +222,10 @@ def poller(loop: asyncio.AbstractEventLoop) -> Poller:
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _FAILED = select.EPOLLERR | select.EPOLLHUP
 _EPOLLOUT = select.EPOLLOUT
+_EPOLLIN = select.EPOLLIN
+_EPOLLRDHUP = select.EPOLLRDHUP
+_HTTP_EVENTS = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_READ = 65536
 
 
 class TcpTarget:
@@ -576,7 +577,15 @@ class HttpTarget(TcpTarget):
 
 class HttpCheck(_Check):
     """One plain-HTTP check: connect, send the GET once writable, read the response
-    through ``HttpResponse``. HTTPS goes through ``_https``."""
+    through ``HttpResponse``. HTTPS goes through ``_https``.
+
+    The socket is watched edge-triggered for writing and reading from the start, so
+    the switch from sending to reading costs no ``epoll_ctl``: an event comes when the
+    connect completes and again when data, a close or an error arrives. Edge-triggered
+    means each event must be acted on in full: what is readable is read until a read
+    comes back short, or to the end when the event says the peer closed (``_read``),
+    and the event that completes the connect reads too when it already says readable
+    (a server that answered or closed at once)."""
 
     __slots__ = ("_out", "_resp")
 
@@ -586,11 +595,9 @@ class HttpCheck(_Check):
         self._resp = HttpResponse(target.probe)
         self._out = target.request
         if self._connect(target) is not None:
-            # Writable once connected (or failed); the request then goes out at once.
-            self._watch(_EPOLLOUT, target.timeout)
+            self._watch(_HTTP_EVENTS, target.timeout)
 
     def on_event(self, events: int, now: float) -> None:
-        sock = self._sock
         if self._out:
             if events & _FAILED:
                 code = self._error()
@@ -598,26 +605,35 @@ class HttpCheck(_Check):
                     self._fail_errno(code)
                     return
             try:
-                sent = sock.send(self._out)
+                sent = self._sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                return                       # room for it comes as a new event
+            except OSError as exc:
+                self._finish(os_result(exc, now - self._start))
+                return
+            self._out = self._out[sent:]
+            if self._out or not events & _EPOLLIN:
+                return                       # the rest, or the response, is a new event
+        self._read(events, now)
+
+    def _read(self, events: int, now: float) -> None:
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(_READ)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._finish(os_result(exc, now - self._start))
                 return
-            self._out = self._out[sent:]
-            if not self._out:
-                self._poller.modify(self._fd, select.EPOLLIN)
-            return
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._finish(os_result(exc, now - self._start))
-            return
-        verdict = self._resp.feed(data) if data else self._resp.eof()
-        if verdict is not None:
-            self._finish(ProbeResult(verdict[0], verdict[1], now - self._start))
+            verdict = self._resp.feed(data) if data else self._resp.eof()
+            if verdict is not None:
+                self._finish(ProbeResult(verdict[0], verdict[1], now - self._start))
+                return
+            if len(data) < _READ and not events & _EPOLLRDHUP:
+                return      # drained: more data, or the close, is a new edge
+            # A full read, or the peer closed before this event: read on to the end
+            # (eof() always decides), as no new edge would come for what is queued.
 
 
 class _ResponseProtocol(asyncio.Protocol):

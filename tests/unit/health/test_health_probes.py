@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -595,3 +596,80 @@ async def test_checks_that_ended_while_starting_report_when_reaped_without_a_loo
         assert [(r.ok, r.detail) for r in got] == [(True, "connected")]
         assert not pending.finished
         pending.cancel()
+
+
+def _answering_server(reply: bytes, read_first: bool, close: bool):
+    async def handle(reader, writer):
+        if read_first:
+            await reader.readuntil(b"\r\n\r\n")
+        for piece in reply if isinstance(reply, list) else [reply]:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05 if isinstance(reply, list) else 0)
+        if close:
+            writer.close()
+        else:
+            await reader.read()
+    return asyncio.start_server(handle, LOCAL, 0)
+
+
+_BIG = b"x" * 300_000 + b"the end"
+
+
+@pytest.mark.parametrize("reply, read_first, close, probe, expected", [
+    # Everything, close included, may be queued before the check reads at all: the
+    # edge-triggered reader must read past 64 KiB chunks to the end.
+    (b"HTTP/1.0 200 OK\r\n\r\n" + _BIG, True, True, HttpProbe(body_regex="the end$"), (True, "status 200")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(_BIG) + _BIG, True, False,
+     HttpProbe(body_regex="the end$"), (True, "status 200")),
+    # In pieces, the connection left open: each piece is a new edge.
+    ([b"HTTP/1.1 200", b" OK\r\nContent-Le", b"ngth: 4\r\n\r\nfi", b"ne"], True, False,
+     HttpProbe(body_regex="^fine$"), (True, "status 200")),
+])
+async def test_http_check_reads_every_response_the_edge_triggered_socket_announces(
+        reply, read_first, close, probe, expected):
+    server = await _answering_server(reply, read_first, close)
+    try:
+        r = await http_probe(LOCAL, server.sockets[0].getsockname()[1], probe, 2.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (r.ok, r.detail) == expected and not r.inconclusive
+
+
+@pytest.mark.parametrize("reply, close, expected", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True, (True, "status 200")),
+    (b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", False, (False, "status 503")),
+    (b"", True, (False, "disconnected")),
+])
+async def test_http_check_reads_an_answer_that_came_with_the_connect(reply, close, expected):
+    """The server answers (and maybe closes) on accept, before the check's first event
+    is handled: that event already says readable, and no later edge would come."""
+    from hadirector.health import probes
+
+    with socket.socket() as lsock:
+        lsock.bind((LOCAL, 0))
+        lsock.listen(4)
+        held = []
+
+        def serve():
+            conn, _ = lsock.accept()
+            conn.sendall(reply)
+            if close:
+                conn.close()
+            else:
+                held.append(conn)
+
+        t = threading.Thread(target=serve)
+        t.start()
+        got = []
+        check = probes.HttpTarget(LOCAL, lsock.getsockname()[1], HttpProbe(), 2.0, None).start(got.append)
+        t.join(2.0)
+        time.sleep(0.05)                     # blocking: the answer lands before the event
+        try:
+            await wait_until(lambda: got, timeout=2.0 + SLACK)
+        finally:
+            check.cancel()
+            for c in held:
+                c.close()
+    assert [(r.ok, r.detail) for r in got] == [expected]
