@@ -140,10 +140,16 @@ def serve(eps: list[tuple[str, int]], kind: str, ready, stop, accepted=None) -> 
             c.close()
 
 
-def proc_cpu(pid: int) -> float:
+def proc_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` (/proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def proc_cpu(pid: int) -> float:
+    return sum(proc_times(pid))
 
 
 def start_servers(eps, kind, nproc, accepted=None):
