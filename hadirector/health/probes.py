@@ -21,10 +21,11 @@ real server; the ``async`` functions (``tcp_probe``, ``http_probe``, ``run_check
 ``start_probe`` wrap it for everyone else. Per check that leaves the system calls
 keepalived makes too (socket, connect, epoll_ctl, close; SO_ERROR only when epoll flags
 an error; an HTTP check's socket is edge-triggered, so no second epoll_ctl to switch
-from writing to reading) and a few Python calls. The HTTP client is a minimal HTTP/1.1 GET with ``Connection: close`` -- a check must open a
-new connection each time, or a server whose listener died would keep passing on an old
-keep-alive connection -- that reads only as much as the verdict needs: the status line
-and headers, the body only for a regex or a digest. HTTPS goes through
+from writing to reading) and a few Python calls. The HTTP client is a minimal HTTP/1.1
+GET with ``Connection: close`` -- a check must open a new connection each time, or a
+server whose listener died would keep passing on an old keep-alive connection -- that
+reads only as much as the verdict needs: the status line and headers, the body only for
+a regex or a digest. HTTPS goes through
 ``loop.create_connection(ssl=...)`` and the same response reader.
 """
 
@@ -127,12 +128,14 @@ class Poller:
         """Handle now every check whose socket is ready, instead of one loop iteration
         later. The runner calls it right after starting a batch: checks that ended
         while it started (a loopback or local server answers inside ``connect``; on a
-        LAN the first checks of a long batch) then cost no wake-up of their own -- at a
-        low rate that is one asyncio iteration per check, about half of the Python a
-        check costs. A no-op inside ``_on_ready`` (a check that finishes there may start
-        the next one)."""
+        LAN the first checks of a long batch) then cost no wake-up of their own (at 100
+        loopback checks a second: 1.5 -> 0.7 asyncio iterations per check). A no-op
+        inside ``_on_ready`` (a check that finishes there may start the next one)."""
         if self._fresh is None:
-            self._on_ready()
+            try:
+                self._on_ready()
+            except (OSError, ValueError):
+                pass        # the epoll itself failed: the loop's own call reports it
 
     def _on_ready(self) -> None:
         checks = self._checks

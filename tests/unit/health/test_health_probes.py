@@ -598,6 +598,23 @@ async def test_checks_that_ended_while_starting_report_when_reaped_without_a_loo
         pending.cancel()
 
 
+async def test_a_reap_whose_epoll_fails_does_not_raise_into_the_runner(monkeypatch):
+    """The runner reaps inside its timer callback: an exception there would stop its
+    timer chain. The loop's own call of the same handler still sees the failure."""
+    from hadirector.health import probes
+
+    p = probes.poller(asyncio.get_running_loop())
+
+    class BrokenEpoll:
+        def poll(self, timeout):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(p, "_ep", BrokenEpoll())
+    probes.reap_ready()
+    with pytest.raises(OSError):
+        p._on_ready()
+
+
 def _answering_server(reply: bytes, read_first: bool, close: bool):
     async def handle(reader, writer):
         if read_first:
