@@ -66,8 +66,8 @@ from hadirector.health.policy import HealthState
 from hadirector.kernel import sysctl
 from hadirector.ipvs.availability import Backoff, IpvsAvailability
 from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
-from hadirector.ipvs.ownership import OwnedStore
-from hadirector.ipvs.reconciler import Reconciler, SyncReport
+from hadirector.kernel.ownership import OwnedStore
+from hadirector.kernel.reconcile import Reconciler, SyncReport
 from hadirector.ipvs.table import ServiceKey, Table, desired_service, desired_table, scale_out_names
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State

@@ -26,7 +26,7 @@ PROGRAM = """
     from hadirector.agent.status import ApiComponent
     from hadirector.api import control, limits, listener                     # noqa: F401
     from hadirector.kernel import addresses                                # noqa: F401
-    from hadirector.net import garp, vrrp_socket                            # noqa: F401
+    from hadirector.kernel import garp, vrrp_socket                            # noqa: F401
     d = pathlib.Path(tempfile.mkdtemp())
     (d / "c.yaml").write_text(
         "node: {router_id: n1, state_dir: %s}\\n"
