@@ -7,6 +7,7 @@
   daemon plan, config model, reload plan, the director) import no asyncio, no socket, no
   clock, no randomness, no logging, and no hadirector module that is not a core;
 - aiohttp only in the probes and the API server;
+- no asyncio subprocess anywhere: scripts are spawned through ``agent/spawn.py``;
 - nothing in the product imports the lab (``lab/``), the tests, the benchmarks, scapy or pytest;
 - only the VRRP shell touches the instance runtimes (``.runtimes``, ``.driver``); the LVS
   side and the status builder get the narrow ``agent/vrrp_side.VrrpSide``.
@@ -156,6 +157,30 @@ def test_the_ipvs_folder_holds_no_kernel_io():
     offenders = {rel(p): sorted(m for m in imports_of(p) if m.split(".")[0] in kernel_io)
                  for p in sorted((PKG / "ipvs").glob("*.py"))}
     assert {k: v for k, v in offenders.items() if v} == {}
+
+
+ASYNCIO_SPAWNS = ("create_subprocess_exec", "create_subprocess_shell", "subprocess_exec", "subprocess_shell")
+
+
+def test_no_module_spawns_a_child_through_asyncio():
+    # CPython 3.11's subprocess transport hangs the loop's clean-up when a task is
+    # cancelled mid-spawn; agent/spawn.py spawns in a thread and kills the whole tree.
+    offenders = {rel(p): asyncio_spawns(p.read_text()) for p in modules()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def asyncio_spawns(source: str) -> list[int]:
+    """Lines of ``source`` that name one of asyncio's spawn calls (not in a comment)."""
+    return sorted(node.lineno for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Attribute) and node.attr in ASYNCIO_SPAWNS
+                  or isinstance(node, ast.Name) and node.id in ASYNCIO_SPAWNS)
+
+
+def test_the_spawn_scan_sees_asyncio_spawns():
+    source = ("# create_subprocess_exec in a comment is fine\n"
+              "p = await asyncio.create_subprocess_exec('x')\n"
+              "t, _ = await loop.subprocess_exec(f, 'x')\n")
+    assert asyncio_spawns(source) == [2, 3]
 
 
 def test_the_product_imports_no_lab_test_or_test_tool_code():
