@@ -50,12 +50,11 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hadirector import model
 from hadirector.agent import spawn
 from hadirector.agent.health_checks import HealthChecks
-from hadirector.agent.health_runner import HealthRunner
 from hadirector.agent.ipvs_access import IpvsAccess
 from hadirector.agent.sync_daemon import SyncDaemonSwitch
 from hadirector.agent.vrrp_side import VrrpSide
@@ -74,6 +73,9 @@ from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
 log = get_logger("hadirector.lvs")
+
+if TYPE_CHECKING:       # imported on demand (agent/health_checks.py): annotations only
+    from hadirector.agent.health_runner import HealthRunner
 
 
 def _default_backend():

@@ -33,7 +33,6 @@ Theory of operation:
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import signal
@@ -243,6 +242,8 @@ def _subreaper_preexec():
     function is looked up here, in the parent: the child after fork only calls it."""
     global _prctl
     if _prctl is None:
+        import ctypes       # here: an agent that runs no script never loads it
+
         try:
             fn = ctypes.CDLL(None, use_errno=True).prctl
             fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
