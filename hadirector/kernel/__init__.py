@@ -2,6 +2,7 @@
 Only this folder imports pyroute2 or opens netlink, raw IP or packet sockets
 (tests/unit/test_layering.py).
 
+``nlmsg``        the netlink framing they all share: header, attributes, acks, dump ends
 ``rtnl``         one blocking rtnetlink request: add or remove an address (the VIPs, both
                  ways), and the pure halves of the address dump
 ``addresses``    AddressManager (VIP add/remove over ``rtnl``, address and link reads)
