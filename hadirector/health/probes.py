@@ -38,7 +38,6 @@ import errno
 import functools
 import hashlib
 import ipaddress
-import os
 import re
 import select
 import signal
@@ -48,6 +47,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from hadirector.agent import spawn
 from hadirector.health.dns import dns_probe
 from hadirector.health.errors import LOCAL_ERRNOS, errno_reason, os_reason, os_result
 from hadirector.health.ping import ping_probe
@@ -731,33 +731,19 @@ async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout
 # --- script ---------------------------------------------------------------------------
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = False) -> ProbeResult:
     """Run ``argv`` (no shell); healthy on exit 0. ``dynamic`` (keepalived's
     misc_dynamic): exit 2-255 is healthy too, with weight code - 2 (``result.weight``).
 
-    The script runs in its own session (process group), so on timeout or cancellation
-    the whole group is killed -- a shell script's children too -- and reaped.
-    Output goes to /dev/null: a pipe held open by a leftover grandchild would make a
-    passing script look like a timeout.
+    ``agent/spawn.py`` runs it: in its own session, its whole tree (children that called
+    setsid too) killed and reaped on timeout or cancellation. Output goes to /dev/null:
+    a pipe held open by a leftover grandchild would make a passing script look like a
+    timeout.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
-    proc: asyncio.subprocess.Process | None = None
     try:
-        async with asyncio.timeout(timeout):
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, close_fds=True)
-            code = await proc.wait()
-    except TimeoutError:
-        return ProbeResult(False, "timeout", loop.time() - start)
+        done = await spawn.run(argv, timeout)
     # The script did not run: this director's problem (a missing or non-executable
     # script, no process or descriptor to spare), not the server's -- inconclusive.
     except FileNotFoundError:
@@ -769,12 +755,9 @@ async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = Fals
         return ProbeResult(False, detail, loop.time() - start, inconclusive=True)
     except Exception as exc:
         return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
-    finally:
-        if proc is not None and proc.returncode is None:
-            _kill_group(proc.pid)
-            # Reap it so no zombie is left; SIGKILL makes this quick. Shielded so a
-            # cancellation arriving now still lets the reaping finish.
-            await asyncio.shield(proc.wait())
+    if done.outcome == "timeout":
+        return ProbeResult(False, "timeout", loop.time() - start)
+    code = done.returncode
     elapsed = loop.time() - start
     if code == 0:
         return ProbeResult(True, "exit 0", elapsed)
