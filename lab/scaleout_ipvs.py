@@ -323,13 +323,15 @@ class ScaleOutIpvsLab:
 
     def make_config(self, scheduler: str = "mh") -> model.Config:
         """The ``scale_out`` config every director runs: the real servers in config order,
-        each with a check (so a health view decides its weight)."""
+        each with a check (so a health view decides its weight), port 0 resolved to 80
+        as the agent's loader does (mh hashes a destination's port too, so a director
+        programmed by hand with :80 must be compared with :80)."""
         flags = ("mh-fallback", "mh-port") if scheduler == "mh" else ()
         check = model.HealthCheck(model.TcpProbe())
         vs = model.VirtualService(
             "web", address=ipaddress.ip_address(VIP), port=80, scheduler=scheduler, scheduler_flags=flags,
             real_servers=tuple(model.RealServer(ipaddress.ip_address(a), forward=model.ForwardMethod.DR, check=check)
-                               for a in REAL_SERVERS))
+                               for a in REAL_SERVERS)).with_ports_resolved()     # as the loader does
         so = model.ScaleOut(services=("web",), local_as=65001,
                             peers=(model.BgpPeer(ipaddress.ip_address(ROUTER_IP), 65000),))
         return model.Config(node=model.NodeSettings("sx"), virtual_services=(vs,), scale_out=so)
