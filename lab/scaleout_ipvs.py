@@ -182,9 +182,12 @@ class Client:
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            self.ask("close")
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
+            try:
+                self.ask("close")
+                self.proc.stdin.close()
+            except (OSError, RuntimeError, ValueError):
+                pass                # it died: the caller's own error says why
+        terminate(self.proc, timeout=30)
 
 
 def start_server(ns: str, name: str, port: int = 80) -> subprocess.Popen:
@@ -311,8 +314,9 @@ class ScaleOutIpvsLab:
     # --- real servers -----------------------------------------------------------------
 
     def start_server(self, i: int) -> None:
-        """Real server ``i`` (0-based; its name is rs{i+1}) answers again."""
-        self.servers[i] = start_server(self.rss[i], f"rs{i + 1}")
+        """Real server ``i`` (0-based; its name is rs{i+1}) answers (again)."""
+        if i not in self.servers:
+            self.servers[i] = start_server(self.rss[i], f"rs{i + 1}")
 
     def stop_server(self, i: int) -> None:
         """Real server ``i``'s process dies (its connections are closed by its kernel)."""

@@ -47,6 +47,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> int:
+    """The first of ``n`` consecutive source ports free on loopback, below the ephemeral
+    range (the client binds each one itself)."""
+    for port0 in range(12000, 30000, n):
+        socks = []
+        try:
+            for port in range(port0, port0 + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return port0
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} free ports")
+
+
 def test_the_lab_client_holds_connections_to_the_lab_server_and_reports_a_broken_one_once():
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, "rs7", str(port)], stdout=subprocess.PIPE, text=True)
@@ -60,7 +79,7 @@ def test_the_lab_client_holds_connections_to_the_lab_server_and_reports_a_broken
 
     try:
         assert server.stdout.readline().strip() == "ready"
-        port0 = 20000 + port % 30000
+        port0 = free_ports(20)
         assert ask(f"open 20 {port0}") == {p: "rs7" for p in range(port0, port0 + 20)}
         assert ask("ping") == {p: "rs7" for p in range(port0, port0 + 20)}
         server.kill()
