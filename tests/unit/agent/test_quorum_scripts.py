@@ -5,20 +5,13 @@ called setsid too) at QUORUM_SCRIPT_TIMEOUT instead of being left running."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from hadirector.agent import lvs
 from hadirector.director.lvs import RunCommand
 
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+from .processes import alive
 
 
 async def test_a_quorum_script_runs_without_a_shell_and_is_logged(tmp_path):

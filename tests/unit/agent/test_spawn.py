@@ -19,6 +19,8 @@ import pytest
 
 from hadirector.agent import spawn
 
+from .processes import alive
+
 ROOT = Path(__file__).resolve().parents[3]
 SLACK = 1.5     # seconds of scheduling delay a loaded 2-core machine may add
 
@@ -30,10 +32,6 @@ def state(pid: int) -> str | None:
     except OSError:
         return None
     return stat[stat.rindex(b")") + 2:][:1].decode()
-
-
-def alive(pid: int) -> bool:
-    return state(pid) not in (None, "Z", "X")
 
 
 def children(marker: str) -> list[int]:
