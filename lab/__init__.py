@@ -22,7 +22,8 @@ as ``python -m lab.MODULE`` or ``python -m bench.SCRIPT`` from there):
 - ``lab.election_demo``: the VRRP election demo (netns-lab/election-demo);
 - ``lab.kernel``: the kernel lab, a QEMU guest whose kernel has IPVS
   (``python -m lab.kernel -- CMD``), and its pytest plugin;
-- ``lab.progress``: waits and downloads that say what they wait for.
+- ``lab.progress``: waits and downloads that say what they wait for;
+- ``lab.processes``: ``alive(pid)``, for tests that watch real process trees.
 """
 
 from pathlib import Path

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from hadirector import model
-from hadirector.agent import spawn
+from hadirector.kernel import spawn
 from hadirector.agent.health_checks import HealthChecks
 from hadirector.agent.ipvs_access import IpvsAccess
 from hadirector.agent.sync_daemon import SyncDaemonSwitch

@@ -24,7 +24,7 @@ next state's scripts start at most ``SUPERSEDE_GRACE`` (plus the kill) after the
 
 Killing a script kills its whole process tree, not only its process group: a child that
 called ``setsid`` (or double-forked into its own session) would otherwise survive the
-timeout, as it did with keepalived's killpg. ``agent/spawn.py`` runs every script of the
+timeout, as it did with keepalived's killpg. ``kernel/spawn.py`` runs every script of the
 agent that way (and safely against a cancellation mid-spawn); on a normal exit nothing
 is killed: a script may start a daemon on purpose (keepalived leaves those alone too).
 """
@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from hadirector.agent import spawn
+from hadirector.kernel import spawn
 from hadirector.model import NotifyScripts
 
 from hadirector.logging import get_logger

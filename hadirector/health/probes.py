@@ -47,7 +47,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from hadirector.agent import spawn
+from hadirector.kernel import spawn
 from hadirector.health.dns import dns_probe
 from hadirector.health.errors import LOCAL_ERRNOS, errno_reason, os_reason, os_result
 from hadirector.health.ping import ping_probe
@@ -735,7 +735,7 @@ async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = Fals
     """Run ``argv`` (no shell); healthy on exit 0. ``dynamic`` (keepalived's
     misc_dynamic): exit 2-255 is healthy too, with weight code - 2 (``result.weight``).
 
-    ``agent/spawn.py`` runs it: in its own session, its whole tree (children that called
+    ``kernel/spawn.py`` runs it: in its own session, its whole tree (children that called
     setsid too) killed and reaped on timeout or cancellation. Output goes to /dev/null:
     a pipe held open by a leftover grandchild would make a passing script look like a
     timeout.

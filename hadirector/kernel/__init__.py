@@ -15,6 +15,8 @@ Only this folder imports pyroute2 or opens netlink, raw IP or packet sockets
 ``vrrp_socket``  raw VRRP sockets (IP protocol 112), IPv4 and IPv6
 ``garp``         gratuitous ARP / unsolicited NA frames and their packet socket
 ``icmp``         the ping probe's ICMP echo socket and packets
+``spawn``        every script's child process: spawned off the loop, its whole tree
+                 killed at timeout or cancel (pidfd, setsid, child subreaper)
 ``fake``         FakeIpvs, FakeAddresses, FakeLinkWatcher: keep state, refuse like the kernel
 
 Nothing here is imported by this ``__init__``: the start-up release of a dead

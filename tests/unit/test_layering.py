@@ -7,7 +7,7 @@
   daemon plan, config model, reload plan, the director) import no asyncio, no socket, no
   clock, no randomness, no logging, and no hadirector module that is not a core;
 - aiohttp only in the probes and the API server;
-- no asyncio subprocess anywhere: scripts are spawned through ``agent/spawn.py``;
+- no asyncio subprocess anywhere: scripts are spawned through ``kernel/spawn.py``;
 - nothing in the product imports the lab (``lab/``), the tests, the benchmarks, scapy or pytest;
 - only the VRRP shell touches the instance runtimes (``.runtimes``, ``.driver``); the LVS
   side and the status builder get the narrow ``agent/vrrp_side.VrrpSide``.
@@ -164,7 +164,7 @@ ASYNCIO_SPAWNS = ("create_subprocess_exec", "create_subprocess_shell", "subproce
 
 def test_no_module_spawns_a_child_through_asyncio():
     # CPython 3.11's subprocess transport hangs the loop's clean-up when a task is
-    # cancelled mid-spawn; agent/spawn.py spawns in a thread and kills the whole tree.
+    # cancelled mid-spawn; kernel/spawn.py spawns in a thread and kills the whole tree.
     offenders = {rel(p): asyncio_spawns(p.read_text()) for p in modules()}
     assert {k: v for k, v in offenders.items() if v} == {}
 

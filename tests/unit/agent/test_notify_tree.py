@@ -14,8 +14,7 @@ from structlog.testing import capture_logs
 
 from hadirector.agent.notify import SUPERSEDE_GRACE, Notifier, run_script
 from hadirector.model import NotifyScripts
-
-from .processes import alive
+from lab.processes import alive
 
 # The script records its own pid, a direct child put in its own session with setsid,
 # and a grandchild whose parent (a subshell) exits at once, so that it is orphaned in

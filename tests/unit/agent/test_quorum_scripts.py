@@ -10,8 +10,7 @@ from structlog.testing import capture_logs
 
 from hadirector.agent import lvs
 from hadirector.director.lvs import RunCommand
-
-from .processes import alive
+from lab.processes import alive
 
 
 async def test_a_quorum_script_runs_without_a_shell_and_is_logged(tmp_path):

@@ -1,4 +1,4 @@
-"""Looking at real child processes from the tests (spawn, notify, quorum scripts)."""
+"""Looking at real processes from the labs and tests (spawned scripts, their trees)."""
 
 from __future__ import annotations
 

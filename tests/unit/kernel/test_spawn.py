@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hadirector.agent import spawn
-
-from .processes import alive
+from hadirector.kernel import spawn
+from lab.processes import alive
 
 ROOT = Path(__file__).resolve().parents[3]
 SLACK = 1.5     # seconds of scheduling delay a loaded 2-core machine may add
@@ -181,7 +180,7 @@ async def test_without_a_pidfd_the_child_is_waited_for_in_a_thread(monkeypatch, 
 
 ASYNCIO_RUN = """
     import asyncio, sys
-    from hadirector.agent import spawn
+    from hadirector.kernel import spawn
 
     async def main(turns):
         # An agent failing just after start: a script's spawn is under way when
