@@ -56,9 +56,9 @@ import asyncio
 import json
 import os
 import signal
-from typing import Any, Callable, Protocol
+import time
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from hadirector.api.snapshot import ReloadResult
 from hadirector.model import Config, IPAddress, VrrpInstance
 from hadirector.vrrp.machine import State
 
@@ -73,10 +73,25 @@ from .vrrp_side import InstanceView, RoleEvent, RoleSubscriber
 
 from hadirector.logging import get_logger
 
+if TYPE_CHECKING:
+    from hadirector.api.snapshot import ReloadResult
+
 __all__ = ["Agent", "AgentError", "Component", "InstanceRuntime", "RoleEvent", "RoleSubscriber",
            "STATE_REFRESH"]
 
 STATE_REFRESH = 1.0     # seconds: how late state.json may show reject counters
+
+
+def since_exec() -> float | None:
+    """Seconds since this process was exec'd (/proc/self/stat starttime, 10 ms ticks, on
+    the boot-time clock): how long a (re)started director took to come up."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        ticks = int(fields[19])          # field 22 of proc(5); the split starts at field 3
+        return round(time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class AgentError(Exception):
@@ -221,7 +236,7 @@ class Agent:
         import hadirector
 
         self.log.info("agent.started", version=hadirector.__version__, instances=[i.name for i in instances],
-                      router_id=self.config.node.router_id, pid=os.getpid())
+                      router_id=self.config.node.router_id, pid=os.getpid(), startup_s=since_exec())
 
     async def stop(self) -> None:
         if self._stopped or (not self.executor.runtimes and not self.started):

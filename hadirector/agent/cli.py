@@ -171,7 +171,7 @@ def _run_agent(config, log, lock, record=None) -> int:
 
     from hadirector.agent.agent import Agent, AgentError
     from hadirector.agent.lvs import LvsController
-    from hadirector.agent.status import ApiComponent
+    from hadirector.agent.api_component import ApiComponent
 
     agent: Agent | None = None
 

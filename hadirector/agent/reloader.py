@@ -16,13 +16,14 @@ import inspect
 import time
 from typing import TYPE_CHECKING
 
-from hadirector.api.snapshot import ReloadResult
 from hadirector.model import Config, IPAddress
 
 from . import heap
 from .reload import ReloadPlan, in_force, plan_reload
 
 if TYPE_CHECKING:
+    from hadirector.api.snapshot import ReloadResult
+
     from .agent import Agent
 
 
@@ -36,6 +37,8 @@ class Reloader:
 
         One reload at a time: a second request waits, then reads the file again.
         """
+        from hadirector.api.snapshot import ReloadResult
+
         agent = self.agent
         if agent._stopped:
             return self._refused(trigger, "not_running", ("the agent is stopping",), time.monotonic())
@@ -62,6 +65,8 @@ class Reloader:
             return result
 
     async def _reload(self, trigger: str, t0: float) -> ReloadResult:
+        from hadirector.api.snapshot import ReloadResult
+
         from hadirector.config import ConfigError
         from hadirector.config.worker import load_in_worker
 
@@ -123,6 +128,8 @@ class Reloader:
                             changes=changes, duration=duration)
 
     def _refused(self, trigger: str, reason: str, errors: tuple[str, ...], t0: float) -> ReloadResult:
+        from hadirector.api.snapshot import ReloadResult
+
         agent = self.agent
         agent.log.error("agent.reload_failed", source=agent.config.source, reason=reason,
                         detail="\n".join(errors), trigger=trigger, generation=agent.generation)

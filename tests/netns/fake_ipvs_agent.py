@@ -23,7 +23,7 @@ from pathlib import Path
 from hadirector.agent.agent import Agent
 from hadirector.agent.lvs import LvsController
 from hadirector.agent.scaleout import ScaleOutComponent
-from hadirector.agent.status import ApiComponent
+from hadirector.agent.api_component import ApiComponent
 from hadirector.config import load_config
 from hadirector.kernel.fake import FakeIpvs
 from hadirector.kernel.sysctl import SCALE_OUT_SYSCTLS

@@ -23,8 +23,8 @@ PROGRAM = """
     from hadirector.logging import configure_logging
     from hadirector.agent.agent import Agent
     from hadirector.agent.lvs import LvsController
-    from hadirector.agent.status import ApiComponent
-    from hadirector.api import control, limits, listener                     # noqa: F401
+    from hadirector.agent.api_component import ApiComponent
+    STARTED
     from hadirector.kernel import addresses                                # noqa: F401
     from hadirector.kernel import garp, vrrp_socket                            # noqa: F401
     d = pathlib.Path(tempfile.mkdtemp())
@@ -48,9 +48,13 @@ ON_DEMAND = ("hadirector.agent.health_runner", "hadirector.health.probes", "hadi
              "hadirector.api.metrics", "ctypes", "difflib")
 
 
-def run_path(api: str) -> list[str]:
-    code = textwrap.dedent(PROGRAM).replace("API", api)
-    res = subprocess.run([sys.executable, "-c", code, *ON_DEMAND], capture_output=True, text=True, cwd=ROOT,
+# What ApiComponent.start imports, after the VRRP machines started.
+STARTED = "from hadirector.api import control, limits, listener  # noqa: F401"
+
+
+def run_path(api: str, names: tuple[str, ...] = ON_DEMAND, started: bool = True) -> list[str]:
+    code = textwrap.dedent(PROGRAM).replace("API", api).replace("STARTED", STARTED if started else "pass")
+    res = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert res.returncode == 0, res.stderr
     return res.stdout.splitlines()
@@ -72,6 +76,14 @@ def test_building_the_api_component_leaves_the_http_server_unimported():
 
 def test_a_vrrp_only_agent_imports_neither_the_health_runner_nor_script_or_config_error_helpers():
     assert run_path("api: {enabled: true}")[1] == ""
+
+
+def test_the_status_model_is_imported_after_the_vrrp_machines_start_not_before():
+    # ~60 dataclasses: ApiComponent.start imports them (on a worker thread), so a restarted
+    # director's first master-down timer does not wait for them.
+    before_start = run_path("api: {enabled: true}", ("hadirector.api.snapshot", "hadirector.agent.status"),
+                            started=False)
+    assert before_start[1] == ""
 
 
 def test_the_health_runner_is_imported_when_the_config_has_virtual_services():

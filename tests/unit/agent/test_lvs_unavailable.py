@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from hadirector.agent.agent import Agent
 from hadirector.agent.lvs import LvsController
-from hadirector.agent.status import ApiComponent
+from hadirector.agent.api_component import ApiComponent
 from hadirector.api.cli import render_status
 from hadirector.api.metrics import render as render_metrics
 from hadirector.api.snapshot import Snapshot, VrrpState

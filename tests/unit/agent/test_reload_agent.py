@@ -325,7 +325,7 @@ virtual_services:
 
 async def test_the_lvs_controller_gets_the_new_config_and_writes_only_the_difference(tmp_path):
     from hadirector.agent.lvs import LvsController
-    from hadirector.agent.status import ApiComponent
+    from hadirector.agent.api_component import ApiComponent
     from hadirector.ipvs import planner
     from hadirector.kernel.fake import FakeIpvs
 

@@ -34,7 +34,7 @@ async def test_state_json_is_written_once_per_role_change_after_the_subscribers_
 
 
 async def test_state_json_is_the_vrrp_part_of_the_status_snapshot_the_api_serves(tmp_path):
-    from hadirector.agent.status import ApiComponent
+    from hadirector.agent.api_component import ApiComponent
     from hadirector.api.snapshot import Snapshot, state_file
 
     rig = Rig(tmp_path, inst())

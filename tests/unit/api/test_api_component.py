@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import structlog
 
-from hadirector.agent.status import ApiComponent
+from hadirector.agent.api_component import ApiComponent
 from hadirector.api.limits import connection_budget
 from hadirector.api.snapshot import ReloadResult
 from hadirector.model import ApiSettings, NodeSettings
