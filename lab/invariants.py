@@ -72,12 +72,19 @@ def holders(lab: pairlab.Lab) -> list[str]:
     return [d.name for d in lab.directors if d.holds_vip()]
 
 
+_STATE_DIRS: dict[str, Path] = {}     # config text -> its state_dir (parsed once)
+
+
 def state_dir(d: pairlab.Director) -> Path | None:
     import yaml
     if d.kind != "hadirector":
         return None
-    cfg = yaml.safe_load(d.config.read_text())
-    return Path(cfg["node"]["state_dir"])
+    # Polled every 20 ms by converge(): a YAML parse each time costs the emulated guest
+    # CPU that the agents under test need.
+    text = d.config.read_text()
+    if text not in _STATE_DIRS:
+        _STATE_DIRS[text] = Path(yaml.safe_load(text)["node"]["state_dir"])
+    return _STATE_DIRS[text]
 
 
 def agent_role(lab: pairlab.Lab, name: str) -> str | None:

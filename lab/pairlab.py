@@ -54,6 +54,7 @@ class Director:
     run_dir: Path = Path("/run/hadirector-lab")   # keepalived's pid files go under it
     service: subprocess.Popen | None = None        # vrrp mode: the VIP's HTTP/echo server
     nofile: int | None = None   # the agent's soft RLIMIT_NOFILE (systemd's default is 1024)
+    _addresses: vipwatch.AddressReader | None = field(default=None, repr=False, compare=False)
 
     @property
     def ns(self) -> str:
@@ -136,8 +137,24 @@ class Director:
         self.proc = None
 
     def holds_vip(self) -> bool:
-        out = lan.sh("ip", "-o", "addr", "show", ns=self.ns, check=False).stdout
-        return f" {lan.VIP}/" in out
+        """Asked over a netlink socket made once in the director's namespace, not by
+        forking ``ip addr``: the fault lab's invariants poll this every 20-50 ms, and
+        the forks took most of a vCPU of the emulated guest -- from the agents the lab
+        measures (a restarted agent's start-up was slowed by its observer)."""
+        try:
+            if self._addresses is None:
+                self._addresses = vipwatch.AddressReader(self.ns)
+            return lan.VIP in self._addresses.addresses()
+        except OSError:
+            self.close_reader()         # not there (yet): ask ip, as before
+            out = lan.sh("ip", "-o", "addr", "show", ns=self.ns, check=False).stdout
+            return f" {lan.VIP}/" in out
+
+    def close_reader(self) -> None:
+        """Close the netlink socket: it holds the namespace alive after ``ip netns del``."""
+        if self._addresses is not None:
+            self._addresses.close()
+            self._addresses = None
 
     def ipvs_table(self) -> str:
         return lan.sh("cat", "/proc/net/ip_vs", ns=self.ns, check=False).stdout
@@ -235,6 +252,7 @@ class Lab:
         for d in self.directors:
             with contextlib.suppress(Exception):
                 d.stop("term")
+            d.close_reader()
         services = [d.service for d in self.directors if d.service is not None]
         for p in self.servers + services + list(self.clients.values()):
             with contextlib.suppress(Exception):
