@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 from lab import ROOT
 
+TICK = 0.05        # s between looks at what is due to send or has timed out
+
 
 # --- the real servers ----------------------------------------------------------------------
 
@@ -165,6 +167,19 @@ class Pinger:
                 c.stall = 0.0
         return out
 
+    def _sweep(self, now: float) -> None:
+        for c in self.conns.values():
+            if c.broken is not None:
+                continue
+            if c.pending_since is not None and now - c.pending_since > self.timeout:
+                self._break(c, f"timeout: no answer within {self.timeout:g} s")
+            elif c.pending_since is None and self.interval is not None and now >= c.next_at:
+                try:
+                    c.sock.send(b"ping\n")
+                    c.pending_since = now
+                except OSError as e:
+                    self._break(c, f"{type(e).__name__}: {e}")
+
     def _break(self, c: _Conn, why: str) -> None:
         c.broken = why
         c.pending_since = None
@@ -172,21 +187,16 @@ class Pinger:
         c.sock.close()
 
     def _loop(self) -> None:
+        # Sends and time-outs are looked at every TICK, not at each answer: the loop
+        # shares an emulated guest's CPU with the agents (TCG is 10-20x slower).
+        sweep = 0.0
         while True:
             with self.lock:
                 now = time.monotonic()
-                for c in self.conns.values():
-                    if c.broken is not None:
-                        continue
-                    if c.pending_since is not None and now - c.pending_since > self.timeout:
-                        self._break(c, f"timeout: no answer within {self.timeout:g} s")
-                    elif c.pending_since is None and self.interval is not None and now >= c.next_at:
-                        try:
-                            c.sock.send(b"ping\n")
-                            c.pending_since = now
-                        except OSError as e:
-                            self._break(c, f"{type(e).__name__}: {e}")
-            events = self.sel.select(timeout=0.02)
+                if now >= sweep:
+                    sweep = now + TICK
+                    self._sweep(now)
+            events = self.sel.select(timeout=max(0.0, sweep - time.monotonic()))
             with self.lock:
                 now = time.monotonic()
                 for key, _ in events:
