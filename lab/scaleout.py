@@ -38,6 +38,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,62 @@ class ScaleOutLab:
         if self.client:
             sh("ip", "netns", "del", self.client_ns, check=False)
         sh("ip", "netns", "del", self.router, check=False)
+
+
+class RouteWatch:
+    """The router's FIB changes for ``vip`` as they happen: ``ip monitor route`` in the
+    router's namespace, each message stamped with ``time.monotonic()`` as it arrives (a
+    reader thread; ``ip`` flushes every message), so a change is timed to the
+    millisecond without polling. ``feed`` is the parser (tests drive it directly); a
+    pin's metric-1 route is left out."""
+
+    def __init__(self, vip=VIP) -> None:
+        self.vip = str(vip)
+        self.changes: list[tuple[float, bool, set[str]]] = []   # (time, deleted, next hops)
+        self._current: tuple[float, bool, set[str]] | None = None
+        self._lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, ns: str) -> "RouteWatch":
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ip", "monitor", "route"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True, bufsize=1)
+        threading.Thread(target=self._read, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.feed(line, time.monotonic())
+
+    def feed(self, line: str, t: float) -> None:
+        words = line.split()
+        with self._lock:
+            if line[:1].isspace():            # a multipath route's "nexthop via ..." lines
+                if self._current is not None and "via" in words:
+                    self._current[2].add(words[words.index("via") + 1])
+                return
+            self._current = None
+            deleted = words[:1] == ["Deleted"]
+            words = words[1:] if deleted else words
+            if not words or words[0] not in (self.vip, f"{self.vip}/32"):
+                return
+            if "metric" in words and words[words.index("metric") + 1] == "1":
+                return                          # a pin (ScaleOutLab.pin), not BIRD's route
+            hops = {words[words.index("via") + 1]} if "via" in words else set()
+            self._current = (t, deleted, hops)
+            self.changes.append(self._current)
+
+    def first(self, since: float, want: set[str]) -> float | None:
+        """When the route first had exactly the next hops ``want`` at or after ``since``."""
+        with self._lock:
+            for t, deleted, hops in self.changes:
+                if t >= since and not deleted and hops == want:
+                    return t
+        return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 def parse_route_get(text: str, vip) -> list[str | None]:

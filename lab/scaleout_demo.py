@@ -47,7 +47,7 @@ from pathlib import Path
 from lab.netns import sh
 from lab.progress import ProgressLine
 from lab.progress import wait_for as _wait_for
-from lab.scaleout import VIP, Director, ScaleOutLab
+from lab.scaleout import VIP, Director, RouteWatch, ScaleOutLab
 from lab.scaleout_flows import Flows, FlowState, start_servers
 
 CONNECTIONS = 60
@@ -126,7 +126,8 @@ def format_report(results: list[EventResult], *, connections: int, digests: dict
         lines.append("    " + "; ".join(detail))
         for port, why in sorted(r.broken.items()):
             lines.append(f"    broken: client port {port}: {why}")
-    lines += ["", "detection (from the cause until traffic leaves the director: the router's FIB drops it):"]
+    lines += ["", "detection (from the cause until traffic leaves the director: its next hop leaves the "
+                  "router's FIB, timed by ip monitor):"]
     lines += [f"    {r.event}: {fmt_s(r.detection)}" + (f" ({r.detection_note})" if r.detection_note else "")
               for r in results if r.leaves and r.detection is not None]
     lines += ["", "new-flow spread per director (the router's ECMP hash of each new connection):"]
@@ -168,6 +169,7 @@ class ScaleOutRun:
         self.directors: dict[int, Director] = {}
         self.servers = None
         self.flows: Flows | None = None
+        self.watch = RouteWatch(VIP)
         self.results: list[EventResult] = []
         self.spreads: list[tuple[str, dict[str, int]]] = []
         self.final_digests: dict[str, str] = {}
@@ -198,6 +200,7 @@ class ScaleOutRun:
         say(f"lab: router, {lab.directors} directors (+{lab.joiners} to join), {lab.real_servers} real servers, "
             f"a client (namespaces {lab.tag}*)")
         lab.up()
+        self.watch.start(lab.router)
         self.servers = start_servers(80, {lab.rs_ns(i): f"rs{i}" for i in range(1, lab.real_servers + 1)})
         lab.start_router_bird()
         ds = [self.director(i) for i in range(1, lab.directors + 1)]
@@ -241,6 +244,7 @@ class ScaleOutRun:
         if self.servers is not None:
             self.servers.kill()
             self.servers.wait(timeout=10)
+        self.watch.stop()
         self.lab.down()
 
     # --- one event ----------------------------------------------------------------------
@@ -263,7 +267,8 @@ class ScaleOutRun:
     def event(self, name: str, cause: Callable[[], object], want: set[str], *, leaves: bool,
               note: str = "") -> EventResult:
         """Run ``cause``; wait until the router's next hops are ``want`` (the detection
-        time, from the cause's start), then until every live flow answers on its new path."""
+        time: from the cause's start to the FIB change as ``ip monitor`` saw it), then
+        until every live flow answers on its new path."""
         say(f"event: {name}")
         stall: list[float] = []
         before = self.flows.status()
@@ -274,7 +279,9 @@ class ScaleOutRun:
         # A director leaving: within BGP's hold time at worst; one joining: agent start-up.
         self.wait(f"the router's next hops to be {sorted(want)} ({name})", lambda: self.announced() == want,
                   MOVE if leaves else START, step=0.02 if leaves else 0.25)
-        detection = time.monotonic() - t0
+        polled = time.monotonic() - t0
+        seen = self.watch.first(t0, want)
+        detection = seen - t0 if seen is not None else polled
         mark = self.flows.status()
         stall.append(max((s.stall for s in mark.values() if s.broken is None), default=0.0))
         after = self.settle(mark, stall)

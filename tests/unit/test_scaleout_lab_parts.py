@@ -1,5 +1,5 @@
 """The scale-out lab's own parts that need no namespace: the router's flow map parser,
-``ipvsadm`` destination order, an event's account and its report line
+its FIB watch, ``ipvsadm`` destination order, an event's account and its report line
 (lab/scaleout.py, lab/scaleout_demo.py), and the long-lived-connection client
 (lab/scaleout_flows.py) against real sockets on loopback: a right answer, a reset, a
 server that falls silent, another server's name."""
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lab.scaleout import parse_route_get
+from lab.scaleout import RouteWatch, parse_route_get
 from lab.scaleout_demo import EventResult, account, format_report, ipvs_dests, spread
 from lab.scaleout_flows import FlowState, Pinger
 
@@ -42,6 +42,23 @@ def state(port: int, name: str = "rs1", broken: str | None = None, answers: int 
 
 def test_route_get_batch_output_gives_each_flow_its_next_hop_in_order():
     assert parse_route_get(ROUTE_GET, "10.100.0.1") == ["10.63.0.12", "10.63.0.11", None]
+
+
+def test_route_watch_times_each_change_of_the_vips_next_hops_and_ignores_the_rest():
+    w = RouteWatch("10.100.0.1")
+    for t, line in [(1.0, "10.100.0.1 proto bird metric 32 \n"),
+                    (1.0, "\tnexthop via 10.63.0.11 dev br0 weight 1 \n"),
+                    (1.0, "\tnexthop via 10.63.0.12 dev br0 weight 1 \n"),
+                    (1.5, "10.9.9.0/24 via 10.63.0.11 dev br0 proto bird metric 32 \n"),
+                    (1.5, "\tnexthop via 10.63.0.13 dev br0 weight 1 \n"),     # not the VIP's
+                    (2.0, "10.100.0.1 via 10.63.0.13 dev br0 metric 1 \n"),       # a pin
+                    (3.0, "Deleted 10.100.0.1 via 10.63.0.12 dev br0 proto bird metric 32 \n"),
+                    (3.1, "10.100.0.1 via 10.63.0.12 dev br0 proto bird metric 32 \n")]:
+        w.feed(line, t)
+    assert w.first(0.0, {"10.63.0.11", "10.63.0.12"}) == 1.0
+    assert w.first(0.0, {"10.63.0.13"}) is None
+    assert w.first(0.0, {"10.63.0.12"}) == 3.1, "a deletion is not the route"
+    assert w.first(3.2, {"10.63.0.12"}) is None
 
 
 def test_ipvsadm_listing_gives_the_kernel_order_and_weights():
