@@ -184,9 +184,9 @@ class ScaleOutRun:
     def announced(self) -> set[str]:
         return self.lab.next_hops(VIP)
 
-    def wait(self, what: str, cond: Callable[[], object], timeout: float, step: float = 0.02) -> float:
-        # Each poll forks ``ip``: fine for a failure (+-20 ms), too costly for minutes
-        # of agent start-up in an emulated guest (step 0.25 s there).
+    def wait(self, what: str, cond: Callable[[], object], timeout: float, step: float = 0.1) -> float:
+        # Each poll forks ``ip`` (costly in an emulated guest): the polls only decide
+        # when to go on; RouteWatch times the changes.
         return _wait_for(what, cond, timeout, step=step, out=self.out)
 
     def director(self, i: int) -> Director:
@@ -278,10 +278,12 @@ class ScaleOutRun:
         cause()
         # A director leaving: within BGP's hold time at worst; one joining: agent start-up.
         self.wait(f"the router's next hops to be {sorted(want)} ({name})", lambda: self.announced() == want,
-                  MOVE if leaves else START, step=0.02 if leaves else 0.25)
+                  MOVE if leaves else START, step=0.1 if leaves else 0.25)
         polled = time.monotonic() - t0
         seen = self.watch.first(t0, want)
         detection = seen - t0 if seen is not None else polled
+        if seen is None:
+            note += (", " if note else "") + "polled: ip monitor saw no such change"
         mark = self.flows.status()
         stall.append(max((s.stall for s in mark.values() if s.broken is None), default=0.0))
         after = self.settle(mark, stall)
