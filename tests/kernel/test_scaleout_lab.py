@@ -25,7 +25,7 @@ from datetime import datetime
 
 import pytest
 
-from lab.scaleout_demo import HOLD_DOWN, ScaleOutRun
+from lab.scaleout_demo import DRAIN_GRACE, HOLD_DOWN, ScaleOutRun
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
 
@@ -52,20 +52,23 @@ def no_break(result) -> None:
     assert result.established >= CONNECTIONS
 
 
+def log(d) -> list[dict]:
+    return [json.loads(line) for line in d.log.read_text(errors="replace").splitlines() if line.startswith("{")]
+
+
+def at(e: dict) -> float:
+    return datetime.fromisoformat(e["timestamp"]).timestamp()
+
+
 def held_down(d) -> float:
     """In the agent's last run (its log): seconds from the last real server's first UP
     to the VIP's announcement. The gate must hold ``hold_down`` after that."""
     run, started = [], False
-    for line in d.log.read_text(errors="replace").splitlines():
-        if line.startswith("{"):
-            e = json.loads(line)
-            if e.get("event") == "scaleout.started":
-                run, started = [], True
-            run.append(e)
+    for e in log(d):
+        if e.get("event") == "scaleout.started":
+            run, started = [], True
+        run.append(e)
     assert started, f"{d.name}: no scaleout.started in its log"
-
-    def at(e) -> float:
-        return datetime.fromisoformat(e["timestamp"]).timestamp()
 
     announced = [at(e) for e in run if e.get("event") == "scaleout.announced"]
     ups = [at(e) for e in run if e.get("event") == "health.server_up"]
@@ -112,6 +115,11 @@ def test_a_clean_stop_withdraws_first_and_breaks_no_established_connection(run):
     no_break(stopped)
     assert stopped.moved > 0
     assert stopped.detection <= WITHDRAW_BOUND, f"router dropped d1 {stopped.detection:.3f} s after SIGTERM"
+    # Withdrawn first; the agent went on (IPVS kept) for the drain grace, then stopped.
+    events = log(run.directors[1])
+    [i] = [k for k, e in enumerate(events) if e.get("event") == "scaleout.withdrawn" and e["reason"] == "stopping"]
+    stopped_at = next(at(e) for e in events[i:] if e.get("event") == "scaleout.stopped")
+    assert stopped_at - at(events[i]) >= DRAIN_GRACE * 0.95
     no_break(back)
 
 
