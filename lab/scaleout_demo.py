@@ -418,27 +418,33 @@ def main(argv: list[str] | None = None) -> int:
     # BIRD's and the agents' control sockets need a local filesystem (not the lab's 9p share).
     work = Path(tempfile.mkdtemp(prefix="scaleout-"))
     run = ScaleOutRun(work, connections=a.connections)
-    report = None
+    failed = None
     try:
         run.up()
         run.run_all()
-        report = run.report()
-    except BaseException:
+    except Exception as e:  # noqa: BLE001 - the report so far, then the reason, not a traceback
+        failed = f"{type(e).__name__}: {e}"
         for d in run.directors.values():
             if d.log.exists():
                 print(f"--- last lines of {d.name}'s agent log ---", file=sys.stderr)
                 print("\n".join(d.log.read_text(errors="replace").splitlines()[-20:]), file=sys.stderr)
-        raise
     finally:
-        run.down()
-        for d in run.directors.values():
-            if d.log.exists():
-                shutil.copy(d.log, results / f"scale-out-{d.name}.log")
-        shutil.rmtree(work, ignore_errors=True)
+        try:
+            report = run.report()
+        finally:
+            run.down()
+            logs = {f"{d.name}-agent.log": d.log for d in run.directors.values()}
+            logs.update({log.name: log for log in work.glob("bird-*.log")})
+            for name, log in logs.items():
+                if log.exists():
+                    shutil.copy(log, results / f"scale-out-{name}")
+            shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        report += f"\nthe lab stopped early: {failed}\n"
     path = results / "scale-out-report.txt"
     path.write_text(report)
     print("\n" + report + f"report: {path}")
-    return 0 if run.ok else 1
+    return 0 if run.ok and not failed else 1
 
 
 if __name__ == "__main__":
