@@ -106,12 +106,13 @@ def spread(route: dict[int, str], names: dict[str, str]) -> dict[str, int]:
 
 
 def format_report(results: list[EventResult], *, connections: int, digests: dict[str, str],
-                  spreads: list[tuple[str, dict[str, int]]]) -> str:
+                  spreads: list[tuple[str, dict[str, int]]], backends: dict[str, int] | None = None) -> str:
     same = len(set(digests.values())) == 1
     lines = [
         "hadirector scale-out lab: directors behind a BIRD ECMP router (BFD 100 ms x 3), IPVS DR, "
         "mh + mh-fallback + mh-port, sloppy_tcp; DR real servers alive throughout",
-        f"{connections} long-lived connections, one line each per {INTERVAL:g} s",
+        f"{connections} long-lived connections, one line each per {INTERVAL:g} s"
+        + ("; real servers (mh): " + ", ".join(f"{b} {n}" for b, n in sorted(backends.items())) if backends else ""),
         "destination lists (kernel order, weights): "
         + (f"identical on {' '.join(sorted(digests))}" if same else f"DIFFER: {digests}"),
         "",
@@ -173,6 +174,7 @@ class ScaleOutRun:
         self.results: list[EventResult] = []
         self.spreads: list[tuple[str, dict[str, int]]] = []
         self.final_digests: dict[str, str] = {}
+        self.backends: dict[str, int] = {}
         self.out = out or ProgressLine(prefix="[scale-out] ")
         self.next_port = PORT0
 
@@ -217,8 +219,8 @@ class ScaleOutRun:
         self.flows.start(INTERVAL)
         self.spreads.append((f"{len(ds)} directors, {len(opened)} connections", spread(lab.flow_map(opened),
                                                                                          self.names())))
-        say(f"{len(opened)} connections open, served by "
-            f"{dict(sorted(collections.Counter(opened.values()).items()))}")
+        self.backends = dict(collections.Counter(opened.values()))
+        say(f"{len(opened)} connections open, served by {dict(sorted(self.backends.items()))}")
 
     def open(self, n: int) -> dict[int, str]:
         opened = self.flows.open(n, self.next_port)
@@ -396,7 +398,7 @@ class ScaleOutRun:
     def report(self) -> str:
         self.final_digests = self.digests()
         return format_report(self.results, connections=self.connections, digests=self.final_digests,
-                             spreads=self.spreads)
+                             spreads=self.spreads, backends=self.backends)
 
     @property
     def ok(self) -> bool:
