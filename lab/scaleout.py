@@ -156,6 +156,9 @@ class ScaleOutLab:
 
     def add_director(self, i: int) -> None:
         self._attach(self.ns(i), f"p{i}", self.director_ip(i), vip_on_lo=self.real_servers > 0)
+        if self.real_servers:
+            # A route back to the clients, or reverse-path filtering drops their packets.
+            sh("ip", "route", "add", "default", "via", str(self.router_ip), ns=self.ns(i))
 
     def add_real_server(self, i: int) -> None:
         ns = self.rs_ns(i)
