@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import selectors
@@ -80,7 +81,7 @@ def serve(port: int, specs: list[str]) -> None:
     listeners = []
     for spec in specs:
         ns, _, name = spec.partition("=")
-        with inside(ns):
+        with inside(ns) if ns else contextlib.nullcontext():     # "=NAME": this namespace
             s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("0.0.0.0", port))
@@ -273,9 +274,10 @@ class FlowState:
 
 @dataclass
 class Flows:
-    """The client process in namespace ``ns``, driven over its stdin/stdout."""
+    """The client process in namespace ``ns`` (None: this one), driven over its
+    stdin/stdout."""
 
-    ns: str
+    ns: str | None
     vip: str
     src: str
     port: int = 80
@@ -284,8 +286,9 @@ class Flows:
 
     def __post_init__(self) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        where = ["ip", "netns", "exec", self.ns] if self.ns else []
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-m", "lab.scaleout_flows", "client", "--src", self.src,
+            [*where, sys.executable, "-m", "lab.scaleout_flows", "client", "--src", self.src,
              "--port", str(self.port), "--timeout", str(self.timeout), self.vip],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
 
@@ -320,7 +323,8 @@ class Flows:
 
 
 def start_servers(port: int, servers: dict[str, str]) -> subprocess.Popen:
-    """The one process serving every real server (``{namespace: name}``), once ready."""
+    """The one process serving every real server (``{namespace: name}``; namespace
+    ``""``: this one), once ready."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "lab.scaleout_flows", "serve", "--port", str(port),
                              *(f"{ns}={name}" for ns, name in servers.items())],

@@ -2,7 +2,8 @@
 its FIB watch, ``ipvsadm`` destination order, an event's account and its report line
 (lab/scaleout.py, lab/scaleout_demo.py), and the long-lived-connection client
 (lab/scaleout_flows.py) against real sockets on loopback: a right answer, a reset, a
-server that falls silent, another server's name."""
+server that falls silent, another server's name; and the lab's server and client
+processes end to end on loopback."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from lab.scaleout import RouteWatch, parse_route_get
 from lab.scaleout_demo import EventResult, account, format_report, ipvs_dests, spread
-from lab.scaleout_flows import FlowState, Pinger
+from lab.scaleout_flows import Flows, FlowState, Pinger, start_servers
 
 ROUTE_GET = """\
 10.100.0.1 from 10.63.1.2 via 10.63.0.12 dev br0 iif cl
@@ -202,3 +203,29 @@ def test_the_client_reports_the_longest_stall_since_it_was_last_asked():
     finally:
         pinger.stop()
         server.close()
+
+
+def test_the_server_and_client_processes_speak_their_command_protocol_end_to_end():
+    """The lab's real server process and client process on loopback (the lab runs
+    them in namespaces): open, start, status, stop."""
+    port = free_ports(1)
+    server = start_servers(port, {"": "rs1"})
+    flows = Flows(None, "127.0.0.1", "127.0.0.1", port=port, timeout=2.0)
+    try:
+        port0 = free_ports(4)
+        assert flows.open(4, port0) == {p: "rs1" for p in range(port0, port0 + 4)}
+        flows.start(0.05)
+        wait(lambda: all(s.answers >= 3 for s in flows.status().values()))
+        flows.stop()
+        states = flows.status()
+        assert sorted(states) == list(range(port0, port0 + 4))
+        assert all(s.broken is None and s.name == "rs1" and s.stall < 1.0 for s in states.values())
+        server.kill()                 # every connection now ends: EOF or a reset
+        server.wait(timeout=10)
+        flows.start(0.05)
+        wait(lambda: all(s.broken for s in flows.status().values()))
+    finally:
+        flows.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
