@@ -340,6 +340,22 @@ def parse_route_get(text: str, vip) -> list[str | None]:
     return hops
 
 
+def exec_stop_post(unit: Path = ROOT / "systemd" / "hadirector.service") -> list[str]:
+    """The ``hadirector`` arguments of the unit's ``ExecStopPost=`` (what systemd runs
+    after the agent stops, a crash or kill -9 included), less its ``-c CONFIG``: the lab
+    runs exactly that, with the director's own config."""
+    for line in unit.read_text().splitlines():
+        if line.startswith("ExecStopPost="):
+            argv = line.partition("=")[2].lstrip("-@:+!").split()
+            if argv and argv[0].endswith("/hadirector"):
+                args = argv[1:]
+                if "-c" in args:
+                    k = args.index("-c")
+                    del args[k:k + 2]
+                return args
+    raise ValueError(f"{unit}: no ExecStopPost= running hadirector")
+
+
 class Director:
     """One scale-out director of the lab: its config, its BIRD (config from
     ``hadirector bird-config``) and its agent: the real ``hadirector run``

@@ -47,7 +47,7 @@ from pathlib import Path
 from lab.netns import sh
 from lab.progress import ProgressLine
 from lab.progress import wait_for as _wait_for
-from lab.scaleout import VIP, Director, RouteWatch, ScaleOutLab
+from lab.scaleout import VIP, Director, RouteWatch, ScaleOutLab, exec_stop_post
 from lab.scaleout_flows import Flows, FlowState, start_servers
 
 CONNECTIONS = 60
@@ -345,7 +345,7 @@ class ScaleOutRun:
             d.proc.wait(timeout=30)
             d.proc = None
             # What the unit's ExecStopPost= runs after the crash (systemd/hadirector.service).
-            r = d.hadirector("withdraw")
+            r = d.hadirector(*exec_stop_post())
             if r.returncode != 0 or "withdrawn from table 201" not in r.stdout:
                 raise RuntimeError(f"hadirector withdraw: exit {r.returncode}: {r.stdout} {r.stderr}")
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lab.scaleout import RouteWatch, parse_route_get
+from lab.scaleout import RouteWatch, exec_stop_post, parse_route_get
 from lab.scaleout_demo import EventResult, account, format_report, ipvs_dests, spread
 from lab.scaleout_flows import Flows, FlowState, Pinger, start_servers
 
@@ -60,6 +60,16 @@ def test_route_watch_times_each_change_of_the_vips_next_hops_and_ignores_the_res
     assert w.first(0.0, {"10.63.0.13"}) is None
     assert w.first(0.0, {"10.63.0.12"}) == 3.1, "a deletion is not the route"
     assert w.first(3.2, {"10.63.0.12"}) is None
+
+
+def test_the_lab_runs_what_the_units_exec_stop_post_runs(tmp_path):
+    assert exec_stop_post() == ["withdraw"]      # systemd/hadirector.service
+    unit = tmp_path / "x.service"
+    unit.write_text("[Service]\nExecStopPost=-/opt/hd/bin/hadirector withdraw --all -c /etc/x.yaml\n")
+    assert exec_stop_post(unit) == ["withdraw", "--all"]
+    unit.write_text("[Service]\nExecStopPost=/bin/true\n")
+    with pytest.raises(ValueError, match="no ExecStopPost"):
+        exec_stop_post(unit)
 
 
 def test_ipvsadm_listing_gives_the_kernel_order_and_weights():
