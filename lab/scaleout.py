@@ -421,7 +421,8 @@ class Director:
                               env=env, cwd=str(ROOT))
 
     def start_bird(self) -> None:
-        rendered = sh(sys.executable, "-m", "hadirector.cli", "bird-config", "-c", str(self.config)).stdout
+        rendered = sh(sys.executable, "-m", "hadirector.cli", "bird-config", "-c", str(self.config),
+                      timeout=120).stdout      # a Python start-up: seconds in an emulated guest
         self.lab.start_bird(self.ns, f"d{self.i}", rendered)
 
     def start_agent(self) -> None:
