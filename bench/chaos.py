@@ -628,12 +628,13 @@ def run_inside(a: argparse.Namespace) -> int:
             return 2
     adv, startup, slack = MODES[a.mode]
     kinds = a.kinds or kinds_for(a.mode, netem_available())
-    seq = plan(a.seed, a.faults, kinds)
+    seq = [f for f in plan(a.seed, a.faults, kinds) if f.n >= a.start]
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_json = out_dir / "chaos.json"
     doc = {"seed": a.seed, "n_faults": a.faults, "mode": a.mode, "kinds": kinds, "commit": a.commit,
-           "started": time.time(), "sequence": [f.label() for f in seq], "records": [], "finished": False}
+           "started": time.time(), "sequence": [f.label() for f in seq], "records": [], "finished": False,
+           "start": a.start}
 
     def save(_rec: dict | None = None) -> None:
         tmp = out_json.with_suffix(".tmp")
@@ -676,7 +677,7 @@ def run_outside(a: argparse.Namespace) -> int:
     src, sha = (ROOT, "work tree") if a.live else pair_failover.snapshot()
     say(f"running {'the work tree' if a.live else f'a snapshot of commit {sha} in {src}'}")
     inner = [PY, "-m", "bench.chaos", "--inside", "--faults", str(a.faults),
-             "--seed", str(a.seed), "--impls", ",".join(a.impls), "--mode", a.mode,
+             "--seed", str(a.seed), "--impls", ",".join(a.impls), "--mode", a.mode, "--start", str(a.start),
              *(["--kinds", ",".join(a.kinds)] if a.kinds else []),
              "--out", str(out_dir), "--commit", sha]
     if a.mode == "vrrp" or Path("/proc/net/ip_vs").exists():
@@ -684,7 +685,7 @@ def run_outside(a: argparse.Namespace) -> int:
     else:
         # Seen: ~8 min bring-up per implementation under TCG; a fault takes ~30 s to
         # ~3 min (those that restart an agent, or wait out a late convergence).
-        timeout = a.timeout or 120 + len(a.impls) * (600 + a.faults * 150)
+        timeout = a.timeout or 120 + len(a.impls) * (600 + (a.faults - a.start + 1) * 150)
         rc = pair_failover.run_in_kernel_lab(inner, timeout, out_dir, src)
     return rc | pair_failover.print_results(out_dir / "chaos.json", table)
 
@@ -694,6 +695,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--faults", type=int, default=100, help="faults in the sequence (default 100)")
     p.add_argument("--seed", type=int, default=None, help="the sequence's seed (default: random, printed)")
+    p.add_argument("--start", type=int, default=1, metavar="N",
+                   help="resume a sequence at its fault N (a run that was stopped); --table pools the parts")
     p.add_argument("--impls", default="hadirector,keepalived")
     p.add_argument("--mode", choices=sorted(MODES), default="dr",
                    help="dr: IPVS pair lab in the kernel lab (default); vrrp: host namespaces")
@@ -719,6 +722,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                 p.error(f"unknown fault kind {k} (have {', '.join(KINDS)})")
     if not 1 <= a.faults <= 1000:
         p.error("--faults must be 1..1000")
+    if not 1 <= a.start <= a.faults:
+        p.error("--start must be 1..--faults")
     return a
 
 

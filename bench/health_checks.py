@@ -16,11 +16,17 @@ Targets are spread over 127.1.0.0/16 addresses x 50 ports each, so no single
 destination sees enough connections to exhaust ephemeral ports; the fd limit is raised
 to its hard limit. All traffic stays on loopback; each run is bounded in time.
 
-``--before REV`` also runs the code of git revision REV (exported to a temporary
-directory, run as a child process) right before each run of this tree, so old and new
-code meet the same machine state; the last table (markdown, for bench/README.md) gives
-per kind and size: checks/s sustained, CPU us per check (user + sys), checks per
-core-second, lateness p50/p99.
+* full garbage-collector passes inside the window, and the longest (they were the
+  lateness tail: ``agent/heap.py``). Like the agent, a run freezes what the config
+  built (``heap.settle``) when the code has it.
+
+``--before REV`` also runs the product code of git revision REV (``hadirector/``
+exported to a temporary directory beside this bench, so both are measured by the same
+instrumentation; REV needs the runner's ``prepare=`` and ``tick=``, 5becf3a or later), as a
+child process right before each run of this tree, so old and new code meet the same
+machine state; the last table (markdown, for bench/README.md) gives per kind and size:
+checks/s sustained, CPU us per check (user + sys), checks per core-second, lateness
+p50/p99, full GC passes.
 
 Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,3000,10000] [--kinds tcp,http]
 [--duration 10] [--before 6103bbd] [--floor]``. ``--floor`` adds, after each run, the same checks
@@ -53,6 +59,11 @@ from hadirector.health.probes import prepare_probe, run_check
 from hadirector.model import (
     Config, HealthCheck, HttpProbe, NodeSettings, RealServer, TcpProbe, VirtualService,
 )
+
+try:                        # the agent's handling of its long-lived objects (issue 13)
+    from hadirector.agent import heap
+except ImportError:         # --before: code older than agent/heap.py
+    heap = None
 
 PORTS_PER_ADDRESS = 50
 BASE_PORT = 20000
@@ -129,10 +140,16 @@ def serve(eps: list[tuple[str, int]], kind: str, ready, stop, accepted=None) -> 
             c.close()
 
 
-def proc_cpu(pid: int) -> float:
+def proc_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` (/proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
+
+
+def proc_cpu(pid: int) -> float:
+    return sum(proc_times(pid))
 
 
 def start_servers(eps, kind, nproc, accepted=None):
@@ -231,7 +248,20 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         kw["tick"] = tick
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
                           seed=1, warmup=interval, **kw)
+    if heap is not None:
+        heap.settle()                                # as the agent does once its config is loaded
     gc.collect()
+    full_passes: list[float] = []
+    timing = {"t": 0.0}
+
+    def on_gc(phase, info):                          # full passes inside the window, their length
+        if info["generation"] == 2 and window["on"]:
+            if phase == "start":
+                timing["t"] = time.perf_counter()
+            else:
+                full_passes.append(time.perf_counter() - timing["t"])
+
+    gc.callbacks.append(on_gc)
     await runner.start()
     try:
         await asyncio.sleep(interval * 1.5)          # first checks spread over warmup
@@ -242,6 +272,9 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     finally:
         await runner.stop()
+        gc.callbacks.remove(on_gc)
+        if heap is not None:
+            heap.release()
     wall = t1 - t0
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     done = counts["ok"] + counts["fail"]
@@ -250,6 +283,7 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         "rate": done / wall, "done": done, "fail": counts["fail"], "reasons": reasons,
         "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
         "late_p50": pct(lateness, 0.50), "late_p99": pct(lateness, 0.99),
+        "gc_n": len(full_passes), "gc_max": max(full_passes, default=0.0),
     }
 
 
@@ -299,7 +333,7 @@ def floor_loop(eps, kind: str, duration: float, interval: float) -> dict:
     user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
     return {"wall": wall, "cpu": user + sys_, "user": user, "sys": sys_, "rate": done / wall,
             "done": done, "fail": 0, "reasons": {}, "p50": float("nan"), "p99": float("nan"),
-            "late_p50": float("nan"), "late_p99": float("nan")}
+            "late_p50": float("nan"), "late_p99": float("nan"), "gc_n": float("nan"), "gc_max": float("nan")}
 
 
 def ms(seconds: float) -> str:
@@ -333,7 +367,7 @@ def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
             "p50": res["p50"], "p99": res["p99"], "late_p50": res["late_p50"],
             "late_p99": res["late_p99"], "cpu_s": res["cpu"] / w, "user_s": res["user"] / w,
             "sys_s": res["sys"] / w, "us_chk": res["cpu"] / max(1, res["done"]) * 1e6,
-            "srv": srv, "load": load, "reasons": res["reasons"]}
+            "srv": srv, "load": load, "reasons": res["reasons"], "gc_n": res["gc_n"], "gc_max": res["gc_max"]}
 
 
 def _ms_value(text: str) -> float:
@@ -359,7 +393,9 @@ def run_before(tree: str, kind: str, n: int, args) -> dict | None:
                     "p50": float(f[5]) / 1e3, "p99": float(f[6]) / 1e3, "late_p50": _ms_value(f[7]),
                     "late_p99": _ms_value(f[8]), "cpu_s": float(f[9]), "user_s": float(f[10]),
                     "sys_s": float(f[11]), "us_chk": float(f[12]), "srv": float(f[13]),
-                    "load": float(f[14]), "reasons": {}}
+                    "load": float(f[14]), "reasons": {},
+                    "gc_n": float(f[15]) if len(f) > 16 and f[15] != "-" else float("nan"),
+                    "gc_max": _ms_value(f[16]) if len(f) > 16 else float("nan")}
     print(f"# before: no row for {kind} {n}: {out.stderr.strip()[-500:]}", file=sys.stderr)
     return None
 
@@ -367,9 +403,11 @@ def run_before(tree: str, kind: str, n: int, args) -> dict | None:
 def export_tree(rev: str) -> str:
     root = Path(__file__).resolve().parents[1]
     tree = tempfile.mkdtemp(prefix="hc-before-")
-    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "hadirector", "bench"],
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev, "hadirector"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+    # This bench measures the old code: same instrumentation, same columns.
+    shutil.copytree(root / "bench", Path(tree) / "bench", ignore=shutil.ignore_patterns("__pycache__"))
     return tree
 
 
@@ -377,18 +415,23 @@ def row_text(impl: str, r: dict) -> str:
     return (f"{impl:6} {r['kind']:5} {r['n']:>7} {r['want']:>7.0f} {r['got']:>7.0f} {r['fail']:>5} "
             f"{r['p50'] * 1e3:>7.2f} {r['p99'] * 1e3:>7.2f} {ms(r['late_p50']):>8} {ms(r['late_p99']):>8} "
             f"{r['cpu_s']:>7.2f} {r['user_s']:>6.2f} {r['sys_s']:>6.2f} {r['us_chk']:>6.0f} "
-            f"{r['srv']:>7.2f} {r['load']:>5.1f}")
+            f"{r['srv']:>7.2f} {r['load']:>5.1f} {_count(r['gc_n']):>4} {ms(r['gc_max']):>8}")
+
+
+def _count(n: float) -> str:
+    return "-" if n != n else f"{n:.0f}"
 
 
 def summary(rows: list[tuple[str, dict]]) -> str:
     """The table for bench/README.md: what one core sustains, and how late."""
     out = ["| kind | servers | code | checks/s (asked) | CPU us/check (user + sys) | checks per core-second"
-           " | lateness p50 / p99 |", "|---|---|---|---|---|---|---|"]
+           " | lateness p50 / p99 | full GC passes, longest |", "|---|---|---|---|---|---|---|---|"]
     for impl, r in rows:
         done = max(r["got"], 1e-9)
         out.append(f"| {r['kind']} | {r['n']:,} | {impl} | {r['got']:,.0f} ({r['want']:,.0f}) | "
                    f"{r['us_chk']:.0f} ({r['user_s'] / done * 1e6:.0f} + {r['sys_s'] / done * 1e6:.0f}) | "
-                   f"{1e6 / max(r['us_chk'], 1e-9):,.0f} | {ms(r['late_p50'])} / {ms(r['late_p99'])} |")
+                   f"{1e6 / max(r['us_chk'], 1e-9):,.0f} | {ms(r['late_p50'])} / {ms(r['late_p99'])} | "
+                   f"{_count(r['gc_n'])}, {ms(r['gc_max'])} |")
     return "\n".join(out)
 
 
@@ -428,7 +471,7 @@ def main(argv=None) -> int:
           + (f"; before = {args.before}" if args.before else ""), flush=True)
     header = (f"{'code':6} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
-              f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'us/chk':>6} {'srv cpu':>7} {'load':>5}")
+              f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'us/chk':>6} {'srv cpu':>7} {'load':>5} {'gc2':>4} {'gc2 max':>8}")
     print(header)
     print("-" * len(header), flush=True)
     rows: list[tuple[str, dict]] = []
@@ -456,7 +499,8 @@ def main(argv=None) -> int:
     print("# cpu s/s = CPU seconds of the checker process per wall second (1.00 = one core);"
           " us/chk = its CPU microseconds per check; srv cpu = CPU s/s of the loopback servers;"
           " late = check start beyond interval after the previous one; load = 1-min load"
-          " average when the run started (other work on the machine)", flush=True)
+          " average when the run started (other work on the machine); gc2 = full GC passes in the"
+          " window, gc2 max = the longest", flush=True)
     print()
     print(summary(rows), flush=True)
     return 0

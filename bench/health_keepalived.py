@@ -13,18 +13,24 @@ then runs, one after the other for ``--duration`` seconds:
   200) per real server, ``delay_loop 1``, ``connect_timeout 2`` (warmup spreads first
   checks over the delay loop by default);
 * ``HealthRunner`` with ``TcpProbe`` (or ``HttpProbe(path="/health")``), ``interval 1``,
-  ``timeout 2``, ``warmup 1``.
+  ``timeout 2``, ``warmup 1``, twice: as the agent runs it (row ``hadirector``: nothing
+  added per check, its long-lived objects frozen as ``agent/heap.py`` does), and with
+  bench/health_checks.py's per-check instrumentation (row ``hadirector+i``: a closure and
+  a record per check, for probe latency and start lateness; what earlier sessions'
+  tables measured).
 
-It reports checks per second (counted by the servers, so the same yardstick for both)
-and CPU seconds per wall second of the checker processes (/proc/<pid>/stat). Under the
+It reports checks per second (counted by the servers, so the same yardstick for all)
+and CPU seconds per wall second of the checker processes (/proc/<pid>/stat for
+keepalived, getrusage for ours), split into user and system time per check. Under the
 lab's TCG emulation CPU-bound work is 10-20x slower than on the host, equally for both;
-compare the two rows with each other, not with bench/health_checks.py on the host.
+compare the rows with each other, not with bench/health_checks.py on the host.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
 import signal
@@ -36,6 +42,7 @@ from pathlib import Path
 import structlog
 
 from bench import health_checks as hc
+from hadirector.agent.health_runner import HealthRunner
 
 WORK = Path("/run/hc-bench")
 
@@ -80,9 +87,9 @@ def run_keepalived(eps, accepted, duration, interval, timeout, kind="tcp") -> di
     try:
         checker = read_pid(cpidf, 30)
         time.sleep(interval * 2.5)              # warmup spreads first checks over delay_loop
-        c0, a0, t0 = hc.proc_cpu(checker) + hc.proc_cpu(proc.pid), accepted.value, time.monotonic()
+        c0, a0, t0 = _times(checker, proc.pid), accepted.value, time.monotonic()
         time.sleep(duration)
-        c1, a1, t1 = hc.proc_cpu(checker) + hc.proc_cpu(proc.pid), accepted.value, time.monotonic()
+        c1, a1, t1 = _times(checker, proc.pid), accepted.value, time.monotonic()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -91,14 +98,48 @@ def run_keepalived(eps, accepted, duration, interval, timeout, kind="tcp") -> di
             proc.kill()
             proc.wait()
     wall = t1 - t0
-    return {"rate": (a1 - a0) / wall, "cpu": (c1 - c0) / wall}
+    return {"rate": (a1 - a0) / wall, "user": (c1[0] - c0[0]) / wall, "sys": (c1[1] - c0[1]) / wall}
+
+
+def _times(*pids: int) -> tuple[float, float]:
+    times = [hc.proc_times(p) for p in pids]
+    return sum(t[0] for t in times), sum(t[1] for t in times)
 
 
 def run_ours(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
+    """``HealthRunner`` as the agent runs it: no per-check instrumentation; checks counted
+    by the servers (as keepalived's), failures from the runner's own totals."""
+    async def measure() -> dict:
+        runner = HealthRunner(hc.config_for(eps, kind, interval, timeout), None, seed=1, warmup=interval)
+        if hc.heap is not None:
+            hc.heap.settle()
+        gc.collect()
+        await runner.start()
+        try:
+            await asyncio.sleep(interval * 2.5)         # as keepalived's run
+            k0 = dict(runner.snapshot().totals.checks)
+            r0, a0, t0 = resource.getrusage(resource.RUSAGE_SELF), accepted.value, time.monotonic()
+            await asyncio.sleep(duration)
+            r1, a1, t1 = resource.getrusage(resource.RUSAGE_SELF), accepted.value, time.monotonic()
+            k1 = dict(runner.snapshot().totals.checks)
+        finally:
+            await runner.stop()
+            if hc.heap is not None:
+                hc.heap.release()
+        wall = t1 - t0
+        fail = sum(v - k0.get(k, 0) for k, v in k1.items() if k != "ok")
+        return {"rate": (a1 - a0) / wall, "user": (r1.ru_utime - r0.ru_utime) / wall,
+                "sys": (r1.ru_stime - r0.ru_stime) / wall, "fail": fail}
+    return asyncio.run(measure())
+
+
+def run_instrumented(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
+    """The same with bench/health_checks.py's per-check records (latency, lateness)."""
     a0 = accepted.value
     res = asyncio.run(hc.measure(eps, kind, duration, interval, timeout, 512))
-    return {"rate": res["rate"], "cpu": res["cpu"] / res["wall"], "p50": res["p50"], "p99": res["p99"],
-            "late_p99": res["late_p99"], "fail": res["fail"], "accepted": accepted.value - a0}
+    return {"rate": res["rate"], "user": res["user"] / res["wall"], "sys": res["sys"] / res["wall"],
+            "p50": res["p50"], "p99": res["p99"], "late_p99": res["late_p99"], "fail": res["fail"],
+            "accepted": accepted.value - a0}
 
 
 def main(argv=None) -> int:
@@ -122,7 +163,8 @@ def main(argv=None) -> int:
     kv = (ver.stdout + ver.stderr).splitlines()[0] if (ver.stdout + ver.stderr) else "keepalived"
     print(f"# {args.kinds} checks, interval {args.interval:g}s, timeout {args.timeout:g}s, {args.duration:g}s per run,"
           f" {os.cpu_count()} CPUs, kernel {os.uname().release}, {kv}", flush=True)
-    header = f"{'checker':12} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'cpu s/s':>7} {'us/chk':>7}  notes"
+    header = (f"{'checker':12} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'cpu s/s':>7} {'us/chk':>7}"
+              f" {'user':>7} {'sys':>7}  notes")
     print(header)
     print("-" * (len(header) + 20), flush=True)
     import multiprocessing
@@ -132,19 +174,21 @@ def main(argv=None) -> int:
             accepted = multiprocessing.get_context("fork").Value("q", 0)
             procs, stop = hc.start_servers(eps, kind, 2, accepted)
             try:
-                rows = [("keepalived", run_keepalived(eps, accepted, args.duration, args.interval,
-                                                      args.timeout, kind)),
-                        ("hadirector", run_ours(eps, accepted, args.duration, args.interval,
-                                                args.timeout, kind))]
+                rows = [(name, run(eps, accepted, args.duration, args.interval, args.timeout, kind))
+                        for name, run in (("keepalived", run_keepalived), ("hadirector", run_ours),
+                                          ("hadirector+i", run_instrumented))]
             finally:
                 hc.stop_servers(procs, stop)
             for name, r in rows:
                 notes = ""
                 if "p50" in r:
                     notes = (f"probe p50 {r['p50'] * 1e3:.1f} ms, p99 {r['p99'] * 1e3:.1f} ms,"
-                             f" late p99 {r['late_p99'] * 1e3:.0f} ms, failed {r['fail']}")
-                print(f"{name:12} {kind:5} {n:>7} {n / args.interval:>7.0f} {r['rate']:>7.0f} {r['cpu']:>7.2f} "
-                      f"{r['cpu'] / max(r['rate'], 1e-9) * 1e6:>7.0f}  {notes}", flush=True)
+                             f" late p99 {r['late_p99'] * 1e3:.0f} ms, ")
+                if "fail" in r:
+                    notes += f"failed {r['fail']}"
+                cpu, per = r["user"] + r["sys"], 1e6 / max(r["rate"], 1e-9)
+                print(f"{name:12} {kind:5} {n:>7} {n / args.interval:>7.0f} {r['rate']:>7.0f} {cpu:>7.2f} "
+                      f"{cpu * per:>7.0f} {r['user'] * per:>7.0f} {r['sys'] * per:>7.0f}  {notes}", flush=True)
     return 0
 
 

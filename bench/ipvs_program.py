@@ -67,7 +67,7 @@ def main() -> int:
 
     from hadirector.ipvs.cli import render_rules
     from hadirector.ipvs.planner import plan
-    from hadirector.ipvs.reconciler import Reconciler
+    from hadirector.kernel.reconcile import Reconciler
     from hadirector.ipvs.table import DestKey, ServiceKey, Table, desired_service, desired_table
     from lab import ipvs_scenarios as sc
     from lab.ipvs_scenarios import all_healthy

@@ -21,8 +21,17 @@ kube-proxy nodes do); long-lived connections are opened through the ECMP route, 
 director is drained, and every connection is asked for a line: a flow the router moved
 to another director finds no socket there and is reset. hadirector's side of that row
 (IPVS mh + sloppy_tcp: 0 broken) needs IPVS: tests/kernel/test_scaleout_traffic.py.
+The anchor's servers and client are lab/scaleout_ipvs.py's.
+
+Last, the event "a backend fails while flows move", in real IPVS (lab/scaleout_ipvs.py
+in one kernel-lab boot, a few minutes): long-lived connections over three directors,
+one real server dies and is taken out on every director -- at weight 0 as hadirector
+does, and deleted as the negative control -- while the edge director leaves the ECMP
+set; the connections to live real servers that broke.
 
     .venv/bin/python -m bench.scale_out --anchor-only        # the anchor alone, ~1 min
+    .venv/bin/python -m bench.scale_out --backend-only       # the backend event alone
+    .venv/bin/python -m bench.scale_out --no-backend         # no kernel-lab boot
 """
 
 from __future__ import annotations
@@ -40,8 +49,10 @@ import time
 from pathlib import Path
 
 from hadirector.api.cli import control_request
+from lab import ROOT
 from lab.netns import sh
 from lab.scaleout import VIP, Director, ScaleOutLab
+from lab.scaleout_ipvs import Client, start_server
 
 START = 60.0
 SILENT = ("table inet silent { chain cin { type filter hook input priority -300; policy drop; }; "
@@ -100,70 +111,6 @@ def run(runs: int) -> dict[str, list[float]]:
     return results
 
 
-SERVER = r"""
-import socket, sys, threading
-name = sys.argv[1].encode()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 80))
-s.listen(512)
-print("ready", flush=True)
-def serve(c):
-    try:
-        c.sendall(name + b"\n")
-        for line in c.makefile("rb"):
-            c.sendall(name + b"\n")
-    except OSError:
-        pass
-    finally:
-        c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=serve, args=(c,), daemon=True).start()
-"""
-
-# stdin "open N PORT0" / "ping" / "close"; one JSON line back: {port: name or "broken: ..."}
-CLIENT = r"""
-import json, socket, sys
-vip, me = sys.argv[1], sys.argv[2]
-conns = {}
-def name_of(s):
-    buf = b""
-    while not buf.endswith(b"\n"):
-        chunk = s.recv(64)
-        if not chunk:
-            raise ConnectionError("EOF")
-        buf += chunk
-    return buf.decode().strip()
-for line in sys.stdin:
-    cmd, out = line.split(), {}
-    if cmd[0] == "open":
-        for port in range(int(cmd[2]), int(cmd[2]) + int(cmd[1])):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.settimeout(5)
-            try:
-                s.bind((me, port))
-                s.connect((vip, 80))
-                conns[port] = s
-                out[port] = name_of(s)
-            except OSError as e:
-                out[port] = f"broken: {type(e).__name__}"
-    elif cmd[0] == "ping":
-        for port, s in conns.items():
-            try:
-                s.sendall(b"ping\n")
-                out[port] = name_of(s)
-            except OSError as e:
-                out[port] = f"broken: {type(e).__name__}"
-    elif cmd[0] == "close":
-        for s in conns.values():
-            s.close()
-        conns.clear()
-    print(json.dumps(out), flush=True)
-"""
-
-
 def route_order(lab: ScaleOutLab) -> list[str]:
     """The router's next hops for the VIP in the order of its multipath route (the
     order hash-threshold splits the hash space in)."""
@@ -194,23 +141,15 @@ def anchor(connections: int) -> list[dict]:
             ds = [Director(lab, i) for i in (1, 2, 3)]
             for d in ds:
                 sh("ip", "route", "add", "default", "via", str(lab.router_ip), ns=d.ns)
-                server = subprocess.Popen(["ip", "netns", "exec", d.ns, sys.executable, "-c", SERVER, d.ip],
-                                          stdout=subprocess.PIPE, text=True)
-                procs.append(server)
-                assert server.stdout.readline().strip() == "ready"
+                procs.append(start_server(d.ns, d.ip))
                 d.start_bird()
                 d.start_agent()
             everyone = {d.ip for d in ds}
             lab.wait_next_hops(VIP, everyone, START)
             order = route_order(lab)
-            client = subprocess.Popen(["ip", "netns", "exec", cl, sys.executable, "-c", CLIENT, VIP, me],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            procs.append(client)
-
-            def ask(line: str) -> dict[str, str]:
-                client.stdin.write(line + "\n")
-                client.stdin.flush()
-                return json.loads(client.stdout.readline())
+            client = Client(cl, VIP, me, timeout=5)
+            procs.append(client.proc)
+            ask = client.ask
 
             for place, ip, port0 in (("edge", order[-1], 40000), ("middle", order[1], 41000)):
                 d = next(x for x in ds if x.ip == ip)
@@ -259,16 +198,109 @@ def table(results: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
+ROWS_MARK = "scale-out backend rows: "
+
+
+def backend_fails(connections: int) -> list[dict]:
+    """A backend fails while flows move, in real IPVS (lab/scaleout_ipvs.py; needs the
+    kernel lab): ``connections`` long-lived connections over the three directors (ECMP),
+    rs1 dies, every director takes it out -- as hadirector does (weight 0, through its
+    planner and reconciler) or, as the negative control, by deleting it -- and the edge
+    director leaves the ECMP set, so the router moves about half the flows; then a line
+    on every connection. Movers and the spread come from the directors' connection
+    entries (``ipvsadm -Lnc``)."""
+    from hadirector.model import HealthState
+    from lab.scaleout_ipvs import DIRECTORS, ScaleOutIpvsLab
+    from lab.scaleout_ipvs import VIP as IPVS_VIP
+
+    rows: list[dict] = []
+    lab = ScaleOutIpvsLab(f"bk{os.getpid() % 10000}")
+    try:
+        lab.up()
+        rs1 = lab.address_of["rs1"]
+
+        def rs1_down(vs, rs) -> HealthState:
+            return HealthState.DOWN if str(rs.address) == rs1 else HealthState.UP
+
+        for how, port0 in (("weight 0 (hadirector)", 46000), ("deleted (negative control)", 50000)):
+            lab.program("mh")
+            client = lab.client()
+            try:
+                lab.route_via(*DIRECTORS)
+                opened = client.open(connections, port0)
+                ok = {p for p, name in opened.items() if not name.startswith("broken")}
+                before = [set(lab.chosen(d)) & ok for d in range(3)]
+                lab.stop_server(0)
+                if how.startswith("weight"):
+                    lab.set_health(rs1_down)
+                else:
+                    for d in range(3):
+                        lab.ipvsadm(d, "-d", "-t", f"{IPVS_VIP}:80", "-r", f"{rs1}:80")
+                lab.route_via(*DIRECTORS[:2])          # the edge next hop leaves
+                answers = client.ping()
+                moved = set().union(*((set(lab.chosen(d)) & ok) - before[d] for d in range(2)))
+                live = {p for p in ok if opened[p] != "rs1"}
+                lost = [p for p in live if answers.get(p, opened[p]) != opened[p]]
+                rows.append({"how": how, "connections": connections, "opened": len(ok), "live": len(live),
+                             "moved_live": len(moved & live), "broken_live": len(lost),
+                             "with_rs1": len(ok - live), "spread": [len(b) for b in before]})
+            finally:
+                client.close()
+                lab.start_server(0)
+    finally:
+        lab.down()
+    return rows
+
+
+def backend_rows(connections: int) -> list[dict]:
+    """``backend_fails`` here if this kernel has IPVS, else in one kernel-lab boot."""
+    from lab.kernel import host_has_ipvs, in_lab, run_in_lab
+    if host_has_ipvs() or in_lab():
+        return backend_fails(connections)
+    print("this kernel has no IPVS: the backend event runs in the kernel lab (QEMU, minutes)", file=sys.stderr)
+    r = run_in_lab([sys.executable, "-m", "bench.scale_out", "--backend-only", "--backend-connections",
+                    str(connections)], cwd=str(ROOT), timeout=3000, memory_mb=2048, stream=sys.stderr)
+    for line in r.output.splitlines():
+        if line.startswith(ROWS_MARK):
+            return json.loads(line[len(ROWS_MARK):])
+    raise RuntimeError(f"kernel lab exited {r.returncode} without the backend rows")
+
+
+def backend_table(rows: list[dict]) -> str:
+    lines = ["| event (kernel lab: IPVS mh, 3 DR directors, 3 real servers) | failed backend taken out by | "
+             "live connections | of them moved to another director | broken to live backends | lost with the "
+             "failed backend | new-flow spread |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| a backend fails while flows move (rs1 dies, the edge director leaves) | {r['how']} | "
+                     f"{r['live']} of {r['connections']} | {r['moved_live']} | {r['broken_live']} of {r['live']} | "
+                     f"{r['with_rs1']} | {' / '.join(map(str, r['spread']))} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--connections", type=int, default=150, help="long-lived connections of the anchor")
     p.add_argument("--anchor-only", action="store_true", help="only the naive anchor, not the timings")
+    p.add_argument("--backend-connections", type=int, default=3000,
+                   help="long-lived connections of the backend event (kernel lab)")
+    p.add_argument("--backend-only", action="store_true", help="only the backend event (kernel lab)")
+    p.add_argument("--no-backend", action="store_true", help="without the backend event (no kernel-lab boot)")
     args = p.parse_args()
+    if args.backend_only:
+        from lab.kernel import in_lab
+        rows = backend_rows(args.backend_connections)
+        if in_lab():                # for the run outside that booted the lab
+            print(ROWS_MARK + json.dumps(rows), flush=True)
+        print(backend_table(rows))
+        return 0
     if not args.anchor_only:
         print(table(run(args.runs)))
         print()
     print(anchor_table(anchor(args.connections)))
+    if not (args.anchor_only or args.no_backend):
+        print()
+        print(backend_table(backend_rows(args.backend_connections)))
     return 0
 
 

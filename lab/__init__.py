@@ -12,6 +12,8 @@ as ``python -m lab.MODULE`` or ``python -m bench.SCRIPT`` from there):
 - ``lab.agents``: real ``hadirector run`` and keepalived processes on such a LAN;
 - ``lab.ipvs_netns``: one namespace with an addressed veth, for the IPVS kernel tests;
 - ``lab.ipvs_scenarios``: IPVS config builders and health views for tests and benches;
+- ``lab.scaleout_ipvs``: the scale-out data-plane lab (static ECMP router, three IPVS DR
+  directors, real servers, long-lived connections) for the kernel lab, and its server and client;
 - ``lab.pairlab``: the director-pair lab (client, two directors, real servers on
   ``lab.lan``'s pair layout) and its orchestrator (``python -m lab.pairlab demo``, run by netns-lab/demo);
 - ``lab.realserver``, ``lab.client``: the pair lab's servers and client traffic;
@@ -20,7 +22,8 @@ as ``python -m lab.MODULE`` or ``python -m bench.SCRIPT`` from there):
 - ``lab.election_demo``: the VRRP election demo (netns-lab/election-demo);
 - ``lab.kernel``: the kernel lab, a QEMU guest whose kernel has IPVS
   (``python -m lab.kernel -- CMD``), and its pytest plugin;
-- ``lab.progress``: waits and downloads that say what they wait for.
+- ``lab.progress``: waits and downloads that say what they wait for;
+- ``lab.processes``: ``alive(pid)``, for tests that watch real process trees.
 """
 
 from pathlib import Path

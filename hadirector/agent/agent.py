@@ -62,6 +62,7 @@ from hadirector.api.snapshot import ReloadResult
 from hadirector.model import Config, IPAddress, VrrpInstance
 from hadirector.vrrp.machine import State
 
+from . import heap
 from .executor import Executor, InstanceRuntime
 from .notify import Notifier
 from .reloader import Reloader
@@ -211,6 +212,7 @@ class Agent:
         for comp in self.components:
             await comp.start(self)
         self.started = True
+        heap.settle()        # what the config built lives on: out of the GC's full passes
         self.write_state()
         self._spawn(self._refresh_state_loop(), "state_refresh")
         self.systemd.ready(status=f"{len(self.executor.runtimes)} VRRP instance(s)")
@@ -258,6 +260,7 @@ class Agent:
         if hasattr(self.addresses, "close"):
             self.addresses.close()
         self.started = False
+        heap.release()
         self.log.info("agent.stopped", reason=self._stop_reason or "stop")
 
     def reload(self, trigger: str = "sighup") -> asyncio.Task:

@@ -69,7 +69,7 @@ class InstanceRuntime:
 
 
 def _default_transport(inst: VrrpInstance):
-    from hadirector.net.vrrp_socket import VrrpSocket
+    from hadirector.kernel.vrrp_socket import VrrpSocket
     return VrrpSocket(inst.interface, inst.family, peers=inst.unicast_peers)
 
 

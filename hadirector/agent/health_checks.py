@@ -6,16 +6,26 @@ first virtual service.
 services, no checks, and the status shows no rows). ``ipvs_health`` / ``ipvs_weight``
 are the views ``ipvs.table.desired_table`` reads; without a runner every server is
 UNKNOWN, which the table never programs (and never asks: there are no services).
+The runner's module (with every probe) is imported only when a runner is built: a
+VRRP-only agent never pays for it (tests/unit/test_startup_imports.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hadirector import model
-from hadirector.agent.health_runner import HealthRunner
 from hadirector.model import HealthState
+
+if TYPE_CHECKING:
+    from hadirector.agent.health_runner import HealthRunner
+
+
+def _runner(config: model.Config, on_transition: Callable[..., None], options: dict[str, Any]) -> HealthRunner:
+    from hadirector.agent.health_runner import HealthRunner
+
+    return HealthRunner(config, on_transition=on_transition, **options)
 
 
 class HealthChecks:
@@ -28,7 +38,7 @@ class HealthChecks:
         self._start_task: asyncio.Task | None = None
         self.runner: HealthRunner | None = None
         if config.virtual_services:
-            self.runner = HealthRunner(config, on_transition=on_transition, **options)
+            self.runner = _runner(config, on_transition, options)
 
     async def start(self) -> None:
         self._started = True
@@ -41,7 +51,7 @@ class HealthChecks:
         if self.runner is not None:
             self.runner.update_config(new)
         elif new.virtual_services:
-            self.runner = HealthRunner(new, on_transition=self._on_transition, **self._options)
+            self.runner = _runner(new, self._on_transition, self._options)
             if self._started:
                 # HealthRunner.start only arms its timer: it runs before any check is due.
                 self._start_task = asyncio.get_running_loop().create_task(

@@ -14,7 +14,9 @@ the probes in ``health.probes`` do the I/O. This shell only wires them:
   the target's ``_Run`` (one per target and probe generation, not one closure per
   check); the other probes (HTTPS, scripts, a ``probe=`` given by a test) run as a task
   each. Either way a hanging server ties up only its own check, never the timer or the
-  other checks;
+  other checks. Right after a batch starts, the checks that already ended (a loopback
+  or local server answers inside ``connect``) are reaped in the same callback
+  (``probes.reap_ready``) instead of costing one more loop iteration each;
 * at most ``max_concurrency`` probes run at once (sockets, processes) and at most
   ``max_rate`` start per second (a token bucket): due checks beyond that wait in a FIFO
   -- no task exists for a check that is not running. The rate cap keeps the event loop,
@@ -64,7 +66,7 @@ from hadirector.health.policy import (
     ServiceKey,
     Target,
 )
-from hadirector.health.probes import HttpClients, Probe, Starter, prepare_probe, run_check
+from hadirector.health.probes import HttpClients, Probe, Starter, prepare_probe, reap_ready, run_check
 from hadirector.health.schedule import CheckSchedule
 from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
 
@@ -386,6 +388,8 @@ class HealthRunner:
             self._pump_queue()
         finally:
             self._pumping = False
+        if self._inflight:                   # ended while starting: report now (Poller.reap)
+            reap_ready()
 
     def _pump_queue(self) -> None:
         queue, loop, inflight, tasks, by_id = self._queue, None, self._inflight, self._tasks, self._by_id

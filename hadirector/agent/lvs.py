@@ -50,11 +50,11 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hadirector import model
+from hadirector.kernel import spawn
 from hadirector.agent.health_checks import HealthChecks
-from hadirector.agent.health_runner import HealthRunner
 from hadirector.agent.ipvs_access import IpvsAccess
 from hadirector.agent.sync_daemon import SyncDaemonSwitch
 from hadirector.agent.vrrp_side import VrrpSide
@@ -66,13 +66,16 @@ from hadirector.health.policy import HealthState
 from hadirector.kernel import sysctl
 from hadirector.ipvs.availability import Backoff, IpvsAvailability
 from hadirector.ipvs.backend import DaemonState, IpvsError, IpvsUnavailable
-from hadirector.ipvs.ownership import OwnedStore
-from hadirector.ipvs.reconciler import Reconciler, SyncReport
+from hadirector.kernel.ownership import OwnedStore
+from hadirector.kernel.reconcile import Reconciler, SyncReport
 from hadirector.ipvs.table import ServiceKey, Table, desired_service, desired_table, scale_out_names
 from hadirector.logging import get_logger
 from hadirector.vrrp.machine import State
 
 log = get_logger("hadirector.lvs")
+
+if TYPE_CHECKING:       # imported on demand (agent/health_checks.py): annotations only
+    from hadirector.agent.health_runner import HealthRunner
 
 
 def _default_backend():
@@ -365,13 +368,32 @@ class LvsController:
         return report
 
 
-def _run_quorum_script(effect: RunCommand) -> None:
-    """keepalived's quorum_up / quorum_down: in the background, at most 30 s, no shell."""
+QUORUM_SCRIPT_TIMEOUT = 30.0      # seconds; then its process tree is killed
+QUORUM_OUTPUT_LIMIT = 4096        # bytes of its output kept for the log
+_quorum_runs: set[asyncio.Task] = set()     # the loop keeps only weak references
+
+
+def _run_quorum_script(effect: RunCommand) -> asyncio.Task:
+    """keepalived's quorum_up / quorum_down: in the background, no shell, at most
+    QUORUM_SCRIPT_TIMEOUT (``spawn.run``: killed with its whole tree after that)."""
     async def run() -> None:
         try:
-            proc = await asyncio.create_subprocess_exec(*effect.argv, stdin=asyncio.subprocess.DEVNULL)
-            await asyncio.wait_for(proc.wait(), 30)
-        except (OSError, asyncio.TimeoutError) as e:
-            log.warning("ipvs.quorum_script_failed", service=effect.service, reason=str(e))
+            done = await spawn.run(effect.argv, QUORUM_SCRIPT_TIMEOUT, output_limit=QUORUM_OUTPUT_LIMIT)
+        except OSError as e:
+            log.warning("ipvs.quorum_script_failed", service=effect.service, argv=list(effect.argv),
+                        reason=str(e))
+            return
+        output = done.output.decode(errors="replace").strip() or None
+        if done.outcome == "exited" and done.returncode == 0:
+            log.info("ipvs.quorum_script_finished", service=effect.service, argv=list(effect.argv),
+                     output=output, reason=effect.reason)
+            return
+        code = done.returncode
+        reason = "timeout" if code is None else f"exit {code}" if code >= 0 else f"signal {-code}"
+        log.warning("ipvs.quorum_script_failed", service=effect.service, argv=list(effect.argv),
+                    output=output, reason=reason)
 
-    asyncio.get_running_loop().create_task(run())
+    task = asyncio.get_running_loop().create_task(run())
+    _quorum_runs.add(task)
+    task.add_done_callback(_quorum_runs.discard)
+    return task

@@ -24,38 +24,23 @@ next state's scripts start at most ``SUPERSEDE_GRACE`` (plus the kill) after the
 
 Killing a script kills its whole process tree, not only its process group: a child that
 called ``setsid`` (or double-forked into its own session) would otherwise survive the
-timeout, as it did with keepalived's killpg. Each script is made a child subreaper
-(``prctl(PR_SET_CHILD_SUBREAPER)`` in the child before exec), so the orphans of its
-descendants are re-parented to the script and not to init; at the kill the script is
-stopped first (SIGSTOP: it can neither exit and let its orphans go to init, nor reap
-them), every descendant found through ``/proc/<pid>/stat`` parent links is SIGKILLed
-until no new one appears, then the script. Why the script and not the agent is the
-subreaper: a subreaper agent would also adopt the orphans of health-check scripts and
-``ip`` commands, which asyncio (waiting for the pids it spawned only) would leave as
-zombies, or race if reaped by hand; a shell reaps any child it adopts. A cgroup would be
-the other way to find the tree, but needs a delegated, writable cgroup v2 hierarchy,
-which neither every host nor every container has. On a normal exit nothing is killed:
-a script may start a daemon on purpose (keepalived leaves those alone too).
+timeout, as it did with keepalived's killpg. ``kernel/spawn.py`` runs every script of the
+agent that way (and safely against a cancellation mid-spawn); on a normal exit nothing
+is killed: a script may start a daemon on purpose (keepalived leaves those alone too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
-import signal
-import time
 from dataclasses import dataclass, field
 
+from hadirector.kernel import spawn
 from hadirector.model import NotifyScripts
 
 from hadirector.logging import get_logger
 
 OUTPUT_LIMIT = 4096     # bytes of stdout+stderr kept for the log
 SUPERSEDE_GRACE = 1.0   # seconds a superseded running script may still finish in
-KILL_PASSES = 64        # /proc scans per kill before giving up on a fork storm
-KILL_WAIT = 2.0         # seconds a kill waits for the killed processes to be gone
-PR_SET_CHILD_SUBREAPER = 36     # <linux/prctl.h>, Linux >= 3.4
 
 # Our machine states (vrrp.machine.State values) -> keepalived's notify state words.
 STATE_WORDS = {"MASTER": "MASTER", "BACKUP": "BACKUP", "FAULT": "FAULT", "INIT": "STOP", "STOP": "STOP"}
@@ -86,188 +71,21 @@ async def run_script(argv: tuple[str, ...], timeout: float,
                      stop: asyncio.Event | None = None) -> ScriptRun:
     """Run one script to completion, timeout or ``stop`` (set: superseded); never raises
     (except cancellation). On timeout, stop or cancellation its whole process tree is
-    killed (see the module docstring)."""
-    loop = asyncio.get_running_loop()
+    killed (``spawn.run``)."""
     try:
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ExitProtocol(loop), *argv, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, close_fds=True, preexec_fn=_subreaper_preexec())
+        done = await spawn.run(argv, timeout, stop=stop, output_limit=OUTPUT_LIMIT)
     except FileNotFoundError:
         return ScriptRun(argv, None, "", "not found")
     except PermissionError:
         return ScriptRun(argv, None, "", "permission denied")
     except OSError as e:
         return ScriptRun(argv, None, "", f"error: {e.strerror or e}")
-    proc = asyncio.subprocess.Process(transport, protocol, loop)
-    chunks: list[bytes] = []
-    size = 0
-
-    async def read_output() -> None:
-        nonlocal size
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(4096):
-            if size < OUTPUT_LIMIT:
-                chunks.append(chunk[: OUTPUT_LIMIT - size])
-            size += len(chunk)
-
-    reader = asyncio.ensure_future(read_output())
-    waiter = protocol.exited
-    stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
-    try:
-        await asyncio.wait([waiter] + ([stopper] if stopper else []), timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            await _kill(proc.pid)
-            await asyncio.shield(waiter)
-            reason = "superseded" if stop is not None and stop.is_set() else "timeout"
-            return ScriptRun(argv, None, _text(chunks), reason)
-        code = waiter.result()
-        # A background grandchild may hold the pipe open for ever: once the script
-        # itself has exited, its output gets only a short grace period.
-        await asyncio.wait([reader], timeout=0.5)
-    except asyncio.CancelledError:
-        await _kill(proc.pid)
-        await asyncio.shield(waiter)
-        raise
-    finally:
-        reader.cancel()
-        if stopper is not None:
-            stopper.cancel()
-        if waiter.done():
-            # A daemon the script started may hold the output pipe: close our end now
-            # rather than when the transport is garbage-collected.
-            transport.close()
+    output = done.output.decode(errors="replace").strip()
+    if done.outcome != "exited":
+        return ScriptRun(argv, None, output, "superseded" if done.outcome == "stopped" else "timeout")
+    code = done.returncode
     reason = f"exit {code}" if code >= 0 else f"signal {-code}"
-    return ScriptRun(argv, code, _text(chunks), reason)
-
-
-class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's protocol for ``create_subprocess_exec``, plus ``exited``: a future set
-    when the process itself exits. ``Process.wait()`` (Python 3.11) also waits until
-    every pipe is closed, so a daemon the script started, holding its stdout, would
-    make a finished script look hung until its timeout."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2 ** 16, loop=loop)
-        self.exited: asyncio.Future[int] = loop.create_future()
-
-    def process_exited(self) -> None:
-        transport = self._transport        # the parent class may drop it
-        super().process_exited()
-        if not self.exited.done():
-            self.exited.set_result(transport.get_returncode())
-
-
-async def _kill(pid: int) -> None:
-    # In a thread: a /proc scan takes milliseconds per hundred processes, and the
-    # event loop is sending adverts meanwhile. Shielded: a second cancellation must
-    # not leave the tree half killed.
-    await asyncio.shield(asyncio.to_thread(kill_tree, pid))
-
-
-def _text(chunks: list[bytes]) -> str:
-    return b"".join(chunks).decode(errors="replace").strip()
-
-
-_prctl = None
-
-
-def _subreaper_preexec():
-    """The preexec_fn that makes the script a child subreaper, or None where prctl is
-    missing (the tree is then followed only while its parents live). The ctypes
-    function is looked up here, in the parent: the child after fork only calls it."""
-    global _prctl
-    if _prctl is None:
-        try:
-            fn = ctypes.CDLL(None, use_errno=True).prctl
-            fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                           ctypes.c_ulong]
-            fn.restype = ctypes.c_int
-            _prctl = fn
-        except (OSError, AttributeError):
-            _prctl = False
-    if not _prctl:
-        return None
-    prctl = _prctl
-
-    def preexec() -> None:
-        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)     # failure: best effort, as above
-    return preexec
-
-
-def _process_table() -> dict[int, list[int]]:
-    """Live (non-zombie) processes by parent pid, from /proc/<pid>/stat."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue                                   # exited meanwhile
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if fields[0] in (b"Z", b"X"):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(name))
-    return children
-
-
-def descendants(root: int) -> list[int]:
-    """Live processes below ``root`` by parent links, parents before children."""
-    table = _process_table()
-    out: list[int] = []
-    todo = [root]
-    while todo:
-        for child in table.get(todo.pop(), ()):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def kill_tree(root: int) -> int:
-    """SIGKILL ``root`` (a script, subreaper) and every process below it, and wait
-    (up to KILL_WAIT) until they are gone, so that the next script never starts beside
-    a dying one; returns how many descendants were killed. Blocking (one /proc scan per
-    pass, passes only while new processes turn up): run it off the event loop."""
-    _signal(root, signal.SIGSTOP)        # cannot exit (orphans to init) nor reap now
-    killed: set[int] = set()
-    for _ in range(KILL_PASSES):
-        new = [p for p in descendants(root) if p not in killed]
-        if not new:
-            break
-        for pid in new:
-            _signal(pid, signal.SIGKILL)
-        killed.update(new)
-    _signal(root, signal.SIGKILL)
-    try:
-        os.killpg(root, signal.SIGKILL)   # the script's own group, as before
-    except (ProcessLookupError, PermissionError):
-        pass
-    # SIGKILL takes effect when the victim is next scheduled: on a loaded host, later.
-    deadline = time.monotonic() + KILL_WAIT
-    while any(_running(p) for p in killed) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return len(killed)
-
-
-def _running(pid: int) -> bool:
-    """Not gone and not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    return ScriptRun(argv, code, output, reason)
 
 
 @dataclass(eq=False)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from hadirector.api.snapshot import ReloadResult
 from hadirector.model import Config, IPAddress
 
+from . import heap
 from .reload import ReloadPlan, in_force, plan_reload
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class Reloader:
                        lvs=list(plan.lvs), needs_restart=list(plan.needs_restart),
                        notes=list(notes), duration_ms=round(duration * 1000, 1))
         agent.write_state()
+        heap.settle()
         return ReloadResult(ok=True, generation=agent.generation, message=message,
                             changes=changes, duration=duration)
 

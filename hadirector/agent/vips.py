@@ -35,7 +35,7 @@ def _default_addresses():
 
 
 def _default_announcer(interface: str):
-    from hadirector.net.garp import Announcer
+    from hadirector.kernel.garp import Announcer
     return Announcer(interface)
 
 

@@ -57,7 +57,7 @@ UNKNOWN_PEER = "unknown_peer"      # unicast mode: sender is not a configured pe
 
 
 class Transport(Protocol):
-    """What the driver needs from ``hadirector.net.vrrp_socket.VrrpSocket`` (fakeable)."""
+    """What the driver needs from ``hadirector.kernel.vrrp_socket.VrrpSocket`` (fakeable)."""
 
     family: int
     peers: tuple[IPAddress, ...]

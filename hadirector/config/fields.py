@@ -13,7 +13,6 @@ optional ``finish`` hook for the checks that need several fields at once.
 
 from __future__ import annotations
 
-import difflib
 import enum
 import ipaddress
 import re
@@ -284,6 +283,8 @@ class View:
 def unknown_key_message(name: str, spec: Record) -> str:
     if name in spec.hints:
         return f"unknown key ({spec.hints[name]})"
+    import difflib          # here: only a config with a mistake needs it (agent start-up)
+
     close = difflib.get_close_matches(name, list(spec.by_key), n=1, cutoff=0.6)
     if close:
         return f"unknown key; did you mean '{close[0]}'?"

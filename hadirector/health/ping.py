@@ -1,6 +1,6 @@
 """ICMP echo health probe, keepalived's PING_CHECK (check_ping.c): healthy when an
 echo reply comes back within the timeout. The socket and the packets are
-``hadirector.net.icmp``'s; this is the asyncio half."""
+``hadirector.kernel.icmp``'s; this is the asyncio half."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import socket
 from hadirector.health.errors import failed
 from hadirector.health.policy import ProbeResult
 from hadirector.model import IPAddress
-from hadirector.net.icmp import echo_request, open_echo_socket, parse_echo_reply
+from hadirector.kernel.icmp import echo_request, open_echo_socket, parse_echo_reply
 
 _SEQ = itertools.count(1)
 _IDENT = os.getpid() & 0xFFFF

@@ -20,11 +20,12 @@ check and calls ``done(result)`` once, unless cancelled. The runner keeps one ta
 real server; the ``async`` functions (``tcp_probe``, ``http_probe``, ``run_check``) and
 ``start_probe`` wrap it for everyone else. Per check that leaves the system calls
 keepalived makes too (socket, connect, epoll_ctl, close; SO_ERROR only when epoll flags
-an error) and a few Python calls. The
-HTTP client is a minimal HTTP/1.1 GET with ``Connection: close`` -- a check must open a
-new connection each time, or a server whose listener died would keep passing on an old
-keep-alive connection -- that reads only as much as the verdict needs: the status line
-and headers, the body only for a regex or a digest. HTTPS goes through
+an error; an HTTP check's socket is edge-triggered, so no second epoll_ctl to switch
+from writing to reading) and a few Python calls. The HTTP client is a minimal HTTP/1.1
+GET with ``Connection: close`` -- a check must open a new connection each time, or a
+server whose listener died would keep passing on an old keep-alive connection -- that
+reads only as much as the verdict needs: the status line and headers, the body only for
+a regex or a digest. HTTPS goes through
 ``loop.create_connection(ssl=...)`` and the same response reader.
 """
 
@@ -37,7 +38,6 @@ import errno
 import functools
 import hashlib
 import ipaddress
-import os
 import re
 import select
 import signal
@@ -47,6 +47,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from hadirector.kernel import spawn
 from hadirector.health.dns import dns_probe
 from hadirector.health.errors import LOCAL_ERRNOS, errno_reason, os_reason, os_result
 from hadirector.health.ping import ping_probe
@@ -119,12 +120,22 @@ class Poller:
         if self._timer is None or deadline < self._timer_at:
             self._arm(deadline)
 
-    def modify(self, fd: int, events: int) -> None:
-        self._ep.modify(fd, events)
-
     def forget(self, fd: int) -> None:
         """The check is done with ``fd`` and closes it next (which unregisters it)."""
         self._checks.pop(fd, None)
+
+    def reap(self) -> None:
+        """Handle now every check whose socket is ready, instead of one loop iteration
+        later. The runner calls it right after starting a batch: checks that ended
+        while it started (a loopback or local server answers inside ``connect``; on a
+        LAN the first checks of a long batch) then cost no wake-up of their own (at 100
+        loopback checks a second: 1.5 -> 0.7 asyncio iterations per check). A no-op
+        inside ``_on_ready`` (a check that finishes there may start the next one)."""
+        if self._fresh is None:
+            try:
+                self._on_ready()
+            except (OSError, ValueError):
+                pass        # the epoll itself failed: the loop's own call reports it
 
     def _on_ready(self) -> None:
         checks = self._checks
@@ -185,6 +196,16 @@ _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref
 _last_poller: tuple[asyncio.AbstractEventLoop | None, Poller | None] = (None, None)
 
 
+def reap_ready() -> None:
+    """``Poller.reap`` for the running loop's poller, if it has one."""
+    loop = asyncio.get_running_loop()
+    last_loop, p = _last_poller
+    if last_loop is not loop:
+        p = _pollers.get(loop)
+    if p is not None:
+        p.reap()
+
+
 def poller(loop: asyncio.AbstractEventLoop) -> Poller:
     """The loop's poller, made on first use (the last one is cached: a weak mapping's
     lookup costs as much as a probe's bookkeeping)."""
@@ -204,6 +225,10 @@ def poller(loop: asyncio.AbstractEventLoop) -> Poller:
 _STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
 _FAILED = select.EPOLLERR | select.EPOLLHUP
 _EPOLLOUT = select.EPOLLOUT
+_EPOLLIN = select.EPOLLIN
+_EPOLLRDHUP = select.EPOLLRDHUP
+_HTTP_EVENTS = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_READ = 65536
 
 
 class TcpTarget:
@@ -555,7 +580,15 @@ class HttpTarget(TcpTarget):
 
 class HttpCheck(_Check):
     """One plain-HTTP check: connect, send the GET once writable, read the response
-    through ``HttpResponse``. HTTPS goes through ``_https``."""
+    through ``HttpResponse``. HTTPS goes through ``_https``.
+
+    The socket is watched edge-triggered for writing and reading from the start, so
+    the switch from sending to reading costs no ``epoll_ctl``: an event comes when the
+    connect completes and again when data, a close or an error arrives. Edge-triggered
+    means each event must be acted on in full: what is readable is read until a read
+    comes back short, or to the end when the event says the peer closed (``_read``),
+    and the event that completes the connect reads too when it already says readable
+    (a server that answered or closed at once)."""
 
     __slots__ = ("_out", "_resp")
 
@@ -565,11 +598,9 @@ class HttpCheck(_Check):
         self._resp = HttpResponse(target.probe)
         self._out = target.request
         if self._connect(target) is not None:
-            # Writable once connected (or failed); the request then goes out at once.
-            self._watch(_EPOLLOUT, target.timeout)
+            self._watch(_HTTP_EVENTS, target.timeout)
 
     def on_event(self, events: int, now: float) -> None:
-        sock = self._sock
         if self._out:
             if events & _FAILED:
                 code = self._error()
@@ -577,26 +608,35 @@ class HttpCheck(_Check):
                     self._fail_errno(code)
                     return
             try:
-                sent = sock.send(self._out)
+                sent = self._sock.send(self._out)
+            except (BlockingIOError, InterruptedError):
+                return                       # room for it comes as a new event
+            except OSError as exc:
+                self._finish(os_result(exc, now - self._start))
+                return
+            self._out = self._out[sent:]
+            if self._out or not events & _EPOLLIN:
+                return                       # the rest, or the response, is a new event
+        self._read(events, now)
+
+    def _read(self, events: int, now: float) -> None:
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(_READ)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 self._finish(os_result(exc, now - self._start))
                 return
-            self._out = self._out[sent:]
-            if not self._out:
-                self._poller.modify(self._fd, select.EPOLLIN)
-            return
-        try:
-            data = sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._finish(os_result(exc, now - self._start))
-            return
-        verdict = self._resp.feed(data) if data else self._resp.eof()
-        if verdict is not None:
-            self._finish(ProbeResult(verdict[0], verdict[1], now - self._start))
+            verdict = self._resp.feed(data) if data else self._resp.eof()
+            if verdict is not None:
+                self._finish(ProbeResult(verdict[0], verdict[1], now - self._start))
+                return
+            if len(data) < _READ and not events & _EPOLLRDHUP:
+                return      # drained: more data, or the close, is a new edge
+            # A full read, or the peer closed before this event: read on to the end
+            # (eof() always decides), as no new edge would come for what is queued.
 
 
 class _ResponseProtocol(asyncio.Protocol):
@@ -691,33 +731,19 @@ async def http_probe(addr: IPAddress | str, port: int, probe: HttpProbe, timeout
 # --- script ---------------------------------------------------------------------------
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = False) -> ProbeResult:
     """Run ``argv`` (no shell); healthy on exit 0. ``dynamic`` (keepalived's
     misc_dynamic): exit 2-255 is healthy too, with weight code - 2 (``result.weight``).
 
-    The script runs in its own session (process group), so on timeout or cancellation
-    the whole group is killed -- a shell script's children too -- and reaped.
-    Output goes to /dev/null: a pipe held open by a leftover grandchild would make a
-    passing script look like a timeout.
+    ``kernel/spawn.py`` runs it: in its own session, its whole tree (children that called
+    setsid too) killed and reaped on timeout or cancellation. Output goes to /dev/null:
+    a pipe held open by a leftover grandchild would make a passing script look like a
+    timeout.
     """
     loop = asyncio.get_running_loop()
     start = loop.time()
-    proc: asyncio.subprocess.Process | None = None
     try:
-        async with asyncio.timeout(timeout):
-            proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL, start_new_session=True, close_fds=True)
-            code = await proc.wait()
-    except TimeoutError:
-        return ProbeResult(False, "timeout", loop.time() - start)
+        done = await spawn.run(argv, timeout)
     # The script did not run: this director's problem (a missing or non-executable
     # script, no process or descriptor to spare), not the server's -- inconclusive.
     except FileNotFoundError:
@@ -729,12 +755,9 @@ async def script_probe(argv: Sequence[str], timeout: float, dynamic: bool = Fals
         return ProbeResult(False, detail, loop.time() - start, inconclusive=True)
     except Exception as exc:
         return ProbeResult(False, f"error: {type(exc).__name__}: {exc}", loop.time() - start)
-    finally:
-        if proc is not None and proc.returncode is None:
-            _kill_group(proc.pid)
-            # Reap it so no zombie is left; SIGKILL makes this quick. Shielded so a
-            # cancellation arriving now still lets the reaping finish.
-            await asyncio.shield(proc.wait())
+    if done.outcome == "timeout":
+        return ProbeResult(False, "timeout", loop.time() - start)
+    code = done.returncode
     elapsed = loop.time() - start
     if code == 0:
         return ProbeResult(True, "exit 0", elapsed)

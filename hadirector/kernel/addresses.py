@@ -29,7 +29,10 @@ from typing import AsyncIterator
 
 from hadirector.logging import get_logger
 from hadirector.model import IPAddress, IPInterface
-from hadirector.kernel import rtnl
+from hadirector.kernel import nlmsg, rtnl
+from hadirector.kernel.nlmsg import (  # noqa: F401 - the link table's vocabulary
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN,
+)
 
 IFF_UP = 0x1
 IFF_RUNNING = 0x40     # the kernel's "operationally up": carrier present
@@ -219,13 +222,9 @@ def _next_seq() -> int:
 NETLINK_ROUTE = 0
 RTMGRP_LINK = 0x1
 RTM_GETLINK = 18
-NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE, NLMSG_OVERRUN = 1, 2, 3, 4
-NLM_F_REQUEST, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x10, 0x300
 IFLA_IFNAME = 3
 
-_NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")    # family, pad, type, index, flags, change
-_RTATTR = struct.Struct("=HH")           # len, type
 
 
 @dataclass(frozen=True)
@@ -244,8 +243,7 @@ class LinkMessage:
 def getlink_dump_request(seq: int) -> bytes:
     """RTM_GETLINK with NLM_F_DUMP, as ``ip link show`` sends it."""
     body = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETLINK,
-                          NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    return nlmsg.message(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, body)
 
 
 def parse_link_messages(data: bytes) -> list[LinkMessage]:
@@ -253,39 +251,18 @@ def parse_link_messages(data: bytes) -> list[LinkMessage]:
     a too small buffer, a bad length) ends it with an NLMSG_OVERRUN mark: what it
     held is lost, which calls for a resync like any overrun."""
     out: list[LinkMessage] = []
-    off = 0
-    while off < len(data):
-        if off + _NLMSGHDR.size > len(data):
-            out.append(LinkMessage(NLMSG_OVERRUN, 0, 0))
-            break
-        length, kind, nl_flags, seq, portid = _NLMSGHDR.unpack_from(data, off)
-        if length < _NLMSGHDR.size or off + length > len(data):
-            out.append(LinkMessage(NLMSG_OVERRUN, 0, 0))
-            break
-        body = off + _NLMSGHDR.size
-        end = off + length
+    for kind, nl_flags, seq, portid, body, end in nlmsg.messages(data):
         if kind in (RTM_NEWLINK, RTM_DELLINK) and body + _IFINFOMSG.size <= end:
             _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(data, body)
+            name = nlmsg.attributes(data, body + _IFINFOMSG.size, end).get(IFLA_IFNAME)
             out.append(LinkMessage(kind, seq, portid, nl_flags, index,
-                                   _ifname(data, body + _IFINFOMSG.size, end), flags))
-        elif kind == NLMSG_ERROR and body + 4 <= end:
-            (code,) = struct.unpack_from("=i", data, body)
-            out.append(LinkMessage(kind, seq, portid, nl_flags, error=-code))
+                                   None if name is None else name.split(b"\0", 1)[0].decode(errors="replace"),
+                                   flags))
+        elif kind == NLMSG_ERROR and (code := nlmsg.error(data, body, end)) is not None:
+            out.append(LinkMessage(kind, seq, portid, nl_flags, error=code))
         else:
             out.append(LinkMessage(kind, seq, portid, nl_flags))
-        off += (length + 3) & ~3
     return out
-
-
-def _ifname(data: bytes, off: int, end: int) -> str | None:
-    while off + _RTATTR.size <= end:
-        alen, atype = _RTATTR.unpack_from(data, off)
-        if alen < _RTATTR.size or off + alen > end:
-            return None
-        if atype == IFLA_IFNAME:
-            return data[off + _RTATTR.size:off + alen].split(b"\0", 1)[0].decode(errors="replace")
-        off += (alen + 3) & ~3
-    return None
 
 
 @dataclass(frozen=True)

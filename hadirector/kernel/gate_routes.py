@@ -1,5 +1,5 @@
 """The announce gate in the kernel: ``VIP/32 dev lo table T proto P`` routes, over
-rtnetlink (``net/rtnl.py``'s socket and codec; pyroute2's IPRoute wants an event loop of
+rtnetlink (``rtnl``'s socket, ``nlmsg``'s framing; pyroute2's IPRoute wants an event loop of
 its own and cannot run inside the agent's).
 
 A scale-out director announces a VIP by keeping this route in its own table ``T``;
@@ -25,7 +25,7 @@ import socket
 import struct
 
 from hadirector.model import IPAddress
-from hadirector.kernel import rtnl
+from hadirector.kernel import nlmsg, rtnl
 
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTA_DST, RTA_OIF, RTA_TABLE = 1, 4, 15
@@ -50,20 +50,19 @@ def route_message(kind: int, seq: int, vip: IPAddress, table: int, proto: int, o
                   scope: int = RT_SCOPE_LINK) -> bytes:
     """RTM_NEWROUTE (CREATE|EXCL) or RTM_DELROUTE with ACK for ``vip``'s host route, as
     ``ip route add|del VIP dev lo table T proto P`` sends it."""
-    flags = rtnl.NLM_F_REQUEST | rtnl.NLM_F_ACK
+    flags = nlmsg.NLM_F_REQUEST | nlmsg.NLM_F_ACK
     if kind == RTM_NEWROUTE:
-        flags |= rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
+        flags |= nlmsg.NLM_F_CREATE | nlmsg.NLM_F_EXCL
     body = _RTMSG.pack(_family(vip), vip.max_prefixlen, 0, 0, table if table < 256 else 0, proto, scope,
                        RTN_UNICAST, 0)
-    body += rtnl._attr(RTA_DST, vip.packed) + rtnl._attr(RTA_OIF, struct.pack("=I", oif)) \
-        + rtnl._attr(RTA_TABLE, struct.pack("=I", table))
-    return rtnl._NLMSGHDR.pack(rtnl._NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+    body += nlmsg.attr(RTA_DST, vip.packed) + nlmsg.attr(RTA_OIF, struct.pack("=I", oif)) \
+        + nlmsg.attr(RTA_TABLE, struct.pack("=I", table))
+    return nlmsg.message(kind, flags, seq, body)
 
 
 def getroute_dump_request(seq: int, family: int) -> bytes:
     body = _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0)
-    return rtnl._NLMSGHDR.pack(rtnl._NLMSGHDR.size + len(body), RTM_GETROUTE,
-                               rtnl.NLM_F_REQUEST | rtnl.NLM_F_DUMP, seq, 0) + body
+    return nlmsg.message(RTM_GETROUTE, nlmsg.NLM_F_REQUEST | nlmsg.NLM_F_DUMP, seq, body)
 
 
 def parse_routes(data: bytes) -> list[tuple[int, int, int, int, int, bytes | None]]:
@@ -71,26 +70,14 @@ def parse_routes(data: bytes) -> list[tuple[int, int, int, int, int, bytes | Non
     protocol, scope, dst bytes or None). The table is RTA_TABLE when sent (ids >= 256
     fit only there), else rtm_table."""
     out = []
-    hdr, off = rtnl._NLMSGHDR, 0
-    while off + hdr.size <= len(data):
-        length, kind, _flags, _seq, _pid = hdr.unpack_from(data, off)
-        if length < hdr.size or off + length > len(data):
-            break
-        body, end = off + hdr.size, off + length
-        if kind == RTM_NEWROUTE and body + _RTMSG.size <= end:
-            family, dst_len, _src, _tos, table, proto, scope, _type, _fl = _RTMSG.unpack_from(data, body)
-            attrs: dict[int, bytes] = {}
-            a = body + _RTMSG.size
-            while a + rtnl._NLATTR.size <= end:
-                alen, atype = rtnl._NLATTR.unpack_from(data, a)
-                if alen < rtnl._NLATTR.size or a + alen > end:
-                    break
-                attrs.setdefault(atype & 0x3FFF, data[a + rtnl._NLATTR.size:a + alen])
-                a += (alen + 3) & ~3
-            if RTA_TABLE in attrs and len(attrs[RTA_TABLE]) == 4:
-                table = struct.unpack("=I", attrs[RTA_TABLE])[0]
-            out.append((family, dst_len, table, proto, scope, attrs.get(RTA_DST)))
-        off += (length + 3) & ~3
+    for kind, _flags, _seq, _pid, body, end in nlmsg.messages(data):
+        if kind != RTM_NEWROUTE or body + _RTMSG.size > end:
+            continue
+        family, dst_len, _src, _tos, table, proto, scope, _type, _fl = _RTMSG.unpack_from(data, body)
+        attrs = nlmsg.attributes(data, body + _RTMSG.size, end, nlmsg.NLA_TYPE_MASK)
+        if RTA_TABLE in attrs and len(attrs[RTA_TABLE]) == 4:
+            table = struct.unpack("=I", attrs[RTA_TABLE])[0]
+        out.append((family, dst_len, table, proto, scope, attrs.get(RTA_DST)))
     return out
 
 
@@ -141,7 +128,7 @@ class GateRoutes:
             while True:
                 data = s.recv(1 << 20)
                 routes += parse_routes(data)
-                if rtnl.dump_ended(data, seq):
+                if nlmsg.dump_ended(data, seq):
                     return routes
 
     def flush(self) -> set[IPAddress]:

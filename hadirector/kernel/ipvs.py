@@ -98,6 +98,8 @@ from hadirector.ipvs.backend import (
     explain,
     parse_daemon_state,
 )
+from hadirector.kernel import nlmsg
+from hadirector.kernel.nlmsg import NLM_F_ACK_TLVS, NLM_F_CAPPED, NLMSG_DONE, NLMSG_ERROR
 from hadirector.ipvs.table import (
     PROTOCOL_NAMES,
     PROTOCOL_NUMBERS,
@@ -126,10 +128,6 @@ IPVS_CMD_GET_INFO = 15
 IPVS_CMD_FLUSH = 17
 
 NETLINK_GENERIC = 16
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_CAPPED = 0x100
-NLM_F_ACK_TLVS = 0x200
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
 SOL_NETLINK = 270
@@ -137,7 +135,6 @@ NLMSGERR_ATTR_MSG = 1
 
 AF_BY_VERSION = {4: socket.AF_INET, 6: socket.AF_INET6}
 VERSION_BY_AF = {socket.AF_INET: 4, socket.AF_INET6: 6}
-_NLMSG_HDR = struct.Struct("=IHHII")
 
 
 # --- message classes -------------------------------------------------------------------
@@ -337,7 +334,7 @@ INFO_SCHEMA = Schema(IpvsInfoMsg)
 def encode_request(family_id: int, cmd: int, attrs: list, flags: int, seq: int,
                    schema: Schema = IPVS_SCHEMA) -> bytes:
     body = _GENL_HDR.pack(cmd, _pr.GENL_VERSION, 0) + schema.encode(attrs)
-    return _NLMSG_HDR.pack(16 + len(body), family_id, flags, seq, 0) + body
+    return nlmsg.message(family_id, flags, seq, body)
 
 
 def decode_reply(data: bytes, schema: Schema = IPVS_SCHEMA) -> Attrs:
@@ -630,50 +627,41 @@ class GenlSocket:
             self._dispatch(data, pending, parsers)
 
     def _dispatch(self, data: bytes, pending: dict[int, _Reply], parsers: dict[int, type]) -> None:
-        offset = 0
-        while offset + 16 <= len(data):
-            length, msg_type, flags, seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
-            if length < 16:
-                break
+        for msg_type, flags, seq, _pid, body, end in nlmsg.messages(data):
             reply = pending.get(seq)
-            if reply is not None:
-                if msg_type == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", data, offset + 16)[0]
-                    reply.error = code
-                    if code and flags & NLM_F_ACK_TLVS:
-                        reply.ext_msg = _ext_ack_message(data, offset, length, flags)
-                    reply.done = True
-                elif msg_type == NLMSG_DONE:
-                    if length >= 20:
-                        code = -struct.unpack_from("=i", data, offset + 16)[0]
-                        reply.error = max(code, 0)
-                    reply.done = True
+            if reply is None:
+                continue
+            if msg_type == NLMSG_ERROR:
+                code = nlmsg.error(data, body, end)
+                reply.error = errno.EPROTO if code is None else code      # EPROTO: cut short
+                if reply.error and flags & NLM_F_ACK_TLVS:
+                    reply.ext_msg = _ext_ack_message(data, body, end, flags)
+                reply.done = True
+            elif msg_type == NLMSG_DONE:
+                code = nlmsg.error(data, body, end)
+                if code is not None:
+                    reply.error = max(code, 0)
+                reply.done = True
+            else:
+                parser = parsers[seq]
+                if isinstance(parser, Schema):
+                    reply.messages.append(parser.decode(data, body + _GENL_HDR.size, end))
                 else:
-                    parser = parsers[seq]
-                    if isinstance(parser, Schema):
-                        reply.messages.append(parser.decode(data, offset + 20, offset + length))
-                    else:
-                        msg = parser(data[offset:offset + length])
-                        msg.decode()
-                        reply.messages.append(msg)
-            offset += (length + 3) & ~3
+                    msg = parser(data[body - nlmsg.HEADER.size:end])
+                    msg.decode()
+                    reply.messages.append(msg)
 
 
-def _ext_ack_message(data: bytes, offset: int, length: int, flags: int) -> str:
+def _ext_ack_message(data: bytes, body: int, end: int, flags: int) -> str:
     # struct nlmsgerr {int error; struct nlmsghdr msg;} + echoed payload unless capped,
     # then TLVs (NLMSGERR_ATTR_*).
-    pos = offset + 20
-    echoed_len = _NLMSG_HDR.unpack_from(data, pos)[0]
-    pos += 16 if flags & NLM_F_CAPPED else (echoed_len + 3) & ~3
-    end = offset + length
-    while pos + 4 <= end:
-        alen, atype = struct.unpack_from("=HH", data, pos)
-        if alen < 4:
-            break
-        if atype & 0x3FFF == NLMSGERR_ATTR_MSG:
-            return data[pos + 4:pos + alen].split(b"\0", 1)[0].decode(errors="replace")
-        pos += (alen + 3) & ~3
-    return ""
+    pos = body + 4
+    if pos + nlmsg.HEADER.size > end:
+        return ""
+    echoed_len = nlmsg.HEADER.unpack_from(data, pos)[0]
+    pos += nlmsg.HEADER.size if flags & NLM_F_CAPPED else nlmsg.align(echoed_len)
+    text = nlmsg.attributes(data, pos, end, nlmsg.NLA_TYPE_MASK).get(NLMSGERR_ATTR_MSG)
+    return "" if text is None else text.split(b"\0", 1)[0].decode(errors="replace")
 
 
 # --- the backend -------------------------------------------------------------------------

@@ -14,7 +14,8 @@ agent has imported pyroute2 or started an event loop. Everything else about addr
 encoding); ``add_address`` / ``remove_address`` do the socket. ``getaddr_dump_request``,
 ``parse_addresses`` and ``dump_ended`` are the pure halves of the address dump that
 ``AddressManager`` reads through the event loop (so the agent needs no pyroute2 unless
-it programs IPVS: its import is ~10 MB and ~0.1 s of start-up).
+it programs IPVS: its import is ~10 MB and ~0.1 s of start-up). The netlink framing
+(header, attributes, acknowledgements) is ``nlmsg``'s.
 """
 
 from __future__ import annotations
@@ -24,26 +25,24 @@ import os
 import socket
 import struct
 
+from hadirector.kernel import nlmsg
+from hadirector.kernel.nlmsg import (  # noqa: F401 - names this module has always offered
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR,
+    ack_errno, dump_ended,
+)
+
 TYPE_CHECKING = False   # typing.TYPE_CHECKING without importing typing (start-up cost)
 if TYPE_CHECKING:       # annotations only: the start-up release imports this first thing
     import ipaddress
 
 NETLINK_ROUTE = 0
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE, NLM_F_DUMP = 0x1, 0x4, 0x200, 0x400, 0x300
 IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_FLAGS = 1, 2, 3, 8
 IFA_F_NODAD = 0x02
 RT_SCOPE_UNIVERSE = 0
 
-_NLMSGHDR = struct.Struct("=IHHII")      # len, type, flags, seq, pid
 _IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
-_NLATTR = struct.Struct("=HH")
-
-
-def _attr(kind: int, data: bytes) -> bytes:
-    raw = _NLATTR.pack(_NLATTR.size + len(data), kind) + data
-    return raw + b"\0" * (-len(raw) % 4)
+_attr = nlmsg.attr
 
 
 def addr_add_message(seq: int, ifindex: int,
@@ -58,9 +57,7 @@ def addr_add_message(seq: int, ifindex: int,
     body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
     if label and vip.version == 4:
         body += _attr(IFA_LABEL, label.encode() + b"\0")
-    head = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWADDR,
-                          NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, seq, 0)
-    return head + body
+    return nlmsg.message(RTM_NEWADDR, NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE, seq, body)
 
 
 def addr_del_message(seq: int, ifindex: int,
@@ -74,22 +71,7 @@ def prefix_del_message(seq: int, ifindex: int, family: int, packed: bytes, prefi
     """``addr_del_message`` from the address's bytes (no ipaddress objects)."""
     body = _IFADDRMSG.pack(family, prefixlen, 0, RT_SCOPE_UNIVERSE, ifindex)
     body += _attr(IFA_LOCAL, packed) + _attr(IFA_ADDRESS, packed)
-    head = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
-    return head + body
-
-
-def ack_errno(reply: bytes, seq: int) -> int:
-    """The errno of the NLMSG_ERROR acknowledging ``seq`` (0 = success)."""
-    off = 0
-    while off + _NLMSGHDR.size <= len(reply):
-        length, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(reply, off)
-        if length < _NLMSGHDR.size:
-            break
-        if kind == NLMSG_ERROR and rseq == seq:
-            (code,) = struct.unpack_from("=i", reply, off + _NLMSGHDR.size)
-            return -code
-        off += (length + 3) & ~3
-    raise OSError(errno.EPROTO, f"no netlink acknowledgement for request {seq}")
+    return nlmsg.message(RTM_DELADDR, NLM_F_REQUEST | NLM_F_ACK, seq, body)
 
 
 def add_address(ifindex: int, vip: ipaddress.IPv4Interface | ipaddress.IPv6Interface,
@@ -142,8 +124,7 @@ def remove_prefix(ifindex: int, family: int, packed: bytes, prefixlen: int,
 
 def getaddr_dump_request(seq: int, family: int = socket.AF_UNSPEC) -> bytes:
     """RTM_GETADDR with NLM_F_DUMP, as ``ip addr show`` sends it."""
-    body = _IFADDRMSG.pack(family, 0, 0, 0, 0)
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+    return nlmsg.message(RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, _IFADDRMSG.pack(family, 0, 0, 0, 0))
 
 
 def parse_addresses(data: bytes) -> list[tuple[int, int, bytes, int, int, int]]:
@@ -153,49 +134,18 @@ def parse_addresses(data: bytes) -> list[tuple[int, int, bytes, int, int, int]]:
     ``ip addr`` shows it); the flags are IFA_FLAGS (32 bits) when the kernel sends them,
     else the message's 8-bit ifa_flags. A damaged message ends the datagram."""
     out = []
-    off = 0
-    while off + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, _seq_, _pid = _NLMSGHDR.unpack_from(data, off)
-        if length < _NLMSGHDR.size or off + length > len(data):
-            break
-        body, end = off + _NLMSGHDR.size, off + length
-        if kind == RTM_NEWADDR and body + _IFADDRMSG.size <= end:
-            family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(data, body)
-            attrs: dict[int, bytes] = {}
-            a = body + _IFADDRMSG.size
-            while a + _NLATTR.size <= end:
-                alen, atype = _NLATTR.unpack_from(data, a)
-                if alen < _NLATTR.size or a + alen > end:
-                    break
-                attrs.setdefault(atype, data[a + _NLATTR.size:a + alen])
-                a += (alen + 3) & ~3
-            address = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
-            if address is not None:
-                extended = attrs.get(IFA_FLAGS)
-                if extended is not None and len(extended) == 4:
-                    flags = struct.unpack("=I", extended)[0] or flags
-                out.append((index, family, address, prefixlen, flags, scope))
-        off += (length + 3) & ~3
+    for kind, _flags, _seq_, _pid, body, end in nlmsg.messages(data):
+        if kind != RTM_NEWADDR or body + _IFADDRMSG.size > end:
+            continue
+        family, prefixlen, flags, scope, index = _IFADDRMSG.unpack_from(data, body)
+        attrs = nlmsg.attributes(data, body + _IFADDRMSG.size, end)
+        address = attrs.get(IFA_ADDRESS) or attrs.get(IFA_LOCAL)
+        if address is not None:
+            extended = attrs.get(IFA_FLAGS)
+            if extended is not None and len(extended) == 4:
+                flags = struct.unpack("=I", extended)[0] or flags
+            out.append((index, family, address, prefixlen, flags, scope))
     return out
-
-
-def dump_ended(data: bytes, seq: int) -> bool:
-    """Whether this datagram ends dump ``seq`` (NLMSG_DONE); OSError with the errno when
-    the kernel refused it (NLMSG_ERROR)."""
-    off = 0
-    while off + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, rseq, _pid = _NLMSGHDR.unpack_from(data, off)
-        if length < _NLMSGHDR.size:
-            break
-        if rseq == seq and kind == NLMSG_DONE:
-            return True
-        if rseq == seq and kind == NLMSG_ERROR and off + _NLMSGHDR.size + 4 <= len(data):
-            (code,) = struct.unpack_from("=i", data, off + _NLMSGHDR.size)
-            if code:
-                raise OSError(-code, os.strerror(-code))
-            return True
-        off += (length + 3) & ~3
-    return False
 
 
 def _seq() -> int:

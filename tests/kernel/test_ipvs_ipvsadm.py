@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from hadirector.ipvs.cli import render, render_rules
-from hadirector.ipvs.reconciler import Reconciler
+from hadirector.kernel.reconcile import Reconciler
 from hadirector.ipvs.table import desired_table
 from lab import ipvs_scenarios as sc
 from lab.ipvs_scenarios import all_healthy

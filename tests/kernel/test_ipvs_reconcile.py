@@ -13,9 +13,9 @@ import pytest
 
 from hadirector import model
 from hadirector.kernel.fake import FakeIpvs
-from hadirector.ipvs.ownership import OwnedStore
+from hadirector.kernel.ownership import OwnedStore
 from hadirector.ipvs.planner import AddService, DelDest, EditDest
-from hadirector.ipvs.reconciler import Reconciler
+from hadirector.kernel.reconcile import Reconciler
 from hadirector.ipvs.table import (
     DestKey, ServiceEntry, ServiceKey, desired_service, desired_table,
 )

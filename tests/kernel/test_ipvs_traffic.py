@@ -33,7 +33,7 @@ import sys
 import pytest
 
 from hadirector import model
-from hadirector.ipvs.reconciler import Reconciler
+from hadirector.kernel.reconcile import Reconciler
 from hadirector.ipvs.table import desired_table
 from lab import ipvs_scenarios as sc
 from lab.ipvs_scenarios import all_healthy

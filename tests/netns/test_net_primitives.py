@@ -35,7 +35,7 @@ def start_in(ns: str, code: str, *args: str) -> subprocess.Popen:
 
 RECEIVER = """
     import select, time
-    from hadirector.net.vrrp_socket import VrrpSocket
+    from hadirector.kernel.vrrp_socket import VrrpSocket
     s = VrrpSocket("eth0", int(sys.argv[1]))
     print("ready", flush=True)
     end = time.time() + 3
@@ -47,7 +47,7 @@ RECEIVER = """
 
 SENDER = """
     import ipaddress
-    from hadirector.net.vrrp_socket import VrrpSocket
+    from hadirector.kernel.vrrp_socket import VrrpSocket
     from hadirector.vrrp.codec import Advert, encode
     fam = int(sys.argv[1]); src = ipaddress.ip_address(sys.argv[2])
     peers = tuple(ipaddress.ip_address(p) for p in sys.argv[3:])
@@ -140,7 +140,7 @@ def test_vip_add_and_remove_are_idempotent_and_v4_is_a_labelled_host_route(lan):
 
 GARP = """
     import ipaddress
-    from hadirector.net.garp import Announcer
+    from hadirector.kernel.garp import Announcer
     with Announcer("eth0") as a:
         print(a.announce([ipaddress.ip_address(x) for x in sys.argv[1:]]))
 """

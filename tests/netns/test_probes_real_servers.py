@@ -1,7 +1,9 @@
-"""The dns, udp, ping and smtp probes against real servers in a namespace (issue 13):
-dnsmasq, socat's UDP echo, OpenSMTPD, the kernel's own echo reply -- each up, down
-(refused), slow (the server stopped with SIGSTOP: it holds its socket, never answers),
-giving a wrong answer, unreachable (no route), and behind a link that goes down.
+"""The dns, udp, ping, smtp, tcp and http probes against real servers in a namespace
+(issue 13): dnsmasq, socat's UDP echo, OpenSMTPD, the kernel's own echo reply, Python's
+http.server -- each up, down (refused), slow (the server stopped with SIGSTOP: it holds
+its socket, never answers), giving a wrong answer, unreachable (no route), and behind a
+link that goes down. Across a real link a TCP or HTTP check's connect is still in
+progress when it returns, unlike on loopback: the path the epoll events drive.
 
 Layout: the probes run in a "director" namespace (10.213.0.1, fd13::1), the servers in
 a "server" namespace (10.213.0.2, fd13::2) at the other end of a veth pair. Names end in
@@ -16,6 +18,7 @@ import ipaddress
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -23,7 +26,7 @@ import pytest
 from hadirector.health.dns import TYPES, decode_reply, encode_query
 from hadirector.health.probes import run_check
 from hadirector.health.udp import exchange
-from hadirector.model import DnsProbe, HealthCheck, PingProbe, SmtpProbe, UdpProbe
+from hadirector.model import DnsProbe, HealthCheck, HttpProbe, PingProbe, SmtpProbe, TcpProbe, UdpProbe
 from lab.netns import inside, sh, terminate
 
 pytestmark = pytest.mark.netns
@@ -332,6 +335,56 @@ def test_smtp_probe_is_refused_when_nothing_listens(lab):
     assert (r.ok, r.detail) == (False, "refused")
 
 
+# --- TCP and HTTP: Python's http.server -------------------------------------------------
+
+HTTP_PORT = 8080
+# Bigger than one read and than a window's worth of segments: the edge-triggered reader
+# must keep reading as they arrive, to the close (http.server speaks HTTP/1.0).
+BIG = b"x" * 300_000 + b"the end"
+
+
+@pytest.fixture
+def www(lab, tmp_path):
+    (tmp_path / "ok").write_text("ok\n")
+    (tmp_path / "big").write_bytes(BIG)
+    with server(sys.executable, "-m", "http.server", str(HTTP_PORT), "--bind", "::",
+                "--directory", str(tmp_path), ready=listening("t", HTTP_PORT)) as proc:
+        yield proc
+
+
+@pytest.mark.parametrize("address", [S4, S6])
+def test_tcp_and_http_probes_are_up_against_a_real_server_across_the_link(www, address):
+    r, _ = probe(TcpProbe(), address, HTTP_PORT)
+    assert (r.ok, r.detail) == (True, "connected")
+    r, _ = probe(HttpProbe(path="/ok", body_regex="^ok$"), address, HTTP_PORT)
+    assert (r.ok, r.detail) == (True, "status 200")
+    r, _ = probe(HttpProbe(path="/big", body_regex="the end$"), address, HTTP_PORT)
+    assert (r.ok, r.detail) == (True, "status 200")
+
+
+def test_http_probe_is_down_on_a_wrong_status_or_body(www):
+    r, _ = probe(HttpProbe(path="/missing"), S4, HTTP_PORT)
+    assert (r.ok, r.detail) == (False, "status 404")
+    r, _ = probe(HttpProbe(path="/ok", body_regex="^fine$"), S4, HTTP_PORT)
+    assert (r.ok, r.detail) == (False, "body mismatch")
+
+
+def test_http_probe_is_down_at_its_timeout_when_the_server_hangs_and_tcp_still_connects(www):
+    with stopped(www):
+        r, _ = probe(TcpProbe(), S4, HTTP_PORT)           # the kernel still completes handshakes
+        assert (r.ok, r.detail) == (True, "connected")
+        r, took = probe(HttpProbe(path="/ok"), S4, HTTP_PORT)
+        assert (r.ok, r.detail) == (False, "timeout")
+        assert TIMEOUT <= took < TIMEOUT + SLACK
+
+
+def test_tcp_and_http_probes_are_refused_at_once_when_nothing_listens(lab):
+    for p in (TcpProbe(), HttpProbe()):
+        r, took = probe(p, S4, HTTP_PORT)
+        assert (r.ok, r.detail) == (False, "refused")
+        assert took < TIMEOUT
+
+
 # --- every probe: no route, and a link that goes down -----------------------------------
 
 EVERY = [
@@ -339,6 +392,8 @@ EVERY = [
     pytest.param(UdpProbe(payload=b"x", require_reply=True), 7, id="udp"),   # socat echoes no empty datagram
     pytest.param(PingProbe(), 0, id="ping"),
     pytest.param(SmtpProbe(), 25, id="smtp"),
+    pytest.param(TcpProbe(), HTTP_PORT, id="tcp"),
+    pytest.param(HttpProbe(path="/ok"), HTTP_PORT, id="http"),
 ]
 
 
@@ -351,7 +406,7 @@ def test_probe_is_down_at_once_when_there_is_no_route(lab, p, port):
 
 @pytest.mark.parametrize("p, port", EVERY)
 def test_probe_is_down_within_its_timeout_when_the_server_link_goes_down(lab, link, dnsmasq, echo, smtpd,
-                                                                         p, port):
+                                                                         www, p, port):
     r, _ = probe(p, S4, port)
     assert r.ok, r.detail                                       # up first, on a live link
     link("down")

@@ -1,12 +1,13 @@
 """Each import has one home (style.md item 7), checked by walking every module's imports.
 
-- pyroute2 only in the kernel layer, ``hadirector/kernel/``;
-- raw IP and packet sockets only in ``hadirector/net/`` (netlink ones in ``kernel/``; the probes
-  open ordinary TCP);
+- the kernel layer, ``hadirector/kernel/``, is the one place that talks to the kernel: only
+  it imports pyroute2 and only it opens netlink, raw IP and packet sockets (the probes open
+  ordinary TCP and UDP); ``ipvs/`` keeps the pure table, plan and errors, no kernel I/O;
 - the sans-IO cores (VRRP, health policy and schedule, IPVS table and planner, sync
   daemon plan, config model, reload plan, the director) import no asyncio, no socket, no
   clock, no randomness, no logging, and no hadirector module that is not a core;
 - aiohttp only in the probes and the API server;
+- no asyncio subprocess anywhere: scripts are spawned through ``kernel/spawn.py``;
 - nothing in the product imports the lab (``lab/``), the tests, the benchmarks, scapy or pytest;
 - only the VRRP shell touches the instance runtimes (``.runtimes``, ``.driver``); the LVS
   side and the status builder get the narrow ``agent/vrrp_side.VrrpSide``.
@@ -126,15 +127,60 @@ def test_aiohttp_lives_only_in_the_probes_and_the_api_server():
     assert offenders == []
 
 
-def test_raw_ip_and_packet_sockets_are_opened_only_in_the_net_layer():
-    # Netlink sockets are SOCK_RAW too; they belong to the kernel layers.
-    offenders = []
-    for p in modules():
-        for line in p.read_text().splitlines():
-            raw = "SOCK_RAW" in line and "AF_NETLINK" not in line
-            if (raw or "AF_PACKET" in line) and not rel(p).startswith("net/"):
-                offenders.append(f"{rel(p)}: {line.strip()}")
+KERNEL_SOCKETS = ("SOCK_RAW", "AF_PACKET", "AF_NETLINK")
+
+
+def kernel_socket_lines(source: str) -> list[str]:
+    """Lines of ``source`` that name a netlink, raw IP or packet socket."""
+    return [line.strip() for line in source.splitlines() if any(k in line for k in KERNEL_SOCKETS)]
+
+
+def test_netlink_raw_ip_and_packet_sockets_are_opened_only_in_the_kernel_layer():
+    offenders = [f"{rel(p)}: {line}" for p in modules() if not rel(p).startswith("kernel/")
+                 for line in kernel_socket_lines(p.read_text())]
     assert offenders == []
+
+
+def test_the_socket_scan_sees_netlink_raw_and_packet_sockets():
+    source = ("a = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)\n"
+              "b = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)\n"
+              "c = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM)\n"
+              "d = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n")
+    assert len(kernel_socket_lines(source)) == 3
+
+
+def test_the_ipvs_folder_holds_no_kernel_io():
+    # The reconciler (an executor that logs) and the netlink backend live in kernel/;
+    # ipvs/ keeps the table, the plan, the backend's Protocol and errors, and the CLI,
+    # which opens the kernel only through kernel/.
+    kernel_io = {"socket", "pyroute2", "structlog", "asyncio", "fcntl", "select", "subprocess"}
+    offenders = {rel(p): sorted(m for m in imports_of(p) if m.split(".")[0] in kernel_io)
+                 for p in sorted((PKG / "ipvs").glob("*.py"))}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+ASYNCIO_SPAWNS = ("create_subprocess_exec", "create_subprocess_shell", "subprocess_exec", "subprocess_shell")
+
+
+def test_no_module_spawns_a_child_through_asyncio():
+    # CPython 3.11's subprocess transport hangs the loop's clean-up when a task is
+    # cancelled mid-spawn; kernel/spawn.py spawns in a thread and kills the whole tree.
+    offenders = {rel(p): asyncio_spawns(p.read_text()) for p in modules()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def asyncio_spawns(source: str) -> list[int]:
+    """Lines of ``source`` that name one of asyncio's spawn calls (not in a comment)."""
+    return sorted(node.lineno for node in ast.walk(ast.parse(source))
+                  if isinstance(node, ast.Attribute) and node.attr in ASYNCIO_SPAWNS
+                  or isinstance(node, ast.Name) and node.id in ASYNCIO_SPAWNS)
+
+
+def test_the_spawn_scan_sees_asyncio_spawns():
+    source = ("# create_subprocess_exec in a comment is fine\n"
+              "p = await asyncio.create_subprocess_exec('x')\n"
+              "t, _ = await loop.subprocess_exec(f, 'x')\n")
+    assert asyncio_spawns(source) == [2, 3]
 
 
 def test_the_product_imports_no_lab_test_or_test_tool_code():

@@ -1,5 +1,5 @@
-"""What ``hadirector run`` imports: a VRRP-only agent neither aiohttp nor pyroute2; an
-IPVS one only the netlink part of pyroute2.
+"""What ``hadirector run`` imports: a VRRP-only agent neither aiohttp nor pyroute2, nor the
+health runner and its probes; an IPVS one only the netlink part of pyroute2.
 
 aiohttp (~12 MB, ~0.15 s) is for HTTP checks and the HTTP API, pyroute2 (~10 MB, ~0.1 s,
 its package imports all of itself) for IPVS; an agent whose config has neither pays for
@@ -26,7 +26,7 @@ PROGRAM = """
     from hadirector.agent.status import ApiComponent
     from hadirector.api import control, limits, listener                     # noqa: F401
     from hadirector.kernel import addresses                                # noqa: F401
-    from hadirector.net import garp, vrrp_socket                            # noqa: F401
+    from hadirector.kernel import garp, vrrp_socket                            # noqa: F401
     d = pathlib.Path(tempfile.mkdtemp())
     (d / "c.yaml").write_text(
         "node: {router_id: n1, state_dir: %s}\\n"
@@ -39,15 +39,25 @@ PROGRAM = """
     lvs = LvsController(config)
     ApiComponent(lvs)
     print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & {"aiohttp", "pyroute2", "yarl", "multidict"})))
+    print(" ".join(sorted(set(sys.modules) & set(sys.argv[1:]))))
 """
+
+# Imported on demand only: the health runner and its probes when a config has virtual
+# services, ctypes when a script is spawned, difflib for a config with an unknown key.
+ON_DEMAND = ("hadirector.agent.health_runner", "hadirector.health.probes", "hadirector.health.dns",
+             "hadirector.api.metrics", "ctypes", "difflib")
+
+
+def run_path(api: str) -> list[str]:
+    code = textwrap.dedent(PROGRAM).replace("API", api)
+    res = subprocess.run([sys.executable, "-c", code, *ON_DEMAND], capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return res.stdout.splitlines()
 
 
 def run_path_imports(api: str) -> str:
-    code = textwrap.dedent(PROGRAM).replace("API", api)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
-    assert res.returncode == 0, res.stderr
-    return res.stdout.strip()
+    return run_path(api)[0].strip()
 
 
 def test_a_vrrp_only_agent_imports_neither_aiohttp_nor_pyroute2():
@@ -58,6 +68,19 @@ def test_building_the_api_component_leaves_the_http_server_unimported():
     # The server module is imported by ApiComponent.start when api.enabled; building the
     # component imports nothing of it.
     assert run_path_imports("api: {enabled: true}") == ""
+
+
+def test_a_vrrp_only_agent_imports_neither_the_health_runner_nor_script_or_config_error_helpers():
+    assert run_path("api: {enabled: true}")[1] == ""
+
+
+def test_the_health_runner_is_imported_when_the_config_has_virtual_services():
+    # The same program, its config given a virtual service: the runner is built.
+    vs = ("virtual_services:\\n"
+          "  - {name: web, address: 10.0.0.100, port: 80, real_servers: [{address: 10.0.0.2}]}\\n"
+          "api: {enabled: false}")
+    assert run_path(vs)[1].split() == ["hadirector.agent.health_runner", "hadirector.api.metrics",
+                                       "hadirector.health.dns", "hadirector.health.probes"]
 
 
 IPVS_PROGRAM = """

@@ -9,7 +9,7 @@ import socket
 import struct
 from typing import Callable
 
-from hadirector.net.vrrp_socket import VRRP_GROUP_V4, VRRP_GROUP_V6, ReceivedPacket
+from hadirector.kernel.vrrp_socket import VRRP_GROUP_V4, VRRP_GROUP_V6, ReceivedPacket
 from hadirector.vrrp.codec import Advert, decode, encode
 
 

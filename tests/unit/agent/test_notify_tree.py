@@ -14,6 +14,7 @@ from structlog.testing import capture_logs
 
 from hadirector.agent.notify import SUPERSEDE_GRACE, Notifier, run_script
 from hadirector.model import NotifyScripts
+from lab.processes import alive
 
 # The script records its own pid, a direct child put in its own session with setsid,
 # and a grandchild whose parent (a subshell) exits at once, so that it is orphaned in
@@ -22,15 +23,6 @@ ESCAPING = ("echo $$ > {d}/script; "
             "setsid sleep 300 & echo $! > {d}/setsid_child; "
             "(setsid sleep 301 & echo $! > {d}/orphan); "
             "echo started; exec sleep 302")
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie is dead: in a container, PID 1 may never reap it)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
 def pids(d: Path, *names: str) -> dict[str, int]:

@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -573,3 +574,119 @@ async def wait_until(cond, timeout: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.005)
+
+
+# --- fewer wake-ups and system calls per check (issue 13) -------------------------------
+
+
+async def test_checks_that_ended_while_starting_report_when_reaped_without_a_loop_iteration():
+    """A loopback connect completes inside connect(2): ``reap_ready`` right after the
+    start hands the result over in the same callback (no asyncio iteration of its own),
+    and a check still in progress is left to its event."""
+    from hadirector.health import probes
+
+    got = []
+    with socket.socket() as live, blackhole_listener() as hole:
+        live.bind((LOCAL, 0))
+        live.listen(16)
+        probes.TcpTarget(LOCAL, live.getsockname()[1], 1.0, None).start(got.append)
+        pending = probes.TcpTarget(LOCAL, hole, 1.0, None).start(got.append)
+        assert got == []                     # connect in progress: reported by epoll
+        probes.reap_ready()                  # no await: still the same loop callback
+        assert [(r.ok, r.detail) for r in got] == [(True, "connected")]
+        assert not pending.finished
+        pending.cancel()
+
+
+async def test_a_reap_whose_epoll_fails_does_not_raise_into_the_runner(monkeypatch):
+    """The runner reaps inside its timer callback: an exception there would stop its
+    timer chain. The loop's own call of the same handler still sees the failure."""
+    from hadirector.health import probes
+
+    p = probes.poller(asyncio.get_running_loop())
+
+    class BrokenEpoll:
+        def poll(self, timeout):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(p, "_ep", BrokenEpoll())
+    probes.reap_ready()
+    with pytest.raises(OSError):
+        p._on_ready()
+
+
+def _answering_server(reply: bytes, read_first: bool, close: bool):
+    async def handle(reader, writer):
+        if read_first:
+            await reader.readuntil(b"\r\n\r\n")
+        for piece in reply if isinstance(reply, list) else [reply]:
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.05 if isinstance(reply, list) else 0)
+        if close:
+            writer.close()
+        else:
+            await reader.read()
+    return asyncio.start_server(handle, LOCAL, 0)
+
+
+_BIG = b"x" * 300_000 + b"the end"
+
+
+@pytest.mark.parametrize("reply, read_first, close, probe, expected", [
+    # Everything, close included, may be queued before the check reads at all: the
+    # edge-triggered reader must read past 64 KiB chunks to the end.
+    (b"HTTP/1.0 200 OK\r\n\r\n" + _BIG, True, True, HttpProbe(body_regex="the end$"), (True, "status 200")),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(_BIG) + _BIG, True, False,
+     HttpProbe(body_regex="the end$"), (True, "status 200")),
+    # In pieces, the connection left open: each piece is a new edge.
+    ([b"HTTP/1.1 200", b" OK\r\nContent-Le", b"ngth: 4\r\n\r\nfi", b"ne"], True, False,
+     HttpProbe(body_regex="^fine$"), (True, "status 200")),
+])
+async def test_http_check_reads_every_response_the_edge_triggered_socket_announces(
+        reply, read_first, close, probe, expected):
+    server = await _answering_server(reply, read_first, close)
+    try:
+        r = await http_probe(LOCAL, server.sockets[0].getsockname()[1], probe, 2.0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (r.ok, r.detail) == expected and not r.inconclusive
+
+
+@pytest.mark.parametrize("reply, close, expected", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True, (True, "status 200")),
+    (b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", False, (False, "status 503")),
+    (b"", True, (False, "disconnected")),
+])
+async def test_http_check_reads_an_answer_that_came_with_the_connect(reply, close, expected):
+    """The server answers (and maybe closes) on accept, before the check's first event
+    is handled: that event already says readable, and no later edge would come."""
+    from hadirector.health import probes
+
+    with socket.socket() as lsock:
+        lsock.bind((LOCAL, 0))
+        lsock.listen(4)
+        held = []
+
+        def serve():
+            conn, _ = lsock.accept()
+            conn.sendall(reply)
+            if close:
+                conn.close()
+            else:
+                held.append(conn)
+
+        t = threading.Thread(target=serve)
+        t.start()
+        got = []
+        check = probes.HttpTarget(LOCAL, lsock.getsockname()[1], HttpProbe(), 2.0, None).start(got.append)
+        t.join(2.0)
+        time.sleep(0.05)                     # blocking: the answer lands before the event
+        try:
+            await wait_until(lambda: got, timeout=2.0 + SLACK)
+        finally:
+            check.cancel()
+            for c in held:
+                c.close()
+    assert [(r.ok, r.detail) for r in got] == [expected]

@@ -14,7 +14,7 @@ from hadirector import model as m
 from hadirector.agent import scaleout as so_mod
 from hadirector.agent.scaleout import ScaleOutComponent
 from hadirector.kernel.fake import FakeIpvs
-from hadirector.ipvs.reconciler import Reconciler
+from hadirector.kernel.reconcile import Reconciler
 from hadirector.kernel.sysctl import SCALE_OUT_SYSCTLS
 from hadirector.ipvs.table import desired_table
 

@@ -9,7 +9,7 @@ import ipaddress
 from hadirector import model as m
 from hadirector.kernel.fake import FakeIpvs
 from hadirector.ipvs.planner import AddDest, AddService, DelDest, EditDest, apply_to_table, plan
-from hadirector.ipvs.reconciler import Reconciler
+from hadirector.kernel.reconcile import Reconciler
 from hadirector.ipvs.table import DestKey, Table, canonical_order, desired_service, desired_table, dest_digest
 
 H = m.HealthState

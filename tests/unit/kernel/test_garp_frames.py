@@ -5,7 +5,7 @@ import ipaddress
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 
-from hadirector.net.garp import arp_frame, na_frame
+from hadirector.kernel.garp import arp_frame, na_frame
 
 MAC = bytes.fromhex("020000aabbcc")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from hadirector.net.icmp import echo_request, parse_echo_reply
+from hadirector.kernel.icmp import echo_request, parse_echo_reply
 from hadirector.vrrp.codec import checksum
 
 

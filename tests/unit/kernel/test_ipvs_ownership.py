@@ -2,7 +2,7 @@
 
 import json
 
-from hadirector.ipvs.ownership import OwnedStore
+from hadirector.kernel.ownership import OwnedStore
 from hadirector.ipvs.table import ServiceKey
 
 KEYS = {ServiceKey.inet("tcp", "10.244.0.100", 80), ServiceKey.mark(6, 9)}

@@ -24,7 +24,7 @@ import structlog
 
 from hadirector.ipvs import planner
 from hadirector.ipvs.backend import IpvsBackend, IpvsError
-from hadirector.ipvs.ownership import OwnedStore
+from hadirector.kernel.ownership import OwnedStore
 from hadirector.ipvs.table import DestEntry, ServiceEntry, ServiceKey, Table
 
 log = structlog.get_logger("hadirector.ipvs")
