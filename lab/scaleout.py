@@ -56,8 +56,11 @@ HOLD_DOWN = 1.0
 def router_config(lab: "ScaleOutLab") -> str:
     peers = "\n".join(f"protocol bgp d{i} from dir {{ neighbor {lab.director_ip(i)} as {lab.director_as(i)}; }}"
                       for i in range(1, lab.directors + lab.joiners + 1))
+    # debug: session and BFD changes in BIRD's log (bird-rt.log), so a director the
+    # router dropped outside an event (a starved guest) shows up in the report.
     return f"""\
 router id {lab.router_ip};
+debug protocols {{ states, events }};
 protocol device {{ }}
 protocol kernel {{
   merge paths on limit 16;
@@ -87,6 +90,10 @@ class ScaleOutLab:
     joiners: int = 0            # directors the router peers with from the start, made by add_director later
     real_servers: int = 0       # DR real servers on br0 (needs IPVS on the directors: the kernel lab)
     client: bool = False        # a client namespace behind the router
+    # SCHED_FIFO priority for every BIRD (chrt -f), or None: in an emulated guest the
+    # agents' Python start-ups starve a nice-0 BIRD past BFD's 300 ms and the router
+    # drops live directors (seen in the kernel lab: BGP "Cease" from BFD-down on join).
+    bird_priority: int | None = None
     birds: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -185,14 +192,18 @@ class ScaleOutLab:
 
     def start_bird(self, ns: str, name: str, config_text: str) -> subprocess.Popen:
         conf = self.workdir / f"bird-{name}.conf"
-        conf.write_text(config_text)
+        log_path = self.workdir / f"bird-{name}.log"
+        # BIRD logs to syslog by default: none in the kernel lab (lines end on the console,
+        # untimed). Its own file keeps session and BFD changes, timed, beside the agents' logs.
+        conf.write_text(f'log "{log_path}" all;\n' + config_text)
         check = sh("bird", "-p", "-c", str(conf), ns=ns, check=False, timeout=20)
         if check.returncode != 0:
             raise RuntimeError(f"bird -p {conf}: {check.stderr.strip() or check.stdout.strip()}")
-        log = open(self.workdir / f"bird-{name}.log", "ab")
-        # -f: foreground, so the Popen is BIRD itself (kill -9 in tests hits it).
+        log = open(log_path, "ab")
+        rt = ["chrt", "-f", str(self.bird_priority)] if self.bird_priority is not None else []
+        # -f: foreground, so the Popen is BIRD itself (kill -9 in tests hits it; chrt execs it).
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "bird", "-f", "-c", str(conf), "-s", str(self.socket(name)),
+            ["ip", "netns", "exec", ns, *rt, "bird", "-f", "-c", str(conf), "-s", str(self.socket(name)),
              "-P", str(self.workdir / f"bird-{name}.pid")], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.birds[name] = proc

@@ -60,6 +60,7 @@ HOLD_DOWN = 2.0
 DRAIN_GRACE = 1.0
 START = 600.0                 # agents + BIRD up, BGP established, hold-down passed (TCG: pairlab allows 600 s too)
 MOVE = 30.0                   # a failure -> the router's FIB (bounded by BGP's hold time 9 s)
+BIRD_PRIORITY = 50            # BIRD's BFD (100 ms x 3) ahead of the agents' Python start-ups in the guest
 SETTLE = 40.0                 # every live connection has answered twice on its new path
 SILENT = ("table inet silent { chain cin { type filter hook input priority -300; policy drop; }; "
           "chain cout { type filter hook output priority -300; policy drop; }; }")
@@ -165,7 +166,7 @@ class ScaleOutRun:
     def __init__(self, workdir: Path, *, connections: int = CONNECTIONS, net: int = 63,
                  tag: str | None = None, out: ProgressLine | None = None) -> None:
         self.lab = ScaleOutLab(tag or f"sl{os.getpid() % 10000}", workdir, directors=3, net=net, joiners=1,
-                               real_servers=3, client=True)
+                               real_servers=3, client=True, bird_priority=BIRD_PRIORITY)
         self.connections = connections
         self.directors: dict[int, Director] = {}
         self.servers = None
