@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -349,6 +350,42 @@ def parse_route_get(text: str, vip) -> list[str | None]:
         if words and words[0] == str(vip):
             hops.append(words[words.index("via") + 1] if "via" in words else None)
     return hops
+
+
+@dataclass(frozen=True)
+class SessionDrop:
+    at: datetime                 # BIRD's log clock (local time, ms)
+    peer: str                    # the router's protocol name: d1, d2 ...
+    reason: str                  # "BFD session down", "Received: Cease", "Connection closed" ...
+
+
+def session_drops(text: str) -> list[SessionDrop]:
+    """Each time an established BGP session of the router went down, from its BIRD log
+    (``debug protocols { states, events }``; lines ``DATE TIME <CLASS> NAME: MESSAGE``):
+    a protocol that was ``up`` changing state to ``stop``; the reason is its last
+    ``BFD session down`` / ``Connection closed`` / ``Received: ...`` / ``Error: ...`` line
+    before that."""
+    drops: list[SessionDrop] = []
+    up: set[str] = set()
+    why: dict[str, str] = {}
+    for line in text.splitlines():
+        words = line.split(" ", 3)
+        if len(words) < 4 or not words[2].startswith("<"):
+            continue
+        name, _, message = words[3].partition(": ")
+        if message in ("BFD session down", "Connection closed") or message.startswith(("Received: ", "Error: ")):
+            why[name] = message
+        elif message == "State changed to up":
+            up.add(name)
+            why.pop(name, None)
+        elif message == "State changed to stop" and name in up:
+            up.discard(name)
+            try:
+                at = datetime.strptime(f"{words[0]} {words[1]}", "%Y-%m-%d %H:%M:%S.%f")
+            except ValueError:
+                continue
+            drops.append(SessionDrop(at, name, why.pop(name, "unknown")))
+    return drops
 
 
 def exec_stop_post(unit: Path = ROOT / "systemd" / "hadirector.service") -> list[str]:

@@ -37,17 +37,19 @@ import collections
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from lab.netns import sh
 from lab.progress import ProgressLine
 from lab.progress import wait_for as _wait_for
-from lab.scaleout import VIP, Director, RouteWatch, ScaleOutLab, exec_stop_post
+from lab.scaleout import VIP, Director, RouteWatch, ScaleOutLab, SessionDrop, exec_stop_post, session_drops
 from lab.scaleout_flows import Flows, FlowState, start_servers
 
 CONNECTIONS = 60
@@ -106,8 +108,30 @@ def spread(route: dict[int, str], names: dict[str, str]) -> dict[str, int]:
     return {name: count.get(name, 0) for name in sorted(names.values())}
 
 
+@dataclass(frozen=True)
+class Window:
+    """When something ran (BIRD's log clock: local wall time) and which director's
+    session the router is expected to drop meanwhile (a silent failure), if any."""
+    name: str
+    start: datetime
+    end: datetime
+    drops: str | None = None
+
+
+def classify_drops(drops: list[SessionDrop], windows: list[Window]) -> list[tuple[SessionDrop, str, bool]]:
+    """Each session drop with what ran when it happened ("between events" if nothing)
+    and whether that was expected: only the silently failed director's, during its
+    failure. Any other means the router dropped a live director."""
+    out = []
+    for drop in drops:
+        w = next((w for w in windows if w.start <= drop.at <= w.end), None)
+        out.append((drop, w.name if w else "between events", w is not None and w.drops == drop.peer))
+    return out
+
+
 def format_report(results: list[EventResult], *, connections: int, digests: dict[str, str],
-                  spreads: list[tuple[str, dict[str, int]]], backends: dict[str, int] | None = None) -> str:
+                  spreads: list[tuple[str, dict[str, int]]], backends: dict[str, int] | None = None,
+                  sessions: list[tuple[SessionDrop, str, bool]] | None = None) -> str:
     same = len(set(digests.values())) == 1
     lines = [
         "hadirector scale-out lab: directors behind a BIRD ECMP router (BFD 100 ms x 3), IPVS DR, "
@@ -134,6 +158,14 @@ def format_report(results: list[EventResult], *, connections: int, digests: dict
               for r in results if r.leaves and r.detection is not None]
     lines += ["", "new-flow spread per director (the router's ECMP hash of each new connection):"]
     lines += [f"    {what}: " + ", ".join(f"{d} {n}" for d, n in counts.items()) for what, counts in spreads]
+    if sessions is not None:
+        unexpected = [d for d, _, ok in sessions if not ok]
+        lines += ["", f"BGP sessions the router dropped (its BIRD log): {len(sessions)}, unexpected: {len(unexpected)}"]
+        lines += [f"    {d.at:%H:%M:%S.%f}"[:-3] + f" {d.peer} ({d.reason}) during {during}"
+                  + ("" if ok else ": UNEXPECTED") for d, during, ok in sessions]
+        if unexpected:
+            lines.append("    a live director dropped: BFD (100 ms x 3) missed 300 ms, the guest was starved; "
+                         "flows moved and timings include it")
     total = sum(len(r.broken) for r in results)
     lines += ["", f"result: {total} established connections broken (goal: 0 while their real server lives)"
               + ("" if same else "; destination lists differ between directors")]
@@ -159,6 +191,42 @@ def ipvs_dests(text: str) -> list[tuple[str, str]]:
 # --- the run ----------------------------------------------------------------------------------
 
 
+class Primed:
+    """A command started ahead and blocked reading its stdin (``nft -f -``), so an event's
+    cause is the input handed to it, not a fork, an exec and a netns switch too: those
+    take up to seconds in an emulated, busy guest and are no part of the fault."""
+
+    def __init__(self, argv: list[str], exe: str, timeout: float = 60.0) -> None:
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        end = time.monotonic() + timeout
+        while not self.waiting(exe):
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.proc.kill()
+                raise RuntimeError(f"{' '.join(argv)}: never waited for its input "
+                                   f"(exit {self.proc.wait()}: {self.proc.stdout.read().strip()})")
+            time.sleep(0.05)
+
+    def waiting(self, exe: str) -> bool:
+        """``exe`` itself (``ip netns exec`` execs it in the same process), asleep in a read."""
+        pid = self.proc.pid
+        try:
+            if os.path.basename(os.readlink(f"/proc/{pid}/exe")) != exe:
+                return False
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            wchan = Path(f"/proc/{pid}/wchan").read_text().strip()
+        except OSError:
+            return False
+        # wchan: pipe_read (6.12), anon_pipe_read (6.18); "0" where it is hidden.
+        return stat.rpartition(")")[2].split()[0] == "S" and ("pipe_read" in wchan or wchan in ("0", ""))
+
+    def fire(self, text: str) -> None:
+        out, _ = self.proc.communicate(text, timeout=60)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.argv)}: exit {self.proc.returncode}: {out.strip()}")
+
+
 class ScaleOutRun:
     """The full lab and its events, in order; each event method returns (and records)
     an ``EventResult``."""
@@ -175,6 +243,7 @@ class ScaleOutRun:
         self.results: list[EventResult] = []
         self.spreads: list[tuple[str, dict[str, int]]] = []
         self.final_digests: dict[str, str] = {}
+        self.windows: list[Window] = []
         self.backends: dict[str, int] = {}
         self.out = out or ProgressLine(prefix="[scale-out] ")
         self.next_port = PORT0
@@ -200,6 +269,7 @@ class ScaleOutRun:
 
     def up(self) -> None:
         lab = self.lab
+        start = datetime.now()
         say(f"lab: router, {lab.directors} directors (+{lab.joiners} to join), {lab.real_servers} real servers, "
             f"a client (namespaces {lab.tag}*)")
         lab.up()
@@ -222,6 +292,7 @@ class ScaleOutRun:
                                                                                          self.names())))
         self.backends = dict(collections.Counter(opened.values()))
         say(f"{len(opened)} connections open, served by {dict(sorted(self.backends.items()))}")
+        self.windows.append(Window("set-up", start, datetime.now()))
 
     def open(self, n: int) -> dict[int, str]:
         opened = self.flows.open(n, self.next_port)
@@ -268,7 +339,7 @@ class ScaleOutRun:
             time.sleep(0.25)
 
     def event(self, name: str, cause: Callable[[], object], want: set[str], *, leaves: bool,
-              note: str = "") -> EventResult:
+              note: str = "", drops: str | None = None) -> EventResult:
         """Run ``cause``; wait until the router's next hops are ``want`` (the detection
         time: from the cause's start to the FIB change as ``ip monitor`` saw it), then
         until every live flow answers on its new path."""
@@ -277,6 +348,7 @@ class ScaleOutRun:
         before = self.flows.status()
         alive = [p for p, s in before.items() if s.broken is None]
         route_before = self.lab.flow_map(alive)
+        start = datetime.now()
         t0 = time.monotonic()
         cause()
         # A director leaving: within BGP's hold time at worst; one joining: agent start-up.
@@ -291,6 +363,7 @@ class ScaleOutRun:
         stall.append(max((s.stall for s in mark.values() if s.broken is None), default=0.0))
         after = self.settle(mark, stall)
         route_after = self.lab.flow_map(alive)
+        self.windows.append(Window(name, start, datetime.now(), drops))
         result = account(name, before, after, route_before, route_after, detection=detection,
                          detection_note=note, stall=max(stall), leaves=leaves)
         self.results.append(result)
@@ -313,6 +386,7 @@ class ScaleOutRun:
         ds = sorted(self.directors)
         say(f"event: every flow through {', '.join(f'd{i}' for i in ds)} alone in turn")
         before = self.flows.status()
+        start = datetime.now()
         stall: list[float] = []
         now = before
         for i in ds:
@@ -321,6 +395,7 @@ class ScaleOutRun:
         self.lab.pin(None)
         after = self.settle(now, stall)
         name = f"same backend through {', '.join(f'd{i}' for i in ds)} alone in turn"
+        self.windows.append(Window(name, start, datetime.now()))
         # Moved: every flow, to each director but the one that carried it before.
         everywhere = {p: "all" for p in before}
         result = account(name, before, after, {p: "one" for p in before}, everywhere, stall=max(stall))
@@ -330,9 +405,10 @@ class ScaleOutRun:
 
     def silent_failure(self, i: int) -> list[EventResult]:
         d = self.directors[i]
+        nft = Primed(["ip", "netns", "exec", d.ns, "nft", "-f", "-"], "nft")
         failed = self.event(f"silent failure of {d.name} (nftables drops everything)",
-                            lambda: sh("nft", "-f", "-", ns=d.ns, input=SILENT), self.hops(without=i),
-                            leaves=True, note="BFD 100 ms x 3")
+                            lambda: nft.fire(SILENT), self.hops(without=i), leaves=True,
+                            note="BFD 100 ms x 3; from the ruleset handed to a running nft", drops=d.name)
         back = self.event(f"{d.name} heard again (rejoins)",
                           lambda: sh("nft", "delete", "table", "inet", "silent", ns=d.ns), self.hops(),
                           leaves=False, note="BGP error wait 2 s, then established")
@@ -396,10 +472,14 @@ class ScaleOutRun:
         self.join(4, new_flows=self.connections)
         return self.results
 
+    def session_drops(self) -> list[tuple[SessionDrop, str, bool]]:
+        log = self.lab.workdir / "bird-rt.log"
+        return classify_drops(session_drops(log.read_text(errors="replace")), self.windows) if log.exists() else []
+
     def report(self) -> str:
         self.final_digests = self.digests()
         return format_report(self.results, connections=self.connections, digests=self.final_digests,
-                             spreads=self.spreads, backends=self.backends)
+                             spreads=self.spreads, backends=self.backends, sessions=self.session_drops())
 
     @property
     def ok(self) -> bool:

@@ -13,8 +13,11 @@ import time
 
 import pytest
 
-from lab.scaleout import RouteWatch, exec_stop_post, parse_route_get
-from lab.scaleout_demo import EventResult, account, format_report, ipvs_dests, spread
+from datetime import datetime
+
+from lab.scaleout import RouteWatch, SessionDrop, exec_stop_post, parse_route_get, session_drops
+from lab.scaleout_demo import (EventResult, Primed, Window, account, classify_drops, format_report, ipvs_dests,
+                               spread)
 from lab.scaleout_flows import Flows, FlowState, Pinger, start_servers
 
 ROUTE_GET = """\
@@ -105,6 +108,62 @@ def test_the_report_has_one_line_per_event_then_detection_and_spread():
     assert "    3 directors, 60 connections: d1 21, d2 19, d3 20" in lines
     assert "identical on d1 d2" in text
     assert lines[-1].startswith("result: 1 established connections broken")
+
+
+# The router's BIRD log (debug protocols { states, events }), from real runs: d3 silenced
+# (BFD), d1 resetting the session (a starved guest), d2's BIRD killed.
+ROUTER_LOG = """\
+2026-12-06 15:34:55.670 <TRACE> d3: BGP session established
+2026-12-06 15:34:55.670 <TRACE> d3: State changed to up
+2026-12-06 15:34:55.700 <TRACE> d1: State changed to up
+2026-12-06 15:34:55.710 <TRACE> d2: State changed to up
+2026-12-06 15:34:57.348 <TRACE> bfd1: Session to 10.61.0.13 changed state from Up to Down
+2026-12-06 15:34:57.348 <TRACE> d3: BFD session down
+2026-12-06 15:34:57.348 <TRACE> d3: State changed to stop
+2026-12-06 15:34:57.348 <TRACE> d3: State changed to down
+2026-12-06 15:34:57.348 <TRACE> d3: State changed to start
+2026-12-06 15:34:57.348 <TRACE> d3: Startup delayed by 2 seconds due to errors
+2026-12-06 15:34:58.001 <RMT> d1: Received: Cease
+2026-12-06 15:34:58.001 <TRACE> d1: State changed to stop
+2026-12-06 15:34:59.253 <TRACE> d2: Connection closed
+2026-12-06 15:34:59.253 <TRACE> d2: State changed to stop
+2026-12-06 15:34:59.924 <TRACE> d3: State changed to up
+2026-12-06 15:35:00.100 <TRACE> d4: State changed to stop
+2026-12-06 15:35:01.000 <ERR> hadirector_bfd: Socket error: Operation not permitted
+"""
+
+
+def test_the_routers_log_gives_each_drop_of_an_established_session_with_its_reason():
+    drops = session_drops(ROUTER_LOG)
+    assert [(d.peer, d.reason) for d in drops] == [("d3", "BFD session down"), ("d1", "Received: Cease"),
+                                                   ("d2", "Connection closed")], "d4 was never up"
+    assert drops[0].at == datetime(2026, 12, 6, 15, 34, 57, 348000)
+
+
+def test_only_the_silenced_directors_drop_during_its_failure_is_expected():
+    def t(second: int) -> datetime:
+        return datetime(2026, 12, 6, 15, 34, second)
+
+    drops = [SessionDrop(t(10), "d3", "BFD session down"), SessionDrop(t(11), "d1", "Received: Cease"),
+             SessionDrop(t(30), "d2", "BFD session down")]
+    windows = [Window("set-up", t(0), t(5)), Window("silent failure of d3", t(9), t(20), drops="d3")]
+    assert classify_drops(drops, windows) == [(drops[0], "silent failure of d3", True),
+                                              (drops[1], "silent failure of d3", False),
+                                              (drops[2], "between events", False)]
+    text = format_report([], connections=60, digests={"d1": "x"}, spreads=[],
+                         sessions=classify_drops(drops, windows))
+    assert "BGP sessions the router dropped (its BIRD log): 3, unexpected: 2" in text
+    assert "    15:34:10.000 d3 (BFD session down) during silent failure of d3" in text.splitlines()
+    assert "    15:34:11.000 d1 (Received: Cease) during silent failure of d3: UNEXPECTED" in text.splitlines()
+
+
+def test_a_primed_command_takes_its_input_when_fired_and_names_its_failure():
+    Primed(["cat"], "cat").fire("a line\n")
+    failing = Primed(["cat", "-", "/nonexistent/x"], "cat")
+    with pytest.raises(RuntimeError, match=r"(?s)exit 1: .*nonexistent/x"):
+        failing.fire("a line\n")
+    with pytest.raises(RuntimeError, match="never waited for its input"):
+        Primed(["cat", "/nonexistent/x"], "cat", timeout=5)
 
 
 # --- the client against real sockets on loopback ---------------------------------------------
