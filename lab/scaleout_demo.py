@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import os
 import shutil
 import signal
@@ -41,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -267,9 +268,21 @@ class ScaleOutRun:
         self.directors[i] = d
         return d
 
-    def up(self) -> None:
-        lab = self.lab
+    @contextlib.contextmanager
+    def window(self, name: str, drops: str | None = None) -> Iterator[None]:
+        """Record when ``name`` ran (for the router's session drops), even if it failed."""
         start = datetime.now()
+        try:
+            yield
+        finally:
+            self.windows.append(Window(name, start, datetime.now(), drops))
+
+    def up(self) -> None:
+        with self.window("set-up"):
+            self._up()
+
+    def _up(self) -> None:
+        lab = self.lab
         say(f"lab: router, {lab.directors} directors (+{lab.joiners} to join), {lab.real_servers} real servers, "
             f"a client (namespaces {lab.tag}*)")
         lab.up()
@@ -292,7 +305,6 @@ class ScaleOutRun:
                                                                                          self.names())))
         self.backends = dict(collections.Counter(opened.values()))
         say(f"{len(opened)} connections open, served by {dict(sorted(self.backends.items()))}")
-        self.windows.append(Window("set-up", start, datetime.now()))
 
     def open(self, n: int) -> dict[int, str]:
         opened = self.flows.open(n, self.next_port)
@@ -340,6 +352,11 @@ class ScaleOutRun:
 
     def event(self, name: str, cause: Callable[[], object], want: set[str], *, leaves: bool,
               note: str = "", drops: str | None = None) -> EventResult:
+        with self.window(name, drops):
+            return self._event(name, cause, want, leaves=leaves, note=note)
+
+    def _event(self, name: str, cause: Callable[[], object], want: set[str], *, leaves: bool,
+               note: str) -> EventResult:
         """Run ``cause``; wait until the router's next hops are ``want`` (the detection
         time: from the cause's start to the FIB change as ``ip monitor`` saw it), then
         until every live flow answers on its new path."""
@@ -348,7 +365,6 @@ class ScaleOutRun:
         before = self.flows.status()
         alive = [p for p, s in before.items() if s.broken is None]
         route_before = self.lab.flow_map(alive)
-        start = datetime.now()
         t0 = time.monotonic()
         cause()
         # A director leaving: within BGP's hold time at worst; one joining: agent start-up.
@@ -363,7 +379,6 @@ class ScaleOutRun:
         stall.append(max((s.stall for s in mark.values() if s.broken is None), default=0.0))
         after = self.settle(mark, stall)
         route_after = self.lab.flow_map(alive)
-        self.windows.append(Window(name, start, datetime.now(), drops))
         result = account(name, before, after, route_before, route_after, detection=detection,
                          detection_note=note, stall=max(stall), leaves=leaves)
         self.results.append(result)
@@ -385,17 +400,16 @@ class ScaleOutRun:
         server must answer it through each (mh in one canonical order everywhere)."""
         ds = sorted(self.directors)
         say(f"event: every flow through {', '.join(f'd{i}' for i in ds)} alone in turn")
+        name = f"same backend through {', '.join(f'd{i}' for i in ds)} alone in turn"
         before = self.flows.status()
-        start = datetime.now()
         stall: list[float] = []
         now = before
-        for i in ds:
-            self.lab.pin(i)
-            now = self.settle(now, stall)
-        self.lab.pin(None)
-        after = self.settle(now, stall)
-        name = f"same backend through {', '.join(f'd{i}' for i in ds)} alone in turn"
-        self.windows.append(Window(name, start, datetime.now()))
+        with self.window(name):
+            for i in ds:
+                self.lab.pin(i)
+                now = self.settle(now, stall)
+            self.lab.pin(None)
+            after = self.settle(now, stall)
         # Moved: every flow, to each director but the one that carried it before.
         everywhere = {p: "all" for p in before}
         result = account(name, before, after, {p: "one" for p in before}, everywhere, stall=max(stall))
