@@ -26,7 +26,10 @@ each per second throughout; then, one after another:
 Per event: established connections broken (out of those alive before it; every real
 server stays alive, so the goal is 0), flows the router moved, the time from the cause
 until the router's FIB has the new set of directors (for a failure: until traffic leaves
-the failed director), and the longest stall of a line. Exit 0 only if nothing broke.
+the failed director), and the longest stall of a line. Then every BGP session the router
+dropped (its BIRD log): only the silenced director's is expected; any other means BFD's
+300 ms was missed because the emulated guest was starved (a loaded host), and the run's
+flow moves and timings include that. Exit 0 only if nothing broke.
 Needs a kernel with IPVS (netns-lab/demo boots the kernel lab when this one has none).
 """
 
