@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from lab import ROOT, faults, lan, pairlab
+from lab import ROOT, faults, lan, pairlab, stallwatch
 from lab import invariants as inv
 
 LAB_DIR = ROOT / "lab"
@@ -642,6 +642,8 @@ def run_inside(a: argparse.Namespace) -> int:
         tmp.replace(out_json)
 
     say(f"seed {a.seed}: {a.faults} faults, mode {a.mode}: " + "; ".join(f.label() for f in seq))
+    # Two soaks' guests stopped printing mid-fault: keep a record of what it was doing.
+    stall = stallwatch.StallWatch(out_dir / "stallwatch.txt").start()
     for impl in a.impls:
         # Its own prefix: its own state and pid directories, and configs under the
         # results directory, which bad_reload needs (it never rewrites etc/lab).
@@ -663,6 +665,7 @@ def run_inside(a: argparse.Namespace) -> int:
                 faults.heal_all(lab)
             lab.down()
             save()
+    stall.stop()
     doc["finished"] = True
     doc["ended"] = time.time()
     save()
