@@ -379,7 +379,7 @@ def second_agent(lab: pairlab.Lab, name: str) -> SecondAgent:
     state_dir (as an operator's slip would: a second unit, a test run by hand)."""
     import re
     d = _director(lab, name)
-    text = re.sub(r"(?m)^(\s*state_dir:)\s*\S+", rf"\g<1> {lab.results / (name + '-second')}",
+    text = re.sub(r"(?m)^(\s*state_dir:)\s*\S+", rf"\g<1> {lab.state_base / (name + '-second')}",
                   d.config.read_text())
     cfg = lab.results / f"{name}-second.yaml"
     cfg.write_text(text)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,15 @@ class Lab:
         say(what)
         return rec
 
+    @property
+    def state_base(self) -> Path:
+        """Where this run's agents keep their state: local to the machine, never the
+        results directory. In the kernel lab that is a 9p share, and the 6.12 guest's
+        9p read of a state.json that the agent replaced meanwhile (rename) can retry
+        forever (netfs_retry_reads, seen spinning in two soaks); a unix socket cannot
+        live there either (the control socket failed with ENXIO)."""
+        return Path("/run/hadirector-lab") / self.prefix
+
     def config_for(self, name: str) -> Path:
         if self.director == "hadirector":
             path = ROOT / "etc" / "lab" / self.mode / f"{name}.yaml"
@@ -202,14 +212,13 @@ class Lab:
         if self.advert_interval is None and not own_dirs:
             return path
         # The same node config with another advert interval, or (a run with its own
-        # namespace prefix, which may run beside another) its state under the results
-        # directory, written beside the logs.
+        # namespace prefix, which may run beside another) its own state directory.
         text = path.read_text()
         if self.director == "hadirector":
             if self.advert_interval is not None:
                 text = re.sub(r"(?m)^(\s*advert_interval:).*$", rf"\g<1> {self.advert_interval}", text)
             if own_dirs:
-                text = re.sub(r"(?m)^(\s*state_dir:)\s*\S+", rf"\g<1> {self.results / name}", text)
+                text = re.sub(r"(?m)^(\s*state_dir:)\s*\S+", rf"\g<1> {self.state_base / name}", text)
         elif self.advert_interval is not None:
             text = re.sub(r"(?m)^(\s*advert_int)\s+\S+", rf"\g<1> {self.advert_interval}", text)
         out = self.results / f"{name}-{self.advert_interval or 'cfg'}{path.suffix}"
@@ -259,6 +268,12 @@ class Lab:
                 p.kill()
                 p.wait(timeout=5)
         lan.down(quiet=True, prefix=self.prefix)
+        if self.prefix != lan.PREFIX:
+            # The agents' last state.json beside their logs, then their private state gone.
+            for d in self.directors:
+                with contextlib.suppress(OSError):
+                    shutil.copyfile(self.state_base / d.name / "state.json", self.results / f"{d.name}-state.json")
+            shutil.rmtree(self.state_base, ignore_errors=True)
 
     def master(self) -> str | None:
         holders = [d.name for d in self.directors if d.holds_vip()]
