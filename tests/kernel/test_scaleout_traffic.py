@@ -118,6 +118,24 @@ def test_negative_control_sloppy_tcp_off_breaks_moved_connections(lab):
     lab.program("mh")
 
 
+def open_through(lab, client, director: int, n: int, port0: int) -> dict:
+    """n connections opened through one director; none may fail to open."""
+    lab.route_via(DIRECTORS[director])
+    opened = client.open(n, port0)
+    assert all(not name.startswith("broken") for name in opened.values()), \
+        [(p, name) for p, name in opened.items() if name.startswith("broken")][:10]
+    return opened
+
+
+def carried_by(lab, client, opened: dict, director: int, among) -> tuple[list, list]:
+    """Route every flow through ``director``: the connections among ``among`` that broke,
+    and those the kernel's entries sent to another real server (ipvsadm -Lnc)."""
+    lab.route_via(DIRECTORS[director])
+    answers = client.ping()
+    return (broken(opened, answers, among=among),
+            movers(opened, lab.chosen(director), lab.address_of, among))
+
+
 def test_destinations_in_another_order_on_one_director_break_moved_connections_the_canonical_order_keeps(lab):
     """d1 and d2 programmed by the product (canonical order); d3 by hand in the config's
     order, as a tool that adds real servers as listed would. MANY connections opened
@@ -128,15 +146,8 @@ def test_destinations_in_another_order_on_one_director_break_moved_connections_t
     assert digests[d1] == digests[d2] != shuffled, (digests, shuffled)   # status shows the drift
     client = lab.client()
     try:
-        lab.route_via(DIRECTORS[d1])
-        opened = client.open(MANY, 46000)
-        assert all(not name.startswith("broken") for name in opened.values()), \
-            [(p, n) for p, n in opened.items() if n.startswith("broken")][:10]
-        results = {}
-        for d in (d2, d3):
-            lab.route_via(DIRECTORS[d])
-            answers = client.ping()
-            results[d] = (broken(opened, answers, among=opened), movers(opened, lab.chosen(d), lab.address_of, opened))
+        opened = open_through(lab, client, d1, MANY, 46000)
+        results = {d: carried_by(lab, client, opened, d, among=opened) for d in (d2, d3)}
     finally:
         client.close()
     (lost2, moved2), (lost3, moved3) = results[d2], results[d3]
@@ -161,10 +172,7 @@ def test_a_failed_real_server_at_weight_0_breaks_no_moved_connection_to_a_live_o
     lab.program("mh")
     client = lab.client()
     try:
-        lab.route_via(DIRECTORS[d1])
-        opened = client.open(MANY, 50000)
-        assert all(not name.startswith("broken") for name in opened.values()), \
-            [(p, n) for p, n in opened.items() if n.startswith("broken")][:10]
+        opened = open_through(lab, client, d1, MANY, 50000)
         live = [p for p, name in opened.items() if name != dead_name]
         lab.stop_server(dead)
         rs1 = lab.address_of[dead_name]
@@ -177,16 +185,10 @@ def test_a_failed_real_server_at_weight_0_breaks_no_moved_connection_to_a_live_o
         for d in range(3):       # -> ADDRESS:PORT Forward Weight ActiveConn InActConn
             line = next(x for x in lab.ipvsadm(d, "-Ln").splitlines() if f"{rs1}:80" in x)
             assert line.split()[2:4] == ["Route", "0"], line
-        lab.route_via(DIRECTORS[d2])
-        answers = client.ping()
-        lost2 = broken(opened, answers, among=live)
-        moved2 = movers(opened, lab.chosen(d2), lab.address_of, live)
+        lost2, moved2 = carried_by(lab, client, opened, d2, among=live)
         for d in range(3):
             lab.ipvsadm(d, "-d", "-t", f"{VIP}:80", "-r", f"{rs1}:80")
-        lab.route_via(DIRECTORS[d3])
-        answers = client.ping()
-        lost3 = broken(opened, answers, among=live)
-        moved3 = movers(opened, lab.chosen(d3), lab.address_of, live)
+        lost3, moved3 = carried_by(lab, client, opened, d3, among=live)
     finally:
         client.close()
         lab.start_server(dead)
