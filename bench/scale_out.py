@@ -46,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hadirector.api.cli import control_request
@@ -195,6 +196,161 @@ def table(results: dict[str, list[float]]) -> str:
     for name, values in results.items():
         lines.append(f"| {name} | {len(values)} | {min(values):.0f} | {statistics.median(values):.0f} | "
                      f"{max(values):.0f} |")
+    return "\n".join(lines)
+
+
+# --- one table per event (pure): N active directors beside an active/standby pair ------------
+
+# Goals from issue 14.
+GOAL_BROKEN = 0            # established connections broken while their real server lives
+GOAL_SILENT = 0.400        # s: a silent director out of the router's FIB (BFD 100 ms x 3)
+GOAL_DRAIN = 0.050         # s: a graceful drain (withdraw) reaches the router
+GOAL_SPREAD = 20.0         # %: each director's share of new flows within +-20 % of 1/N
+GOALS = (f"{GOAL_BROKEN} established connections broken while their real server lives; a silent director "
+         f"out of the router's FIB in <= {GOAL_SILENT * 1000:.0f} ms (BFD); a graceful drain at the router "
+         f"in <= {GOAL_DRAIN * 1000:.0f} ms; each director within +-{GOAL_SPREAD:.0f} % of 1/N of new flows")
+
+# What an event is, for its goals: a director lost without a word ("silent"; the pair's
+# master killed is one too), one that withdraws first ("drain"), and the rest, whose
+# only goals are 0 broken and the spread. "control" rows break by design.
+TIME_GOALS = {"silent": GOAL_SILENT, "pair-kill": GOAL_SILENT, "drain": GOAL_DRAIN}
+JOINING = ("join", "rejoin")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One event's line: established connections broken, the time until traffic left
+    the failed director (for a join: until the router sent it flows), and how the
+    router spreads new flows over the directors it has afterwards."""
+    event: str
+    kind: str                        # silent, drain, kill, join, rejoin, same, backend, control, pair-kill
+    established: int | None
+    broken: int | None
+    leaves: float | None             # s
+    spread: dict[str, int] = field(default_factory=dict)   # new flows per active director
+    note: str = ""                   # beside the time
+
+
+def fmt_s(seconds: float | None) -> str:
+    """A time as a table shows it: ms below 1 s, else seconds (0.01 s below 10 s)."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def deviation(spread: dict[str, int]) -> float | None:
+    """The largest distance of one director's share of new flows from 1/N, in % of
+    1/N (0.1 % steps); None without flows."""
+    total = sum(spread.values())
+    if not spread or total == 0:
+        return None
+    n = len(spread)
+    return round(max(abs(count * n / total - 1) for count in spread.values()) * 100, 1)
+
+
+def judge(row: Row) -> tuple[bool | None, str]:
+    """Whether ``row`` meets the goals that apply to its kind, and what it misses;
+    None for a negative control."""
+    if row.kind == "control":
+        return None, "negative control (breaks by design)"
+    misses = []
+    if row.broken is not None and row.broken > GOAL_BROKEN:
+        misses.append(f"{row.broken} broken")
+    limit = TIME_GOALS.get(row.kind)
+    if limit is not None:
+        if row.leaves is None:
+            misses.append("not timed")
+        elif row.leaves > limit:
+            misses.append(f"{fmt_s(row.leaves)} > {fmt_s(limit)}")
+    if len(row.spread) >= 2:
+        dev = deviation(row.spread)
+        if dev is None:
+            misses.append("no new flows counted")
+        elif dev > GOAL_SPREAD:
+            misses.append(f"spread {dev:g} % > {GOAL_SPREAD:g} %")
+    return not misses, "yes" if not misses else "no: " + ", ".join(misses)
+
+
+def rows_from_events(lab: dict) -> list[Row]:
+    """The scale-out lab's events (``kernel_lab_inside``'s ``scale_out``) as rows."""
+    rows = []
+    for e in lab["events"]:
+        kind = lab["kinds"].get(e["event"], "other")
+        note = f"stall {fmt_s(e['stall'])}" if e.get("leaves") and e.get("stall") else ""
+        rows.append(Row(e["event"], kind, e["established"], len(e["broken"]), e.get("detection"),
+                        dict(lab["new_flow_spreads"].get(e["event"], {})), note))
+    return rows
+
+
+def rows_from_backend(rows: list[dict]) -> list[Row]:
+    """``backend_fails``'s rows: weight 0 is hadirector's way, deleting the control."""
+    out = []
+    for r in rows:
+        control = not r["how"].startswith("weight")
+        out.append(Row(f"a backend fails while flows move (rs1 dies, the edge director leaves), taken out by "
+                       f"{r['how']}: {r['moved_live']} live flows moved", "control" if control else "backend",
+                       r["live"], r["broken_live"], None,
+                       {f"d{i}": n for i, n in enumerate(r["spread"], 1)}))
+    return out
+
+
+def rows_from_pair(doc: dict) -> list[Row]:
+    """bench/pair_failover's kill -9 records (one row per implementation and advert
+    interval): the long-lived connections lost at the failover, and the takeover (stop
+    -> the standby's first advert: until then the killed master's kernel still has the
+    VIP, so traffic leaves it then), with the client's service gap beside it."""
+    keys: list[tuple] = []
+    for r in doc.get("records", []):
+        k = (r["impl"], r["advert"])
+        if r["stop"] == "kill" and k not in keys:
+            keys.append(k)
+    out = []
+    for impl, advert in keys:
+        rs = [r for r in doc["records"] if (r["impl"], r["advert"], r["stop"]) == (impl, advert, "kill")]
+        opened = sum(r["failover"]["long_opened"] for r in rs)
+        survived = sum(r["failover"]["long_survived"] for r in rs)
+        takeovers = [r["takeover_s"] for r in rs if r.get("takeover_s") is not None]
+        gaps = [r["failover"]["max_gap"] for r in rs]
+        note = "; ".join(filter(None, [f"max {fmt_s(max(takeovers))}" if takeovers else "",
+                                       f"service gap median {fmt_s(statistics.median(gaps))}" if gaps else ""]))
+        out.append(Row(f"{impl} pair (active/standby, DR, sync daemon): master killed (kill -9), advert "
+                       f"{advert:g} s, {len(rs)} runs", "pair-kill", opened, max(0, opened - survived),
+                       statistics.median(takeovers) if takeovers else None, {}, note))
+    return out
+
+
+def _time_cell(row: Row) -> str:
+    if row.leaves is None:
+        return "-"
+    text = fmt_s(row.leaves)
+    if row.kind in JOINING:
+        text = f"joins after {text}"
+    elif row.kind == "pair-kill":
+        text = f"takeover median {text}"
+    return text + (f" ({row.note})" if row.note else "")
+
+
+def _spread_cell(row: Row) -> str:
+    if row.kind == "pair-kill":
+        return "1 active director (the standby takes none)"
+    if not row.spread:
+        return "-"
+    dev = deviation(row.spread)
+    cells = ", ".join(f"{d} {n}" for d, n in row.spread.items())
+    return cells + ("" if dev is None else f" (max {dev:g} % off 1/{len(row.spread)})")
+
+
+def event_table(groups: list[tuple[str, list[Row]]]) -> str:
+    """One markdown table, a heading row per group."""
+    lines = ["| event | broken of established | time until traffic leaves | new-flow spread per director "
+             "(max deviation from 1/N) | goal met? |", "|---|---|---|---|---|"]
+    for title, rows in groups:
+        lines.append(f"| **{title}** | | | | |")
+        for r in rows:
+            broken = "-" if r.broken is None else f"{r.broken} of {r.established}"
+            lines.append(f"| {r.event} | {broken} | {_time_cell(r)} | {_spread_cell(r)} | {judge(r)[1]} |")
     return "\n".join(lines)
 
 
