@@ -4,10 +4,13 @@ scale-out lab's events, the backend event and bench/pair_failover's keepalived p
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from bench.scale_out import (Row, deviation, event_table, judge, rows_from_backend, rows_from_events,
-                             rows_from_pair)
+from bench.scale_out import (GOALS, SPREAD_PORT0, Row, SpreadRun, deviation, event_table, full_report, judge, parse,
+                             rows_from_backend, rows_from_events, rows_from_pair)
+from lab.scaleout_demo import PORT0, EventResult, ScaleOutRun
 
 # The demo report of a quiet machine (60 long-lived connections), as kernel_lab_inside
 # records it; the spreads are the report's (3 directors: 16/20/24, 4: 17/13/15/15).
@@ -130,12 +133,96 @@ def test_the_table_reads_n_active_directors_beside_an_active_standby_pair():
     assert "| **3-4 active directors** | | | | |" in lines
     assert ("| silent failure of d3 (nftables drops everything) | 0 of 60 | 679 ms (stall 430 ms) | d1 31, d2 29 "
             "(max 3.3 % off 1/2) | no: 679 ms > 400 ms |") in lines
-    assert "| clean stop of d1 (SIGTERM) | 0 of 60 | 35 ms (stall 100 ms) | d1 31, d2 29 (max 3.3 % off 1/2) | yes |" in lines
-    assert "| d3 heard again (rejoins) | 0 of 60 | joins after 1.71 s | d1 16, d2 20, d3 24 (max 20 % off 1/3) | yes |" \
-        in lines
+    assert ("| clean stop of d1 (SIGTERM) | 0 of 60 | 35 ms (stall 100 ms) | d1 31, d2 29 (max 3.3 % off 1/2) "
+            "| yes |") in lines
+    assert ("| d3 heard again (rejoins) | 0 of 60 | joins after 1.71 s | d1 16, d2 20, d3 24 (max 20 % off 1/3) "
+            "| yes |") in lines
     assert ("| d4 joins (a 4th director) | 0 of 60 | joins after 16.3 s | d1 17, d2 13, d3 15, d4 15 "
             "(max 13.3 % off 1/4) | yes |") in lines
     assert ("| same backend through d1, d2, d3 alone in turn | 0 of 60 | - | d1 16, d2 20, d3 24 (max 20 % off 1/3) "
             "| yes |") in lines
     assert lines[-1].endswith("| 0 of 10 | takeover median 3.70 s (max 3.70 s; service gap median 1.20 s) | "
                               "1 active director (the standby takes none) | no: 3.70 s > 400 ms |")
+
+
+# --- the kernel-lab part's glue and the one printout -------------------------------------------
+
+
+def test_after_each_event_the_new_flows_are_counted_over_the_directors_the_router_then_has(tmp_path, monkeypatch):
+    run = SpreadRun(tmp_path, new_flows=6)
+    run.directors = {i: SimpleNamespace(ip=f"10.63.0.1{i}", name=f"d{i}") for i in (1, 2, 3)}
+    asked: list[list[int]] = []
+
+    def flow_map(ports):
+        asked.append(list(ports))
+        return {p: ("10.63.0.11", "10.63.0.12")[p % 2] for p in asked[-1]}
+
+    monkeypatch.setattr(run.lab, "flow_map", flow_map)
+    monkeypatch.setattr(run, "announced", lambda: {"10.63.0.11", "10.63.0.12"})
+    failed = EventResult("silent failure of d3", 60, {}, 20, 0.3, leaves=True)
+    back = EventResult("d3 heard again (rejoins)", 60, {}, 20, 1.7)
+
+    def silent_failure(self, i):
+        assert i == 3
+        return [self.event(failed.event, None, set(), leaves=True), self.event(back.event, None, set(), leaves=False)]
+
+    monkeypatch.setattr(ScaleOutRun, "event", lambda self, name, *a, **kw: failed if name == failed.event else back)
+    monkeypatch.setattr(ScaleOutRun, "silent_failure", silent_failure)
+    assert run.silent_failure(3) == [failed, back]
+    assert asked[0] == list(range(SPREAD_PORT0, SPREAD_PORT0 + 6)) and SPREAD_PORT0 + 6 <= PORT0
+    assert run.new_spreads == {failed.event: {"d1": 3, "d2": 3}, back.event: {"d1": 3, "d2": 3}}, \
+        "d3 is not announced: it is no director of these new flows"
+    assert run.kinds == {failed.event: "silent", back.event: "rejoin"}
+    with pytest.raises(ValueError, match="new flows: 20001"):
+        SpreadRun(tmp_path, new_flows=20001)
+
+
+def test_one_printout_puts_every_table_under_one_header_with_commit_load_and_goals():
+    doc = {"commit": "36cc2d9", "started": 1796659200.0, "ended": 1796659200.0 + 25 * 60, "cpus": 2,
+           "load_start": [0.5, 0.4, 0.3], "load_end": [1.25, 1.0, 0.75],
+           "host": {"drain (control socket)": [5.0, 6.0, 11.0], "agent SIGTERM (withdraw first)": [4.0, 5.0, 30.0],
+                    "silent director (nftables drop), BFD 100 ms x 3": [227.0, 266.0, 412.0]},
+           "anchor": [{"event": "edge director of 3 drained (next hop 3 of 3)", "connections": 150, "broken": 68,
+                       "on_it": 42, "broken_survivors": 26, "spread": [42, 49, 59]}],
+           "kernel_lab": {"scale_out": dict(LAB, connections=60, new_flows=600,
+                                            unexpected_session_drops=["15:34:58.001 d1 (Received: Cease) during x"]),
+                          "backend": [{"how": "weight 0 (hadirector)", "connections": 3000, "opened": 3000,
+                                       "live": 2014, "moved_live": 990, "broken_live": 0, "with_rs1": 986,
+                                       "spread": [996, 1035, 969]}],
+                          "pair": {"records": [pair_record(3.7)]}, "errors": ["pair: boom"], "finished": True},
+           "errors": []}
+    text = full_report(doc)
+    lines = text.splitlines()
+    assert lines[0] == "hadirector scale-out benchmark (issue 14): commit 36cc2d9, 2026-12-07 16:00 UTC, 25 min"
+    assert lines[1] == "machine: 2 CPUs; load average (1, 5, 15 min) at start 0.50 0.40 0.30, at end 1.25 1.00 0.75"
+    assert lines[2] == f"goals: {GOALS}"
+    assert text.count("| event | broken of established |") == 1, "one per-event table"
+    assert "a backend fails while flows move (rs1 dies" in text and "keepalived pair (active/standby" in text
+    assert "goal: drain (control socket): slowest of 3 11 ms <= 50 ms: met" in lines
+    assert "goal: silent director (nftables drop), BFD 100 ms x 3: slowest of 3 412 ms <= 400 ms: NOT met" in lines
+    assert "goal: agent SIGTERM (withdraw first): slowest of 3 30 ms <= 50 ms: met" in lines
+    assert "| edge director of 3 drained (next hop 3 of 3) | 68 of 150 | 42 | 26 | 42 / 49 / 59 |" in lines
+    assert "ERROR (kernel lab) pair: boom" in lines
+    assert any(line.startswith("BGP sessions of live directors the router dropped: 1") for line in lines)
+    assert [line for line in lines if line.startswith("## ")] == [
+        "## Per event: N active directors beside an active/standby pair (kernel lab: QEMU TCG, so times are an "
+        "emulated guest's; the host's are in the control-plane table)",
+        "## Control plane on this host (host namespaces, real BIRD and agents, fake IPVS): from the cause to the "
+        "router's FIB without the director",
+        "## The naive anchor: directors that terminate TCP themselves behind the same router",
+        "## A backend fails while flows move: details"]
+
+
+def test_a_partial_run_says_so_and_keeps_what_it_has():
+    text = full_report({"commit": "x", "started": 0.0, "kernel_lab": {"scale_out": None, "errors": [],
+                                                                       "finished": False},
+                        "errors": ["host: RuntimeError: lab"]})
+    assert "(did not finish)" in text.splitlines()[0]
+    assert "the kernel-lab part did not finish: partial results" in text
+    assert "ERROR host: RuntimeError: lab" in text
+
+
+def test_the_options_refuse_new_flows_that_would_reach_the_long_lived_ports():
+    assert parse(["--kernel-lab"]).new_flows == 600
+    with pytest.raises(SystemExit):
+        parse(["--kernel-lab", "--new-flows", "20001"])
