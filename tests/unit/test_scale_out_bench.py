@@ -4,10 +4,12 @@ scale-out lab's events, the backend event and bench/pair_failover's keepalived p
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
 
+import bench.scale_out as so
 from bench.scale_out import (GOALS, SPREAD_PORT0, Row, SpreadRun, deviation, event_table, full_report, judge, parse,
                              rows_from_backend, rows_from_events, rows_from_pair)
 from lab.scaleout_demo import PORT0, EventResult, ScaleOutRun
@@ -226,3 +228,46 @@ def test_the_options_refuse_new_flows_that_would_reach_the_long_lived_ports():
     assert parse(["--kernel-lab"]).new_flows == 600
     with pytest.raises(SystemExit):
         parse(["--kernel-lab", "--new-flows", "20001"])
+
+
+def test_a_kernel_lab_part_that_fails_is_recorded_and_the_next_part_runs(tmp_path, monkeypatch):
+    ran = []
+
+    def events(out, connections, new_flows):
+        ran.append(("scale_out", connections, new_flows))
+        return dict(LAB, connections=connections, new_flows=new_flows, unexpected_session_drops=[],
+                    error="TimeoutError: connections [40001] answered no line for 40 s")
+
+    def backend(connections):
+        ran.append(("backend", connections))
+        raise RuntimeError("no IPVS")
+
+    monkeypatch.setattr(so, "scale_out_events", events)
+    monkeypatch.setattr(so, "backend_fails", backend)
+    monkeypatch.setattr(so, "pair_run", lambda out, cycles, adverts, commit: ran.append(("pair", cycles, adverts,
+                                                                                         commit)) or {"records": []})
+    a = parse(["--kernel-lab-inside", "--out", str(tmp_path), "--pair-cycles", "2", "--commit", "abc1234"])
+    assert so.kernel_lab_inside(a) == 0
+    assert ran == [("scale_out", 60, 600), ("backend", 3000), ("pair", 2, "1", "abc1234")]
+    doc = json.loads((tmp_path / so.LAB_JSON).read_text())
+    assert doc["finished"] and doc["commit"] == "abc1234" and doc["backend"] is None and doc["pair"] == {"records": []}
+    assert doc["errors"] == ["scale_out: the lab stopped early: TimeoutError: connections [40001] answered no line "
+                             "for 40 s", "backend: RuntimeError: no IPVS"]
+    assert "| agent kill -9 on d2 | 0 of 60 |" in full_report({"commit": "x", "started": 0.0, "kernel_lab": doc})
+
+
+def test_one_run_writes_the_json_and_prints_every_part_even_after_a_failed_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(so, "run", lambda runs: {"drain (control socket)": [5.0] * runs})
+    monkeypatch.setattr(so, "anchor", lambda connections: (_ for _ in ()).throw(RuntimeError("no BIRD")))
+    monkeypatch.setattr(so, "kernel_lab", lambda a, out, commit: {"scale_out": dict(LAB, connections=60,
+                                                                                   new_flows=600),
+                                                                   "errors": [], "finished": True})
+    assert so.one_run(parse(["--kernel-lab", "--runs", "2", "--out", str(tmp_path)])) == 1
+    doc = json.loads((tmp_path / "scale_out.json").read_text())
+    assert doc["host"] == {"drain (control socket)": [5.0, 5.0]} and doc["errors"] == ["anchor: RuntimeError: no BIRD"]
+    assert len(doc["load_start"]) == 3 and len(doc["load_end"]) == 3 and doc["ended"] >= doc["started"]
+    printed = capsys.readouterr().out
+    assert "hadirector scale-out benchmark (issue 14): commit " in printed
+    assert "| d4 joins (a 4th director) | 0 of 60 |" in printed and "ERROR anchor: RuntimeError: no BIRD" in printed
+    assert so.main(["--table", str(tmp_path / "scale_out.json")]) == 0
+    assert capsys.readouterr().out == full_report(doc) + "\n"
