@@ -225,7 +225,7 @@ def test_a_partial_run_says_so_and_keeps_what_it_has():
 
 
 def test_the_options_refuse_new_flows_that_would_reach_the_long_lived_ports():
-    assert parse(["--kernel-lab"]).new_flows == 600
+    assert parse(["--kernel-lab"]).new_flows == 1200
     with pytest.raises(SystemExit):
         parse(["--kernel-lab", "--new-flows", "20001"])
 
@@ -248,7 +248,7 @@ def test_a_kernel_lab_part_that_fails_is_recorded_and_the_next_part_runs(tmp_pat
                                                                                          commit)) or {"records": []})
     a = parse(["--kernel-lab-inside", "--out", str(tmp_path), "--pair-cycles", "2", "--commit", "abc1234"])
     assert so.kernel_lab_inside(a) == 0
-    assert ran == [("scale_out", 60, 600), ("backend", 3000), ("pair", 2, "1", "abc1234")]
+    assert ran == [("scale_out", 60, 1200), ("backend", 3000), ("pair", 2, "1", "abc1234")]
     doc = json.loads((tmp_path / so.LAB_JSON).read_text())
     assert doc["finished"] and doc["commit"] == "abc1234" and doc["backend"] is None and doc["pair"] == {"records": []}
     assert doc["errors"] == ["scale_out: the lab stopped early: TimeoutError: connections [40001] answered no line "
