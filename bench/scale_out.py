@@ -684,19 +684,23 @@ def full_report(doc: dict) -> str:
             groups.append(("a backend fails while flows move (lab/scaleout_ipvs.py, 3 directors, static ECMP); "
                            "spread of the connections opened", rows_from_backend(lab["backend"])))
         if lab.get("pair"):
-            groups.append(("keepalived active/standby pair (bench/pair_failover, DR, sync daemon, one client "
-                           "with 10 long-lived connections a run)", rows_from_pair(lab["pair"])))
-        lines.append(event_table(groups))
+            longs = lab["pair"].get("args", {}).get("longs", "?")
+            groups.append((f"keepalived active/standby pair (bench/pair_failover, DR, sync daemon, one client "
+                           f"with {longs} long-lived connections a run)", rows_from_pair(lab["pair"])))
+        notes = [f"time of {e['event']}: {e['detection_note']}" for e in (so or {}).get("events", [])
+                 if e.get("detection_note")]
         drops = (so or {}).get("unexpected_session_drops") or []
         if drops:
-            lines.append(f"BGP sessions of live directors the router dropped: {len(drops)} (a starved guest: BFD "
+            notes.append(f"BGP sessions of live directors the router dropped: {len(drops)} (a starved guest: BFD "
                          f"missed 300 ms; the moves and times include it): " + "; ".join(drops))
-        lines += [f"ERROR (kernel lab) {e}" for e in lab.get("errors", [])]
+        notes += [f"ERROR (kernel lab) {e}" for e in lab.get("errors", [])]
         if not lab.get("finished"):
-            lines.append("the kernel-lab part did not finish: partial results")
+            notes.append("the kernel-lab part did not finish: partial results")
+        # A blank line first: a line right under a markdown table would read as one of its rows.
+        lines += [event_table(groups), *([""] + notes if notes else [])]
     if doc.get("host"):
         lines += ["", "## Control plane on this host (host namespaces, real BIRD and agents, fake IPVS): from the "
-                      "cause to the router's FIB without the director", "", table(doc["host"])]
+                      "cause to the router's FIB without the director", "", table(doc["host"]), ""]
         lines += host_goals(doc["host"])
     if doc.get("anchor"):
         lines += ["", "## The naive anchor: directors that terminate TCP themselves behind the same router", "",

@@ -1,6 +1,10 @@
 """bench/scale_out.py's per-event table on recorded data: the new-flow spread and its
 deviation from 1/N, the goals of issue 14 per kind of event, the rows from the
-scale-out lab's events, the backend event and bench/pair_failover's keepalived pair."""
+scale-out lab's events, the backend event and bench/pair_failover's keepalived pair;
+and the glue of ``--kernel-lab`` with its labs replaced (the labs themselves run only in
+the bench and in tests/kernel/test_scaleout_lab.py): the spread taken after each event
+over the directors the router then has, a failed part recorded while the next runs,
+one JSON and one printout."""
 
 from __future__ import annotations
 
@@ -186,12 +190,15 @@ def test_one_printout_puts_every_table_under_one_header_with_commit_load_and_goa
                     "silent director (nftables drop), BFD 100 ms x 3": [227.0, 266.0, 412.0]},
            "anchor": [{"event": "edge director of 3 drained (next hop 3 of 3)", "connections": 150, "broken": 68,
                        "on_it": 42, "broken_survivors": 26, "spread": [42, 49, 59]}],
-           "kernel_lab": {"scale_out": dict(LAB, connections=60, new_flows=600,
+           "kernel_lab": {"scale_out": dict(LAB, events=[dict(e, detection_note="kill -9, then withdraw, Python "
+                                                              "start-up included") if "kill" in e["event"] else e
+                                                          for e in LAB["events"]], connections=60, new_flows=600,
                                             unexpected_session_drops=["15:34:58.001 d1 (Received: Cease) during x"]),
                           "backend": [{"how": "weight 0 (hadirector)", "connections": 3000, "opened": 3000,
                                        "live": 2014, "moved_live": 990, "broken_live": 0, "with_rs1": 986,
                                        "spread": [996, 1035, 969]}],
-                          "pair": {"records": [pair_record(3.7)]}, "errors": ["pair: boom"], "finished": True},
+                          "pair": {"args": {"longs": 10}, "records": [pair_record(3.7)]}, "errors": ["pair: boom"],
+                          "finished": True},
            "errors": []}
     text = full_report(doc)
     lines = text.splitlines()
@@ -200,11 +207,16 @@ def test_one_printout_puts_every_table_under_one_header_with_commit_load_and_goa
     assert lines[2] == f"goals: {GOALS}"
     assert text.count("| event | broken of established |") == 1, "one per-event table"
     assert "a backend fails while flows move (rs1 dies" in text and "keepalived pair (active/standby" in text
+    assert "one client with 10 long-lived connections a run" in text
+    table_end = lines.index("| **keepalived active/standby pair (bench/pair_failover, DR, sync daemon, one client with "
+                            "10 long-lived connections a run)** | | | | |") + 2
+    assert lines[table_end] == "", "a note right under a markdown table would read as one of its rows"
     assert "goal: drain (control socket): slowest of 3 11 ms <= 50 ms: met" in lines
     assert "goal: silent director (nftables drop), BFD 100 ms x 3: slowest of 3 412 ms <= 400 ms: NOT met" in lines
     assert "goal: agent SIGTERM (withdraw first): slowest of 3 30 ms <= 50 ms: met" in lines
     assert "| edge director of 3 drained (next hop 3 of 3) | 68 of 150 | 42 | 26 | 42 / 49 / 59 |" in lines
     assert "ERROR (kernel lab) pair: boom" in lines
+    assert "time of agent kill -9 on d2: kill -9, then withdraw, Python start-up included" in lines
     assert any(line.startswith("BGP sessions of live directors the router dropped: 1") for line in lines)
     assert [line for line in lines if line.startswith("## ")] == [
         "## Per event: N active directors beside an active/standby pair (kernel lab: QEMU TCG, so times are an "
