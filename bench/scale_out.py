@@ -80,6 +80,9 @@ from lab.scaleout_demo import PORT0, EventResult, ScaleOutRun, spread
 from lab.scaleout_ipvs import Client, start_server
 
 START = 60.0
+# The host part's graceful events (the goal: <= GOAL_DRAIN) and its silent one (<= GOAL_SILENT).
+HOST_DRAIN = ("drain (control socket)", "agent SIGTERM (withdraw first)")
+HOST_SILENT = "silent director (nftables drop), BFD 100 ms x 3"
 SILENT = ("table inet silent { chain cin { type filter hook input priority -300; policy drop; }; "
           "chain cout { type filter hook output priority -300; policy drop; }; }")
 
@@ -640,11 +643,6 @@ def kernel_lab(a: argparse.Namespace, out: Path, commit: str) -> dict:
 
 
 # --- one run, one printout ------------------------------------------------------------------
-
-# The host part's graceful events (the goal: <= GOAL_DRAIN) and its silent one (<= GOAL_SILENT).
-HOST_DRAIN = ("drain (control socket)", "agent SIGTERM (withdraw first)")
-HOST_SILENT = "silent director (nftables drop), BFD 100 ms x 3"
-
 
 def host_goals(results: dict[str, list[float]]) -> list[str]:
     """The host part's time goals, judged on the slowest run."""
