@@ -16,12 +16,16 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hadirector.api.metrics import Histogram
-from hadirector.api.snapshot import CheckResult, HealthTotals
 from hadirector.health.policy import HealthPolicy, HealthState, ProbeResult, ServerKey, ServiceKey, Transition
 from hadirector.health.schedule import CheckSchedule
 
 if TYPE_CHECKING:
+    from hadirector.api.snapshot import CheckResult, HealthTotals
+
     from .health_runner import _Slot, _Spec
+
+# The status model (api.snapshot) is imported where a row or a total is built, on a
+# status read: not before the VRRP machines start (tests/unit/test_startup_imports.py).
 
 OnTransition = Callable[[ServiceKey, ServerKey, HealthState], None]
 
@@ -108,6 +112,8 @@ class CheckTotals:
                     state=self._policy.state(*slot.target).value)
 
     def totals(self) -> HealthTotals:
+        from hadirector.api.snapshot import HealthTotals
+
         return HealthTotals(checks=dict(self.kinds), latency=self.latency.snapshot(),
                             inconclusive=dict(self.inconclusive))
 
@@ -148,6 +154,8 @@ def server_rows(slots: Iterable[_Slot], policy: HealthPolicy, schedule: CheckSch
                 now: float, wall: float) -> tuple[ServerStatus, ...]:
     """The status of every tracked target; times in Unix seconds (``now`` is the
     runner's monotonic clock, ``wall`` the Unix time at that instant)."""
+
+    from hadirector.api.snapshot import CheckResult
 
     def to_wall(t: float | None) -> float | None:
         return None if t is None else wall - (now - t)

@@ -35,10 +35,13 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
-from hadirector.api.snapshot import HistogramSnapshot, Snapshot
-from hadirector.ipvs.table import Stats
 from hadirector.model import HealthState, SyncRole, VrrpState
+
+if TYPE_CHECKING:
+    from hadirector.api.snapshot import HistogramSnapshot, Snapshot
+    from hadirector.ipvs.table import Stats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -71,6 +74,10 @@ class Histogram:
         self._sum += value
 
     def snapshot(self) -> HistogramSnapshot:
+        # Imported here: the health runner builds a Histogram before the VRRP machines
+        # start, and the status model is ~0.25 s of an emulated guest's start-up.
+        from hadirector.api.snapshot import HistogramSnapshot
+
         cumulative, running = [], 0
         for bound, n in zip(self._bounds, self._counts):
             running += n

@@ -95,6 +95,17 @@ def test_the_health_runner_is_imported_when_the_config_has_virtual_services():
                                        "hadirector.health.dns", "hadirector.health.probes"]
 
 
+def test_an_lvs_agent_builds_its_health_runner_without_the_status_model():
+    # The runner is built before the machines start (the table is planned from its
+    # states); the status model (~60 dataclasses, ~0.25 s of an emulated guest's start)
+    # is imported on the first status read, not on that path.
+    vs = ("virtual_services:\\n"
+          "  - {name: web, address: 10.0.0.100, port: 80, real_servers: [{address: 10.0.0.2}]}\\n"
+          "api: {enabled: false}")
+    out = run_path(vs, ("hadirector.agent.health_runner", "hadirector.api.snapshot"), started=False)
+    assert out[1].split() == ["hadirector.agent.health_runner"]
+
+
 IPVS_PROGRAM = """
     import sys
     import hadirector.kernel.ipvs
