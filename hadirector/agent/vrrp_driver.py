@@ -198,6 +198,11 @@ class VrrpDriver:
         """``VrrpMachine.hold_preemption`` for ``seconds`` from now."""
         self.machine.hold_preemption(self.loop.time() + seconds)
 
+    def hold_takeover(self, held: bool) -> None:
+        """``VrrpMachine.hold_takeover``: the agent's start-up hold."""
+        self.machine.hold_takeover(held, self.loop.time())
+        self._drain()
+
     def force_state(self, state: State, reason: str) -> bool:
         changed = self.machine.force_state(state, reason, self.loop.time())
         self._drain()

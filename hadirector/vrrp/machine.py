@@ -210,6 +210,8 @@ class VrrpMachine:
         self._down_reason = Reason.MASTER_DOWN_TIMER
         self._down_peer: tuple[IPAddress, int] | None = None   # the advert behind _down_reason
         self._wants_master = False                # held in BACKUP by the sync group
+        self._takeover_held = False               # see hold_takeover()
+        self._takeover_due = False                # the timer fired while held
         self._reannounced_at = float("-inf")      # last Reannounce (its holdoff)
         self._since = now
         self._last_reason = ""
@@ -284,10 +286,14 @@ class VrrpMachine:
             return
         if self._faults:
             self._transition(State.FAULT, Reason.FAULT, now, detail=next(iter(self._faults)))
-        elif self._effective == PRIORITY_OWNER:
+        elif self._effective == PRIORITY_OWNER and not self._takeover_held:
             self._become_master(Reason.OWNER, now)
         else:
             self._become_backup(Reason.STARTUP, now)
+            if self._effective == PRIORITY_OWNER:
+                # The owner takes over at once (RFC 5798 6.4.1): due now, once released.
+                self._down_reason = Reason.OWNER
+                self._deadline = now
 
     def shutdown(self, now: float) -> None:
         """Go back to INITIALIZE; a master first sends a priority-0 advert so that a backup
@@ -308,6 +314,19 @@ class VrrpMachine:
         priority 0 is still replaced at once (RFC 5798 6.4.2): the hold only delays a
         takeover that nobody needs yet."""
         self._hold_until = max(self._hold_until, until)
+
+    def hold_takeover(self, held: bool, now: float) -> None:
+        """While held, a BACKUP whose Master_Down_Timer fires stays BACKUP and keeps
+        following adverts; released, it takes over at once unless a master was heard
+        meanwhile. The agent holds every instance while it finishes starting: the
+        machines (and the RFC 5798 6.4.1 master-down wait) start before the slow parts
+        of the agent, and a director that turns out unable to program IPVS has not
+        become master in the meantime."""
+        was, self._takeover_held = self._takeover_held, held
+        if was and not held and self._state is State.BACKUP and self._takeover_due:
+            self._takeover_due = False
+            self._deadline = now
+            self.handle_timer(now)
 
     def receive_advert(self, adv: Advert, src: IPAddress, now: float) -> Reject | None:
         """Act on one advert that ``codec.decode`` accepted, from ``src``.
@@ -344,6 +363,10 @@ class VrrpMachine:
             # RFC 5798 6.4.3: Adver_Timer fired -> send, re-arm.
             self._send(self._effective)
             self._deadline = now + self.instance.advert_interval
+        elif self._state is State.BACKUP and self._takeover_held:
+            # Still starting (hold_takeover): due, acted on at the release.
+            self._takeover_due = True
+            self._deadline = None
         elif self._state is State.BACKUP and self.sync_group:
             # Held for the group: say so once, and keep watching as keepalived does.
             if not self._wants_master:
@@ -475,6 +498,7 @@ class VrrpMachine:
             # The master is leaving: answer after Skew_Time only, highest priority first.
             self._deadline = now + skew_time(
                 self._effective, self._master_adver_interval, version=self.instance.version)
+            self._takeover_due = False
             self._down_reason = Reason.PRIORITY_ZERO_RECEIVED
             self._down_peer = (src, adv.priority)
             self._master_address = self._master_priority = None
@@ -486,6 +510,7 @@ class VrrpMachine:
             if self.instance.version == 3:
                 self._adopt_interval(adv, src)
             self._deadline = now + self._master_down_interval()
+            self._takeover_due = False
             self._down_reason = Reason.MASTER_DOWN_TIMER
             self._down_peer = None
             self._master_address, self._master_priority = src, adv.priority
@@ -582,6 +607,7 @@ class VrrpMachine:
             raise RuntimeError(f"illegal VRRP transition {old.name} -> {new.name} ({reason})")
         self._state, self._since, self._last_reason = new, now, reason
         self._wants_master = False
+        self._takeover_due = False
         if old is State.MASTER:
             self.counters.released_master += 1
         if new is State.MASTER:

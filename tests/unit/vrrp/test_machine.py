@@ -236,6 +236,64 @@ def test_a_shorter_preemption_hold_never_cuts_a_longer_one():
     assert m.preemption_held_until == 10.0
 
 
+# --- the agent's start-up hold (hold_takeover) ------------------------------------------
+
+
+def held_backup(now: float = 0.0, **kw) -> VrrpMachine:
+    m = machine(**kw)
+    m.hold_takeover(True, now)
+    m.start(now)
+    assert m.state is B
+    m.actions()
+    return m
+
+
+def test_a_takeover_held_at_startup_waits_for_the_release_then_happens_at_once():
+    m = held_backup(priority=100)
+    assert m.get_timer() == pytest.approx(MDI)      # the master-down wait runs meanwhile
+    m.handle_timer(MDI)
+    assert m.state is B and m.actions() == []
+    assert m.get_timer() is None                    # due: nothing left to time
+    m.hold_takeover(False, now=5.0)
+    assert m.state is M
+    assert m.actions() == [RoleChanged(B, M, Reason.MASTER_DOWN_TIMER), SendAdvert(100)]
+    assert m.get_timer() == pytest.approx(6.0)
+
+
+def test_a_release_before_the_master_down_timer_changes_nothing():
+    m = held_backup(priority=100)
+    m.hold_takeover(False, now=1.0)
+    assert m.state is B and m.actions() == []
+    assert m.get_timer() == pytest.approx(MDI)
+    m.handle_timer(MDI)
+    assert m.state is M
+
+
+def test_a_master_heard_while_held_cancels_the_due_takeover():  # RFC 5798 6.4.2
+    m = held_backup(priority=100)
+    m.handle_timer(MDI)
+    m.receive_advert(advert(200), PEER, 4.0)
+    assert m.get_timer() == pytest.approx(4.0 + MDI)
+    m.hold_takeover(False, now=5.0)
+    assert m.state is B and m.master_address == PEER
+
+
+def test_a_held_owner_starts_as_backup_and_becomes_master_at_the_release():  # RFC 5798 6.4.1
+    m = held_backup(priority=255)
+    m.handle_timer(m.get_timer())
+    assert m.state is B
+    m.hold_takeover(False, now=0.5)
+    assert m.state is M and m.last_reason == Reason.OWNER
+
+
+def test_a_fault_while_held_leaves_nothing_due_after_the_release():
+    m = held_backup(priority=100)
+    m.handle_timer(MDI)
+    m.set_fault(True, "ipvs_unavailable", now=4.0)
+    m.hold_takeover(False, now=5.0)
+    assert m.state is F
+
+
 def test_v2_backup_drops_advert_with_a_different_interval():  # RFC 3768 7.1
     m = backup(version=2)
     assert m.receive_advert(advert(200, version=2, interval=2.0), PEER, 1.0) is Reject.INTERVAL_MISMATCH
