@@ -560,3 +560,8 @@ class Config:
     lvs: LvsSettings = field(default_factory=LvsSettings)
     virtual_services: tuple[VirtualService, ...] = ()
     scale_out: ScaleOut | None = None
+
+
+def needs_ipvs(config: Config) -> bool:
+    """Does this config program IPVS or run a sync daemon at all?"""
+    return bool(config.virtual_services) or config.lvs.sync_daemon is not None

@@ -26,6 +26,7 @@ def read_host_facts(config: Config) -> HostFacts:
     import asyncio
 
     from hadirector.ipvs.availability import probe
+    from hadirector.model import needs_ipvs
     from hadirector.kernel.addresses import AddressManager
 
     async def dump() -> dict:
@@ -36,8 +37,7 @@ def read_host_facts(config: Config) -> HostFacts:
             manager.close()
 
     interfaces = {name: tuple(addrs) for name, addrs in asyncio.run(dump()).items()}
-    needs_ipvs = bool(config.virtual_services) or config.lvs.sync_daemon is not None
-    return HostFacts(interfaces, probe() if needs_ipvs else None)
+    return HostFacts(interfaces, probe() if needs_ipvs(config) else None)
 
 
 IFA_F_SECONDARY = 0x01      # kernel.addresses'; not imported (its asyncio and logging)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hadirector.ipvs.table import DestKey, ServiceKey, Table, scale_out_names
-from hadirector.model import Config, HealthState, ProgramMode, SyncDaemon, VirtualService
+from hadirector.model import Config, HealthState, ProgramMode, SyncDaemon, VirtualService, needs_ipvs
 from hadirector.vrrp.machine import State
 
 
@@ -93,11 +93,6 @@ def leader_instance(config: Config) -> str | None:
     """The VRRP instance whose role is the node's LVS role."""
     names = followed_instances(config)
     return names[0] if names else None
-
-
-def needs_ipvs(config: Config) -> bool:
-    """Does this config program IPVS or run a sync daemon at all?"""
-    return bool(config.virtual_services) or config.lvs.sync_daemon is not None
 
 
 def unavailable_faulted(config: Config, fault: bool, running) -> tuple[str, ...]:
