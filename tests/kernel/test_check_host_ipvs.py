@@ -62,3 +62,22 @@ def test_check_host_passes_on_a_director_whose_kernel_has_ipvs(lan, tmp_path):
         f"error: {cfg}:5:28: lvs.sync_daemon.interface: no sync daemon interface 'eth7' on this host",
         f"{cfg}: 1 host error, this host is not ready",
     ]
+
+
+def test_the_agents_start_up_question_finds_ipvs_registered():
+    # What ``hadirector run`` asks before its machines start (agent/cli.py): here the
+    # answer lets it build the LVS side while the master-down wait runs. On a host
+    # without IPVS: tests/netns/test_genl_host.py.
+    from hadirector.agent.cli import _ipvs_missing
+    from hadirector.config.loader import parse_config
+    from hadirector.kernel.genl import family_id
+
+    assert isinstance(family_id("IPVS"), int)
+    config = parse_config(
+        "node: {router_id: n1, state_dir: /run/genl-question}\n"
+        "vrrp_instances:\n"
+        "  - {name: vi_1, interface: eth0, vrid: 51, priority: 100, virtual_ips: [10.0.0.100/32]}\n"
+        "virtual_services:\n"
+        "  - {name: web, address: 10.0.0.100, port: 80, real_servers: [{address: 10.0.0.2}]}\n")
+    assert _ipvs_missing(config) is False
+
