@@ -48,6 +48,14 @@ Hooks for other concerns (the integrator adds them): ``on_role_changed`` (subscr
 and ``components`` (objects with ``async start(agent)`` / ``async stop(agent)``,
 started after the drivers and stopped before them). ``snapshot()`` is the read-only
 view for ``state.json``.
+
+Start-up order: the trackers, then the components that must report before the machines
+start (``components``: a host without IPVS faults the LVS side's instances, which start
+straight in FAULT), then the machines, held (``VrrpMachine.hold_takeover``), then the
+components the integrator left to ``build_components`` (built, and prepared, once the
+machines run: importing and opening the IPVS side is a large part of an emulated
+guest's start-up, and the RFC 5798 6.4.1 master-down wait runs meanwhile), then the
+release. No instance becomes master before every component has been prepared.
 """
 
 from __future__ import annotations
@@ -126,6 +134,9 @@ class Agent:
         self.notifier = Notifier()
         self.on_role_changed: list[RoleSubscriber] = []
         self.components: list[Component] = []
+        # Components built once the machines run (see "Start-up order"); None: all are
+        # in ``components`` already.
+        self.build_components: Callable[[], list[Component]] | None = None
         # write_state late-bound: tests (and a future state view) may replace it.
         self.vips = VipPath(log=self.log, addresses=addresses, announcer_factory=announcer_factory,
                             vip_record=vip_record, write_state=lambda: self.write_state())
@@ -217,12 +228,17 @@ class Agent:
         await self.trackers.start_interfaces(self.config)
         # Components that can fault instances (the LVS side: no IPVS) report before the
         # machines start too; ``start`` follows once the machines run.
-        for comp in self.components:
-            prepare = getattr(comp, "prepare", None)
-            if prepare is not None:
-                prepare(self)
-        for rt in self.executor.runtimes.values():
+        self._prepare_components()
+        runtimes = list(self.executor.runtimes.values())
+        for rt in runtimes:
+            rt.driver.hold_takeover(True)
             rt.driver.start()
+        if self.build_components is not None:
+            build, self.build_components = self.build_components, None
+            self.components.extend(build())
+            self._prepare_components()
+        for rt in runtimes:
+            rt.driver.hold_takeover(False)
         self.trackers.start_scripts(self.config)
         for comp in self.components:
             await comp.start(self)
@@ -237,6 +253,12 @@ class Agent:
 
         self.log.info("agent.started", version=hadirector.__version__, instances=[i.name for i in instances],
                       router_id=self.config.node.router_id, pid=os.getpid(), startup_s=since_exec())
+
+    def _prepare_components(self) -> None:
+        for comp in self.components:
+            prepare = getattr(comp, "prepare", None)
+            if prepare is not None:
+                prepare(self)            # idempotent
 
     async def stop(self) -> None:
         if self._stopped or (not self.executor.runtimes and not self.started):

@@ -1,8 +1,10 @@
 """The agent's status/metrics API and root-only control socket, as an agent component.
 
 Kept apart from ``status`` (which builds the snapshot) so that constructing it imports
-nothing heavy: the agent builds its components before the VRRP machines start, and
-restarting a director must reach its first master-down timer as fast as it can.
+nothing heavy: on a host without IPVS the agent builds its components before the VRRP
+machines start, and elsewhere before any takeover (agent.py, "Start-up order"); a
+restarted director must reach its first master-down timer, and then master, as fast
+as it can.
 """
 
 from __future__ import annotations

@@ -170,8 +170,6 @@ def _run_agent(config, log, lock, record=None) -> int:
     import asyncio
 
     from hadirector.agent.agent import Agent, AgentError
-    from hadirector.agent.lvs import LvsController
-    from hadirector.agent.api_component import ApiComponent
 
     agent: Agent | None = None
 
@@ -190,16 +188,12 @@ def _run_agent(config, log, lock, record=None) -> int:
         if fd is not None:
             loop.add_reader(fd, someone_asked)
         agent = Agent(config, log=log, vip_record=record)
-        # Always present: idle (no IPVS netlink) until the config has LVS parts, so a
-        # reload can add the first virtual service.
-        lvs = LvsController(config)
-        agent.components.append(lvs)
-        agent.components.append(ApiComponent(lvs))
-        if config.scale_out is not None:
-            # Last: started after the LVS side, stopped before it (withdraw, then tear down).
-            from hadirector.agent.scaleout import ScaleOutComponent
-
-            agent.components.append(ScaleOutComponent(lvs))
+        if _ipvs_missing(config):
+            # Prepared before the machines start: its instances start straight in FAULT.
+            agent.components.extend(_components(config))
+        else:
+            # Built once the machines run, their takeover held until it is prepared.
+            agent.build_components = lambda: _components(config)
         try:
             return await agent.run()
         finally:
@@ -214,6 +208,39 @@ def _run_agent(config, log, lock, record=None) -> int:
         if agent is not None and agent.started:
             raise _Crashed(f"{type(e).__name__}: {e}") from e
         raise
+
+
+def _components(config) -> list:
+    """The LVS side, the API and (with ``scale_out:``) the announce gate, in start order."""
+    from hadirector.agent.api_component import ApiComponent
+    from hadirector.agent.lvs import LvsController
+
+    # Always present: idle (no IPVS netlink) until the config has LVS parts, so a
+    # reload can add the first virtual service.
+    lvs = LvsController(config)
+    components = [lvs, ApiComponent(lvs)]
+    if config.scale_out is not None:
+        # Last: started after the LVS side, stopped before it (withdraw, then tear down).
+        from hadirector.agent.scaleout import ScaleOutComponent
+
+        components.append(ScaleOutComponent(lvs))
+    return components
+
+
+def _ipvs_missing(config) -> bool:
+    """Does the config need IPVS on a kernel that has none? One generic netlink
+    question (kernel/genl.py); when it cannot be asked, the answer is yes: the LVS side
+    is then prepared first, as on a host without IPVS."""
+    from hadirector.model import needs_ipvs
+
+    if not needs_ipvs(config):
+        return False
+    from hadirector.kernel.genl import family_id
+
+    try:
+        return family_id("IPVS") is None
+    except OSError:
+        return True
 
 
 def _fail(args, log, code: ExitCode, reason: str, message: str, *,

@@ -37,8 +37,11 @@ three helpers: ``health_checks.HealthChecks`` (the runner's lifecycle),
   running. Opening is retried with backoff (1 s doubling to 30 s, one timer); when it
   succeeds the table is programmed and the sync daemon started as usual, and only then
   is the fault cleared, so the instance elects with a ready table. ``prepare`` runs
-  this before the VRRP machines start (the agent calls it), so a director without
-  IPVS starts straight in FAULT instead of passing through BACKUP.
+  this first thing (the agent calls it): before the VRRP machines start on a kernel
+  whose generic netlink controller has no "IPVS" (agent/cli.py asks), so a director
+  without IPVS starts straight in FAULT instead of passing through BACKUP; otherwise
+  once they run, with every takeover held until it has reported (agent.py,
+  "Start-up order"), so the master-down wait and this work overlap.
 
 Kernel errors never escape into the event loop: the reconciler reports them per entry
 and the rest of the table converges (a refusal of one entry, e.g. EINVAL for one
@@ -143,9 +146,9 @@ class LvsController:
     # --- component lifecycle -----------------------------------------------------------
 
     def prepare(self, agent) -> None:
-        """Before the VRRP machines start: open IPVS and converge, or record the
-        ``ipvs_unavailable`` fault so the followed instances start in FAULT (a fault set
-        before start is only recorded, like a link already down). Idempotent."""
+        """Before any takeover: open IPVS and converge, or set the ``ipvs_unavailable``
+        fault (before the machines start it is only recorded, like a link already
+        down, and the followed instances start in FAULT). Idempotent."""
         if self._prepared:
             return
         self._prepared = True

@@ -336,3 +336,53 @@ async def test_a_backend_that_opens_but_cannot_read_is_closed_before_each_retry(
     await ctl.stop(None)
     assert len(opened) >= 3 and all(b.closed for b in opened)     # no socket left behind
     assert events(logs, "ipvs.unavailable")[0]["errno"] == "EPERM"
+
+
+# --- the LVS side built once the machines run (agent.build_components) ------------------
+
+
+def deferred(rig: Rig) -> list[dict[str, State]]:
+    """Move the rig's LVS side to ``build_components``; returns the roles seen when it
+    is built."""
+    rig.agent.components.remove(rig.lvs)
+    seen: list[dict[str, State]] = []
+
+    def build() -> list:
+        seen.append({n: rig.state(n) for n in ("vi_1", "vi_2", "vi_3")})
+        return [rig.lvs]
+
+    rig.agent.build_components = build
+    return seen
+
+
+async def test_built_once_the_machines_run_the_lvs_side_is_prepared_before_any_takeover(tmp_path):
+    rig = Rig(tmp_path, yaml_text(tmp_path), FakeIpvs())
+    seen = deferred(rig)
+    await rig.agent.start()
+    try:
+        await wait_until(masters(rig, "vi_1", "vi_2", "vi_3"), timeout=TAKEOVER + 3)
+        # The master-down wait ran while the LVS side was built: every machine was
+        # already BACKUP then.
+        assert seen == [{"vi_1": State.BACKUP, "vi_2": State.BACKUP, "vi_3": State.BACKUP}]
+        assert rig.agent.components[0] is rig.lvs
+        vi_1 = [(r[1], r[2], r[3]) for r in rig.roles if r[0] == "vi_1"]
+        # INIT -> BACKUP before the table existed; the takeover with it programmed.
+        assert vi_1 == [(State.INITIALIZE, State.BACKUP, 0), (State.BACKUP, State.MASTER, 1)]
+    finally:
+        await rig.agent.stop()
+
+
+async def test_built_once_the_machines_run_without_ipvs_the_followed_instance_never_becomes_master(tmp_path):
+    # The order the integrator chooses when the kernel seems to have IPVS (agent/cli.py);
+    # if opening it then fails, the held instance goes to FAULT from BACKUP.
+    rig = Rig(tmp_path, yaml_text(tmp_path), no_ipvs())
+    deferred(rig)
+    await rig.agent.start()
+    try:
+        await wait_until(masters(rig, "vi_2", "vi_3"), timeout=TAKEOVER + 3)
+        assert rig.state("vi_1") is State.FAULT and rig.faults("vi_1") == {"ipvs_unavailable"}
+        assert [r[1:3] for r in rig.roles if r[0] == "vi_1"] == [(State.INITIALIZE, State.BACKUP),
+                                                                 (State.BACKUP, State.FAULT)]
+        assert ("add", "10.0.0.100/32") not in rig.addresses.log
+    finally:
+        await rig.agent.stop()
