@@ -13,7 +13,7 @@ with the attribute maps of include/uapi/linux/ip_vs.h (enum order is the attribu
 Those maps are the one definition of ids and types: a small struct codec compiled from
 them does the per-message work (pyroute2's generic codec cost ~1 ms per message, tens of
 ms under emulation; ours writes byte-identical messages, which a unit test holds), and
-pyroute2's own ``ctrlmsg`` resolves the family id. We drive a plain AF_NETLINK socket:
+``genl`` (the start-up's own question, no pyroute2) resolves the family id. We drive a plain AF_NETLINK socket:
 
 * one request per operation, sent in batches (many nlmsgs in one sendmsg, as
   ipvsadm-restore cannot) with NLM_F_ACK; each ack or error is matched to its operation
@@ -75,12 +75,9 @@ def _skip_pyroute2_package_init() -> None:
 _skip_pyroute2_package_init()
 
 from pyroute2.netlink import (  # noqa: E402 - after the package is registered
-    CTRL_CMD_GETFAMILY,
-    GENL_ID_CTRL,
     NLM_F_ACK,
     NLM_F_DUMP,
     NLM_F_REQUEST,
-    ctrlmsg,
     genlmsg,
     nla,
 )
@@ -98,7 +95,7 @@ from hadirector.ipvs.backend import (
     explain,
     parse_daemon_state,
 )
-from hadirector.kernel import nlmsg
+from hadirector.kernel import genl, nlmsg
 from hadirector.kernel.nlmsg import NLM_F_ACK_TLVS, NLM_F_CAPPED, NLMSG_DONE, NLMSG_ERROR
 from hadirector.ipvs.table import (
     PROTOCOL_NAMES,
@@ -569,23 +566,17 @@ class GenlSocket:
         return self._seq
 
     def _resolve(self, name: str) -> int:
-        # The controller's reply is decoded by pyroute2's own ctrlmsg (once per socket).
-        msg = ctrlmsg()
-        msg["cmd"] = CTRL_CMD_GETFAMILY
-        msg["version"] = 1
-        msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", name)]
+        # The controller's question, as the start-up asks it (kernel/genl.py), on this socket.
         seq = self._next_seq()
-        msg["header"]["type"] = GENL_ID_CTRL
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
-        reply = _Reply()
-        self._send(msg.data)
-        self._collect({seq: reply}, {seq: ctrlmsg})
-        if reply.error:
-            raise OSError(reply.error, f"generic netlink family {name!r}: {os.strerror(reply.error)}"
-                          + (" (is the ip_vs module loaded?)" if reply.error == errno.ENOENT else ""))
-        return reply.messages[0].get_attr("CTRL_ATTR_FAMILY_ID")
+        self._send(genl.getfamily_request(name, seq))
+        try:
+            family = genl.parse_family_id(self.sock.recv(self.RECV), seq)
+        except OSError as e:
+            raise OSError(e.errno, f"generic netlink family {name!r}: {os.strerror(e.errno or 0)}") from None
+        if family is None:
+            raise OSError(errno.ENOENT, f"generic netlink family {name!r}: {os.strerror(errno.ENOENT)}"
+                          " (is the ip_vs module loaded?)")
+        return family
 
     def request(self, cmd: int, attrs: list, flags: int = NLM_F_REQUEST | NLM_F_ACK,
                 schema: Schema | None = None) -> _Reply:
