@@ -17,9 +17,14 @@ and reloads then failed with EMFILE) and write 30 MB of tracebacks.
   ``header_timeout`` of being accepted (trickling bytes does not extend it), may stay
   idle between requests for ``idle_timeout``, and a request (with its response) may
   take ``request_timeout``. One ``call_at`` timer, re-armed at the earliest deadline;
+* with ``request_end`` (``b"\r\n\r\n"`` for HTTP), a connection counts as busy from the
+  moment the listener sees the end of its request head: in the bytes already queued
+  when it is accepted (a peek), or in what its protocol receives. A real client sends
+  its whole request at once, so it is safe from shedding before the protocol's handler
+  has even started (several loop turns, in which a flood can bring more connections
+  than there are slots); a slowloris never completes its head;
 * at most ``accept_batch`` accepts per readiness event, so the loop keeps turning for
-  VRRP and health checks during a flood, and a client whose request just arrived is
-  read before a burst of newer connections could shed it;
+  VRRP and health checks during a flood;
 * an accept that fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses
   accepting for ``pause`` seconds (Linux keeps reporting the socket readable), and every
   accept failure and every shed or expired connection is counted and logged once per
@@ -69,9 +74,50 @@ class _Conn:
     since: float
     transport: asyncio.BaseTransport | None = None
     dropped: bool = False
+    tail: bytes = b""       # the last bytes received, to find a request end split across reads
 
     def view(self) -> ConnView["_Conn"]:
         return ConnView(self, self.state, self.since)
+
+
+class _Watched(asyncio.Protocol):
+    """The connection's own protocol, with the bytes it receives shown to the listener
+    first (``seen``). Every callback a transport makes is passed on unchanged."""
+
+    def __init__(self, inner: asyncio.Protocol, seen: Callable[[bytes], None]) -> None:
+        self.inner, self.seen = inner, seen
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.seen(data)
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+# What a peek at a new connection reads at most: a request head longer than this is
+# not seen as complete until the protocol reads it.
+PEEK_BYTES = 8192
+
+
+def _queued(sock: socket.socket) -> bytes:
+    """The bytes already queued on a just-accepted socket, left in place."""
+    try:
+        return sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:
+        return b""
 
 
 class BoundedListener:
@@ -79,7 +125,8 @@ class BoundedListener:
                  log: Any, area: str = "api", max_connections: int = 64,
                  header_timeout: float = 5.0, idle_timeout: float = 5.0,
                  request_timeout: float = 10.0, accept_batch: int = 8, pause: float = 1.0,
-                 report_interval: float = 10.0, shed_oldest: bool = True) -> None:
+                 report_interval: float = 10.0, shed_oldest: bool = True,
+                 request_end: bytes | None = None) -> None:
         self.sock = sock
         self._factory = protocol_factory
         self.log = log
@@ -91,6 +138,7 @@ class BoundedListener:
         self.accept_batch = accept_batch
         self.pause = pause
         self.shed_oldest = shed_oldest
+        self.request_end = request_end
         self._conns: set[_Conn] = set()
         self._by_transport: dict[asyncio.BaseTransport, _Conn] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -181,7 +229,8 @@ class BoundedListener:
                     break
                 continue        # ECONNABORTED and the like: that client is gone
             self.accepted += 1
-            self._admit(conn_sock, now)
+            # Its own time, not the batch's: the oldest of a batch is shed first.
+            self._admit(conn_sock, self._loop.time())
         self._arm()
 
     def _resume_reading(self) -> None:
@@ -198,6 +247,8 @@ class BoundedListener:
                 return
             self._drop(victim, "at_capacity", now)
         conn = _Conn(sock=conn_sock, state=NEW, since=now)
+        if self.request_end is not None and self.request_end in _queued(conn_sock):
+            conn.state = BUSY
         self._conns.add(conn)
         task = self._loop.create_task(self._wire(conn))
         self._tasks.add(task)
@@ -208,7 +259,10 @@ class BoundedListener:
         assert sock is not None and self._loop is not None
         try:
             sock.setblocking(False)
-            transport, _ = await self._loop.connect_accepted_socket(self._factory, sock=sock)
+            factory = self._factory
+            if self.request_end is not None:
+                factory = lambda: _Watched(self._factory(), lambda data: self._seen(conn, data))  # noqa: E731
+            transport, _ = await self._loop.connect_accepted_socket(factory, sock=sock)
         except asyncio.CancelledError:
             sock.close()        # closing: asyncio closes a half-made transport itself
             raise
@@ -224,6 +278,17 @@ class BoundedListener:
             return
         self._by_transport[transport] = conn
         self._arm()             # its deadline counts from the accept
+
+    def _seen(self, conn: _Conn, data: bytes) -> None:
+        end = self.request_end
+        assert end is not None
+        if conn.state == BUSY:
+            return
+        window = conn.tail + data
+        conn.tail = window[-(len(end) - 1):] if len(end) > 1 else b""
+        if end in window and self._loop is not None:
+            conn.state, conn.since, conn.tail = BUSY, self._loop.time(), b""
+            self._arm()
 
     # --- shedding and deadlines ---------------------------------------------------------
 

@@ -116,7 +116,7 @@ class ApiServer:
         self.listener = BoundedListener(
             sock, runner.server, log=log, area="http", max_connections=self.max_connections,
             header_timeout=self.header_timeout, idle_timeout=self.idle_timeout,
-            request_timeout=self.request_timeout)
+            request_timeout=self.request_timeout, request_end=b"\r\n\r\n")
         self.listener.start()
         log.info("api.started", host=self.host, port=self.port,
                  max_connections=self.max_connections)
@@ -139,8 +139,8 @@ class ApiServer:
 
     @web.middleware
     async def _track(self, request: web.Request, handler) -> web.StreamResponse:
-        # Headers are complete once a handler runs: the connection is busy (never
-        # shed for a newer one) until the handler returns, then idle.
+        # The listener marks the connection busy (never shed for a newer one) when it
+        # sees the end of the request head; it stays busy until the handler returns.
         listener = self.listener
         if listener is not None:
             listener.request_started(request.transport)

@@ -96,6 +96,102 @@ async def test_close_cuts_every_connection_and_stops_listening():
     await lst.close()        # idempotent
 
 
+HEAD = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+HALF = b"GET /status HTTP/1.1\r\nHost: x\r\n"          # a slowloris never ends its head
+
+
+class SlowHandler(asyncio.Protocol):
+    """An HTTP-ish protocol whose handler starts ``delay`` s after the head arrives, as
+    aiohttp's starts some loop turns later (more on a loaded director): only then
+    does it mark the connection busy, and it answers ``ok``."""
+
+    def __init__(self, listener_ref: list, delay: float) -> None:
+        self.ref, self.delay = listener_ref, delay
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if b"\r\n\r\n" in data:
+            asyncio.get_running_loop().call_later(self.delay, self._handle)
+
+    def _handle(self):
+        if not self.transport.is_closing():
+            self.ref[0].request_started(self.transport)
+            self.transport.write(b"ok\n")
+            self.ref[0].request_finished(self.transport)
+
+
+def slow_listener(delay: float, **kw) -> tuple[BoundedListener, socket.socket]:
+    sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+    ref: list = [None]
+    lst = BoundedListener(sock, lambda: SlowHandler(ref, delay), log=structlog.get_logger(),
+                          header_timeout=30, request_timeout=30, **kw)
+    ref[0] = lst
+    return lst, sock
+
+
+async def answered(r: asyncio.StreamReader, within: float = 2.0) -> bool:
+    try:
+        return await asyncio.wait_for(r.readline(), within) == b"ok\n"
+    except (ConnectionError, TimeoutError):
+        return False
+
+
+async def flood(port: int, n: int) -> list:
+    conns = []
+    for _ in range(n):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(HALF)
+        conns.append((r, w))
+    return conns
+
+
+@pytest.mark.parametrize("request_end, survives", [(b"\r\n\r\n", True), (None, False)])
+async def test_a_client_whose_request_head_is_complete_outlives_a_flood_before_its_handler_runs(
+        request_end, survives):
+    # 4 slots; the real client's handler starts 0.5 s after its head arrives, and 12
+    # slowloris connections arrive meanwhile. Seen at the end of its head, the client
+    # is busy and the flood sheds only slowloris; without request_end it was the
+    # oldest waiting connection after 3 newcomers, and was cut off.
+    lst, sock = slow_listener(0.5, max_connections=4, request_end=request_end)
+    lst.start()
+    port = sock.getsockname()[1]
+    try:
+        early = await flood(port, 3)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(HEAD)
+        await asyncio.sleep(0.1)          # accepted and read; its handler not started
+        late = await flood(port, 12)
+        assert await answered(r) is survives
+        assert lst.dropped.get("at_capacity", 0) == 12
+        for _, writer in early + late + [(r, w)]:
+            writer.close()
+    finally:
+        await lst.close()
+
+
+async def test_a_request_queued_before_the_accept_is_busy_from_the_accept():
+    # The client and 6 slowloris are all in the accept queue when the listener starts:
+    # one batch of 8 accepts takes them before any protocol reads a byte. The peek at
+    # the accept sees the client's complete head, so the batch sheds slowloris only.
+    lst, sock = slow_listener(0.2, max_connections=4, request_end=b"\r\n\r\n")
+    port = sock.getsockname()[1]
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(HEAD)
+        await w.drain()
+        queued = await flood(port, 6)
+        await asyncio.sleep(0.05)         # every byte is in the kernel's queues
+        lst.start()
+        assert await answered(r)
+        assert lst.dropped == {"at_capacity": 3}
+        for _, writer in queued + [(r, w)]:
+            writer.close()
+    finally:
+        await lst.close()
+
+
 # A server that may hold more connections than it has descriptors: every accept past
 # the limit fails with EMFILE, as the agent's did before the connection cap.
 EMFILE_SERVER = textwrap.dedent("""
