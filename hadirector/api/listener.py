@@ -17,12 +17,15 @@ and reloads then failed with EMFILE) and write 30 MB of tracebacks.
   ``header_timeout`` of being accepted (trickling bytes does not extend it), may stay
   idle between requests for ``idle_timeout``, and a request (with its response) may
   take ``request_timeout``. One ``call_at`` timer, re-armed at the earliest deadline;
-* with ``request_end`` (``b"\r\n\r\n"`` for HTTP), a connection counts as busy from the
-  moment the listener sees the end of its request head: in the bytes already queued
-  when it is accepted (a peek), or in what its protocol receives. A real client sends
-  its whole request at once, so it is safe from shedding before the protocol's handler
-  has even started (several loop turns, in which a flood can bring more connections
-  than there are slots); a slowloris never completes its head;
+* with ``request_end`` (``b"\r\n\r\n"`` for HTTP) the listener reads each new
+  connection's request head itself, into a buffer of at most ``HEAD_BYTES``, and only a
+  connection that completes it gets a transport and a protocol (which receive the
+  buffered bytes first). A slowloris connection therefore costs a socket and a few
+  bytes, never an HTTP parser: shedding it is a ``close()``, so the agent gets through a
+  flood's accept queue fast enough to reach a real client in it. A connection counts as
+  busy from the moment its head is complete, before the protocol's handler runs
+  (several loop turns, in which a flood could otherwise shed it); later requests on a
+  kept-alive connection are seen in the bytes its protocol receives;
 * at most ``accept_batch`` accepts per readiness event, so the loop keeps turning for
   VRRP and health checks during a flood;
 * an accept that fails for lack of resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) pauses
@@ -74,21 +77,28 @@ class _Conn:
     since: float
     transport: asyncio.BaseTransport | None = None
     dropped: bool = False
-    tail: bytes = b""       # the last bytes received, to find a request end split across reads
+    head: bytes | None = None   # with request_end: read so far, before a transport exists
+    reading: bool = False       # the listener itself is reading the head
+    tail: bytes = b""           # the last bytes received, to find a request end split across reads
 
     def view(self) -> ConnView["_Conn"]:
         return ConnView(self, self.state, self.since)
 
 
 class _Watched(asyncio.Protocol):
-    """The connection's own protocol, with the bytes it receives shown to the listener
-    first (``seen``). Every callback a transport makes is passed on unchanged."""
+    """The connection's own protocol, given the bytes the listener read before it
+    existed (``prefix``), then every byte it receives, shown to the listener first
+    (``seen``). Every callback a transport makes is passed on unchanged."""
 
-    def __init__(self, inner: asyncio.Protocol, seen: Callable[[bytes], None]) -> None:
-        self.inner, self.seen = inner, seen
+    def __init__(self, inner: asyncio.Protocol, seen: Callable[[bytes], None],
+                 prefix: bytes) -> None:
+        self.inner, self.seen, self.prefix = inner, seen, prefix
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.inner.connection_made(transport)
+        if self.prefix:
+            prefix, self.prefix = self.prefix, b""
+            self.inner.data_received(prefix)
 
     def data_received(self, data: bytes) -> None:
         self.seen(data)
@@ -107,17 +117,9 @@ class _Watched(asyncio.Protocol):
         self.inner.resume_writing()
 
 
-# What a peek at a new connection reads at most: a request head longer than this is
-# not seen as complete until the protocol reads it.
-PEEK_BYTES = 8192
-
-
-def _queued(sock: socket.socket) -> bytes:
-    """The bytes already queued on a just-accepted socket, left in place."""
-    try:
-        return sock.recv(PEEK_BYTES, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except OSError:
-        return b""
+# The most the listener reads of a request head itself: a longer head is handed to the
+# protocol unfinished (aiohttp's own limits then apply), as a connection that is not busy.
+HEAD_BYTES = 8192
 
 
 class BoundedListener:
@@ -247,9 +249,56 @@ class BoundedListener:
                 return
             self._drop(victim, "at_capacity", now)
         conn = _Conn(sock=conn_sock, state=NEW, since=now)
-        if self.request_end is not None and self.request_end in _queued(conn_sock):
-            conn.state = BUSY
         self._conns.add(conn)
+        if self.request_end is None:
+            self._start_wiring(conn)
+            return
+        conn_sock.setblocking(False)
+        conn.head = b""
+        if not self._read_head(conn):       # its request is often queued already
+            self._loop.add_reader(conn_sock.fileno(), self._on_head, conn)
+            conn.reading = True
+
+    def _on_head(self, conn: _Conn) -> None:
+        if self._read_head(conn):
+            self._stop_head(conn)
+
+    def _stop_head(self, conn: _Conn) -> None:
+        if conn.reading and conn.sock is not None and self._loop is not None:
+            self._loop.remove_reader(conn.sock.fileno())
+        conn.reading = False
+
+    def _read_head(self, conn: _Conn) -> bool:
+        """Reads what the client sent; True once the connection leaves the head phase
+        (its head is complete or too long, and it is being wired; or it is gone)."""
+        sock, end = conn.sock, self.request_end
+        assert sock is not None and conn.head is not None and end is not None and self._loop
+        try:
+            data = sock.recv(HEAD_BYTES - len(conn.head))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            data = b""
+        if not data:                        # closed (or reset) before finishing a request
+            self._stop_head(conn)
+            sock.close()
+            conn.sock, conn.dropped = None, True
+            self._forget(conn)
+            return True
+        conn.head += data
+        if end in conn.head:
+            conn.state, conn.since = BUSY, self._loop.time()
+        elif len(conn.head) < HEAD_BYTES:
+            return False
+        else:
+            conn.tail = conn.head[-(len(end) - 1):] if len(end) > 1 else b""
+        self._stop_head(conn)
+        self._start_wiring(conn)
+        self._arm()
+        return True
+
+    def _start_wiring(self, conn: _Conn) -> None:
+        assert self._loop is not None
         task = self._loop.create_task(self._wire(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -261,7 +310,9 @@ class BoundedListener:
             sock.setblocking(False)
             factory = self._factory
             if self.request_end is not None:
-                factory = lambda: _Watched(self._factory(), lambda data: self._seen(conn, data))  # noqa: E731
+                prefix, conn.head = conn.head or b"", None
+                factory = lambda: _Watched(self._factory(), lambda data: self._seen(conn, data),  # noqa: E731
+                                           prefix)
             transport, _ = await self._loop.connect_accepted_socket(factory, sock=sock)
         except asyncio.CancelledError:
             sock.close()        # closing: asyncio closes a half-made transport itself
@@ -309,6 +360,11 @@ class BoundedListener:
         c.dropped = True
         if c.transport is not None:
             c.transport.abort()
+        elif c.reading:                     # still reading its head: a bare socket
+            self._stop_head(c)
+            assert c.sock is not None
+            c.sock.close()
+            c.sock = None
         # Before its transport exists the socket belongs to _wire, which sees
         # ``dropped`` and aborts the transport it gets.
 
@@ -326,7 +382,7 @@ class BoundedListener:
         if self._loop is None:
             return
         limit = {NEW: self.header_timeout, IDLE: self.idle_timeout, BUSY: self.request_timeout}
-        due = [c.since + limit[c.state] for c in self._conns if c.transport is not None]
+        due = [c.since + limit[c.state] for c in self._conns if c.transport is not None or c.reading]
         due += [d for d in (self._accept_errors.next_due(), self._drops.next_due()) if d is not None]
         if self._timer is not None:
             self._timer.cancel()
@@ -339,7 +395,7 @@ class BoundedListener:
         self._timer = None
         now = self._loop.time()
         self._prune()
-        views = [c.view() for c in self._conns if c.transport is not None]
+        views = [c.view() for c in self._conns if c.transport is not None or c.reading]
         for conn, reason in expired(views, now, header_timeout=self.header_timeout,
                                     idle_timeout=self.idle_timeout,
                                     request_timeout=self.request_timeout):

@@ -173,8 +173,8 @@ async def test_a_client_whose_request_head_is_complete_outlives_a_flood_before_i
 
 async def test_a_request_queued_before_the_accept_is_busy_from_the_accept():
     # The client and 6 slowloris are all in the accept queue when the listener starts:
-    # one batch of 8 accepts takes them before any protocol reads a byte. The peek at
-    # the accept sees the client's complete head, so the batch sheds slowloris only.
+    # one batch of 8 accepts takes them. The listener reads what each has queued as it
+    # accepts it, sees the client's complete head, so the batch sheds slowloris only.
     lst, sock = slow_listener(0.2, max_connections=4, request_end=b"\r\n\r\n")
     port = sock.getsockname()[1]
     try:
@@ -188,6 +188,58 @@ async def test_a_request_queued_before_the_accept_is_busy_from_the_accept():
         assert lst.dropped == {"at_capacity": 3}
         for _, writer in queued + [(r, w)]:
             writer.close()
+    finally:
+        await lst.close()
+
+
+async def test_a_slowloris_connection_never_gets_a_protocol_and_is_closed_at_its_header_timeout():
+    made = []
+    sock = socket.create_server(("127.0.0.1", 0))
+    ref: list = [None]
+
+    def factory():
+        made.append(1)
+        return SlowHandler(ref, 0.0)
+
+    lst = BoundedListener(sock, factory, log=structlog.get_logger(), header_timeout=0.3,
+                          request_end=b"\r\n\r\n")
+    ref[0] = lst
+    lst.start()
+    try:
+        (r, w), = await flood(sock.getsockname()[1], 1)
+        w.write(b"X-Trickle: 1\r\n")
+        assert not await is_closed(r, 0.1)
+        assert await is_closed(r, 1.0), "closed at its header timeout"
+        assert made == [] and lst.dropped == {"header_timeout": 1}
+        w.close()
+    finally:
+        await lst.close()
+
+
+async def test_a_head_sent_in_pieces_reaches_the_protocol_whole_and_in_order():
+    got: list[bytes] = []
+
+    class Record(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            got.append(data)
+            if b"".join(got).endswith(b"body"):
+                self.transport.write(b"ok\n")
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    lst = BoundedListener(sock, Record, log=structlog.get_logger(), request_end=b"\r\n\r\n")
+    lst.start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        for piece in (b"POST /x HTTP/1.1\r\nHo", b"st: x\r\nContent-Length: 4\r", b"\n\r\nbo", b"dy"):
+            w.write(piece)
+            await w.drain()
+            await asyncio.sleep(0.05)
+        assert await answered(r)
+        assert b"".join(got) == b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody"
+        w.close()
     finally:
         await lst.close()
 
