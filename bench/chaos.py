@@ -312,8 +312,12 @@ def k_api_flood(c: Ctx) -> list:
     d1 = c.lab.director_named("dir1")
     flood = faults.api_flood(c.lab, "dir1", n=1100, hold=6.0, posts=20)
     time.sleep(3.0)
-    health = lan.sh("curl", "-s", "-m", "2", "-o", "/dev/null", "-w", "%{http_code}",
-                         "http://127.0.0.1:9110/healthz", ns=d1.ns, check=False).stdout
+    # The listening socket's Recv-Q: connections waiting in the kernel's accept queue.
+    queued = lan.sh("ss", "-ltnH", "sport = :9110", ns=d1.ns, check=False).stdout.split()[1:2]
+    probe = lan.sh("curl", "-s", "-m", "2", "-o", "/dev/null",
+                   "-w", "%{http_code} connect %{time_connect}s total %{time_total}s",
+                   "http://127.0.0.1:9110/healthz", ns=d1.ns, check=False)
+    health, _, timing = probe.stdout.partition(" ")
     samples = inv.watch(c.lab, 2.0)
     seen = flood.result()
     end = c.lab.mark("heal: API flood over")
@@ -321,7 +325,9 @@ def k_api_flood(c: Ctx) -> list:
     if seen["reload_statuses"].get("200", 0):
         v.append(inv.Violation("api_reloaded_by_nobody", json.dumps(seen["reload_statuses"])))
     if health != "200":
-        v.append(inv.Violation("api_stalled", f"/healthz answered {health!r} during the flood"))
+        # curl's exit code tells a wait (28: timed out) from a cut (52/56: closed, reset).
+        v.append(inv.Violation("api_stalled", f"/healthz answered {health!r} during the flood "
+                                              f"(curl exit {probe.returncode}, {timing}; accept queue before it: {queued})"))
     return v + c.check(end, c.adv + c.slack, "dir1")
 
 
