@@ -8,10 +8,11 @@ tests drive them with a fake clock.
   connection attempts becomes a handful of log lines, not 68,000 tracebacks.
 * ``TokenBucket`` bounds state-changing requests (reload): ``burst`` at once, then
   ``rate`` per second; a refusal says how long to wait.
-* ``pick_victim`` chooses which connection to drop when the HTTP side is full: the
-  one that has waited longest without a request in progress. A slowloris connection
-  never completes its headers, so it is always a candidate, while a real client whose
-  request is being answered is never cut off.
+* ``Waiting`` says which connection to drop when the HTTP side is full: the one that
+  has waited longest without a request in progress. A slowloris connection never
+  completes its headers, so it is always a candidate, while a real client whose
+  request is being answered is never cut off. It answers in O(1): during a flood it is
+  asked once per accepted connection.
 * ``connection_budget`` is how many connections the API may hold given the process's
   file-descriptor limit, so the API can never take the descriptors that VRRP, health
   checks and notify scripts need.
@@ -19,6 +20,7 @@ tests drive them with a fake clock.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -132,13 +134,42 @@ class ConnView(Generic[C]):
     since: float
 
 
-def pick_victim(conns: Iterable[ConnView[C]]) -> C | None:
-    """The connection to drop for a new one when full: the longest-waiting one that
-    has no request in progress (None if every connection is busy)."""
-    waiting = [c for c in conns if c.state != BUSY]
-    if not waiting:
+class Waiting(Generic[C]):
+    """The connections without a request in progress, in the order to shed them.
+
+    First the longest-waiting of those that began a request and stopped (a slowloris
+    sends a few header bytes and never finishes) or sit idle between requests; only
+    then one that has sent nothing yet (``silent``): a real client's request is often
+    a moment behind its connect, and under a flood 64 newer connections can arrive in
+    that moment. A flood that sends nothing at all is still shed oldest first.
+
+    ``enter`` is called whenever a connection changes state and when a silent one
+    sends its first bytes, ``leave`` when it closes; the order within each group is the
+    order of entering it. ``oldest`` is the one to drop for a new one when full (None
+    if every connection is busy). O(1) each: during a flood it is asked once per
+    accepted connection."""
+
+    def __init__(self) -> None:
+        self._talked: OrderedDict[C, float] = OrderedDict()
+        self._silent: OrderedDict[C, float] = OrderedDict()
+
+    def enter(self, key: C, state: str, since: float, *, silent: bool = False) -> None:
+        self.leave(key)
+        if state != BUSY:
+            (self._silent if silent else self._talked)[key] = since
+
+    def leave(self, key: C) -> None:
+        self._talked.pop(key, None)
+        self._silent.pop(key, None)
+
+    def oldest(self) -> C | None:
+        for group in (self._talked, self._silent):
+            if group:
+                return next(iter(group))
         return None
-    return min(waiting, key=lambda c: c.since).key
+
+    def __len__(self) -> int:
+        return len(self._talked) + len(self._silent)
 
 
 def expired(conns: Iterable[ConnView[C]], now: float, *, header_timeout: float,

@@ -10,7 +10,7 @@ and reloads then failed with EMFILE) and write 30 MB of tracebacks.
 
 * at most ``max_connections`` connections at once. When full, a new connection takes
   the place of the one that has waited longest without a request in progress
-  (``limits.pick_victim``): an idle slowloris connection is shed, a real client whose
+  (``limits.Waiting``): an idle slowloris connection is shed, a real client whose
   request is being answered is not; if every connection is busy the new one is closed
   (with ``shed_oldest=False``, the new one is always the one closed);
 * deadlines (``limits.expired``): a connection must complete its request headers within
@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hadirector.api.limits import BUSY, IDLE, NEW, ConnView, Throttle, expired, pick_victim
+from hadirector.api.limits import BUSY, IDLE, NEW, ConnView, Throttle, Waiting, expired
 
 # Accept errors that mean "no descriptor / no memory right now": retrying at once
 # fails again (and Linux keeps the socket readable), so accepting pauses.
@@ -88,11 +88,12 @@ class _Conn:
 class _Watched(asyncio.Protocol):
     """The connection's own protocol, given the bytes the listener read before it
     existed (``prefix``), then every byte it receives, shown to the listener first
-    (``seen``). Every callback a transport makes is passed on unchanged."""
+    (``seen``); ``lost`` tells the listener the connection is gone. Every callback a
+    transport makes is passed on unchanged."""
 
-    def __init__(self, inner: asyncio.Protocol, seen: Callable[[bytes], None],
-                 prefix: bytes) -> None:
-        self.inner, self.seen, self.prefix = inner, seen, prefix
+    def __init__(self, inner: asyncio.Protocol, seen: Callable[[bytes], None] | None,
+                 lost: Callable[[], None], prefix: bytes) -> None:
+        self.inner, self.seen, self.lost, self.prefix = inner, seen, lost, prefix
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.inner.connection_made(transport)
@@ -101,13 +102,15 @@ class _Watched(asyncio.Protocol):
             self.inner.data_received(prefix)
 
     def data_received(self, data: bytes) -> None:
-        self.seen(data)
+        if self.seen is not None:
+            self.seen(data)
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return self.inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost()
         self.inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -142,6 +145,7 @@ class BoundedListener:
         self.shed_oldest = shed_oldest
         self.request_end = request_end
         self._conns: set[_Conn] = set()
+        self._waiting: Waiting[_Conn] = Waiting()
         self._by_transport: dict[asyncio.BaseTransport, _Conn] = {}
         self._tasks: set[asyncio.Task] = set()
         self._accept_errors = Throttle(report_interval)
@@ -197,8 +201,12 @@ class BoundedListener:
         conn = self._by_transport.get(transport) if transport is not None else None
         if conn is None or self._loop is None:
             return
-        conn.state, conn.since = state, self._loop.time()
+        self._enter(conn, state, self._loop.time())
         self._arm()
+
+    def _enter(self, conn: _Conn, state: str, now: float) -> None:
+        conn.state, conn.since = state, now
+        self._waiting.enter(conn, state, now)
 
     # --- accepting --------------------------------------------------------------------
 
@@ -240,9 +248,9 @@ class BoundedListener:
         self._start_reading()
 
     def _admit(self, conn_sock: socket.socket, now: float) -> None:
-        self._prune()
+        # O(1) per connection: a flood brings thousands a second, all through here.
         if len(self._conns) >= self.max_connections:
-            victim = pick_victim(c.view() for c in self._conns) if self.shed_oldest else None
+            victim = self._waiting.oldest() if self.shed_oldest else None
             if victim is None:
                 conn_sock.close()
                 self._note_drop("all_busy" if self.shed_oldest else "at_capacity", now)
@@ -250,6 +258,7 @@ class BoundedListener:
             self._drop(victim, "at_capacity", now)
         conn = _Conn(sock=conn_sock, state=NEW, since=now)
         self._conns.add(conn)
+        self._waiting.enter(conn, NEW, now, silent=self.request_end is not None)
         if self.request_end is None:
             self._start_wiring(conn)
             return
@@ -285,9 +294,11 @@ class BoundedListener:
             conn.sock, conn.dropped = None, True
             self._forget(conn)
             return True
+        if not conn.head:                   # its first bytes: no longer silent
+            self._waiting.enter(conn, NEW, conn.since)
         conn.head += data
         if end in conn.head:
-            conn.state, conn.since = BUSY, self._loop.time()
+            self._enter(conn, BUSY, self._loop.time())
         elif len(conn.head) < HEAD_BYTES:
             return False
         else:
@@ -308,18 +319,17 @@ class BoundedListener:
         assert sock is not None and self._loop is not None
         try:
             sock.setblocking(False)
-            factory = self._factory
-            if self.request_end is not None:
-                prefix, conn.head = conn.head or b"", None
-                factory = lambda: _Watched(self._factory(), lambda data: self._seen(conn, data),  # noqa: E731
-                                           prefix)
-            transport, _ = await self._loop.connect_accepted_socket(factory, sock=sock)
+            prefix, conn.head = conn.head or b"", None
+            seen = (lambda data: self._seen(conn, data)) if self.request_end is not None else None
+            transport, _ = await self._loop.connect_accepted_socket(
+                lambda: _Watched(self._factory(), seen, lambda: self._forget(conn), prefix),
+                sock=sock)
         except asyncio.CancelledError:
             sock.close()        # closing: asyncio closes a half-made transport itself
             raise
         except (OSError, RuntimeError) as e:
             sock.close()
-            self._conns.discard(conn)
+            self._forget(conn)
             self._note_drop(f"setup_failed_{type(e).__name__}", self._loop.time())
             return
         conn.sock = None
@@ -338,7 +348,8 @@ class BoundedListener:
         window = conn.tail + data
         conn.tail = window[-(len(end) - 1):] if len(end) > 1 else b""
         if end in window and self._loop is not None:
-            conn.state, conn.since, conn.tail = BUSY, self._loop.time(), b""
+            conn.tail = b""
+            self._enter(conn, BUSY, self._loop.time())
             self._arm()
 
     # --- shedding and deadlines ---------------------------------------------------------
@@ -353,6 +364,7 @@ class BoundedListener:
 
     def _forget(self, c: _Conn) -> None:
         self._conns.discard(c)
+        self._waiting.leave(c)
         if c.transport is not None:
             self._by_transport.pop(c.transport, None)
 

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 from hadirector.api import limits
-from hadirector.api.limits import BUSY, IDLE, NEW, ConnView, Throttle, TokenBucket, expired, pick_victim
+from hadirector.api.limits import BUSY, IDLE, NEW, ConnView, Throttle, TokenBucket, Waiting, expired
 
 
 def test_the_limits_core_does_no_io():
@@ -58,11 +58,35 @@ def test_the_reload_bucket_allows_a_burst_then_one_per_second():
 
 
 def test_a_full_server_sheds_the_longest_waiting_connection_that_is_not_busy():
-    conns = [ConnView("busy-old", BUSY, 1.0), ConnView("new", NEW, 5.0),
-             ConnView("idle-old", IDLE, 2.0), ConnView("new-late", NEW, 9.0)]
-    assert pick_victim(conns) == "idle-old"
-    assert pick_victim([ConnView("a", BUSY, 1.0), ConnView("b", BUSY, 0.0)]) is None
-    assert pick_victim([]) is None
+    w: Waiting[str] = Waiting()
+    assert w.oldest() is None
+    # In time order, as the listener reports them.
+    w.enter("busy-old", NEW, 0.0)
+    w.enter("idle-old", NEW, 0.5)
+    w.enter("busy-old", BUSY, 1.0)      # its request is being answered: never shed
+    w.enter("idle-old", BUSY, 1.5)
+    w.enter("idle-old", IDLE, 2.0)      # answered: waiting again, since 2.0
+    w.enter("new", NEW, 5.0)
+    w.enter("new-late", NEW, 9.0)
+    assert w.oldest() == "idle-old" and len(w) == 3
+    w.leave("idle-old")                 # shed (or closed by its client)
+    assert w.oldest() == "new"
+    w.enter("new-late", BUSY, 9.5)
+    w.leave("new")
+    assert w.oldest() is None, "every connection left is busy: none to shed"
+
+
+def test_a_connection_that_has_sent_nothing_yet_is_shed_after_every_slowloris():
+    w: Waiting[str] = Waiting()
+    w.enter("fresh", NEW, 0.0, silent=True)         # connected, its request not here yet
+    w.enter("slowloris", NEW, 1.0, silent=True)
+    w.enter("slowloris", NEW, 1.1)                  # its first header bytes, then nothing
+    w.enter("idle", IDLE, 2.0)
+    assert w.oldest() == "slowloris"
+    w.leave("slowloris")
+    assert w.oldest() == "idle"
+    w.leave("idle")
+    assert w.oldest() == "fresh", "a flood that sends nothing is still shed, oldest first"
 
 
 def test_each_state_has_its_own_deadline():

@@ -171,6 +171,24 @@ async def test_a_client_whose_request_head_is_complete_outlives_a_flood_before_i
         await lst.close()
 
 
+async def test_a_client_that_has_not_sent_its_request_yet_outlives_older_slowloris():
+    lst, sock = slow_listener(0.0, max_connections=4, request_end=b"\r\n\r\n")
+    lst.start()
+    port = sock.getsockname()[1]
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", port)     # its request comes later
+        await asyncio.sleep(0.05)
+        loris = await flood(port, 9)
+        await asyncio.sleep(0.05)
+        assert lst.dropped == {"at_capacity": 6}
+        w.write(HEAD)
+        assert await answered(r), "the slowloris were shed, not the quiet client"
+        for _, writer in loris + [(r, w)]:
+            writer.close()
+    finally:
+        await lst.close()
+
+
 async def test_a_request_queued_before_the_accept_is_busy_from_the_accept():
     # The client and 6 slowloris are all in the accept queue when the listener starts:
     # one batch of 8 accepts takes them. The listener reads what each has queued as it
