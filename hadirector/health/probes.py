@@ -182,6 +182,11 @@ class EpollChecks:
         if earliest is not None and (self._timer_at is None or earliest < self._timer_at):
             self._arm(earliest)
 
+    def cancel_all(self) -> None:
+        """Cancel every check still running (none of them calls its ``done``)."""
+        for check in list(self._checks.values()):
+            check.cancel()
+
     def close(self) -> None:
         self._timer_at = None
         self._ep.close()
