@@ -120,7 +120,6 @@ class CheckLoop:
         self._policy = HealthPolicy()
         self._schedule = CheckSchedule(seed)
         self._slots: list[_Slot] = []
-        self._keys: dict[Hashable, _Slot] = {}
         now = self._now = clock()
         starters = []
         seen: set[Hashable] = set()
@@ -135,7 +134,6 @@ class CheckLoop:
             due = self._schedule.add(sid, t.check, now, warmup)
             slot = _Slot(self, sid, t.key, starter, health, due)
             self._slots.append(slot)
-            self._keys[t.key] = slot
         deadline = self._schedule.next_deadline()
         self._next = math.inf if deadline is None else deadline
         self._transitions: list[Transition] = []
