@@ -29,8 +29,10 @@ checks/s sustained, CPU us per check (user + sys), checks per core-second, laten
 p50/p99, full GC passes.
 
 Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,3000,10000] [--kinds tcp,http]
-[--duration 10] [--before 6103bbd] [--floor]``. ``--floor`` adds, after each run, the same checks
-as bare system calls in a tight loop (``floor_loop``): the cost no checker goes below.
+[--duration 10] [--before 6103bbd] [--floor] [--checkloop]``. ``--floor`` adds, after each run, the
+same checks as bare system calls in a tight loop (``floor_loop``): the cost no checker goes below.
+``--checkloop`` adds the same checks run by ``health.checkloop.CheckLoop`` (no asyncio: the
+probes' check objects, schedule and rise/fall in a loop of its own; ``checkloop_run``).
 """
 
 from __future__ import annotations
@@ -336,14 +338,66 @@ def floor_loop(eps, kind: str, duration: float, interval: float) -> dict:
             "late_p50": float("nan"), "late_p99": float("nan"), "gc_n": float("nan"), "gc_max": float("nan")}
 
 
+def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: float) -> dict:
+    """The same checks (same probe, interval, timeout, rise/fall, warmup) run by
+    ``CheckLoop``: one thread, its own epoll, no asyncio. Its lateness is from each
+    check's deadline, which is the runner rows' "interval after the previous start" for
+    every check that ends within its interval (no jitter here). It keeps no per-check
+    probe latency (no per-check instrumentation at all: the runner rows carry the
+    bench's wrapper, a closure and a few list and dict operations per check)."""
+    from hadirector.health.checkloop import CheckLoop, LoopTarget    # not in --before trees
+    probe = TcpProbe() if kind == "tcp" else HttpProbe(path="/health")
+    check = HealthCheck(probe, interval=interval, timeout=timeout, rise=1, fall=3)
+    loop = CheckLoop([LoopTarget(i, check, h, p) for i, (h, p) in enumerate(eps)], warmup=interval, seed=1)
+    if heap is not None:
+        heap.settle()
+    gc.collect()
+    full_passes: list[float] = []
+    window = {"on": False, "t": 0.0}
+
+    def on_gc(phase, info):
+        if info["generation"] == 2 and window["on"]:
+            if phase == "start":
+                window["t"] = time.perf_counter()
+            else:
+                full_passes.append(time.perf_counter() - window["t"])
+
+    gc.callbacks.append(on_gc)
+    try:
+        loop.run(until=time.monotonic() + interval * 1.5)      # first checks spread over warmup
+        window["on"] = True
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        rep = loop.run(until=t0 + duration)
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        window["on"] = False
+        reasons: dict[str, int] = {}
+        for i in range(len(eps)):
+            last = loop.health(i).last
+            if last is not None and not last.ok:
+                reasons[last.detail] = reasons.get(last.detail, 0) + 1
+    finally:
+        loop.close()
+        gc.callbacks.remove(on_gc)
+        if heap is not None:
+            heap.release()
+    wall = t1 - t0
+    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    done = rep.completed
+    return {"wall": wall, "cpu": user + sys_, "user": user, "sys": sys_, "rate": done / wall,
+            "done": done, "fail": rep.failed + rep.inconclusive, "reasons": reasons,
+            "p50": float("nan"), "p99": float("nan"),
+            "late_p50": pct(rep.lateness, 0.50), "late_p99": pct(rep.lateness, 0.99),
+            "gc_n": len(full_passes), "gc_max": max(full_passes, default=0.0)}
+
+
 def ms(seconds: float) -> str:
     # nan: no target was checked twice inside the window (the runner fell behind).
     return "-" if seconds != seconds else f"{seconds * 1e3:.1f}ms"
 
 
-def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
-    """One measured run of this tree's runner (or of ``floor_loop``): servers up,
-    measure, servers down."""
+def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner") -> dict:
+    """One measured run of this tree's runner (or of ``floor_loop``, or of ``CheckLoop``
+    with ``engine="checkloop"``): servers up, measure, servers down."""
     eps = endpoints(n)
     procs, stop = start_servers(eps, kind, args.server_procs)
     load = os.getloadavg()[0]
@@ -355,6 +409,8 @@ def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
             factory = uvloop.new_event_loop
         if floor:
             res = floor_loop(eps, kind, args.duration, args.interval)
+        elif engine == "checkloop":
+            res = checkloop_run(eps, kind, args.duration, args.interval, args.timeout)
         else:
             with asyncio.Runner(loop_factory=factory) as runner:
                 res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
@@ -412,7 +468,7 @@ def export_tree(rev: str) -> str:
 
 
 def row_text(impl: str, r: dict) -> str:
-    return (f"{impl:6} {r['kind']:5} {r['n']:>7} {r['want']:>7.0f} {r['got']:>7.0f} {r['fail']:>5} "
+    return (f"{impl:9} {r['kind']:5} {r['n']:>7} {r['want']:>7.0f} {r['got']:>7.0f} {r['fail']:>5} "
             f"{r['p50'] * 1e3:>7.2f} {r['p99'] * 1e3:>7.2f} {ms(r['late_p50']):>8} {ms(r['late_p99']):>8} "
             f"{r['cpu_s']:>7.2f} {r['user_s']:>6.2f} {r['sys_s']:>6.2f} {r['us_chk']:>6.0f} "
             f"{r['srv']:>7.2f} {r['load']:>5.1f} {_count(r['gc_n']):>4} {ms(r['gc_max']):>8}")
@@ -453,6 +509,9 @@ def main(argv=None) -> int:
     ap.add_argument("--floor", action="store_true",
                     help="also run the bare system calls of the same checks in a tight loop"
                          " (floor_loop) after each run: what no checker in Python goes below")
+    ap.add_argument("--checkloop", action="store_true",
+                    help="also run the same checks in health.checkloop.CheckLoop (no asyncio)"
+                         " after each run")
     ap.add_argument("--before", metavar="REV",
                     help="also run the code of git revision REV, right before each run of this"
                          " tree's code (same servers, sizes and machine state)")
@@ -469,7 +528,7 @@ def main(argv=None) -> int:
           f"concurrency {args.concurrency}, max_rate {args.max_rate or 'none'}, {args.duration:.0f}s per run, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}"
           + (f"; before = {args.before}" if args.before else ""), flush=True)
-    header = (f"{'code':6} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
+    header = (f"{'code':9} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
               f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'us/chk':>6} {'srv cpu':>7} {'load':>5} {'gc2':>4} {'gc2 max':>8}")
     print(header)
@@ -489,6 +548,13 @@ def main(argv=None) -> int:
                 if r["reasons"]:
                     top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
                     print(f"       failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+                if args.checkloop:
+                    r = run_one(kind, n, args, engine="checkloop")
+                    rows.append(("checkloop", r))
+                    print(row_text("checkloop", r), flush=True)
+                    if r["reasons"]:
+                        top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
+                        print(f"          last failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
                 if args.floor:
                     r = run_one(kind, n, args, floor=True)
                     rows.append(("floor", r))

@@ -1,0 +1,233 @@
+"""TCP and plain-HTTP checks in a loop of their own, with no asyncio (issue 13's experiment).
+
+Theory of operation
+-------------------
+The question this answers: how close can a checker written in Python get to the
+system-call floor of a check (bench/health_checks.py ``--floor``) once nothing but the
+checks runs in its loop -- the shape a checker *worker process* would have, fed its
+targets by the agent and sending back transitions in batches. It is not wired into the
+agent; the health runner is unchanged.
+
+Nothing is written twice. ``CheckLoop`` owns:
+
+* the checks themselves: the ``TcpCheck`` / ``HttpCheck`` objects of ``probes`` on one
+  ``probes.EpollChecks`` (its epoll, the timeout FIFOs), started by each target's
+  ``TcpTarget`` / ``HttpTarget`` from ``probes.prepare_probe``: the same sockets
+  (``socket(2)`` with SOCK_NONBLOCK, no Python wrapper), the same verdicts
+  (``HttpResponse``) and the same inconclusive errnos (EMFILE, ENFILE, ENOBUFS, ENOMEM);
+* ``schedule.CheckSchedule`` for when each check is due and ``policy.HealthPolicy`` for
+  rise/fall, as the health runner uses them;
+* one loop: start the checks due (on a ``tick`` grid, as the runner's timer, so the
+  checks due within one tick start together), then one ``epoll_wait`` until the next
+  deadline, the earliest timeout or ``until``, hand what is ready to its checks, fail
+  what timed out. No event-loop iteration, task, future, timer handle or callback
+  queue per check: per check that leaves the system calls and the check objects.
+
+A check's result goes to the policy at once; a transition is kept in the run's list,
+which ``run(until=)`` returns with the lateness of every check started (how long after
+its schedule's deadline it started: the issue's "within 10 ms (p99)").
+
+Only TCP and plain HTTP run here (the probes with a callback form, ``prepare_probe``);
+any other target is refused at construction, naming it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from array import array
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+from hadirector.health.policy import HealthPolicy, HealthState, ProbeResult, ServerHealth, Transition
+from hadirector.health.probes import EpollChecks, Starter, prepare_probe
+from hadirector.health.schedule import BUCKET, CheckSchedule
+from hadirector.model import HealthCheck, HttpProbe, TcpProbe
+
+
+@dataclass(frozen=True, slots=True)
+class LoopTarget:
+    """One target: ``key`` names it in transitions (the runner's ``(service key, rs
+    key)``); its ``check`` goes to ``address:port``."""
+
+    key: Hashable
+    check: HealthCheck
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one ``run(until=)`` did: the batch a worker would send to the agent."""
+
+    transitions: list[Transition]
+    lateness: array             # seconds from deadline to start, one per check started
+    started: int                # checks started
+    completed: int              # results recorded (ok, failed or inconclusive)
+    failed: int                 # conclusive failures among them
+    inconclusive: int           # could not run for a local reason (EMFILE, ...)
+
+
+class _Slot:
+    """One target's runtime: its starter, its policy record, its next deadline; and the
+    ``done`` of each of its checks (this object: no closure per check)."""
+
+    __slots__ = ("loop", "id", "key", "starter", "health", "due")
+
+    def __init__(self, loop: CheckLoop, sid: int, key: Hashable, starter: Starter,
+                 health: ServerHealth, due: float) -> None:
+        self.loop, self.id, self.key, self.starter, self.health, self.due = \
+            loop, sid, key, starter, health, due
+
+    def __call__(self, result: ProbeResult) -> None:
+        loop = self.loop
+        now = loop._now
+        health = self.health
+        transition = health.apply(self.key, result, now)
+        loop._completed += 1
+        retry = False
+        if result.inconclusive:
+            loop._inconclusive += 1
+        elif not result.ok:
+            loop._failed += 1
+            # The health runner's rule: confirm a failure quickly (retry_delay) until
+            # the server is down; a down server is checked at its interval.
+            retry = health.state is not HealthState.DOWN
+        due = loop._schedule.finished(self.id, now, retry=retry)
+        if due is not None:
+            self.due = due
+            if due < loop._next:
+                loop._next = due
+        if transition is not None:
+            loop._transitions.append(transition)
+
+
+class CheckLoop:
+    """Checks ``targets`` (TCP and plain HTTP) from one thread, with no event loop.
+
+    ``clock`` is monotonic seconds (``until`` is in it); ``tick`` the grid on which due
+    checks start together (0: each at its own deadline); ``warmup`` spreads the first
+    checks over that long (keepalived's name, as the runner's); ``seed`` the schedule's
+    jitter. Raises ``ValueError`` naming the first target that cannot run here, and
+    ``OSError`` when the epoll itself cannot be made (no descriptor for it).
+    """
+
+    def __init__(self, targets: Iterable[LoopTarget], *, clock: Callable[[], float] = time.monotonic,
+                 tick: float = BUCKET, warmup: float = 0.0, seed: int | None = None) -> None:
+        self.time = clock                    # what the checks read (``EpollChecks``' loop)
+        self._tick = max(0.0, tick)
+        self._policy = HealthPolicy()
+        self._schedule = CheckSchedule(seed)
+        self._slots: list[_Slot] = []
+        now = self._now = clock()
+        starters = []
+        seen: set[Hashable] = set()
+        for t in targets:
+            if t.key in seen:
+                raise ValueError(f"target {t.key!r}: listed twice")
+            seen.add(t.key)
+            starters.append((t, _starter(t)))
+        self._checks = EpollChecks(self)
+        for sid, (t, starter) in enumerate(starters):
+            health = self._policy.track(t.key, t.check, now)
+            due = self._schedule.add(sid, t.check, now, warmup)
+            slot = _Slot(self, sid, t.key, starter, health, due)
+            self._slots.append(slot)
+        deadline = self._schedule.next_deadline()
+        self._next = math.inf if deadline is None else deadline
+        self._transitions: list[Transition] = []
+        self._completed = self._failed = self._inconclusive = 0
+
+    # --- read side ---------------------------------------------------------------
+
+    def state(self, key: Hashable) -> HealthState:
+        """The target's health now (UNKNOWN before its first result)."""
+        h = self._policy.get(key)
+        if h is None:
+            raise KeyError(f"no target {key!r} in this check loop")
+        return h.state
+
+    def health(self, key: Hashable) -> ServerHealth:
+        """The policy's record of the target (counters, last result)."""
+        h = self._policy.get(key)
+        if h is None:
+            raise KeyError(f"no target {key!r} in this check loop")
+        return h
+
+    # --- the loop ----------------------------------------------------------------
+
+    def run(self, until: float) -> RunReport:
+        """Check until ``clock() >= until``; what happened meanwhile.
+
+        Checks still running at ``until`` go on in the next ``run`` (their results are
+        recorded then); ``close()`` cancels them."""
+        clock, checks, schedule, slots, tick = self.time, self._checks, self._schedule, self._slots, self._tick
+        poll, dispatch = checks.poll, checks.dispatch
+        self._transitions = transitions = []
+        self._completed = self._failed = self._inconclusive = 0
+        lateness = array("d")
+        late = lateness.append
+        started = 0
+        now = clock()
+        while now < until:
+            self._now = now
+            if self._next <= now:
+                for sid in schedule.pop_due(now):
+                    slot = slots[sid]
+                    t = clock()
+                    late(t - slot.due)
+                    started += 1
+                    self._now = t
+                    try:
+                        slot.starter.start_on(checks, slot)
+                    except Exception as exc:  # a probe never raises; if one does, it failed
+                        slot(ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
+                deadline = schedule.next_deadline()
+                self._next = math.inf if deadline is None else deadline
+            wake = self._next
+            if tick and wake != math.inf:
+                # Up to the next tick: every check due within one tick starts in one batch.
+                wake = max(wake, math.ceil(wake / tick) * tick)
+            timer_at = checks.timer_at
+            if timer_at is not None and timer_at < wake:
+                wake = timer_at
+            if until < wake:
+                wake = until
+            ready = poll(max(0.0, wake - clock()))
+            now = self._now = clock()
+            if ready:
+                dispatch(ready, now)
+            timer_at = checks.timer_at
+            if timer_at is not None and timer_at <= now:
+                checks.expire(now)
+        return RunReport(transitions, lateness, started, self._completed, self._failed, self._inconclusive)
+
+    def close(self) -> None:
+        """Cancel the checks still running and close the epoll."""
+        self._checks.cancel_all()
+        self._checks.close()
+
+    def __enter__(self) -> CheckLoop:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _starter(t: LoopTarget) -> Starter:
+    probe = t.check.probe
+    if not isinstance(probe, (TcpProbe, HttpProbe)) or getattr(probe, "tls", False):
+        kind = "https" if isinstance(probe, HttpProbe) else type(probe).__name__
+        raise ValueError(f"target {t.key!r}: a {kind} check does not run in a CheckLoop"
+                         " (tcp and plain http only)")
+    try:
+        # An address, not a name: a name would be resolved, blocking, at every check.
+        ipaddress.ip_address(t.address)
+    except ValueError:
+        raise ValueError(f"target {t.key!r}: address {t.address!r} is not an IP address") from None
+    if not 0 < t.port < 65536:
+        raise ValueError(f"target {t.key!r}: port {t.port!r} is not 1-65535")
+    starter = prepare_probe(t.check, t.address, t.port)
+    assert starter is not None                # tcp and plain http have a callback form
+    return starter
