@@ -135,6 +135,13 @@ class EpollChecks:
         if at is None or deadline < at:
             self._arm(deadline)
 
+    def watch_reader(self, fd: int, events: int, handler) -> None:
+        """Hand ``fd``'s events to ``handler.on_event(events, now)``, with no timeout:
+        a descriptor its owner keeps open (``CheckLoop.watch_input``: the worker's
+        input pipe)."""
+        self._ep.register(fd, events)
+        self._checks[fd] = handler
+
     def forget(self, fd: int) -> None:
         """The check is done with ``fd`` and closes it next (which unregisters it)."""
         self._checks.pop(fd, None)

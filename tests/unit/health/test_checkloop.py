@@ -336,3 +336,102 @@ def test_checkloop_imports_no_asyncio():
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module.split(".")[0])
     assert "asyncio" not in names
+
+
+# --- targets added, changed and removed between runs (the worker's reloads) -------------
+
+
+def test_a_target_put_between_runs_is_checked_from_the_next_run():
+    with LoopbackServer("accept") as srv, CheckLoop([]) as loop:
+        assert loop.run(until=time.monotonic() + 0.05).started == 0
+        loop.put(LoopTarget("rs1", tcp(), "127.0.0.1", srv.port))
+        reports = run_until(loop, lambda rs: transitions(rs))
+    (t,) = transitions(reports)
+    assert (t.target, t.new) == ("rs1", UP)
+    assert "rs1" in reports[-1].touched
+
+
+def test_a_target_put_with_a_state_starts_there_and_rise_fall_apply_from_it():
+    port = closed_port()
+    with CheckLoop([]) as loop:
+        loop.put(LoopTarget("rs1", tcp(fall=3), "127.0.0.1", port), UP)
+        assert loop.state("rs1") is UP
+        reports = run_until(loop, lambda rs: transitions(rs))
+    (t,) = transitions(reports)
+    assert (t.old, t.new, t.count) == (UP, DOWN, 3)
+
+
+def test_a_removed_target_is_not_checked_again_and_its_running_check_is_cancelled():
+    with LoopbackServer("silent") as srv, CheckLoop([LoopTarget("rs1", http(timeout=5.0), "127.0.0.1",
+                                                                srv.port)]) as loop:
+        first = loop.run(until=time.monotonic() + 0.1)
+        assert (first.started, first.completed) == (1, 0)
+        fds = len(os.listdir("/proc/self/fd"))
+        assert loop.remove("rs1") and not loop.remove("rs1")
+        assert len(os.listdir("/proc/self/fd")) == fds - 1          # its socket is closed
+        later = loop.run(until=time.monotonic() + 0.2)
+        assert (later.started, later.completed) == (0, 0)
+        assert "rs1" not in loop and len(loop) == 0
+
+
+def test_a_new_probe_keeps_the_state_restarts_the_counts_and_drops_the_old_check():
+    with LoopbackServer("silent") as silent, LoopbackServer("accept") as srv, \
+            CheckLoop([LoopTarget("rs1", http(timeout=5.0, initial=UP), "127.0.0.1", silent.port)]) as loop:
+        assert loop.run(until=time.monotonic() + 0.1).completed == 0      # hangs on the silent one
+        loop.put(LoopTarget("rs1", tcp(rise=2, initial=UP), "127.0.0.1", srv.port))
+        assert loop.state("rs1") is UP
+        assert (loop.health("rs1").successes, loop.health("rs1").failures) == (0, 0)
+        reports = run_until(loop, lambda rs: sum(r.completed for r in rs) >= 2)
+    assert transitions(reports) == []
+    assert all(r.failed == 0 for r in reports)          # the silent server's check never timed out
+
+
+def test_new_timing_keeps_the_counts():
+    with LoopbackServer("accept") as srv, CheckLoop([LoopTarget("rs1", tcp(), "127.0.0.1", srv.port)]) as loop:
+        run_until(loop, lambda rs: sum(r.completed for r in rs) >= 2)
+        before = loop.health("rs1").successes
+        loop.put(LoopTarget("rs1", tcp(interval=0.5, rise=4), "127.0.0.1", srv.port))
+        assert loop.health("rs1").successes == before and loop.health("rs1").rise == 4
+
+
+def test_a_target_put_that_cannot_run_here_is_refused_and_changes_nothing():
+    with CheckLoop([LoopTarget("rs1", tcp(), "127.0.0.1", 80)]) as loop:
+        with pytest.raises(ValueError, match="target 'rs1': address 'localhost' is not an IP address"):
+            loop.put(LoopTarget("rs1", tcp(), "localhost", 80))
+        assert loop.due("rs1") is not None and len(loop) == 1
+
+
+def test_seed_sets_the_state_of_a_target_with_no_result_yet_only():
+    with CheckLoop([LoopTarget("rs1", tcp(), "127.0.0.1", 80)]) as loop:
+        assert loop.seed("rs1", UP) and loop.state("rs1") is UP
+        assert not loop.seed("nope", UP)
+
+
+def test_readable_input_ends_the_run_early_and_its_handler_runs():
+    r, w = os.pipe()
+    got = []
+    try:
+        with CheckLoop([]) as loop:
+            loop.watch_input(r, lambda: got.append(os.read(r, 100)))
+            os.write(w, b"hello")
+            start = time.monotonic()
+            loop.run(until=start + 5.0)
+            assert time.monotonic() - start < 1.0
+            assert got == [b"hello"]
+            start = time.monotonic()
+            loop.run(until=start + 0.1)                 # nothing more to read: a full run
+            assert time.monotonic() - start >= 0.1
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_run_counts_results_by_kind_and_inconclusive_ones_by_reason():
+    port = closed_port()
+    with LoopbackServer("accept") as srv, \
+            CheckLoop([LoopTarget("up", tcp(), "127.0.0.1", srv.port),
+                       LoopTarget("refused", tcp(), "127.0.0.1", port)]) as loop:
+        report = loop.run(until=time.monotonic() + 0.2)
+    assert report.kinds["ok"] >= 1 and report.kinds["fail"] >= 1
+    assert len(report.latencies) == report.completed - report.inconclusive
+    assert report.touched == {"up", "refused"}
