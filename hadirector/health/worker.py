@@ -1,0 +1,210 @@
+"""The checker worker: ``python -m hadirector.health.worker``, a ``CheckLoop`` on a pipe.
+
+Theory of operation
+-------------------
+The agent's health runner, with ``health: {engine: worker}``, starts this process and
+hands it its TCP and plain-HTTP checks (agent/health_worker.py); the checks then cost
+the agent no CPU, only a frame now and then. Frames (``health.wire``) come in on stdin
+(targets: ``put``, ``remove``, ``seed``) and go out on stdout (``batch``).
+
+One loop: ``CheckLoop.run`` for at most ``FLUSH`` seconds -- ended early when stdin is
+readable (``watch_input``) -- then the frames read are applied, then one batch is
+written if the run had results: its transitions, results by kind, the latency of each,
+inconclusive ones by reason and, every ``ROWS_EVERY`` seconds, the counters of the
+targets checked since. So a transition reaches the agent at most ``FLUSH`` after the
+result that decided it, and the agent wakes at most 1/FLUSH times a second for all the
+checks.
+
+EOF on stdin (the agent stopped, or died) ends the worker with exit code 0. A bad frame
+ends it with exit code 2 and one line on stderr saying which frame and why; the agent
+logs that line and the exit, and starts a new worker. A target the loop refuses (it
+cannot run here) is skipped with a line on stderr. The worker ignores SIGINT: a Ctrl-C
+at the agent's terminal reaches the whole process group, and the agent stops it
+through its stdin.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from hadirector.health.checkloop import CheckLoop, LoopTarget
+from hadirector.health.policy import HealthState
+from hadirector.health.wire import (
+    Batch, FrameError, FrameReader, Row, WireTarget, WireTransition,
+)
+
+FLUSH = 0.02            # seconds: the longest a transition waits in the worker
+ROWS_EVERY = 1.0        # seconds between per-target counter updates
+_READ = 1 << 16
+_STATES = {s.value: s for s in HealthState}
+
+
+class BadInput(Exception):
+    """A frame from the agent could not be used; the message says which and why."""
+
+
+class Worker:
+    """The worker's state between runs: the loop, each target's generation, the
+    targets checked since the last rows, and what was read but not applied yet."""
+
+    def __init__(self, write: Callable[[bytes], None], clock: Callable[[], float] = time.monotonic,
+                 warn: Callable[[str], None] = lambda line: None) -> None:
+        self.loop = CheckLoop([], clock=clock)
+        self.clock = clock
+        self._write = write
+        self._warn = warn
+        self._reader = FrameReader()
+        self._gens: dict[int, int] = {}
+        self._inbox: list[dict] = []
+        self._touched: set[int] = set()
+        self._rows_at = clock() + ROWS_EVERY
+        self.eof = False
+
+    def feed(self, data: bytes) -> None:
+        """Bytes from the agent (``b""``: EOF). ``BadInput`` on a bad frame."""
+        if not data:
+            self.eof = True
+            if self._reader.pending:
+                raise BadInput(f"input ended inside a frame ({self._reader.pending} bytes of it)")
+            return
+        try:
+            self._inbox.extend(self._reader.feed(data))
+        except FrameError as exc:
+            raise BadInput(str(exc)) from None
+
+    def apply_input(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for msg in inbox:
+            self._apply(msg)
+
+    def _apply(self, msg: dict) -> None:
+        kind, where = msg["t"], f"a {msg['t']!r} frame"
+        try:
+            if kind == "put":
+                targets = msg.get("targets")
+                if not isinstance(targets, list):
+                    raise FrameError(f"{where}: 'targets' is not a list")
+                for d in targets:
+                    self._put(WireTarget.from_json(d, where))
+            elif kind == "remove":
+                ids = msg.get("ids")
+                if not isinstance(ids, list):
+                    raise FrameError(f"{where}: 'ids' is not a list")
+                for i in ids:
+                    self._gens.pop(i, None)
+                    self.loop.remove(i)
+            elif kind == "seed":
+                i, state = msg.get("id"), _STATES.get(msg.get("state"))
+                if state is None:
+                    raise FrameError(f"{where}: state {msg.get('state')!r} is not one of {', '.join(_STATES)}")
+                if self._gens.get(i) == msg.get("gen"):
+                    self.loop.seed(i, state)
+            else:
+                raise FrameError(f"{where}: unknown message type")
+        except FrameError as exc:
+            raise BadInput(str(exc)) from None
+
+    def _put(self, t: WireTarget) -> None:
+        try:
+            self.loop.put(LoopTarget(t.id, t.check(), t.address, t.port), _STATES[t.state])
+        except ValueError as exc:
+            self._warn(f"target {t.id} skipped: {exc}")
+            return
+        self._gens[t.id] = t.gen
+
+    def run_once(self, until: float) -> None:
+        """One run of the loop, then the batch of what it did (if anything)."""
+        report = self.loop.run(until)
+        now = self.clock()
+        gens = self._gens
+        self._touched |= report.touched
+        rows: list[Row] = []
+        if now >= self._rows_at:
+            self._rows_at = now + ROWS_EVERY
+            loop = self.loop
+            for i in self._touched:
+                if i not in loop:
+                    continue
+                h = loop.health(i)
+                last = h.last
+                if last is None:
+                    continue
+                due = loop.due(i)
+                rows.append(Row(i, gens[i], h.checks, h.successes, h.failures, h.inconclusive, last.ok,
+                                last.detail, last.elapsed, last.inconclusive,
+                                max(0.0, now - (h.last_at or now)),
+                                None if due is None else max(0.0, due - now)))
+            self._touched = set()
+        if not (report.completed or rows or report.transitions):
+            return
+        transitions = tuple(
+            WireTransition(t.target, gens[t.target], t.new, t.reason, t.latency, t.count, max(0.0, now - t.at))
+            for t in report.transitions if t.target in gens)
+        inconclusive = {r: (n, key) for r, (n, key) in report.reasons.items()}
+        batch = Batch(transitions, dict(report.kinds), inconclusive, tuple(report.latencies), tuple(rows))
+        for frame in batch.frames():
+            self._write(frame)
+
+
+def _write_all(fd: int) -> Callable[[bytes], None]:
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+    return write
+
+
+def serve(infd: int = 0, outfd: int = 1) -> int:
+    """Run until EOF on ``infd``; the exit code."""
+    warn = _stderr_line
+    worker = Worker(_write_all(outfd), warn=warn)
+    bad: list[str] = []
+
+    def on_readable() -> None:
+        try:
+            worker.feed(os.read(infd, _READ))
+        except BadInput as exc:
+            bad.append(str(exc))
+
+    worker.loop.watch_input(infd, on_readable)
+    # Nothing made at start-up is garbage: keep it out of every collection.
+    gc.freeze()
+    try:
+        while True:
+            if bad:
+                warn(f"bad frame from the agent: {bad[0]}")
+                return 2
+            try:
+                worker.apply_input()
+            except BadInput as exc:
+                warn(f"bad frame from the agent: {exc}")
+                return 2
+            if worker.eof:
+                return 0
+            worker.run_once(worker.clock() + FLUSH)
+    except BrokenPipeError:
+        return 0                        # the agent is gone: nobody to report to
+    finally:
+        worker.loop.close()
+
+
+def _stderr_line(line: str) -> None:
+    try:
+        os.write(2, (line.replace("\n", " ") + "\n").encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
