@@ -89,7 +89,7 @@ class WorkerHealthRunner(HealthRunner):
     def __init__(self, config: Config, *args, **kwargs) -> None:
         super().__init__(config, *args, **kwargs)
         self.worker = WorkerTargets(self._slots, self._by_id, self._policy, self._report, self._totals,
-                                    self._clock)
+                                    self._clock, self._warmup)
 
     def _prepare_run(self, slot: _Slot) -> None:
         slot.worker = runs_in_worker(slot.spec.check)
@@ -134,11 +134,11 @@ class WorkerTargets:
     dropped; counters and the last result come with the rows."""
 
     def __init__(self, slots: dict[Target, _Slot], by_id: dict[int, _Slot], policy: HealthPolicy,
-                 report: Reporter, totals: CheckTotals, clock: Callable[[], float]) -> None:
+                 report: Reporter, totals: CheckTotals, clock: Callable[[], float], warmup: float = 0.0) -> None:
         self._slots, self._by_id, self._policy = slots, by_id, policy
         self._report, self._totals = report, totals
         self._due: dict[int, float | None] = {}     # slot id -> its next check, the worker's word
-        self.process = CheckWorker(self.targets, self.on_batch, clock)
+        self.process = CheckWorker(self.targets, self.on_batch, clock, warmup=warmup)
 
     async def start(self) -> None:
         await self.process.start()
@@ -225,11 +225,12 @@ class CheckWorker:
 
     def __init__(self, targets: Callable[[], dict[int, WireTarget]],
                  on_batch: Callable[[Batch, float], None], clock: Callable[[], float], *,
-                 argv: tuple[str, ...] = WORKER_ARGV, backoff: Backoff = RESTART_BACKOFF) -> None:
+                 argv: tuple[str, ...] = WORKER_ARGV, backoff: Backoff = RESTART_BACKOFF,
+                 warmup: float = 0.0) -> None:
         self._targets = targets
         self._on_batch = on_batch
         self._clock = clock
-        self._argv = argv
+        self._argv = argv + (("--warmup", repr(warmup)) if warmup > 0 and argv == WORKER_ARGV else ())
         self._backoff = backoff
         self._running = False
         self._proc: subprocess.Popen | None = None

@@ -24,8 +24,9 @@ Agent -> worker:
 Worker -> agent, one ``{"t": "batch", ...}`` per run of its loop with something in it
 (``Batch``): the transitions (id, gen, new state, reason, latency, count, age), the
 count of results by kind, inconclusive results by reason (with one target id each, for
-the log line), the latency of each conclusive result, and every ``ROWS_EVERY`` seconds
-the per-target counters of the targets checked since (``Row``). Times are ages,
+the log line), the latency of each conclusive result, how late the checks started
+(counts per ``LATE_STEP``), and every ``ROWS_EVERY`` seconds the per-target counters of
+the targets checked since (``Row``). Times are ages,
 seconds before the frame was written: the reader puts them on its own clock.
 
 Nothing here reads a clock or touches a descriptor.
@@ -46,6 +47,8 @@ from hadirector.model import HealthCheck, HealthState, HttpProbe, StatusRange, T
 # far below it: a target is ~300 bytes, a row ~100.
 MAX_FRAME = 1 << 20
 CHUNK = 1000
+# A batch's lateness (check start - its deadline) is counted in steps of this (seconds).
+LATE_STEP = 0.0001
 HEADER = struct.Struct(">I")
 
 _STATES = {s.value: s for s in HealthState}
@@ -316,6 +319,7 @@ class Batch:
     inconclusive: Mapping[str, tuple[int, int]] | None = None   # reason -> (count, an id)
     latencies: tuple[float, ...] = ()               # of the conclusive results, seconds
     rows: tuple[Row, ...] = ()
+    late: Mapping[int, int] | None = None           # lateness // LATE_STEP -> checks started
 
     def frames(self) -> list[bytes]:
         """This batch as frames: the rows beyond ``CHUNK`` go in further ones."""
@@ -327,10 +331,11 @@ class Batch:
             "inc": {r: list(v) for r, v in (self.inconclusive or {}).items()},
             "lat": [round(x, 6) for x in self.latencies],
             "rows": [_row_json(r) for r in self.rows[:CHUNK]],
+            "late": {str(k): n for k, n in (self.late or {}).items()},
         }
         out = [encode(msg)]
         for i in range(CHUNK, len(self.rows), CHUNK):
-            out.append(encode({"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [],
+            out.append(encode({"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "late": {},
                                "rows": [_row_json(r) for r in self.rows[i:i + CHUNK]]}))
         return out
 
@@ -364,7 +369,12 @@ class Batch:
             if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
                 raise FrameError(f"{where}: latency {x!r} is not a number")
         rows = tuple(_row(r, where) for r in _need(msg, "rows", list, where))
-        return cls(tuple(trs), kinds, inc, tuple(float(x) for x in lat), rows)
+        late = {}
+        for k, n in _need(msg, "late", dict, where).items():
+            if not k.isdigit() or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                raise FrameError(f"{where}: lateness {k!r}: {n!r} is not a step and a count >= 0")
+            late[int(k)] = n
+        return cls(tuple(trs), kinds, inc, tuple(float(x) for x in lat), rows, late)
 
 
 def _row_json(r: Row) -> list:

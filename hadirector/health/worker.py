@@ -25,6 +25,8 @@ through its stdin.
 
 from __future__ import annotations
 
+import argparse
+import collections
 import gc
 import os
 import signal
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from hadirector.health.checkloop import CheckLoop, LoopTarget
 from hadirector.health.policy import HealthState
 from hadirector.health.wire import (
-    Batch, FrameError, FrameReader, Row, WireTarget, WireTransition,
+    LATE_STEP, Batch, FrameError, FrameReader, Row, WireTarget, WireTransition,
 )
 
 FLUSH = 0.02            # seconds: the longest a transition waits in the worker
@@ -53,8 +55,8 @@ class Worker:
     targets checked since the last rows, and what was read but not applied yet."""
 
     def __init__(self, write: Callable[[bytes], None], clock: Callable[[], float] = time.monotonic,
-                 warn: Callable[[str], None] = lambda line: None) -> None:
-        self.loop = CheckLoop([], clock=clock)
+                 warn: Callable[[str], None] = lambda line: None, warmup: float = 0.0) -> None:
+        self.loop = CheckLoop([], clock=clock, warmup=warmup)
         self.clock = clock
         self._write = write
         self._warn = warn
@@ -140,13 +142,15 @@ class Worker:
                                 max(0.0, now - (h.last_at or now)),
                                 None if due is None else max(0.0, due - now)))
             self._touched = set()
-        if not (report.completed or rows or report.transitions):
+        if not (report.completed or report.started or rows or report.transitions):
             return
         transitions = tuple(
             WireTransition(t.target, gens[t.target], t.new, t.reason, t.latency, t.count, max(0.0, now - t.at))
             for t in report.transitions if t.target in gens)
         inconclusive = {r: (n, key) for r, (n, key) in report.reasons.items()}
-        batch = Batch(transitions, dict(report.kinds), inconclusive, tuple(report.latencies), tuple(rows))
+        late = collections.Counter(int(x / LATE_STEP) for x in report.lateness)
+        batch = Batch(transitions, dict(report.kinds), inconclusive, tuple(report.latencies), tuple(rows),
+                      late)
         for frame in batch.frames():
             self._write(frame)
 
@@ -160,10 +164,11 @@ def _write_all(fd: int) -> Callable[[bytes], None]:
     return write
 
 
-def serve(infd: int = 0, outfd: int = 1) -> int:
-    """Run until EOF on ``infd``; the exit code."""
+def serve(infd: int = 0, outfd: int = 1, warmup: float = 0.0) -> int:
+    """Run until EOF on ``infd``; the exit code. ``warmup``: spread the first check of
+    each new target over that long (``CheckLoop``)."""
     warn = _stderr_line
-    worker = Worker(_write_all(outfd), warn=warn)
+    worker = Worker(_write_all(outfd), warn=warn, warmup=warmup)
     bad: list[str] = []
 
     def on_readable() -> None:
@@ -201,9 +206,13 @@ def _stderr_line(line: str) -> None:
         pass
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return serve()
+    ap = argparse.ArgumentParser(prog="python -m hadirector.health.worker",
+                                 description="hadirector's checker worker: frames on stdin and stdout")
+    ap.add_argument("--warmup", type=float, default=0.0, help="spread first checks over this long (s)")
+    args = ap.parse_args(argv)
+    return serve(warmup=max(0.0, args.warmup))
 
 
 if __name__ == "__main__":

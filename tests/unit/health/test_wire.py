@@ -148,7 +148,7 @@ def test_a_batch_survives_the_wire():
     b = Batch((WireTransition(3, 2, DOWN, "refused", 0.000123, 3, 0.004),),
               {"ok": 5, "fail": 3}, {"emfile": (4, 9)}, (0.001, 0.002),
               (Row(3, 2, 10, 0, 3, 4, False, "refused", 0.0001, False, 0.004, 0.9),
-               Row(9, 1, 1, 1, 0, 4, False, "emfile", 0.0, True, 0.1, None)))
+               Row(9, 1, 1, 1, 0, 4, False, "emfile", 0.0, True, 0.1, None)), {0: 7, 12: 1})
     r = FrameReader()
     (msg,) = [m for f in b.frames() for m in r.feed(f)]
     assert Batch.from_json(msg) == b
@@ -172,8 +172,9 @@ def test_a_batch_with_more_rows_than_a_chunk_goes_in_several_frames():
     ({"lat": ["fast"]}, r"latency 'fast' is not a number"),
     ({"rows": [[1, 1, 1]]}, r"row \[1, 1, 1\] is not a list of 12"),
     ({"rows": None}, r"'rows' is NoneType, not list"),
+    ({"late": {"-1": 2}}, r"lateness '-1': 2 is not a step and a count"),
 ])
 def test_a_bad_batch_is_refused_naming_the_field(patch, match):
-    msg = {"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "rows": [], **patch}
+    msg = {"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "rows": [], "late": {}, **patch}
     with pytest.raises(FrameError, match=match):
         Batch.from_json(msg)
