@@ -33,6 +33,10 @@ Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,3000,10000] [--kind
 same checks as bare system calls in a tight loop (``floor_loop``): the cost no checker goes below.
 ``--checkloop`` adds the same checks run by ``health.checkloop.CheckLoop`` (no asyncio: the
 probes' check objects, schedule and rise/fall in a loop of its own; ``checkloop_run``).
+``--worker`` adds the product path of ``health: {engine: worker}``: ``WorkerHealthRunner``
+on this process's event loop, the checks in its checker worker process (``worker_run``);
+its CPU is the agent's and the worker's together (``agent us/chk`` prints the agent's
+share), its lateness the worker's own count of how late each check started.
 """
 
 from __future__ import annotations
@@ -390,6 +394,86 @@ def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: flo
             "gc_n": len(full_passes), "gc_max": max(full_passes, default=0.0)}
 
 
+def worker_run(eps, kind: str, duration: float, interval: float, timeout: float) -> dict:
+    """The same checks through ``WorkerHealthRunner`` (health: {engine: worker}): this
+    process is the agent (its loop reads the batches and applies them), the checks run
+    in the worker process. CPU: both processes; lateness: the batches' counts (how late
+    each check started after its deadline, in ``wire.LATE_STEP`` steps)."""
+    import dataclasses
+
+    from hadirector.agent.health_worker import WorkerHealthRunner     # not in --before trees
+    from hadirector.health.wire import LATE_STEP
+    from hadirector.model import HealthEngine, HealthSettings
+
+    cfg = dataclasses.replace(config_for(eps, kind, interval, timeout),
+                              health=HealthSettings(HealthEngine.WORKER))
+    window = {"on": False}
+    kinds: dict[str, int] = {}
+    late: dict[int, int] = {}
+    latencies: list[float] = []
+    batches = {"n": 0, "checks": 0, "max": 0}
+
+    async def go() -> tuple:
+        runner = WorkerHealthRunner(cfg, None, seed=1, warmup=interval)
+        proc = runner.worker.process
+        apply = proc._on_batch
+
+        def on_batch(batch, now):                      # the runner's, counted in the window
+            if window["on"]:
+                n = sum(batch.kinds.values())
+                batches["n"] += 1
+                batches["checks"] += n
+                batches["max"] = max(batches["max"], n)
+                for k, v in batch.kinds.items():
+                    kinds[k] = kinds.get(k, 0) + v
+                for k, v in batch.late.items():
+                    late[k] = late.get(k, 0) + v
+                latencies.extend(batch.latencies)
+            apply(batch, now)
+        proc._on_batch = on_batch
+        if heap is not None:
+            heap.settle()
+        gc.collect()
+        await runner.start()
+        try:
+            await asyncio.sleep(interval * 1.5)
+            pid = proc.pid
+            window["on"] = True
+            r0, w0, t0 = resource.getrusage(resource.RUSAGE_SELF), proc_times(pid), time.monotonic()
+            await asyncio.sleep(duration)
+            r1, w1, t1 = resource.getrusage(resource.RUSAGE_SELF), proc_times(pid), time.monotonic()
+            window["on"] = False
+            assert proc.pid == pid, "the worker restarted during the window"
+        finally:
+            await runner.stop()
+            if heap is not None:
+                heap.release()
+        return r0, r1, w0, w1, t1 - t0
+
+    with asyncio.Runner() as arun:
+        r0, r1, w0, w1, wall = arun.run(go())
+    a_user, a_sys = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    w_user, w_sys = w1[0] - w0[0], w1[1] - w0[1]
+    done = sum(kinds.values())
+    steps = sorted(late.items())
+    total = sum(late.values())
+
+    def late_pct(q: float) -> float:
+        acc = 0
+        for k, v in steps:
+            acc += v
+            if acc > q * total:
+                return k * LATE_STEP
+        return float("nan")
+    return {"wall": wall, "cpu": a_user + a_sys + w_user + w_sys, "user": a_user + w_user,
+            "sys": a_sys + w_sys, "rate": done / wall, "done": done, "fail": done - kinds.get("ok", 0),
+            "reasons": {}, "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
+            "late_p50": late_pct(0.50), "late_p99": late_pct(0.99), "gc_n": float("nan"),
+            "gc_max": float("nan"), "agent_us": (a_user + a_sys) / max(1, done) * 1e6,
+            "batches": batches["n"] / wall, "batch_mean": batches["checks"] / max(1, batches["n"]),
+            "batch_max": batches["max"]}
+
+
 def ms(seconds: float) -> str:
     # nan: no target was checked twice inside the window (the runner fell behind).
     return "-" if seconds != seconds else f"{seconds * 1e3:.1f}ms"
@@ -411,6 +495,8 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
             res = floor_loop(eps, kind, args.duration, args.interval)
         elif engine == "checkloop":
             res = checkloop_run(eps, kind, args.duration, args.interval, args.timeout)
+        elif engine == "worker":
+            res = worker_run(eps, kind, args.duration, args.interval, args.timeout)
         else:
             with asyncio.Runner(loop_factory=factory) as runner:
                 res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
@@ -423,7 +509,8 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
             "p50": res["p50"], "p99": res["p99"], "late_p50": res["late_p50"],
             "late_p99": res["late_p99"], "cpu_s": res["cpu"] / w, "user_s": res["user"] / w,
             "sys_s": res["sys"] / w, "us_chk": res["cpu"] / max(1, res["done"]) * 1e6,
-            "srv": srv, "load": load, "reasons": res["reasons"], "gc_n": res["gc_n"], "gc_max": res["gc_max"]}
+            "srv": srv, "load": load, "reasons": res["reasons"], "gc_n": res["gc_n"], "gc_max": res["gc_max"],
+            **{k: res[k] for k in ("agent_us", "batches", "batch_mean", "batch_max") if k in res}}
 
 
 def _ms_value(text: str) -> float:
@@ -512,6 +599,9 @@ def main(argv=None) -> int:
     ap.add_argument("--checkloop", action="store_true",
                     help="also run the same checks in health.checkloop.CheckLoop (no asyncio)"
                          " after each run")
+    ap.add_argument("--worker", action="store_true",
+                    help="also run the same checks through WorkerHealthRunner (health: {engine: worker}:"
+                         " a checker worker process) after each run")
     ap.add_argument("--before", metavar="REV",
                     help="also run the code of git revision REV, right before each run of this"
                          " tree's code (same servers, sizes and machine state)")
@@ -555,6 +645,12 @@ def main(argv=None) -> int:
                     if r["reasons"]:
                         top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
                         print(f"          last failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+                if args.worker:
+                    r = run_one(kind, n, args, engine="worker")
+                    rows.append(("worker", r))
+                    print(row_text("worker", r), flush=True)
+                    print(f"          agent share {r['agent_us']:.1f} us/chk; {r['batches']:.0f} batches/s of"
+                          f" {r['batch_mean']:.0f} results (max {r['batch_max']})", flush=True)
                 if args.floor:
                     r = run_one(kind, n, args, floor=True)
                     rows.append(("floor", r))
