@@ -367,6 +367,41 @@ def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: flo
                 full_passes.append(time.perf_counter() - window["t"])
 
     gc.callbacks.append(on_gc)
+    # Where a late start comes from (per loop turn, not per check): the events one poll
+    # returned and how long their dispatch took, the checks one turn started and how
+    # long that took (from pop_due's return to the next poll), how long a poll slept
+    # past what it was asked (the kernel's timer slack and the scheduler).
+    turns = {"events": [], "dispatch": [], "starts": [], "start_s": [], "oversleep": []}
+    checks, schedule = loop._checks, loop._schedule
+    poll0, dispatch0, pop0 = checks.poll, checks.dispatch, schedule.pop_due
+    mark = {"popped": None}
+    clock = time.monotonic
+
+    def poll(timeout):
+        t = clock()
+        if mark["popped"] is not None and window["on"]:
+            turns["start_s"].append(t - mark["popped"])
+        mark["popped"] = None
+        ready = poll0(timeout)
+        if window["on"]:
+            turns["oversleep"].append(max(0.0, clock() - t - timeout) if not ready else 0.0)
+            turns["events"].append(len(ready))
+        return ready
+
+    def dispatch(ready, now):
+        t = clock()
+        dispatch0(ready, now)
+        if window["on"]:
+            turns["dispatch"].append(clock() - t)
+
+    def pop_due(now):
+        due = pop0(now)
+        if window["on"]:
+            turns["starts"].append(len(due))
+        mark["popped"] = clock()
+        return due
+
+    checks.poll, checks.dispatch, schedule.pop_due = poll, dispatch, pop_due
     try:
         loop.run(until=time.monotonic() + interval * 1.5)      # first checks spread over warmup
         window["on"] = True
@@ -391,7 +426,17 @@ def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: flo
             "done": done, "fail": rep.failed + rep.inconclusive, "reasons": reasons,
             "p50": float("nan"), "p99": float("nan"),
             "late_p50": pct(rep.lateness, 0.50), "late_p99": pct(rep.lateness, 0.99),
-            "gc_n": len(full_passes), "gc_max": max(full_passes, default=0.0)}
+            "gc_n": len(full_passes), "gc_max": max(full_passes, default=0.0),
+            "why": {"events p99/max": (pct(turns["events"], 0.99), max(turns["events"], default=0)),
+                    "dispatch p99/max ms": (pct(turns["dispatch"], 0.99) * 1e3,
+                                            max(turns["dispatch"], default=0.0) * 1e3),
+                    "starts p99/max": (pct(turns["starts"], 0.99), max(turns["starts"], default=0)),
+                    "start batch p99/max ms": (pct(turns["start_s"], 0.99) * 1e3,
+                                               max(turns["start_s"], default=0.0) * 1e3),
+                    "oversleep p99/max ms": (pct(turns["oversleep"], 0.99) * 1e3,
+                                             max(turns["oversleep"], default=0.0) * 1e3),
+                    "involuntary switches/s": (r1.ru_nivcsw - r0.ru_nivcsw) / (t1 - t0),
+                    "late > 10ms": sum(1 for x in rep.lateness if x > 0.010)}}
 
 
 def worker_run(eps, kind: str, duration: float, interval: float, timeout: float) -> dict:
@@ -510,7 +555,7 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
             "late_p99": res["late_p99"], "cpu_s": res["cpu"] / w, "user_s": res["user"] / w,
             "sys_s": res["sys"] / w, "us_chk": res["cpu"] / max(1, res["done"]) * 1e6,
             "srv": srv, "load": load, "reasons": res["reasons"], "gc_n": res["gc_n"], "gc_max": res["gc_max"],
-            **{k: res[k] for k in ("agent_us", "batches", "batch_mean", "batch_max") if k in res}}
+            **{k: res[k] for k in ("agent_us", "batches", "batch_mean", "batch_max", "why") if k in res}}
 
 
 def _ms_value(text: str) -> float:
@@ -645,6 +690,9 @@ def main(argv=None) -> int:
                     if r["reasons"]:
                         top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
                         print(f"          last failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+                    print("          per turn: " + "; ".join(
+                        f"{k} " + ("/".join(f"{x:.1f}" for x in v) if isinstance(v, tuple) else f"{v:.0f}")
+                        for k, v in r["why"].items()), flush=True)
                 if args.worker:
                     r = run_one(kind, n, args, engine="worker")
                     rows.append(("worker", r))
