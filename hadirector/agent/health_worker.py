@@ -22,7 +22,9 @@ dns, udp, ping, smtp) stay on the runner's asyncio path.
   that stops reading costs memory, never the agent's loop.
 * Out: frames read as they come (``wire.FrameReader``); stderr lines are logged
   (``health.worker_said``), the last one is the exit's reason.
-* A worker that exits while it should run -- killed, crashed, a bad frame -- is logged
+* A worker that writes nothing for ``HUNG_AFTER`` seconds (it writes at least once a
+  second, ``worker.ROWS_EVERY``) is taken for hung and killed.
+* A worker that exits while it should run -- killed, crashed, a bad frame, hung -- is logged
   (``health.worker_exited`` with its code and reason) and started again after a backoff
   (``RESTART_BACKOFF``; reset once a worker ran ``STABLE`` seconds). Meanwhile its
   targets keep their last state: nothing is marked down because the checker died; their
@@ -68,6 +70,7 @@ log = structlog.get_logger("hadirector.health")
 RESTART_BACKOFF = Backoff(first=0.2, factor=2.0, cap=10.0)
 STABLE = 30.0           # a worker that ran this long resets the backoff
 STOP_WAIT = 2.0
+HUNG_AFTER = 5.0        # seconds without a frame from a worker: it is killed
 _READ = 1 << 16
 _STDERR_KEPT = 2048     # bytes of a worker's stderr line kept for the exit reason
 WORKER_ARGV = (sys.executable, "-m", "hadirector.health.worker")
@@ -226,7 +229,7 @@ class CheckWorker:
     def __init__(self, targets: Callable[[], dict[int, WireTarget]],
                  on_batch: Callable[[Batch, float], None], clock: Callable[[], float], *,
                  argv: tuple[str, ...] = WORKER_ARGV, backoff: Backoff = RESTART_BACKOFF,
-                 warmup: float = 0.0) -> None:
+                 warmup: float = 0.0, hung_after: float = HUNG_AFTER) -> None:
         self._targets = targets
         self._on_batch = on_batch
         self._clock = clock
@@ -245,6 +248,9 @@ class CheckWorker:
         self._started_at = 0.0
         self._failures = 0
         self._restart: asyncio.TimerHandle | None = None
+        self._hung_after = hung_after
+        self._last_frame = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self._on_exit: Callable[[], object] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.starts = 0                  # workers started (status, tests)
@@ -361,7 +367,8 @@ class CheckWorker:
         self._reader = FrameReader()
         self._errline.clear()
         self._last_said, self._bad = "", None
-        self._started_at = self._clock()
+        self._started_at = self._last_frame = self._clock()
+        self._watchdog = loop.call_later(self._hung_after / 2, self._watch)
         self._on_exit = None
         self.starts += 1
         loop.add_reader(self._out, self._read_out)
@@ -373,6 +380,17 @@ class CheckWorker:
                  reason="first" if self.starts == 1 else "restart")
         for frame in put_frames(list(self._sent.values())):
             self._send(frame)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if self._proc is None:
+            return
+        silent = self._clock() - self._last_frame
+        if silent > self._hung_after and self._bad is None:
+            self._bad = f"hung: no frame for {silent:.1f} s"
+            _kill(self._proc)
+            return
+        self._watchdog = self._loop.call_later(self._hung_after / 2, self._watch)
 
     def _read_out(self) -> None:
         try:
@@ -398,7 +416,7 @@ class CheckWorker:
             self._loop.remove_reader(self._out)
             _kill(self._proc)
             return
-        now = self._clock()
+        now = self._last_frame = self._clock()
         for b in batches:
             self._on_batch(b, now)
 
@@ -449,6 +467,9 @@ class CheckWorker:
     def _reap(self) -> int | None:
         """Close every descriptor of the worker and collect its exit code."""
         loop, proc = self._loop, self._proc
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._close_in()
         for fd in (self._out, self._err, self._pidfd):
             if fd is not None and fd >= 0:

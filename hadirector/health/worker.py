@@ -11,7 +11,8 @@ One loop: ``CheckLoop.run`` for at most ``FLUSH`` seconds -- ended early when st
 readable (``watch_input``) -- then the frames read are applied, then one batch is
 written if the run had results: its transitions, results by kind, the latency of each,
 inconclusive ones by reason and, every ``ROWS_EVERY`` seconds, the counters of the
-targets checked since. So a transition reaches the agent at most ``FLUSH`` after the
+targets checked since -- that batch is written even when empty: the agent takes a
+worker silent for longer than ``health_worker.HUNG_AFTER`` for hung. So a transition reaches the agent at most ``FLUSH`` after the
 result that decided it, and the agent wakes at most 1/FLUSH times a second for all the
 checks.
 
@@ -126,7 +127,8 @@ class Worker:
         gens = self._gens
         self._touched |= report.touched
         rows: list[Row] = []
-        if now >= self._rows_at:
+        beat = now >= self._rows_at
+        if beat:
             self._rows_at = now + ROWS_EVERY
             loop = self.loop
             for i in self._touched:
@@ -142,7 +144,7 @@ class Worker:
                                 max(0.0, now - (h.last_at or now)),
                                 None if due is None else max(0.0, due - now)))
             self._touched = set()
-        if not (report.completed or report.started or rows or report.transitions):
+        if not (report.completed or report.started or beat or report.transitions):
             return
         transitions = tuple(
             WireTransition(t.target, gens[t.target], t.new, t.reason, t.latency, t.count, max(0.0, now - t.at))

@@ -352,3 +352,66 @@ def test_a_reload_that_changes_the_engine_keeps_the_running_one_and_says_so():
     assert type(checks.runner) is HealthRunner
     (kept,) = events(logs, "health.engine_kept")
     assert (kept["engine"], kept["wanted"], kept["reason"]) == ("asyncio", "worker", "restart_required")
+
+
+async def test_a_worker_that_writes_nothing_is_taken_for_hung_killed_and_restarted():
+    silent = (sys.executable, "-c", "import time; time.sleep(60)")
+    worker = CheckWorker(lambda: {}, lambda b, now: None, time.monotonic, argv=silent,
+                         backoff=Backoff(first=5.0), hung_after=0.5)
+    with capture_logs() as logs:
+        await worker.start()
+        try:
+            await wait_for(lambda: events(logs, "health.worker_exited"), SLACK)
+        finally:
+            await worker.stop()
+    (exited,) = events(logs, "health.worker_exited")
+    assert exited["reason"].startswith("killed by SIGKILL: hung: no frame for ")
+
+
+async def test_a_real_worker_writes_at_least_once_a_second_when_nothing_happens():
+    batches = []
+    worker = CheckWorker(lambda: {}, lambda b, now: batches.append(b), time.monotonic, hung_after=1.5)
+    with capture_logs() as logs:
+        await worker.start()
+        try:
+            await asyncio.sleep(3.5)
+        finally:
+            await worker.stop()
+    assert len(batches) >= 2 and events(logs, "health.worker_exited") == []
+
+
+async def test_a_worker_out_of_descriptors_reports_inconclusive_and_takes_no_server_down():
+    rec = Recorder()
+    # The worker's own fd limit, set after its imports: 0-2 and its epoll fit, no socket does.
+    starved = (sys.executable, "-c", "import resource, sys; from hadirector.health import worker; "
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (4, 4)); sys.exit(worker.main([]))")
+    async with tcp_server() as tsrv:
+        runner = runner_for(config(rs(port_of(tsrv), fall=1, initial=UP)), rec)
+        runner.worker.process._argv = starved
+        with capture_logs() as logs:
+            await runner.start()
+            try:
+                await wait_for(lambda: runner.snapshot().totals.inconclusive.get("emfile", 0) >= 5, SLACK)
+                (row,) = runner.snapshot().servers
+            finally:
+                await runner.stop()
+    assert rec.calls == [] and row.state is UP
+    (line,) = events(logs, "health.check_inconclusive")
+    assert (line["reason"], line["state"]) == ("emfile", "up")
+
+
+async def test_a_state_seeded_before_start_reaches_the_worker_and_rise_fall_apply_from_it():
+    rec = Recorder()
+    port = closed_port()
+    runner = runner_for(config(rs(port, fall=3)), rec)
+    vs_key, rs_key = runner.config.virtual_services[0].key, (IP("127.0.0.1"), port)
+    assert runner.seed(vs_key, rs_key, UP)
+    with capture_logs() as logs:
+        await runner.start()
+        try:
+            await wait_for(lambda: rec.calls, SLACK)
+        finally:
+            await runner.stop()
+    assert rec.calls == [(port, DOWN)]
+    (down,) = events(logs, "health.server_down")
+    assert (down["old"], down["count"]) == ("up", 3)          # not the first result's 1
