@@ -244,6 +244,7 @@ class CheckWorker:
         self._errline = bytearray()
         self._last_said = ""
         self._bad: str | None = None
+        self._out_done = True               # no output to read (none yet, EOF, a bad frame)
         self._sent: dict[int, WireTarget] = {}
         self._started_at = 0.0
         self._failures = 0
@@ -365,6 +366,7 @@ class CheckWorker:
         for fd in (self._in, self._out, self._err):
             os.set_blocking(fd, False)
         self._reader = FrameReader()
+        self._out_done = False
         self._errline.clear()
         self._last_said, self._bad = "", None
         self._started_at = self._last_frame = self._clock()
@@ -392,18 +394,23 @@ class CheckWorker:
             return
         self._watchdog = self._loop.call_later(self._hung_after / 2, self._watch)
 
-    def _read_out(self) -> None:
+    def _read_out(self) -> bool:
+        """Read and apply what the worker wrote; True if something was read (there may
+        be more), False at EAGAIN, EOF or after a bad frame."""
+        if self._out_done:
+            return False
         try:
             data = os.read(self._out, _READ)
         except BlockingIOError:
-            return
+            return False
         except OSError as exc:
             data, self._bad = b"", self._bad or f"reading its output: {exc}"
         if not data:
+            self._out_done = True
             self._loop.remove_reader(self._out)
             if self._pidfd is None and self._proc is not None:
                 self._exited()              # no pidfd: EOF is the exit (wait() blocks briefly)
-            return
+            return False
         try:
             batches = []
             for m in self._reader.feed(data):
@@ -413,12 +420,14 @@ class CheckWorker:
         except FrameError as exc:
             # The stream cannot be trusted past a bad frame: this worker is done.
             self._bad = f"bad frame from the worker: {exc}"
+            self._out_done = True
             self._loop.remove_reader(self._out)
             _kill(self._proc)
-            return
+            return False
         now = self._last_frame = self._clock()
         for b in batches:
             self._on_batch(b, now)
+        return True
 
     def _read_err(self) -> None:
         try:
@@ -441,7 +450,11 @@ class CheckWorker:
                 log.warning("health.worker_said", pid=self.pid, line=text)
 
     def _exited(self) -> None:
-        self._read_err()                    # its last words, if still unread
+        # What it wrote before it died still counts (a transition decided just before a
+        # crash), and so do its last words.
+        while self._read_out():
+            pass
+        self._read_err()
         proc = self._proc
         code = self._reap()
         on_exit, self._on_exit = self._on_exit, None

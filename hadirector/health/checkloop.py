@@ -183,7 +183,9 @@ class CheckLoop:
         """Add ``t``, or apply it to the target of its key: a new probe (address, port,
         timeout, request) keeps the state and restarts the counts, a running check of
         the old one is cancelled; new timing or rise/fall keeps everything.
-        ``state``: a new target starts there instead of ``check.initial``. Raises
+        ``state``: a new target starts there instead of ``check.initial``, and a new
+        probe takes it (the agent dropped whatever the old probe decided after its
+        reload: its state is the one that stands). Raises
         ``ValueError`` (changing nothing) for a target that cannot run here."""
         starter = _starter(t)
         slot = self._by_key.get(t.key)
@@ -200,6 +202,8 @@ class CheckLoop:
             self._cancel(slot)
             slot.starter = starter
             self._policy.retune(t.key, t.check, now, reset=True)
+            if state is not None and state is not slot.health.state:
+                slot.health.state, slot.health.changed_at = state, now
             self._schedule.remove(slot.id)
             slot.due = self._schedule.add(slot.id, t.check, now)
         self._rearm()

@@ -435,3 +435,14 @@ def test_a_run_counts_results_by_kind_and_inconclusive_ones_by_reason():
     assert report.kinds["ok"] >= 1 and report.kinds["fail"] >= 1
     assert len(report.latencies) == report.completed - report.inconclusive
     assert report.touched == {"up", "refused"}
+
+
+def test_a_new_probe_put_with_a_state_takes_that_state():
+    port = closed_port()
+    with CheckLoop([LoopTarget("rs1", tcp(), "127.0.0.1", port)]) as loop:
+        run_until(loop, lambda rs: transitions(rs))
+        assert loop.state("rs1") is DOWN
+        loop.put(LoopTarget("rs1", tcp(timeout=0.7), "127.0.0.1", port), UP)     # the agent's word
+        assert loop.state("rs1") is UP
+        loop.put(LoopTarget("rs1", tcp(timeout=0.7, interval=0.2), "127.0.0.1", port), DOWN)
+        assert loop.state("rs1") is UP                  # timing only: the loop's state is newer

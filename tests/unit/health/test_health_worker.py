@@ -415,3 +415,21 @@ async def test_a_state_seeded_before_start_reaches_the_worker_and_rise_fall_appl
     assert rec.calls == [(port, DOWN)]
     (down,) = events(logs, "health.server_down")
     assert (down["old"], down["count"]) == ("up", 3)          # not the first result's 1
+
+
+async def test_what_a_worker_wrote_before_it_died_is_still_applied():
+    from hadirector.health.wire import Batch, WireTransition
+
+    (frame,) = Batch((WireTransition(1, 1, DOWN, "refused", 0.0, 1, 0.0),), {"fail": 1}).frames()
+    dying = (sys.executable, "-c", f"import os; os.write(1, {frame!r})")
+    batches = []
+    worker = CheckWorker(lambda: {}, lambda b, now: batches.append(b), time.monotonic, argv=dying,
+                         backoff=Backoff(first=5.0))
+    with capture_logs() as logs:
+        await worker.start()
+        try:
+            await wait_for(lambda: events(logs, "health.worker_exited"), SLACK)
+        finally:
+            await worker.stop()
+    assert [t.reason for b in batches for t in b.transitions] == ["refused"]
+    assert events(logs, "health.worker_exited")[0]["reason"] == "exit 0"
