@@ -342,7 +342,8 @@ def floor_loop(eps, kind: str, duration: float, interval: float) -> dict:
             "late_p50": float("nan"), "late_p99": float("nan"), "gc_n": float("nan"), "gc_max": float("nan")}
 
 
-def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: float) -> dict:
+def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: float,
+                  max_events: int | None = None) -> dict:
     """The same checks (same probe, interval, timeout, rise/fall, warmup) run by
     ``CheckLoop``: one thread, its own epoll, no asyncio. Its lateness is from each
     check's deadline, which is the runner rows' "interval after the previous start" for
@@ -352,7 +353,8 @@ def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: flo
     from hadirector.health.checkloop import CheckLoop, LoopTarget    # not in --before trees
     probe = TcpProbe() if kind == "tcp" else HttpProbe(path="/health")
     check = HealthCheck(probe, interval=interval, timeout=timeout, rise=1, fall=3)
-    loop = CheckLoop([LoopTarget(i, check, h, p) for i, (h, p) in enumerate(eps)], warmup=interval, seed=1)
+    loop = CheckLoop([LoopTarget(i, check, h, p) for i, (h, p) in enumerate(eps)], warmup=interval, seed=1,
+                     **({} if max_events is None else {"max_events": max_events}))
     if heap is not None:
         heap.settle()
     gc.collect()
@@ -377,12 +379,12 @@ def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: flo
     mark = {"popped": None}
     clock = time.monotonic
 
-    def poll(timeout):
+    def poll(timeout, max_events=-1):
         t = clock()
         if mark["popped"] is not None and window["on"]:
             turns["start_s"].append(t - mark["popped"])
         mark["popped"] = None
-        ready = poll0(timeout)
+        ready = poll0(timeout, max_events)
         if window["on"]:
             turns["oversleep"].append(max(0.0, clock() - t - timeout) if not ready else 0.0)
             turns["events"].append(len(ready))
@@ -539,7 +541,7 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
         if floor:
             res = floor_loop(eps, kind, args.duration, args.interval)
         elif engine == "checkloop":
-            res = checkloop_run(eps, kind, args.duration, args.interval, args.timeout)
+            res = checkloop_run(eps, kind, args.duration, args.interval, args.timeout, args.max_events)
         elif engine == "worker":
             res = worker_run(eps, kind, args.duration, args.interval, args.timeout)
         else:
@@ -644,6 +646,8 @@ def main(argv=None) -> int:
     ap.add_argument("--checkloop", action="store_true",
                     help="also run the same checks in health.checkloop.CheckLoop (no asyncio)"
                          " after each run")
+    ap.add_argument("--max-events", type=int, default=None,
+                    help="CheckLoop max_events (events per epoll_wait) of the checkloop row")
     ap.add_argument("--worker", action="store_true",
                     help="also run the same checks through WorkerHealthRunner (health: {engine: worker}:"
                          " a checker worker process) after each run")

@@ -112,9 +112,10 @@ class EpollChecks:
     def fileno(self) -> int:
         return self._ep.fileno()
 
-    def poll(self, timeout: float) -> list[tuple[int, int]]:
-        """Wait up to ``timeout`` seconds; the ``(fd, events)`` ready, for ``dispatch``."""
-        return self._ep.poll(timeout)
+    def poll(self, timeout: float, max_events: int = -1) -> list[tuple[int, int]]:
+        """Wait up to ``timeout`` seconds; the ``(fd, events)`` ready (at most
+        ``max_events``; -1: epoll's default, 1,023), for ``dispatch``."""
+        return self._ep.poll(timeout, max_events)
 
     @property
     def timer_at(self) -> float | None:

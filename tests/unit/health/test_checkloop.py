@@ -446,3 +446,10 @@ def test_a_new_probe_put_with_a_state_takes_that_state():
         assert loop.state("rs1") is UP
         loop.put(LoopTarget("rs1", tcp(timeout=0.7, interval=0.2), "127.0.0.1", port), DOWN)
         assert loop.state("rs1") is UP                  # timing only: the loop's state is newer
+
+
+def test_with_one_event_per_wait_every_check_still_ends():
+    with LoopbackServer("http") as srv, \
+            CheckLoop([LoopTarget(i, http(), "127.0.0.1", srv.port) for i in range(10)], max_events=1) as loop:
+        reports = run_until(loop, lambda rs: len(transitions(rs)) == 10)
+    assert {t.new for t in transitions(reports)} == {UP}
