@@ -10,12 +10,18 @@ the agent no CPU, only a frame now and then. Frames (``health.wire``) come in on
 One loop: ``CheckLoop.run`` for at most ``FLUSH`` seconds -- ended early when stdin is
 readable (``watch_input``) -- then the frames read are applied, then one batch is
 written if the run had results: its transitions, results by kind, the latency of each,
-inconclusive ones by reason and the counters of the targets checked in the last
-``ROWS_EVERY`` seconds, spread over the next ``ROWS_EVERY`` (a slice per run). Every
-``ROWS_EVERY`` a batch is written even when empty: the agent takes a
-worker silent for longer than ``health_worker.HUNG_AFTER`` for hung. So a transition reaches the agent at most ``FLUSH`` after the
-result that decided it, and the agent wakes at most 1/FLUSH times a second for all the
-checks.
+inconclusive ones by reason, how late the checks started, and some targets' rows (the
+status's counters and last result). So a transition reaches the agent at most
+``FLUSH`` after the result that decided it, and the agent wakes at most 1/FLUSH times a
+second for all the checks. Every ``ROWS_EVERY`` a batch is written even when empty: the
+agent takes a worker silent for longer than ``health_worker.HUNG_AFTER`` for hung.
+
+Rows cost the agent ~3 us each to read and apply, as much as the rest of a check's
+share, so a target's row goes out within ``ROWS_EVERY`` when what an operator reads in
+it changed (the last result's verdict, reason or inconclusiveness, the state), and
+otherwise at most every ``REFRESH_EVERY`` (its counters and the last result's time are
+that stale in the status). The rows due go out a slice per run, spread over the next
+``ROWS_EVERY``: 3,000 rows at once stalled the checks ~30 ms.
 
 EOF on stdin (the agent stopped, or died) ends the worker with exit code 0. A bad frame
 ends it with exit code 2 and one line on stderr saying which frame and why; the agent
@@ -44,7 +50,8 @@ from hadirector.health.wire import (
 )
 
 FLUSH = 0.02            # seconds: the longest a transition waits in the worker
-ROWS_EVERY = 1.0        # seconds between per-target counter updates
+ROWS_EVERY = 1.0        # seconds: a changed row goes out within this; and the heartbeat
+REFRESH_EVERY = 10.0    # seconds: an unchanged row (new counters only) at most this often
 _READ = 1 << 16
 _STATES = {s.value: s for s in HealthState}
 
@@ -71,6 +78,9 @@ class Worker:
         self._rows_queued: set[int] = set()
         self._rows_per_run = 1
         self._rows_at = clock() + ROWS_EVERY
+        self._refresh_at = clock() + REFRESH_EVERY
+        self._shown: dict[int, tuple] = {}       # id -> what its last row said (``_look``)
+        self._stale: set[int] = set()            # checked since its last row, nothing new to see
         self.eof = False
 
     def feed(self, data: bytes) -> None:
@@ -105,6 +115,8 @@ class Worker:
                     raise FrameError(f"{where}: 'ids' is not a list")
                 for i in ids:
                     self._gens.pop(i, None)
+                    self._shown.pop(i, None)
+                    self._stale.discard(i)
                     self.loop.remove(i)
             elif kind == "seed":
                 i, state = msg.get("id"), _STATES.get(msg.get("state"))
@@ -125,6 +137,28 @@ class Worker:
             return
         self._gens[t.id] = t.gen
 
+    def _queue_rows(self, now: float) -> None:
+        """The rows to send over the next ``ROWS_EVERY`` (see the module's docstring)."""
+        loop, shown, stale = self.loop, self._shown, self._stale
+        due = []
+        for i in self._touched:
+            if i not in loop:
+                continue
+            look = _look(loop.health(i))
+            if shown.get(i) != look:
+                due.append(i)
+            else:
+                stale.add(i)
+        self._touched = set()
+        if now >= self._refresh_at:
+            self._refresh_at = now + REFRESH_EVERY
+            due.extend(stale)
+            stale.clear()
+        queued = self._rows_queued
+        self._rows_due.extend(i for i in due if i not in queued)
+        queued.update(due)
+        self._rows_per_run = 1 + math.ceil(len(self._rows_due) * FLUSH / ROWS_EVERY)
+
     def _rows(self, now: float) -> list[Row]:
         """Up to a run's share of the rows due, as the targets are now."""
         loop, gens, due, queued = self.loop, self._gens, self._rows_due, self._rows_queued
@@ -138,6 +172,8 @@ class Worker:
             last = h.last
             if last is None:
                 continue
+            self._shown[i] = _look(h)
+            self._stale.discard(i)
             next_at = loop.due(i)
             rows.append(Row(i, gens[i], h.checks, h.successes, h.failures, h.inconclusive, last.ok,
                             last.detail, last.elapsed, last.inconclusive, max(0.0, now - (h.last_at or now)),
@@ -152,14 +188,8 @@ class Worker:
         self._touched |= report.touched
         beat = now >= self._rows_at
         if beat:
-            # The rows of the targets checked in the last ROWS_EVERY go out over the next
-            # one, a slice per run: 10,000 rows at once stalled the checks ~30 ms (and the
-            # agent's loop as long), which was the p99 of the checks' lateness.
             self._rows_at = now + ROWS_EVERY
-            self._rows_due.extend(i for i in self._touched if i not in self._rows_queued)
-            self._rows_queued |= self._touched
-            self._touched = set()
-            self._rows_per_run = 1 + math.ceil(len(self._rows_due) * FLUSH / ROWS_EVERY)
+            self._queue_rows(now)
         rows = self._rows(now) if self._rows_due else []
         if not (report.completed or report.started or beat or rows or report.transitions):
             return
@@ -172,6 +202,12 @@ class Worker:
                       late)
         for frame in batch.frames():
             self._write(frame)
+
+
+def _look(h) -> tuple:
+    """What an operator reads in a row, besides counters and times."""
+    last = h.last
+    return (h.state, None if last is None else (last.ok, last.detail, last.inconclusive))
 
 
 def _write_all(fd: int) -> Callable[[bytes], None]:
