@@ -63,7 +63,7 @@ def test_a_healthy_targets_row_goes_out_when_it_first_shows_something_then_only_
             first = out.rows(1)[0]
             run(w, 0.5)                 # past REFRESH_EVERY: the counters again
         finally:
-            w.loop.close()
+            w.close()
     rows = out.rows(1)
     assert len(rows) == 2
     assert rows[1].checks > first.checks and rows[1].ok and rows[1].detail == "connected"
@@ -84,7 +84,7 @@ def test_a_new_verdict_goes_out_within_rows_every(fast_rows):
             assert time.monotonic() - t0 < 0.1 + 0.5, "no row for the new verdict"
             run(w, 0.02)
     finally:
-        w.loop.close()
+        w.close()
     up, down = [t for b in out.batches for t in b.transitions]
     assert (up.new, down.id, down.new, down.reason) == (UP, 1, DOWN, "refused")
 
@@ -99,7 +99,7 @@ def test_rows_due_are_spread_over_runs_not_written_in_one(fast_rows):
     try:
         run(w, 0.6)
     finally:
-        w.loop.close()
+        w.close()
     per_batch = [len(b.rows) for b in out.batches if b.rows]
     assert sum(per_batch) >= 300 and max(per_batch) < 300
 
@@ -118,7 +118,7 @@ def test_a_removed_target_sends_no_more_rows_nor_transitions(fast_rows):
         n = len(out.batches)
         run(w, 0.8)
     finally:
-        w.loop.close()
+        w.close()
     assert all(not b.rows and not b.transitions and not b.kinds for b in out.batches[n:])
     assert len(out.batches) > n                     # the heartbeat goes on
 
@@ -131,4 +131,4 @@ def test_a_frame_cut_at_eof_is_refused_saying_so():
         with pytest.raises(BadInput, match=r"input ended inside a frame \(10 bytes of it\)"):
             w.feed(b"")
     finally:
-        w.loop.close()
+        w.close()
