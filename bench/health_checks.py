@@ -29,8 +29,14 @@ checks/s sustained, CPU us per check (user + sys), checks per core-second, laten
 p50/p99, full GC passes.
 
 Run: ``.venv/bin/python -m bench.health_checks [--sizes 1000,3000,10000] [--kinds tcp,http]
-[--duration 10] [--before 6103bbd] [--floor]``. ``--floor`` adds, after each run, the same checks
-as bare system calls in a tight loop (``floor_loop``): the cost no checker goes below.
+[--duration 10] [--before 6103bbd] [--floor] [--checkloop]``. ``--floor`` adds, after each run, the
+same checks as bare system calls in a tight loop (``floor_loop``): the cost no checker goes below.
+``--checkloop`` adds the same checks run by ``health.checkloop.CheckLoop`` (no asyncio: the
+probes' check objects, schedule and rise/fall in a loop of its own; ``checkloop_run``).
+``--worker`` adds the product path of ``health: {engine: worker}``: ``WorkerHealthRunner``
+on this process's event loop, the checks in its checker worker process (``worker_run``);
+its CPU is the agent's and the worker's together (``agent us/chk`` prints the agent's
+share), its lateness the worker's own count of how late each check started.
 """
 
 from __future__ import annotations
@@ -336,14 +342,193 @@ def floor_loop(eps, kind: str, duration: float, interval: float) -> dict:
             "late_p50": float("nan"), "late_p99": float("nan"), "gc_n": float("nan"), "gc_max": float("nan")}
 
 
+def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: float,
+                  max_events: int | None = None) -> dict:
+    """The same checks (same probe, interval, timeout, rise/fall, warmup) run by
+    ``CheckLoop``: one thread, its own epoll, no asyncio. Its lateness is from each
+    check's deadline, which is the runner rows' "interval after the previous start" for
+    every check that ends within its interval (no jitter here). It keeps no per-check
+    probe latency (no per-check instrumentation at all: the runner rows carry the
+    bench's wrapper, a closure and a few list and dict operations per check)."""
+    from hadirector.health.checkloop import CheckLoop, LoopTarget    # not in --before trees
+    probe = TcpProbe() if kind == "tcp" else HttpProbe(path="/health")
+    check = HealthCheck(probe, interval=interval, timeout=timeout, rise=1, fall=3)
+    loop = CheckLoop([LoopTarget(i, check, h, p) for i, (h, p) in enumerate(eps)], warmup=interval, seed=1,
+                     **({} if max_events is None else {"max_events": max_events}))
+    if heap is not None:
+        heap.settle()
+    gc.collect()
+    full_passes: list[float] = []
+    window = {"on": False, "t": 0.0}
+
+    def on_gc(phase, info):
+        if info["generation"] == 2 and window["on"]:
+            if phase == "start":
+                window["t"] = time.perf_counter()
+            else:
+                full_passes.append(time.perf_counter() - window["t"])
+
+    gc.callbacks.append(on_gc)
+    # Where a late start comes from (per loop turn, not per check): the events one poll
+    # returned and how long their dispatch took, the checks one turn started and how
+    # long that took (from pop_due's return to the next poll), how long a poll slept
+    # past what it was asked (the kernel's timer slack and the scheduler).
+    turns = {"events": [], "dispatch": [], "starts": [], "start_s": [], "oversleep": []}
+    checks, schedule = loop._checks, loop._schedule
+    poll0, dispatch0, pop0 = checks.poll, checks.dispatch, schedule.pop_due
+    mark = {"popped": None}
+    clock = time.monotonic
+
+    def poll(timeout, max_events=-1):
+        t = clock()
+        if mark["popped"] is not None and window["on"]:
+            turns["start_s"].append(t - mark["popped"])
+        mark["popped"] = None
+        ready = poll0(timeout, max_events)
+        if window["on"]:
+            turns["oversleep"].append(max(0.0, clock() - t - timeout) if not ready else 0.0)
+            turns["events"].append(len(ready))
+        return ready
+
+    def dispatch(ready, now):
+        t = clock()
+        dispatch0(ready, now)
+        if window["on"]:
+            turns["dispatch"].append(clock() - t)
+
+    def pop_due(now):
+        due = pop0(now)
+        if window["on"]:
+            turns["starts"].append(len(due))
+        mark["popped"] = clock()
+        return due
+
+    checks.poll, checks.dispatch, schedule.pop_due = poll, dispatch, pop_due
+    try:
+        loop.run(until=time.monotonic() + interval * 1.5)      # first checks spread over warmup
+        window["on"] = True
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        rep = loop.run(until=t0 + duration)
+        r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        window["on"] = False
+        reasons: dict[str, int] = {}
+        for i in range(len(eps)):
+            last = loop.health(i).last
+            if last is not None and not last.ok:
+                reasons[last.detail] = reasons.get(last.detail, 0) + 1
+    finally:
+        loop.close()
+        gc.callbacks.remove(on_gc)
+        if heap is not None:
+            heap.release()
+    wall = t1 - t0
+    user, sys_ = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    done = rep.completed
+    return {"wall": wall, "cpu": user + sys_, "user": user, "sys": sys_, "rate": done / wall,
+            "done": done, "fail": rep.failed + rep.inconclusive, "reasons": reasons,
+            "p50": float("nan"), "p99": float("nan"),
+            "late_p50": pct(rep.lateness, 0.50), "late_p99": pct(rep.lateness, 0.99),
+            "gc_n": len(full_passes), "gc_max": max(full_passes, default=0.0),
+            "why": {"events p99/max": (pct(turns["events"], 0.99), max(turns["events"], default=0)),
+                    "dispatch p99/max ms": (pct(turns["dispatch"], 0.99) * 1e3,
+                                            max(turns["dispatch"], default=0.0) * 1e3),
+                    "starts p99/max": (pct(turns["starts"], 0.99), max(turns["starts"], default=0)),
+                    "start batch p99/max ms": (pct(turns["start_s"], 0.99) * 1e3,
+                                               max(turns["start_s"], default=0.0) * 1e3),
+                    "oversleep p99/max ms": (pct(turns["oversleep"], 0.99) * 1e3,
+                                             max(turns["oversleep"], default=0.0) * 1e3),
+                    "involuntary switches/s": (r1.ru_nivcsw - r0.ru_nivcsw) / (t1 - t0),
+                    "late > 10ms": sum(1 for x in rep.lateness if x > 0.010)}}
+
+
+def worker_run(eps, kind: str, duration: float, interval: float, timeout: float) -> dict:
+    """The same checks through ``WorkerHealthRunner`` (health: {engine: worker}): this
+    process is the agent (its loop reads the batches and applies them), the checks run
+    in the worker process. CPU: both processes; lateness: the batches' counts (how late
+    each check started after its deadline, in ``wire.LATE_STEP`` steps)."""
+    import dataclasses
+
+    from hadirector.agent.health_worker import WorkerHealthRunner     # not in --before trees
+    from hadirector.health.wire import LATE_STEP
+    from hadirector.model import HealthEngine, HealthSettings
+
+    cfg = dataclasses.replace(config_for(eps, kind, interval, timeout),
+                              health=HealthSettings(HealthEngine.WORKER))
+    window = {"on": False}
+    kinds: dict[str, int] = {}
+    late: dict[int, int] = {}
+    latencies: list[float] = []
+    batches = {"n": 0, "checks": 0, "max": 0}
+
+    async def go() -> tuple:
+        runner = WorkerHealthRunner(cfg, None, seed=1, warmup=interval)
+        proc = runner.worker.process
+        apply = proc._on_batch
+
+        def on_batch(batch, now):                      # the runner's, counted in the window
+            if window["on"]:
+                n = sum(batch.kinds.values())
+                batches["n"] += 1
+                batches["checks"] += n
+                batches["max"] = max(batches["max"], n)
+                for k, v in batch.kinds.items():
+                    kinds[k] = kinds.get(k, 0) + v
+                for k, v in batch.late.items():
+                    late[k] = late.get(k, 0) + v
+                latencies.extend(batch.latencies)
+            apply(batch, now)
+        proc._on_batch = on_batch
+        if heap is not None:
+            heap.settle()
+        gc.collect()
+        await runner.start()
+        try:
+            await asyncio.sleep(interval * 1.5)
+            pid = proc.pid
+            window["on"] = True
+            r0, w0, t0 = resource.getrusage(resource.RUSAGE_SELF), proc_times(pid), time.monotonic()
+            await asyncio.sleep(duration)
+            r1, w1, t1 = resource.getrusage(resource.RUSAGE_SELF), proc_times(pid), time.monotonic()
+            window["on"] = False
+            assert proc.pid == pid, "the worker restarted during the window"
+        finally:
+            await runner.stop()
+            if heap is not None:
+                heap.release()
+        return r0, r1, w0, w1, t1 - t0
+
+    with asyncio.Runner() as arun:
+        r0, r1, w0, w1, wall = arun.run(go())
+    a_user, a_sys = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
+    w_user, w_sys = w1[0] - w0[0], w1[1] - w0[1]
+    done = sum(kinds.values())
+    steps = sorted(late.items())
+    total = sum(late.values())
+
+    def late_pct(q: float) -> float:
+        acc = 0
+        for k, v in steps:
+            acc += v
+            if acc > q * total:
+                return k * LATE_STEP
+        return float("nan")
+    return {"wall": wall, "cpu": a_user + a_sys + w_user + w_sys, "user": a_user + w_user,
+            "sys": a_sys + w_sys, "rate": done / wall, "done": done, "fail": done - kinds.get("ok", 0),
+            "reasons": {}, "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
+            "late_p50": late_pct(0.50), "late_p99": late_pct(0.99), "gc_n": float("nan"),
+            "gc_max": float("nan"), "agent_us": (a_user + a_sys) / max(1, done) * 1e6,
+            "batches": batches["n"] / wall, "batch_mean": batches["checks"] / max(1, batches["n"]),
+            "batch_max": batches["max"]}
+
+
 def ms(seconds: float) -> str:
     # nan: no target was checked twice inside the window (the runner fell behind).
     return "-" if seconds != seconds else f"{seconds * 1e3:.1f}ms"
 
 
-def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
-    """One measured run of this tree's runner (or of ``floor_loop``): servers up,
-    measure, servers down."""
+def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner") -> dict:
+    """One measured run of this tree's runner (or of ``floor_loop``, or of ``CheckLoop``
+    with ``engine="checkloop"``): servers up, measure, servers down."""
     eps = endpoints(n)
     procs, stop = start_servers(eps, kind, args.server_procs)
     load = os.getloadavg()[0]
@@ -355,6 +540,10 @@ def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
             factory = uvloop.new_event_loop
         if floor:
             res = floor_loop(eps, kind, args.duration, args.interval)
+        elif engine == "checkloop":
+            res = checkloop_run(eps, kind, args.duration, args.interval, args.timeout, args.max_events)
+        elif engine == "worker":
+            res = worker_run(eps, kind, args.duration, args.interval, args.timeout)
         else:
             with asyncio.Runner(loop_factory=factory) as runner:
                 res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
@@ -367,7 +556,8 @@ def run_one(kind: str, n: int, args, floor: bool = False) -> dict:
             "p50": res["p50"], "p99": res["p99"], "late_p50": res["late_p50"],
             "late_p99": res["late_p99"], "cpu_s": res["cpu"] / w, "user_s": res["user"] / w,
             "sys_s": res["sys"] / w, "us_chk": res["cpu"] / max(1, res["done"]) * 1e6,
-            "srv": srv, "load": load, "reasons": res["reasons"], "gc_n": res["gc_n"], "gc_max": res["gc_max"]}
+            "srv": srv, "load": load, "reasons": res["reasons"], "gc_n": res["gc_n"], "gc_max": res["gc_max"],
+            **{k: res[k] for k in ("agent_us", "batches", "batch_mean", "batch_max", "why") if k in res}}
 
 
 def _ms_value(text: str) -> float:
@@ -412,7 +602,7 @@ def export_tree(rev: str) -> str:
 
 
 def row_text(impl: str, r: dict) -> str:
-    return (f"{impl:6} {r['kind']:5} {r['n']:>7} {r['want']:>7.0f} {r['got']:>7.0f} {r['fail']:>5} "
+    return (f"{impl:9} {r['kind']:5} {r['n']:>7} {r['want']:>7.0f} {r['got']:>7.0f} {r['fail']:>5} "
             f"{r['p50'] * 1e3:>7.2f} {r['p99'] * 1e3:>7.2f} {ms(r['late_p50']):>8} {ms(r['late_p99']):>8} "
             f"{r['cpu_s']:>7.2f} {r['user_s']:>6.2f} {r['sys_s']:>6.2f} {r['us_chk']:>6.0f} "
             f"{r['srv']:>7.2f} {r['load']:>5.1f} {_count(r['gc_n']):>4} {ms(r['gc_max']):>8}")
@@ -453,6 +643,14 @@ def main(argv=None) -> int:
     ap.add_argument("--floor", action="store_true",
                     help="also run the bare system calls of the same checks in a tight loop"
                          " (floor_loop) after each run: what no checker in Python goes below")
+    ap.add_argument("--checkloop", action="store_true",
+                    help="also run the same checks in health.checkloop.CheckLoop (no asyncio)"
+                         " after each run")
+    ap.add_argument("--max-events", type=int, default=None,
+                    help="CheckLoop max_events (events per epoll_wait) of the checkloop row")
+    ap.add_argument("--worker", action="store_true",
+                    help="also run the same checks through WorkerHealthRunner (health: {engine: worker}:"
+                         " a checker worker process) after each run")
     ap.add_argument("--before", metavar="REV",
                     help="also run the code of git revision REV, right before each run of this"
                          " tree's code (same servers, sizes and machine state)")
@@ -469,7 +667,7 @@ def main(argv=None) -> int:
           f"concurrency {args.concurrency}, max_rate {args.max_rate or 'none'}, {args.duration:.0f}s per run, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}"
           + (f"; before = {args.before}" if args.before else ""), flush=True)
-    header = (f"{'code':6} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
+    header = (f"{'code':9} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
               f"{'cpu s/s':>7} {'user':>6} {'sys':>6} {'us/chk':>6} {'srv cpu':>7} {'load':>5} {'gc2':>4} {'gc2 max':>8}")
     print(header)
@@ -489,6 +687,22 @@ def main(argv=None) -> int:
                 if r["reasons"]:
                     top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
                     print(f"       failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+                if args.checkloop:
+                    r = run_one(kind, n, args, engine="checkloop")
+                    rows.append(("checkloop", r))
+                    print(row_text("checkloop", r), flush=True)
+                    if r["reasons"]:
+                        top = sorted(r["reasons"].items(), key=lambda kv: -kv[1])[:3]
+                        print(f"          last failures: {', '.join(f'{k} x{v}' for k, v in top)}", flush=True)
+                    print("          per turn: " + "; ".join(
+                        f"{k} " + ("/".join(f"{x:.1f}" for x in v) if isinstance(v, tuple) else f"{v:.0f}")
+                        for k, v in r["why"].items()), flush=True)
+                if args.worker:
+                    r = run_one(kind, n, args, engine="worker")
+                    rows.append(("worker", r))
+                    print(row_text("worker", r), flush=True)
+                    print(f"          agent share {r['agent_us']:.1f} us/chk; {r['batches']:.0f} batches/s of"
+                          f" {r['batch_mean']:.0f} results (max {r['batch_max']})", flush=True)
                 if args.floor:
                     r = run_one(kind, n, args, floor=True)
                     rows.append(("floor", r))

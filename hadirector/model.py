@@ -135,6 +135,19 @@ class NodeSettings:
     state_dir: str = "/run/hadirector"
 
 
+class HealthEngine(enum.Enum):
+    """Where the TCP and plain-HTTP checks run: on the agent's event loop, or in a
+    checker worker process (health/worker.py; the other probes stay on the loop)."""
+
+    ASYNCIO = "asyncio"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    engine: HealthEngine = HealthEngine.ASYNCIO
+
+
 @dataclass(frozen=True)
 class ApiSettings:
     listen_host: str = "127.0.0.1"
@@ -560,6 +573,7 @@ class Config:
     lvs: LvsSettings = field(default_factory=LvsSettings)
     virtual_services: tuple[VirtualService, ...] = ()
     scale_out: ScaleOut | None = None
+    health: HealthSettings = field(default_factory=HealthSettings)
 
 
 def needs_ipvs(config: Config) -> bool:

@@ -15,17 +15,26 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable
 
+import structlog
+
 from hadirector import model
 from hadirector.model import HealthState
 
 if TYPE_CHECKING:
     from hadirector.agent.health_runner import HealthRunner
 
+log = structlog.get_logger("hadirector.health")
 
-def _runner(config: model.Config, on_transition: Callable[..., None], options: dict[str, Any]) -> HealthRunner:
-    from hadirector.agent.health_runner import HealthRunner
 
-    return HealthRunner(config, on_transition=on_transition, **options)
+def runner_for(config: model.Config, on_transition: Callable[..., None] | None = None,
+               options: dict[str, Any] | None = None) -> HealthRunner:
+    """The runner of ``config``'s ``health.engine``: the asyncio ``HealthRunner``, or
+    the ``WorkerHealthRunner`` (TCP and plain HTTP in a checker worker process)."""
+    if config.health.engine is model.HealthEngine.WORKER:
+        from hadirector.agent.health_worker import WorkerHealthRunner as runner
+    else:
+        from hadirector.agent.health_runner import HealthRunner as runner
+    return runner(config, on_transition=on_transition, **(options or {}))
 
 
 class HealthChecks:
@@ -38,7 +47,7 @@ class HealthChecks:
         self._start_task: asyncio.Task | None = None
         self.runner: HealthRunner | None = None
         if config.virtual_services:
-            self.runner = _runner(config, on_transition, options)
+            self.runner = runner_for(config, on_transition, options)
 
     async def start(self) -> None:
         self._started = True
@@ -49,9 +58,13 @@ class HealthChecks:
         """Unchanged checks keep their state (``HealthRunner.update_config``); the first
         virtual service of a reload builds the runner, and starts it if we run."""
         if self.runner is not None:
+            if new.health.engine is not self.runner.config.health.engine:
+                # Moving checks between engines would restart their counts: not on a reload.
+                log.warning("health.engine_kept", engine=self.runner.config.health.engine.value,
+                            wanted=new.health.engine.value, reason="restart_required")
             self.runner.update_config(new)
         elif new.virtual_services:
-            self.runner = _runner(new, self._on_transition, self._options)
+            self.runner = runner_for(new, self._on_transition, self._options)
             if self._started:
                 # HealthRunner.start only arms its timer: it runs before any check is due.
                 self._start_task = asyncio.get_running_loop().create_task(

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hadirector.api.metrics import Histogram
-from hadirector.health.policy import HealthPolicy, HealthState, ProbeResult, ServerKey, ServiceKey, Transition
+from hadirector.health.policy import (
+    HealthPolicy, HealthState, ProbeResult, ServerKey, ServiceKey, Transition, result_kind,
+)
 from hadirector.health.schedule import CheckSchedule
 
 if TYPE_CHECKING:
@@ -34,18 +36,6 @@ log = structlog.get_logger("hadirector.health")
 # health.check_inconclusive: at most one line per reason this often, with a count of the
 # ones not logged.
 INCONCLUSIVE_LOG_EVERY = 10.0
-
-
-def result_kind(result: ProbeResult) -> str:
-    if result.inconclusive:
-        return "inconclusive"
-    if result.ok:
-        return "ok"
-    if result.detail == "timeout":
-        return "timeout"
-    if result.detail.startswith("error:"):
-        return "error"
-    return "fail"
 
 
 class Reporter:
@@ -99,14 +89,22 @@ class CheckTotals:
         if not result.inconclusive:         # how long the server took; this did not reach it
             self.latency.observe(result.elapsed)
 
-    def note_inconclusive(self, slot: _Slot, result: ProbeResult, now: float) -> None:
+    def add(self, kinds: dict[str, int], latencies: Iterable[float]) -> None:
+        """A checker worker's batch: results by kind, the latency of the conclusive ones."""
+        self.kinds.update(kinds)
+        observe = self.latency.observe
+        for x in latencies:
+            observe(x)
+
+    def note_inconclusive(self, slot: _Slot, result: ProbeResult, now: float, n: int = 1) -> None:
+        """``n`` such results (a worker's batch counts them by reason)."""
         spec, reason = slot.spec, result.detail
-        self.inconclusive[reason] += 1
+        self.inconclusive[reason] += n
         logged_at, suppressed = self._inconclusive_log.get(reason, (None, 0))
         if logged_at is not None and now - logged_at < INCONCLUSIVE_LOG_EVERY:
-            self._inconclusive_log[reason] = (logged_at, suppressed + 1)
+            self._inconclusive_log[reason] = (logged_at, suppressed + n)
             return
-        self._inconclusive_log[reason] = (now, 0)
+        self._inconclusive_log[reason] = (now, n - 1)
         log.warning("health.check_inconclusive", service=spec.service.name, server=spec.endpoint,
                     reason=reason, suppressed=suppressed, total=self.inconclusive[reason],
                     state=self._policy.state(*slot.target).value)

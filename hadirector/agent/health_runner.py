@@ -38,6 +38,11 @@ the probes in ``health.probes`` do the I/O. This shell only wires them:
   deadlines; a changed probe keeps the state but restarts its counts; removed targets
   are forgotten and their in-flight results ignored.
 
+With ``health: {engine: worker}`` the runner is ``health_worker.WorkerHealthRunner``:
+its TCP and plain-HTTP targets (``_Slot.worker``) are not scheduled here but run in a
+checker process, whose transitions go through the same policy records,
+``health.server_up`` / ``server_down`` lines and ``on_transition`` as this loop's own.
+
 Targets are ``(VirtualService.key, RealServer.key)``. Sorry servers are tracked too
 (always UP unless they have a check) but the IPVS layer decides when they are used.
 
@@ -127,6 +132,7 @@ class _Slot:
     spec: _Spec
     health: ServerHealth | None = None   # the policy's record of it, kept from track()
     run: _Run | None = None              # starts and reports its callback checks
+    worker: bool = False                 # checked by the checker worker, not scheduled here
 
 
 class _Run:
@@ -304,7 +310,7 @@ class HealthRunner:
                 self._slots[target] = self._by_id[slot.id] = slot
                 slot.health = self._policy.track(target, spec.check, now)
                 self._prepare_run(slot)
-                if spec.check is not None:
+                if spec.check is not None and not slot.worker:
                     self._schedule.add(slot.id, spec.check, now, self._warmup)
                 continue
             old = slot.spec
@@ -312,14 +318,15 @@ class HealthRunner:
                 slot.spec = _replace_gen(spec, old.gen)
                 if spec.check is not None and spec.check != old.check:
                     self._policy.retune(target, spec.check, now)
-                    self._schedule.retune(slot.id, spec.check, now)
+                    if not slot.worker:
+                        self._schedule.retune(slot.id, spec.check, now)
                 continue
             # The probe changed: results of the old one (maybe in flight) are stale.
             slot.spec = spec = _replace_gen(spec, next(self._gen))
             self._prepare_run(slot)
             self._schedule.remove(slot.id)
             transition = self._policy.retune(target, spec.check, now, reset=True)
-            if spec.check is not None:
+            if spec.check is not None and not slot.worker:
                 self._schedule.add(slot.id, spec.check, now)
             log.info("health.check_replaced", service=spec.service.name, server=spec.endpoint,
                      state=self._policy.state(*target).value)

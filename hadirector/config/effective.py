@@ -159,6 +159,7 @@ def to_data(config: m.Config) -> dict:
         "sync_groups": [_fields(g, notify=_notify(g.notify)) for g in config.sync_groups],
         "lvs": _fields(config.lvs, sync_daemon=_sync_daemon(config.lvs.sync_daemon)),
         "virtual_services": [_service(vs) for vs in config.virtual_services],
+        "health": _fields(config.health),
         **({"scale_out": _fields(config.scale_out)} if config.scale_out is not None else {}),
     }
 

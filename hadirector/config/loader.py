@@ -160,6 +160,14 @@ API = Record(m.ApiSettings, (
 ), _finish_api)
 
 
+HEALTH = Record(m.HealthSettings, (
+    F("engine", enum_of(m.HealthEngine, what="health engine"),
+      doc=K("asyncio: every check runs on the agent's event loop; worker: TCP and plain-HTTP checks "
+            "run in a checker process the agent starts (and restarts), the others on the loop.",
+            None)),
+))
+
+
 # --- VRRP -------------------------------------------------------------------------------
 
 # keepalived allows track weights of -254..254 so a priority can move the whole range.
@@ -1048,6 +1056,8 @@ CONFIG = Record(None, (
       doc=K("How the IPVS table is programmed, and the connection sync daemon.", None)),
     F("virtual_services", seq(record(VIRTUAL_SERVICE)),
       doc=K("The IPVS virtual services and their real servers.", "virtual_server IP PORT { }")),
+    F("health", record(HEALTH, nullable=True),
+      doc=K("How the real servers' health checks run.", None)),
     F("scale_out", record(SCALE_OUT),
       doc=K("This director is one of N active ones behind an ECMP router for the services listed, "
             "announcing their VIPs with BGP (BIRD) while it can carry them.", None, default="none")),

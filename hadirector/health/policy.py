@@ -63,6 +63,19 @@ class ProbeResult:
     inconclusive: bool = False
 
 
+def result_kind(result: ProbeResult) -> str:
+    """The outcome's name in the metrics: ok, fail, timeout, error or inconclusive."""
+    if result.inconclusive:
+        return "inconclusive"
+    if result.ok:
+        return "ok"
+    if result.detail == "timeout":
+        return "timeout"
+    if result.detail.startswith("error:"):
+        return "error"
+    return "fail"
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     target: Target
@@ -126,6 +139,17 @@ class ServerHealth:
             return None
         return self._change(target, HealthState.DOWN, result, now, self.failures)
 
+    def adopt(self, t: Transition) -> bool:
+        """Take a transition decided by rise/fall elsewhere -- the checker worker's own
+        policy (health/worker.py) counted it; this record follows for the IPVS layer.
+        False (and nothing changed) when the state is already ``t.new``."""
+        if t.new is self.state:
+            return False
+        self.state = t.new
+        self.changed_at = t.at
+        self.transitions += 1
+        return True
+
     def _change(self, target: Target, new: HealthState, result: ProbeResult, now: float,
                 count: int) -> Transition:
         old, self.state = self.state, new
@@ -142,16 +166,19 @@ class HealthPolicy:
 
     # --- membership (config load and reload) -------------------------------------
 
-    def track(self, target: Target, check: HealthCheck | None, now: float) -> ServerHealth:
+    def track(self, target: Target, check: HealthCheck | None, now: float,
+              state: HealthState | None = None) -> ServerHealth:
         """Start tracking ``target`` in its initial state (or always UP without a check).
 
-        Re-tracking a known target resets it; use ``retune`` to keep its state.
+        ``state``: start there instead of ``check.initial`` (a restarted checker worker
+        carries on from the state the agent kept meanwhile). Re-tracking a known target
+        resets it; use ``retune`` to keep its state.
         """
         if check is None:
             h = ServerHealth(rise=1, fall=1, state=HealthState.UP, checked=False, changed_at=now)
         else:
             h = ServerHealth(rise=max(1, check.rise), fall=max(1, check.fall),
-                             state=check.initial, changed_at=now)
+                             state=check.initial if state is None else state, changed_at=now)
         self._servers[target] = h
         return h
 

@@ -78,34 +78,49 @@ def _family(addr: IPAddress | str) -> int:
 # --- TCP ------------------------------------------------------------------------------
 
 
-class Poller:
-    """Every callback check of one event loop, on one private epoll.
+class EpollChecks:
+    """Callback checks on one private epoll, with their timeouts; no event loop.
 
-    The loop watches only this epoll's descriptor: when any check's socket is ready the
-    loop makes one call, which handles every ready check (``poll`` of up to 1,024). A
-    check registers its socket once and never unregisters it: closing the socket drops
-    it from the epoll set. Timeouts are batched the same way: checks with one timeout
-    value expire in the order they started, so each value is a FIFO and one
-    ``loop.call_at`` is armed for the earliest head. Compared with ``add_writer`` and a
-    timer per check this saves the selector's bookkeeping, two handles, a heap push and
-    an ``epoll_ctl`` per check (bench/health_checks.py). A FIFO row is ``(deadline,
-    fd)``, not the check: a finished check is freed at once instead of living on in the
-    FIFO for its whole timeout (and into the garbage collector's oldest generation,
-    whose full passes then took 15-35 ms at 6,000 targets); a row whose descriptor is
-    gone or now belongs to a later check (another deadline) is stale and dropped.
+    Its owner waits for it (``poll``, or on ``fileno()``) and hands what is ready to
+    ``dispatch``, and calls ``expire`` once ``timer_at`` (the earliest timeout, or None)
+    has passed: ``Poller`` does it from an asyncio loop, ``checkloop.CheckLoop`` from
+    a loop of its own.
+    ``loop`` is anything with ``time()`` -- the clock each check reads.
+
+    A check registers its socket once and never unregisters it: closing the socket
+    drops it from the epoll set. Timeouts are batched: checks with one timeout value
+    expire in the order they started, so each value is a FIFO and only the earliest
+    head needs a timer. Compared with ``add_writer`` and a timer per check this saves
+    the selector's bookkeeping, two handles, a heap push and an ``epoll_ctl`` per check
+    (bench/health_checks.py). A FIFO row is ``(deadline, fd)``, not the check: a
+    finished check is freed at once instead of living on in the FIFO for its whole
+    timeout (and into the garbage collector's oldest generation, whose full passes
+    then took 15-35 ms at 6,000 targets); a row whose descriptor is gone or now belongs
+    to a later check (another deadline) is stale and dropped.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop) -> None:
         self._loop = loop
         self._ep = select.epoll()          # OSError (EMFILE) before anything else is held
         self._checks: dict[int, _Check] = {}
         self._expiry: dict[float, collections.deque[tuple[float, int]]] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        # Descriptors registered while ``_on_ready`` runs: a ready event in the batch
+        self._timer_at: float | None = None
+        # Descriptors registered while ``dispatch`` runs: a ready event in the batch
         # being handled is for an earlier socket that had the same number.
         self._fresh: set[int] | None = None
-        loop.add_reader(self._ep.fileno(), self._on_ready)
+
+    def fileno(self) -> int:
+        return self._ep.fileno()
+
+    def poll(self, timeout: float, max_events: int = -1) -> list[tuple[int, int]]:
+        """Wait up to ``timeout`` seconds; the ``(fd, events)`` ready (at most
+        ``max_events``; -1: epoll's default, 1,023), for ``dispatch``."""
+        return self._ep.poll(timeout, max_events)
+
+    @property
+    def timer_at(self) -> float | None:
+        """When the earliest running check times out (None: none runs)."""
+        return self._timer_at
 
     def watch(self, fd: int, events: int, check: _Check, deadline: float, timeout: float) -> None:
         self._ep.register(fd, events)
@@ -117,34 +132,29 @@ class Poller:
             q = self._expiry[timeout] = collections.deque()
         check._deadline = deadline
         q.append((deadline, fd))
-        if self._timer is None or deadline < self._timer_at:
+        at = self._timer_at
+        if at is None or deadline < at:
             self._arm(deadline)
+
+    def watch_reader(self, fd: int, events: int, handler) -> None:
+        """Hand ``fd``'s events to ``handler.on_event(events, now)``, with no timeout:
+        a descriptor its owner keeps open (``CheckLoop.watch_input``: the worker's
+        input pipe)."""
+        self._ep.register(fd, events)
+        self._checks[fd] = handler
 
     def forget(self, fd: int) -> None:
         """The check is done with ``fd`` and closes it next (which unregisters it)."""
         self._checks.pop(fd, None)
 
-    def reap(self) -> None:
-        """Handle now every check whose socket is ready, instead of one loop iteration
-        later. The runner calls it right after starting a batch: checks that ended
-        while it started (a loopback or local server answers inside ``connect``; on a
-        LAN the first checks of a long batch) then cost no wake-up of their own (at 100
-        loopback checks a second: 1.5 -> 0.7 asyncio iterations per check). A no-op
-        inside ``_on_ready`` (a check that finishes there may start the next one)."""
-        if self._fresh is None:
-            try:
-                self._on_ready()
-            except (OSError, ValueError):
-                pass        # the epoll itself failed: the loop's own call reports it
-
-    def _on_ready(self) -> None:
+    def dispatch(self, ready: list[tuple[int, int]], now: float) -> None:
+        """Hand each ``(fd, events)`` of one ``epoll.poll`` to its check. ``now`` is one
+        clock read for the batch: every event in it was ready when poll returned, so
+        that is when each check ended (not after the ones handled before it)."""
         checks = self._checks
         self._fresh = fresh = set()
-        # One clock read for the batch: every event in it was ready when poll returned,
-        # so that is when each check ended (not after the ones handled before it).
-        now = self._loop.time()
         try:
-            for fd, events in self._ep.poll(0):
+            for fd, events in ready:
                 check = checks.get(fd)
                 if check is None or fd in fresh:
                     continue
@@ -156,14 +166,11 @@ class Poller:
             self._fresh = None
 
     def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         self._timer_at = when
-        self._timer = self._loop.call_at(when, self._on_timer)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = self._loop.time()
+    def expire(self, now: float) -> None:
+        """Fail every check whose timeout has passed at ``now``; arm for the next."""
+        self._timer_at = None
         earliest = None
         checks = self._checks
         for q in self._expiry.values():
@@ -179,15 +186,66 @@ class Poller:
                     break
             if q and (earliest is None or q[0][0] < earliest):
                 earliest = q[0][0]
-        if earliest is not None:
+        # A check started by a ``done`` above armed for itself: keep the earlier one.
+        if earliest is not None and (self._timer_at is None or earliest < self._timer_at):
             self._arm(earliest)
+
+    def cancel_all(self) -> None:
+        """Cancel every check still running (none of them calls its ``done``)."""
+        for check in list(self._checks.values()):
+            check.cancel()
+
+    def close(self) -> None:
+        self._timer_at = None
+        self._ep.close()
+
+
+class Poller(EpollChecks):
+    """Every callback check of one asyncio loop, on one private epoll.
+
+    The loop watches only this epoll's descriptor: when any check's socket is ready the
+    loop makes one call, which handles every ready check (``poll`` of up to 1,024); one
+    ``loop.call_at`` is armed for the earliest timeout.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self._timer: asyncio.TimerHandle | None = None
+        loop.add_reader(self._ep.fileno(), self._on_ready)
+
+    def reap(self) -> None:
+        """Handle now every check whose socket is ready, instead of one loop iteration
+        later. The runner calls it right after starting a batch: checks that ended
+        while it started (a loopback or local server answers inside ``connect``; on a
+        LAN the first checks of a long batch) then cost no wake-up of their own (at 100
+        loopback checks a second: 1.5 -> 0.7 asyncio iterations per check). A no-op
+        inside ``_on_ready`` (a check that finishes there may start the next one)."""
+        if self._fresh is None:
+            try:
+                self._on_ready()
+            except (OSError, ValueError):
+                pass        # the epoll itself failed: the loop's own call reports it
+
+    def _on_ready(self) -> None:
+        now = self._loop.time()
+        self.dispatch(self._ep.poll(0), now)
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.expire(self._loop.time())
 
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._loop.remove_reader(self._ep.fileno())
-        self._ep.close()
+        super().close()
 
 
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
@@ -250,14 +308,16 @@ class TcpTarget:
         except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
             done(os_result(exc, 0.0))
             return _FINISHED
-        return self._check(p, done)
+        return self.start_on(p, done)
 
-    def _check(self, p: Poller, done: Done) -> Probe:
-        return TcpCheck(p, self, done)
+    def start_on(self, checks: EpollChecks, done: Done) -> Probe:
+        """Start one check on ``checks`` (an asyncio loop's ``Poller``, or a
+        ``checkloop.CheckLoop``'s own)."""
+        return TcpCheck(checks, self, done)
 
 
 class _Check:
-    """What a ``Poller`` needs of a check; the socket and ``done`` plumbing."""
+    """What ``EpollChecks`` needs of a check; the socket and ``done`` plumbing."""
 
     __slots__ = ("_poller", "_done", "_sock", "_fd", "_start", "_deadline")
 
@@ -337,7 +397,7 @@ class TcpCheck(_Check):
 
     __slots__ = ()
 
-    def __init__(self, poller: Poller, target: TcpTarget, done: Done) -> None:
+    def __init__(self, poller: EpollChecks, target: TcpTarget, done: Done) -> None:
         self._poller, self._done, self._sock, self._fd = poller, done, None, -1
         self._start = poller._loop.time()
         code = self._connect(target)
@@ -574,8 +634,8 @@ class HttpTarget(TcpTarget):
         self.probe = probe
         self.request = request_bytes(addr, port, probe)
 
-    def _check(self, p: Poller, done: Done) -> Probe:
-        return HttpCheck(p, self, done)
+    def start_on(self, checks: EpollChecks, done: Done) -> Probe:
+        return HttpCheck(checks, self, done)
 
 
 class HttpCheck(_Check):
@@ -592,7 +652,7 @@ class HttpCheck(_Check):
 
     __slots__ = ("_out", "_resp")
 
-    def __init__(self, poller: Poller, target: HttpTarget, done: Done) -> None:
+    def __init__(self, poller: EpollChecks, target: HttpTarget, done: Done) -> None:
         self._poller, self._done, self._sock, self._fd = poller, done, None, -1
         self._start = poller._loop.time()
         self._resp = HttpResponse(target.probe)

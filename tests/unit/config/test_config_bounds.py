@@ -196,7 +196,7 @@ def test_a_huge_key_is_cut_in_the_key_path():
     e = issues_of("node: {router_id: a}\n? " + "k" * 500_000 + "\n: 1\n")
     (issue,) = e.issues
     assert issue.path == "k" * 80 + "… (500000 bytes)"
-    assert issue.message.startswith("unknown key; expected one of api, auth, lvs, node")
+    assert issue.message.startswith("unknown key; expected one of api, auth, health, lvs, node")
 
 
 def test_a_huge_name_in_a_reference_error_is_cut():

@@ -489,3 +489,16 @@ def test_a_service_whose_ports_were_resolved_still_points_at_its_lines(tmp_path)
     assert vs.real_servers[0].port == 80
     assert (loaded.issue(vs, None, "x").line, loaded.issue(vs, None, "x").column) == (3, 5)
     assert loaded.issue(vs.real_servers[0], "address", "x").line == 6
+
+
+def test_health_engine_defaults_to_asyncio_and_worker_is_accepted():
+    base = "node: {router_id: d1}\n"
+    assert parse(base).health.engine is m.HealthEngine.ASYNCIO
+    assert parse(base + "health: {engine: worker}\n").health.engine is m.HealthEngine.WORKER
+    assert parse(base + "health:\n").health.engine is m.HealthEngine.ASYNCIO
+
+
+def test_a_bad_health_engine_is_refused_naming_file_line_and_key():
+    (msg,) = issues("node: {router_id: d1}\nhealth: {engine: threads}\n")
+    assert msg == ("test.yaml:2:18: health.engine: unknown health engine 'threads'; "
+                   "expected one of asyncio, worker")

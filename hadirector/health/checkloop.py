@@ -1,0 +1,389 @@
+"""TCP and plain-HTTP checks in a loop of their own, with no asyncio (issue 13's experiment).
+
+Theory of operation
+-------------------
+The question this answers: how close can a checker written in Python get to the
+system-call floor of a check (bench/health_checks.py ``--floor``) once nothing but the
+checks runs in its loop. It is the core of the checker worker process
+(``health.worker``, the agent's ``health: {engine: worker}``), fed its targets by the
+agent and sending back transitions in batches: targets come and go between runs
+(``put``, ``remove``, ``seed``), and ``watch_input`` ends a run early when the agent
+has written.
+
+Nothing is written twice. ``CheckLoop`` owns:
+
+* the checks themselves: the ``TcpCheck`` / ``HttpCheck`` objects of ``probes`` on one
+  ``probes.EpollChecks`` (its epoll, the timeout FIFOs), started by each target's
+  ``TcpTarget`` / ``HttpTarget`` from ``probes.prepare_probe``: the same sockets
+  (``socket(2)`` with SOCK_NONBLOCK, no Python wrapper), the same verdicts
+  (``HttpResponse``) and the same inconclusive errnos (EMFILE, ENFILE, ENOBUFS, ENOMEM);
+* ``schedule.CheckSchedule`` for when each check is due and ``policy.HealthPolicy`` for
+  rise/fall, as the health runner uses them;
+* one loop: start the checks due (on a ``tick`` grid, as the runner's timer, so the
+  checks due within one tick start together), then one ``epoll_wait`` until the next
+  deadline, the earliest timeout or ``until``, hand what is ready to its checks, fail
+  what timed out. No event-loop iteration, task, future, timer handle or callback
+  queue per check: per check that leaves the system calls and the check objects.
+
+A check's result goes to the policy at once; a transition is kept in the run's list,
+which ``run(until=)`` returns with the lateness of every check started (how long after
+its schedule's deadline it started: the issue's "within 10 ms (p99)"), the results by
+kind, the latency of each conclusive one, the inconclusive ones by reason and the
+targets that had a result (what the worker reports).
+
+Only TCP and plain HTTP run here (the probes with a callback form, ``prepare_probe``);
+any other target is refused at construction, naming it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import select
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+
+from hadirector.health.policy import HealthPolicy, HealthState, ProbeResult, ServerHealth, Transition, result_kind
+from hadirector.health.probes import EpollChecks, Probe, Starter, prepare_probe
+from hadirector.health.schedule import BUCKET, CheckSchedule
+from hadirector.model import HealthCheck, HttpProbe, TcpProbe
+
+
+# Events handled per ``epoll_wait``: a bound on how long the due checks wait behind the
+# ones that ended (1,023 ended checks took 40 ms to dispatch at 10,000 checks/s, 30 us
+# each); the rest are read by the next wait, which returns at once. -1: epoll's 1,023.
+MAX_EVENTS = -1
+
+
+@dataclass(frozen=True, slots=True)
+class LoopTarget:
+    """One target: ``key`` names it in transitions (the runner's ``(service key, rs
+    key)``); its ``check`` goes to ``address:port``."""
+
+    key: Hashable
+    check: HealthCheck
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What one ``run(until=)`` did: the batch a worker would send to the agent."""
+
+    transitions: list[Transition]
+    lateness: array             # seconds from deadline to start, one per check started
+    started: int                # checks started
+    completed: int              # results recorded (ok, failed or inconclusive)
+    failed: int                 # conclusive failures among them
+    inconclusive: int           # could not run for a local reason (EMFILE, ...)
+    kinds: Counter = field(default_factory=Counter)         # results by ``result_kind``
+    latencies: array = field(default_factory=lambda: array("d"))   # of the conclusive ones
+    reasons: dict = field(default_factory=dict)   # inconclusive: reason -> [count, a key]
+    touched: set = field(default_factory=set)     # keys with a result in this run
+
+
+class _Slot:
+    """One target's runtime: its starter, its policy record, its next deadline; and the
+    ``done`` of each of its checks (this object: no closure per check)."""
+
+    __slots__ = ("loop", "id", "key", "target", "starter", "health", "due", "check")
+
+    def __init__(self, loop: CheckLoop, sid: int, target: LoopTarget, starter: Starter,
+                 health: ServerHealth, due: float) -> None:
+        self.loop, self.id, self.key, self.target, self.starter, self.health, self.due = \
+            loop, sid, target.key, target, starter, health, due
+        self.check: Probe | None = None       # the one running, if any
+
+    def __call__(self, result: ProbeResult) -> None:
+        loop = self.loop
+        now = loop._now
+        health = self.health
+        self.check = None
+        transition = health.apply(self.key, result, now)
+        loop._completed += 1
+        loop._touched.add(self.key)
+        retry = False
+        if result.inconclusive:
+            loop._inconclusive += 1
+            loop._kinds["inconclusive"] += 1
+            seen = loop._reasons.get(result.detail)
+            if seen is None:
+                loop._reasons[result.detail] = [1, self.key]
+            else:
+                seen[0] += 1
+        else:
+            loop._latencies.append(result.elapsed)
+            loop._kinds["ok" if result.ok else result_kind(result)] += 1
+        if not result.ok and not result.inconclusive:
+            loop._failed += 1
+            # The health runner's rule: confirm a failure quickly (retry_delay) until
+            # the server is down; a down server is checked at its interval.
+            retry = health.state is not HealthState.DOWN
+        due = loop._schedule.finished(self.id, now, retry=retry)
+        if due is not None:
+            self.due = due
+            if due < loop._next:
+                loop._next = due
+        if transition is not None:
+            loop._transitions.append(transition)
+
+
+class CheckLoop:
+    """Checks ``targets`` (TCP and plain HTTP) from one thread, with no event loop.
+
+    ``clock`` is monotonic seconds (``until`` is in it); ``tick`` the grid on which due
+    checks start together (0: each at its own deadline); ``warmup`` spreads the first
+    checks over that long (keepalived's name, as the runner's); ``seed`` the schedule's
+    jitter; ``max_events`` the events one ``epoll_wait`` hands over (``MAX_EVENTS``).
+    Raises ``ValueError`` naming the first target that cannot run here, and
+    ``OSError`` when the epoll itself cannot be made (no descriptor for it).
+    """
+
+    def __init__(self, targets: Iterable[LoopTarget], *, clock: Callable[[], float] = time.monotonic,
+                 tick: float = BUCKET, warmup: float = 0.0, seed: int | None = None,
+                 max_events: int = MAX_EVENTS) -> None:
+        self.time = clock                    # what the checks read (``EpollChecks``' loop)
+        self.max_events = max_events
+        self._tick = max(0.0, tick)
+        self._warmup = warmup
+        self._policy = HealthPolicy()
+        self._schedule = CheckSchedule(seed)
+        self._slots: dict[int, _Slot] = {}
+        self._by_key: dict[Hashable, _Slot] = {}
+        self._ids = 0
+        self._now = clock()
+        starters = []
+        seen: set[Hashable] = set()
+        for t in targets:
+            if t.key in seen:
+                raise ValueError(f"target {t.key!r}: listed twice")
+            seen.add(t.key)
+            starters.append((t, _starter(t)))
+        self._checks = EpollChecks(self)
+        self._next = math.inf
+        self._transitions: list[Transition] = []
+        self._new_tallies()
+        self._stop = False
+        for t, starter in starters:
+            self._add(t, starter, None)
+
+    def _new_tallies(self) -> None:
+        self._completed = self._failed = self._inconclusive = 0
+        self._kinds: Counter = Counter()
+        self._latencies = array("d")
+        self._reasons: dict = {}
+        self._touched: set = set()
+
+    # --- membership (between runs) -------------------------------------------------
+
+    def _add(self, t: LoopTarget, starter: Starter, state: HealthState | None) -> None:
+        now = self._now = self.time()
+        sid = self._ids = self._ids + 1
+        health = self._policy.track(t.key, t.check, now, state)
+        due = self._schedule.add(sid, t.check, now, self._warmup)
+        self._slots[sid] = self._by_key[t.key] = _Slot(self, sid, t, starter, health, due)
+        if due < self._next:
+            self._next = due
+
+    def put(self, t: LoopTarget, state: HealthState | None = None) -> None:
+        """Add ``t``, or apply it to the target of its key: a new probe (address, port,
+        timeout, request) keeps the state and restarts the counts, a running check of
+        the old one is cancelled; new timing or rise/fall keeps everything.
+        ``state``: a new target starts there instead of ``check.initial``, and a new
+        probe takes it (the agent dropped whatever the old probe decided after its
+        reload: its state is the one that stands). Raises
+        ``ValueError`` (changing nothing) for a target that cannot run here."""
+        starter = _starter(t)
+        slot = self._by_key.get(t.key)
+        if slot is None:
+            self._add(t, starter, state)
+            return
+        old, slot.target = slot.target, t
+        now = self._now = self.time()
+        if _probe_of(old) == _probe_of(t):
+            if t.check != old.check:
+                self._policy.retune(t.key, t.check, now)
+                self._schedule.retune(slot.id, t.check, now)
+        else:
+            self._cancel(slot)
+            slot.starter = starter
+            self._policy.retune(t.key, t.check, now, reset=True)
+            if state is not None and state is not slot.health.state:
+                slot.health.state, slot.health.changed_at = state, now
+            self._schedule.remove(slot.id)
+            slot.due = self._schedule.add(slot.id, t.check, now)
+        self._rearm()
+
+    def remove(self, key: Hashable) -> bool:
+        """Stop checking ``key`` (a running check is cancelled); False if unknown."""
+        slot = self._by_key.pop(key, None)
+        if slot is None:
+            return False
+        self._cancel(slot)
+        del self._slots[slot.id]
+        self._schedule.remove(slot.id)
+        self._policy.forget(key)
+        self._rearm()
+        return True
+
+    def seed(self, key: Hashable, state: HealthState) -> bool:
+        """``HealthPolicy.seed``: a known state for a target with no result yet."""
+        return key in self._by_key and self._policy.seed(key, state, self.time())
+
+    def _cancel(self, slot: _Slot) -> None:
+        check, slot.check = slot.check, None
+        if check is not None:
+            check.cancel()
+            self._schedule.finished(slot.id, self._now)
+
+    def _rearm(self) -> None:
+        deadline = self._schedule.next_deadline()
+        self._next = math.inf if deadline is None else deadline
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+    def keys(self) -> Iterable[Hashable]:
+        return self._by_key.keys()
+
+    def due(self, key: Hashable) -> float | None:
+        """When the target's next check is due (None: one runs now)."""
+        return self._schedule.deadline(self._by_key[key].id)
+
+    def watch_input(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable()`` when ``fd`` is readable (the agent wrote), and end
+        the run then, so its caller handles the input between runs."""
+        self._checks.watch_reader(fd, select.EPOLLIN, _Input(self, on_readable))
+
+    def stop_run(self) -> None:
+        """End the current ``run`` after the events in hand."""
+        self._stop = True
+
+    # --- read side ---------------------------------------------------------------
+
+    def state(self, key: Hashable) -> HealthState:
+        """The target's health now (UNKNOWN before its first result)."""
+        h = self._policy.get(key)
+        if h is None:
+            raise KeyError(f"no target {key!r} in this check loop")
+        return h.state
+
+    def health(self, key: Hashable) -> ServerHealth:
+        """The policy's record of the target (counters, last result)."""
+        h = self._policy.get(key)
+        if h is None:
+            raise KeyError(f"no target {key!r} in this check loop")
+        return h
+
+    # --- the loop ----------------------------------------------------------------
+
+    def run(self, until: float) -> RunReport:
+        """Check until ``clock() >= until``; what happened meanwhile.
+
+        Checks still running at ``until`` go on in the next ``run`` (their results are
+        recorded then); ``close()`` cancels them."""
+        clock, checks, schedule, slots, tick = self.time, self._checks, self._schedule, self._slots, self._tick
+        poll, dispatch, max_events = checks.poll, checks.dispatch, self.max_events
+        self._transitions = transitions = []
+        self._new_tallies()
+        self._stop = False
+        lateness = array("d")
+        late = lateness.append
+        started = 0
+        now = clock()
+        while now < until and not self._stop:
+            self._now = now
+            if self._next <= now:
+                for sid in schedule.pop_due(now):
+                    slot = slots[sid]
+                    t = clock()
+                    late(t - slot.due)
+                    started += 1
+                    self._now = t
+                    try:
+                        check = slot.starter.start_on(checks, slot)
+                    except Exception as exc:  # a probe never raises; if one does, it failed
+                        slot(ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
+                        continue
+                    if not check.finished:    # not ended at once (refused, EMFILE)
+                        slot.check = check
+                deadline = schedule.next_deadline()
+                self._next = math.inf if deadline is None else deadline
+            wake = self._next
+            if tick and wake != math.inf:
+                # Up to the next tick: every check due within one tick starts in one batch.
+                wake = max(wake, math.ceil(wake / tick) * tick)
+            timer_at = checks.timer_at
+            if timer_at is not None and timer_at < wake:
+                wake = timer_at
+            if until < wake:
+                wake = until
+            ready = poll(max(0.0, wake - clock()), max_events)
+            now = self._now = clock()
+            if ready:
+                dispatch(ready, now)
+            timer_at = checks.timer_at
+            if timer_at is not None and timer_at <= now:
+                checks.expire(now)
+        return RunReport(transitions, lateness, started, self._completed, self._failed, self._inconclusive,
+                         self._kinds, self._latencies, self._reasons, self._touched)
+
+    def close(self) -> None:
+        """Cancel the checks still running and close the epoll."""
+        self._checks.cancel_all()
+        self._checks.close()
+
+    def __enter__(self) -> CheckLoop:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Input:
+    """``watch_input``'s entry on the epoll: readable input ends the run."""
+
+    __slots__ = ("loop", "on_readable")
+
+    def __init__(self, loop: CheckLoop, on_readable: Callable[[], None]) -> None:
+        self.loop, self.on_readable = loop, on_readable
+
+    def on_event(self, events: int, now: float) -> None:
+        self.loop._stop = True
+        self.on_readable()
+
+    def fail(self, detail: str) -> None:          # on_readable raised: end the run, say so
+        self.loop._stop = True
+        raise RuntimeError(f"input handler failed: {detail}")
+
+    def cancel(self) -> None:
+        pass
+
+
+def _probe_of(t: LoopTarget) -> tuple:
+    c = t.check
+    return (c.probe, c.bind_to, c.timeout, t.address, t.port)
+
+
+def _starter(t: LoopTarget) -> Starter:
+    probe = t.check.probe
+    if not isinstance(probe, (TcpProbe, HttpProbe)) or getattr(probe, "tls", False):
+        kind = "https" if isinstance(probe, HttpProbe) else type(probe).__name__
+        raise ValueError(f"target {t.key!r}: a {kind} check does not run in a CheckLoop"
+                         " (tcp and plain http only)")
+    try:
+        # An address, not a name: a name would be resolved, blocking, at every check.
+        ipaddress.ip_address(t.address)
+    except ValueError:
+        raise ValueError(f"target {t.key!r}: address {t.address!r} is not an IP address") from None
+    if not 0 < t.port < 65536:
+        raise ValueError(f"target {t.key!r}: port {t.port!r} is not 1-65535")
+    starter = prepare_probe(t.check, t.address, t.port)
+    assert starter is not None                # tcp and plain http have a callback form
+    return starter
