@@ -7,7 +7,6 @@ on (refused), or a listener whose accept queue is full (a connect that hangs).
 
 from __future__ import annotations
 
-import ast
 import errno
 import os
 import resource
@@ -15,11 +14,9 @@ import selectors
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-import hadirector.health.checkloop as checkloop_module
 from hadirector.health.checkloop import CheckLoop, LoopTarget
 from hadirector.model import HealthCheck, HealthState, HttpProbe, ScriptProbe, TcpProbe
 
@@ -327,15 +324,6 @@ def test_close_cancels_running_checks_and_leaves_no_descriptor_open():
         assert open_fds() == before
 
 
-def test_checkloop_imports_no_asyncio():
-    tree = ast.parse(Path(checkloop_module.__file__).read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module.split(".")[0])
-    assert "asyncio" not in names
 
 
 # --- targets added, changed and removed between runs (the worker's reloads) -------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import hadirector.health.checkloop as checkloop
 import hadirector.health.policy as policy
 import hadirector.health.schedule as schedule
 
@@ -25,3 +26,8 @@ def imported_modules(module) -> set[str]:
 def test_policy_and_schedule_import_no_io_and_no_clock():
     for module in (policy, schedule):
         assert imported_modules(module) & FORBIDDEN == set(), module.__name__
+
+
+def test_the_checker_loop_runs_without_asyncio():
+    # It runs in the worker process, which has no event loop to offer.
+    assert "asyncio" not in imported_modules(checkloop)

@@ -214,17 +214,23 @@ async def test_a_killed_worker_is_logged_restarted_and_no_server_goes_down_meanw
     assert restarted["targets"] == 1
 
 
-async def test_a_worker_that_writes_a_bad_frame_is_killed_and_restarted_with_the_reason():
-    fake = (sys.executable, "-c", "import os, time; os.write(1, b'\\x7f\\xff\\xff\\xff'); time.sleep(30)")
-    batches = []
-    worker = CheckWorker(lambda: {}, lambda b, now: batches.append(b), time.monotonic, argv=fake,
-                         backoff=Backoff(first=5.0))
+async def until_first_exit(argv: tuple[str, ...], **kw) -> tuple[list, list]:
+    """Runs a CheckWorker on ``argv`` until it logs its first exit: (batches, logs)."""
+    batches: list = []
+    worker = CheckWorker(lambda: {}, lambda b, now: batches.append(b), time.monotonic, argv=argv,
+                         backoff=Backoff(first=5.0), **kw)
     with capture_logs() as logs:
         await worker.start()
         try:
             await wait_for(lambda: events(logs, "health.worker_exited"), SLACK)
         finally:
             await worker.stop()
+    return batches, logs
+
+
+async def test_a_worker_that_writes_a_bad_frame_is_killed_and_restarted_with_the_reason():
+    fake = (sys.executable, "-c", "import os, time; os.write(1, b'\\x7f\\xff\\xff\\xff'); time.sleep(30)")
+    batches, logs = await until_first_exit(fake)
     (exited,) = events(logs, "health.worker_exited")
     assert exited["reason"].startswith("killed by SIGKILL: bad frame from the worker: frame 1: length 2147483647 "
                                        "exceeds the limit")
@@ -356,14 +362,7 @@ def test_a_reload_that_changes_the_engine_keeps_the_running_one_and_says_so():
 
 async def test_a_worker_that_writes_nothing_is_taken_for_hung_killed_and_restarted():
     silent = (sys.executable, "-c", "import time; time.sleep(60)")
-    worker = CheckWorker(lambda: {}, lambda b, now: None, time.monotonic, argv=silent,
-                         backoff=Backoff(first=5.0), hung_after=0.5)
-    with capture_logs() as logs:
-        await worker.start()
-        try:
-            await wait_for(lambda: events(logs, "health.worker_exited"), SLACK)
-        finally:
-            await worker.stop()
+    _, logs = await until_first_exit(silent, hung_after=0.5)
     (exited,) = events(logs, "health.worker_exited")
     assert exited["reason"].startswith("killed by SIGKILL: hung: no frame for ")
 
@@ -422,14 +421,6 @@ async def test_what_a_worker_wrote_before_it_died_is_still_applied():
 
     (frame,) = Batch((WireTransition(1, 1, DOWN, "refused", 0.0, 1, 0.0),), {"fail": 1}).frames()
     dying = (sys.executable, "-c", f"import os; os.write(1, {frame!r})")
-    batches = []
-    worker = CheckWorker(lambda: {}, lambda b, now: batches.append(b), time.monotonic, argv=dying,
-                         backoff=Backoff(first=5.0))
-    with capture_logs() as logs:
-        await worker.start()
-        try:
-            await wait_for(lambda: events(logs, "health.worker_exited"), SLACK)
-        finally:
-            await worker.stop()
+    batches, logs = await until_first_exit(dying)
     assert [t.reason for b in batches for t in b.transitions] == ["refused"]
     assert events(logs, "health.worker_exited")[0]["reason"] == "exit 0"
