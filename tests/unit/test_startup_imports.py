@@ -188,8 +188,10 @@ def test_the_machines_reach_backup_before_the_status_model_is_imported():
     # A link tracker's first reading (the instance's own interface, up) reaches the
     # director before the machines start; its state.json write used to import the status
     # model (~60 dataclasses, ~20 % of exec -> BACKUP) there. state.json is written from
-    # the machines' start on, its first write right after INIT -> BACKUP.
-    names = ("hadirector.api.snapshot", "hadirector.agent.status")
+    # the machines' start on, its first write right after INIT -> BACKUP. Track scripts'
+    # rise/fall (the health package) and the reload planner wait for their first use.
+    names = ("hadirector.api.snapshot", "hadirector.agent.status", "hadirector.health.policy",
+             "hadirector.agent.reload")
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(START_PROGRAM), *names],
                          capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
