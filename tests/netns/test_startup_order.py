@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.lan("so", nodes=1
 ADVERT = 0.1
 START_TIMEOUT = 15.0
 # Not needed before INIT -> BACKUP on a VRRP-only agent (the first two: the first
-# state.json write; the others: a reload, a track script).
+# state.json write; the others: a reload, a track script, advert auth).
 LATER = ("hadirector.agent.status", "hadirector.api.snapshot", "hadirector.agent.reload",
-         "hadirector.health.policy")
+         "hadirector.health.policy", "hadirector.vrrp.auth", "hmac")
 
 
 def first_backup_and_imports(text: str) -> tuple[int, dict[str, int]]:

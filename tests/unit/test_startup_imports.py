@@ -189,13 +189,16 @@ def test_the_machines_reach_backup_before_the_status_model_is_imported():
     # director before the machines start; its state.json write used to import the status
     # model (~60 dataclasses, ~20 % of exec -> BACKUP) there. state.json is written from
     # the machines' start on, its first write right after INIT -> BACKUP. Track scripts'
-    # rise/fall (the health package) and the reload planner wait for their first use.
+    # rise/fall (the health package), the reload planner and advert auth (hashlib,
+    # hmac) wait for their first use.
     names = ("hadirector.api.snapshot", "hadirector.agent.status", "hadirector.health.policy",
-             "hadirector.agent.reload")
+             "hadirector.agent.reload", "hadirector.vrrp.auth", "hmac")
     res = subprocess.run([sys.executable, "-c", textwrap.dedent(START_PROGRAM), *names],
                          capture_output=True, text=True, cwd=ROOT,
                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
     assert res.returncode == 0, res.stderr
     at_backup, at_started = res.stdout.splitlines()
     assert at_backup == ""
-    assert at_started.split() == ["hadirector.agent.status", "hadirector.api.snapshot"]
+    # The status model (which names auth's reject reasons) once started; the rest not.
+    assert at_started.split() == ["hadirector.agent.status", "hadirector.api.snapshot",
+                                  "hadirector.vrrp.auth", "hmac"]
