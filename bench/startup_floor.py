@@ -25,6 +25,7 @@ Rows (cumulative from "+ asyncio" on, all in the installed layout):
 
 Usage:
     .venv/bin/python -m bench.startup_floor [--runs 20]
+    .venv/bin/python -m bench.startup_floor --python /usr/bin/python3   # as the Debian package
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ LADDER: tuple[tuple[str, str], ...] = (
 )
 
 
-def installed_layout(work: Path) -> Path:
-    """A virtualenv (no pip) whose site-packages holds one .pth naming the dev venv's
-    site-packages and this tree: the package's layout, without the editable finder."""
-    base = getattr(sys, "_base_executable", sys.executable)
+def installed_layout(work: Path, base: str) -> Path:
+    """A virtualenv (no pip) of ``base`` whose site-packages holds one .pth naming the
+    dev venv's site-packages and this tree: the package's layout, without the editable
+    finder."""
     venv = work / "venv"
     subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True)
     site = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
@@ -97,12 +98,18 @@ def once(argv: list[str], cwd: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--python", default=getattr(sys, "_base_executable", sys.executable),
+                   help="the interpreter of the installed layout, e.g. /usr/bin/python3 as the Debian "
+                        "package uses (same minor version as .venv's; default: .venv's own base)")
     a = p.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="startup-floor-"))
     try:
         # Byte-compiled, as installed (bench/startup.py does the same).
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "hadirector")], check=True)
-        ladder = rows(str(installed_layout(work)))
+        installed = installed_layout(work, a.python)
+        version = subprocess.run([str(installed), "-c", "import sys; print(sys.version.split()[0])"],
+                                 check=True, capture_output=True, text=True).stdout.strip()
+        ladder = rows(str(installed))
         empty = work / "cwd"
         empty.mkdir()
         times: dict[str, list[float]] = {label: [] for label, _ in ladder}
@@ -111,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 times[label].append(once(cmd, empty))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"exec -> line read, ms; {a.runs} runs; {sys.version.split()[0]}")
+    print(f"exec -> line read, ms; {a.runs} runs; installed layout: {a.python} (Python {version}); "
+          f"dev venv: Python {sys.version.split()[0]}")
     print(f"{'row':<40} | {'median':>7} {'min':>7} | {'step':>7}")
     print("-" * 68)
     prev = None
