@@ -369,7 +369,7 @@ class Agent:
     def _record_status(self) -> None:
         """The executor's and the VIP path's state.json writes. None before the machines
         start: every instance is INIT until then, and the first write imports the status
-        model (~20 % of start-up), which would delay the INIT -> BACKUP transition (a
+        model (~15 % of start-up), which would delay the INIT -> BACKUP transition (a
         link tracker's first reading asks for one)."""
         if self._writes_state:
             self.write_state()

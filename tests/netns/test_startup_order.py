@@ -1,7 +1,7 @@
 """A real ``hadirector run`` enters BACKUP before it imports what BACKUP does not need.
 
-The status model behind state.json (``agent.status``, ``api.snapshot``: ~60 dataclasses,
-~20 % of exec -> BACKUP) used to be imported before the machines started: the link
+The status model behind state.json (``agent.status``, ``api.snapshot``: 34 dataclasses,
+~15 % of exec -> BACKUP) used to be imported before the machines started: the link
 tracker's first reading of eth0 over rtnetlink asked for a state.json write. It is
 imported at the first write after INIT -> BACKUP now, and state.json is still written.
 Read from the agent's own ``-X importtime`` lines (``PYTHONPROFILEIMPORTTIME``), which
