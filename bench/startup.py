@@ -25,6 +25,7 @@ Usage (root):
     .venv/bin/python -m bench.startup [--runs 5] [--advert 0.1] [--idle 5] [--impls ...]
     .venv/bin/python -m bench.startup --baseline de7f8dd      # + that commit's rows, same run
     .venv/bin/python -m bench.startup --kernel-lab [--runs 3]     # the same in the QEMU lab
+    .venv/bin/python -m bench.startup --layout installed     # hadirector without .venv's editable finder
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def pss_kib(pids: list[int]) -> int:
 
 
 def command(impl: str, lan: Lan, work: Path, advert: float,
-            trees: dict[str, Path]) -> tuple[list[str], dict, Path]:
+            trees: dict[str, Path], python: str = PY) -> tuple[list[str], dict, Path]:
     ns = ["ip", "netns", "exec", lan.ns(1)]
     if impl.startswith("hadirector"):
         kind, _, _commit = impl.partition("@")
@@ -136,7 +137,7 @@ def command(impl: str, lan: Lan, work: Path, advert: float,
         tree = trees.get(impl, ROOT)
         env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1")
         # cwd too: ``python -m`` puts it first on sys.path.
-        return [*ns, PY, "-m", "hadirector.cli", "run", "-c", str(path), "--log-format", "json"], env, tree
+        return [*ns, python, "-m", "hadirector.cli", "run", "-c", str(path), "--log-format", "json"], env, tree
     conf = work / "keepalived.conf"
     conf.write_text(keepalived_conf(router_id="k1", vrid=51, priority=100, advert=advert,
                                     vip=str(lan.vip4())))
@@ -150,13 +151,14 @@ def command(impl: str, lan: Lan, work: Path, advert: float,
             "--no-syslog", "--log-console"], dict(os.environ), ROOT
 
 
-def one_run(impl: str, lan: Lan, work: Path, advert: float, idle: float, trees: dict[str, Path]) -> dict:
+def one_run(impl: str, lan: Lan, work: Path, advert: float, idle: float, trees: dict[str, Path],
+            python: str = PY) -> dict:
     vip = str(lan.vip4())
     mon = subprocess.Popen(["ip", "-n", lan.ns(1), "monitor", "address", "dev", "eth0"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     mon_lines = Stamped(mon)
     time.sleep(0.3)                      # ip monitor has subscribed
-    argv, env, cwd = command(impl, lan, work, advert, trees)
+    argv, env, cwd = command(impl, lan, work, advert, trees, python)
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=str(cwd))
     out = Stamped(proc)
@@ -234,8 +236,17 @@ def run_here(a: argparse.Namespace) -> int:
             if kind in a.impls:
                 a.impls.insert(a.impls.index(kind), f"{kind}@{commit_}")
                 trees[f"{kind}@{commit_}"] = tree
+    python = PY
+    if a.layout == "installed":
+        # The package's layout (a venv whose site-packages has no .pth), not .venv's
+        # editable install, whose finder runs at every start (bench/startup_floor.py).
+        from bench.startup_floor import installed_layout
+
+        python = str(installed_layout(work, getattr(sys, "_base_executable", sys.executable)))
     lan = Lan("su", nodes=1, net=61)
     where = "kernel lab (QEMU TCG)" if a.inside else "host namespaces"
+    if a.layout == "installed":
+        where += ", installed layout"
     doc = {"where": where, "advert": a.advert, "runs": a.runs, "idle": a.idle,
            "commit": a.commit or commit(), "impls": a.impls, "records": []}
     try:
@@ -244,7 +255,7 @@ def run_here(a: argparse.Namespace) -> int:
         for n in range(a.runs):
             for impl in a.impls:
                 (work / impl).mkdir(parents=True, exist_ok=True)
-                r = one_run(impl, lan, work / impl, a.advert, a.idle, trees)
+                r = one_run(impl, lan, work / impl, a.advert, a.idle, trees, python)
                 doc["records"].append(r)
                 b = f"{r['backup']:.3f}" if r["backup"] is not None else "n/a"
                 print(f"  run {n + 1} {impl:<24} backup {b} s  master {r['master']:.3f} s  "
@@ -315,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--idle", type=float, default=5.0, help="seconds as MASTER before PSS is read")
     p.add_argument("--impls", default=",".join(IMPLS))
     p.add_argument("--kernel-lab", action="store_true", help="run the bench inside the QEMU kernel lab")
+    p.add_argument("--layout", choices=("dev", "installed"), default="dev",
+                   help="hadirector's interpreter: .venv's python (its editable install's finder runs at "
+                        "every start), or a venv laid out as the Debian package's, without it")
     p.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--baseline", action="append", default=[], metavar="COMMIT",
                    help="also run this commit's hadirector (before/after in one run; repeatable)")

@@ -19,10 +19,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from hadirector.model import AntiReplay, IPAddress, VrrpInstance
-from hadirector.vrrp.auth import TRAILER_LEN, AdvertAuth
 from hadirector.vrrp.codec import Advert, Reject, encode
 
+# vrrp/auth.py (with hashlib and hmac) is imported by the first instance that has
+# ``auth``: an agent without it need not load it before INIT -> BACKUP.
 if TYPE_CHECKING:
+    from hadirector.vrrp.auth import AdvertAuth
+
     from .vrrp_driver import DropLog
 
 
@@ -39,7 +42,11 @@ class AdvertGate:
     @property
     def trailer_len(self) -> int:
         """What ``decode`` expects after the VRRP PDU: a trailer only when auth is on."""
-        return TRAILER_LEN if self.auth is not None else 0
+        if self.auth is None:
+            return 0
+        from hadirector.vrrp.auth import TRAILER_LEN
+
+        return TRAILER_LEN
 
     def reconfigure(self, old: VrrpInstance, instance: VrrpInstance) -> None:
         """Reload: a new ``auth`` (or an interval that moves the time window) replaces
@@ -96,6 +103,8 @@ class AdvertGate:
 def _new_auth(instance: VrrpInstance, old: AdvertAuth | None = None) -> AdvertAuth | None:
     if instance.auth is None:
         return None
+    from hadirector.vrrp.auth import AdvertAuth
+
     peers = tuple(instance.unicast_peers)
     if old is not None:
         return old.reconfigured(instance.auth, advert_interval=instance.advert_interval,

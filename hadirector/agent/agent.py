@@ -139,9 +139,9 @@ class Agent:
         self.build_components: Callable[[], list[Component]] | None = None
         # write_state late-bound: tests (and a future state view) may replace it.
         self.vips = VipPath(log=self.log, addresses=addresses, announcer_factory=announcer_factory,
-                            vip_record=vip_record, write_state=lambda: self.write_state())
+                            vip_record=vip_record, write_state=lambda: self._record_status())
         self.executor = Executor(config, log=self.log, vips=self.vips, notifier=self.notifier,
-                                 subscribers=self.on_role_changed, write_state=lambda: self.write_state(),
+                                 subscribers=self.on_role_changed, write_state=lambda: self._record_status(),
                                  spawn=self._spawn, transport_factory=transport_factory)
         self.trackers = Trackers(self.executor, addresses=self.vips.addresses,
                                  running=lambda: self.executor.runtimes.keys(),
@@ -152,6 +152,8 @@ class Agent:
         self._watchdog: asyncio.Task | None = None
         self.started = False
         self._stopped = False
+        # state.json is written from the machines' start on (see _record_status).
+        self._writes_state = False
         self.state_path = os.path.join(config.node.state_dir, "state.json")
         self.generation = 1                 # +1 per applied reload
         self.reloader = Reloader(self)
@@ -230,6 +232,7 @@ class Agent:
         # machines start too; ``start`` follows once the machines run.
         self._prepare_components()
         runtimes = list(self.executor.runtimes.values())
+        self._writes_state = True
         for rt in runtimes:
             rt.driver.hold_takeover(True)
             rt.driver.start()
@@ -264,6 +267,7 @@ class Agent:
         if self._stopped or (not self.executor.runtimes and not self.started):
             return
         self._stopped = True
+        self._writes_state = True
         self.executor.stopping()
         self.systemd.stopping()
         self.log.info("agent.stopping", reason=self._stop_reason or "stop")
@@ -361,6 +365,14 @@ class Agent:
     def link_watch_counts(self) -> dict[str, int]:
         """Link watcher overruns, resyncs, resubscribes and restarts since start."""
         return self.trackers.link_watch_counts()
+
+    def _record_status(self) -> None:
+        """The executor's and the VIP path's state.json writes. None before the machines
+        start: every instance is INIT until then, and the first write imports the status
+        model (~15 % of start-up), which would delay the INIT -> BACKUP transition (a
+        link tracker's first reading asks for one)."""
+        if self._writes_state:
+            self.write_state()
 
     def write_state(self) -> None:
         """Atomically replace state.json (rename), so readers never see half a file."""

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 from hadirector.model import Config, IPAddress
 
 from . import heap
-from .reload import ReloadPlan, in_force, plan_reload
 
 if TYPE_CHECKING:
     from hadirector.api.snapshot import ReloadResult
 
     from .agent import Agent
+    from .reload import ReloadPlan
 
 
 class Reloader:
@@ -91,6 +91,9 @@ class Reloader:
         if not agent.started or agent._stopped:
             return self._refused(trigger, "not_running", ("the agent is not running",), t0)
         old = agent.config
+        # Imported on the first reload: start-up (INIT -> BACKUP) need not wait for it.
+        from .reload import in_force, plan_reload
+
         plan = plan_reload(old, loaded)
         new = in_force(old, loaded)
         by_name = {i.name: i for i in new.vrrp_instances}

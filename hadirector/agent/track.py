@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from hadirector.health.policy import HealthState, ProbeResult, ServerHealth
-from hadirector.model import TrackScript, VrrpInstance
+from hadirector.model import HealthState, TrackScript, VrrpInstance
 
 from hadirector.logging import get_logger
+
+if TYPE_CHECKING:
+    from hadirector.health.policy import ProbeResult
 
 
 class TrackSink(Protocol):
@@ -221,10 +223,16 @@ class ScriptTracker:
             for name in inst.track_scripts:
                 self.users.setdefault(name, []).append(inst.name)
         self.scripts = {s.name: s for s in scripts if s.name in self.users}
-        self.health = {
-            name: ServerHealth(rise=s.rise, fall=s.fall, state=HealthState.UNKNOWN)
-            for name, s in self.scripts.items()
-        }
+        self.health = {}
+        if self.scripts:
+            # Here, not at the top: the interface tracker (this module) runs before the
+            # machines start, and INIT -> BACKUP need not wait for the health package.
+            from hadirector.health.policy import ServerHealth
+
+            self.health = {
+                name: ServerHealth(rise=s.rise, fall=s.fall, state=HealthState.UNKNOWN)
+                for name, s in self.scripts.items()
+            }
         self._probe = probe
         self._tasks: list[asyncio.Task] = []
 

@@ -145,3 +145,60 @@ def test_the_version_is_the_installed_metadatas_without_importing_importlib_meta
     version, loaded = res.stdout.splitlines()[0].split()
     assert loaded == "False" and version[0].isdigit()
     assert res.stdout.splitlines()[1] == "True"
+
+
+# Agent.start itself, with fakes at the I/O edges (addresses, links, the VRRP socket):
+# what is imported when the machine reports INIT -> BACKUP, and what once it has.
+START_PROGRAM = """
+    import asyncio, sys, tempfile
+    from hadirector.agent.agent import Agent
+    from hadirector.config.loader import load
+    from hadirector.kernel.fake import FakeAddresses, FakeLinkWatcher
+    from hadirector.logging import configure_logging
+    from tests.unit.agent.fakes import FakeTransport
+    d = tempfile.mkdtemp()
+    open(d + "/c.yaml", "w").write(
+        "node: {router_id: n1, state_dir: %s}\\n"
+        "api: {enabled: false}\\n"
+        "vrrp_instances:\\n"
+        "  - {name: vi_1, interface: eth0, vrid: 51, priority: 100, virtual_ips: [10.0.0.100/32]}\\n" % d)
+    config = load(d + "/c.yaml").config
+    configure_logging("json", level="warning")
+    seen = {}
+
+    def on_role(event):
+        if event.new.value == "BACKUP":
+            seen["backup"] = sorted(set(sys.modules) & set(sys.argv[1:]))
+
+    async def main():
+        agent = Agent(config, addresses=FakeAddresses(), transport_factory=lambda i: FakeTransport(),
+                      link_watcher_factory=FakeLinkWatcher)
+        agent.on_role_changed.append(on_role)
+        await agent.start()
+        seen["started"] = sorted(set(sys.modules) & set(sys.argv[1:]))
+        await agent.stop()
+
+    asyncio.run(main())
+    print(" ".join(seen["backup"]))
+    print(" ".join(seen["started"]))
+"""
+
+
+def test_the_machines_reach_backup_before_the_status_model_is_imported():
+    # A link tracker's first reading (the instance's own interface, up) reaches the
+    # director before the machines start; its state.json write used to import the status
+    # model (34 dataclasses, ~15 % of exec -> BACKUP) there. state.json is written from
+    # the machines' start on, its first write right after INIT -> BACKUP. Track scripts'
+    # rise/fall (the health package), the reload planner and advert auth (hashlib,
+    # hmac) wait for their first use.
+    names = ("hadirector.api.snapshot", "hadirector.agent.status", "hadirector.health.policy",
+             "hadirector.agent.reload", "hadirector.vrrp.auth", "hmac")
+    res = subprocess.run([sys.executable, "-c", textwrap.dedent(START_PROGRAM), *names],
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 0, res.stderr
+    at_backup, at_started = res.stdout.splitlines()
+    assert at_backup == ""
+    # The status model (which names auth's reject reasons) once started; the rest not.
+    assert at_started.split() == ["hadirector.agent.status", "hadirector.api.snapshot",
+                                  "hadirector.vrrp.auth", "hmac"]

@@ -25,7 +25,7 @@ async def test_state_json_is_written_once_per_role_change_after_the_subscribers_
     await rig.agent.start()
     await rig.master()          # Master_Down_Interval on the machine's own timer
     assert rig.agent.runtimes["vi_1"].driver.state is State.MASTER
-    # Start-up writes its own (INIT, then running); the takeover is one write, after
+    # Start-up writes its own (BACKUP, then running); the takeover is one write, after
     # the subscribers (the LVS side switches the sync daemon there).
     takeover = seen[seen.index(("subscriber", "BACKUP")) + 1:]
     takeover = [e for e in takeover if e != ("state.json", "BACKUP")]
