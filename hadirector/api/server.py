@@ -56,12 +56,21 @@ def _json(data: object, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
+# TCP_DEFER_ACCEPT (tcp(7)), seconds: the kernel hands the agent a connection only once
+# its first bytes arrived. A client that connects and sends nothing costs the agent no
+# descriptor and no slot, and a real client is accepted with its request already there,
+# so it is busy from the accept and never shed for a flood's newer connections (a client
+# accepted before its request arrived could be, on a loaded host: seen in the flood test).
+DEFER_ACCEPT = 5
+
+
 def listen_socket(host: str, port: int, backlog: int = BACKLOG) -> socket.socket:
     """A bound, listening, non-blocking TCP socket (SO_REUSEADDR; IPv6 only for an
-    IPv6 address, as asyncio does)."""
+    IPv6 address, as asyncio does; TCP_DEFER_ACCEPT)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     family, _, _, _, addr = infos[0]
     sock = socket.create_server(addr, family=family, backlog=backlog)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT)
     sock.setblocking(False)
     return sock
 

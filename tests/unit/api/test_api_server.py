@@ -153,7 +153,30 @@ async def test_stop_closes_the_listener_and_is_idempotent(agent):
 
 
 async def raw_connections(port: int, n: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    return [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+    """``n`` slowloris connections: each sends the start of a request head, no more."""
+    conns = []
+    for _ in range(n):
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /status HTTP/1.1\r\n")
+        await w.drain()
+        conns.append((r, w))
+    return conns
+
+
+async def test_a_connection_that_sends_nothing_never_reaches_the_agent(agent, http):
+    srv = ApiServer("127.0.0.1", 0, agent.snapshot, max_connections=4, header_timeout=30)
+    await srv.start()
+    try:
+        silent = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(10)]
+        await asyncio.sleep(0.2)
+        assert srv.listener.accepted == 0 and srv.listener.dropped == {}
+        async with http.get(srv.url + "/healthz") as r:      # answered at once, no shedding
+            assert (r.status, await r.text()) == (200, "ok\n")
+        assert srv.listener.accepted == 1 and srv.listener.dropped == {}
+        for _, w in silent:
+            w.close()
+    finally:
+        await srv.stop()
 
 
 async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
