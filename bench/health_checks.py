@@ -441,11 +441,14 @@ def checkloop_run(eps, kind: str, duration: float, interval: float, timeout: flo
                     "late > 10ms": sum(1 for x in rep.lateness if x > 0.010)}}
 
 
-def worker_run(eps, kind: str, duration: float, interval: float, timeout: float) -> dict:
+def worker_run(eps, kind: str, duration: float, interval: float, timeout: float,
+               accepted=None, settle: float = 1.5) -> dict:
     """The same checks through ``WorkerHealthRunner`` (health: {engine: worker}): this
     process is the agent (its loop reads the batches and applies them), the checks run
     in the worker process. CPU: both processes; lateness: the batches' counts (how late
-    each check started after its deadline, in ``wire.LATE_STEP`` steps)."""
+    each check started after its deadline, in ``wire.LATE_STEP`` steps). ``accepted``
+    (the servers' shared counter) adds ``served``: checks per second as the servers
+    counted them in the window; ``settle``: intervals from start to the window."""
     import dataclasses
 
     from hadirector.agent.health_worker import WorkerHealthRunner     # not in --before trees
@@ -459,6 +462,7 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float)
     late: dict[int, int] = {}
     latencies: list[float] = []
     batches = {"n": 0, "checks": 0, "max": 0}
+    served = [0, 0]
 
     async def go() -> tuple:
         runner = WorkerHealthRunner(cfg, None, seed=1, warmup=interval)
@@ -483,12 +487,14 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float)
         gc.collect()
         await runner.start()
         try:
-            await asyncio.sleep(interval * 1.5)
+            await asyncio.sleep(interval * settle)
             pid = proc.pid
             window["on"] = True
             r0, w0, t0 = resource.getrusage(resource.RUSAGE_SELF), proc_times(pid), time.monotonic()
+            served[0] = accepted.value if accepted is not None else 0
             await asyncio.sleep(duration)
             r1, w1, t1 = resource.getrusage(resource.RUSAGE_SELF), proc_times(pid), time.monotonic()
+            served[1] = accepted.value if accepted is not None else 0
             window["on"] = False
             assert proc.pid == pid, "the worker restarted during the window"
         finally:
@@ -518,7 +524,7 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float)
             "late_p50": late_pct(0.50), "late_p99": late_pct(0.99), "gc_n": float("nan"),
             "gc_max": float("nan"), "agent_us": (a_user + a_sys) / max(1, done) * 1e6,
             "batches": batches["n"] / wall, "batch_mean": batches["checks"] / max(1, batches["n"]),
-            "batch_max": batches["max"]}
+            "batch_max": batches["max"], "served": (served[1] - served[0]) / wall}
 
 
 def ms(seconds: float) -> str:

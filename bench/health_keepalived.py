@@ -12,6 +12,9 @@ then runs, one after the other for ``--duration`` seconds:
 * keepalived 2.x ``-C`` with one ``TCP_CHECK`` (or ``HTTP_GET`` of ``/health``, status
   200) per real server, ``delay_loop 1``, ``connect_timeout 2`` (warmup spreads first
   checks over the delay loop by default);
+* ``health: {engine: worker}`` (row ``hadirector+w``): ``WorkerHealthRunner`` with the
+  same targets, the checks in its worker process; CPU of both processes (the agent's
+  share in the notes), lateness as the worker counts it;
 * ``HealthRunner`` with ``TcpProbe`` (or ``HttpProbe(path="/health")``), ``interval 1``,
   ``timeout 2``, ``warmup 1``, twice: as the agent runs it (row ``hadirector``: nothing
   added per check, its long-lived objects frozen as ``agent/heap.py`` does), and with
@@ -133,6 +136,16 @@ def run_ours(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
     return asyncio.run(measure())
 
 
+def run_worker(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
+    """``health: {engine: worker}``: ``WorkerHealthRunner`` in this process (the agent's
+    share), the checks in its worker process; CPU is both, checks as the servers count
+    them; lateness the worker's own count."""
+    res = hc.worker_run(eps, kind, duration, interval, timeout, accepted=accepted, settle=2.5)
+    return {"rate": res["served"], "user": res["user"] / res["wall"], "sys": res["sys"] / res["wall"],
+            "p50": res["p50"], "p99": res["p99"], "late_p99": res["late_p99"], "fail": res["fail"],
+            "agent_us": res["agent_us"]}
+
+
 def run_instrumented(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
     """The same with bench/health_checks.py's per-check records (latency, lateness)."""
     a0 = accepted.value
@@ -176,7 +189,7 @@ def main(argv=None) -> int:
             try:
                 rows = [(name, run(eps, accepted, args.duration, args.interval, args.timeout, kind))
                         for name, run in (("keepalived", run_keepalived), ("hadirector", run_ours),
-                                          ("hadirector+i", run_instrumented))]
+                                          ("hadirector+w", run_worker), ("hadirector+i", run_instrumented))]
             finally:
                 hc.stop_servers(procs, stop)
             for name, r in rows:
@@ -186,6 +199,8 @@ def main(argv=None) -> int:
                              f" late p99 {r['late_p99'] * 1e3:.0f} ms, ")
                 if "fail" in r:
                     notes += f"failed {r['fail']}"
+                if "agent_us" in r:
+                    notes += f", agent {r['agent_us']:.0f} us/chk"
                 cpu, per = r["user"] + r["sys"], 1e6 / max(r["rate"], 1e-9)
                 print(f"{name:12} {kind:5} {n:>7} {n / args.interval:>7.0f} {r['rate']:>7.0f} {cpu:>7.2f} "
                       f"{cpu * per:>7.0f} {r['user'] * per:>7.0f} {r['sys'] * per:>7.0f}  {notes}", flush=True)
