@@ -23,7 +23,10 @@ dns, udp, ping, smtp) stay on the runner's asyncio path.
 * Out: frames read as they come (``wire.FrameReader``); stderr lines are logged
   (``health.worker_said``), the last one is the exit's reason.
 * A worker that writes nothing for ``HUNG_AFTER`` seconds (it writes at least once a
-  second, ``worker.ROWS_EVERY``) is taken for hung and killed.
+  second, ``worker.ROWS_EVERY``) is taken for hung and killed. Until its first frame
+  (written once its imports are done) it has ``START_WAIT``: a loaded or emulated
+  machine took 5 s to start one, and a start timed as a hang was killed and restarted
+  for ever (the kernel lab, issue 13).
 * A worker that exits while it should run -- killed, crashed, a bad frame, hung -- is logged
   (``health.worker_exited`` with its code and reason) and started again after a backoff
   (``RESTART_BACKOFF``; reset once a worker ran ``STABLE`` seconds). Meanwhile its
@@ -71,6 +74,7 @@ RESTART_BACKOFF = Backoff(first=0.2, factor=2.0, cap=10.0)
 STABLE = 30.0           # a worker that ran this long resets the backoff
 STOP_WAIT = 2.0
 HUNG_AFTER = 5.0        # seconds without a frame from a worker: it is killed
+START_WAIT = 60.0       # seconds from its start to its first frame, at most
 _READ = 1 << 16
 _STDERR_KEPT = 2048     # bytes of a worker's stderr line kept for the exit reason
 WORKER_ARGV = (sys.executable, "-m", "hadirector.health.worker")
@@ -229,7 +233,8 @@ class CheckWorker:
     def __init__(self, targets: Callable[[], dict[int, WireTarget]],
                  on_batch: Callable[[Batch, float], None], clock: Callable[[], float], *,
                  argv: tuple[str, ...] = WORKER_ARGV, backoff: Backoff = RESTART_BACKOFF,
-                 warmup: float = 0.0, hung_after: float = HUNG_AFTER) -> None:
+                 warmup: float = 0.0, hung_after: float = HUNG_AFTER,
+                 start_wait: float = START_WAIT) -> None:
         self._targets = targets
         self._on_batch = on_batch
         self._clock = clock
@@ -250,7 +255,9 @@ class CheckWorker:
         self._failures = 0
         self._restart: asyncio.TimerHandle | None = None
         self._hung_after = hung_after
+        self._start_wait = start_wait
         self._last_frame = 0.0
+        self._heard = False                 # a frame from this worker yet
         self._watchdog: asyncio.TimerHandle | None = None
         self._on_exit: Callable[[], object] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -370,7 +377,8 @@ class CheckWorker:
         self._errline.clear()
         self._last_said, self._bad = "", None
         self._started_at = self._last_frame = self._clock()
-        self._watchdog = loop.call_later(self._hung_after / 2, self._watch)
+        self._heard = False
+        self._watchdog = loop.call_later(min(self._hung_after, self._start_wait) / 2, self._watch)
         self._on_exit = None
         self.starts += 1
         loop.add_reader(self._out, self._read_out)
@@ -388,11 +396,13 @@ class CheckWorker:
         if self._proc is None:
             return
         silent = self._clock() - self._last_frame
-        if silent > self._hung_after and self._bad is None:
-            self._bad = f"hung: no frame for {silent:.1f} s"
+        limit = self._hung_after if self._heard else self._start_wait
+        if silent > limit and self._bad is None:
+            since = "" if self._heard else " (none since it started)"
+            self._bad = f"hung: no frame for {silent:.1f} s{since}"
             _kill(self._proc)
             return
-        self._watchdog = self._loop.call_later(self._hung_after / 2, self._watch)
+        self._watchdog = self._loop.call_later(min(self._hung_after, limit) / 2, self._watch)
 
     def _read_out(self) -> bool:
         """Read and apply what the worker wrote; True if something was read (there may
@@ -425,6 +435,7 @@ class CheckWorker:
             _kill(self._proc)
             return False
         now = self._last_frame = self._clock()
+        self._heard = True
         for b in batches:
             self._on_batch(b, now)
         return True

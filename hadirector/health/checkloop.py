@@ -129,6 +129,11 @@ class _Slot:
                 loop._next = due
         if transition is not None:
             loop._transitions.append(transition)
+            hurry = loop._hurry
+            if hurry is not None and now + hurry < loop._until:
+                loop._until = now + hurry
+        if loop._completed >= loop._enough:
+            loop._stop = True
 
 
 class CheckLoop:
@@ -167,6 +172,9 @@ class CheckLoop:
         self._transitions: list[Transition] = []
         self._new_tallies()
         self._stop = False
+        self._until = -math.inf
+        self._hurry: float | None = None
+        self._enough = math.inf
         for t, starter in starters:
             self._add(t, starter, None)
 
@@ -283,21 +291,27 @@ class CheckLoop:
 
     # --- the loop ----------------------------------------------------------------
 
-    def run(self, until: float) -> RunReport:
+    def run(self, until: float, *, hurry: float | None = None, enough: int | None = None) -> RunReport:
         """Check until ``clock() >= until``; what happened meanwhile.
 
-        Checks still running at ``until`` go on in the next ``run`` (their results are
-        recorded then); ``close()`` cancels them."""
+        ``hurry``: end the run that long after its first transition instead (a worker's
+        transition reaches the agent within it, while quiet runs can be long: one batch,
+        one wake-up of the agent, per run). ``enough``: end it once that many results
+        are in (bounds a batch's size at high rates). Checks still running at the end
+        go on in the next ``run`` (their results are recorded then); ``close()`` cancels
+        them."""
         clock, checks, schedule, slots, tick = self.time, self._checks, self._schedule, self._slots, self._tick
         poll, dispatch, max_events = checks.poll, checks.dispatch, self.max_events
         self._transitions = transitions = []
         self._new_tallies()
         self._stop = False
+        self._until, self._hurry = until, hurry
+        self._enough = math.inf if enough is None else max(1, enough)
         lateness = array("d")
         late = lateness.append
         started = 0
         now = clock()
-        while now < until and not self._stop:
+        while now < self._until and not self._stop:
             self._now = now
             if self._next <= now:
                 for sid in schedule.pop_due(now):
@@ -322,8 +336,8 @@ class CheckLoop:
             timer_at = checks.timer_at
             if timer_at is not None and timer_at < wake:
                 wake = timer_at
-            if until < wake:
-                wake = until
+            if self._until < wake:
+                wake = self._until
             ready = poll(max(0.0, wake - clock()), max_events)
             now = self._now = clock()
             if ready:

@@ -7,21 +7,26 @@ hands it its TCP and plain-HTTP checks (agent/health_worker.py); the checks then
 the agent no CPU, only a frame now and then. Frames (``health.wire``) come in on stdin
 (targets: ``put``, ``remove``, ``seed``) and go out on stdout (``batch``).
 
-One loop: ``CheckLoop.run`` for at most ``FLUSH`` seconds -- ended early when stdin is
-readable (``watch_input``) -- then the frames read are applied, then one batch is
+One loop: ``CheckLoop.run`` until the next heartbeat (every ``ROWS_EVERY``), ended
+early ``FLUSH`` after its first transition, once ``ENOUGH`` results are in, or when
+stdin is readable (``watch_input``); then the frames read are applied, then one batch is
 written if the run had results: its transitions, results by kind, the latency of each,
 inconclusive ones by reason, how late the checks started, and some targets' rows (the
 status's counters and last result). So a transition reaches the agent at most
-``FLUSH`` after the result that decided it, and the agent wakes at most 1/FLUSH times a
-second for all the checks. Every ``ROWS_EVERY`` a batch is written even when empty: the
-agent takes a worker silent for longer than ``health_worker.HUNG_AFTER`` for hung.
+``FLUSH`` after the result that decided it, while a quiet worker writes once a
+heartbeat: at 100 checks/s a batch every 20 ms cost the agent ~150 us per check in
+wake-ups and decoding (bench/health_checks.py, issue 13), more than the check. Every
+``ROWS_EVERY`` a batch is written even when empty: the agent takes a worker silent for
+longer than ``health_worker.HUNG_AFTER`` for hung.
 
 Rows cost the agent ~3 us each to read and apply, as much as the rest of a check's
 share, so a target's row goes out within ``ROWS_EVERY`` when what an operator reads in
 it changed (the last result's verdict, reason or inconclusiveness, the state), and
 otherwise at most every ``REFRESH_EVERY`` (its counters and the last result's time are
 that stale in the status). The rows due go out a slice per run, spread over the next
-``ROWS_EVERY``: 3,000 rows at once stalled the checks ~30 ms.
+``ROWS_EVERY``: 3,000 rows at once stalled the checks ~30 ms. A slice is at least
+``ROWS_SLICE`` rows (~1 ms of work), so a few hundred targets' rows go in one or two
+batches, not in one per ``FLUSH`` for a second.
 
 EOF on stdin (the agent stopped, or died) ends the worker with exit code 0. A bad frame
 ends it with exit code 2 and one line on stderr saying which frame and why; the agent
@@ -50,6 +55,8 @@ from hadirector.health.wire import (
 )
 
 FLUSH = 0.02            # seconds: the longest a transition waits in the worker
+ENOUGH = 2048           # results per batch at most (a frame of ~40 KB; the cap is 1 MiB)
+ROWS_SLICE = 128        # rows per batch at least, when that many are due
 ROWS_EVERY = 1.0        # seconds: a changed row goes out within this; and the heartbeat
 REFRESH_EVERY = 10.0    # seconds: an unchanged row (new counters only) at most this often
 _READ = 1 << 16
@@ -170,7 +177,7 @@ class Worker:
         queued = self._rows_queued
         self._rows_due.extend(i for i in due if i not in queued)
         queued.update(due)
-        self._rows_per_run = 1 + math.ceil(len(self._rows_due) * FLUSH / ROWS_EVERY)
+        self._rows_per_run = max(ROWS_SLICE, math.ceil(len(self._rows_due) * FLUSH / ROWS_EVERY))
 
     def _rows(self, now: float) -> list[Row]:
         """Up to a run's share of the rows due, as the targets are now."""
@@ -193,9 +200,16 @@ class Worker:
                             None if next_at is None else max(0.0, next_at - now)))
         return rows
 
+    def run_until(self) -> float:
+        """When the next run ends at the latest: the heartbeat, or the next ``FLUSH``
+        while rows go out a slice per run."""
+        if self._rows_due:
+            return self.clock() + FLUSH
+        return self._rows_at
+
     def run_once(self, until: float) -> None:
         """One run of the loop, then the batch of what it did (if anything)."""
-        report = self.loop.run(until)
+        report = self.loop.run(until, hurry=FLUSH, enough=ENOUGH)
         now = self.clock()
         gens = self._gens
         self._touched |= report.touched
@@ -247,6 +261,10 @@ def serve(infd: int = 0, outfd: int = 1, warmup: float = 0.0) -> int:
 
     worker.loop.watch_input(infd, on_readable)
     try:
+        # Up: an empty batch now tells the agent so (its watchdog gives a start longer
+        # than it gives a silence once the worker runs).
+        for frame in Batch().frames():
+            worker._write(frame)
         while True:
             if bad:
                 warn(f"bad frame from the agent: {bad[0]}")
@@ -258,7 +276,7 @@ def serve(infd: int = 0, outfd: int = 1, warmup: float = 0.0) -> int:
                 return 2
             if worker.eof:
                 return 0
-            worker.run_once(worker.clock() + FLUSH)
+            worker.run_once(worker.run_until())
     except BrokenPipeError:
         return 0                        # the agent is gone: nobody to report to
     finally:

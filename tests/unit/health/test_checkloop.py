@@ -441,3 +441,40 @@ def test_with_one_event_per_wait_every_check_still_ends():
             CheckLoop([LoopTarget(i, http(), "127.0.0.1", srv.port) for i in range(10)], max_events=1) as loop:
         reports = run_until(loop, lambda rs: len(transitions(rs)) == 10)
     assert {t.new for t in transitions(reports)} == {UP}
+
+
+# --- how long a run lasts (the worker's batches) ------------------------------------------
+
+
+def test_a_run_ends_hurry_after_its_first_transition_not_at_until():
+    port = closed_port()
+    with CheckLoop([LoopTarget("rs1", tcp(), "127.0.0.1", port)]) as loop:
+        start = time.monotonic()
+        report = loop.run(until=start + 5.0, hurry=0.05)
+        took = time.monotonic() - start
+    (t,) = report.transitions
+    assert t.new is DOWN
+    assert 0.05 <= took < SLACK
+
+
+def test_a_run_with_results_but_no_transition_lasts_until_until():
+    with LoopbackServer("accept") as srv, \
+            CheckLoop([LoopTarget("rs1", tcp(), "127.0.0.1", srv.port)]) as loop:
+        run_until(loop, lambda rs: transitions(rs))          # UP: no transition from here on
+        start = time.monotonic()
+        report = loop.run(until=start + 0.3, hurry=0.01)
+        took = time.monotonic() - start
+    assert report.completed >= 3 and report.transitions == []
+    assert took >= 0.3
+
+
+def test_a_run_ends_once_enough_results_are_in():
+    with LoopbackServer("accept") as srv, \
+            CheckLoop([LoopTarget(i, tcp(interval=0.02), "127.0.0.1", srv.port) for i in range(4)]) as loop:
+        run_until(loop, lambda rs: len(transitions(rs)) == 4)
+        start = time.monotonic()
+        report = loop.run(until=start + 5.0, enough=6)
+        took = time.monotonic() - start
+    # The run ends after the event batch that brought the 6th result: a few more at most.
+    assert 6 <= report.completed < 6 + 4
+    assert took < SLACK

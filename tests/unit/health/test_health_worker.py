@@ -23,7 +23,7 @@ from hadirector.agent.health_checks import HealthChecks, runner_for
 from hadirector.agent.health_runner import HealthRunner
 from hadirector.agent.health_worker import CheckWorker, WorkerHealthRunner, _worker_env
 from hadirector.health.policy import HealthState
-from hadirector.health.wire import FrameReader, encode, put_frames, wire_target
+from hadirector.health.wire import Batch, FrameReader, encode, put_frames, wire_target
 from hadirector.ipvs.availability import Backoff
 from hadirector.model import (
     Config, HealthCheck, HealthEngine, HealthSettings, HttpProbe, NodeSettings, RealServer, ScriptProbe,
@@ -309,7 +309,8 @@ def spawn_worker() -> subprocess.Popen:
 def test_the_worker_exits_0_at_eof_on_its_input():
     proc = spawn_worker()
     out, err = proc.communicate(b"", timeout=10)
-    assert (proc.returncode, out, err) == (0, b"", b"")
+    up = b"".join(Batch().frames())          # written once its imports are done
+    assert (proc.returncode, out, err) == (0, up, b"")
 
 
 @pytest.mark.parametrize("data, said", [
@@ -345,6 +346,27 @@ def test_the_worker_reports_a_transition_in_a_batch_frame():
     assert proc.returncode == 0
 
 
+async def test_a_worker_with_results_and_no_transition_writes_once_a_heartbeat_not_once_a_flush():
+    # 20 ms batches at 100 checks/s cost the agent more per check than the check
+    # (bench/health_checks.py --worker, issue 13); a transition still goes at once.
+    from hadirector.health import worker as worker_module
+    batches = []
+    async with tcp_server() as server:
+        check = HealthCheck(TcpProbe(), interval=0.05, timeout=0.5, fall=1)
+        targets = {i: wire_target(i, 1, check, "127.0.0.1", port_of(server), UP) for i in range(5)}
+        worker = CheckWorker(lambda: targets, lambda b, now: batches.append((now, b)), time.monotonic)
+        await worker.start()
+        try:
+            await wait_for(lambda: batches, SLACK)
+            await asyncio.sleep(2.6 * worker_module.ROWS_EVERY)
+        finally:
+            await worker.stop()
+    results = sum(sum(b.kinds.values()) for _, b in batches)
+    assert results >= 100                       # ~100 checks a second for 2.6 s
+    assert len(batches) <= 7                    # up, beats, the rows' slices (53 with a batch per flush)
+    assert not any(b.transitions for _, b in batches)
+
+
 def test_the_worker_engine_builds_the_worker_runner():
     runner = runner_for(config(rs(80)))
     assert isinstance(runner, WorkerHealthRunner)
@@ -362,9 +384,36 @@ def test_a_reload_that_changes_the_engine_keeps_the_running_one_and_says_so():
 
 async def test_a_worker_that_writes_nothing_is_taken_for_hung_killed_and_restarted():
     silent = (sys.executable, "-c", "import time; time.sleep(60)")
-    _, logs = await until_first_exit(silent, hung_after=0.5)
+    _, logs = await until_first_exit(silent, hung_after=0.5, start_wait=0.5)
     (exited,) = events(logs, "health.worker_exited")
     assert exited["reason"].startswith("killed by SIGKILL: hung: no frame for ")
+    assert exited["reason"].endswith(" s (none since it started)")
+
+
+async def test_a_worker_silent_after_its_first_frame_is_killed_after_hung_after_not_start_wait():
+    once = (sys.executable, "-c", "import os, time; from hadirector.health.wire import Batch; "
+            "[os.write(1, f) for f in Batch().frames()]; time.sleep(60)")
+    batches, logs = await until_first_exit(once, hung_after=0.5, start_wait=60.0)
+    (exited,) = events(logs, "health.worker_exited")
+    assert exited["reason"].startswith("killed by SIGKILL: hung: no frame for ")
+    assert "none since it started" not in exited["reason"] and len(batches) == 1
+
+
+async def test_a_worker_slow_to_start_is_not_taken_for_hung():
+    # The kernel lab's emulated CPU took 5 s to start a worker: the agent killed each
+    # one as hung before its first frame, for ever.
+    slow = (sys.executable, "-c", "import time, runpy; time.sleep(3.0); "
+            "runpy.run_module('hadirector.health.worker', run_name='__main__')")
+    batches = []
+    worker = CheckWorker(lambda: {}, lambda b, now: batches.append(b), time.monotonic, argv=slow,
+                         hung_after=1.5)
+    with capture_logs() as logs:
+        await worker.start()
+        try:
+            await wait_for(lambda: len(batches) >= 2, SLACK + 4.5)   # 3 s asleep, then beats
+        finally:
+            await worker.stop()
+    assert events(logs, "health.worker_exited") == [] and worker.starts == 1
 
 
 async def test_a_real_worker_writes_at_least_once_a_second_when_nothing_happens():
