@@ -522,7 +522,7 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float,
             "sys": a_sys + w_sys, "rate": done / wall, "done": done, "fail": done - kinds.get("ok", 0),
             "reasons": {}, "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
             "late_p50": late_pct(0.50), "late_p99": late_pct(0.99), "gc_n": float("nan"),
-            "gc_max": float("nan"), "agent_us": (a_user + a_sys) / max(1, done) * 1e6,
+            "gc_max": float("nan"), "agent_us": (a_user + a_sys) / max(1, done) * 1e6, "agent_cpu": a_user + a_sys,
             "batches": batches["n"] / wall, "batch_mean": batches["checks"] / max(1, batches["n"]),
             "batch_max": batches["max"], "served": (served[1] - served[0]) / wall}
 
@@ -536,7 +536,13 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
     """One measured run of this tree's runner (or of ``floor_loop``, or of ``CheckLoop``
     with ``engine="checkloop"``): servers up, measure, servers down."""
     eps = endpoints(n)
-    procs, stop = start_servers(eps, kind, args.server_procs)
+    accepted = None
+    if engine == "worker":
+        # Its results reach this process in batches (one a second when nothing changes):
+        # a window's edges would cut one, so the servers count its checks.
+        import multiprocessing
+        accepted = multiprocessing.get_context("fork").Value("q", 0)
+    procs, stop = start_servers(eps, kind, args.server_procs, accepted)
     load = os.getloadavg()[0]
     try:
         srv0 = sum(proc_cpu(p.pid) for p in procs)
@@ -549,7 +555,9 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
         elif engine == "checkloop":
             res = checkloop_run(eps, kind, args.duration, args.interval, args.timeout, args.max_events)
         elif engine == "worker":
-            res = worker_run(eps, kind, args.duration, args.interval, args.timeout)
+            res = worker_run(eps, kind, args.duration, args.interval, args.timeout, accepted=accepted)
+            res["rate"], res["done"] = res["served"], res["served"] * res["wall"]
+            res["agent_us"] = res["agent_cpu"] / max(1, res["done"]) * 1e6
         else:
             with asyncio.Runner(loop_factory=factory) as runner:
                 res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,

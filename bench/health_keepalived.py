@@ -143,7 +143,7 @@ def run_worker(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
     res = hc.worker_run(eps, kind, duration, interval, timeout, accepted=accepted, settle=2.5)
     return {"rate": res["served"], "user": res["user"] / res["wall"], "sys": res["sys"] / res["wall"],
             "p50": res["p50"], "p99": res["p99"], "late_p99": res["late_p99"], "fail": res["fail"],
-            "agent_us": res["agent_us"]}
+            "agent_us": res["agent_cpu"] / max(1e-9, res["served"] * res["wall"]) * 1e6}
 
 
 def run_instrumented(eps, accepted, duration, interval, timeout, kind="tcp") -> dict:
