@@ -162,7 +162,15 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--impls", default="keepalived,hadirector,hadirector+w,hadirector+i",
+                    help="rows to run, in this order (keepalived belongs in every run)")
     args = ap.parse_args(argv)
+    runs = {"keepalived": run_keepalived, "hadirector": run_ours, "hadirector+w": run_worker,
+            "hadirector+i": run_instrumented}
+    impls = args.impls.split(",")
+    unknown = [i for i in impls if i not in runs]
+    if unknown:
+        ap.error(f"--impls: unknown {', '.join(unknown)}; known: {', '.join(runs)}")
     if not os.path.exists("/proc/net/ip_vs"):
         print("health_keepalived: this kernel has no IPVS, which keepalived's checker needs;"
               " run it in the kernel lab:\n  .venv/bin/python -m lab.kernel --timeout 900 --"
@@ -187,9 +195,8 @@ def main(argv=None) -> int:
             accepted = multiprocessing.get_context("fork").Value("q", 0)
             procs, stop = hc.start_servers(eps, kind, 2, accepted)
             try:
-                rows = [(name, run(eps, accepted, args.duration, args.interval, args.timeout, kind))
-                        for name, run in (("keepalived", run_keepalived), ("hadirector", run_ours),
-                                          ("hadirector+w", run_worker), ("hadirector+i", run_instrumented))]
+                rows = [(name, runs[name](eps, accepted, args.duration, args.interval, args.timeout, kind))
+                        for name in impls]
             finally:
                 hc.stop_servers(procs, stop)
             for name, r in rows:
