@@ -158,13 +158,23 @@ def proc_cpu(pid: int) -> float:
     return sum(proc_times(pid))
 
 
+# --pin: the CPUs the loopback servers run on (None: any). The checker gets the rest.
+SERVER_CPUS: set[int] | None = None
+
+
+def _serve_pinned(*args) -> None:
+    if SERVER_CPUS is not None:
+        os.sched_setaffinity(0, SERVER_CPUS)
+    serve(*args)
+
+
 def start_servers(eps, kind, nproc, accepted=None):
     ctx = multiprocessing.get_context("fork")
     stop = ctx.Event()
     procs = []
     for i in range(nproc):
         ready = ctx.Event()
-        p = ctx.Process(target=serve, args=(eps[i::nproc], kind, ready, stop, accepted), daemon=True)
+        p = ctx.Process(target=_serve_pinned, args=(eps[i::nproc], kind, ready, stop, accepted), daemon=True)
         p.start()
         if not ready.wait(30):
             raise RuntimeError("server process did not start")
@@ -674,7 +684,17 @@ def main(argv=None) -> int:
     ap.add_argument("--before", metavar="REV",
                     help="also run the code of git revision REV, right before each run of this"
                          " tree's code (same servers, sizes and machine state)")
+    ap.add_argument("--pin", action="store_true",
+                    help="the issue's 'on one core': this process (the checker, the agent of the worker"
+                         " row, and the worker it starts) on CPU 0, the loopback servers on the others")
     args = ap.parse_args(argv)
+    global SERVER_CPUS
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            ap.error("--pin needs 2 CPUs or more")
+        SERVER_CPUS = set(cpus[1:])
+        os.sched_setaffinity(0, {cpus[0]})
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -686,6 +706,8 @@ def main(argv=None) -> int:
     print(f"# health runner benchmark: interval {args.interval}s, timeout {args.timeout}s, "
           f"concurrency {args.concurrency}, max_rate {args.max_rate or 'none'}, {args.duration:.0f}s per run, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+          + (f"; pinned: checker on CPU {min(os.sched_getaffinity(0))}, servers on {sorted(SERVER_CPUS)}"
+             if SERVER_CPUS else "")
           + (f"; before = {args.before}" if args.before else ""), flush=True)
     header = (f"{'code':9} {'kind':5} {'servers':>7} {'want/s':>7} {'got/s':>7} {'fail':>5} "
               f"{'p50 ms':>7} {'p99 ms':>7} {'late p50':>8} {'late p99':>8} "
