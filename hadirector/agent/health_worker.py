@@ -275,15 +275,13 @@ class CheckWorker:
         return self._proc.pid if self._proc is not None else None
 
     def status(self, now: float, wall: float) -> HealthWorkerStatus:
-        """What an operator sees of the worker; ``now`` is this clock's reading at Unix
-        time ``wall`` (for ``since``)."""
+        """What an operator sees of the worker; ``now`` is its clock at Unix time ``wall``."""
         from hadirector.api.snapshot import HealthWorkerStatus   # on a status read only
 
-        changed = self._changed_at
-        return HealthWorkerStatus(
-            running=self._proc is not None, pid=self.pid, starts=self.starts,
-            restarts=max(0, self.starts - 1), last_exit=self.exits[-1] if self.exits else None,
-            since=None if changed is None else wall - (now - changed))
+        at = self._changed_at
+        return HealthWorkerStatus(running=self._proc is not None, pid=self.pid, starts=self.starts,
+                                  restarts=max(0, self.starts - 1), last_exit=self.exits[-1] if self.exits else None,
+                                  since=None if at is None else wall - (now - at))
 
     # --- lifecycle ---------------------------------------------------------------
 
