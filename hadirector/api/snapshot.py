@@ -216,7 +216,7 @@ class HealthWorkerStatus:
     starts: int = 0                     # workers started since the agent started
     restarts: int = 0                   # starts - 1: workers started in place of a dead one
     # why the last worker died: "killed by SIGKILL", "exit 1: <its last stderr line>",
-    # "hung: ...", "could not start: ..."; None: none died
+    # "killed by SIGKILL: hung: no frame for 5.2 s", "could not start: ..."; None: none died
     last_exit: str | None = None
     since: float | None = None          # Unix seconds of the last start or death
 

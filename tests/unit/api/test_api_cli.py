@@ -376,9 +376,9 @@ def test_status_shows_the_checker_worker_in_one_line_with_its_restarts_and_last_
         "  5 run: fail 1, ok 4; mean latency 410.9ms",
     ]
     down = worker_snapshot(snapshot, running=False, pid=None, starts=3, restarts=2,
-                           last_exit="hung: no frame for 5.1 s", since=snapshot.generated_at - 1)
+                           last_exit="killed by SIGKILL: hung: no frame for 5.1 s", since=snapshot.generated_at - 1)
     assert health_lines(down)[0] == ("  checker worker: DOWN 1s, its checks wait for a restart; 2 restart(s), "
-                                     "last exit: hung: no frame for 5.1 s")
+                                     "last exit: killed by SIGKILL: hung: no frame for 5.1 s")
     first = worker_snapshot(snapshot)
     assert health_lines(first)[0] == "  checker worker: pid 4300, up 10m00s; 0 restart(s)"
     assert "checker worker" not in render_status(snapshot)      # the asyncio engine
