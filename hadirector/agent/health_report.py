@@ -22,7 +22,8 @@ from hadirector.health.policy import (
 from hadirector.health.schedule import CheckSchedule
 
 if TYPE_CHECKING:
-    from hadirector.api.snapshot import CheckResult, HealthTotals
+    from hadirector.api.snapshot import CheckResult, HealthTotals, HealthWorkerStatus
+    from hadirector.model import HealthEngine
 
     from .health_runner import _Slot, _Spec
 
@@ -109,11 +110,12 @@ class CheckTotals:
                     reason=reason, suppressed=suppressed, total=self.inconclusive[reason],
                     state=self._policy.state(*slot.target).value)
 
-    def totals(self) -> HealthTotals:
+    def totals(self, engine: HealthEngine, worker: HealthWorkerStatus | None = None) -> HealthTotals:
+        """The counts, with the runner's engine and its worker's status (engine worker)."""
         from hadirector.api.snapshot import HealthTotals
 
         return HealthTotals(checks=dict(self.kinds), latency=self.latency.snapshot(),
-                            inconclusive=dict(self.inconclusive))
+                            inconclusive=dict(self.inconclusive), engine=engine, worker=worker)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,9 @@ from hadirector.health.policy import (
 )
 from hadirector.health.probes import HttpClients, Probe, Starter, prepare_probe, reap_ready, run_check
 from hadirector.health.schedule import CheckSchedule
-from hadirector.model import Config, HealthCheck, IPAddress, RealServer, VirtualService, format_endpoint
+from hadirector.model import (
+    Config, HealthCheck, HealthEngine, IPAddress, RealServer, VirtualService, format_endpoint,
+)
 
 from .health_report import CheckTotals, HealthSnapshot, OnTransition, Reporter, server_rows
 
@@ -478,8 +480,8 @@ class HealthRunner:
     def snapshot(self) -> HealthSnapshot:
         now = self._clock()
         rows = server_rows(self._slots.values(), self._policy, self._schedule, now, self._wall())
-        return HealthSnapshot(rows, self._totals.totals(), len(self._tasks) + len(self._inflight),
-                              len(self._queue), len(self._schedule))
+        return HealthSnapshot(rows, self._totals.totals(HealthEngine.ASYNCIO),
+                              len(self._tasks) + len(self._inflight), len(self._queue), len(self._schedule))
 
 
 class _Bucket:

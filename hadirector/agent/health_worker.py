@@ -34,6 +34,9 @@ dns, udp, ping, smtp) stay on the runner's asyncio path.
   checks resume with the new worker.
 * ``stop()`` closes the worker's stdin (it exits at EOF), waits ``STOP_WAIT`` for it,
   then kills it.
+* The status (``CheckWorker.status``, in ``HealthTotals.worker``): pid, starts, restarts
+  and the last exit's reason -- the ``health.worker_*`` log lines, for /status, /metrics
+  and ``hadirector status``.
 """
 
 from __future__ import annotations
@@ -60,12 +63,14 @@ from hadirector.health.wire import (
     wire_target,
 )
 from hadirector.ipvs.availability import Backoff
-from hadirector.model import Config
+from hadirector.model import Config, HealthEngine
 
 from .health_report import HealthSnapshot, server_rows
 from .health_runner import HealthRunner, _Slot
 
 if TYPE_CHECKING:
+    from hadirector.api.snapshot import HealthWorkerStatus
+
     from .health_report import CheckTotals, Reporter
 
 log = structlog.get_logger("hadirector.health")
@@ -124,10 +129,10 @@ class WorkerHealthRunner(HealthRunner):
         self.worker.update()
 
     def snapshot(self) -> HealthSnapshot:
-        now = self._clock()
-        rows = server_rows(self._slots.values(), self._policy, self.worker.deadlines(self._schedule), now,
-                           self._wall())
-        return HealthSnapshot(rows, self._totals.totals(), len(self._tasks) + len(self._inflight),
+        now, wall = self._clock(), self._wall()
+        rows = server_rows(self._slots.values(), self._policy, self.worker.deadlines(self._schedule), now, wall)
+        totals = self._totals.totals(HealthEngine.WORKER, self.worker.process.status(now, wall))
+        return HealthSnapshot(rows, totals, len(self._tasks) + len(self._inflight),
                               len(self._queue), len(self._schedule) + self.worker.count())
 
 
@@ -263,10 +268,20 @@ class CheckWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.starts = 0                  # workers started (status, tests)
         self.exits: collections.deque[str] = collections.deque(maxlen=8)   # reasons, newest last
+        self._changed_at: float | None = None   # the last start or death (the status' since)
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    def status(self, now: float, wall: float) -> HealthWorkerStatus:
+        """What an operator sees of the worker; ``now`` is its clock at Unix time ``wall``."""
+        from hadirector.api.snapshot import HealthWorkerStatus   # on a status read only
+
+        at = self._changed_at
+        return HealthWorkerStatus(running=self._proc is not None, pid=self.pid, starts=self.starts,
+                                  restarts=max(0, self.starts - 1), last_exit=self.exits[-1] if self.exits else None,
+                                  since=None if at is None else wall - (now - at))
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -358,8 +373,10 @@ class CheckWorker:
                 os.close(fd)
             self._failures += 1
             delay = self._backoff.delay(self._failures)
-            log.warning("health.worker_exited", pid=None, code=None, restart_in=delay,
-                        reason=f"could not start: {exc}")
+            reason = f"could not start: {exc}"
+            self.exits.append(reason)
+            self._changed_at = self._clock()
+            log.warning("health.worker_exited", pid=None, code=None, restart_in=delay, reason=reason)
             self._restart = loop.call_later(delay, self._spawn)
             return
         for fd in (in_r, out_w, err_w):     # the child's ends
@@ -376,7 +393,7 @@ class CheckWorker:
         self._out_done = False
         self._errline.clear()
         self._last_said, self._bad = "", None
-        self._started_at = self._last_frame = self._clock()
+        self._started_at = self._last_frame = self._changed_at = self._clock()
         self._heard = False
         self._watchdog = loop.call_later(min(self._hung_after, self._start_wait) / 2, self._watch)
         self._on_exit = None
@@ -484,6 +501,7 @@ class CheckWorker:
         self._failures = 1 if now - self._started_at >= STABLE else self._failures + 1
         delay = self._backoff.delay(self._failures)
         self.exits.append(reason)
+        self._changed_at = now
         log.warning("health.worker_exited", pid=proc.pid if proc else None, code=code,
                     restart_in=delay, reason=reason)
         self._restart = self._loop.call_later(delay, self._spawn)

@@ -39,6 +39,7 @@ from typing import Any
 
 from hadirector.api.snapshot import (
     HealthState,
+    HealthWorkerStatus,
     RealServerStatus,
     ReloadResult,
     Snapshot,
@@ -454,8 +455,10 @@ def render_status(snap: Snapshot) -> str:
         out += ["", "Scale-out"] + _scale_out(snap.scale_out)
 
     h = snap.health
-    if h.checks or h.latency.count:
+    if h.checks or h.latency.count or h.worker is not None:
         out += ["", "Health checks"]
+        if h.worker is not None:
+            out.append(_worker_line(h.worker, now))
         by_result = ", ".join(f"{k} {v}" for k, v in sorted(h.checks.items())) or "none"
         line = f"  {sum(h.checks.values())} run: {by_result}"
         if h.latency.count:
@@ -466,6 +469,16 @@ def render_status(snap: Snapshot) -> str:
                        + ", ".join(f"{k} {v}" for k, v in sorted(h.inconclusive.items())))
     out += _faults_absorbed(snap)
     return "\n".join(out) + "\n"
+
+
+def _worker_line(w: HealthWorkerStatus, now: float) -> str:
+    """The checker worker (engine worker) in one line: is it there, how often it died, why."""
+    age = f" {format_age(now - w.since)}" if w.since is not None else ""
+    state = f"pid {w.pid}, up{age}" if w.running else f"DOWN{age}, its checks wait for a restart"
+    line = f"  checker worker: {state}; {w.restarts} restart(s)"
+    if w.last_exit is not None:
+        line += f", last exit: {w.last_exit}"
+    return line
 
 
 def _scale_out(so) -> list[str]:

@@ -380,6 +380,17 @@ def _health(ex: _Exposition, snap: Snapshot) -> None:
         inconclusive.add(n, reason=reason)
     _histogram(ex.family("health_check_duration_seconds", "histogram",
                          "Health probe latency."), snap.health.latency)
+    # Declared on every director, sampled only with the worker engine: the fleet's
+    # alerting rules find the names in every scrape (as the scale-out families).
+    restarts = ex.family("health_worker_restarts_total", "counter",
+                         "Checker worker processes started in place of a dead one (health engine worker).")
+    up = ex.family("health_worker_up", "gauge",
+                   "1 while the checker worker process runs, 0 while it is being restarted (its TCP "
+                   "and HTTP checks do not run meanwhile).")
+    worker = snap.health.worker
+    if worker is not None:
+        restarts.add(worker.restarts)
+        up.add(worker.running)
 
 
 def _histogram(fam: _Family, h: HistogramSnapshot) -> None:

@@ -11,7 +11,7 @@ This module is the contract between the agent (producer) and the API and CLI
 (consumers). Rules that keep it a contract:
 
 * frozen dataclasses over the project's vocabulary (``model.HealthState``,
-  ``VrrpState``, ``SyncRole``, ``ipvs.table.Stats``), no behaviour beyond
+  ``HealthEngine``, ``VrrpState``, ``SyncRole``, ``ipvs.table.Stats``), no behaviour beyond
   (de)serialisation; it imports nothing that imports it back (a leaf);
 * fields may be ADDED with defaults; existing ones are never renamed or removed
   (bump ``SCHEMA_VERSION`` only for an incompatible change);
@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 # The one vocabulary (model.py) and the one counters type (ipvs/table.py): both stdlib-only
 # leaves, so the snapshot stays importable by the CLI without the agent.
 from hadirector.ipvs.table import Stats
-from hadirector.model import HealthState, SyncRole, VrrpState, format_endpoint
+from hadirector.model import HealthEngine, HealthState, SyncRole, VrrpState, format_endpoint
 
 
 SCHEMA_VERSION = 1
@@ -206,12 +206,35 @@ class HistogramSnapshot:
 
 
 @dataclass(frozen=True)
+class HealthWorkerStatus:
+    """The checker worker process of ``health: {engine: worker}`` (agent/health_worker.py):
+    the TCP and plain-HTTP checks run in it. While it is dead, those checks do not run
+    and their servers keep their last state; the agent starts it again after a backoff."""
+
+    running: bool                       # a worker process is alive now
+    pid: int | None = None              # None while it is being restarted
+    starts: int = 0                     # workers started since the agent started
+    restarts: int = 0                   # starts - 1: workers started in place of a dead one
+    # why the last worker died: "killed by SIGKILL", "exit 1: <its last stderr line>",
+    # "killed by SIGKILL: hung: no frame for 5.2 s", "could not start: ..."; None: none died
+    last_exit: str | None = None
+    since: float | None = None          # Unix seconds of the last start or death
+
+
+@dataclass(frozen=True)
 class HealthTotals:
+    """The node's health checking: its engine, the checker worker, and counts over every
+    check (a VRRP-only node runs none: everything at its default)."""
+
     # probes run since start, by result: "ok", "fail", "timeout", "error", "inconclusive"
     checks: Mapping[str, int] = field(default_factory=dict)
     # inconclusive probes (a local reason, not the server's) by reason: "emfile", ...
     inconclusive: Mapping[str, int] = field(default_factory=dict)
     latency: HistogramSnapshot = field(default_factory=HistogramSnapshot)
+    # where the checks run; None: no health runner (no virtual services). A reload keeps
+    # the running engine (health.engine_kept), so this is what runs, not what the file says.
+    engine: HealthEngine | None = None
+    worker: HealthWorkerStatus | None = None    # engine worker only
 
 
 # --- reloads ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ real servers in another namespace, survives a SIGKILL, follows a reload (issue 1
 A real agent (``tests/netns/fake_ipvs_agent.py``: the real agent with a fake IPVS table,
 so its checks run on a host without ip_vs) in namespace n1; in n2 a TCP listener and a
 plain HTTP server (``python -m http.server``). Oracles from outside the agent: /status
-over curl, the agent's JSON log, the process table.
+and /metrics over curl, ``hadirector status``, the agent's JSON log, the process table.
 """
 
 from __future__ import annotations
@@ -47,12 +47,16 @@ class WorkerAgent(AgentProc):
         log.close()
         return self
 
-    def servers(self) -> dict[str, str]:
+    def api(self, path: str) -> str:
         r = subprocess.run(["ip", "netns", "exec", self.ns, "curl", "-s", "-m", "5",
-                            "http://127.0.0.1:9110/status"], capture_output=True, text=True, timeout=15)
-        if not r.stdout:
+                            f"http://127.0.0.1:9110{path}"], capture_output=True, text=True, timeout=15)
+        return r.stdout
+
+    def servers(self) -> dict[str, str]:
+        text = self.api("/status")
+        if not text:
             return {}
-        (vs,) = json.loads(r.stdout)["virtual_services"]
+        (vs,) = json.loads(text)["virtual_services"]
         return {f'{rs["address"]}:{rs["port"]}': rs["health"] for rs in vs["real_servers"]}
 
     def worker_pids(self) -> list[int]:
@@ -132,8 +136,23 @@ def test_worker_engine_through_a_real_agent(lab):
         time.sleep(0.1)
     assert agent.events("health.server_down") == []
 
-    # The new worker checks: the TCP server stops, it goes down within fall x interval + timeout.
+    # The operator sees it: /status, /metrics and `hadirector status`.
     (second,) = agent.worker_pids()
+    health = json.loads(agent.api("/status"))["health"]
+    w = health["worker"]
+    assert health["engine"] == "worker"
+    assert (w["running"], w["pid"], w["starts"], w["restarts"], w["last_exit"]) == (
+        True, second, 2, 1, "killed by SIGKILL")
+    samples = agent.api("/metrics").splitlines()
+    assert "hadirector_health_worker_restarts_total 1" in samples and "hadirector_health_worker_up 1" in samples
+    r = subprocess.run(["ip", "netns", "exec", agent.ns, *HADIRECTOR, "status", "--url", "http://127.0.0.1:9110"],
+                       capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                       cwd=str(ROOT))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"  checker worker: pid {second}, up " in r.stdout
+    assert "; 1 restart(s), last exit: killed by SIGKILL" in r.stdout
+
+    # The new worker checks: the TCP server stops, it goes down within fall x interval + timeout.
     tcp.kill()
     tcp.wait(5)
     t0 = time.monotonic()

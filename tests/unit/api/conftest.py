@@ -10,7 +10,9 @@ import structlog.testing
 from hadirector.api.metrics import Histogram
 from hadirector.api.snapshot import (
     CheckResult,
+    HealthEngine,
     HealthTotals,
+    HealthWorkerStatus,
     HealthState as Health,
     Stats,
     KernelSyncDaemon,
@@ -98,7 +100,7 @@ def make_snapshot() -> Snapshot:
             follow_instance="VI_1",
             kernel=(KernelSyncDaemon(role=SyncRole.MASTER, interface="eth1", syncid=7),),
         ),
-        health=HealthTotals(checks={"ok": 4, "fail": 1}, latency=hist.snapshot()),
+        health=HealthTotals(checks={"ok": 4, "fail": 1}, latency=hist.snapshot(), engine=HealthEngine.ASYNCIO),
         reloads=ReloadStatus(count=3, failures=1, last_ok=True, last_at=NOW - 600),
     )
 
@@ -118,6 +120,18 @@ def make_big_snapshot(services: int, servers: int) -> Snapshot:
 @pytest.fixture
 def big_snapshot():
     return make_big_snapshot
+
+
+def make_worker_snapshot(snap: Snapshot, **worker) -> Snapshot:
+    """``snap`` on a director with ``health: {engine: worker}`` whose checker worker is
+    ``HealthWorkerStatus(**worker)`` (by default running as pid 4300, started 600 s ago)."""
+    w = HealthWorkerStatus(**{"running": True, "pid": 4300, "starts": 1, "since": NOW - 600, **worker})
+    return dataclasses.replace(snap, health=dataclasses.replace(snap.health, engine=HealthEngine.WORKER, worker=w))
+
+
+@pytest.fixture
+def worker_snapshot():
+    return make_worker_snapshot
 
 
 @pytest.fixture

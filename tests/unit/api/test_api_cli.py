@@ -364,3 +364,29 @@ def test_status_marks_an_inconclusive_last_check_and_counts_them_by_reason(snaps
                                              virtual_services=(web,) + snapshot.virtual_services[1:]))
     assert "up 5m12s (emfile, inconclusive, 0.1ms)" in text
     assert "  inconclusive (not counted): emfile 2, enobufs 1" in text
+
+
+def test_status_shows_the_checker_worker_in_one_line_with_its_restarts_and_last_exit(worker_snapshot, snapshot):
+    def health_lines(snap):
+        return render_status(snap).split("Health checks\n")[1].split("\n\n")[0].splitlines()
+
+    up = worker_snapshot(snapshot, starts=3, restarts=2, last_exit="killed by SIGKILL")
+    assert health_lines(up) == [
+        "  checker worker: pid 4300, up 10m00s; 2 restart(s), last exit: killed by SIGKILL",
+        "  5 run: fail 1, ok 4; mean latency 410.9ms",
+    ]
+    down = worker_snapshot(snapshot, running=False, pid=None, starts=3, restarts=2,
+                           last_exit="killed by SIGKILL: hung: no frame for 5.1 s", since=snapshot.generated_at - 1)
+    assert health_lines(down)[0] == ("  checker worker: DOWN 1s, its checks wait for a restart; 2 restart(s), "
+                                     "last exit: killed by SIGKILL: hung: no frame for 5.1 s")
+    first = worker_snapshot(snapshot)
+    assert health_lines(first)[0] == "  checker worker: pid 4300, up 10m00s; 0 restart(s)"
+    assert "checker worker" not in render_status(snapshot)      # the asyncio engine
+
+
+def test_status_shows_a_worker_that_has_run_no_check_yet(worker_snapshot, snapshot):
+    from hadirector.api.snapshot import HealthTotals, HistogramSnapshot
+
+    idle = dataclasses.replace(snapshot, health=HealthTotals(latency=HistogramSnapshot()))
+    assert "Health checks" not in render_status(idle)
+    assert "  checker worker: pid 4300, up 10m00s; 0 restart(s)" in render_status(worker_snapshot(idle))

@@ -285,3 +285,22 @@ def test_the_sliced_render_is_the_whole_render_and_each_service_is_a_slice(big_s
     assert steps > 5
     assert r.step() is True                 # done stays done
     assert r.body().decode() == render(snap)
+
+
+def test_the_checker_worker_exports_its_restarts_and_whether_it_is_up(worker_snapshot, snapshot):
+    running = parse(render(worker_snapshot(snapshot, starts=4, restarts=3, last_exit="exit 1: boom")))
+    assert value(running, "hadirector_health_worker_restarts_total") == 3
+    assert value(running, "hadirector_health_worker_up") == 1
+    restarting = parse(render(worker_snapshot(snapshot, running=False, pid=None, starts=4, restarts=3)))
+    assert value(restarting, "hadirector_health_worker_up") == 0
+
+
+def test_without_the_worker_engine_the_worker_families_are_declared_without_samples(snapshot):
+    # Declared so the shipped alert finds the name in every scrape; no series, so no
+    # director without a worker looks like one with a dead worker.
+    text = render(snapshot)
+    assert "# TYPE hadirector_health_worker_restarts_total counter" in text
+    assert "# TYPE hadirector_health_worker_up gauge" in text
+    samples = parse(text)
+    assert not samples.get("hadirector_health_worker_restarts_total")
+    assert not samples.get("hadirector_health_worker_up")

@@ -143,3 +143,26 @@ def test_link_watch_and_api_counters_survive_json_and_an_older_agent_omits_them(
     older = snap.to_dict()
     del older["link_watch"], older["api"]
     assert Snapshot.from_dict(older) == Snapshot(node=node, generated_at=2.0)
+
+
+def test_the_health_engine_and_the_checker_worker_survive_json(worker_snapshot, snapshot):
+    from hadirector.api.snapshot import HealthEngine, HealthWorkerStatus
+
+    snap = worker_snapshot(snapshot, pid=None, running=False, starts=3, restarts=2,
+                           last_exit="killed by SIGKILL", since=1_700_000_000.0 - 2)
+    d = json.loads(json.dumps(snap.to_dict()))
+    assert d["health"]["engine"] == "worker"
+    assert d["health"]["worker"] == {"running": False, "pid": None, "starts": 3, "restarts": 2,
+                                     "last_exit": "killed by SIGKILL", "since": 1_699_999_998.0}
+    assert Snapshot.from_dict(d) == snap
+    assert snapshot.to_dict()["health"]["engine"] == "asyncio"
+    assert snapshot.to_dict()["health"]["worker"] is None        # the asyncio engine has none
+    assert HealthWorkerStatus(running=True).restarts == 0
+
+
+def test_an_older_agent_without_the_health_engine_reads_as_unknown_with_no_worker(snapshot):
+    d = snapshot.to_dict()
+    del d["health"]["engine"], d["health"]["worker"]
+    health = Snapshot.from_dict(d).health
+    assert health.engine is None and health.worker is None
+    assert health.checks == snapshot.health.checks

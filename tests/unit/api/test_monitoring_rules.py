@@ -26,7 +26,7 @@ from tests.monitoring_queries import (
 )
 
 @pytest.fixture
-def metrics_text(snapshot) -> str:
+def metrics_text(snapshot, worker_snapshot) -> str:
     # The realistic snapshot, on a director whose config needs IPVS (so the availability
     # gauge is there too).
     snap = dataclasses.replace(snapshot, ipvs=IpvsAvailabilityStatus(needed=True, available=True))
@@ -40,6 +40,8 @@ def metrics_text(snapshot) -> str:
     snap = dataclasses.replace(snap, vrrp_instances=(
         dataclasses.replace(snap.vrrp_instances[0], auth=auth), *snap.vrrp_instances[1:]),
         health=dataclasses.replace(snap.health, inconclusive={"emfile": 2}))
+    # ... and the checker worker of health: {engine: worker}, restarted once.
+    snap = worker_snapshot(snap, starts=2, restarts=1, last_exit="killed by SIGKILL")
     return render(snap)
 
 
@@ -47,7 +49,7 @@ def test_promtool_accepts_the_rules():
     res = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True,
                          text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 12 rules found" in res.stdout
+    assert "SUCCESS: 14 rules found" in res.stdout
 
 
 def test_the_rules_raise_the_expected_alerts_on_recorded_series():
@@ -64,7 +66,8 @@ def test_every_rule_has_a_severity_a_summary_and_a_description():
         "HadirectorVipHeldByNoDirector", "HadirectorVipHeldByTwoDirectors",
         "HadirectorInstanceFault", "HadirectorSyncDaemonDown", "HadirectorServiceQuorumLost",
         "HadirectorInvalidAdverts", "HadirectorUnauthenticatedAdverts",
-        "HadirectorReloadRefused", "HadirectorDown"}
+        "HadirectorReloadRefused", "HadirectorDown", "HadirectorHealthWorkerRestarting",
+        "HadirectorHealthWorkerDown"}
     for r in rules:
         assert r["labels"]["severity"] in ("critical", "warning"), r["alert"]
         assert r["annotations"]["summary"] and r["annotations"]["description"], r["alert"]
