@@ -37,6 +37,7 @@ import gc
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -162,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--timeout", type=float, default=2.0)
+    ap.add_argument("--rounds", type=int, default=1, help="run the rows this many times, interleaved")
     ap.add_argument("--impls", default="keepalived,hadirector,hadirector+w,hadirector+i",
                     help="rows to run, in this order (keepalived belongs in every run)")
     args = ap.parse_args(argv)
@@ -194,11 +196,14 @@ def main(argv=None) -> int:
             eps = hc.endpoints(n)
             accepted = multiprocessing.get_context("fork").Value("q", 0)
             procs, stop = hc.start_servers(eps, kind, 2, accepted)
+            rows = []
             try:
-                rows = [(name, runs[name](eps, accepted, args.duration, args.interval, args.timeout, kind))
-                        for name in impls]
+                for _ in range(args.rounds):        # interleaved: a slow minute hits every row
+                    rows += [(name, runs[name](eps, accepted, args.duration, args.interval, args.timeout, kind))
+                             for name in impls]
             finally:
                 hc.stop_servers(procs, stop)
+            per_check: dict[str, list[float]] = {}
             for name, r in rows:
                 notes = ""
                 if "p50" in r:
@@ -209,8 +214,14 @@ def main(argv=None) -> int:
                 if "agent_us" in r:
                     notes += f", agent {r['agent_us']:.0f} us/chk"
                 cpu, per = r["user"] + r["sys"], 1e6 / max(r["rate"], 1e-9)
+                per_check.setdefault(name, []).append(cpu * per)
                 print(f"{name:12} {kind:5} {n:>7} {n / args.interval:>7.0f} {r['rate']:>7.0f} {cpu:>7.2f} "
                       f"{cpu * per:>7.0f} {r['user'] * per:>7.0f} {r['sys'] * per:>7.0f}  {notes}", flush=True)
+            if args.rounds > 1:
+                base = statistics.median(per_check.get("keepalived", [float("nan")]))
+                print("  median us/chk: " + ", ".join(
+                    f"{name} {statistics.median(v):.0f} ({statistics.median(v) / base:.2f}x)"
+                    for name, v in per_check.items()), flush=True)
     return 0
 
 
