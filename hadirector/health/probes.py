@@ -38,6 +38,7 @@ import errno
 import functools
 import hashlib
 import ipaddress
+import math
 import re
 import select
 import signal
@@ -45,7 +46,7 @@ import socket
 import ssl
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from hadirector.kernel import spawn
 from hadirector.health.dns import dns_probe
@@ -104,7 +105,9 @@ class EpollChecks:
         self._ep = select.epoll()          # OSError (EMFILE) before anything else is held
         self._checks: dict[int, _Check] = {}
         self._expiry: dict[float, collections.deque[tuple[float, int]]] = {}
-        self._timer_at: float | None = None
+        # The earliest timeout; inf while no check runs (``timer_at`` says None): one
+        # comparison per wait for ``CheckLoop``, not two.
+        self._timer_at = math.inf
         # Descriptors registered while ``dispatch`` runs: a ready event in the batch
         # being handled is for an earlier socket that had the same number.
         self._fresh: set[int] | None = None
@@ -120,9 +123,13 @@ class EpollChecks:
     @property
     def timer_at(self) -> float | None:
         """When the earliest running check times out (None: none runs)."""
-        return self._timer_at
+        at = self._timer_at
+        return None if at == math.inf else at
 
-    def watch(self, fd: int, events: int, check: _Check, deadline: float, timeout: float) -> None:
+    def watch(self, check: _Check, events: int, timeout: float) -> None:
+        """Watch ``check``'s socket for ``events`` (its ``_fd`` is set here) and fail it
+        ``timeout`` after its start; OSError when the epoll cannot take it."""
+        check._fd = fd = check._sock.fileno()
         self._ep.register(fd, events)
         self._checks[fd] = check
         if self._fresh is not None:
@@ -130,10 +137,9 @@ class EpollChecks:
         q = self._expiry.get(timeout)
         if q is None:
             q = self._expiry[timeout] = collections.deque()
-        check._deadline = deadline
+        check._deadline = deadline = check._start + timeout
         q.append((deadline, fd))
-        at = self._timer_at
-        if at is None or deadline < at:
+        if deadline < self._timer_at:
             self._arm(deadline)
 
     def watch_reader(self, fd: int, events: int, handler) -> None:
@@ -170,7 +176,7 @@ class EpollChecks:
 
     def expire(self, now: float) -> None:
         """Fail every check whose timeout has passed at ``now``; arm for the next."""
-        self._timer_at = None
+        self._timer_at = math.inf
         earliest = None
         checks = self._checks
         for q in self._expiry.values():
@@ -187,7 +193,7 @@ class EpollChecks:
             if q and (earliest is None or q[0][0] < earliest):
                 earliest = q[0][0]
         # A check started by a ``done`` above armed for itself: keep the earlier one.
-        if earliest is not None and (self._timer_at is None or earliest < self._timer_at):
+        if earliest is not None and earliest < self._timer_at:
             self._arm(earliest)
 
     def cancel_all(self) -> None:
@@ -196,7 +202,7 @@ class EpollChecks:
             check.cancel()
 
     def close(self) -> None:
-        self._timer_at = None
+        self._timer_at = math.inf
         self._ep.close()
 
 
@@ -286,6 +292,7 @@ _EPOLLOUT = select.EPOLLOUT
 _EPOLLIN = select.EPOLLIN
 _EPOLLRDHUP = select.EPOLLRDHUP
 _HTTP_EVENTS = select.EPOLLOUT | select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
+_EINPROGRESS = errno.EINPROGRESS
 _READ = 65536
 
 
@@ -294,6 +301,9 @@ class TcpTarget:
     per target, ``prepare_probe``): address family, socket address, timeout, source."""
 
     __slots__ = ("family", "sockaddr", "timeout", "bind_to")
+    # What ``start_on`` makes, ``check_type(checks, target, done)``: ``CheckLoop`` makes
+    # it itself, one call less per check (set below, once the class exists).
+    check_type: ClassVar[type[_Check]]
 
     def __init__(self, addr: str, port: int, timeout: float, bind_to: IPAddress | str | None) -> None:
         self.family = _family(addr)
@@ -313,16 +323,23 @@ class TcpTarget:
     def start_on(self, checks: EpollChecks, done: Done) -> Probe:
         """Start one check on ``checks`` (an asyncio loop's ``Poller``, or a
         ``checkloop.CheckLoop``'s own)."""
-        return TcpCheck(checks, self, done)
+        return self.check_type(checks, self, done)
 
 
 class _Check:
-    """What ``EpollChecks`` needs of a check; the socket and ``done`` plumbing."""
+    """What ``EpollChecks`` needs of a check; the socket and ``done`` plumbing.
+
+    Making one starts it: a non-blocking connect, then its socket on the poller's epoll
+    for ``_EVENTS`` with its timeout. ``done(result)`` is called once -- maybe before the
+    constructor returns (refused at once, EMFILE) -- unless ``cancel()`` comes first."""
 
     __slots__ = ("_poller", "_done", "_sock", "_fd", "_start", "_deadline")
+    _EVENTS = _EPOLLOUT
 
-    def _connect(self, target: TcpTarget) -> int | None:
-        """Start a non-blocking connect; None when it failed (and the check finished)."""
+    def __init__(self, poller: EpollChecks, target: TcpTarget, done: Done) -> None:
+        # Connect and watch in one method, not three: once per check (issue 13).
+        self._poller, self._done, self._sock, self._fd = poller, done, None, -1
+        self._start = poller._loop.time()
         try:
             self._sock = sock = _socket.socket(target.family, _STREAM)
             if target.bind_to is not None:
@@ -331,23 +348,27 @@ class _Check:
             code = sock.connect_ex(target.sockaddr)
         except OSError as exc:
             self._finish(os_result(exc, self.elapsed))
-            return None
+            return
         except Exception as exc:   # never raise: a probe bug is a failed check, not a crash
             self.fail(f"error: {type(exc).__name__}: {exc}")
-            return None
-        if code == 0 or code == errno.EINPROGRESS:
-            return code
-        self._fail_errno(code)
-        return None
-
-    def _watch(self, events: int, timeout: float) -> None:
-        self._fd = fd = self._sock.fileno()
+            return
+        if code != _EINPROGRESS:
+            if code:
+                self._fail_errno(code)
+                return
+            if self._connected_at_once():
+                return
         try:
-            self._poller.watch(fd, events, self, self._start + timeout, timeout)
+            poller.watch(self, self._EVENTS, target.timeout)
         except OSError as exc:
             # Our epoll is full (max_user_watches) or out of memory: this director's
             # problem, whatever the errno.
             self._finish(ProbeResult(False, os_reason(exc), self.elapsed, inconclusive=True))
+
+    def _connected_at_once(self) -> bool:
+        """The connect completed inside ``connect()``: True when that ended the check
+        (else it is watched as usual)."""
+        return False
 
     def _error(self) -> int:
         """The socket's pending error (0: none); only asked when epoll flagged one."""
@@ -397,14 +418,9 @@ class TcpCheck(_Check):
 
     __slots__ = ()
 
-    def __init__(self, poller: EpollChecks, target: TcpTarget, done: Done) -> None:
-        self._poller, self._done, self._sock, self._fd = poller, done, None, -1
-        self._start = poller._loop.time()
-        code = self._connect(target)
-        if code == 0:
-            self._finish(ProbeResult(True, "connected", self.elapsed))
-        elif code is not None:
-            self._watch(_EPOLLOUT, target.timeout)
+    def _connected_at_once(self) -> bool:
+        self._finish(ProbeResult(True, "connected", self.elapsed))
+        return True
 
     def on_event(self, events: int, now: float) -> None:
         # Writable and no error flagged is a completed connect: no SO_ERROR to fetch.
@@ -413,7 +429,13 @@ class TcpCheck(_Check):
             if code:
                 self._fail_errno(code)
                 return
-        self._finish(ProbeResult(True, "connected", now - self._start))
+        # ``_finish`` and ``_close``, inlined: once per check. An event comes only for a
+        # check still watched, so its descriptor, socket and ``done`` are all there.
+        del self._poller._checks[self._fd]          # Poller.forget, inlined
+        self._sock.close()
+        self._fd, self._sock = -1, None
+        done, self._done = self._done, None
+        done(ProbeResult(True, "connected", now - self._start))
 
 
 async def _wait(start: Callable[[Done], object]) -> ProbeResult:
@@ -634,8 +656,6 @@ class HttpTarget(TcpTarget):
         self.probe = probe
         self.request = request_bytes(addr, port, probe)
 
-    def start_on(self, checks: EpollChecks, done: Done) -> Probe:
-        return HttpCheck(checks, self, done)
 
 
 class HttpCheck(_Check):
@@ -651,14 +671,12 @@ class HttpCheck(_Check):
     (a server that answered or closed at once)."""
 
     __slots__ = ("_out", "_resp")
+    _EVENTS = _HTTP_EVENTS
 
     def __init__(self, poller: EpollChecks, target: HttpTarget, done: Done) -> None:
-        self._poller, self._done, self._sock, self._fd = poller, done, None, -1
-        self._start = poller._loop.time()
         self._resp = HttpResponse(target.probe)
         self._out = target.request
-        if self._connect(target) is not None:
-            self._watch(_HTTP_EVENTS, target.timeout)
+        _Check.__init__(self, poller, target, done)
 
     def on_event(self, events: int, now: float) -> None:
         if self._out:
@@ -697,6 +715,10 @@ class HttpCheck(_Check):
                 return      # drained: more data, or the close, is a new edge
             # A full read, or the peer closed before this event: read on to the end
             # (eof() always decides), as no new edge would come for what is queued.
+
+
+TcpTarget.check_type = TcpCheck
+HttpTarget.check_type = HttpCheck
 
 
 class _ResponseProtocol(asyncio.Protocol):
