@@ -541,32 +541,59 @@ def _dechunk(raw: bytes) -> bytes | None:
         pos = end + 2
 
 
+class HttpRules:
+    """What judges every response to one HTTP probe, worked out once (``HttpTarget``
+    keeps one for all its checks): whether a verdict needs the body, and the verdict of
+    each final status seen so far -- ``HttpProbe.accepts`` scans the configured ranges,
+    a dict lookup does not (issue 13: once per check)."""
+
+    __slots__ = ("probe", "body_needed", "statuses")
+
+    def __init__(self, probe: HttpProbe) -> None:
+        self.probe = probe
+        self.body_needed = probe.body_regex is not None or probe.digest is not None
+        self.statuses: dict[int, tuple[bool, str]] = {}
+
+    def status(self, status: int) -> tuple[bool, str]:
+        """The verdict on a final ``status`` before any body is read."""
+        verdict = self.statuses.get(status)
+        if verdict is None:
+            verdict = self.statuses[status] = (self.probe.accepts(status), f"status {status}")
+        return verdict
+
+
+# A status line as ``split(None, 2)`` reads it: a first word that starts with HTTP/1.,
+# then a second one of exactly three digits (bytes: ASCII whitespace and digits only).
+_STATUS_LINE = re.compile(rb"\s*HTTP/1\.\S*\s+(\d\d\d)(?:\s|\Z)")
+
+
 class HttpResponse:
     """Reads one response as it arrives (sans-IO): ``feed(data)`` and ``eof()`` return a
     ``(ok, detail)`` verdict once one is known, else None. It reads only what the
-    verdict needs: the status and headers; the body only for a regex or a digest."""
+    verdict needs: the status and headers; the body only for a regex or a digest.
+    ``rules``: the probe's ``HttpRules``, shared by its checks (made here if not given)."""
 
-    __slots__ = ("_probe", "_buf", "_status", "_length", "_chunked", "_body_needed")
+    __slots__ = ("_rules", "_buf", "_status", "_length", "_chunked")
 
-    def __init__(self, probe: HttpProbe) -> None:
-        self._probe = probe
+    def __init__(self, probe: HttpProbe, rules: HttpRules | None = None) -> None:
+        self._rules = HttpRules(probe) if rules is None else rules
         self._buf = b""
         self._status: int | None = None      # set once the head is complete
         self._length: int | None = None
         self._chunked = False
-        self._body_needed = probe.body_regex is not None or probe.digest is not None
 
     def feed(self, data: bytes) -> tuple[bool, str] | None:
-        self._buf += data
+        buf = self._buf = self._buf + data
         interim = 0
         while self._status is None:
-            end = self._buf.find(b"\r\n\r\n")
+            end = buf.find(b"\r\n\r\n")
             if end < 0:
-                return (False, "bad response") if len(self._buf) > MAX_HEAD else None
-            head, self._buf = self._buf[:end], self._buf[end + 4:]
-            verdict = self._head(head)
+                return (False, "bad response") if len(buf) > MAX_HEAD else None
+            self._buf = buf[end + 4:]
+            verdict = self._head(buf[:end])
             if verdict is not None:
                 return verdict
+            buf = self._buf
             interim += 1                     # a 1xx interim response: the real one follows
             if interim > 8:
                 return (False, "bad response")
@@ -578,23 +605,24 @@ class HttpResponse:
         return self._body(eof=True) or (False, "bad body")
 
     def _head(self, head: bytes) -> tuple[bool, str] | None:
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3 \
-                or not parts[1].isdigit():
+        line, _, fields = head.partition(b"\r\n")
+        m = _STATUS_LINE.match(line)
+        if m is None:
             return (False, "bad response")
-        status = int(parts[1])
-        if 100 <= status < 200 and status != 101:
-            return None                      # interim (100 Continue, 103 Early Hints)
+        status = int(m[1])
+        rules = self._rules
+        verdict = rules.statuses.get(status)   # ``HttpRules.status``, inlined: once per check
+        if verdict is None:
+            if 100 <= status < 200 and status != 101:
+                return None                  # interim (100 Continue, 103 Early Hints)
+            verdict = rules.status(status)   # (never an interim one: that test runs once)
         self._status = status
-        if not self._probe.accepts(status):
-            return (False, f"status {status}")
-        if not self._body_needed:
-            return (True, f"status {status}")
+        if not verdict[0] or not rules.body_needed:
+            return verdict
         if status == 101 or status in (204, 304):
             self._length = 0
             return None
-        for line in lines[1:]:
+        for line in fields.split(b"\r\n"):
             name, sep, value = line.partition(b":")
             if not sep:
                 continue
@@ -637,7 +665,7 @@ class HttpResponse:
             body = buf
         if len(body) > MAX_BODY:
             return (False, "body too large")
-        probe = self._probe
+        probe = self._rules.probe
         if probe.body_regex is not None and not _body_regex(probe.body_regex).search(body):
             return (False, "body mismatch")
         if probe.digest is not None and hashlib.md5(body).hexdigest() != probe.digest.lower():
@@ -648,13 +676,14 @@ class HttpResponse:
 class HttpTarget(TcpTarget):
     """A plain-HTTP target: the TCP part plus the probe and its GET, encoded once."""
 
-    __slots__ = ("probe", "request")
+    __slots__ = ("probe", "request", "rules")
 
     def __init__(self, addr: str, port: int, probe: HttpProbe, timeout: float,
                  bind_to: IPAddress | str | None) -> None:
         super().__init__(addr, port, timeout, bind_to)
         self.probe = probe
         self.request = request_bytes(addr, port, probe)
+        self.rules = HttpRules(probe)
 
 
 
@@ -666,7 +695,7 @@ class HttpCheck(_Check):
     the switch from sending to reading costs no ``epoll_ctl``: an event comes when the
     connect completes and again when data, a close or an error arrives. Edge-triggered
     means each event must be acted on in full: what is readable is read until a read
-    comes back short, or to the end when the event says the peer closed (``_read``),
+    comes back short, or to the end when the event says the peer closed,
     and the event that completes the connect reads too when it already says readable
     (a server that answered or closed at once)."""
 
@@ -674,31 +703,30 @@ class HttpCheck(_Check):
     _EVENTS = _HTTP_EVENTS
 
     def __init__(self, poller: EpollChecks, target: HttpTarget, done: Done) -> None:
-        self._resp = HttpResponse(target.probe)
+        self._resp = HttpResponse(target.probe, target.rules)
         self._out = target.request
         _Check.__init__(self, poller, target, done)
 
     def on_event(self, events: int, now: float) -> None:
-        if self._out:
+        sock = self._sock
+        out = self._out
+        if out:
             if events & _FAILED:
                 code = self._error()
                 if code:
                     self._fail_errno(code)
                     return
             try:
-                sent = self._sock.send(self._out)
+                sent = sock.send(out)
             except (BlockingIOError, InterruptedError):
                 return                       # room for it comes as a new event
             except OSError as exc:
                 self._finish(os_result(exc, now - self._start))
                 return
-            self._out = self._out[sent:]
-            if self._out or not events & _EPOLLIN:
+            self._out = out = out[sent:]
+            if out or not events & _EPOLLIN:
                 return                       # the rest, or the response, is a new event
-        self._read(events, now)
-
-    def _read(self, events: int, now: float) -> None:
-        sock = self._sock
+        # Read, in the same method: once per check.
         while True:
             try:
                 data = sock.recv(_READ)
@@ -709,7 +737,12 @@ class HttpCheck(_Check):
                 return
             verdict = self._resp.feed(data) if data else self._resp.eof()
             if verdict is not None:
-                self._finish(ProbeResult(verdict[0], verdict[1], now - self._start))
+                # ``_finish`` and ``_close``, inlined: once per check (see TcpCheck.on_event).
+                del self._poller._checks[self._fd]
+                sock.close()
+                self._fd, self._sock = -1, None
+                done, self._done = self._done, None
+                done(ProbeResult(verdict[0], verdict[1], now - self._start))
                 return
             if len(data) < _READ and not events & _EPOLLRDHUP:
                 return      # drained: more data, or the close, is a new edge
