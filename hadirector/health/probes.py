@@ -313,12 +313,15 @@ class TcpTarget:
 
     def start(self, done: Done) -> Probe:
         """Start one check; ``done(result)`` is called once unless it is cancelled."""
-        try:
-            p = poller(asyncio.get_running_loop())
-        except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
-            done(os_result(exc, 0.0))
-            return _FINISHED
-        return self.start_on(p, done)
+        loop = asyncio.get_running_loop()
+        last_loop, p = _last_poller          # ``poller``'s cache, read here: once per check
+        if last_loop is not loop or p is None:
+            try:
+                p = poller(loop)
+            except OSError as exc:          # no descriptor for the epoll itself (EMFILE)
+                done(os_result(exc, 0.0))
+                return _FINISHED
+        return self.check_type(p, self, done)       # ``start_on``, inlined
 
     def start_on(self, checks: EpollChecks, done: Done) -> Probe:
         """Start one check on ``checks`` (an asyncio loop's ``Poller``, or a
