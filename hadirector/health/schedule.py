@@ -65,8 +65,7 @@ class _Entry:
     interval: float
     jitter: float
     retry_delay: float | None
-    deadline: float
-    row: Row | None = None      # the row filed for its next check; None while one runs
+    row: Row | None = None      # its next check's (deadline, ...) as filed; None while one runs
     started: float | None = None
 
 
@@ -86,7 +85,6 @@ class CheckSchedule:
         """File ``target``'s next check at ``deadline``, in place of its row if it has one."""
         if e.row is not None:
             self._unfile(e.row)
-        e.deadline = deadline
         e.row = row = (deadline, next(self._seq), target)
         k = int(deadline // self._width)
         rows = self._buckets.get(k)
@@ -113,7 +111,7 @@ class CheckSchedule:
         old = self._entries.get(target)
         if old is not None and old.row is not None:
             self._unfile(old.row)               # added again: the new entry's row replaces it
-        e = _Entry(check.interval, max(0.0, check.jitter), check.retry_delay, now)
+        e = _Entry(check.interval, max(0.0, check.jitter), check.retry_delay)
         self._entries[target] = e
         spread = self._rng.uniform(0.0, warmup) if warmup > 0 else 0.0
         return self._push(target, e, now + spread + self._jitter(e))
@@ -125,7 +123,7 @@ class CheckSchedule:
         e.interval, e.jitter, e.retry_delay = check.interval, max(0.0, check.jitter), check.retry_delay
         if e.row is not None and shorter:       # not running
             base = e.started if e.started is not None else now
-            self._push(target, e, min(e.deadline, max(now, base + e.interval) + self._jitter(e)))
+            self._push(target, e, min(e.row[0], max(now, base + e.interval) + self._jitter(e)))
 
     def remove(self, target: Target) -> None:
         e = self._entries.pop(target, None)
@@ -153,11 +151,8 @@ class CheckSchedule:
     def pop_due(self, now: float) -> list[Target]:
         """Targets whose checks start now, earliest first; they count as running."""
         due: list[Target] = []
-        keys = self._keys
+        keys, buckets, entries = self._keys, self._buckets, self._entries
         last = now // self._width
-        if not keys or keys[0] > last:
-            return due
-        buckets, entries = self._buckets, self._entries
         while keys and keys[0] <= last:
             rows = buckets[keys[0]]
             if len(rows) > 1:
@@ -192,7 +187,6 @@ class CheckSchedule:
                 base = now
         if e.jitter > 0:                        # ``_jitter`` and ``_push``, inlined: once per check
             base += self._rng.uniform(0.0, e.jitter)
-        e.deadline = base
         e.row = row = (base, next(self._seq), target)
         k = int(base // self._width)
         rows = self._buckets.get(k)
@@ -205,4 +199,4 @@ class CheckSchedule:
 
     def deadline(self, target: Target) -> float | None:
         e = self._entries.get(target)
-        return None if e is None or e.row is None else e.deadline
+        return None if e is None or e.row is None else e.row[0]
