@@ -108,8 +108,8 @@ class EpollChecks:
         # The earliest timeout; inf while no check runs (``timer_at`` says None): one
         # comparison per wait for ``CheckLoop``, not two.
         self._timer_at = math.inf
-        # Descriptors registered while ``dispatch`` runs: a ready event in the batch
-        # being handled is for an earlier socket that had the same number.
+        # Descriptors registered while ``Poller.dispatch`` runs: a ready event in the
+        # batch being handled is for an earlier socket that had the same number.
         self._fresh: set[int] | None = None
 
     def fileno(self) -> int:
@@ -156,20 +156,19 @@ class EpollChecks:
     def dispatch(self, ready: list[tuple[int, int]], now: float) -> None:
         """Hand each ``(fd, events)`` of one ``epoll.poll`` to its check. ``now`` is one
         clock read for the batch: every event in it was ready when poll returned, so
-        that is when each check ended (not after the ones handled before it)."""
+        that is when each check ended (not after the ones handled before it).
+
+        Its owner starts no check meanwhile (``CheckLoop`` starts them between waits),
+        so every descriptor in the batch is the one that was ready; ``Poller``'s
+        checks can start others from their ``done``, and its ``dispatch`` guards."""
         checks = self._checks
-        self._fresh = fresh = set()
-        try:
-            for fd, events in ready:
-                check = checks.get(fd)
-                if check is None or fd in fresh:
-                    continue
+        for fd, events in ready:
+            check = checks.get(fd)
+            if check is not None:
                 try:
                     check.on_event(events, now)
-                except Exception as exc:   # never let one check break the loop's callback
+                except Exception as exc:   # never let one check break the loop
                     check.fail(f"error: {type(exc).__name__}: {exc}")
-        finally:
-            self._fresh = None
 
     def _arm(self, when: float) -> None:
         self._timer_at = when
@@ -218,6 +217,24 @@ class Poller(EpollChecks):
         super().__init__(loop)
         self._timer: asyncio.TimerHandle | None = None
         loop.add_reader(self._ep.fileno(), self._on_ready)
+
+    def dispatch(self, ready: list[tuple[int, int]], now: float) -> None:
+        # A check's ``done`` may start the next one (the runner's pump), on a descriptor
+        # freed earlier in this batch: a ready event later in it for that number is the
+        # earlier socket's, so the descriptors registered meanwhile (``_fresh``) are skipped.
+        checks = self._checks
+        self._fresh = fresh = set()
+        try:
+            for fd, events in ready:
+                check = checks.get(fd)
+                if check is None or fd in fresh:
+                    continue
+                try:
+                    check.on_event(events, now)
+                except Exception as exc:   # never let one check break the loop's callback
+                    check.fail(f"error: {type(exc).__name__}: {exc}")
+        finally:
+            self._fresh = None
 
     def reap(self) -> None:
         """Handle now every check whose socket is ready, instead of one loop iteration
@@ -341,7 +358,10 @@ class _Check:
 
     def __init__(self, poller: EpollChecks, target: TcpTarget, done: Done) -> None:
         # Connect and watch in one method, not three: once per check (issue 13).
-        self._poller, self._done, self._sock, self._fd = poller, done, None, -1
+        self._poller = poller
+        self._done = done
+        self._sock = None
+        self._fd = -1
         self._start = poller._loop.time()
         try:
             self._sock = sock = _socket.socket(target.family, _STREAM)
