@@ -335,12 +335,8 @@ class CheckLoop:
                 if tick and seen != inf:
                     # Up to the next tick: every check due within one tick starts in one batch.
                     wake_next = max(seen, ceil(seen / tick) * tick)
-            wake = wake_next
-            if checks._timer_at < wake:
-                wake = checks._timer_at
-            if self._until < wake:
-                wake = self._until
-            wait = wake - clock()
+            # Wake at the first of: the next deadline, the earliest timeout, the run's end.
+            wait = min(wake_next, checks._timer_at, self._until) - clock()
             ready = poll(wait if wait > 0.0 else 0.0, max_events)
             now = self._now = clock()
             if ready:
