@@ -108,7 +108,7 @@ class _Spec:
     address: IPAddress          # where the probe goes (check.address or the server's)
     port: int                   # check.port, else the server's, else the service's
     sorry: bool
-    gen: int                    # bumps when the probe changes: older results are stale
+    gen: int                    # bumps when the probe changes or the target goes: older results are stale
     host: str = ""              # str(address), formatted once rather than per check
 
     @property
@@ -151,10 +151,10 @@ class _Run:
 
     def __call__(self, result: ProbeResult) -> None:
         runner = self.runner
-        inflight = runner._inflight
-        if self not in inflight:
+        try:
+            runner._inflight.remove(self)
+        except KeyError:
             return                           # stopped meanwhile
-        inflight.remove(self)
         self.check = None
         runner._complete(self.slot, self.spec, result)
         if runner._queue and runner._running:
@@ -270,9 +270,8 @@ class HealthRunner:
             check, run.check = run.check, None
             if check is not None:
                 check.cancel()
-            slot = run.slot
-            if slot.spec.gen == run.spec.gen and self._by_id.get(slot.id) is slot:
-                self._schedule.finished(slot.id, now)
+            if run.slot.spec.gen == run.spec.gen:          # not removed or re-probed meanwhile
+                self._schedule.finished(run.slot.id, now)
         tasks = list(self._tasks)
         for t in tasks:
             t.cancel()
@@ -302,6 +301,7 @@ class HealthRunner:
         for target in [t for t in self._slots if t not in wanted]:
             slot = self._slots.pop(target)
             del self._by_id[slot.id]
+            slot.spec = _replace_gen(slot.spec, next(self._gen))   # what it queued or runs: stale
             self._policy.forget(target)
             self._schedule.remove(slot.id)
 
@@ -401,14 +401,14 @@ class HealthRunner:
             reap_ready()
 
     def _pump_queue(self) -> None:
-        queue, loop, inflight, tasks, by_id = self._queue, None, self._inflight, self._tasks, self._by_id
-        max_running, bucket = self._max_running, self._bucket
+        queue, loop, inflight, tasks = self._queue, None, self._inflight, self._tasks
+        max_running, bucket, clock = self._max_running, self._bucket, self._clock
         while queue and len(tasks) + len(inflight) < max_running:
             slot, spec = queue[0]
-            if slot.spec.gen != spec.gen or by_id.get(slot.id) is not slot:
+            if slot.spec.gen != spec.gen:
                 queue.popleft()              # removed or re-probed while queued
                 continue
-            if bucket is not None and not bucket.take(self._clock()):
+            if bucket is not None and not bucket.take(clock()):
                 if self._pump_timer is None:
                     self._pump_timer = asyncio.get_running_loop().call_later(bucket.wait(), self._pump_later)
                 return
@@ -444,7 +444,7 @@ class HealthRunner:
         try:
             result = await self._probe(spec.check, spec.host, spec.port, self._clients)
         except asyncio.CancelledError:
-            if slot.spec.gen == spec.gen and self._by_id.get(slot.id) is slot:
+            if slot.spec.gen == spec.gen:    # not removed or re-probed meanwhile
                 self._schedule.finished(slot.id, self._clock())
             raise
         except Exception as exc:     # a probe must not raise; if one does, it failed
@@ -452,12 +452,11 @@ class HealthRunner:
         self._complete(slot, spec, result)
 
     def _complete(self, slot: _Slot, spec: _Spec, result: ProbeResult) -> None:
-        if slot.spec.gen != spec.gen or self._by_id.get(slot.id) is not slot:
+        if slot.spec.gen != spec.gen:
             return                           # removed or re-probed while it ran
         now = self._clock()
         self._totals.count(result)
-        # ``HealthPolicy.record`` without its lookup: hashing the target's ipaddress
-        # objects cost more than the rise/fall step itself.
+        # ``HealthPolicy.record`` without its lookup (hashing ipaddress keys cost more than rise/fall).
         health = slot.health
         weight_before = health.weight if health is not None else None
         transition = health.apply(slot.target, result, now) if health is not None and health.checked else None
@@ -466,7 +465,7 @@ class HealthRunner:
             self._totals.note_inconclusive(slot, result, now)
         elif not result.ok:
             retry = health is not None and health.state is not HealthState.DOWN
-        deadline = self._schedule.finished(slot.id, now, retry=retry)
+        deadline = self._schedule.finished(slot.id, now, retry)
         if transition is not None:
             self._report.transition(slot.spec, transition)
         elif (result.ok and health is not None and health.weight != weight_before
@@ -496,11 +495,14 @@ class _Bucket:
         self.at = now
 
     def take(self, now: float) -> bool:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        tokens = self.tokens + (now - self.at) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
         self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False
 
     def wait(self) -> float:

@@ -87,26 +87,26 @@ class RunReport:
 
 class _Slot:
     """One target's runtime: its starter, its policy record, its next deadline; and the
-    ``done`` of each of its checks (this object: no closure per check)."""
+    ``done`` of each of its checks (this object: no closure per check). The schedule
+    files the slot itself (hashed by identity): ``pop_due`` hands back what the loop
+    starts, with no lookup by key or id per check."""
 
-    __slots__ = ("loop", "id", "key", "target", "starter", "health", "due", "check")
+    __slots__ = ("loop", "key", "target", "starter", "health", "due", "check")
 
-    def __init__(self, loop: CheckLoop, sid: int, target: LoopTarget, starter: Starter,
-                 health: ServerHealth, due: float) -> None:
-        self.loop, self.id, self.key, self.target, self.starter, self.health, self.due = \
-            loop, sid, target.key, target, starter, health, due
+    def __init__(self, loop: CheckLoop, target: LoopTarget, starter: Starter, health: ServerHealth) -> None:
+        self.loop, self.key, self.target, self.starter, self.health = loop, target.key, target, starter, health
+        self.due = 0.0                        # its next deadline, once filed
         self.check: Probe | None = None       # the one running, if any
 
     def __call__(self, result: ProbeResult) -> None:
         loop = self.loop
         now = loop._now
-        health = self.health
         self.check = None
-        transition = health.apply(self.key, result, now)
+        transition = self.health.apply(self.key, result, now)
         loop._completed += 1
         loop._touched.add(self.key)
-        retry = False
         if result.inconclusive:
+            retry = False
             loop._inconclusive += 1
             loop._kinds["inconclusive"] += 1
             seen = loop._reasons.get(result.detail)
@@ -116,13 +116,15 @@ class _Slot:
                 seen[0] += 1
         else:
             loop._latencies.append(result.elapsed)
-            loop._kinds["ok" if result.ok else result_kind(result)] += 1
-        if not result.ok and not result.inconclusive:
-            loop._failed += 1
-            # The health runner's rule: confirm a failure quickly (retry_delay) until
-            # the server is down; a down server is checked at its interval.
-            retry = health.state is not HealthState.DOWN
-        due = loop._schedule.finished(self.id, now, retry=retry)
+            if result.ok:
+                retry = False                 # counted in ``kinds`` at the run's end
+            else:
+                loop._kinds[result_kind(result)] += 1
+                loop._failed += 1
+                # The health runner's rule: confirm a failure quickly (retry_delay) until
+                # the server is down; a down server is checked at its interval.
+                retry = self.health.state is not HealthState.DOWN
+        due = loop._schedule.finished(self, now, retry)
         if due is not None:
             self.due = due
             if due < loop._next:
@@ -133,7 +135,7 @@ class _Slot:
             if hurry is not None and now + hurry < loop._until:
                 loop._until = now + hurry
         if loop._completed >= loop._enough:
-            loop._stop = True
+            loop._until = -math.inf           # ``stop_run``, inlined
 
 
 class CheckLoop:
@@ -156,9 +158,7 @@ class CheckLoop:
         self._warmup = warmup
         self._policy = HealthPolicy()
         self._schedule = CheckSchedule(seed)
-        self._slots: dict[int, _Slot] = {}
         self._by_key: dict[Hashable, _Slot] = {}
-        self._ids = 0
         self._now = clock()
         starters = []
         seen: set[Hashable] = set()
@@ -171,7 +171,8 @@ class CheckLoop:
         self._next = math.inf
         self._transitions: list[Transition] = []
         self._new_tallies()
-        self._stop = False
+        # When the run ends: ``run(until=)``, sooner on a transition (``hurry``), -inf
+        # once it is to stop (``stop_run``). One test per wait ends it.
         self._until = -math.inf
         self._hurry: float | None = None
         self._enough = math.inf
@@ -189,10 +190,9 @@ class CheckLoop:
 
     def _add(self, t: LoopTarget, starter: Starter, state: HealthState | None) -> None:
         now = self._now = self.time()
-        sid = self._ids = self._ids + 1
         health = self._policy.track(t.key, t.check, now, state)
-        due = self._schedule.add(sid, t.check, now, self._warmup)
-        self._slots[sid] = self._by_key[t.key] = _Slot(self, sid, t, starter, health, due)
+        slot = self._by_key[t.key] = _Slot(self, t, starter, health)
+        slot.due = due = self._schedule.add(slot, t.check, now, self._warmup)
         if due < self._next:
             self._next = due
 
@@ -214,15 +214,15 @@ class CheckLoop:
         if _probe_of(old) == _probe_of(t):
             if t.check != old.check:
                 self._policy.retune(t.key, t.check, now)
-                self._schedule.retune(slot.id, t.check, now)
+                self._schedule.retune(slot, t.check, now)
         else:
             self._cancel(slot)
             slot.starter = starter
             self._policy.retune(t.key, t.check, now, reset=True)
             if state is not None and state is not slot.health.state:
                 slot.health.state, slot.health.changed_at = state, now
-            self._schedule.remove(slot.id)
-            slot.due = self._schedule.add(slot.id, t.check, now)
+            self._schedule.remove(slot)
+            slot.due = self._schedule.add(slot, t.check, now)
         self._rearm()
 
     def remove(self, key: Hashable) -> bool:
@@ -231,8 +231,7 @@ class CheckLoop:
         if slot is None:
             return False
         self._cancel(slot)
-        del self._slots[slot.id]
-        self._schedule.remove(slot.id)
+        self._schedule.remove(slot)
         self._policy.forget(key)
         self._rearm()
         return True
@@ -245,7 +244,7 @@ class CheckLoop:
         check, slot.check = slot.check, None
         if check is not None:
             check.cancel()
-            self._schedule.finished(slot.id, self._now)
+            self._schedule.finished(slot, self._now)
 
     def _rearm(self) -> None:
         deadline = self._schedule.next_deadline()
@@ -262,7 +261,7 @@ class CheckLoop:
 
     def due(self, key: Hashable) -> float | None:
         """When the target's next check is due (None: one runs now)."""
-        return self._schedule.deadline(self._by_key[key].id)
+        return self._schedule.deadline(self._by_key[key])
 
     def watch_input(self, fd: int, on_readable: Callable[[], None]) -> None:
         """Call ``on_readable()`` when ``fd`` is readable (the agent wrote), and end
@@ -271,7 +270,7 @@ class CheckLoop:
 
     def stop_run(self) -> None:
         """End the current ``run`` after the events in hand."""
-        self._stop = True
+        self._until = -math.inf
 
     # --- read side ---------------------------------------------------------------
 
@@ -300,52 +299,54 @@ class CheckLoop:
         are in (bounds a batch's size at high rates). Checks still running at the end
         go on in the next ``run`` (their results are recorded then); ``close()`` cancels
         them."""
-        clock, checks, schedule, slots, tick = self.time, self._checks, self._schedule, self._slots, self._tick
-        poll, dispatch, max_events = checks.poll, checks.dispatch, self.max_events
+        clock, checks, schedule, tick = self.time, self._checks, self._schedule, self._tick
+        # The epoll's own ``poll``, not ``EpollChecks.poll``, and ``_timer_at``, not the
+        # ``timer_at`` property: one call less each, once per wait (issue 13).
+        poll, dispatch, max_events = checks._ep.poll, checks.dispatch, self.max_events
+        ceil, inf = math.ceil, math.inf
         self._transitions = transitions = []
         self._new_tallies()
-        self._stop = False
         self._until, self._hurry = until, hurry
         self._enough = math.inf if enough is None else max(1, enough)
-        lateness = array("d")
+        lateness = array("d")               # and ``started`` is its length
         late = lateness.append
-        started = 0
-        now = clock()
-        while now < self._until and not self._stop:
-            self._now = now
+        # ``_next`` as last seen, and it rounded up to the tick grid: once per deadline,
+        # not once per wait.
+        seen = wake_next = None
+        now = self._now = clock()
+        while now < self._until:
             if self._next <= now:
-                for sid in schedule.pop_due(now):
-                    slot = slots[sid]
-                    t = clock()
+                for slot in schedule.pop_due(now):
+                    self._now = t = clock()
                     late(t - slot.due)
-                    started += 1
-                    self._now = t
+                    starter = slot.starter
                     try:
-                        check = slot.starter.start_on(checks, slot)
+                        # ``starter.start_on(checks, slot)``, inlined: once per check
+                        check = starter.check_type(checks, starter, slot)
                     except Exception as exc:  # a probe never raises; if one does, it failed
                         slot(ProbeResult(False, f"error: {type(exc).__name__}: {exc}", 0.0))
                         continue
-                    if not check.finished:    # not ended at once (refused, EMFILE)
+                    if check._done is not None:   # not ended at once (refused, EMFILE)
                         slot.check = check
                 deadline = schedule.next_deadline()
-                self._next = math.inf if deadline is None else deadline
-            wake = self._next
-            if tick and wake != math.inf:
-                # Up to the next tick: every check due within one tick starts in one batch.
-                wake = max(wake, math.ceil(wake / tick) * tick)
-            timer_at = checks.timer_at
-            if timer_at is not None and timer_at < wake:
-                wake = timer_at
-            if self._until < wake:
-                wake = self._until
-            ready = poll(max(0.0, wake - clock()), max_events)
+                self._next = inf if deadline is None else deadline
+            if self._next != seen:
+                seen = wake_next = self._next
+                if tick and seen != inf:
+                    # Up to the next tick: every check due within one tick starts in one batch.
+                    wake_next = max(seen, ceil(seen / tick) * tick)
+            # Wake at the first of: the next deadline, the earliest timeout, the run's end.
+            wait = min(wake_next, checks._timer_at, self._until) - clock()
+            ready = poll(wait if wait > 0.0 else 0.0, max_events)
             now = self._now = clock()
             if ready:
                 dispatch(ready, now)
-            timer_at = checks.timer_at
-            if timer_at is not None and timer_at <= now:
+            if checks._timer_at <= now:
                 checks.expire(now)
-        return RunReport(transitions, lateness, started, self._completed, self._failed, self._inconclusive,
+        ok = self._completed - self._failed - self._inconclusive
+        if ok:
+            self._kinds["ok"] += ok               # not counted one by one: once per run
+        return RunReport(transitions, lateness, len(lateness), self._completed, self._failed, self._inconclusive,
                          self._kinds, self._latencies, self._reasons, self._touched)
 
     def close(self) -> None:
@@ -369,11 +370,11 @@ class _Input:
         self.loop, self.on_readable = loop, on_readable
 
     def on_event(self, events: int, now: float) -> None:
-        self.loop._stop = True
+        self.loop.stop_run()
         self.on_readable()
 
     def fail(self, detail: str) -> None:          # on_readable raised: end the run, say so
-        self.loop._stop = True
+        self.loop.stop_run()
         raise RuntimeError(f"input handler failed: {detail}")
 
     def cancel(self) -> None:

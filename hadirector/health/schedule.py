@@ -31,6 +31,14 @@ it takes, where a heap of every target cost a push and a pop of ~15 tuple compar
 each (2.7 us per check at 20,000 targets, issue 13). The buckets themselves are in a
 small heap. Deadlines stay exact and ``pop_due`` keeps deadline order; a row later than
 ``now`` stays filed.
+
+Every filed row is live: it is the one row (``_Entry.row``) of a target whose check is
+not running. A row leaves its bucket when ``pop_due`` takes it, and when its target is
+removed or re-filed (``retune``, ``add`` again, ``finished`` twice): rare calls, which
+pay a search of one bucket. So ``next_deadline`` is the earliest row of the first
+bucket, and ``pop_due`` takes every row up to ``now``, neither of them checking a row
+(issue 13: per check, that check was most of their cost). A bucket emptied that way
+stays filed, empty, until one of them reaches it.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ Target = Hashable
 # about one bucket.
 BUCKET = 0.002
 
-Row = tuple[float, int, int, Target]       # deadline, seq, gen, target
+Row = tuple[float, int, Target]       # deadline, seq (unique: ties never compare targets), target
 
 
 @dataclass(slots=True)
@@ -57,9 +65,7 @@ class _Entry:
     interval: float
     jitter: float
     retry_delay: float | None
-    deadline: float
-    gen: int                    # bumps on every (re)schedule; stale heap rows differ
-    running: bool = False
+    row: Row | None = None      # its next check's (deadline, ...) as filed; None while one runs
     started: float | None = None
 
 
@@ -76,19 +82,22 @@ class CheckSchedule:
         return self._rng.uniform(0.0, e.jitter) if e.jitter > 0 else 0.0
 
     def _push(self, target: Target, e: _Entry, deadline: float) -> float:
-        e.gen += 1
-        e.deadline = deadline
-        self._file((deadline, next(self._seq), e.gen, target))
-        return deadline
-
-    def _file(self, row: Row) -> None:
-        k = int(row[0] // self._width)
+        """File ``target``'s next check at ``deadline``, in place of its row if it has one."""
+        if e.row is not None:
+            self._unfile(e.row)
+        e.row = row = (deadline, next(self._seq), target)
+        k = int(deadline // self._width)
         rows = self._buckets.get(k)
         if rows is None:
             self._buckets[k] = [row]
             heapq.heappush(self._keys, k)
         else:
             rows.append(row)
+        return deadline
+
+    def _unfile(self, row: Row) -> None:
+        # Its bucket is filed: a bucket goes only once empty. An emptied one stays.
+        self._buckets[int(row[0] // self._width)].remove(row)
 
     # --- membership --------------------------------------------------------------
 
@@ -99,7 +108,10 @@ class CheckSchedule:
         uniformly: started together, many targets then stay spread over the interval
         instead of probing in one burst every interval.
         """
-        e = _Entry(check.interval, max(0.0, check.jitter), check.retry_delay, now, 0)
+        old = self._entries.get(target)
+        if old is not None and old.row is not None:
+            self._unfile(old.row)               # added again: the new entry's row replaces it
+        e = _Entry(check.interval, max(0.0, check.jitter), check.retry_delay)
         self._entries[target] = e
         spread = self._rng.uniform(0.0, warmup) if warmup > 0 else 0.0
         return self._push(target, e, now + spread + self._jitter(e))
@@ -109,13 +121,14 @@ class CheckSchedule:
         e = self._entries[target]
         shorter = check.interval < e.interval
         e.interval, e.jitter, e.retry_delay = check.interval, max(0.0, check.jitter), check.retry_delay
-        if not e.running and shorter:
+        if e.row is not None and shorter:       # not running
             base = e.started if e.started is not None else now
-            self._push(target, e, min(e.deadline, max(now, base + e.interval) + self._jitter(e)))
+            self._push(target, e, min(e.row[0], max(now, base + e.interval) + self._jitter(e)))
 
     def remove(self, target: Target) -> None:
-        # Its heap rows go stale and are dropped lazily.
-        self._entries.pop(target, None)
+        e = self._entries.pop(target, None)
+        if e is not None and e.row is not None:
+            self._unfile(e.row)
 
     def __contains__(self, target: object) -> bool:
         return target in self._entries
@@ -125,52 +138,35 @@ class CheckSchedule:
 
     # --- the timer ---------------------------------------------------------------
 
-    def _valid(self, row: Row) -> bool:
-        e = self._entries.get(row[3])
-        return e is not None and not e.running and e.gen == row[2]
-
     def next_deadline(self) -> float | None:
         """The earliest deadline of a target not being checked, or None."""
-        keys, buckets, entries = self._keys, self._buckets, self._entries
+        keys, buckets = self._keys, self._buckets
         while keys:
-            k = keys[0]
-            # ``_valid``, inlined: a bucket holds a tick's worth of checks.
-            live = [row for row in buckets[k]
-                    if (e := entries.get(row[3])) is not None and not e.running and e.gen == row[2]]
-            if live:
-                buckets[k] = live           # stale rows (removed, re-filed, running) go
-                return min(live)[0]
-            heapq.heappop(keys)
-            del buckets[k]
+            rows = buckets[keys[0]]
+            if rows:
+                return min(rows)[0]             # every filed row is live
+            del buckets[heapq.heappop(keys)]
         return None
 
     def pop_due(self, now: float) -> list[Target]:
         """Targets whose checks start now, earliest first; they count as running."""
         due: list[Target] = []
         keys, buckets, entries = self._keys, self._buckets, self._entries
-        last = int(now // self._width)
-        taken: list[Row] = []
-        later: list[tuple[int, list[Row]]] = []
+        last = now // self._width
         while keys and keys[0] <= last:
-            k = heapq.heappop(keys)
-            rows = buckets.pop(k)
-            rows.sort()
-            i = len(rows)
-            while i and rows[i - 1][0] > now:   # only in the bucket that holds ``now``
-                i -= 1
-            if i < len(rows):
-                later.append((k, rows[i:]))
-                del rows[i:]
-            taken += rows
-        for k, rows in later:
-            buckets[k] = rows
-            heapq.heappush(keys, k)
-        for _deadline, _seq, gen, target in taken:
-            e = entries.get(target)             # ``_valid``, inlined: once per check
-            if e is None or e.running or e.gen != gen:
-                continue
-            e.running, e.started = True, now
-            due.append(target)
+            rows = buckets[keys[0]]
+            if len(rows) > 1:
+                rows.sort()
+            before = len(due)
+            for row in rows:
+                if row[0] > now:                # only in the bucket that holds ``now``
+                    del rows[:len(due) - before]
+                    return due
+                target = row[2]
+                e = entries[target]             # every filed row is live
+                e.row, e.started = None, now
+                due.append(target)
+            del buckets[heapq.heappop(keys)]
         return due
 
     def finished(self, target: Target, now: float, retry: bool = False) -> float | None:
@@ -181,19 +177,26 @@ class CheckSchedule:
         e = self._entries.get(target)
         if e is None:
             return None
-        e.running = False
+        if e.row is not None:                   # not running (finished twice): re-filed below
+            self._unfile(e.row)
         if retry and e.retry_delay is not None:
             base = now + e.retry_delay
         else:
-            started = e.started if e.started is not None else now
-            base = max(now, started + e.interval)
+            base = (now if e.started is None else e.started) + e.interval
+            if base < now:
+                base = now
         if e.jitter > 0:                        # ``_jitter`` and ``_push``, inlined: once per check
             base += self._rng.uniform(0.0, e.jitter)
-        e.gen += 1
-        e.deadline = base
-        self._file((base, next(self._seq), e.gen, target))
+        e.row = row = (base, next(self._seq), target)
+        k = int(base // self._width)
+        rows = self._buckets.get(k)
+        if rows is None:
+            self._buckets[k] = [row]
+            heapq.heappush(self._keys, k)
+        else:
+            rows.append(row)
         return base
 
     def deadline(self, target: Target) -> float | None:
         e = self._entries.get(target)
-        return None if e is None or e.running else e.deadline
+        return None if e is None or e.row is None else e.row[0]

@@ -690,3 +690,67 @@ async def test_http_check_reads_an_answer_that_came_with_the_connect(reply, clos
             for c in held:
                 c.close()
     assert [(r.ok, r.detail) for r in got] == [expected]
+
+
+# --- the poller -----------------------------------------------------------------------
+
+
+class _Socketed:
+    """A check as ``EpollChecks.watch`` sees it, on one end of a real socket pair: it
+    records the events handed to it, and ``then`` runs on its first one."""
+
+    __slots__ = ("_sock", "_fd", "_start", "_deadline", "events", "then", "failed")
+
+    def __init__(self, sock: socket.socket, then=None) -> None:
+        self._sock, self._fd, self.events, self.then, self.failed = sock, -1, [], then, []
+        self._start = asyncio.get_running_loop().time()
+
+    def on_event(self, events: int, now: float) -> None:
+        self.events.append(events)
+        if self.then is not None:
+            then, self.then = self.then, None
+            then()
+
+    def fail(self, detail: str) -> None:
+        self.failed.append(detail)
+
+
+async def test_an_event_for_a_descriptor_reused_within_one_batch_is_not_handed_to_its_new_check():
+    # The runner starts a check from another's ``done``: it may get the descriptor of a
+    # socket closed earlier in the same batch, whose ready event is not the new one's.
+    import select
+
+    from hadirector.health.probes import poller
+
+    p = poller(asyncio.get_running_loop())
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    spare, spare_peer = socket.socketpair()
+    reused: list[_Socketed] = []
+
+    def close_b_and_watch_a_new_socket_on_its_number():
+        fd = b.fileno()
+        p.forget(fd)
+        b.close()
+        os.dup2(spare.fileno(), fd)          # the new socket gets the freed number
+        new = _Socketed(socket.socket(fileno=fd))
+        p.watch(new, select.EPOLLIN, 60.0)
+        reused.append(new)
+
+    first = _Socketed(a, then=close_b_and_watch_a_new_socket_on_its_number)
+    second = _Socketed(b)
+    p.watch(first, select.EPOLLIN, 60.0)
+    p.watch(second, select.EPOLLIN, 60.0)
+    a_peer.send(b"x")
+    b_peer.send(b"x")
+    fd_b = b.fileno()
+    try:
+        p.dispatch([(a.fileno(), select.EPOLLIN), (fd_b, select.EPOLLIN)], 0.0)
+        assert first.events == [select.EPOLLIN]
+        assert second.events == [] and reused and reused[0].events == []
+        assert not (first.failed or second.failed or reused[0].failed)
+    finally:
+        for check in (first, second, *reused):
+            p.forget(check._fd)
+        for s in (a, a_peer, b_peer, spare, spare_peer, *(r._sock for r in reused)):
+            s.close()

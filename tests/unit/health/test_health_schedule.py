@@ -163,3 +163,66 @@ def test_pop_due_takes_exactly_the_deadlines_up_to_now_in_order_whatever_the_buc
         assert nxt is None or nxt > now
         taken += due
     assert sorted(taken) == list(range(2000))
+
+
+def test_a_target_removed_and_added_again_is_due_at_its_new_deadline_only():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=5), now=0.0)
+    s.remove(A)
+    s.add(A, check(interval=5), now=3.0)
+    assert s.next_deadline() == 3.0
+    assert s.pop_due(1.0) == []                # not at the first entry's deadline
+    assert s.pop_due(3.0) == [A]
+    assert s.pop_due(10.0) == []               # one row for it, not two
+
+
+def test_a_target_added_again_without_remove_keeps_one_deadline():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=5), now=0.0)
+    s.add(A, check(interval=5), now=2.0)
+    assert s.next_deadline() == 2.0
+    assert s.pop_due(2.0) == [A]
+    assert s.next_deadline() is None
+
+
+def test_retune_files_the_new_deadline_in_place_of_the_old_one():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=60), now=0.0)
+    s.add(B, check(interval=60), now=0.0)
+    s.pop_due(0.0)
+    s.finished(A, now=0.1)                     # A next at 60
+    s.finished(B, now=0.1)                     # B next at 60
+    s.retune(A, check(interval=1), now=0.5)    # A now at 1
+    assert s.pop_due(1.0) == [A]
+    assert s.pop_due(60.0) == [B]              # A's old deadline is gone with it
+    assert s.next_deadline() is None
+
+
+def test_finished_twice_leaves_one_deadline():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(interval=5), now=0.0)
+    s.pop_due(0.0)
+    assert s.finished(A, now=0.1) == 5.0
+    assert s.finished(A, now=0.2) == 5.0       # as if it had ended then: one row still
+    assert s.pop_due(5.0) == [A]
+    assert s.pop_due(100.0) == []
+
+
+def test_next_deadline_skips_buckets_emptied_by_removal():
+    s = CheckSchedule(seed=1)
+    s.add(A, check(), now=1.0)
+    s.add(B, check(), now=2.0)
+    s.remove(A)
+    assert s.next_deadline() == 2.0
+    assert s.pop_due(1.5) == []
+    assert s.pop_due(2.0) == [B]
+
+
+def test_pop_due_leaves_the_later_rows_of_the_bucket_that_holds_now():
+    s = CheckSchedule(seed=1, bucket=1.0)
+    s.add(A, check(), now=0.2)
+    s.add(B, check(), now=0.7)
+    s.add(C, check(), now=0.4)
+    assert s.pop_due(0.5) == [A, C]
+    assert s.next_deadline() == 0.7
+    assert s.pop_due(0.7) == [B]
