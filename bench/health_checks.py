@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import ipaddress
 import multiprocessing
 import os
@@ -462,7 +463,7 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float,
     import dataclasses
 
     from hadirector.agent.health_worker import WorkerHealthRunner     # not in --before trees
-    from hadirector.health.wire import LATE_STEP
+    from hadirector.health.wire import LATE_STEP, LATENCY_BOUNDS
     from hadirector.model import HealthEngine, HealthSettings
 
     cfg = dataclasses.replace(config_for(eps, kind, interval, timeout),
@@ -470,7 +471,7 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float,
     window = {"on": False}
     kinds: dict[str, int] = {}
     late: dict[int, int] = {}
-    latencies: list[float] = []
+    lat_counts = [0] * (len(LATENCY_BOUNDS) + 1)       # the worker sends latencies as bucket counts
     batches = {"n": 0, "checks": 0, "max": 0}
     served = [0, 0]
 
@@ -491,7 +492,9 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float,
                     kinds[k] = kinds.get(k, 0) + v
                 for k, v in batch.late.items():
                     late[k] = late.get(k, 0) + v
-                latencies.extend(batch.latencies)
+                if batch.latency:
+                    for i, c in enumerate(batch.latency):
+                        lat_counts[i] += c
             apply(batch, now)
         proc._on_batch = on_batch
         if heap is not None:
@@ -536,11 +539,22 @@ def worker_run(eps, kind: str, duration: float, interval: float, timeout: float,
         return float("nan")
     return {"wall": wall, "cpu": a_user + a_sys + w_user + w_sys, "user": a_user + w_user,
             "sys": a_sys + w_sys, "rate": done / wall, "done": done, "fail": done - kinds.get("ok", 0),
-            "reasons": {}, "p50": pct(latencies, 0.50), "p99": pct(latencies, 0.99),
+            "reasons": {}, "p50": bucket_pct(lat_counts, LATENCY_BOUNDS, 0.50),
+            "p99": bucket_pct(lat_counts, LATENCY_BOUNDS, 0.99),
             "late_p50": late_pct(0.50), "late_p99": late_pct(0.99), "gc_n": float("nan"),
             "gc_max": float("nan"), "agent_us": (a_user + a_sys) / max(1, done) * 1e6, "agent_cpu": a_user + a_sys,
             "batches": batches["n"] / wall, "batch_mean": batches["checks"] / max(1, batches["n"]),
             "batch_max": batches["max"], "served": (served[1] - served[0]) / wall}
+
+
+def bucket_pct(counts, bounds, q: float) -> float:
+    """The upper bound of the bucket that holds the ``q`` quantile (inf: over the last)."""
+    total, acc = sum(counts), 0
+    for i, c in enumerate(counts):
+        acc += c
+        if total and acc >= q * total:
+            return bounds[i] if i < len(bounds) else math.inf
+    return float("nan")
 
 
 def ms(seconds: float) -> str:

@@ -90,12 +90,12 @@ class CheckTotals:
         if not result.inconclusive:         # how long the server took; this did not reach it
             self.latency.observe(result.elapsed)
 
-    def add(self, kinds: dict[str, int], latencies: Iterable[float]) -> None:
-        """A checker worker's batch: results by kind, the latency of the conclusive ones."""
+    def add(self, kinds: dict[str, int], latency: tuple[int, ...], latency_sum: float) -> None:
+        """A checker worker's batch: results by kind, the latencies of the conclusive ones
+        as counts per bucket (``wire.latency_counts``) and their sum."""
         self.kinds.update(kinds)
-        observe = self.latency.observe
-        for x in latencies:
-            observe(x)
+        if latency:
+            self.latency.merge(latency, latency_sum)
 
     def note_inconclusive(self, slot: _Slot, result: ProbeResult, now: float, n: int = 1) -> None:
         """``n`` such results (a worker's batch counts them by reason)."""

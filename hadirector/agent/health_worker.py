@@ -197,7 +197,7 @@ class WorkerTargets:
             if h.adopt(transition):
                 self._report.transition(slot.spec, transition)
         totals = self._totals
-        totals.add(batch.kinds or {}, batch.latencies)
+        totals.add(batch.kinds or {}, batch.latency, batch.latency_sum)
         for reason, (n, sid) in (batch.inconclusive or {}).items():
             slot = self._by_id.get(sid)
             if slot is not None:

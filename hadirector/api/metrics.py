@@ -73,6 +73,16 @@ class Histogram:
         self._count += 1
         self._sum += value
 
+    def merge(self, counts: Sequence[int], total: float) -> None:
+        """Add values counted elsewhere: ``counts`` per bucket of these bounds, then the
+        count beyond the last (``health.wire.latency_counts``: a checker worker's)."""
+        if len(counts) != len(self._counts) + 1:
+            raise ValueError(f"{len(counts)} counts for {len(self._counts)} bounds and the overflow")
+        for i, n in enumerate(counts[:-1]):
+            self._counts[i] += n
+        self._count += sum(counts)
+        self._sum += total
+
     def snapshot(self) -> HistogramSnapshot:
         # Imported here: the health runner builds a Histogram before the VRRP machines
         # start, and the status model is ~0.25 s of an emulated guest's start-up.

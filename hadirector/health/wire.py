@@ -37,10 +37,12 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from hadirector.api.metrics import DEFAULT_LATENCY_BUCKETS
 from hadirector.model import HealthCheck, HealthState, HttpProbe, StatusRange, TcpProbe
 
 # A frame's body, bytes. Senders split long lists (``CHUNK`` items a frame) to stay
@@ -49,6 +51,21 @@ MAX_FRAME = 1 << 20
 CHUNK = 1000
 # A batch's lateness (check start - its deadline) is counted in steps of this (seconds).
 LATE_STEP = 0.0001
+# Probe latencies travel as counts per bucket of the agent's histogram (and their sum):
+# every latency as a number cost the agent ~40 bytecodes per check to check and observe,
+# the most of its share under emulation (the kernel lab, issue 13).
+LATENCY_BOUNDS = DEFAULT_LATENCY_BUCKETS
+
+
+def latency_counts(latencies: Iterable[float]) -> tuple[tuple[int, ...], float]:
+    """``latencies`` as (count per bucket of ``LATENCY_BOUNDS``, then over the last; sum)."""
+    counts = [0] * (len(LATENCY_BOUNDS) + 1)
+    total = 0.0
+    bounds = LATENCY_BOUNDS
+    for x in latencies:
+        counts[bisect_left(bounds, x)] += 1     # "le" buckets, as Histogram.observe
+        total += x
+    return tuple(counts), total
 HEADER = struct.Struct(">I")
 
 _STATES = {s.value: s for s in HealthState}
@@ -317,7 +334,8 @@ class Batch:
     transitions: tuple[WireTransition, ...] = ()
     kinds: Mapping[str, int] | None = None          # results by kind (ok, fail, ...)
     inconclusive: Mapping[str, tuple[int, int]] | None = None   # reason -> (count, an id)
-    latencies: tuple[float, ...] = ()               # of the conclusive results, seconds
+    latency: tuple[int, ...] = ()                   # of the conclusive results: ``latency_counts``
+    latency_sum: float = 0.0                        # seconds
     rows: tuple[Row, ...] = ()
     late: Mapping[int, int] | None = None           # lateness // LATE_STEP -> checks started
 
@@ -329,13 +347,14 @@ class Batch:
                    for t in self.transitions],
             "kinds": dict(self.kinds or {}),
             "inc": {r: list(v) for r, v in (self.inconclusive or {}).items()},
-            "lat": [round(x, 6) for x in self.latencies],
+            "lat": list(self.latency),
+            "lsum": round(self.latency_sum, 6),
             "rows": [_row_json(r) for r in self.rows[:CHUNK]],
             "late": {str(k): n for k, n in (self.late or {}).items()},
         }
         out = [encode(msg)]
         for i in range(CHUNK, len(self.rows), CHUNK):
-            out.append(encode({"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "late": {},
+            out.append(encode({"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "lsum": 0.0, "late": {},
                                "rows": [_row_json(r) for r in self.rows[i:i + CHUNK]]}))
         return out
 
@@ -365,16 +384,18 @@ class Batch:
                 raise FrameError(f"{where}: inconclusive {reason!r} is {v!r}, not [count, id]")
             inc[reason] = (v[0], v[1])
         lat = _need(msg, "lat", list, where)
-        for x in lat:
-            if type(x) not in _NUM or not 0 <= x < math.inf:
-                raise FrameError(f"{where}: latency {x!r} is not a number >= 0")
+        if lat and (len(lat) != len(LATENCY_BOUNDS) + 1
+                    or not all(type(n) is int and n >= 0 for n in lat)):
+            raise FrameError(f"{where}: latency counts {lat!r} are not {len(LATENCY_BOUNDS) + 1}"
+                             " integers >= 0")
+        lsum = _number(msg, "lsum", where)
         rows = tuple(_row(r, where) for r in _need(msg, "rows", list, where))
         late = {}
         for k, n in _need(msg, "late", dict, where).items():
             if not k.isdigit() or not isinstance(n, int) or isinstance(n, bool) or n < 0:
                 raise FrameError(f"{where}: lateness {k!r}: {n!r} is not a step and a count >= 0")
             late[int(k)] = n
-        return cls(tuple(trs), kinds, inc, tuple(float(x) for x in lat), rows, late)
+        return cls(tuple(trs), kinds, inc, tuple(lat), float(lsum), rows, late)
 
 
 def _row_json(r: Row) -> list:

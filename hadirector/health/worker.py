@@ -51,7 +51,7 @@ from collections.abc import Callable
 from hadirector.health.checkloop import CheckLoop, LoopTarget
 from hadirector.health.policy import HealthState
 from hadirector.health.wire import (
-    LATE_STEP, Batch, FrameError, FrameReader, Row, WireTarget, WireTransition,
+    LATE_STEP, Batch, FrameError, FrameReader, Row, WireTarget, WireTransition, latency_counts,
 )
 
 FLUSH = 0.02            # seconds: the longest a transition waits in the worker
@@ -225,8 +225,8 @@ class Worker:
             for t in report.transitions if t.target in gens)
         inconclusive = {r: (n, key) for r, (n, key) in report.reasons.items()}
         late = collections.Counter(int(x / LATE_STEP) for x in report.lateness)
-        batch = Batch(transitions, dict(report.kinds), inconclusive, tuple(report.latencies), tuple(rows),
-                      late)
+        counts, total = latency_counts(report.latencies) if report.latencies else ((), 0.0)
+        batch = Batch(transitions, dict(report.kinds), inconclusive, counts, total, tuple(rows), late)
         for frame in batch.frames():
             self._write(frame)
 

@@ -11,8 +11,8 @@ import struct
 import pytest
 
 from hadirector.health.wire import (
-    CHUNK, MAX_FRAME, Batch, FrameError, FrameReader, Row, WireTarget, WireTransition, diff, encode,
-    put_frames, runs_in_worker, wire_target,
+    CHUNK, LATENCY_BOUNDS, MAX_FRAME, Batch, FrameError, FrameReader, Row, WireTarget, WireTransition, diff, encode,
+    latency_counts, put_frames, runs_in_worker, wire_target,
 )
 from hadirector.model import HealthCheck, HealthState, HttpProbe, ScriptProbe, StatusRange, TcpProbe
 
@@ -146,12 +146,24 @@ def test_many_targets_go_in_frames_of_at_most_chunk_each_all_under_the_limit():
 
 def test_a_batch_survives_the_wire():
     b = Batch((WireTransition(3, 2, DOWN, "refused", 0.000123, 3, 0.004),),
-              {"ok": 5, "fail": 3}, {"emfile": (4, 9)}, (0.001, 0.002),
+              {"ok": 5, "fail": 3}, {"emfile": (4, 9)}, *latency_counts((0.001, 0.002, 30.0)),
               (Row(3, 2, 10, 0, 3, 4, False, "refused", 0.0001, False, 0.004, 0.9),
                Row(9, 1, 1, 1, 0, 4, False, "emfile", 0.0, True, 0.1, None)), {0: 7, 12: 1})
     r = FrameReader()
     (msg,) = [m for f in b.frames() for m in r.feed(f)]
     assert Batch.from_json(msg) == b
+
+
+def test_latencies_are_counted_in_the_agents_histogram_buckets_le_as_observe_does():
+    from hadirector.api.metrics import Histogram
+    values = (0.0005, 0.0006, 0.001, 0.3, 10.0, 11.0)
+    h, merged = Histogram(), Histogram()
+    for x in values:
+        h.observe(x)
+    merged.merge(*latency_counts(values))
+    assert merged.snapshot() == h.snapshot()
+    counts, total = latency_counts(values)
+    assert counts[0] == 1 and counts[-1] == 1 and total == sum(values)
 
 
 def test_a_batch_with_more_rows_than_a_chunk_goes_in_several_frames():
@@ -169,12 +181,15 @@ def test_a_batch_with_more_rows_than_a_chunk_goes_in_several_frames():
     ({"tr": [[1, 1, "left", "x", 0.1, 1, 0.0]]}, r"transition of 1: state 'left'"),
     ({"kinds": {"ok": -1}}, r"count of 'ok' is -1"),
     ({"inc": {"emfile": 3}}, r"inconclusive 'emfile' is 3, not \[count, id\]"),
-    ({"lat": ["fast"]}, r"latency 'fast' is not a number"),
+    ({"lat": ["fast"] * (len(LATENCY_BOUNDS) + 1)}, r"latency counts \['fast', .* are not 15 integers >= 0"),
+    ({"lat": [1, 2]}, r"latency counts \[1, 2\] are not 15 integers >= 0"),
+    ({"lat": [0] * len(LATENCY_BOUNDS) + [-1]}, r"latency counts .* are not 15 integers >= 0"),
+    ({"lsum": -1.0}, r"'lsum' is -1.0, not a number >= 0"),
     ({"rows": [[1, 1, 1]]}, r"row \[1, 1, 1\] is not a list of 12"),
     ({"rows": None}, r"'rows' is NoneType, not list"),
     ({"late": {"-1": 2}}, r"lateness '-1': 2 is not a step and a count"),
 ])
 def test_a_bad_batch_is_refused_naming_the_field(patch, match):
-    msg = {"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "rows": [], "late": {}, **patch}
+    msg = {"t": "batch", "tr": [], "kinds": {}, "inc": {}, "lat": [], "lsum": 0.0, "rows": [], "late": {}, **patch}
     with pytest.raises(FrameError, match=match):
         Batch.from_json(msg)
