@@ -152,6 +152,7 @@ class Agent:
         self._watchdog: asyncio.Task | None = None
         self.started = False
         self._stopped = False
+        self._settled = asyncio.Event()     # set once started, or stopping: a reload waits for it
         # state.json is written from the machines' start on (see _record_status).
         self._writes_state = False
         self.state_path = os.path.join(config.node.state_dir, "state.json")
@@ -246,6 +247,7 @@ class Agent:
         for comp in self.components:
             await comp.start(self)
         self.started = True
+        self._settled.set()
         heap.settle()        # what the config built lives on: out of the GC's full passes
         self.write_state()
         self._spawn(self._refresh_state_loop(), "state_refresh")
@@ -267,6 +269,7 @@ class Agent:
         if self._stopped or (not self.executor.runtimes and not self.started):
             return
         self._stopped = True
+        self._settled.set()
         self._writes_state = True
         self.executor.stopping()
         self.systemd.stopping()

@@ -88,6 +88,11 @@ class Reloader:
         for w in warnings:      # valid, so applied; as at start-up (agent/cli.py)
             agent.log.warning("config.warned", file=w.source, line=w.line, column=w.column, key=w.path,
                               detail=w.message, reason="config_warning")
+        if not agent.started and not agent._stopped:
+            # A SIGHUP while the components still start (seconds on a loaded or emulated
+            # machine, after the election) is applied once they have, not refused and lost.
+            agent.log.info("agent.reload_deferred", reason="starting", trigger=trigger)
+            await agent._settled.wait()
         if not agent.started or agent._stopped:
             return self._refused(trigger, "not_running", ("the agent is not running",), t0)
         old = agent.config

@@ -270,7 +270,15 @@ def test_sigterm_keeps_or_removes_the_ipvs_entries_as_lvs_on_shutdown_says(base)
     # A restarted agent with the same config finds its table and writes nothing.
     agent.start()
     wait_for(lambda: agent.role() == "MASTER", START_TIMEOUT, interval=0.2, what="MASTER again")
-    time.sleep(3.0)
+
+    def restarted() -> bool:
+        # agent.started follows MASTER once the components have started: seconds under
+        # emulation on a loaded machine (3 s were not always enough).
+        lab.events("agent.stopped")
+        stops = [i for i, e in enumerate(lab.log) if e.get("event") == "agent.stopped"]
+        return any(e.get("event") == "agent.started" for e in lab.log[stops[-1] + 1:])
+    wait_for(restarted, START_TIMEOUT, interval=0.5, what="agent.started again")
+    time.sleep(3.0)                   # anything it would write late comes within this
     lab.events("agent.stopped")
     # Everything the second run logged (its start-up sync and election come before its
     # agent.started line: the LVS component starts after the machines).

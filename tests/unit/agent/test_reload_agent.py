@@ -136,6 +136,41 @@ async def test_an_invalid_config_is_refused_with_its_file_and_line_and_nothing_c
     await rig.agent.stop()
 
 
+class SlowStart(Recorder):
+    """A component whose start waits for ``gate``: the agent is past its election but not
+    started yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.starting = asyncio.Event()
+
+    async def start(self, agent) -> None:
+        self.starting.set()
+        await self.gate.wait()
+
+
+async def test_a_reload_during_start_up_is_applied_once_started_not_refused(tmp_path):
+    rig = Rig(tmp_path, yaml_text(tmp_path, VI_1))
+    slow = SlowStart()
+    rig.agent.components.append(slow)
+    start = asyncio.create_task(rig.agent.start())
+    await asyncio.wait_for(slow.starting.wait(), 5)
+    rig.path.write_text(yaml_text(tmp_path, VI_1.replace("priority: 100", "priority: 120")))
+    with capture_logs() as logs:
+        reload = asyncio.create_task(rig.agent.reload_async("sighup"))
+        await asyncio.sleep(0.2)
+        assert not reload.done() and not rig.agent.started
+        slow.gate.set()
+        await start
+        result = await asyncio.wait_for(reload, 5)
+    assert result.ok and result.generation == 2, result
+    assert rig.agent.config.vrrp_instances[0].priority == 120
+    (deferred,) = [e for e in logs if e["event"] == "agent.reload_deferred"]
+    assert (deferred["reason"], deferred["trigger"]) == ("starting", "sighup")
+    await rig.agent.stop()
+
+
 async def test_an_unreadable_config_is_refused(tmp_path):
     rig = await masters(tmp_path, VI_1)
     rig.path.unlink()
