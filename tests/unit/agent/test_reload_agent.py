@@ -154,12 +154,16 @@ async def test_a_reload_during_start_up_is_applied_once_started_not_refused(tmp_
     rig = Rig(tmp_path, yaml_text(tmp_path, VI_1))
     slow = SlowStart()
     rig.agent.components.append(slow)
-    start = asyncio.create_task(rig.agent.start())
-    await asyncio.wait_for(slow.starting.wait(), 5)
-    rig.path.write_text(yaml_text(tmp_path, VI_1.replace("priority: 100", "priority: 120")))
-    with capture_logs() as logs:
+    with capture_logs() as logs:        # from the start: the agent's logger is cached on first use
+        start = asyncio.create_task(rig.agent.start())
+        await asyncio.wait_for(slow.starting.wait(), 5)
+        rig.path.write_text(yaml_text(tmp_path, VI_1.replace("priority: 100", "priority: 120")))
         reload = asyncio.create_task(rig.agent.reload_async("sighup"))
-        await asyncio.sleep(0.2)
+        for _ in range(500):                # the new file read (in a thread), then it waits
+            if any(e["event"] == "agent.reload_deferred" for e in logs) or reload.done():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         assert not reload.done() and not rig.agent.started
         slow.gate.set()
         await start
