@@ -177,25 +177,15 @@ class CheckSchedule:
         e = self._entries.get(target)
         if e is None:
             return None
-        if e.row is not None:                   # not running (finished twice): re-filed below
-            self._unfile(e.row)
         if retry and e.retry_delay is not None:
             base = now + e.retry_delay
         else:
             base = (now if e.started is None else e.started) + e.interval
             if base < now:
                 base = now
-        if e.jitter > 0:                        # ``_jitter`` and ``_push``, inlined: once per check
+        if e.jitter > 0:                        # ``_jitter``, inlined: once per check
             base += self._rng.uniform(0.0, e.jitter)
-        e.row = row = (base, next(self._seq), target)
-        k = int(base // self._width)
-        rows = self._buckets.get(k)
-        if rows is None:
-            self._buckets[k] = [row]
-            heapq.heappush(self._keys, k)
-        else:
-            rows.append(row)
-        return base
+        return self._push(target, e, base)      # (finished twice: its row is replaced)
 
     def deadline(self, target: Target) -> float | None:
         e = self._entries.get(target)
