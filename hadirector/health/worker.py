@@ -11,8 +11,9 @@ One loop: ``CheckLoop.run`` until the next heartbeat (every ``ROWS_EVERY``), end
 early ``FLUSH`` after its first transition, once ``ENOUGH`` results are in, or when
 stdin is readable (``watch_input``); then the frames read are applied, then one batch is
 written if the run had results: its transitions, results by kind, their latencies as
-counts per histogram bucket (``wire.latency_counts``), inconclusive ones by reason, how late the checks started, and some targets' rows (the
-status's counters and last result). So a transition reaches the agent at most
+counts per histogram bucket (``wire.latency_counts``), inconclusive ones by reason, how
+late the checks started, and some targets' rows (the status's counters and last
+result). So a transition reaches the agent at most
 ``FLUSH`` after the result that decided it, while a quiet worker writes once a
 heartbeat: at 100 checks/s a batch every 20 ms cost the agent ~150 us per check in
 wake-ups and decoding (bench/health_checks.py, issue 13), more than the check. Every
