@@ -22,7 +22,8 @@ to its hard limit. All traffic stays on loopback; each run is bounded in time.
 
 ``--before REV`` also runs the product code of git revision REV (``hadirector/``
 exported to a temporary directory beside this bench, so both are measured by the same
-instrumentation; REV needs the runner's ``prepare=`` and ``tick=``, 5becf3a or later), as a
+instrumentation; REV needs the runner's ``prepare=``, 5becf3a or later, and ``--grid`` its
+``grid=``, session 11), as a
 child process right before each run of this tree, so old and new code meet the same
 machine state; the last table (markdown, for bench/README.md) gives per kind and size:
 checks/s sustained, CPU us per check (user + sys), checks per core-second, lateness
@@ -214,7 +215,7 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0, tick=None) -> dict:
+async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=0.0, grid=None) -> dict:
     cfg = config_for(eps, kind, interval, timeout)
     loop = asyncio.get_running_loop()
     window = {"on": False}
@@ -261,8 +262,8 @@ async def measure(eps, kind, duration, interval, timeout, concurrency, max_rate=
         return None if starter is None else Timed(starter, addr, port)
 
     kw = {"prepare": prepare}
-    if tick is not None:
-        kw["tick"] = tick
+    if grid is not None:
+        kw["grid"] = grid
     runner = HealthRunner(cfg, None, probe=probe, max_concurrency=concurrency, max_rate=max_rate,
                           seed=1, warmup=interval, **kw)
     if heap is not None:
@@ -591,7 +592,7 @@ def run_one(kind: str, n: int, args, floor: bool = False, engine: str = "runner"
         else:
             with asyncio.Runner(loop_factory=factory) as runner:
                 res = runner.run(measure(eps, kind, args.duration, args.interval, args.timeout,
-                                         args.concurrency, args.max_rate, args.tick))
+                                         args.concurrency, args.max_rate, args.grid))
         srv = (sum(proc_cpu(p.pid) for p in procs) - srv0) / (res["wall"] + (0 if floor else args.interval * 1.5))
     finally:
         stop_servers(procs, stop)
@@ -681,7 +682,8 @@ def main(argv=None) -> int:
                     help="HealthRunner max_rate (checks started per second); 0 = no cap, to"
                          " measure capacity (the runner's default is 5000)")
     ap.add_argument("--server-procs", type=int, default=2)
-    ap.add_argument("--tick", type=float, default=None, help="HealthRunner tick (s); default: the runner's")
+    ap.add_argument("--grid", type=float, default=None,
+                    help="HealthRunner deadline grid (s; 0: exact deadlines); default: it follows the rate")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
                     help="event loop of this tree's runs (uvloop: if importable)")
     ap.add_argument("--floor", action="store_true",

@@ -55,7 +55,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
-import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -93,10 +92,6 @@ DEFAULT_MAX_CONCURRENCY = 512
 # on a loopback bench that bills the server's kernel half to the checker too
 # (bench/health_checks.py, issue 13), so this keeps checks to half a core at most.
 DEFAULT_MAX_RATE = 5000.0
-# The runner's timer fires on a grid of this step: checks due within one tick start
-# together, so 10,000 checks a second cost 500 timer calls, not 10,000; a check starts
-# at most this much late on its own account.
-TICK = 0.002
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
@@ -194,7 +189,7 @@ class HealthRunner:
                  max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
                  max_rate: float | None = DEFAULT_MAX_RATE, seed: int | None = None,
                  probe: ProbeFn = run_check, wall_clock: Callable[[], float] = time.time,
-                 warmup: float = 0.0, prepare: PrepareFn | None = None, tick: float = TICK) -> None:
+                 warmup: float = 0.0, prepare: PrepareFn | None = None, grid: float | None = None) -> None:
         self._report = Reporter(on_transition)
         self._clock = clock or time.monotonic
         self._wall = wall_clock
@@ -204,9 +199,10 @@ class HealthRunner:
         # callback checks in flight (from just before their start)
         self._inflight: set[_Run] = set()
         self._pumping = False
-        self._tick = max(0.0, tick)
         self._policy = HealthPolicy()
-        self._schedule = CheckSchedule(seed)
+        # Deadlines on the schedule's grid (``schedule.grid_for``): checks due together
+        # start in one timer call, so 10,000 checks a second cost 500 of them, not 10,000.
+        self._schedule = CheckSchedule(seed, grid=grid)
         self._slots: dict[Target, _Slot] = {}
         self._by_id: dict[int, _Slot] = {}
         self._ids = itertools.count(1)
@@ -356,9 +352,6 @@ class HealthRunner:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
             return
-        if self._tick:
-            # Up to the next tick: every check due in one tick starts in one timer call.
-            deadline = max(deadline, math.ceil(deadline / self._tick) * self._tick)
         if self._timer is not None and self._timer_at is not None and self._timer_at <= deadline:
             return                       # fires earlier; it re-arms then
         if self._timer is not None:

@@ -60,27 +60,25 @@ class Histogram:
         if list(bounds) != sorted(set(bounds)):
             raise ValueError("histogram bounds must be strictly increasing")
         self._bounds = tuple(float(b) for b in bounds)
-        self._counts = [0] * len(self._bounds)   # per bucket, not cumulative
-        self._count = 0
+        # Per bucket, not cumulative; the last one counts values beyond every bound, so
+        # an observation is one index and no test (a health check's latency: per check).
+        self._counts = [0] * (len(self._bounds) + 1)
         self._sum = 0.0
 
     def observe(self, value: float) -> None:
         # Prometheus buckets are "less than or equal": bisect_left puts a value equal
         # to a bound in that bound's bucket.
-        i = bisect.bisect_left(self._bounds, value)
-        if i < len(self._counts):
-            self._counts[i] += 1
-        self._count += 1
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
         self._sum += value
 
     def merge(self, counts: Sequence[int], total: float) -> None:
         """Add values counted elsewhere: ``counts`` per bucket of these bounds, then the
         count beyond the last (``health.wire.latency_counts``: a checker worker's)."""
-        if len(counts) != len(self._counts) + 1:
-            raise ValueError(f"{len(counts)} counts for {len(self._counts)} bounds and the overflow")
-        for i, n in enumerate(counts[:-1]):
-            self._counts[i] += n
-        self._count += sum(counts)
+        mine = self._counts
+        if len(counts) != len(mine):
+            raise ValueError(f"{len(counts)} counts for {len(mine) - 1} bounds and the overflow")
+        for i, n in enumerate(counts):
+            mine[i] += n
         self._sum += total
 
     def snapshot(self) -> HistogramSnapshot:
@@ -92,7 +90,7 @@ class Histogram:
         for bound, n in zip(self._bounds, self._counts):
             running += n
             cumulative.append((bound, running))
-        return HistogramSnapshot(buckets=tuple(cumulative), count=self._count, sum=self._sum)
+        return HistogramSnapshot(buckets=tuple(cumulative), count=running + self._counts[-1], sum=self._sum)
 
 
 # --- text format primitives ------------------------------------------------------

@@ -19,8 +19,8 @@ Nothing is written twice. ``CheckLoop`` owns:
   (``HttpResponse``) and the same inconclusive errnos (EMFILE, ENFILE, ENOBUFS, ENOMEM);
 * ``schedule.CheckSchedule`` for when each check is due and ``policy.HealthPolicy`` for
   rise/fall, as the health runner uses them;
-* one loop: start the checks due (on a ``tick`` grid, as the runner's timer, so the
-  checks due within one tick start together), then one ``epoll_wait`` until the next
+* one loop: start the checks due (their deadlines on the schedule's grid, as the
+  runner's, so checks due together start together), then one ``epoll_wait`` until the next
   deadline, the earliest timeout or ``until``, hand what is ready to its checks, fail
   what timed out. No event-loop iteration, task, future, timer handle or callback
   queue per check: per check that leaves the system calls and the check objects.
@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 from hadirector.health.policy import HealthPolicy, HealthState, ProbeResult, ServerHealth, Transition, result_kind
 from hadirector.health.probes import EpollChecks, Probe, Starter, prepare_probe
-from hadirector.health.schedule import BUCKET, CheckSchedule
+from hadirector.health.schedule import CheckSchedule
 from hadirector.model import HealthCheck, HttpProbe, TcpProbe
 
 
@@ -141,8 +141,8 @@ class _Slot:
 class CheckLoop:
     """Checks ``targets`` (TCP and plain HTTP) from one thread, with no event loop.
 
-    ``clock`` is monotonic seconds (``until`` is in it); ``tick`` the grid on which due
-    checks start together (0: each at its own deadline); ``warmup`` spreads the first
+    ``clock`` is monotonic seconds (``until`` is in it); ``grid`` the schedule's
+    deadline grid (None: it follows the rate, ``schedule.grid_for``; 0: exact deadlines); ``warmup`` spreads the first
     checks over that long (keepalived's name, as the runner's); ``seed`` the schedule's
     jitter; ``max_events`` the events one ``epoll_wait`` hands over (``MAX_EVENTS``).
     Raises ``ValueError`` naming the first target that cannot run here, and
@@ -150,14 +150,13 @@ class CheckLoop:
     """
 
     def __init__(self, targets: Iterable[LoopTarget], *, clock: Callable[[], float] = time.monotonic,
-                 tick: float = BUCKET, warmup: float = 0.0, seed: int | None = None,
+                 grid: float | None = None, warmup: float = 0.0, seed: int | None = None,
                  max_events: int = MAX_EVENTS) -> None:
         self.time = clock                    # what the checks read (``EpollChecks``' loop)
         self.max_events = max_events
-        self._tick = max(0.0, tick)
         self._warmup = warmup
         self._policy = HealthPolicy()
-        self._schedule = CheckSchedule(seed)
+        self._schedule = CheckSchedule(seed, grid=grid)
         self._by_key: dict[Hashable, _Slot] = {}
         self._now = clock()
         starters = []
@@ -299,20 +298,17 @@ class CheckLoop:
         are in (bounds a batch's size at high rates). Checks still running at the end
         go on in the next ``run`` (their results are recorded then); ``close()`` cancels
         them."""
-        clock, checks, schedule, tick = self.time, self._checks, self._schedule, self._tick
+        clock, checks, schedule = self.time, self._checks, self._schedule
         # The epoll's own ``poll``, not ``EpollChecks.poll``, and ``_timer_at``, not the
         # ``timer_at`` property: one call less each, once per wait (issue 13).
         poll, dispatch, max_events = checks._ep.poll, checks.dispatch, self.max_events
-        ceil, inf = math.ceil, math.inf
+        inf = math.inf
         self._transitions = transitions = []
         self._new_tallies()
         self._until, self._hurry = until, hurry
         self._enough = math.inf if enough is None else max(1, enough)
         lateness = array("d")               # and ``started`` is its length
         late = lateness.append
-        # ``_next`` as last seen, and it rounded up to the tick grid: once per deadline,
-        # not once per wait.
-        seen = wake_next = None
         now = self._now = clock()
         while now < self._until:
             if self._next <= now:
@@ -330,13 +326,8 @@ class CheckLoop:
                         slot.check = check
                 deadline = schedule.next_deadline()
                 self._next = inf if deadline is None else deadline
-            if self._next != seen:
-                seen = wake_next = self._next
-                if tick and seen != inf:
-                    # Up to the next tick: every check due within one tick starts in one batch.
-                    wake_next = max(seen, ceil(seen / tick) * tick)
             # Wake at the first of: the next deadline, the earliest timeout, the run's end.
-            wait = min(wake_next, checks._timer_at, self._until) - clock()
+            wait = min(self._next, checks._timer_at, self._until) - clock()
             ready = poll(wait if wait > 0.0 else 0.0, max_events)
             now = self._now = clock()
             if ready:

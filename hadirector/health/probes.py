@@ -570,12 +570,18 @@ class HttpRules:
     each final status seen so far -- ``HttpProbe.accepts`` scans the configured ranges,
     a dict lookup does not (issue 13: once per check)."""
 
-    __slots__ = ("probe", "body_needed", "statuses")
+    __slots__ = ("probe", "body_needed", "statuses", "heads")
 
     def __init__(self, probe: HttpProbe) -> None:
         self.probe = probe
         self.body_needed = probe.body_regex is not None or probe.digest is not None
         self.statuses: dict[int, tuple[bool, str]] = {}
+        # The verdict of a response that starts with these 13 bytes, a plain final
+        # status line (``HTTP/1.1 200 ``) whose verdict needs no body: learnt by
+        # ``HttpResponse`` from the first such response, then ``HttpCheck`` judges a
+        # whole head in one read by a lookup, with no parser (issue 13: once per check).
+        # At most ten versions x 1,000 statuses.
+        self.heads: dict[bytes, tuple[bool, str]] = {}
 
     def status(self, status: int) -> tuple[bool, str]:
         """The verdict on a final ``status`` before any body is read."""
@@ -588,6 +594,8 @@ class HttpRules:
 # A status line as ``split(None, 2)`` reads it: a first word that starts with HTTP/1.,
 # then a second one of exactly three digits (bytes: ASCII whitespace and digits only).
 _STATUS_LINE = re.compile(rb"\s*HTTP/1\.\S*\s+(\d\d\d)(?:\s|\Z)")
+# A status line ``HttpRules.heads`` may learn: exactly 13 bytes decide its status.
+_PLAIN_STATUS_LINE = re.compile(rb"HTTP/1\.[0-9] [0-9]{3} ")
 
 
 class HttpResponse:
@@ -641,6 +649,8 @@ class HttpResponse:
             verdict = rules.status(status)   # (never an interim one: that test runs once)
         self._status = status
         if not verdict[0] or not rules.body_needed:
+            if _PLAIN_STATUS_LINE.match(line):
+                rules.heads[line[:13]] = verdict
             return verdict
         if status == 101 or status in (204, 304):
             self._length = 0
@@ -722,11 +732,12 @@ class HttpCheck(_Check):
     and the event that completes the connect reads too when it already says readable
     (a server that answered or closed at once)."""
 
-    __slots__ = ("_out", "_resp")
+    __slots__ = ("_out", "_resp", "_rules")
     _EVENTS = _HTTP_EVENTS
 
     def __init__(self, poller: EpollChecks, target: HttpTarget, done: Done) -> None:
-        self._resp = HttpResponse(target.probe, target.rules)
+        self._resp: HttpResponse | None = None    # made by a first read the lookup cannot judge
+        self._rules = target.rules
         self._out = target.request
         _Check.__init__(self, poller, target, done)
 
@@ -758,7 +769,16 @@ class HttpCheck(_Check):
             except OSError as exc:
                 self._finish(os_result(exc, now - self._start))
                 return
-            verdict = self._resp.feed(data) if data else self._resp.eof()
+            resp = self._resp
+            if resp is None:
+                # A whole head in the first read, with a status line seen before: its
+                # verdict by lookup (``HttpRules.heads``). Anything else: the parser.
+                verdict = self._rules.heads.get(data[:13])
+                if verdict is None or b"\r\n\r\n" not in data:
+                    self._resp = resp = HttpResponse(self._rules.probe, self._rules)
+                    verdict = resp.feed(data) if data else resp.eof()
+            else:
+                verdict = resp.feed(data) if data else resp.eof()
             if verdict is not None:
                 # ``_finish`` and ``_close``, inlined: once per check (see TcpCheck.on_event).
                 del self._poller._checks[self._fd]

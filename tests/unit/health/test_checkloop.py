@@ -349,14 +349,33 @@ def test_a_target_put_with_a_state_starts_there_and_rise_fall_apply_from_it():
     assert (t.old, t.new, t.count) == (UP, DOWN, 3)
 
 
+def connected_to(port: int) -> set[int]:
+    """This process's descriptors connected to ``port`` (not the server thread's own
+    ends: counting every descriptor raced the thread closing its side)."""
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            s = socket.socket(fileno=int(name))
+        except OSError:
+            continue                        # not a socket, or already closed
+        try:
+            if s.getpeername()[1] == port and s.getsockname()[1] != port:
+                out.add(int(name))
+        except (OSError, IndexError, TypeError):
+            pass
+        finally:
+            s.detach()
+    return out
+
+
 def test_a_removed_target_is_not_checked_again_and_its_running_check_is_cancelled():
     with LoopbackServer("silent") as srv, CheckLoop([LoopTarget("rs1", http(timeout=5.0), "127.0.0.1",
                                                                 srv.port)]) as loop:
         first = loop.run(until=time.monotonic() + 0.1)
         assert (first.started, first.completed) == (1, 0)
-        fds = len(os.listdir("/proc/self/fd"))
+        assert len(connected_to(srv.port)) == 1
         assert loop.remove("rs1") and not loop.remove("rs1")
-        assert len(os.listdir("/proc/self/fd")) == fds - 1          # its socket is closed
+        assert connected_to(srv.port) == set()                      # its socket is closed
         later = loop.run(until=time.monotonic() + 0.2)
         assert (later.started, later.completed) == (0, 0)
         assert "rs1" not in loop and len(loop) == 0
@@ -478,3 +497,26 @@ def test_a_run_ends_once_enough_results_are_in():
     # The run ends after the event batch that brought the 6th result: a few more at most.
     assert 6 <= report.completed < 6 + 4
     assert took < SLACK
+
+
+def test_an_http_server_checked_again_is_judged_by_the_status_line_seen_before(monkeypatch):
+    from hadirector.health import probes
+
+    made = []
+    real = probes.HttpResponse
+
+    def counting(*args):
+        made.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(probes, "HttpResponse", counting)
+    with LoopbackServer("http", 200) as srv, \
+            CheckLoop([LoopTarget("rs1", http(), "127.0.0.1", srv.port)]) as loop:
+        reports = run_until(loop, lambda rs: sum(r.completed for r in rs) >= 3)
+        assert loop.state("rs1") is UP
+        # The first answer went through the parser; those after it by lookup alone.
+        assert len(made) == 1
+        srv.status = 503                          # a status not seen before: the parser
+        reports = run_until(loop, lambda rs: transitions(rs))
+    (t,) = transitions(reports)
+    assert (t.new, t.reason) == (DOWN, "status 503") and len(made) == 2

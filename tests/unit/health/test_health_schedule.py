@@ -226,3 +226,63 @@ def test_pop_due_leaves_the_later_rows_of_the_bucket_that_holds_now():
     assert s.pop_due(0.5) == [A, C]
     assert s.next_deadline() == 0.7
     assert s.pop_due(0.7) == [B]
+
+
+# -- the deadline grid (issue 13: checks due together start in one wake-up)
+
+
+def test_deadlines_fall_on_the_grid_and_a_late_start_does_not_push_the_next_one_later():
+    s = CheckSchedule(seed=1, grid=0.02)
+    assert s.add(A, check(interval=1), now=100.013) == pytest.approx(100.02)   # the nearest point
+    assert s.pop_due(100.019) == []                                              # never before it
+    assert s.pop_due(100.0275) == [A]                                            # 7.5 ms late
+    nxt = s.finished(A, 100.03)
+    assert nxt == pytest.approx(101.02), "one interval after its grid point, not after its late start"
+    assert s.pop_due(101.02) == [A]
+
+
+def test_a_retry_and_a_first_check_round_to_the_nearest_point_never_more_than_half_of_it_early():
+    s = CheckSchedule(seed=3, grid=0.02)
+    rng = random.Random(5)
+    for i in range(200):
+        now = 50.0 + rng.uniform(0, 10)
+        got = s.add(("t", i), check(interval=1, retry_delay=0.3), now=now)
+        assert abs(got / 0.02 - round(got / 0.02)) < 1e-6 and got >= now - 0.01 - 1e-9
+        s.pop_due(got)
+        retry_at = s.finished(("t", i), got + 0.005, retry=True)
+        assert abs(retry_at - (got + 0.305)) <= 0.01 + 1e-9
+
+
+def test_the_grid_follows_the_rate_about_twenty_checks_a_point_from_2_to_20_ms():
+    from hadirector.health.schedule import grid_for
+
+    assert [grid_for(r) for r in (0, 1, 100, 1000, 5000, 10_000, 20_000)] == pytest.approx(
+        [0.02, 0.02, 0.02, 0.02, 0.004, 0.002, 0.002])
+    s = CheckSchedule(seed=1, grid=None)
+    for i in range(100):
+        s.add(("a", i), check(interval=1), now=0.0)
+    assert s.grid == pytest.approx(0.02)
+    for i in range(9_900):
+        s.add(("b", i), check(interval=1), now=0.0)
+    assert s.grid == pytest.approx(0.002)                 # 10,000 a second
+    for i in range(9_900):
+        s.remove(("b", i))
+    assert s.grid == pytest.approx(0.02)
+    s.retune(("a", 0), check(interval=0.001), now=0.0)    # 1,099 a second
+    assert s.grid == pytest.approx(0.018)
+
+
+def test_a_hundred_targets_spread_over_a_second_start_in_at_most_fifty_batches():
+    s = CheckSchedule(seed=7, grid=None)
+    for i in range(100):
+        s.add(i, check(interval=1), now=0.0, warmup=1.0)
+    batches = 0
+    while (t := s.next_deadline()) is not None and t < 1.0:
+        batches += 1
+        for target in s.pop_due(t):
+            s.finished(target, t + 0.001)
+    assert batches <= 50
+    exact = CheckSchedule(seed=7, grid=0)
+    for i in range(100):
+        exact.add(i, check(interval=1), now=0.0, warmup=1.0)
+    assert len({exact.deadline(i) for i in range(100)}) == 100       # without a grid: one each

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from hadirector.health.probes import MAX_BODY, HttpResponse, request_bytes
+from hadirector.health.probes import MAX_BODY, HttpResponse, HttpRules, request_bytes
 from hadirector.model import HttpProbe, StatusRange
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -116,3 +116,59 @@ def test_interim_1xx_responses_are_skipped_for_the_final_one():
     assert feed(HttpProbe(), b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
                 b"HTTP/1.1 200 OK\r\n\r\n") == (True, "status 200")
     assert feed(HttpProbe(), b"HTTP/1.1 100 Continue\r\n\r\n" * 100) == (False, "bad response")
+
+
+# -- what the parser teaches HttpRules.heads (HttpCheck's lookup of a whole first read)
+
+
+def learnt(probe, *responses):
+    rules = HttpRules(probe)
+    for data in responses:
+        HttpResponse(probe, rules).feed(data)
+    return rules.heads
+
+
+def test_a_plain_final_status_line_teaches_its_verdict_by_its_first_13_bytes():
+    assert learnt(HttpProbe(), b"HTTP/1.1 200 OK\r\n\r\n", b"HTTP/1.0 503 Busy\r\nA: b\r\n\r\n") == {
+        b"HTTP/1.1 200 ": (True, "status 200"), b"HTTP/1.0 503 ": (False, "status 503")}
+
+
+@pytest.mark.parametrize("probe, data", [
+    (HttpProbe(), b"HTTP/1.1 100 Continue\r\n\r\n"),           # interim: the real answer follows
+    (HttpProbe(), b" HTTP/1.1 200 OK\r\n\r\n"),                 # accepted, but not plain
+    (HttpProbe(), b"HTTP/1.1 200\r\n\r\n"),                     # no reason phrase: 12 bytes decide
+    (HttpProbe(), b"HTTP/1.1  200 OK\r\n\r\n"),
+    (HttpProbe(body_regex="ok"), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),  # the body decides
+])
+def test_a_status_line_whose_verdict_needs_more_than_13_bytes_teaches_nothing(probe, data):
+    assert learnt(probe, data) == {}
+
+
+def test_a_failing_status_is_learnt_even_when_the_probe_reads_bodies():
+    assert learnt(HttpProbe(digest="0" * 32), b"HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\nno") == {
+        b"HTTP/1.1 500 ": (False, "status 500")}
+
+
+def test_a_learnt_verdict_is_the_parsers_for_every_whole_head_that_starts_like_it():
+    import random
+
+    rnd = random.Random(13)
+    probes = [HttpProbe(), HttpProbe(status_codes=(StatusRange(200, 299), StatusRange(301, 302))),
+              HttpProbe(body_regex="up"), HttpProbe(digest="0" * 32)]
+    pieces = [b"HTTP/1.1 ", b"HTTP/1.0 ", b"HTTP/1.9 ", b"HTTP/2 ", b" ", b"  ", b"\t", b"200", b"204", b"302",
+              b"404", b"500", b"100", b"101", b"103", b"2000", b"OK", b"X", b"\r\n", b"\r\n\r\n",
+              b"Content-Length: 2", b"Transfer-Encoding: chunked", b"up", b"\n"]
+    compared = 0
+    for probe in probes:
+        rules = HttpRules(probe)
+        for _ in range(4000):
+            data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(1, 12)))
+            if rnd.random() < 0.7:
+                data = rnd.choice([b"HTTP/1.1 ", b"HTTP/1.0 "]) + rnd.choice([b"200", b"404", b"500", b"101"]) \
+                    + b" " + data
+            parsed = HttpResponse(probe, rules).feed(data)      # and it teaches the rules
+            looked_up = rules.heads.get(data[:13])
+            if looked_up is not None and b"\r\n\r\n" in data:
+                assert looked_up == parsed, data
+                compared += 1
+    assert compared > 2000
