@@ -22,10 +22,11 @@ Nothing boots when no kernel item is selected; a run that stops early (``-x``, C
 kills the guests. Options: ``--kernel-lab=auto|always|never``, ``--kernel-lab-boots``,
 ``--kernel-lab-timeout``, ``--kernel-lab-mem``.
 
-Why several boots: a guest under TCG keeps about one host CPU busy while its tests
-mostly wait on timers (VRRP adverts, fall x interval), so on a two-CPU machine two
-guests and the host's tests together take about half the wall time of one guest after
-the other (the suite's budget is 30 minutes).
+Why several boots, and why early: a guest under TCG keeps 1.1-1.5 host CPUs busy, so
+on a two-CPU machine the host's own tests (11 minutes of the suite's 37 there) fit
+beside one guest, and a machine with more CPUs runs a guest per two of them
+(``default_boots``; ``lab_seconds(N)`` marks say how long a test keeps a guest busy,
+for sharing them out).
 """
 
 from __future__ import annotations
@@ -204,9 +205,25 @@ def share_out(modules: Sequence[tuple[str, Sequence[str], float]], boots: int) -
     return [[n for i in sorted(g) for n in modules[i][1]] for g in given if g]
 
 
+def default_boots() -> int:
+    """One guest per two CPUs: a guest under TCG keeps 1.1-1.5 of them busy (session 11,
+    2 CPUs). Two guests on two CPUs, beside other work, took 1,760 s against one's 1,600 s
+    and missed the scale-out lab's real-time bounds (BFD detection within 1.5 s)."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+# Seconds a kernel test keeps a guest busy when it says nothing (``lab_seconds``): about
+# the median of the slow and of the other tests in the lab (session 11, two guests).
+SLOW_SECONDS, OTHER_SECONDS = 15.0, 4.0
+
+
 def item_weight(item: pytest.Item) -> float:
-    """How long an item keeps a guest busy, roughly: a ``slow`` test as five others."""
-    return 5.0 if item.get_closest_marker("slow") is not None else 1.0
+    """How long an item keeps a guest busy: its ``lab_seconds(N)`` mark (the closest:
+    a test's own before its module's), else a guess from its ``slow`` mark."""
+    mark = item.get_closest_marker("lab_seconds")
+    if mark is not None and mark.args:
+        return float(mark.args[0])
+    return SLOW_SECONDS if item.get_closest_marker("slow") is not None else OTHER_SECONDS
 
 
 # ---------------------------------------------------------------------------------
@@ -225,12 +242,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel-lab-timeout", type=float, default=3000.0, metavar="S",
                     help="seconds for the one lab boot that runs all kernel tests (default 3000)")
     group.addoption("--kernel-lab-mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
-    group.addoption("--kernel-lab-boots", type=int, default=int(os.environ.get("HADIRECTOR_KERNEL_LAB_BOOTS", "2")),
+    group.addoption("--kernel-lab-boots", type=int, default=int(os.environ.get("HADIRECTOR_KERNEL_LAB_BOOTS", "0")),
                     metavar="N", help="guests booted at once to share the kernel tests, whole modules each"
-                    " (default 2, or $HADIRECTOR_KERNEL_LAB_BOOTS)")
+                    " (default: one per two CPUs, or $HADIRECTOR_KERNEL_LAB_BOOTS)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab_seconds(n): about how long this kernel test keeps a lab guest"
+                            " busy, to share tests out between guests (lab/kernel/README.md)")
     if in_lab():
         report = os.environ.get(REPORT_ENV)
         if report:
@@ -417,7 +436,7 @@ class LabDispatcher:
             ids.append(item.nodeid)
             modules[item.nodeid.split("::", 1)[0]] = (ids, weight + item_weight(item))
         shares = share_out([(m, ids, w) for m, (ids, w) in modules.items()],
-                           self.config.getoption("--kernel-lab-boots"))
+                           self.config.getoption("--kernel-lab-boots") or default_boots())
         self._say(f"kernel-lab: booting {len(shares)} QEMU lab(s) for {len(self.kernel_items)} kernel test(s)"
                   f" ({', '.join(str(len(s)) for s in shares)}; this kernel has no IPVS)")
         for n, nodeids in enumerate(shares, 1):
