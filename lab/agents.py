@@ -92,6 +92,12 @@ class AgentProc:
     log_path: Path = field(init=False)
     state_dir: Path = field(init=False)
     config_path: Path = field(init=False)
+    # The log's events read so far, and by name: a test polls them many times a second,
+    # and parsing the whole log each time competed with the agents for the kernel lab's
+    # emulated CPUs (the log is appended to, never rewritten).
+    _log_read: int = field(default=0, init=False, repr=False)
+    _log_events: list = field(default_factory=list, init=False, repr=False)
+    _by_name: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -150,23 +156,32 @@ class AgentProc:
     def role(self, instance: str = "vi_1") -> str | None:
         return self.state().get("instances", {}).get(instance, {}).get("state")
 
-    def log_events(self) -> list[dict]:
-        out = []
+    def _read_log(self) -> None:
         try:
-            text = self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_read)
+                data = f.read()
         except OSError:
-            return out
-        for line in text.splitlines():
+            return
+        end = data.rfind(b"\n") + 1            # a line still being written: next time
+        self._log_read += end
+        for line in data[:end].decode(errors="replace").splitlines():
             line = line.strip()
             if line.startswith("{"):
                 try:
-                    out.append(json.loads(line))
+                    event = json.loads(line)
                 except ValueError:
-                    pass
-        return out
+                    continue
+                self._log_events.append(event)
+                self._by_name.setdefault(event.get("event"), []).append(event)
+
+    def log_events(self) -> list[dict]:
+        self._read_log()
+        return list(self._log_events)
 
     def events(self, name: str) -> list[dict]:
-        return [e for e in self.log_events() if e.get("event") == name]
+        self._read_log()
+        return list(self._by_name.get(name, ()))
 
     def log_text(self) -> str:
         try:

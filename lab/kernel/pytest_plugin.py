@@ -4,19 +4,29 @@ Theory of operation.
 
 * On a host whose kernel has IPVS (``/proc/net/ip_vs`` exists), or inside the lab
   (``HADIRECTOR_IN_KERNEL_LAB=1``), kernel tests run directly like any other test.
-* Otherwise the plugin takes over the run protocol of every selected kernel item. When
-  the first of them is due, it boots the lab once, in a background thread, with a
-  pytest inside the guest given all those node ids. The guest pytest (this same plugin,
-  in guest mode) appends each phase report as a JSON line to a file in a read-write
-  export. Each host item waits for its own lines and reports them as its outcome, so
-  progress shows while the guest is still running.
+* Otherwise the plugin takes over the run protocol of every selected kernel item. Once
+  collection is done it boots the lab in background threads -- ``--kernel-lab-boots``
+  guests at once, each given whole test modules (a module's fixtures stay in one guest),
+  the heaviest modules first onto the least loaded guest -- with a pytest inside each
+  guest given its node ids, and moves the kernel items after the host's own, so the
+  host's tests run while the guests do. The guest pytest (this same plugin, in guest
+  mode) appends each phase report as a JSON line to a file in a read-write export.
+  Each host item waits for its own lines and reports them as its outcome, so progress
+  shows while the guests are still running.
 * A skip in the guest becomes a failure on the host: in CI a skipped kernel test is a
   test that did not run. xfail/xpass keep their meaning.
 * If the lab fails to boot, times out or dies, every kernel item without a result fails
   with the reason and the tail of the guest console.
 
-Nothing boots when no kernel item is selected (or none is reached, e.g. after ``-x``).
-Options: ``--kernel-lab=auto|always|never``, ``--kernel-lab-timeout``, ``--kernel-lab-mem``.
+Nothing boots when no kernel item is selected; a run that stops early (``-x``, Ctrl-C)
+kills the guests. Options: ``--kernel-lab=auto|always|never``, ``--kernel-lab-boots``,
+``--kernel-lab-timeout``, ``--kernel-lab-mem``.
+
+Why several boots, and why early: a guest under TCG keeps 1.1-1.5 host CPUs busy, so
+on a two-CPU machine the host's own tests (11 minutes of the suite's 37 there) fit
+beside one guest, and a machine with more CPUs runs a guest per two of them
+(``default_boots``; ``lab_seconds(N)`` marks say how long a test keeps a guest busy,
+for sharing them out).
 """
 
 from __future__ import annotations
@@ -180,6 +190,42 @@ def read_guest_reports(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     return lines, offset + end
 
 
+def share_out(modules: Sequence[tuple[str, Sequence[str], float]], boots: int) -> list[list[str]]:
+    """The node ids of each guest: ``modules`` is ``(name, node ids, weight)`` in
+    collection order; each module goes whole to one guest (its module fixtures set up
+    once), the heaviest first onto the guest with the least weight so far (ties: the
+    first), and each guest runs its modules in collection order. No empty guest."""
+    boots = max(1, min(boots, len(modules)))
+    load = [0.0] * boots
+    given: list[list[int]] = [[] for _ in range(boots)]
+    for i in sorted(range(len(modules)), key=lambda i: (-modules[i][2], i)):
+        b = min(range(boots), key=lambda b: (load[b], b))
+        load[b] += modules[i][2]
+        given[b].append(i)
+    return [[n for i in sorted(g) for n in modules[i][1]] for g in given if g]
+
+
+def default_boots() -> int:
+    """One guest per two CPUs: a guest under TCG keeps 1.1-1.5 of them busy (session 11,
+    2 CPUs). Two guests on two CPUs, beside other work, took 1,760 s against one's 1,600 s
+    and missed the scale-out lab's real-time bounds (BFD detection within 1.5 s)."""
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+# Seconds a kernel test keeps a guest busy when it says nothing (``lab_seconds``): about
+# the median of the slow and of the other tests in the lab (session 11, two guests).
+SLOW_SECONDS, OTHER_SECONDS = 15.0, 4.0
+
+
+def item_weight(item: pytest.Item) -> float:
+    """How long an item keeps a guest busy: its ``lab_seconds(N)`` mark (the closest:
+    a test's own before its module's), else a guess from its ``slow`` mark."""
+    mark = item.get_closest_marker("lab_seconds")
+    if mark is not None and mark.args:
+        return float(mark.args[0])
+    return SLOW_SECONDS if item.get_closest_marker("slow") is not None else OTHER_SECONDS
+
+
 # ---------------------------------------------------------------------------------
 # pytest hooks
 
@@ -196,9 +242,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kernel-lab-timeout", type=float, default=3000.0, metavar="S",
                     help="seconds for the one lab boot that runs all kernel tests (default 3000)")
     group.addoption("--kernel-lab-mem", type=int, default=1024, metavar="MB", help="guest memory (default 1024)")
+    group.addoption("--kernel-lab-boots", type=int, default=int(os.environ.get("HADIRECTOR_KERNEL_LAB_BOOTS", "0")),
+                    metavar="N", help="guests booted at once to share the kernel tests, whole modules each"
+                    " (default: one per two CPUs, or $HADIRECTOR_KERNEL_LAB_BOOTS)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "lab_seconds(n): about how long this kernel test keeps a lab guest"
+                            " busy, to share tests out between guests (lab/kernel/README.md)")
     if in_lab():
         report = os.environ.get(REPORT_ENV)
         if report:
@@ -284,10 +335,11 @@ class GuestRepr:
 
 @dataclass
 class _LabRun:
-    """The one background lab boot of this session."""
+    """One background lab boot of this session, and the node ids it runs."""
 
     nodeids: list[str]
     results_dir: Path
+    name: str = "lab"
     thread: threading.Thread | None = None
     result: LabResult | None = None
     error: BaseException | None = None
@@ -334,23 +386,34 @@ class _LabRun:
 
 
 class LabDispatcher:
-    """On a host without IPVS: run the selected kernel items in one lab boot."""
+    """On a host without IPVS: run the selected kernel items in lab boots of their own."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.kernel_items: list[pytest.Item] = []
-        self.lab: _LabRun | None = None
+        self.labs: list[_LabRun] = []
+        self.lab_of: dict[str, _LabRun] = {}
         self.pacer: Pacer | None = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        # The host's own tests first: they run while the guests boot and run theirs.
+        host = [i for i in items if i.get_closest_marker(MARK) is None]
+        if len(host) != len(items):
+            items[:] = host + [i for i in items if i.get_closest_marker(MARK) is not None]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.kernel_items = [i for i in session.items if i.get_closest_marker(MARK) is not None]
+        if self.kernel_items and not session.config.option.collectonly:
+            self._start()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
         if item.get_closest_marker(MARK) is None:
             return None
-        if self.lab is None:
-            self.lab = self._start()
+        if not self.labs:
+            self._start()
         phases = self._wait_for(item.nodeid)
         # The host set up nothing for this item, but host items before it may have left
         # module or session fixtures for pytest to finalize when the chain changes; do
@@ -364,11 +427,25 @@ class LabDispatcher:
         _report(item, phases)
         return True
 
-    # -- the lab run
+    # -- the lab runs
 
-    def _start(self) -> _LabRun:
-        nodeids = [i.nodeid for i in self.kernel_items]
-        lab = _LabRun(nodeids, Path(tempfile.mkdtemp(prefix="hadirector-kl-")))
+    def _start(self) -> None:
+        modules: dict[str, tuple[list[str], float]] = {}
+        for item in self.kernel_items:
+            ids, weight = modules.setdefault(item.nodeid.split("::", 1)[0], ([], 0.0))
+            ids.append(item.nodeid)
+            modules[item.nodeid.split("::", 1)[0]] = (ids, weight + item_weight(item))
+        shares = share_out([(m, ids, w) for m, (ids, w) in modules.items()],
+                           self.config.getoption("--kernel-lab-boots") or default_boots())
+        self._say(f"kernel-lab: booting {len(shares)} QEMU lab(s) for {len(self.kernel_items)} kernel test(s)"
+                  f" ({', '.join(str(len(s)) for s in shares)}; this kernel has no IPVS)")
+        for n, nodeids in enumerate(shares, 1):
+            lab = self._boot(nodeids, f"lab {n}" if len(shares) > 1 else "lab")
+            self.labs.append(lab)
+            self.lab_of.update((i, lab) for i in nodeids)
+
+    def _boot(self, nodeids: list[str], name: str) -> _LabRun:
+        lab = _LabRun(nodeids, Path(tempfile.mkdtemp(prefix="hadirector-kl-")), name=name)
         argv = self._guest_argv(nodeids)
         env = dict(os.environ)
         # Options for the host run must not deselect the node ids we pass.
@@ -377,8 +454,6 @@ class LabDispatcher:
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # the root is read-only in the guest
         env["PYTHONUNBUFFERED"] = "1"
         env.setdefault("CI", os.environ.get("CI", ""))
-        self._say(f"kernel-lab: booting the QEMU lab for {len(nodeids)} kernel test(s) "
-                  f"(this kernel has no IPVS)")
         lab.started = time.monotonic()
 
         def run() -> None:
@@ -395,7 +470,7 @@ class LabDispatcher:
             except BaseException as exc:  # reported per item
                 lab.error = exc
 
-        lab.thread = threading.Thread(target=run, name="kernel-lab", daemon=True)
+        lab.thread = threading.Thread(target=run, name=f"kernel-{name.replace(' ', '')}", daemon=True)
         lab.thread.start()
         return lab
 
@@ -419,8 +494,7 @@ class LabDispatcher:
         return argv + nodeids
 
     def _wait_for(self, nodeid: str) -> list[HostPhase]:
-        lab = self.lab
-        assert lab is not None
+        lab = self.lab_of[nodeid]
         while True:
             lab.poll()
             if lab.item_complete(nodeid):
@@ -429,18 +503,19 @@ class LabDispatcher:
                 lab.poll()  # lines written just before the guest stopped
                 if lab.item_complete(nodeid):
                     return host_phases(lab.reports[nodeid])
-                return host_phases(lab.reports.get(nodeid, []), missing_reason=self._why_missing(nodeid))
+                return host_phases(lab.reports.get(nodeid, []), missing_reason=self._why_missing(lab, nodeid))
             now = time.monotonic()
             self.pacer = self.pacer or Pacer(WAIT_PACE, tty=False, start=lab.started)
             if self.pacer.due(now):
+                for other in self.labs:
+                    other.poll()
+                status = "; ".join(f"{other.name}: {other.status()}" for other in self.labs)
                 self._progress("kernel-lab: " + wait_line(
-                    f"{nodeid.rsplit('::', 1)[-1]} ({lab.status()})", now - lab.started,
+                    f"{nodeid.rsplit('::', 1)[-1]} ({status})", now - lab.started,
                     self.config.getoption("--kernel-lab-timeout")))
             lab.thread.join(timeout=0.2)
 
-    def _why_missing(self, nodeid: str) -> str:
-        lab = self.lab
-        assert lab is not None
+    def _why_missing(self, lab: _LabRun, nodeid: str) -> str:
         err, res = lab.error, lab.result
         if isinstance(err, LabBootError):
             return f"the kernel lab failed to boot: {err}\n--- guest console (last lines) ---\n{err.tail(60)}"
@@ -475,33 +550,35 @@ class LabDispatcher:
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_sessionfinish(self, session, exitstatus):
-        lab = self.lab
-        if lab is not None and lab.thread is not None:
+        stopped = session.shouldstop or session.shouldfail
+        for lab in self.labs:
+            if lab.thread is None:
+                continue
             # All results in: let the guest pytest finish and power off by itself.
             # Otherwise (-x, Ctrl-C on the host) nobody waits for the rest: kill qemu.
             lab.poll()
             all_in = lab.finished or all(lab.item_complete(n) for n in lab.nodeids)
-            if all_in and not session.shouldstop and not session.shouldfail:
+            if all_in and not stopped:
                 lab.thread.join(timeout=120)
             lab.cancel.set()
-            lab.thread.join(timeout=30)
+        for lab in self.labs:
+            if lab.thread is not None:
+                lab.thread.join(timeout=30)
         yield
-        if lab is not None:
+        for lab in self.labs:
             shutil.rmtree(lab.results_dir, ignore_errors=True)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        lab = self.lab
-        if lab is None:
-            return
-        res = lab.result
-        if res is not None:
-            terminalreporter.write_line(
-                f"kernel-lab: {len(lab.reports)}/{len(lab.nodeids)} kernel tests ran in kernel "
-                f"{res.kernel_version}; boot {res.boot_seconds:.1f} s, lab total {res.elapsed_seconds:.1f} s"
-                + (" (cancelled)" if res.cancelled else " (timed out)" if res.timed_out else "")
-            )
-        elif lab.error is not None:
-            terminalreporter.write_line(f"kernel-lab: failed: {lab.error}")
+        for lab in self.labs:
+            res = lab.result
+            if res is not None:
+                terminalreporter.write_line(
+                    f"kernel-{lab.name}: {len(lab.reports)}/{len(lab.nodeids)} kernel tests ran in kernel "
+                    f"{res.kernel_version}; boot {res.boot_seconds:.1f} s, lab total {res.elapsed_seconds:.1f} s"
+                    + (" (cancelled)" if res.cancelled else " (timed out)" if res.timed_out else "")
+                )
+            elif lab.error is not None:
+                terminalreporter.write_line(f"kernel-{lab.name}: failed: {lab.error}")
 
 
 def _with_host_teardown_error(phases: list[HostPhase], exc: BaseException) -> list[HostPhase]:

@@ -15,7 +15,8 @@ from tests.kernel.pair_checks import (
     assert_outage_connections_survived, events, explain, failover_windows, failures_outside, mono, pairlab,
 )
 
-pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+# lab_seconds: about what each test keeps a lab guest busy (lab/kernel/README.md)
+pytestmark = [pytest.mark.kernel, pytest.mark.slow, pytest.mark.lab_seconds(45)]
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,7 @@ class Lab:
         self.agent: AgentProc | None = None
         self.log: list[dict] = []       # the agent's JSON log, read incrementally
         self._offset = 0
+        self._by_name: dict[str, list[dict]] = {}
 
     def up(self) -> "Lab":
         lan = self.lan.up()
@@ -126,10 +127,13 @@ class Lab:
         for line in data[:end].decode(errors="replace").splitlines():
             if line.startswith("{"):
                 try:
-                    self.log.append(json.loads(line))
+                    event = json.loads(line)
                 except ValueError:
-                    pass
-        return [e for e in self.log if e.get("event") == name]
+                    continue
+                self.log.append(event)
+                self._by_name.setdefault(event.get("event"), []).append(event)
+        # By name, not a scan of the whole log: polled every 50 ms through 100 reloads.
+        return list(self._by_name.get(name, ()))
 
     def reload_writes(self) -> list[int]:
         return [e["writes"] for e in self.events("ipvs.table_changed") if e.get("reason") == "reload"]
@@ -216,6 +220,7 @@ def test_a_bad_reload_keeps_the_table_and_the_config(base):
     assert {s["name"]: s["in_kernel"] for s in status["virtual_services"]} == {"web": True, "echo": True}
 
 
+@pytest.mark.lab_seconds(450)                 # the suite's longest test: a guest of its own where there are two
 def test_a_hundred_reloads_under_client_traffic_lose_no_request_and_no_connection(base, tmp_path):
     lab = base
     lan = lab.lan

@@ -27,7 +27,8 @@ import pytest
 
 from lab.scaleout_demo import DRAIN_GRACE, HOLD_DOWN, ScaleOutRun
 
-pytestmark = [pytest.mark.kernel, pytest.mark.slow]
+# lab_seconds: about what each test keeps a lab guest busy (lab/kernel/README.md)
+pytestmark = [pytest.mark.kernel, pytest.mark.slow, pytest.mark.lab_seconds(40)]
 
 CONNECTIONS = 45
 BFD_BOUND = 1.5          # silent director -> router FIB; the hold time alone: 9 s

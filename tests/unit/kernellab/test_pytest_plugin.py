@@ -190,8 +190,9 @@ def test_host_uses_a_module_fixture(module_resource):
 '''
 
 
-def run_pytest(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    (tmp_path / "conftest.py").write_text(CONFTEST)
+def run_pytest(tmp_path: Path, *args: str, env: dict | None = None,
+               extra_conftest: str = "") -> subprocess.CompletedProcess:
+    (tmp_path / "conftest.py").write_text(CONFTEST + extra_conftest)
     (tmp_path / "test_sample.py").write_text(TESTS.replace("\ndef test_host_only", MODULE_FIXTURE + "\ndef test_host_only"))
     (tmp_path / "test_tail.py").write_text(TESTS_AFTER)
     full_env = {k: v for k, v in os.environ.items() if k not in ("HADIRECTOR_IN_KERNEL_LAB", "PYTEST_ADDOPTS")}
@@ -253,3 +254,80 @@ def test_a_lab_that_fails_to_boot_fails_every_kernel_item_with_the_console_tail(
     assert out.count("the kernel lab failed to boot") >= 5
     assert "KLAB:FAIL mount host root" in out
     assert len(lab_calls(tmp_path)) == 1
+
+
+# -- several guests at once
+
+
+def test_share_out_gives_whole_modules_heaviest_first_to_the_least_loaded_guest():
+    from lab.kernel.pytest_plugin import share_out
+
+    modules = [("a.py", ["a.py::1", "a.py::2"], 2.0), ("b.py", ["b.py::1"], 10.0),
+               ("c.py", ["c.py::1"], 3.0), ("d.py", ["d.py::1", "d.py::2"], 6.0)]
+    # b (10) to guest 1, d (6) to guest 2, c (3) to guest 2 (9), a (2) to guest 2 (11)
+    assert share_out(modules, 2) == [["b.py::1"], ["a.py::1", "a.py::2", "c.py::1", "d.py::1", "d.py::2"]]
+    assert share_out(modules, 1) == [["a.py::1", "a.py::2", "b.py::1", "c.py::1", "d.py::1", "d.py::2"]]
+
+
+def test_share_out_boots_no_guest_without_a_module():
+    from lab.kernel.pytest_plugin import share_out
+
+    assert share_out([("a.py", ["a.py::1", "a.py::2"], 2.0)], 4) == [["a.py::1", "a.py::2"]]
+    assert share_out([("a.py", ["a.py::1"], 1.0), ("b.py", ["b.py::1"], 1.0)], 0) == [["a.py::1", "b.py::1"]]
+
+
+SECOND_KERNEL_MODULE = '''
+import pytest
+
+@pytest.mark.kernel
+def test_other_module_in_guest():
+    pass
+'''
+
+# A host test collected after the kernel tests: each fake boot must start before it runs
+# and waits for the file it writes, so the run only passes if the guests boot first and
+# the host tests run meanwhile.
+LATE_HOST = '''
+from pathlib import Path
+
+def test_host_runs_while_the_guests_do():
+    Path(__file__).with_name("host_ran").write_text("yes")
+'''
+
+WAITING_LAB = '''
+import time
+_fake = kp.run_in_lab
+
+def waiting_run_in_lab(argv, **kw):
+    marker = Path(__file__).with_name("host_ran")
+    if marker.exists():
+        raise RuntimeError("the lab booted only after the host tests")
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not marker.exists():
+        raise RuntimeError("the host tests did not run while the lab ran")
+    return _fake(argv, **kw)
+
+kp.run_in_lab = waiting_run_in_lab
+'''
+
+
+def test_two_guests_run_whole_modules_while_the_host_runs_its_own_tests_first(tmp_path: Path):
+    (tmp_path / "test_other.py").write_text(SECOND_KERNEL_MODULE)
+    (tmp_path / "test_zlast.py").write_text(LATE_HOST)
+    result = run_pytest(tmp_path, "--kernel-lab-boots=2", extra_conftest=WAITING_LAB)
+    out = result.stdout
+    assert "2 failed, 8 passed" in out, out
+    assert "PASSED test_zlast.py::test_host_runs_while_the_guests_do" in out
+    calls = sorted(lab_calls(tmp_path), key=lambda c: c["argv"][-1])
+    assert len(calls) == 2
+    assert calls[0]["argv"][-1] == "test_other.py::test_other_module_in_guest"
+    assert [a for a in calls[1]["argv"] if a.startswith("test_")] == [
+        "test_sample.py::test_passes_in_guest", "test_sample.py::test_fails_in_guest",
+        "test_sample.py::test_skips_in_guest", "test_sample.py::test_param[1]", "test_sample.py::test_param[2]"]
+    # Every host test reported before the first kernel test's result.
+    lines = [line for line in out.splitlines() if line.startswith(("PASSED", "FAILED"))]
+    host = [n for n, line in enumerate(lines) if "in_guest" not in line and "param" not in line]
+    kernel = [n for n, line in enumerate(lines) if "in_guest" in line or "param" in line]
+    assert max(host) < min(kernel), lines
