@@ -20,9 +20,9 @@ Nothing is written twice. ``CheckLoop`` owns:
 * ``schedule.CheckSchedule`` for when each check is due and ``policy.HealthPolicy`` for
   rise/fall, as the health runner uses them;
 * one loop: start the checks due (their deadlines on the schedule's grid, as the
-  runner's, so checks due together start together), then one ``epoll_wait`` until the next
-  deadline, the earliest timeout or ``until``, hand what is ready to its checks, fail
-  what timed out. No event-loop iteration, task, future, timer handle or callback
+  runner's, so checks due together start together), then one ``epoll_wait`` until the
+  next deadline, the earliest timeout or ``until``, hand what is ready to its checks,
+  fail what timed out. No event-loop iteration, task, future, timer handle or callback
   queue per check: per check that leaves the system calls and the check objects.
 
 A check's result goes to the policy at once; a transition is kept in the run's list,
@@ -142,9 +142,9 @@ class CheckLoop:
     """Checks ``targets`` (TCP and plain HTTP) from one thread, with no event loop.
 
     ``clock`` is monotonic seconds (``until`` is in it); ``grid`` the schedule's
-    deadline grid (None: it follows the rate, ``schedule.grid_for``; 0: exact deadlines); ``warmup`` spreads the first
-    checks over that long (keepalived's name, as the runner's); ``seed`` the schedule's
-    jitter; ``max_events`` the events one ``epoll_wait`` hands over (``MAX_EVENTS``).
+    deadline grid (None: it follows the rate, ``schedule.grid_for``; 0: exact
+    deadlines); ``warmup`` spreads the first checks over that long (keepalived's name,
+    as the runner's); ``seed`` the schedule's jitter; ``max_events`` the events one ``epoll_wait`` hands over (``MAX_EVENTS``).
     Raises ``ValueError`` naming the first target that cannot run here, and
     ``OSError`` when the epoll itself cannot be made (no descriptor for it).
     """

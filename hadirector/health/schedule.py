@@ -30,9 +30,9 @@ multiple of it, so checks due near one another start together, in one wake-up of
 checker and, as they end together, mostly in one more. At 100 checks a second, 2 ms
 apart, nearly every check cost the checker two wake-ups of its own; on a 20 ms grid
 two checks share them: in the kernel lab the runner went from 1.31x keepalived's CPU
-per TCP check at 100 servers to 0.54x (bench/README.md, session 11). The grid follows the rate:
-``grid_for`` keeps about ``PER_POINT`` checks per grid point, from ``BUCKET`` (high
-rates, where more at once would start late) up to ``GRID_MAX``. Rounding to the
+per TCP check at 100 servers to 0.54x (bench/README.md, session 11). The grid follows
+the rate: ``grid_for`` keeps about ``PER_POINT`` checks per grid point, from ``BUCKET``
+(high rates, where more at once would start late) up to ``GRID_MAX``. Rounding to the
 nearest point, not up, keeps a check due one interval after the previous one started
 on the same point however late (within half a point) it started: no drift. A check
 starts at most half a point before the exact time its rules give, never before its
