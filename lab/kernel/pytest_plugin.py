@@ -430,12 +430,13 @@ class LabDispatcher:
     # -- the lab runs
 
     def _start(self) -> None:
-        modules: dict[str, tuple[list[str], float]] = {}
+        ids: dict[str, list[str]] = {}
+        weight: dict[str, float] = {}
         for item in self.kernel_items:
-            ids, weight = modules.setdefault(item.nodeid.split("::", 1)[0], ([], 0.0))
-            ids.append(item.nodeid)
-            modules[item.nodeid.split("::", 1)[0]] = (ids, weight + item_weight(item))
-        shares = share_out([(m, ids, w) for m, (ids, w) in modules.items()],
+            module = item.nodeid.split("::", 1)[0]
+            ids.setdefault(module, []).append(item.nodeid)
+            weight[module] = weight.get(module, 0.0) + item_weight(item)
+        shares = share_out([(m, ids[m], weight[m]) for m in ids],
                            self.config.getoption("--kernel-lab-boots") or default_boots())
         self._say(f"kernel-lab: booting {len(shares)} QEMU lab(s) for {len(self.kernel_items)} kernel test(s)"
                   f" ({', '.join(str(len(s)) for s in shares)}; this kernel has no IPVS)")
