@@ -64,9 +64,6 @@ class Lab:
         self.lan = Lan("kr", nodes=5, net=60, area="rl", subnet=236)
         self.servers: list[subprocess.Popen] = []
         self.agent: AgentProc | None = None
-        self.log: list[dict] = []       # the agent's JSON log, read incrementally
-        self._offset = 0
-        self._by_name: dict[str, list[dict]] = {}
 
     def up(self) -> "Lab":
         lan = self.lan.up()
@@ -115,25 +112,13 @@ class Lab:
         return sum(1 for line in self.ipvsadm() if line.startswith("-> ") and "10.236." in line)
 
     def events(self, name: str) -> list[dict]:
-        """Events of the agent's log (all its runs). Reads only what was appended since
-        the last call: re-parsing the whole log every poll would compete with the agent
-        for the lab's one emulated CPU."""
+        """The agent's events of that name, over all its runs (one AgentProc, one log)."""
         assert self.agent is not None
-        with open(self.agent.log_path, "rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        for line in data[:end].decode(errors="replace").splitlines():
-            if line.startswith("{"):
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue
-                self.log.append(event)
-                self._by_name.setdefault(event.get("event"), []).append(event)
-        # By name, not a scan of the whole log: polled every 50 ms through 100 reloads.
-        return list(self._by_name.get(name, ()))
+        return self.agent.events(name)
+
+    def log(self) -> list[dict]:
+        assert self.agent is not None
+        return self.agent.log_events()
 
     def reload_writes(self) -> list[int]:
         return [e["writes"] for e in self.events("ipvs.table_changed") if e.get("reason") == "reload"]
@@ -279,16 +264,16 @@ def test_sigterm_keeps_or_removes_the_ipvs_entries_as_lvs_on_shutdown_says(base)
     def restarted() -> bool:
         # agent.started follows MASTER once the components have started: seconds under
         # emulation on a loaded machine (3 s were not always enough).
-        lab.events("agent.stopped")
-        stops = [i for i, e in enumerate(lab.log) if e.get("event") == "agent.stopped"]
-        return any(e.get("event") == "agent.started" for e in lab.log[stops[-1] + 1:])
+        log = lab.log()
+        stops = [i for i, e in enumerate(log) if e.get("event") == "agent.stopped"]
+        return any(e.get("event") == "agent.started" for e in log[stops[-1] + 1:])
     wait_for(restarted, START_TIMEOUT, interval=0.5, what="agent.started again")
     time.sleep(3.0)                   # anything it would write late comes within this
-    lab.events("agent.stopped")
     # Everything the second run logged (its start-up sync and election come before its
     # agent.started line: the LVS component starts after the machines).
-    stops = [i for i, e in enumerate(lab.log) if e.get("event") == "agent.stopped"]
-    after_restart = lab.log[stops[-1] + 1:]
+    log = lab.log()
+    stops = [i for i, e in enumerate(log) if e.get("event") == "agent.stopped"]
+    after_restart = log[stops[-1] + 1:]
     assert any(e.get("event") == "agent.started" for e in after_restart)
     assert [e for e in after_restart if e.get("event") == "ipvs.table_changed"] == [], \
         "a restart with an unchanged config writes nothing"

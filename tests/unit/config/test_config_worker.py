@@ -1,9 +1,16 @@
-"""``load_config_in_worker``: the agent's reload reads the file in a child process
-(no GIL shared with the event loop) and gets back exactly what ``load_config`` gives."""
+"""``load_config_in_worker``: the agent's reload reads the file in a forked child
+process (no GIL shared with the event loop) and gets back exactly what ``load_config``
+gives; a reader that fails, hangs or is signalled is a refused reload, never a stuck or
+confused agent."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,15 +51,75 @@ def test_an_unreadable_file_is_reported_as_the_loader_does(tmp_path):
     assert [str(i) for i in info.value.issues] == [f"{tmp_path / 'missing.yaml'}: cannot read: No such file or directory"]
 
 
-def test_a_reader_that_outlives_its_timeout_is_stopped_and_the_file_refused():
+@pytest.fixture
+def forks(monkeypatch):
+    """The pids of the readers forked during the test."""
+    pids, real = [], os.fork
+
+    def fork():
+        pid = real()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def test_the_reader_is_another_process_at_a_lower_priority(monkeypatch):
+    monkeypatch.setattr(worker, "load", lambda _: SimpleNamespace(config=(os.getpid(), os.nice(0)), warnings=()))
+    pid, nice = load_config_in_worker(ROOT / "etc" / "primary.yaml")
+    assert pid != os.getpid() and nice == os.nice(0) + worker.NICE
+
+
+def test_a_reader_that_outlives_its_timeout_is_stopped_and_the_file_refused(monkeypatch, forks):
+    monkeypatch.setattr(worker, "load", lambda _: time.sleep(60))
     path = ROOT / "etc" / "primary.yaml"
+    t0 = time.monotonic()
     with pytest.raises(ConfigError) as info:
-        load_config_in_worker(path, timeout=0.001)     # not even the interpreter starts in 1 ms
-    assert [str(i) for i in info.value.issues] == [f"{path}: reading took longer than 0.001 s; the reader was stopped"]
+        load_config_in_worker(path, timeout=0.5)
+    assert [str(i) for i in info.value.issues] == [f"{path}: reading took longer than 0.5 s; the reader was stopped"]
+    assert time.monotonic() - t0 < 30
+    assert len(forks) == 1 and not os.path.exists(f"/proc/{forks[0]}"), "killed and reaped"
 
 
-def test_a_reader_that_fails_is_a_refusal_not_a_crash(monkeypatch):
-    monkeypatch.setattr(worker.sys, "executable", "/bin/false")
+def test_a_reader_that_raises_is_a_refusal_naming_the_error(monkeypatch, forks):
+    def broken(_):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(worker, "load", broken)
     with pytest.raises(ConfigError) as info:
         load_config_in_worker(ROOT / "etc" / "primary.yaml")
-    assert info.value.issues[0].message == "the config reader failed (exit 1)"
+    assert info.value.issues[0].message == "the config reader failed: RuntimeError: boom"
+    assert len(forks) == 1 and not os.path.exists(f"/proc/{forks[0]}")
+
+
+def test_a_reader_killed_by_a_signal_is_a_refusal_naming_the_signal(monkeypatch):
+    monkeypatch.setattr(worker, "load", lambda _: os.kill(os.getpid(), signal.SIGKILL))
+    with pytest.raises(ConfigError) as info:
+        load_config_in_worker(ROOT / "etc" / "primary.yaml")
+    assert info.value.issues[0].message == "the config reader failed (killed by SIGKILL)"
+
+
+def test_a_sigterm_to_the_reader_ends_it_and_never_reaches_the_agents_loop(monkeypatch):
+    # The agent reads from a thread beside a loop with asyncio signal handlers, whose
+    # wakeup fd the child inherits. A unit stop signals every process of the unit.
+    def signalled(_):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+    monkeypatch.setattr(worker, "load", signalled)
+    seen: list[int] = []
+
+    async def reload() -> ConfigError:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, seen.append, signal.SIGTERM)
+        try:
+            with pytest.raises(ConfigError) as info:
+                await asyncio.to_thread(load_config_in_worker, ROOT / "etc" / "primary.yaml")
+            await asyncio.sleep(0.3)        # a stray wakeup byte would be handled by now
+            return info.value
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    error = asyncio.run(reload())
+    assert error.issues[0].message == "the config reader failed (killed by SIGTERM)"
+    assert seen == []
