@@ -40,6 +40,7 @@ class Stats:
         self.long_servers: Counter[str] = Counter()
         self.last_server = "-"
         self.alive_samples: list[tuple[float, int]] = [(0.0, 0)]   # (time, long_alive) at each change
+        self.stalls: list[tuple[float, float]] = []     # (time, seconds) the client itself ran late
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -48,9 +49,11 @@ class Stats:
 async def short_request(vip: str, port: int, timeout: float, st: Stats) -> None:
     start = st.now()
     st.sent += 1
+    phase = "connect"       # where a timeout struck: no SYN-ACK, or no (whole) answer
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(vip, port)
+            phase = "reply"
             writer.write(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
             data = await reader.read()
             writer.close()
@@ -65,7 +68,7 @@ async def short_request(vip: str, port: int, timeout: float, st: Stats) -> None:
         st.served_by[server] += 1
         st.last_server = server
     except TimeoutError:
-        st.failures.append((start, "timeout"))
+        st.failures.append((start, f"timeout: {phase}"))
     except ValueError as exc:
         st.failures.append((start, str(exc)))
     except (OSError, asyncio.IncompleteReadError) as exc:
@@ -107,6 +110,18 @@ async def long_lived(vip: str, port: int, ping: float, timeout: float, st: Stats
         st.long_lost.append((st.now(), server, type(exc).__name__ + (f": {exc}" if str(exc) else "")))
         return
     writer.close()
+
+
+async def watch_stalls(st: Stats, every: float = 0.1, floor: float = 0.25) -> None:
+    """Record each time this client's own loop woke more than ``floor`` late: a request
+    that timed out while its client was not running says nothing about the network
+    (the kernel lab's emulated CPUs are shared with every process of the lab)."""
+    while True:
+        t = st.now()
+        await asyncio.sleep(every)
+        late = st.now() - t - every
+        if late > floor and len(st.stalls) < 1000:
+            st.stalls.append((round(t + every, 3), round(late, 3)))
 
 
 def timeline(st: Stats, end: float) -> dict:
@@ -164,6 +179,7 @@ async def main() -> None:
     longs = [asyncio.create_task(long_lived(a.vip, a.echo_port, a.ping, a.long_timeout, st, stop))
              for _ in range(a.long)]
     shorts: set[asyncio.Task] = set()
+    stalls = asyncio.create_task(watch_stalls(st))
     period = 1.0 / a.rate if a.rate > 0 else 0.1   # --rate 0: long-lived connections only
     next_at = time.monotonic()
     last_progress = 0.0
@@ -183,6 +199,7 @@ async def main() -> None:
         next_at += period
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     end = st.now()
+    stalls.cancel()
     stop.set()
     await asyncio.gather(*shorts, return_exceptions=True)
     await asyncio.gather(*longs, return_exceptions=True)
@@ -209,6 +226,7 @@ async def main() -> None:
         "long_lost": st.long_lost,
         "long_servers": dict(st.long_servers),
         "timeline": timeline(st, end),
+        "stalls": st.stalls,
     }
     with open(a.out, "w") as f:
         json.dump(summary, f, indent=1)

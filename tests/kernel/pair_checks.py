@@ -33,13 +33,18 @@ def failures_outside(report: dict, windows: list[tuple[float, float]], reasons=N
 
 
 def explain(report: dict, outside: list) -> str:
-    """Where the failures fell, relative to the stop, beside the lab's steps."""
+    """Where the failures fell, relative to the stop, beside the lab's steps, the
+    client's own start and the stretches it ran late (its stalls, lab/client.py)."""
     t = report["times"]
-    steps = {k: round(v - t["stop"], 2) for k, v in t.items()}
+    stop = t["stop"]
+    steps = {k: round(v - stop, 2) for k, v in t.items()}
+    stalls = [(round(abs_time(report, at) - stop, 2), late) for at, late in report.get("stalls", ())]
+    near = [s for s in stalls if any(f[0] - 3.0 <= s[0] <= f[0] + 3.0 for f in outside)]
     return (f"{len(outside)} of {report['failed']} failures outside the windows; "
-            f"steps (s from stop): {steps}; rs failure at "
-            f"{round(report.get('rs_fail_at', t['stop']) - t['stop'], 2)}; "
-            f"first outside: {outside[:25]}; requests {report['requests']}, ok {report['ok']}")
+            f"steps (s from stop): {steps}; client started at {round(report['t0'] - stop, 2)}; "
+            f"rs failure at {round(report.get('rs_fail_at', stop) - stop, 2)}; "
+            f"first outside: {outside[:25]}; client stalls near them (s from stop, s late): "
+            f"{near[:25]} ({len(stalls)} in all); requests {report['requests']}, ok {report['ok']}")
 
 
 def failover_windows(report: dict) -> list[tuple[float, float]]:
