@@ -205,7 +205,7 @@ def test_a_bad_reload_keeps_the_table_and_the_config(base):
     assert {s["name"]: s["in_kernel"] for s in status["virtual_services"]} == {"web": True, "echo": True}
 
 
-@pytest.mark.lab_seconds(450)                 # the suite's longest test: a guest of its own where there are two
+@pytest.mark.lab_seconds(70)     # 52-75 s: a reload is a fork of the agent (config/worker.py)
 def test_a_hundred_reloads_under_client_traffic_lose_no_request_and_no_connection(base, tmp_path):
     lab = base
     lan = lab.lan
