@@ -3,6 +3,7 @@ the guest's tmpfs, the command script, and the initramfs archive format."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from lab.kernel.initramfs import _NewcWriter, init_script
 from lab.kernel.kernel import LabKernel
+from lab.kernel import runner
 from lab.kernel.runner import _hidden_paths, _write_exchange, load_order
 
 
@@ -226,3 +228,35 @@ def test_the_kernel_lab_command_says_it_passes_its_commands_status_through_and_s
     flat = " ".join(res.stdout.split())
     for shown in ("(default 600)", "(default 1024)", "(default 2)"):
         assert shown in flat, shown
+
+
+def _nices(pid: int) -> list[int]:
+    """The niceness of every thread of ``pid`` (field 19 of /proc/PID/task/TID/stat)."""
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        out.append(int(stat.rsplit(")", 1)[1].split()[16]))
+    return out
+
+
+def test_the_guest_outranks_the_hosts_tests_in_every_thread_it_has_or_starts(tmp_path):
+    # A stand-in for qemu: a process in its own session with a thread already running
+    # when it is favoured and one it starts afterwards.
+    script = ("import threading, time, sys\n"
+              "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+              "print('one', flush=True); sys.stdin.readline()\n"
+              "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+              "print('two', flush=True); time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "one\n"
+        assert runner.favour(proc.pid)
+        assert _nices(proc.pid) == [runner.GUEST_NICE] * 2
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "two\n"
+        assert _nices(proc.pid) == [runner.GUEST_NICE] * 3
+    finally:
+        proc.kill()
+        proc.wait()
