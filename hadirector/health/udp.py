@@ -8,6 +8,11 @@ reply. Without ``require_reply``, silence until the timeout counts as up (keepal
 ``udp_socket_state`` returns success on a read timeout unless a reply is required); a
 reply before then ends the check at once. With it, a reply must come in time and, with
 ``reply_regex``, match (a bytes regex: ``\\xNN`` stands for any byte).
+
+A server's kernel rate-limits its port unreachables per destination (Linux: a burst of
+6, then one a second; ``net.ipv4.icmp_ratelimit``, ``icmp_ratemask``). One it holds back
+is silence here, as in keepalived: a dead service on a server that more checks ask than
+that can pass unless ``require_reply`` is set (or the server's limit lifted).
 """
 
 from __future__ import annotations

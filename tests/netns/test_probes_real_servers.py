@@ -106,6 +106,32 @@ def server(*argv: str, ready=None):
         terminate(proc, timeout=5)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)         # forked children (socat, smtpd) too
+        # SIGKILL is sent, not waited for, and the children are not ours to wait(). On a
+        # loaded machine a socat child can live on for milliseconds holding the server's
+        # socket: the next test's datagram to that port is then queued there and dropped
+        # unread, not answered with the port unreachable that test expects.
+        deadline = time.monotonic() + 10
+        while not group_gone(proc.pid):
+            assert time.monotonic() < deadline, f"{argv[0]}'s processes still alive 10 s after SIGKILL"
+            time.sleep(0.01)
+
+
+def group_gone(pgid: int) -> bool:
+    """No live process is left in process group ``pgid``. A zombie counts as gone: a
+    process has closed its files, and so its sockets, before it becomes one (and an
+    orphan's zombie is reaped by init, when init gets to it)."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:                                 # exited meanwhile
+            continue
+        state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state not in ("Z", "X"):
+            return False
+    return True
 
 
 @contextlib.contextmanager
