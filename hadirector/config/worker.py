@@ -11,7 +11,10 @@ loader needs. A new interpreter importing it again took 0.24 s per reload on a h
 and ~6 s under the kernel lab's emulation, against 0.02 s and 0.3 s for a fork. The
 child runs only the loader (imported at the top of this module, before any fork),
 pickles, writes and leaves with ``os._exit``: no at-exit handler, no flush of the
-agent's buffers, nothing done to the sockets or the event loop it inherited.
+agent's buffers, nothing done to the sockets or the event loop it inherited. The
+agent's other threads are its executor's (imports, spawns, this read): a lock one of
+them held at the fork stays held in the child, and the child takes none of theirs (it
+logs nothing; CPython resets the import lock after a fork).
 """
 
 from __future__ import annotations
