@@ -12,3 +12,19 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def group_gone(pgid: int) -> bool:
+    """No live process is left in process group ``pgid`` (zombies as in ``alive``: a
+    process has closed its files, and so its sockets, before it becomes one)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+        except OSError:                                 # exited meanwhile
+            continue
+        state, _ppid, pgrp = stat[stat.rindex(b")") + 2:].split()[:3]
+        if int(pgrp) == pgid and state not in (b"Z", b"X"):
+            return False
+    return True

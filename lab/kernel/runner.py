@@ -61,8 +61,9 @@ TIMEOUT_RC = 124
 # The guest's niceness on the host. Its tests measure failovers in real time on
 # emulated CPUs 10-20x slower than the host's, and the suite runs the host's own tests
 # beside it: at an equal share, a host test that took the CPU for a second froze every
-# process of the guest at once (a CI run's pair lab: takeback 91 s after the restart
-# where 20-30 s is usual, and a client's first requests timed out). The host's tests
+# process of the guest at once (most likely what a CI run's pair lab met: a takeback
+# 91 s after the restart, where whole cycles take 35-61 s here, and a client's first
+# requests timed out before the stop). The host's tests
 # take the rest and still end well before the guest (they were robust beside two CPU
 # hogs). Needs CAP_SYS_NICE; without it the guest runs at an equal share.
 GUEST_NICE = -5

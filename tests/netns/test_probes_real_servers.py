@@ -28,6 +28,7 @@ from hadirector.health.probes import run_check
 from hadirector.health.udp import exchange
 from hadirector.model import DnsProbe, HealthCheck, HttpProbe, PingProbe, SmtpProbe, TcpProbe, UdpProbe
 from lab.netns import inside, sh, terminate
+from lab.processes import group_gone
 
 pytestmark = pytest.mark.netns
 
@@ -114,24 +115,6 @@ def server(*argv: str, ready=None):
         while not group_gone(proc.pid):
             assert time.monotonic() < deadline, f"{argv[0]}'s processes still alive 10 s after SIGKILL"
             time.sleep(0.01)
-
-
-def group_gone(pgid: int) -> bool:
-    """No live process is left in process group ``pgid``. A zombie counts as gone: a
-    process has closed its files, and so its sockets, before it becomes one (and an
-    orphan's zombie is reaped by init, when init gets to it)."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                stat = f.read()
-        except OSError:                                 # exited meanwhile
-            continue
-        state, _ppid, pgrp = stat[stat.rindex(")") + 2:].split()[:3]
-        if int(pgrp) == pgid and state not in ("Z", "X"):
-            return False
-    return True
 
 
 @contextlib.contextmanager
