@@ -53,8 +53,8 @@ def load_in_worker(path: str | Path, timeout: float = TIMEOUT) -> tuple[m.Config
         raise ConfigError([ConfigIssue(source, 0, 0, "", f"cannot read: cannot start the config reader: "
                                                          f"{e.strerror or e}")]) from None
     try:
-        result = pickle.loads(data) if data else ("died", ended)
-    except Exception:  # noqa: BLE001  (a child killed half-way through its write)
+        result = pickle.loads(data)
+    except Exception:  # noqa: BLE001  (nothing or half of it written: the child died first)
         result = ("died", ended)
     if result[0] == "ok":
         return result[1], result[2]
@@ -65,8 +65,8 @@ def load_in_worker(path: str | Path, timeout: float = TIMEOUT) -> tuple[m.Config
 
 
 def _run_child(source: str, timeout: float) -> tuple[str, bytes]:
-    """Fork a reader of ``source``; its pickled result, or TimeoutError (it is killed).
-    Returns how the child ended (for a child that wrote nothing) and what it wrote."""
+    """Fork a reader of ``source``: how it ended and what it wrote, or TimeoutError
+    (it is killed; reaped either way)."""
     deadline = time.monotonic() + timeout
     r, w = os.pipe()
     try:

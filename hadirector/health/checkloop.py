@@ -144,7 +144,8 @@ class CheckLoop:
     ``clock`` is monotonic seconds (``until`` is in it); ``grid`` the schedule's
     deadline grid (None: it follows the rate, ``schedule.grid_for``; 0: exact
     deadlines); ``warmup`` spreads the first checks over that long (keepalived's name,
-    as the runner's); ``seed`` the schedule's jitter; ``max_events`` the events one ``epoll_wait`` hands over (``MAX_EVENTS``).
+    as the runner's); ``seed`` the schedule's jitter; ``max_events`` the events one
+    ``epoll_wait`` hands over (``MAX_EVENTS``).
     Raises ``ValueError`` naming the first target that cannot run here, and
     ``OSError`` when the epoll itself cannot be made (no descriptor for it).
     """
