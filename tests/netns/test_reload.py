@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -228,3 +229,31 @@ def test_status_metrics_and_the_cli_report_what_the_namespaces_show(lan, pair):
     wait_for(lambda: status(a2)["vrrp_instances"][0]["state"] == "MASTER", 5.0, what="status MASTER")
     s = status(a2)["vrrp_instances"][0]
     assert s["master_address"] == str(lan.ip4(2)) and s["reason"] == "priority_zero_received"
+
+
+def readers(agent: AgentProc) -> list[int]:
+    """The agent's child processes (``ip netns exec`` execs it: its pid is the agent's)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{agent.proc.pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def test_a_stop_while_a_reload_waits_on_its_file_ends_the_read_and_fails_over_at_once(lan, pair):
+    # A file that never arrives (a FIFO no one writes, as on a hung file system): the
+    # reader would wait out its wall-clock bound, and the stop waited for the reload.
+    a1, a2 = pair
+    a1.config_path.unlink()
+    os.mkfifo(a1.config_path)
+    a1.signal(signal.SIGHUP)
+    wait_for(lambda: readers(a1), 10.0, what="the config reader forked")
+    (reader,) = readers(a1)
+    a1.signal(signal.SIGTERM)
+    assert a1.proc.wait(20) == 0, "the stop waited for the read"
+    failed = a1.events("agent.reload_failed")[-1]
+    assert (failed["reason"], failed["detail"]) == ("not_running", "the agent is stopping")
+    assert a1.events("agent.reload_lock_timeout") == []
+    assert not Path(f"/proc/{reader}").exists(), "the reader was killed and reaped"
+    wait_holder(lan, lan.vip4(), (1, 2), expect=2, timeout=3)
+    assert a2.events("vrrp.role_changed")[-1]["reason"] == "priority_zero_received"
