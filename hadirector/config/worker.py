@@ -8,10 +8,10 @@ agent and sends its result back pickled through a pipe.
 
 Its bounds: ``CPU_BUDGET`` seconds of CPU (RLIMIT_CPU), because a costly file is a
 matter of the CPU it takes, not of how busy the host is: at nice 10, beside one
-CPU-bound process at nice -5 per core, a 15,000-server file's read took more than
-30 s and was refused under a wall-clock bound. ``TIMEOUT`` of wall-clock time is only for a reader that
-waits and never ends (a hung file system). And ``cancel``: the agent's stop ends a
-read at once instead of waiting for it (agent/reloader.py).
+CPU-bound process at nice -5 per core, a 15,000-server file's read took more than 30 s
+and was refused under a wall-clock bound. ``TIMEOUT`` of wall-clock time is only for a
+reader that waits and never ends (a hung file system). And ``cancel``: the agent's
+stop ends a read at once instead of waiting for it (agent/reloader.py).
 
 Why a fork and not a fresh interpreter: the agent has already imported everything the
 loader needs. A new interpreter importing it again took 0.24 s per reload on a host

@@ -137,7 +137,8 @@ def test_a_reader_past_its_cpu_budget_is_stopped_and_the_file_refused(monkeypatc
     path = ROOT / "etc" / "primary.yaml"
     with pytest.raises(ConfigError) as info:
         load_config_in_worker(path, cpu=1)
-    assert [str(i) for i in info.value.issues] == [f"{path}: reading used more than 1 s of CPU; the reader was stopped"]
+    assert [str(i) for i in info.value.issues] == [
+        f"{path}: reading used more than 1 s of CPU; the reader was stopped"]
     assert len(forks) == 1 and not os.path.exists(f"/proc/{forks[0]}"), "reaped"
 
 
@@ -154,7 +155,10 @@ def test_a_reader_deaf_to_sigxcpu_is_killed_at_the_hard_limit_and_still_named_ov
 
 def test_a_reader_that_waits_past_its_cpu_budget_without_using_it_finishes(monkeypatch):
     # A starved reader on a busy host: wall-clock time passes, its CPU time does not.
-    monkeypatch.setattr(worker, "load", lambda _: (time.sleep(2.5), SimpleNamespace(config="read", warnings=()))[1])
+    def starved(_):
+        time.sleep(2.5)
+        return SimpleNamespace(config="read", warnings=())
+    monkeypatch.setattr(worker, "load", starved)
     assert load_config_in_worker(ROOT / "etc" / "primary.yaml", cpu=1) == "read"
 
 
