@@ -274,8 +274,10 @@ class Agent:
         self.executor.stopping()
         self.systemd.stopping()
         self.log.info("agent.stopping", reason=self._stop_reason or "stop")
-        # A reload in flight finishes first (it may be starting drivers); later ones
-        # are refused (not_running). Bounded: a stuck reload must not block the stop.
+        # A reload in flight finishes first (it may be starting drivers), unless it is
+        # still reading the file: that read ends now. Later ones are refused
+        # (not_running). Bounded: a stuck reload must not block the stop.
+        self.reloader.stop_reading()
         try:
             await asyncio.wait_for(self.reloader.lock.acquire(), 30)
         except asyncio.TimeoutError:

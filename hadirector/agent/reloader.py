@@ -6,13 +6,15 @@ good one's warnings (``config.warned``, as at start-up), diff it (``reload.plan_
 pure) and apply it in two phases: *prepare* (what can fail: the source address of every
 new driver) touches nothing; *commit* (``_apply``) retires, updates in place, rebuilds
 sync groups and trackers where their inputs changed, starts new drivers and hands the
-config to the components. One reload at a time (``lock``; the stop waits for it too).
+config to the components. One reload at a time (``lock``; the stop waits for it too,
+after ending a read in progress: ``stop_reading``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -31,6 +33,12 @@ class Reloader:
     def __init__(self, agent: "Agent") -> None:
         self.agent = agent
         self.lock = asyncio.Lock()
+        self._stop_reading = threading.Event()   # read by the reader's thread
+
+    def stop_reading(self) -> None:
+        """End a read in progress and any later one: the agent is stopping, and its
+        priority-0 adverts must not wait for a slow file (the reload is refused)."""
+        self._stop_reading.set()
 
     async def reload_async(self, trigger: str = "api") -> ReloadResult:
         """Re-read ``config.source``; refuse it (nothing changes) or apply it as a diff.
@@ -68,7 +76,7 @@ class Reloader:
         from hadirector.api.snapshot import ReloadResult
 
         from hadirector.config import ConfigError
-        from hadirector.config.worker import load_in_worker
+        from hadirector.config.worker import ReadCancelled, load_in_worker
 
         from .agent import AgentError
 
@@ -77,7 +85,9 @@ class Reloader:
         try:
             # Off the loop and out of our GIL: reading is bounded (config.compose) but
             # not free, and the VRRP drivers must keep sending adverts meanwhile.
-            loaded, warnings = await asyncio.to_thread(load_in_worker, source)
+            loaded, warnings = await asyncio.to_thread(load_in_worker, source, cancel=self._stop_reading)
+        except ReadCancelled:
+            return self._refused(trigger, "not_running", ("the agent is stopping",), t0)
         except ConfigError as e:
             # The loader reports a file it cannot read as an issue at line 0.
             unreadable = all(i.line == 0 and "cannot read" in i.message for i in e.issues)

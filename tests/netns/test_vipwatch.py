@@ -66,3 +66,36 @@ def test_the_watch_leaves_no_process_in_the_namespaces(two_namespaces):
         assert sh("ip", "netns", "pids", two_namespaces[0]).stdout.split() == []
     finally:
         watch.stop()
+
+
+# VipEvents: the reload tests' oracle. It must see what a sampler can miss, while its
+# reader is not reading at all, and it must say so when the kernel dropped events.
+
+def test_the_event_watch_sees_a_flap_made_while_nothing_reads_and_shorter_than_any_poll(two_namespaces):
+    a, _ = two_namespaces
+    sh("ip", "-n", a, "addr", "add", f"{VIP}/24", "dev", "eth0")
+    with vipwatch.VipEvents(a, VIP, min_watch=0.0) as watch:
+        # One `ip -batch`: deleted and added again within one process, microseconds apart.
+        sh("ip", "-n", a, "-batch", "-", input=f"addr del {VIP}/24 dev eth0\naddr add {VIP}/24 dev eth0\n")
+    assert watch.error is None, watch.error
+    assert (watch.held_at_start, watch.kinds, watch.held_at_end) == (True, ["deleted", "added"], True)
+
+
+def test_the_event_watch_of_an_untouched_vip_has_no_events_and_lasts_its_minimum(two_namespaces):
+    a, b = two_namespaces
+    sh("ip", "-n", a, "addr", "add", f"{VIP}/24", "dev", "eth0")
+    start = time.monotonic()
+    with vipwatch.VipEvents(a, VIP, min_watch=0.3) as held, vipwatch.VipEvents(b, VIP, min_watch=0.3) as free:
+        sh("ip", "-n", a, "addr", "add", "10.236.0.99/24", "dev", "eth0")   # another address
+    assert time.monotonic() - start >= 0.3
+    assert (held.error, held.held_at_start, held.events, held.held_at_end) == (None, True, [], True)
+    assert (free.error, free.held_at_start, free.events, free.held_at_end) == (None, False, [], False)
+
+
+def test_the_event_watch_reports_events_the_kernel_dropped_instead_of_a_clean_window(two_namespaces):
+    a, _ = two_namespaces
+    # The smallest queue the kernel allows, and more events than it holds.
+    with vipwatch.VipEvents(a, VIP, min_watch=0.0, queue_bytes=0) as watch:
+        sh("ip", "-n", a, "-batch", "-", input="".join(
+            f"addr add 10.236.1.{i}/24 dev eth0\n" for i in range(1, 201)))
+    assert watch.error == "the kernel dropped address events: the socket's queue overflowed"

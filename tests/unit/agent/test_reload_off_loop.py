@@ -18,12 +18,12 @@ async def test_the_master_keeps_advertising_while_a_reload_loads_the_config(tmp_
     loading, release = threading.Event(), threading.Event()
     loaded_on = []
 
-    def slow_load(path):
+    def slow_load(path, **kwargs):
         loaded_on.append(threading.current_thread())
         loading.set()
         # On the loop this would wait for itself: the adverts below could not be sent.
         assert release.wait(10), "the loop never saw adverts while the config loaded"
-        return real_load(path)
+        return real_load(path, **kwargs)
 
     monkeypatch.setattr(hadirector.config.worker, "load_in_worker", slow_load)
     rig.path.write_text(yaml_text(tmp_path, VI_1))

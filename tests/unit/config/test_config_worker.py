@@ -1,13 +1,15 @@
 """``load_config_in_worker``: the agent's reload reads the file in a forked child
 process (no GIL shared with the event loop) and gets back exactly what ``load_config``
-gives; a reader that fails, hangs or is signalled is a refused reload, never a stuck or
-confused agent."""
+gives; a reader that fails, hangs, spends its CPU budget or is signalled is a refused
+reload, never a stuck or confused agent. A busy host is not a costly file: the budget
+counts the reader's CPU, not the wall clock."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +18,7 @@ import pytest
 
 from hadirector.config import ConfigError, load_config
 from hadirector.config import worker
-from hadirector.config.worker import load_config_in_worker
+from hadirector.config.worker import ReadCancelled, load_config_in_worker, load_in_worker
 
 ROOT = Path(__file__).resolve().parents[3]
 BAD = ROOT / "tests" / "unit" / "config" / "bad"
@@ -123,3 +125,57 @@ def test_a_sigterm_to_the_reader_ends_it_and_never_reaches_the_agents_loop(monke
     error = asyncio.run(reload())
     assert error.issues[0].message == "the config reader failed (killed by SIGTERM)"
     assert seen == []
+
+
+def spin(_):
+    while True:
+        pass
+
+
+def test_a_reader_past_its_cpu_budget_is_stopped_and_the_file_refused(monkeypatch, forks):
+    monkeypatch.setattr(worker, "load", spin)
+    path = ROOT / "etc" / "primary.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config_in_worker(path, cpu=1)
+    assert [str(i) for i in info.value.issues] == [
+        f"{path}: reading used more than 1 s of CPU; the reader was stopped"]
+    assert len(forks) == 1 and not os.path.exists(f"/proc/{forks[0]}"), "reaped"
+
+
+def test_a_reader_deaf_to_sigxcpu_is_killed_at_the_hard_limit_and_still_named_over_budget(monkeypatch):
+    # As a reader stuck in C code: the soft limit's handler never runs.
+    def stuck(_):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGXCPU})
+        spin(_)
+    monkeypatch.setattr(worker, "load", stuck)
+    with pytest.raises(ConfigError) as info:
+        load_config_in_worker(ROOT / "etc" / "primary.yaml", cpu=1)
+    assert info.value.issues[0].message == "reading used more than 1 s of CPU; the reader was stopped"
+
+
+def test_a_reader_that_waits_past_its_cpu_budget_without_using_it_finishes(monkeypatch):
+    # A starved reader on a busy host: wall-clock time passes, its CPU time does not.
+    def starved(_):
+        time.sleep(2.5)
+        return SimpleNamespace(config="read", warnings=())
+    monkeypatch.setattr(worker, "load", starved)
+    assert load_config_in_worker(ROOT / "etc" / "primary.yaml", cpu=1) == "read"
+
+
+def test_a_cancelled_read_stops_the_reader_at_once(monkeypatch, forks):
+    monkeypatch.setattr(worker, "load", lambda _: time.sleep(60))
+    cancel = threading.Event()
+    threading.Timer(0.2, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(ReadCancelled):
+        load_in_worker(ROOT / "etc" / "primary.yaml", cancel=cancel)
+    assert time.monotonic() - t0 < 30, "ended by the cancel, not a timeout"
+    assert len(forks) == 1 and not os.path.exists(f"/proc/{forks[0]}"), "killed and reaped"
+
+
+def test_a_read_asked_for_after_the_cancel_starts_no_reader(forks):
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ReadCancelled):
+        load_in_worker(ROOT / "etc" / "primary.yaml", cancel=cancel)
+    assert forks == []
