@@ -79,7 +79,12 @@ def test_a_new_verdict_goes_out_within_rows_every(fast_rows):
     for f in put_frames([wire_target(1, 1, tcp(), "127.0.0.1", port, UNKNOWN)]):
         w.feed(f)
     try:
-        run(w, 0.3)
+        # Up first (one check, at once on a quiet machine; a loaded one may take longer
+        # than any fixed wait, and the first verdict would then be the refusal).
+        end = time.monotonic() + 10.0
+        while not any(r.detail == "connected" for r in out.rows(1)):
+            assert time.monotonic() < end, "the target never came up"
+            run(w, 0.02)
         srv.close()                     # refused from now on
         t0 = time.monotonic()
         while not any(r.detail == "refused" for r in out.rows(1)):
