@@ -143,14 +143,14 @@ class VipEvents:
     so no change falls between the two; a queue that overflowed (ENOBUFS) is ``error``,
     never a silent gap, and so is an end state the events do not account for.
 
-    After the block: ``held_at_start``, ``held_at_end`` and ``events``, the list of
-    ("added" | "deleted", monotonic time read) for the VIP. The watch lasts at least
+    After the block: ``held_at_start``, ``held_at_end`` and ``events``, the VIP's
+    "added" and "deleted" in the kernel's order. The watch lasts at least
     ``min_watch`` seconds, so it covers the aftermath of however fast a change it frames.
     """
 
     def __init__(self, ns: str, vip, *, min_watch: float = 1.0, queue_bytes: int = 1 << 22) -> None:
         self.ns, self.vip, self.min_watch, self.queue_bytes = ns, str(vip), min_watch, queue_bytes
-        self.events: list[tuple[str, float]] = []
+        self.events: list[str] = []
         self.error: str | None = None
         self.held_at_start = self.held_at_end = False
 
@@ -177,8 +177,7 @@ class VipEvents:
                 self.error = "the kernel dropped address events: the socket's queue overflowed"
                 continue
             messages, _ = parse(data)
-            now = time.monotonic()
-            self.events += [("added" if mtype == RTM_NEWADDR else "deleted", now)
+            self.events += ["added" if mtype == RTM_NEWADDR else "deleted"
                             for mtype, addrs in messages if self.vip in addrs]
 
     def __exit__(self, *exc) -> None:
@@ -188,16 +187,10 @@ class VipEvents:
             # by then (the kernel sends it before the change's own call returns).
             self.held_at_end = self.vip in self.reader.addresses()
             self._drain()
-            replayed = self.held_at_start
-            for kind, _ in self.events:
-                replayed = kind == "added"
+            replayed = self.events[-1] == "added" if self.events else self.held_at_start
             if self.error is None and replayed != self.held_at_end:
-                self.error = (f"the events ({self.kinds}) do not lead from held={self.held_at_start} "
+                self.error = (f"the events ({self.events}) do not lead from held={self.held_at_start} "
                               f"to the end state held={self.held_at_end}")
         finally:
             self.sock.close()
             self.reader.close()
-
-    @property
-    def kinds(self) -> list[str]:
-        return [kind for kind, _ in self.events]

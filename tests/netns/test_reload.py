@@ -115,7 +115,7 @@ def assert_vip_steady(w1: VipEvents, w2: VipEvents) -> None:
     for w in (w1, w2):
         assert w.error is None, w.error
     assert w1.held_at_start and w1.held_at_end, "the master did not hold the VIP"
-    assert "deleted" not in w1.kinds, f"the master's VIP flapped during the reload: {w1.events}"
+    assert "deleted" not in w1.events, f"the master's VIP flapped during the reload: {w1.events}"
     assert (w2.held_at_start, w2.events, w2.held_at_end) == (False, [], False), \
         f"the backup added the VIP during the reload: {w2.events}"
 

@@ -78,7 +78,7 @@ def test_the_event_watch_sees_a_flap_made_while_nothing_reads_and_shorter_than_a
         # One `ip -batch`: deleted and added again within one process, microseconds apart.
         sh("ip", "-n", a, "-batch", "-", input=f"addr del {VIP}/24 dev eth0\naddr add {VIP}/24 dev eth0\n")
     assert watch.error is None, watch.error
-    assert (watch.held_at_start, watch.kinds, watch.held_at_end) == (True, ["deleted", "added"], True)
+    assert (watch.held_at_start, watch.events, watch.held_at_end) == (True, ["deleted", "added"], True)
 
 
 def test_the_event_watch_of_an_untouched_vip_has_no_events_and_lasts_its_minimum(two_namespaces):
