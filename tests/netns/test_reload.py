@@ -1,7 +1,8 @@
 """Live reload and the status API of real ``hadirector run`` agents in namespaces.
 
 Two agents on a namespace LAN (area prefix "rl", addresses 10.236.<net>.0/24) elect a
-master; then the master is SIGHUPed with an unchanged, an invalid and a growing config.
+master; then the master is SIGHUPed with an unchanged, an invalid and a growing config,
+and stopped while a reload waits on a file that never arrives.
 The oracles are outside the agent:
 
 * ``VipEvents`` (lab/vipwatch.py) reads every change of the VIP on each node from the
