@@ -28,3 +28,15 @@ def group_gone(pgid: int) -> bool:
         if int(pgrp) == pgid and state not in (b"Z", b"X"):
             return False
     return True
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid``, from every one of its threads (a child belongs
+    to the thread that forked it)."""
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(k) for k in (task / "children").read_text().split()]
+        except OSError:                                 # the thread ended meanwhile
+            continue
+    return kids

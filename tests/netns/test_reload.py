@@ -32,6 +32,7 @@ from hadirector.exitcodes import ExitCode
 
 from lab.agents import AgentProc, holders, instance_config, wait_for, wait_holder
 from lab.lan import Lan, sh
+from lab.processes import children
 from lab.vipwatch import VipEvents
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -232,15 +233,6 @@ def test_status_metrics_and_the_cli_report_what_the_namespaces_show(lan, pair):
     assert s["master_address"] == str(lan.ip4(2)) and s["reason"] == "priority_zero_received"
 
 
-def readers(agent: AgentProc) -> list[int]:
-    """The agent's child processes (``ip netns exec`` execs it: its pid is the agent's)."""
-    kids: list[int] = []
-    for task in Path(f"/proc/{agent.proc.pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            kids += [int(k) for k in (task / "children").read_text().split()]
-    return kids
-
-
 def test_a_stop_while_a_reload_waits_on_its_file_ends_the_read_and_fails_over_at_once(lan, pair):
     # A file that never arrives (a FIFO no one writes, as on a hung file system): the
     # reader would wait out its wall-clock bound, and the stop waited for the reload.
@@ -248,8 +240,9 @@ def test_a_stop_while_a_reload_waits_on_its_file_ends_the_read_and_fails_over_at
     a1.config_path.unlink()
     os.mkfifo(a1.config_path)
     a1.signal(signal.SIGHUP)
-    wait_for(lambda: readers(a1), 10.0, what="the config reader forked")
-    (reader,) = readers(a1)
+    # ``ip netns exec`` execs the agent: its pid is the agent's.
+    wait_for(lambda: children(a1.proc.pid), 10.0, what="the config reader forked")
+    (reader,) = children(a1.proc.pid)
     a1.signal(signal.SIGTERM)
     assert a1.proc.wait(20) == 0, "the stop waited for the read"
     failed = a1.events("agent.reload_failed")[-1]
